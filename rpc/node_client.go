@@ -1,0 +1,123 @@
+package rpc
+
+import (
+	"context"
+	"errors"
+	"time"
+
+	"github.com/lunora/lunora/api"
+	lunorav1 "github.com/lunora/lunora/proto/lunora/v1"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/connectivity"
+	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/grpc/keepalive"
+)
+
+// Keepalive timing shared by NodeClient and ServerOptions: the client pings
+// a silent connection only while calls are in flight, and never more often
+// than the server's enforcement policy accepts (gRPC's default policy of 5
+// minutes would answer 30s pings with GOAWAY "too_many_pings").
+const (
+	clientPingEvery   = 30 * time.Second
+	clientPingTimeout = 10 * time.Second
+	serverMinPing     = 15 * time.Second
+)
+
+// ServerOptions are the grpc.ServerOptions a Lunora gRPC server (node or
+// gateway) should be built with so that NodeClient's keepalive pings are
+// accepted and dead client connections are found.
+func ServerOptions() []grpc.ServerOption {
+	return []grpc.ServerOption{
+		grpc.KeepaliveEnforcementPolicy(keepalive.EnforcementPolicy{MinTime: serverMinPing}),
+		grpc.KeepaliveParams(keepalive.ServerParameters{Time: 2 * time.Minute, Timeout: 20 * time.Second}),
+	}
+}
+
+// NodeClient calls the Node service of one lunora-node. It has the methods
+// of Shards (and of gateway.Backend), so a gateway can use a remote node
+// and an in-process shard host alike. It is safe for concurrent use.
+//
+// Errors are *api.Error with the node's code, message and retry hint. A
+// node that cannot be reached is UNAVAILABLE, naming its address — also when
+// the caller's deadline expired before a connection was made.
+type NodeClient struct {
+	addr string
+	conn *grpc.ClientConn
+	node lunorav1.NodeClient
+}
+
+// NewNodeClient prepares a client for the node at addr ("host:port"). Like
+// grpc.NewClient it does not connect until the first call. opts are added
+// after the defaults (insecure transport credentials and keepalive).
+func NewNodeClient(addr string, opts ...grpc.DialOption) (*NodeClient, error) {
+	all := append([]grpc.DialOption{
+		grpc.WithTransportCredentials(insecure.NewCredentials()),
+		grpc.WithKeepaliveParams(keepalive.ClientParameters{Time: clientPingEvery, Timeout: clientPingTimeout}),
+	}, opts...)
+	conn, err := grpc.NewClient(addr, all...)
+	if err != nil {
+		return nil, api.Errorf(codes.InvalidArgument, "node address %q: %w", addr, err)
+	}
+	return &NodeClient{addr: addr, conn: conn, node: lunorav1.NewNodeClient(conn)}, nil
+}
+
+// Addr is the node address the client calls.
+func (c *NodeClient) Addr() string { return c.addr }
+
+// Close closes the connection; calls in flight fail with CANCELED.
+func (c *NodeClient) Close() error { return c.conn.Close() }
+
+// Call runs a function on a shard of the node.
+func (c *NodeClient) Call(ctx context.Context, shardID, function string, args map[string]any) (*api.Result, error) {
+	pargs, err := ArgsToProto(args)
+	if err != nil {
+		return nil, err
+	}
+	resp, err := c.node.Call(ctx, &lunorav1.NodeCallRequest{ShardId: shardID, Function: function, Args: pargs})
+	if err != nil {
+		return nil, c.fromStatus(err)
+	}
+	return ResultFromCallResponse(resp), nil
+}
+
+// Exec runs one admin statement on a shard of the node.
+func (c *NodeClient) Exec(ctx context.Context, shardID, sql string, params map[string]any) (*api.Result, error) {
+	pparams, err := ArgsToProto(params)
+	if err != nil {
+		return nil, err
+	}
+	resp, err := c.node.Sql(ctx, &lunorav1.NodeSqlRequest{ShardId: shardID, Sql: sql, Params: pparams})
+	if err != nil {
+		return nil, c.fromStatus(err)
+	}
+	return ResultFromSqlResponse(resp), nil
+}
+
+// Status asks the node about itself.
+func (c *NodeClient) Status(ctx context.Context) (*api.Status, error) {
+	resp, err := c.node.Status(ctx, &lunorav1.StatusRequest{})
+	if err != nil {
+		return nil, c.fromStatus(err)
+	}
+	return StatusFromStatusResponse(resp), nil
+}
+
+// fromStatus is FromStatus naming the node when it could not be reached.
+func (c *NodeClient) fromStatus(err error) error {
+	converted := FromStatus(err)
+	var e *api.Error
+	if !errors.As(converted, &e) {
+		return converted
+	}
+	switch {
+	case e.Code == codes.Unavailable:
+		return &api.Error{Code: codes.Unavailable, Msg: "node " + c.addr + ": " + e.Msg, RetryAfter: e.RetryAfter, Err: e}
+	case e.Code == codes.DeadlineExceeded && c.conn.GetState() != connectivity.Ready:
+		// The deadline ran out while no connection was up: the node is
+		// unreachable, which the caller can act on (another node, later),
+		// unlike a slow answer.
+		return &api.Error{Code: codes.Unavailable, Msg: "node " + c.addr + " is unreachable: " + e.Msg, Err: e}
+	}
+	return converted
+}

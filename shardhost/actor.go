@@ -1,0 +1,138 @@
+package shardhost
+
+import (
+	"container/list"
+	"context"
+	"fmt"
+	"os"
+	"path/filepath"
+	"time"
+
+	"github.com/lunora/lunora/api"
+	"google.golang.org/grpc/codes"
+)
+
+// actor is one active shard: its writer connection and goroutine, its
+// mailbox and its pool of read-only connections.
+type actor struct {
+	h     *Host
+	id    string
+	group string
+	key   any // the shard_by value, typed; nil for the root shard
+	path  string
+
+	ready chan struct{} // closed when activation has finished
+	err   error         // activation error, read after ready
+
+	w          *conn
+	seq        uint64 // owned by the writer goroutine after activation
+	mailbox    chan *mutation
+	writerDone chan struct{}
+	readers    chan *conn    // idle read connections
+	readerSlot chan struct{} // one token per open read connection
+
+	// Guarded by h.mu.
+	refs     int
+	lastUsed time.Time
+	elem     *list.Element
+	closed   chan struct{} // set when detached; closed when handles are closed
+}
+
+func newActor(h *Host, id, group string, key any) *actor {
+	return &actor{
+		h: h, id: id, group: group, key: key,
+		path:       h.shardPath(id),
+		ready:      make(chan struct{}),
+		lastUsed:   time.Now(),
+		readers:    make(chan *conn, h.cfg.ReadConns),
+		readerSlot: make(chan struct{}, h.cfg.ReadConns),
+	}
+}
+
+// activate opens (or creates) the shard's file, migrates it to the app's
+// schema and starts the writer goroutine.
+func (a *actor) activate() error {
+	created := false
+	if _, err := os.Stat(a.path); os.IsNotExist(err) {
+		if err := os.MkdirAll(filepath.Dir(a.path), 0o755); err != nil {
+			return api.Errorf(codes.Internal, "shard %s: create directory: %v", a.id, err)
+		}
+		created = true
+	}
+	w, err := openConn(a.path, &a.h.cfg, false)
+	if err != nil {
+		return api.Errorf(codes.Internal, "shard %s: %v", a.id, err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	seq, err := migrate(ctx, w, a.h.cfg.App, a.id, a.group, a.key)
+	if err != nil {
+		w.close()
+		if created {
+			os.Remove(a.path)
+			os.Remove(a.path + "-wal")
+			os.Remove(a.path + "-shm")
+		}
+		if _, ok := err.(*api.Error); ok {
+			return err
+		}
+		return api.Errorf(codes.Internal, "shard %s: migrate: %v", a.id, err)
+	}
+	if created {
+		// The new file's directory entries must be durable before any write
+		// to it is acknowledged (I2).
+		if err := syncDirs(filepath.Dir(a.path), filepath.Join(a.h.cfg.Dir, "shards")); err != nil {
+			w.close()
+			return api.Errorf(codes.Internal, "shard %s: sync directory: %v", a.id, err)
+		}
+		a.h.onDisk.Add(1)
+		a.h.m.onDisk.Set(float64(a.h.onDisk.Load()))
+	}
+	a.w = w
+	a.seq = seq
+	a.mailbox = make(chan *mutation, a.h.cfg.MailboxSize)
+	a.writerDone = make(chan struct{})
+	go a.runWriter()
+	a.h.m.activations.Inc()
+	return nil
+}
+
+// syncDirs fsyncs dir and each parent up to and including stop.
+func syncDirs(dir, stop string) error {
+	for {
+		f, err := os.Open(dir)
+		if err != nil {
+			return err
+		}
+		err = f.Sync()
+		f.Close()
+		if err != nil {
+			return err
+		}
+		if dir == stop || len(dir) <= len(stop) {
+			return nil
+		}
+		dir = filepath.Dir(dir)
+	}
+}
+
+// hibernate closes every handle. The actor is detached and unreferenced,
+// so its mailbox is empty and no reader is checked out.
+func (a *actor) hibernate() {
+	close(a.mailbox)
+	<-a.writerDone
+	for {
+		select {
+		case r := <-a.readers:
+			r.close()
+			continue
+		default:
+		}
+		break
+	}
+	if err := a.w.close(); err != nil {
+		a.h.log.Warn("close shard", "shard", a.id, "err", err)
+	}
+}
+
+func (a *actor) String() string { return fmt.Sprintf("shard %s", a.id) }

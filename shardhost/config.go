@@ -1,0 +1,123 @@
+package shardhost
+
+import (
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"time"
+
+	"github.com/lunora/lunora/schema"
+	"github.com/prometheus/client_golang/prometheus"
+)
+
+const (
+	mailboxRetryAfter  = 50 * time.Millisecond
+	overloadRetryAfter = 100 * time.Millisecond
+)
+
+// Config configures a Host.
+type Config struct {
+	// Dir is the node's data directory; shard files live under Dir/shards.
+	Dir string
+	// App is the validated lunora.yaml.
+	App *schema.App
+	// NodeID names the node in Status and logs.
+	NodeID string
+	// Synchronous is SQLite's synchronous level for shard writes: FULL (the
+	// default: an acked write survives power loss) or NORMAL (survives a
+	// process crash, not a power loss).
+	Synchronous string
+	// IdleTimeout is how long a shard stays open without requests before it
+	// hibernates (all handles closed).
+	IdleTimeout time.Duration
+	// MaxActive caps open shards; past it the least recently used idle shard
+	// hibernates.
+	MaxActive int
+	// MailboxSize bounds the mutations queued per shard.
+	MailboxSize int
+	// MaxBatch bounds the mutations one group commit takes.
+	MaxBatch int
+	// MaxInFlight bounds the requests a node serves at once.
+	MaxInFlight int
+	// ReadConns bounds the read-only connections per active shard.
+	ReadConns int
+	// CacheKiB is SQLite's page cache per connection.
+	CacheKiB int
+	// StatementTimeout bounds one function or statement.
+	StatementTimeout time.Duration
+	// MaxResultRows and MaxResultBytes bound a result.
+	MaxResultRows  int
+	MaxResultBytes int
+	// MaxSQLLen bounds an admin SQL statement in bytes.
+	MaxSQLLen int
+
+	// Logger receives the host's logs; discarded when nil.
+	Logger *slog.Logger
+	// Registerer receives the host's metrics; none are registered when nil.
+	Registerer prometheus.Registerer
+	// Now is the clock behind lunora_now(); time.Now when nil.
+	Now func() time.Time
+	// BeforeBatch, when set, is called by a shard's writer goroutine before
+	// each group commit, with the shard ID. It is a fault hook for tests
+	// (holding it fills the mailbox deterministically); it must not call the
+	// Host.
+	BeforeBatch func(shardID string)
+}
+
+// DefaultConfig returns production defaults; Dir and App must still be set.
+func DefaultConfig() Config {
+	return Config{
+		NodeID:           "node-0",
+		Synchronous:      "FULL",
+		IdleTimeout:      2 * time.Minute,
+		MaxActive:        10000,
+		MailboxSize:      1024,
+		MaxBatch:         512,
+		MaxInFlight:      8192,
+		ReadConns:        2,
+		CacheKiB:         1024,
+		StatementTimeout: 5 * time.Second,
+		MaxResultRows:    10000,
+		MaxResultBytes:   8 << 20,
+		MaxSQLLen:        64 << 10,
+	}
+}
+
+// DefaultLocalConfig returns defaults with short timers for tests.
+func DefaultLocalConfig() Config {
+	c := DefaultConfig()
+	c.IdleTimeout = 200 * time.Millisecond
+	c.MaxActive = 1000
+	return c
+}
+
+// Validate reports the first invalid field.
+func (c *Config) Validate() error {
+	switch {
+	case c.Dir == "":
+		return errors.New("shardhost: Dir is required")
+	case c.App == nil:
+		return errors.New("shardhost: App is required")
+	case c.Synchronous != "FULL" && c.Synchronous != "NORMAL":
+		return fmt.Errorf("shardhost: Synchronous must be FULL or NORMAL, not %q", c.Synchronous)
+	case c.IdleTimeout <= 0:
+		return errors.New("shardhost: IdleTimeout must be positive")
+	case c.MaxActive < 1:
+		return errors.New("shardhost: MaxActive must be at least 1")
+	case c.MailboxSize < 1 || c.MaxBatch < 1 || c.MaxInFlight < 1 || c.ReadConns < 1:
+		return errors.New("shardhost: MailboxSize, MaxBatch, MaxInFlight and ReadConns must be at least 1")
+	case c.StatementTimeout <= 0:
+		return errors.New("shardhost: StatementTimeout must be positive")
+	case c.MaxResultRows < 1 || c.MaxResultBytes < 1 || c.MaxSQLLen < 1:
+		return errors.New("shardhost: result and SQL bounds must be positive")
+	}
+	return nil
+}
+
+func (c *Config) logger() *slog.Logger {
+	if c.Logger != nil {
+		return c.Logger
+	}
+	return slog.New(slog.NewTextHandler(io.Discard, nil))
+}

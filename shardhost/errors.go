@@ -1,0 +1,32 @@
+package shardhost
+
+import (
+	"github.com/lunora/lunora/api"
+	"google.golang.org/grpc/codes"
+)
+
+// Sentinel errors. Every error the Host returns is an *api.Error carrying a
+// canonical code; these sentinels are matched with errors.Is.
+var (
+	// ErrMailboxFull: the shard's bounded mailbox is full; retry later.
+	ErrMailboxFull = &api.Error{Code: codes.ResourceExhausted, Msg: "shard is busy: its mailbox is full", RetryAfter: mailboxRetryAfter}
+	// ErrOverloaded: the node is at its bound of in-flight requests.
+	ErrOverloaded = &api.Error{Code: codes.ResourceExhausted, Msg: "node is at its limit of in-flight requests", RetryAfter: overloadRetryAfter}
+	// ErrAssert: lunora_assert failed inside a function.
+	ErrAssert = api.New(codes.FailedPrecondition, "assertion failed")
+	// ErrForeignRow: a row's shard_by value is not the shard's key (I1).
+	ErrForeignRow = api.New(codes.InvalidArgument, "row belongs to another shard")
+	// ErrSandbox: the statement tried something the shard sandbox refuses.
+	ErrSandbox = api.New(codes.PermissionDenied, "not allowed in a shard")
+	// ErrUnknownFunction: no such function in lunora.yaml.
+	ErrUnknownFunction = api.New(codes.NotFound, "unknown function")
+	// ErrClosed: the host is shutting down.
+	ErrClosed = api.New(codes.Unavailable, "node is shutting down")
+	// ErrMigration: the shard's file cannot be migrated to lunora.yaml
+	// without losing data.
+	ErrMigration = api.New(codes.FailedPrecondition, "schema change refused")
+	// ErrResultTooLarge: a result is over the row or byte bound.
+	ErrResultTooLarge = api.New(codes.OutOfRange, "result too large")
+	// ErrReadOnly: a query function tried to write.
+	ErrReadOnly = api.New(codes.FailedPrecondition, "query functions cannot write; declare the function as a mutation")
+)

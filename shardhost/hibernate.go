@@ -1,0 +1,86 @@
+package shardhost
+
+import (
+	"time"
+)
+
+// runJanitor hibernates shards idle for longer than IdleTimeout.
+func (h *Host) runJanitor() {
+	defer h.janitor.Done()
+	period := h.cfg.IdleTimeout / 2
+	if period > time.Second {
+		period = time.Second
+	}
+	t := time.NewTicker(period)
+	defer t.Stop()
+	for {
+		select {
+		case <-h.stop:
+			return
+		case now := <-t.C:
+			h.closeActors(h.idleActors(now))
+		}
+	}
+}
+
+// idleActors detaches, oldest first, every unreferenced actor idle for
+// longer than IdleTimeout.
+func (h *Host) idleActors(now time.Time) []*actor {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	var out []*actor
+	for e := h.lru.Back(); e != nil; {
+		a := e.Value.(*actor)
+		prev := e.Prev()
+		if now.Sub(a.lastUsed) < h.cfg.IdleTimeout {
+			break // the list is ordered by last use
+		}
+		if a.refs == 0 {
+			out = append(out, h.detachLocked(a))
+		}
+		e = prev
+	}
+	return out
+}
+
+// overCapLocked detaches least recently used idle actors while more than
+// MaxActive are open. Busy actors are skipped: the cap is exceeded rather
+// than a request failed.
+func (h *Host) overCapLocked() []*actor {
+	var out []*actor
+	for e := h.lru.Back(); e != nil && h.lru.Len() > h.cfg.MaxActive; {
+		prev := e.Prev()
+		if a := e.Value.(*actor); a.refs == 0 {
+			out = append(out, h.detachLocked(a))
+		}
+		e = prev
+	}
+	return out
+}
+
+// detachLocked removes an unreferenced actor from the host's maps; its
+// handles are closed by closeActors, outside the lock. A request for the
+// shard that arrives meanwhile activates a new actor, which first waits for
+// the old one's handles to close.
+func (h *Host) detachLocked(a *actor) *actor {
+	delete(h.actors, a.id)
+	h.lru.Remove(a.elem)
+	a.elem = nil
+	a.closed = make(chan struct{})
+	h.closing[a.id] = a.closed
+	h.m.active.Set(float64(h.lru.Len()))
+	return a
+}
+
+func (h *Host) closeActors(as []*actor) {
+	for _, a := range as {
+		a.hibernate()
+		h.mu.Lock()
+		if h.closing[a.id] == a.closed {
+			delete(h.closing, a.id)
+		}
+		h.mu.Unlock()
+		close(a.closed)
+		h.m.hibernations.Inc()
+	}
+}

@@ -1,0 +1,291 @@
+package shardhost
+
+import (
+	"container/list"
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"fmt"
+	"io/fs"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/lunora/lunora/api"
+	"github.com/lunora/lunora/schema"
+	"google.golang.org/grpc/codes"
+)
+
+// Host runs the shard actors of one node. It is safe for concurrent use.
+type Host struct {
+	cfg   Config
+	log   *slog.Logger
+	m     *metrics
+	start time.Time
+
+	mu      sync.Mutex
+	actors  map[string]*actor        // active or activating
+	closing map[string]chan struct{} // shards whose handles are being closed
+	lru     *list.List               // activated actors, most recently used first
+	closed  bool
+
+	inFlight atomic.Int64
+	onDisk   atomic.Int64
+
+	stop     chan struct{}
+	janitor  sync.WaitGroup
+	shutOnce sync.Once
+}
+
+// New opens a Host over cfg.Dir, counting the shard files already there.
+func New(cfg Config) (*Host, error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	if cfg.Now == nil {
+		cfg.Now = time.Now
+	}
+	h := &Host{
+		cfg:     cfg,
+		log:     cfg.logger(),
+		m:       newMetrics(cfg.Registerer),
+		start:   time.Now(),
+		actors:  map[string]*actor{},
+		closing: map[string]chan struct{}{},
+		lru:     list.New(),
+		stop:    make(chan struct{}),
+	}
+	root := filepath.Join(cfg.Dir, "shards")
+	if err := os.MkdirAll(root, 0o755); err != nil {
+		return nil, fmt.Errorf("shardhost: %w", err)
+	}
+	n, err := countShardFiles(root)
+	if err != nil {
+		return nil, fmt.Errorf("shardhost: count shards in %s: %w", root, err)
+	}
+	h.onDisk.Store(n)
+	h.m.onDisk.Set(float64(n))
+	h.janitor.Add(1)
+	go h.runJanitor()
+	return h, nil
+}
+
+func countShardFiles(root string) (int64, error) {
+	var n int64
+	err := filepath.WalkDir(root, func(path string, d fs.DirEntry, err error) error {
+		if err != nil {
+			return err
+		}
+		if !d.IsDir() && strings.HasSuffix(path, ".db") {
+			n++
+		}
+		return nil
+	})
+	return n, err
+}
+
+// shardPath maps a shard ID to its file. IDs are hashed so any key is a
+// safe file name, and fanned out over two directory levels so that a
+// million shards never crowd one directory.
+func (h *Host) shardPath(shardID string) string {
+	sum := sha256.Sum256([]byte(shardID))
+	name := hex.EncodeToString(sum[:16])
+	return filepath.Join(h.cfg.Dir, "shards", name[0:2], name[2:4], name+".db")
+}
+
+// Call runs a declared function on a shard. Arguments are validated here
+// again (the gateway already did), so a node never trusts its caller's
+// typing.
+func (h *Host) Call(ctx context.Context, shardID, function string, args map[string]any) (res *api.Result, err error) {
+	start := time.Now()
+	label := "unknown"
+	defer func() { h.observe(label, start, err) }()
+	fn := h.cfg.App.Function(function)
+	if fn == nil {
+		return nil, api.Wrap(ErrUnknownFunction, fmt.Sprintf("%q is not declared in lunora.yaml", function))
+	}
+	label = fn.Name
+	group, key, err := h.cfg.App.ParseShardID(shardID)
+	if err != nil {
+		return nil, err
+	}
+	if group != fn.ShardBy {
+		return nil, api.Errorf(codes.InvalidArgument, "function %s runs on %s shards, not on shard %q", fn.Name, fn.ShardBy, shardID)
+	}
+	bound, err := fn.BindArgs(args)
+	if err != nil {
+		return nil, err
+	}
+	if v, ok := bound[group]; ok && key != nil && v != key {
+		return nil, api.Errorf(codes.InvalidArgument, "function %s: argument %s=%v does not match shard %q", fn.Name, group, v, shardID)
+	}
+	named := namedArgs(bound)
+	err = h.withShard(ctx, shardID, group, key, func(a *actor) error {
+		if fn.Kind == schema.Query {
+			res, err = a.query(ctx, fn.SQL, named)
+		} else {
+			res, err = a.mutate(ctx, fn.SQL, named)
+		}
+		return err
+	})
+	return res, err
+}
+
+// Exec runs one admin statement on a shard through its writer, inside the
+// same sandbox as function SQL.
+func (h *Host) Exec(ctx context.Context, shardID, sql string, params map[string]any) (res *api.Result, err error) {
+	start := time.Now()
+	defer func() { h.observe("sql", start, err) }()
+	group, key, err := h.cfg.App.ParseShardID(shardID)
+	if err != nil {
+		return nil, err
+	}
+	if shardID == "" {
+		shardID = schema.RootShard
+	}
+	named, err := h.checkAdminSQL(sql, params)
+	if err != nil {
+		return nil, err
+	}
+	err = h.withShard(ctx, shardID, group, key, func(a *actor) error {
+		res, err = a.mutate(ctx, []string{sql}, named)
+		return err
+	})
+	return res, err
+}
+
+// Status reports the node's shard counts.
+func (h *Host) Status(ctx context.Context) (*api.Status, error) {
+	h.mu.Lock()
+	active := int64(h.lru.Len())
+	h.mu.Unlock()
+	return &api.Status{
+		NodeID:        h.cfg.NodeID,
+		ActiveShards:  active,
+		ShardsOnDisk:  h.onDisk.Load(),
+		InFlight:      h.inFlight.Load(),
+		UptimeSeconds: int64(time.Since(h.start).Seconds()),
+	}, nil
+}
+
+func (h *Host) observe(function string, start time.Time, err error) {
+	code := api.CodeOf(err).String()
+	h.m.requests.WithLabelValues(function, code).Inc()
+	h.m.latency.WithLabelValues(function, code).Observe(time.Since(start).Seconds())
+}
+
+// withShard bounds the node's in-flight requests, activates the shard and
+// keeps it from hibernating while fn runs.
+func (h *Host) withShard(ctx context.Context, shardID, group string, key any, fn func(*actor) error) error {
+	if n := h.inFlight.Add(1); n > int64(h.cfg.MaxInFlight) {
+		h.inFlight.Add(-1)
+		return api.Wrap(ErrOverloaded, fmt.Sprintf("%d requests in flight", h.cfg.MaxInFlight))
+	}
+	h.m.inFlight.Inc()
+	defer func() {
+		h.inFlight.Add(-1)
+		h.m.inFlight.Dec()
+	}()
+	a, err := h.acquire(ctx, shardID, group, key)
+	if err != nil {
+		return err
+	}
+	defer h.release(a)
+	return fn(a)
+}
+
+// acquire returns the shard's actor, activating it if needed, with a
+// reference held: an actor with references never hibernates.
+func (h *Host) acquire(ctx context.Context, shardID, group string, key any) (*actor, error) {
+	h.mu.Lock()
+	if h.closed {
+		h.mu.Unlock()
+		return nil, ErrClosed
+	}
+	a := h.actors[shardID]
+	if a != nil {
+		a.refs++
+		a.lastUsed = time.Now()
+		if a.elem != nil {
+			h.lru.MoveToFront(a.elem)
+		}
+		h.mu.Unlock()
+		select {
+		case <-a.ready:
+		case <-ctx.Done():
+			h.release(a)
+			return nil, api.Errorf(api.CodeOf(ctx.Err()), "waiting for shard %s to activate: %v", shardID, ctx.Err())
+		}
+		if a.err != nil {
+			h.release(a)
+			return nil, a.err
+		}
+		return a, nil
+	}
+	a = newActor(h, shardID, group, key)
+	a.refs = 1
+	h.actors[shardID] = a
+	wait := h.closing[shardID]
+	h.mu.Unlock()
+
+	if wait != nil {
+		<-wait // the previous incarnation is still closing its handles
+	}
+	a.err = a.activate()
+	h.mu.Lock()
+	if a.err != nil {
+		delete(h.actors, shardID)
+	} else {
+		a.elem = h.lru.PushFront(a)
+		h.m.active.Set(float64(h.lru.Len()))
+	}
+	evict := h.overCapLocked()
+	h.mu.Unlock()
+	close(a.ready)
+	h.closeActors(evict)
+	if a.err != nil {
+		h.release(a)
+		return nil, a.err
+	}
+	return a, nil
+}
+
+func (h *Host) release(a *actor) {
+	h.mu.Lock()
+	a.refs--
+	a.lastUsed = time.Now()
+	h.mu.Unlock()
+}
+
+// Shutdown stops taking requests, waits (bounded by ctx) for those in
+// flight, and closes every shard.
+func (h *Host) Shutdown(ctx context.Context) error {
+	var err error
+	h.shutOnce.Do(func() {
+		h.mu.Lock()
+		h.closed = true
+		h.mu.Unlock()
+		close(h.stop)
+		h.janitor.Wait()
+		for h.inFlight.Load() > 0 {
+			select {
+			case <-ctx.Done():
+				err = fmt.Errorf("shardhost: %d requests still in flight: %w", h.inFlight.Load(), ctx.Err())
+				return
+			case <-time.After(5 * time.Millisecond):
+			}
+		}
+		h.mu.Lock()
+		var all []*actor
+		for e := h.lru.Front(); e != nil; e = e.Next() {
+			all = append(all, h.detachLocked(e.Value.(*actor)))
+		}
+		h.mu.Unlock()
+		h.closeActors(all)
+	})
+	return err
+}

@@ -1,0 +1,51 @@
+package shardhost
+
+import (
+	"github.com/prometheus/client_golang/prometheus"
+)
+
+type metrics struct {
+	requests      *prometheus.CounterVec
+	latency       *prometheus.HistogramVec
+	active        prometheus.Gauge
+	onDisk        prometheus.Gauge
+	inFlight      prometheus.Gauge
+	activations   prometheus.Counter
+	hibernations  prometheus.Counter
+	batchSize     prometheus.Histogram
+	mailboxDepth  prometheus.Histogram
+	commitLatency prometheus.Histogram
+}
+
+func newMetrics(reg prometheus.Registerer) *metrics {
+	m := &metrics{
+		requests: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "lunora_node_requests_total", Help: "Requests served by the node's shards, by function and canonical code.",
+		}, []string{"function", "code"}),
+		latency: prometheus.NewHistogramVec(prometheus.HistogramOpts{
+			Name: "lunora_node_request_duration_seconds", Help: "Latency of requests served by the node's shards.",
+			Buckets: prometheus.ExponentialBuckets(0.0001, 2, 16),
+		}, []string{"function", "code"}),
+		active:       prometheus.NewGauge(prometheus.GaugeOpts{Name: "lunora_shards_active", Help: "Shards with open SQLite handles."}),
+		onDisk:       prometheus.NewGauge(prometheus.GaugeOpts{Name: "lunora_shards_on_disk", Help: "Shard files held by the node, active or hibernated (hibernated = on_disk - active)."}),
+		inFlight:     prometheus.NewGauge(prometheus.GaugeOpts{Name: "lunora_node_in_flight_requests", Help: "Requests being served."}),
+		activations:  prometheus.NewCounter(prometheus.CounterOpts{Name: "lunora_shard_activations_total", Help: "Shard activations (file opened and migrated)."}),
+		hibernations: prometheus.NewCounter(prometheus.CounterOpts{Name: "lunora_shard_hibernations_total", Help: "Shard hibernations (all handles closed)."}),
+		batchSize: prometheus.NewHistogram(prometheus.HistogramOpts{
+			Name: "lunora_group_commit_batch_size", Help: "Mutations per group commit.",
+			Buckets: prometheus.ExponentialBuckets(1, 2, 11),
+		}),
+		mailboxDepth: prometheus.NewHistogram(prometheus.HistogramOpts{
+			Name: "lunora_shard_mailbox_depth", Help: "Mutations waiting in a shard's mailbox when its writer takes a batch.",
+			Buckets: prometheus.ExponentialBuckets(1, 2, 12),
+		}),
+		commitLatency: prometheus.NewHistogram(prometheus.HistogramOpts{
+			Name: "lunora_group_commit_duration_seconds", Help: "Time from BEGIN to durable COMMIT of one group commit.",
+			Buckets: prometheus.ExponentialBuckets(0.0001, 2, 16),
+		}),
+	}
+	if reg != nil {
+		reg.MustRegister(m.requests, m.latency, m.active, m.onDisk, m.inFlight, m.activations, m.hibernations, m.batchSize, m.mailboxDepth, m.commitLatency)
+	}
+	return m
+}

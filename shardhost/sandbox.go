@@ -1,0 +1,162 @@
+package shardhost
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strings"
+
+	"github.com/lunora/lunora/api"
+	sqlite3 "github.com/mattn/go-sqlite3"
+	"google.golang.org/grpc/codes"
+)
+
+// Authorizer action codes (sqlite3.h).
+const (
+	authCreateIndex      = 1
+	authCreateTable      = 2
+	authCreateTempIndex  = 3
+	authCreateTempTable  = 4
+	authCreateTempTrig   = 5
+	authCreateTempView   = 6
+	authCreateTrigger    = 7
+	authCreateView       = 8
+	authDelete           = 9
+	authDropIndex        = 10
+	authDropTable        = 11
+	authInsert           = 18
+	authPragma           = 19
+	authRead             = 20
+	authSelect           = 21
+	authTransaction      = 22
+	authUpdate           = 23
+	authAttach           = 24
+	authDetach           = 25
+	authAlterTable       = 26
+	authReindex          = 27
+	authAnalyze          = 28
+	authCreateVTable     = 29
+	authDropVTable       = 30
+	authFunction         = 31
+	authSavepoint        = 32
+	authRecursive        = 33
+	sqliteOK             = 0
+	sqliteDeny           = 1
+	firstDropAfterCreate = 10
+)
+
+// readOnlyPragmas are the pragmas user SQL may run: introspection only.
+var readOnlyPragmas = map[string]bool{
+	"table_info": true, "table_xinfo": true, "index_list": true, "index_info": true,
+	"index_xinfo": true, "foreign_key_list": true, "data_version": true,
+}
+
+// deniedFunctions are SQL functions user SQL may not call.
+var deniedFunctions = map[string]bool{
+	"load_extension": true, "fts3_tokenizer": true, "readfile": true, "writefile": true,
+	"edit": true,
+}
+
+// authorize is the SQLite authorizer. System statements (migrations, the
+// commit sequence bookkeeping, savepoints) pass; user statements — function
+// SQL and admin SQL — may read and write the shard's declared tables and
+// nothing else: no ATTACH/DETACH, no transaction control (the writer owns
+// the transaction), no schema changes (lunora.yaml owns the schema), no
+// pragmas but introspection, no extension loading, no writes to sqlite_* or
+// __lunora_* tables. This is invariant I1's sandbox half: a tenant can never
+// reach another shard's file.
+func (c *conn) authorize(action int, arg1, arg2, arg3 string) int {
+	if !c.user {
+		return sqliteOK
+	}
+	deny := func(format string, args ...any) int {
+		c.denied = fmt.Sprintf(format, args...)
+		return sqliteDeny
+	}
+	switch action {
+	case authSelect, authRecursive, authAnalyze:
+		return sqliteOK
+	case authRead:
+		return sqliteOK
+	case authInsert, authUpdate, authDelete:
+		if systemTable(arg1) {
+			return deny("writing to %s is not allowed", arg1)
+		}
+		return sqliteOK
+	case authFunction:
+		if deniedFunctions[strings.ToLower(arg2)] {
+			return deny("function %s() is not allowed", arg2)
+		}
+		return sqliteOK
+	case authPragma:
+		if readOnlyPragmas[strings.ToLower(arg1)] && arg2 == "" {
+			return sqliteOK
+		}
+		return deny("PRAGMA %s is not allowed (only introspection pragmas without a value are)", arg1)
+	case authAttach:
+		return deny("ATTACH is not allowed: a shard sees only its own database")
+	case authDetach:
+		return deny("DETACH is not allowed")
+	case authTransaction, authSavepoint:
+		return deny("transaction control is not allowed: each call runs in its own transaction")
+	case authCreateVTable, authDropVTable:
+		return deny("virtual tables are not allowed")
+	}
+	if action >= authCreateIndex && action <= authDropVTable {
+		return deny("schema changes are not allowed here; declare tables and indexes in lunora.yaml")
+	}
+	return deny("operation %d is not allowed", action)
+}
+
+func systemTable(name string) bool {
+	l := strings.ToLower(name)
+	return strings.HasPrefix(l, "sqlite_") || strings.HasPrefix(l, "__lunora")
+}
+
+// classify turns an error from running user SQL on c into a coded error,
+// using what the connection's functions and authorizer recorded — never the
+// message text.
+func (c *conn) classify(err error, shardID string) error {
+	if err == nil {
+		return nil
+	}
+	var coded *api.Error
+	if errors.As(err, &coded) {
+		return err
+	}
+	switch {
+	case c.assertMsg != "":
+		return api.Wrap(ErrAssert, c.assertMsg)
+	case c.foreignRow != "":
+		return api.Wrap(ErrForeignRow, fmt.Sprintf("%s does not belong in shard %s", c.foreignRow, shardID))
+	case c.denied != "":
+		return api.Wrap(ErrSandbox, c.denied)
+	case errors.Is(err, context.DeadlineExceeded):
+		return api.Errorf(codes.DeadlineExceeded, "statement ran past its time limit: %v", err)
+	case errors.Is(err, context.Canceled):
+		return api.Errorf(codes.Canceled, "request canceled")
+	}
+	var se sqlite3.Error
+	if errors.As(err, &se) {
+		switch se.Code {
+		case sqlite3.ErrAuth:
+			return api.Wrap(ErrSandbox, se.Error())
+		case sqlite3.ErrReadonly:
+			return ErrReadOnly
+		case sqlite3.ErrConstraint:
+			return api.Errorf(codes.FailedPrecondition, "constraint failed: %v", se)
+		case sqlite3.ErrInterrupt:
+			return api.Errorf(codes.DeadlineExceeded, "statement interrupted: it ran past its time limit or was canceled")
+		case sqlite3.ErrTooBig:
+			return api.Errorf(codes.InvalidArgument, "value or statement too large: %v", se)
+		case sqlite3.ErrBusy, sqlite3.ErrLocked:
+			return &api.Error{Code: codes.Unavailable, Msg: "shard is busy: " + se.Error(), RetryAfter: mailboxRetryAfter}
+		case sqlite3.ErrFull, sqlite3.ErrIoErr, sqlite3.ErrCorrupt, sqlite3.ErrNotADB, sqlite3.ErrCantOpen, sqlite3.ErrNomem:
+			return api.Errorf(codes.Internal, "storage error on shard %s: %v", shardID, se)
+		case sqlite3.ErrError, sqlite3.ErrRange, sqlite3.ErrMismatch:
+			return api.Errorf(codes.InvalidArgument, "SQL error: %v", se)
+		}
+		return api.Errorf(codes.Internal, "SQLite error on shard %s: %v", shardID, se)
+	}
+	return api.Errorf(codes.InvalidArgument, "SQL error: %v", err)
+}

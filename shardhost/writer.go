@@ -1,0 +1,193 @@
+package shardhost
+
+import (
+	"context"
+	"database/sql/driver"
+	"fmt"
+	"time"
+
+	"github.com/lunora/lunora/api"
+	"google.golang.org/grpc/codes"
+)
+
+// mutation is one queued write: a function's statements or one admin
+// statement, run by the shard's writer goroutine.
+type mutation struct {
+	ctx  context.Context
+	sql  []string
+	args []driver.NamedValue
+	res  *api.Result
+	err  error
+	done chan struct{}
+}
+
+// mutate queues a write on the shard's writer and waits for its
+// acknowledgement, which comes only after the group commit holding it is
+// durable. A full mailbox is refused at once (RESOURCE_EXHAUSTED with a
+// retry hint), never queued without bound.
+func (a *actor) mutate(ctx context.Context, stmts []string, args []driver.NamedValue) (*api.Result, error) {
+	m := &mutation{ctx: ctx, sql: stmts, args: args, done: make(chan struct{})}
+	select {
+	case a.mailbox <- m:
+	default:
+		return nil, api.Wrap(ErrMailboxFull, fmt.Sprintf("shard %s has %d mutations queued", a.id, cap(a.mailbox)))
+	}
+	select {
+	case <-m.done:
+		return m.res, m.err
+	case <-ctx.Done():
+		// The mutation may still commit: the caller cannot know, as with any
+		// RPC whose deadline passes.
+		return nil, api.Errorf(api.CodeOf(ctx.Err()), "shard %s: %v while waiting for the commit; the mutation may or may not have been applied", a.id, ctx.Err())
+	}
+}
+
+// runWriter is the shard's single writer goroutine: it takes whatever is
+// queued (up to MaxBatch) and group-commits it.
+func (a *actor) runWriter() {
+	defer close(a.writerDone)
+	batch := make([]*mutation, 0, a.h.cfg.MaxBatch)
+	for m := range a.mailbox {
+		a.h.m.mailboxDepth.Observe(float64(len(a.mailbox) + 1))
+		batch = append(batch[:0], m)
+	drain:
+		for len(batch) < a.h.cfg.MaxBatch {
+			select {
+			case m, ok := <-a.mailbox:
+				if !ok {
+					break drain
+				}
+				batch = append(batch, m)
+			default:
+				break drain
+			}
+		}
+		if hook := a.h.cfg.BeforeBatch; hook != nil {
+			hook(a.id)
+		}
+		start := time.Now()
+		a.groupCommit(batch)
+		a.h.m.commitLatency.Observe(time.Since(start).Seconds())
+		a.h.m.batchSize.Observe(float64(len(batch)))
+		for _, m := range batch {
+			close(m.done)
+		}
+	}
+}
+
+// groupCommit runs each mutation of the batch in its own SAVEPOINT inside
+// one transaction, rolls back only the failing ones, stores the new commit
+// sequence number in the same transaction and commits once. Each mutation
+// that changed data gets the next sequence number, so sequence numbers are
+// strictly increasing in commit order.
+//
+// If SQLite itself abandons the transaction (an interrupted statement, a
+// disk error), the mutation that caused it fails and the others are run
+// again in a fresh transaction.
+func (a *actor) groupCommit(batch []*mutation) {
+	pending := batch
+	for len(pending) > 0 {
+		startSeq := a.seq
+		ctx := context.Background()
+		if _, err := a.w.exec(ctx, "BEGIN IMMEDIATE"); err != nil {
+			failAll(pending, a.w.classify(err, a.id))
+			return
+		}
+		var applied []*mutation
+		var retry []*mutation
+		for i, m := range pending {
+			if err := m.ctx.Err(); err != nil {
+				m.err = api.Errorf(api.CodeOf(err), "shard %s: %v before the mutation ran; it was not applied", a.id, err)
+				continue
+			}
+			a.w.exec(ctx, "SAVEPOINT m")
+			res, dirty, err := a.run(m)
+			if err != nil {
+				m.err = err
+				if a.w.c.AutoCommit() {
+					retry = append(append(retry, applied...), pending[i+1:]...)
+					break
+				}
+				a.w.exec(ctx, "ROLLBACK TO m")
+				a.w.exec(ctx, "RELEASE m")
+				continue
+			}
+			a.w.exec(ctx, "RELEASE m")
+			if dirty {
+				a.seq++
+			}
+			res.Seq = a.seq
+			res.ShardID = a.id
+			m.res = res
+			applied = append(applied, m)
+		}
+		if retry != nil {
+			a.seq = startSeq
+			for _, m := range retry {
+				m.res, m.err = nil, nil
+			}
+			pending = retry
+			continue
+		}
+		err := a.commit(ctx, startSeq)
+		if err != nil {
+			a.w.exec(ctx, "ROLLBACK")
+			a.seq = startSeq
+			failAll(applied, api.Errorf(codes.Unavailable, "shard %s: commit failed, the mutation was not applied: %v", a.id, err))
+		}
+		return
+	}
+}
+
+func (a *actor) commit(ctx context.Context, startSeq uint64) error {
+	if a.seq != startSeq {
+		if _, err := a.w.exec(ctx, "UPDATE __lunora_meta SET v = ? WHERE k = 'seq'", driver.NamedValue{Ordinal: 1, Value: int64(a.seq)}); err != nil {
+			return err
+		}
+	}
+	_, err := a.w.exec(ctx, "COMMIT")
+	return err
+}
+
+func failAll(ms []*mutation, err error) {
+	for _, m := range ms {
+		m.res, m.err = nil, err
+	}
+}
+
+// run executes one mutation's statements as user SQL. It reports whether
+// any row changed.
+func (a *actor) run(m *mutation) (*api.Result, bool, error) {
+	c := a.w
+	ctx, cancel := context.WithTimeout(m.ctx, a.h.cfg.StatementTimeout)
+	defer cancel()
+	c.reset()
+	c.now = a.h.cfg.Now()
+	defer func() { c.user, c.now = false, time.Time{} }()
+	res := &api.Result{}
+	for i, stmt := range m.sql {
+		c.user = true
+		if i < len(m.sql)-1 {
+			n, err := c.exec(ctx, stmt, m.args...)
+			if err != nil {
+				return nil, false, c.classify(err, a.id)
+			}
+			res.RowsAffected += n
+			continue
+		}
+		cols, rows, err := c.queryRows(ctx, stmt, m.args, &a.h.cfg)
+		if err != nil {
+			return nil, false, c.classify(err, a.id)
+		}
+		res.Columns, res.Rows = cols, rows
+		if cols == nil {
+			c.user = false
+			n, err := c.changes(ctx)
+			if err != nil {
+				return nil, false, c.classify(err, a.id)
+			}
+			res.RowsAffected += n
+		}
+	}
+	return res, c.dirty || res.RowsAffected > 0, nil
+}
