@@ -27,13 +27,13 @@ func (h *Host) checkAdminSQL(sql string, params map[string]any) ([]driver.NamedV
 	if len(sql) > h.cfg.MaxSQLLen {
 		return nil, api.Errorf(codes.InvalidArgument, "sql is %d bytes, over the limit of %d", len(sql), h.cfg.MaxSQLLen)
 	}
-	used, err := schema.ScanStatement(sql)
-	if err != nil {
-		return nil, api.Errorf(codes.InvalidArgument, "sql: %v", err)
-	}
 	verb := strings.ToUpper(firstWord(sql))
 	if !adminVerbs[verb] {
 		return nil, api.Wrap(ErrSandbox, fmt.Sprintf("%s statements are not allowed; admin SQL may SELECT, INSERT, UPDATE, DELETE, REPLACE, WITH or VALUES", verb))
+	}
+	used, err := schema.ScanStatement(sql)
+	if err != nil {
+		return nil, api.Errorf(codes.InvalidArgument, "sql: %v", err)
 	}
 	usedSet := map[string]bool{}
 	for _, p := range used {

@@ -199,9 +199,9 @@ func (c *conn) queryRows(ctx context.Context, query string, args []driver.NamedV
 	return cols, out, nil
 }
 
-// changes is the number of rows the last statement changed.
-func (c *conn) changes(ctx context.Context) (int64, error) {
-	rows, err := c.c.QueryContext(ctx, "SELECT changes()", nil)
+// totalChanges is SQLite's count of rows changed on this connection.
+func (c *conn) totalChanges(ctx context.Context) (int64, error) {
+	rows, err := c.c.QueryContext(ctx, "SELECT total_changes()", nil)
 	if err != nil {
 		return 0, err
 	}

@@ -1,5 +1,10 @@
 package shardhost
 
+import (
+	"fmt"
+	"time"
+)
+
 // QueuedLen reports the mutations waiting in every active shard's mailbox.
 func QueuedLen(h *Host) int {
 	h.mu.Lock()
@@ -15,4 +20,17 @@ func QueuedLen(h *Host) int {
 		}
 	}
 	return n
+}
+
+func DebugActors(h *Host) string {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	s := ""
+	i := 0
+	for e := h.lru.Back(); e != nil && i < 5; e = e.Prev() {
+		a := e.Value.(*actor)
+		s += fmt.Sprintf("%s refs=%d idle=%v; ", a.id, a.refs, time.Since(a.lastUsed))
+		i++
+	}
+	return s + fmt.Sprintf(" lru=%d map=%d closing=%d", h.lru.Len(), len(h.actors), len(h.closing))
 }

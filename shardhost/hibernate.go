@@ -1,6 +1,7 @@
 package shardhost
 
 import (
+	"sync"
 	"time"
 )
 
@@ -68,19 +69,34 @@ func (h *Host) detachLocked(a *actor) *actor {
 	a.elem = nil
 	a.closed = make(chan struct{})
 	h.closing[a.id] = a.closed
-	h.m.active.Set(float64(h.lru.Len()))
 	return a
 }
 
+// closeActors closes detached actors' handles, a few at a time: closing
+// the last connection of a WAL database checkpoints it, which syncs.
 func (h *Host) closeActors(as []*actor) {
+	const parallel = 8
+	sem := make(chan struct{}, parallel)
+	var wg sync.WaitGroup
 	for _, a := range as {
-		a.hibernate()
-		h.mu.Lock()
-		if h.closing[a.id] == a.closed {
-			delete(h.closing, a.id)
-		}
-		h.mu.Unlock()
-		close(a.closed)
-		h.m.hibernations.Inc()
+		sem <- struct{}{}
+		wg.Add(1)
+		go func(a *actor) {
+			defer func() { <-sem; wg.Done() }()
+			a.hibernate()
+			h.mu.Lock()
+			if h.closing[a.id] == a.closed {
+				delete(h.closing, a.id)
+			}
+			h.m.active.Set(float64(h.activeLocked()))
+			h.mu.Unlock()
+			close(a.closed)
+			h.m.hibernations.Inc()
+		}(a)
 	}
+	wg.Wait()
 }
+
+// activeLocked counts shards with open handles: activated ones and those
+// still closing.
+func (h *Host) activeLocked() int { return h.lru.Len() + len(h.closing) }

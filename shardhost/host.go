@@ -49,9 +49,15 @@ func New(cfg Config) (*Host, error) {
 	if cfg.Now == nil {
 		cfg.Now = time.Now
 	}
+	log := cfg.logger()
+	if fit, limit := clampMaxActive(cfg.MaxActive, cfg.ReadConns); fit < cfg.MaxActive {
+		log.Warn("lowering MaxActive to fit the open-file limit; raise the limit (ulimit -n) to keep more shards open",
+			"configured", cfg.MaxActive, "max_active", fit, "nofile", limit)
+		cfg.MaxActive = fit
+	}
 	h := &Host{
 		cfg:     cfg,
-		log:     cfg.logger(),
+		log:     log,
 		m:       newMetrics(cfg.Registerer),
 		start:   time.Now(),
 		actors:  map[string]*actor{},
@@ -113,6 +119,9 @@ func (h *Host) Call(ctx context.Context, shardID, function string, args map[stri
 	if err != nil {
 		return nil, err
 	}
+	if group == schema.RootShard {
+		shardID = schema.RootShard
+	}
 	if group != fn.ShardBy {
 		return nil, api.Errorf(codes.InvalidArgument, "function %s runs on %s shards, not on shard %q", fn.Name, fn.ShardBy, shardID)
 	}
@@ -144,7 +153,7 @@ func (h *Host) Exec(ctx context.Context, shardID, sql string, params map[string]
 	if err != nil {
 		return nil, err
 	}
-	if shardID == "" {
+	if group == schema.RootShard {
 		shardID = schema.RootShard
 	}
 	named, err := h.checkAdminSQL(sql, params)
@@ -161,7 +170,7 @@ func (h *Host) Exec(ctx context.Context, shardID, sql string, params map[string]
 // Status reports the node's shard counts.
 func (h *Host) Status(ctx context.Context) (*api.Status, error) {
 	h.mu.Lock()
-	active := int64(h.lru.Len())
+	active := int64(h.activeLocked())
 	h.mu.Unlock()
 	return &api.Status{
 		NodeID:        h.cfg.NodeID,
@@ -241,7 +250,7 @@ func (h *Host) acquire(ctx context.Context, shardID, group string, key any) (*ac
 		delete(h.actors, shardID)
 	} else {
 		a.elem = h.lru.PushFront(a)
-		h.m.active.Set(float64(h.lru.Len()))
+		h.m.active.Set(float64(h.activeLocked()))
 	}
 	evict := h.overCapLocked()
 	h.mu.Unlock()

@@ -97,7 +97,7 @@ func TestMutationThenQuery(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if res.Seq != 1 || res.ShardID != "room_id=r1" || len(res.Rows) != 1 || res.Columns[0] != "id" {
+	if res.Seq != 1 || res.ShardID != "room_id=r1" || len(res.Rows) != 1 || res.Columns[0] != "id" || res.RowsAffected != 1 {
 		t.Fatalf("send result = %+v", res)
 	}
 	got, err := h.Call(ctx, "room_id=r1", "messages:list", map[string]any{"room_id": "r1"})

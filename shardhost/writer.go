@@ -155,12 +155,17 @@ func failAll(ms []*mutation, err error) {
 	}
 }
 
-// run executes one mutation's statements as user SQL. It reports whether
-// any row changed.
+// run executes one mutation's statements as user SQL. RowsAffected is the
+// number of rows the mutation inserted, updated or deleted (triggers
+// included); it reports whether any row changed.
 func (a *actor) run(m *mutation) (*api.Result, bool, error) {
 	c := a.w
 	ctx, cancel := context.WithTimeout(m.ctx, a.h.cfg.StatementTimeout)
 	defer cancel()
+	before, err := c.totalChanges(ctx)
+	if err != nil {
+		return nil, false, c.classify(err, a.id)
+	}
 	c.reset()
 	c.now = a.h.cfg.Now()
 	defer func() { c.user, c.now = false, time.Time{} }()
@@ -168,11 +173,9 @@ func (a *actor) run(m *mutation) (*api.Result, bool, error) {
 	for i, stmt := range m.sql {
 		c.user = true
 		if i < len(m.sql)-1 {
-			n, err := c.exec(ctx, stmt, m.args...)
-			if err != nil {
+			if _, err := c.exec(ctx, stmt, m.args...); err != nil {
 				return nil, false, c.classify(err, a.id)
 			}
-			res.RowsAffected += n
 			continue
 		}
 		cols, rows, err := c.queryRows(ctx, stmt, m.args, &a.h.cfg)
@@ -180,14 +183,12 @@ func (a *actor) run(m *mutation) (*api.Result, bool, error) {
 			return nil, false, c.classify(err, a.id)
 		}
 		res.Columns, res.Rows = cols, rows
-		if cols == nil {
-			c.user = false
-			n, err := c.changes(ctx)
-			if err != nil {
-				return nil, false, c.classify(err, a.id)
-			}
-			res.RowsAffected += n
-		}
 	}
+	c.user = false
+	after, err := c.totalChanges(ctx)
+	if err != nil {
+		return nil, false, c.classify(err, a.id)
+	}
+	res.RowsAffected = after - before
 	return res, c.dirty || res.RowsAffected > 0, nil
 }

@@ -1,0 +1,73 @@
+package gateway
+
+import (
+	"context"
+	"errors"
+	"io"
+	"log/slog"
+	"time"
+
+	"github.com/lunora/lunora/api"
+	"github.com/lunora/lunora/schema"
+	"github.com/prometheus/client_golang/prometheus"
+)
+
+// Backend runs validated calls on shards: *shardhost.Host in dev mode (one
+// process), *rpc.NodeClient in front of a lunora-node.
+//
+// Methods are called concurrently, must honour ctx (return promptly with
+// its error once it is done) and return *api.Error values with canonical
+// codes; any other error reaches the client as a generic INTERNAL.
+type Backend interface {
+	// Call runs function on shardID with args already bound by
+	// schema.Function.BindArgs.
+	Call(ctx context.Context, shardID, function string, args map[string]any) (*api.Result, error)
+	// Exec runs one admin statement through the shard's writer.
+	Exec(ctx context.Context, shardID, sql string, params map[string]any) (*api.Result, error)
+	// Status reports on the process that runs the shards.
+	Status(ctx context.Context) (*api.Status, error)
+}
+
+// Config configures a Gateway. Start from DefaultConfig.
+type Config struct {
+	// App is the application schema calls are validated against. Required.
+	App *schema.App
+	// Backend runs the calls. Required.
+	Backend Backend
+	// Logger receives request failures the client only sees as INTERNAL.
+	// Nil discards.
+	Logger *slog.Logger
+	// Registerer receives the gateway's metrics. Nil keeps them
+	// unregistered.
+	Registerer prometheus.Registerer
+	// MaxBodyBytes bounds an HTTP request body.
+	MaxBodyBytes int64
+	// RequestTimeout bounds each call to the Backend; a shorter deadline
+	// of the caller wins.
+	RequestTimeout time.Duration
+}
+
+// DefaultConfig returns a Config with 1 MiB bodies, a 10s request timeout
+// and a discarding logger; App and Backend are left to the caller.
+func DefaultConfig() Config {
+	return Config{
+		Logger:         slog.New(slog.NewTextHandler(io.Discard, nil)),
+		MaxBodyBytes:   1 << 20,
+		RequestTimeout: 10 * time.Second,
+	}
+}
+
+// Validate reports the first problem of c.
+func (c Config) Validate() error {
+	switch {
+	case c.App == nil:
+		return errors.New("gateway: Config.App is required")
+	case c.Backend == nil:
+		return errors.New("gateway: Config.Backend is required")
+	case c.MaxBodyBytes <= 0:
+		return errors.New("gateway: Config.MaxBodyBytes must be positive")
+	case c.RequestTimeout <= 0:
+		return errors.New("gateway: Config.RequestTimeout must be positive")
+	}
+	return nil
+}

@@ -1,0 +1,316 @@
+package gateway
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"math"
+	"net/http"
+	"reflect"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/lunora/lunora/api"
+	"github.com/lunora/lunora/schema"
+	"google.golang.org/grpc/codes"
+)
+
+// callRequest is the body of POST /v1/call.
+type callRequest struct {
+	Function string          `json:"function"`
+	Args     json.RawMessage `json:"args"`
+	ShardKey string          `json:"shard_key"`
+}
+
+// sqlRequest is the body of POST /v1/sql.
+type sqlRequest struct {
+	ShardID string          `json:"shard_id"`
+	SQL     string          `json:"sql"`
+	Params  json.RawMessage `json:"params"`
+}
+
+// resultJSON is the answer of /v1/call and /v1/sql. Blobs are base64
+// strings, integers JSON numbers.
+type resultJSON struct {
+	Columns      []string `json:"columns"`
+	Rows         [][]any  `json:"rows"`
+	CommitSeq    uint64   `json:"commit_seq"`
+	ShardID      string   `json:"shard_id"`
+	RowsAffected int64    `json:"rows_affected"`
+}
+
+// statusJSON is the answer of /v1/status.
+type statusJSON struct {
+	NodeID        string `json:"node_id"`
+	NodeAddress   string `json:"node_address"`
+	Version       string `json:"version"`
+	ActiveShards  int64  `json:"active_shards"`
+	ShardsOnDisk  int64  `json:"shards_on_disk"`
+	InFlight      int64  `json:"in_flight"`
+	UptimeSeconds int64  `json:"uptime_seconds"`
+}
+
+type errorJSON struct {
+	Error errorBody `json:"error"`
+}
+
+type errorBody struct {
+	Code    string `json:"code"`
+	Message string `json:"message"`
+}
+
+// Handler serves the public API over HTTP/JSON:
+//
+//	POST /v1/call    {"function": "...", "args": {...}, "shard_key": "..."}
+//	POST /v1/sql     {"shard_id": "room_id=r1", "sql": "...", "params": {...}}
+//	GET  /v1/status
+//
+// Errors are {"error": {"code": "INVALID_ARGUMENT", "message": "..."}} with
+// the status HTTPStatus gives, and a Retry-After header when the error
+// carries a retry hint. Requests are counted with protocol="http".
+func (g *Gateway) Handler() http.Handler {
+	mux := http.NewServeMux()
+	mux.Handle("/v1/call", g.only(http.MethodPost, g.serveCall))
+	mux.Handle("/v1/sql", g.only(http.MethodPost, g.serveSQL))
+	mux.Handle("/v1/status", g.only(http.MethodGet, g.serveStatus))
+	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
+		g.writeError(w, r, api.Errorf(codes.NotFound, "no endpoint %s: use POST /v1/call, POST /v1/sql or GET /v1/status", clip(r.URL.Path)))
+	})
+	return mux
+}
+
+// only answers 405 to any method but method.
+func (g *Gateway) only(method string, h http.HandlerFunc) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.Method != method {
+			w.Header().Set("Allow", method)
+			g.writeError(w, r, &api.Error{
+				Code: codes.Unimplemented,
+				Msg:  fmt.Sprintf("method %s is not allowed on %s: use %s", clip(r.Method), r.URL.Path, method),
+				Err:  ErrMethodNotAllowed,
+			})
+			return
+		}
+		h(w, r)
+	})
+}
+
+func (g *Gateway) serveCall(w http.ResponseWriter, r *http.Request) {
+	start := time.Now()
+	var req callRequest
+	err := g.decodeBody(w, r, &req)
+	var args map[string]any
+	if err == nil {
+		args, err = schema.DecodeJSONArgs(req.Args)
+	}
+	if err != nil {
+		g.metrics.observe(protocolHTTP, g.functionLabel(req.Function), err, time.Since(start))
+		g.writeError(w, r, err)
+		return
+	}
+	res, err := g.call(r.Context(), protocolHTTP, start, req.Function, args, req.ShardKey)
+	if err != nil {
+		g.writeError(w, r, err)
+		return
+	}
+	g.writeResult(w, r, res)
+}
+
+func (g *Gateway) serveSQL(w http.ResponseWriter, r *http.Request) {
+	start := time.Now()
+	var req sqlRequest
+	err := g.decodeBody(w, r, &req)
+	var params map[string]any
+	if err == nil {
+		params, err = decodeParams(req.Params)
+	}
+	if err != nil {
+		g.metrics.observe(protocolHTTP, sqlLabel, err, time.Since(start))
+		g.writeError(w, r, err)
+		return
+	}
+	res, err := g.sql(r.Context(), protocolHTTP, start, req.ShardID, req.SQL, params)
+	if err != nil {
+		g.writeError(w, r, err)
+		return
+	}
+	g.writeResult(w, r, res)
+}
+
+func (g *Gateway) serveStatus(w http.ResponseWriter, r *http.Request) {
+	st, err := g.status(r.Context(), protocolHTTP, time.Now())
+	if err != nil {
+		g.writeError(w, r, err)
+		return
+	}
+	g.writeJSON(w, r, http.StatusOK, statusJSON{
+		NodeID:        st.NodeID,
+		NodeAddress:   st.NodeAddress,
+		Version:       st.Version,
+		ActiveShards:  st.ActiveShards,
+		ShardsOnDisk:  st.ShardsOnDisk,
+		InFlight:      st.InFlight,
+		UptimeSeconds: st.UptimeSeconds,
+	})
+}
+
+// decodeBody decodes exactly one JSON object of at most MaxBodyBytes into
+// dst, refusing unknown fields. Any content type is accepted.
+func (g *Gateway) decodeBody(w http.ResponseWriter, r *http.Request, dst any) error {
+	body := http.MaxBytesReader(w, r.Body, g.cfg.MaxBodyBytes)
+	dec := json.NewDecoder(body)
+	dec.DisallowUnknownFields()
+	dec.UseNumber()
+	if err := dec.Decode(dst); err != nil {
+		return g.bodyError(r.Context(), err)
+	}
+	// One object and nothing after it but white space.
+	if _, err := dec.Token(); !errors.Is(err, io.EOF) {
+		if err != nil {
+			return g.bodyError(r.Context(), err)
+		}
+		return api.New(codes.InvalidArgument, "request body must hold exactly one JSON object, found more after it")
+	}
+	return nil
+}
+
+func (g *Gateway) bodyError(ctx context.Context, err error) error {
+	var (
+		tooLarge *http.MaxBytesError
+		syntax   *json.SyntaxError
+		typ      *json.UnmarshalTypeError
+	)
+	switch {
+	case errors.As(err, &tooLarge):
+		return &api.Error{
+			Code: codes.ResourceExhausted,
+			Msg:  "request body exceeds the " + byteSize(tooLarge.Limit) + " limit",
+			Err:  ErrBodyTooLarge,
+		}
+	case errors.Is(err, io.EOF):
+		return api.New(codes.InvalidArgument, "request body is empty: send a JSON object")
+	case errors.Is(err, io.ErrUnexpectedEOF):
+		return api.New(codes.InvalidArgument, "malformed JSON in request body: unexpected end of input")
+	case errors.As(err, &syntax):
+		return api.Errorf(codes.InvalidArgument, "malformed JSON in request body at byte %d: %s", syntax.Offset, syntax.Error())
+	case errors.As(err, &typ):
+		if typ.Field == "" {
+			return api.Errorf(codes.InvalidArgument, "request body must be a JSON object, got %s", typ.Value)
+		}
+		return api.Errorf(codes.InvalidArgument, "field %q of the request body must be %s, got %s", typ.Field, jsonKind(typ.Type), typ.Value)
+	case ctx.Err() != nil:
+		return &api.Error{Code: codes.Canceled, Msg: "request canceled while reading its body", Err: ctx.Err()}
+	}
+	// Unknown fields and the decoder's other complaints.
+	return api.Errorf(codes.InvalidArgument, "invalid request body: %s", strings.TrimPrefix(err.Error(), "json: "))
+}
+
+// decodeParams decodes the params object of /v1/sql like
+// schema.DecodeJSONArgs decodes args: numbers stay exact json.Numbers.
+func decodeParams(raw json.RawMessage) (map[string]any, error) {
+	if len(raw) == 0 || string(raw) == "null" {
+		return map[string]any{}, nil
+	}
+	dec := json.NewDecoder(bytes.NewReader(raw))
+	dec.UseNumber()
+	var m map[string]any
+	if err := dec.Decode(&m); err != nil {
+		return nil, api.Errorf(codes.InvalidArgument, "params must be a JSON object of named parameters: %s", strings.TrimPrefix(err.Error(), "json: "))
+	}
+	return m, nil
+}
+
+func jsonKind(t reflect.Type) string {
+	switch t.Kind() {
+	case reflect.String:
+		return "a string"
+	case reflect.Int, reflect.Int64, reflect.Uint64, reflect.Float64:
+		return "a number"
+	case reflect.Bool:
+		return "a boolean"
+	}
+	return t.String()
+}
+
+// byteSize writes a limit the way a person would: "1 MiB", "64 KiB".
+func byteSize(n int64) string {
+	switch {
+	case n >= 1<<20 && n%(1<<20) == 0:
+		return strconv.FormatInt(n>>20, 10) + " MiB"
+	case n >= 1<<10 && n%(1<<10) == 0:
+		return strconv.FormatInt(n>>10, 10) + " KiB"
+	}
+	return strconv.FormatInt(n, 10) + " byte"
+}
+
+func (g *Gateway) writeResult(w http.ResponseWriter, r *http.Request, res *api.Result) {
+	out := resultJSON{
+		Columns:      res.Columns,
+		Rows:         make([][]any, len(res.Rows)),
+		CommitSeq:    res.Seq,
+		ShardID:      res.ShardID,
+		RowsAffected: res.RowsAffected,
+	}
+	if out.Columns == nil {
+		out.Columns = []string{}
+	}
+	for i, row := range res.Rows {
+		vals := make([]any, len(row))
+		for j, v := range row {
+			vals[j] = jsonValue(v)
+		}
+		out.Rows[i] = vals
+	}
+	g.writeJSON(w, r, http.StatusOK, out)
+}
+
+// jsonValue makes a result value encodable: JSON has no infinities or NaN,
+// so those become the strings protobuf's JSON mapping uses. []byte is left
+// to encoding/json, which writes base64.
+func jsonValue(v any) any {
+	if f, ok := v.(float64); ok {
+		switch {
+		case math.IsInf(f, 1):
+			return "Infinity"
+		case math.IsInf(f, -1):
+			return "-Infinity"
+		case math.IsNaN(f):
+			return "NaN"
+		}
+	}
+	return v
+}
+
+func (g *Gateway) writeError(w http.ResponseWriter, r *http.Request, err error) {
+	var ae *api.Error
+	if !errors.As(err, &ae) {
+		// Everything the gateway returns is coded; this is a bug.
+		g.log.ErrorContext(r.Context(), "uncoded error", "path", r.URL.Path, "err", err)
+		err = &api.Error{Code: codes.Internal, Msg: "internal error", Err: err}
+		ae = err.(*api.Error)
+	}
+	if d := ae.RetryAfter; d > 0 {
+		w.Header().Set("Retry-After", strconv.FormatInt(int64(math.Ceil(d.Seconds())), 10))
+	}
+	g.writeJSON(w, r, HTTPStatus(err), errorJSON{Error: errorBody{Code: codeName(err), Message: ae.Msg}})
+}
+
+func (g *Gateway) writeJSON(w http.ResponseWriter, r *http.Request, status int, v any) {
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(v); err != nil {
+		g.log.ErrorContext(r.Context(), "encode response", "path", r.URL.Path, "err", err)
+		status = http.StatusInternalServerError
+		buf.Reset()
+		buf.WriteString(`{"error":{"code":"INTERNAL","message":"internal error"}}` + "\n")
+	}
+	h := w.Header()
+	h.Set("Content-Type", "application/json")
+	h.Set("X-Content-Type-Options", "nosniff")
+	h.Set("Content-Length", strconv.Itoa(buf.Len()))
+	w.WriteHeader(status)
+	_, _ = w.Write(buf.Bytes())
+}

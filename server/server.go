@@ -1,0 +1,142 @@
+package server
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"sync"
+	"time"
+
+	"github.com/lunora/lunora/rpc"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/health"
+	healthpb "google.golang.org/grpc/health/grpc_health_v1"
+	"google.golang.org/grpc/reflection"
+)
+
+// MaxMessageBytes bounds a gRPC message in either direction; it matches the
+// HTTP body limit plus room for framing.
+const MaxMessageBytes = 1<<20 + 64<<10
+
+// NewRegistry returns a metrics registry with the Go and process collectors.
+func NewRegistry() *prometheus.Registry {
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	return reg
+}
+
+// Process is one Lunora process's listeners: a gRPC server (health and
+// reflection on) and an HTTP server (the given API handler plus /metrics,
+// /healthz, /readyz).
+type Process struct {
+	GRPC   *grpc.Server
+	Health *health.Server
+	log    *slog.Logger
+
+	mu        sync.Mutex
+	httpSrv   *http.Server
+	listeners []net.Listener
+	ready     func() error
+}
+
+// New builds a Process. ready reports whether the process can take traffic
+// (nil means always ready once serving).
+func New(reg *prometheus.Registry, log *slog.Logger, ready func() error) *Process {
+	opts := append(rpc.ServerOptions(), grpc.MaxRecvMsgSize(MaxMessageBytes), grpc.MaxSendMsgSize(16<<20))
+	gs := grpc.NewServer(opts...)
+	hs := health.NewServer()
+	healthpb.RegisterHealthServer(gs, hs)
+	reflection.Register(gs)
+	return &Process{GRPC: gs, Health: hs, log: log, ready: ready}
+}
+
+// Handler returns api with the operational endpoints mounted beside it.
+func (p *Process) Handler(reg *prometheus.Registry, api http.Handler) http.Handler {
+	mux := http.NewServeMux()
+	mux.Handle("GET /metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{Registry: reg}))
+	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, r *http.Request) {
+		w.Write([]byte("ok\n"))
+	})
+	mux.HandleFunc("GET /readyz", func(w http.ResponseWriter, r *http.Request) {
+		if p.ready != nil {
+			if err := p.ready(); err != nil {
+				http.Error(w, "not ready: "+err.Error(), http.StatusServiceUnavailable)
+				return
+			}
+		}
+		w.Write([]byte("ready\n"))
+	})
+	if api != nil {
+		mux.Handle("/", api)
+	}
+	return mux
+}
+
+// ServeGRPC listens on addr and serves gRPC in the background. It returns
+// the bound address (useful with port 0).
+func (p *Process) ServeGRPC(addr string) (net.Addr, error) {
+	ln, err := net.Listen("tcp", addr)
+	if err != nil {
+		return nil, fmt.Errorf("listen gRPC %s: %w", addr, err)
+	}
+	p.track(ln)
+	go func() {
+		if err := p.GRPC.Serve(ln); err != nil && !errors.Is(err, grpc.ErrServerStopped) {
+			p.log.Error("gRPC server stopped", "err", err)
+		}
+	}()
+	p.Health.SetServingStatus("", healthpb.HealthCheckResponse_SERVING)
+	return ln.Addr(), nil
+}
+
+// ServeHTTP listens on addr and serves h in the background.
+func (p *Process) ServeHTTP(addr string, h http.Handler) (net.Addr, error) {
+	ln, err := net.Listen("tcp", addr)
+	if err != nil {
+		return nil, fmt.Errorf("listen HTTP %s: %w", addr, err)
+	}
+	p.track(ln)
+	srv := &http.Server{Handler: h, ReadHeaderTimeout: 10 * time.Second, IdleTimeout: 2 * time.Minute}
+	p.mu.Lock()
+	p.httpSrv = srv
+	p.mu.Unlock()
+	go func() {
+		if err := srv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
+			p.log.Error("HTTP server stopped", "err", err)
+		}
+	}()
+	return ln.Addr(), nil
+}
+
+func (p *Process) track(ln net.Listener) {
+	p.mu.Lock()
+	p.listeners = append(p.listeners, ln)
+	p.mu.Unlock()
+}
+
+// Shutdown marks the process not serving, then drains HTTP and gRPC,
+// forcing them closed when ctx ends.
+func (p *Process) Shutdown(ctx context.Context) {
+	p.Health.Shutdown()
+	p.mu.Lock()
+	srv := p.httpSrv
+	p.mu.Unlock()
+	if srv != nil {
+		if err := srv.Shutdown(ctx); err != nil {
+			srv.Close()
+		}
+	}
+	done := make(chan struct{})
+	go func() { p.GRPC.GracefulStop(); close(done) }()
+	select {
+	case <-done:
+	case <-ctx.Done():
+		p.GRPC.Stop()
+	}
+}
