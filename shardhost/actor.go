@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/lunora/lunora/api"
+	"github.com/lunora/lunora/sqlitex"
 	"google.golang.org/grpc/codes"
 )
 
@@ -24,12 +25,12 @@ type actor struct {
 	ready chan struct{} // closed when activation has finished
 	err   error         // activation error, read after ready
 
-	w          *conn
+	w          *sqlitex.Conn
 	seq        uint64 // owned by the writer goroutine after activation
 	mailbox    chan *mutation
 	writerDone chan struct{}
-	readers    chan *conn    // idle read connections
-	readerSlot chan struct{} // one token per open read connection
+	readers    chan *sqlitex.Conn // idle read connections
+	readerSlot chan struct{}      // one token per open read connection
 
 	// Guarded by h.mu.
 	refs     int
@@ -44,7 +45,7 @@ func newActor(h *Host, id, group string, key any) *actor {
 		path:       h.shardPath(id),
 		ready:      make(chan struct{}),
 		lastUsed:   time.Now(),
-		readers:    make(chan *conn, h.cfg.ReadConns),
+		readers:    make(chan *sqlitex.Conn, h.cfg.ReadConns),
 		readerSlot: make(chan struct{}, h.cfg.ReadConns),
 	}
 }
@@ -59,7 +60,7 @@ func (a *actor) activate() error {
 		}
 		created = true
 	}
-	w, err := openConn(a.path, &a.h.cfg, false)
+	w, err := sqlitex.Open(a.path, a.h.connOptions(false))
 	if err != nil {
 		return api.Errorf(codes.Internal, "shard %s: %v", a.id, err)
 	}
@@ -67,7 +68,7 @@ func (a *actor) activate() error {
 	defer cancel()
 	seq, err := migrate(ctx, w, a.h.cfg.App, a.id, a.group, a.key)
 	if err != nil {
-		w.close()
+		w.Close()
 		if created {
 			os.Remove(a.path)
 			os.Remove(a.path + "-wal")
@@ -82,7 +83,7 @@ func (a *actor) activate() error {
 		// The new file's directory entries must be durable before any write
 		// to it is acknowledged (I2).
 		if err := syncDirs(filepath.Dir(a.path), filepath.Join(a.h.cfg.Dir, "shards")); err != nil {
-			w.close()
+			w.Close()
 			return api.Errorf(codes.Internal, "shard %s: sync directory: %v", a.id, err)
 		}
 		a.h.onDisk.Add(1)
@@ -124,13 +125,13 @@ func (a *actor) hibernate() {
 	for {
 		select {
 		case r := <-a.readers:
-			r.close()
+			r.Close()
 			continue
 		default:
 		}
 		break
 	}
-	if err := a.w.close(); err != nil {
+	if err := a.w.Close(); err != nil {
 		a.h.log.Warn("close shard", "shard", a.id, "err", err)
 	}
 }

@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/lunora/lunora/schema"
+	"github.com/lunora/lunora/sqlitex"
 	"github.com/prometheus/client_golang/prometheus"
 )
 
@@ -120,4 +121,12 @@ func (c *Config) logger() *slog.Logger {
 		return c.Logger
 	}
 	return slog.New(slog.NewTextHandler(io.Discard, nil))
+}
+
+func (h *Host) connOptions(readOnly bool) sqlitex.Options {
+	return sqlitex.Options{Synchronous: h.cfg.Synchronous, CacheKiB: h.cfg.CacheKiB, ReadOnly: readOnly, MaxSQLLen: h.cfg.MaxSQLLen}
+}
+
+func (h *Host) limits() sqlitex.Limits {
+	return sqlitex.Limits{MaxRows: h.cfg.MaxResultRows, MaxBytes: h.cfg.MaxResultBytes}
 }

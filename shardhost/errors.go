@@ -2,6 +2,7 @@ package shardhost
 
 import (
 	"github.com/lunora/lunora/api"
+	"github.com/lunora/lunora/sqlitex"
 	"google.golang.org/grpc/codes"
 )
 
@@ -13,11 +14,11 @@ var (
 	// ErrOverloaded: the node is at its bound of in-flight requests.
 	ErrOverloaded = &api.Error{Code: codes.ResourceExhausted, Msg: "node is at its limit of in-flight requests", RetryAfter: overloadRetryAfter}
 	// ErrAssert: lunora_assert failed inside a function.
-	ErrAssert = api.New(codes.FailedPrecondition, "assertion failed")
+	ErrAssert = sqlitex.ErrAssert
 	// ErrForeignRow: a row's shard_by value is not the shard's key (I1).
-	ErrForeignRow = api.New(codes.InvalidArgument, "row belongs to another shard")
+	ErrForeignRow = sqlitex.ErrForeignRow
 	// ErrSandbox: the statement tried something the shard sandbox refuses.
-	ErrSandbox = api.New(codes.PermissionDenied, "not allowed in a shard")
+	ErrSandbox = sqlitex.ErrSandbox
 	// ErrUnknownFunction: no such function in lunora.yaml.
 	ErrUnknownFunction = api.New(codes.NotFound, "unknown function")
 	// ErrClosed: the host is shutting down.
@@ -26,7 +27,7 @@ var (
 	// without losing data.
 	ErrMigration = api.New(codes.FailedPrecondition, "schema change refused")
 	// ErrResultTooLarge: a result is over the row or byte bound.
-	ErrResultTooLarge = api.New(codes.OutOfRange, "result too large")
+	ErrResultTooLarge = sqlitex.ErrResultTooLarge
 	// ErrReadOnly: a query function tried to write.
-	ErrReadOnly = api.New(codes.FailedPrecondition, "query functions cannot write; declare the function as a mutation")
+	ErrReadOnly = sqlitex.ErrReadOnly
 )

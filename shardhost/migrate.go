@@ -8,6 +8,7 @@ import (
 
 	"github.com/lunora/lunora/api"
 	"github.com/lunora/lunora/schema"
+	"github.com/lunora/lunora/sqlitex"
 )
 
 // metaTable holds a shard's own bookkeeping, written in the same
@@ -21,16 +22,16 @@ const metaDDL = `CREATE TABLE IF NOT EXISTS __lunora_meta (k TEXT PRIMARY KEY, v
 // and ownership triggers are created; a removed or retyped column, a
 // removed table or a changed primary key is refused with ErrMigration.
 // A shard whose recorded version is the app's skips all of it.
-func migrate(ctx context.Context, c *conn, app *schema.App, shardID, group string, key any) (seq uint64, err error) {
-	if _, err := c.exec(ctx, "BEGIN IMMEDIATE"); err != nil {
+func migrate(ctx context.Context, c *sqlitex.Conn, app *schema.App, shardID, group string, key any) (seq uint64, err error) {
+	if _, err := c.Exec(ctx, "BEGIN IMMEDIATE"); err != nil {
 		return 0, err
 	}
 	defer func() {
 		if err != nil {
-			c.exec(context.Background(), "ROLLBACK")
+			c.Exec(context.Background(), "ROLLBACK")
 		}
 	}()
-	if _, err := c.exec(ctx, metaDDL); err != nil {
+	if _, err := c.Exec(ctx, metaDDL); err != nil {
 		return 0, err
 	}
 	meta, err := readMeta(ctx, c)
@@ -45,23 +46,23 @@ func migrate(ctx context.Context, c *conn, app *schema.App, shardID, group strin
 		if err := migrateTables(ctx, c, app, shardID, group, key); err != nil {
 			return 0, err
 		}
-		if _, err := c.exec(ctx, "INSERT OR REPLACE INTO __lunora_meta(k, v) VALUES ('schema_version', ?)", driver.NamedValue{Ordinal: 1, Value: app.Version}); err != nil {
+		if _, err := c.Exec(ctx, "INSERT OR REPLACE INTO __lunora_meta(k, v) VALUES ('schema_version', ?)", driver.NamedValue{Ordinal: 1, Value: app.Version}); err != nil {
 			return 0, err
 		}
 	}
 	if meta["shard_id"] == nil {
-		if _, err := c.exec(ctx, "INSERT INTO __lunora_meta(k, v) VALUES ('shard_id', ?), ('seq', 0)", driver.NamedValue{Ordinal: 1, Value: shardID}); err != nil {
+		if _, err := c.Exec(ctx, "INSERT INTO __lunora_meta(k, v) VALUES ('shard_id', ?), ('seq', 0)", driver.NamedValue{Ordinal: 1, Value: shardID}); err != nil {
 			return 0, err
 		}
 	}
-	if _, err := c.exec(ctx, "COMMIT"); err != nil {
+	if _, err := c.Exec(ctx, "COMMIT"); err != nil {
 		return 0, err
 	}
 	return seq, nil
 }
 
-func readMeta(ctx context.Context, c *conn) (map[string]any, error) {
-	_, rows, err := c.queryRows(ctx, "SELECT k, v FROM __lunora_meta", nil, &Config{MaxResultRows: 1000, MaxResultBytes: 1 << 20})
+func readMeta(ctx context.Context, c *sqlitex.Conn) (map[string]any, error) {
+	_, rows, err := c.QueryRows(ctx, "SELECT k, v FROM __lunora_meta", nil, sqlitex.Limits{MaxRows: 1000, MaxBytes: 1 << 20})
 	if err != nil {
 		return nil, err
 	}
@@ -83,8 +84,8 @@ type column struct {
 	pk        int
 }
 
-func tableColumns(ctx context.Context, c *conn, table string) ([]column, error) {
-	_, rows, err := c.queryRows(ctx, "SELECT name, type, \"notnull\", pk FROM pragma_table_info(?)", []driver.NamedValue{{Ordinal: 1, Value: table}}, &Config{MaxResultRows: 10000, MaxResultBytes: 1 << 20})
+func tableColumns(ctx context.Context, c *sqlitex.Conn, table string) ([]column, error) {
+	_, rows, err := c.QueryRows(ctx, "SELECT name, type, \"notnull\", pk FROM pragma_table_info(?)", []driver.NamedValue{{Ordinal: 1, Value: table}}, sqlitex.Limits{MaxRows: 10000, MaxBytes: 1 << 20})
 	if err != nil {
 		return nil, err
 	}
@@ -95,7 +96,7 @@ func tableColumns(ctx context.Context, c *conn, table string) ([]column, error) 
 	return out, nil
 }
 
-func migrateTables(ctx context.Context, c *conn, app *schema.App, shardID, group string, key any) error {
+func migrateTables(ctx context.Context, c *sqlitex.Conn, app *schema.App, shardID, group string, key any) error {
 	refuse := func(format string, args ...any) error {
 		return api.Wrap(ErrMigration, fmt.Sprintf("shard %s: ", shardID)+fmt.Sprintf(format, args...)+"; only additive changes are applied automatically")
 	}
@@ -107,7 +108,7 @@ func migrateTables(ctx context.Context, c *conn, app *schema.App, shardID, group
 			return err
 		}
 		if len(have) == 0 {
-			if _, err := c.exec(ctx, t.CreateSQL()); err != nil {
+			if _, err := c.Exec(ctx, t.CreateSQL()); err != nil {
 				return fmt.Errorf("create table %s: %w", t.Name, err)
 			}
 		} else {
@@ -125,7 +126,7 @@ func migrateTables(ctx context.Context, c *conn, app *schema.App, shardID, group
 					if dc.NotNull && !dc.HasDefault {
 						return refuse("table %s: new column %s is not_null without a default, so existing rows would break it", t.Name, dc.Name)
 					}
-					if _, err := c.exec(ctx, fmt.Sprintf("ALTER TABLE %s ADD COLUMN %s", schema.QuoteIdent(t.Name), dc.Definition())); err != nil {
+					if _, err := c.Exec(ctx, fmt.Sprintf("ALTER TABLE %s ADD COLUMN %s", schema.QuoteIdent(t.Name), dc.Definition())); err != nil {
 						return fmt.Errorf("add column %s.%s: %w", t.Name, dc.Name, err)
 					}
 					continue
@@ -144,19 +145,19 @@ func migrateTables(ctx context.Context, c *conn, app *schema.App, shardID, group
 			}
 		}
 		for _, ix := range t.IndexSQL() {
-			if _, err := c.exec(ctx, ix); err != nil {
+			if _, err := c.Exec(ctx, ix); err != nil {
 				return fmt.Errorf("create index on %s: %w", t.Name, err)
 			}
 		}
 		if t.ShardBy != "" {
 			for _, trg := range ownershipTriggers(t, key) {
-				if _, err := c.exec(ctx, trg); err != nil {
+				if _, err := c.Exec(ctx, trg); err != nil {
 					return fmt.Errorf("create ownership trigger on %s: %w", t.Name, err)
 				}
 			}
 		}
 	}
-	_, rows, err := c.queryRows(ctx, "SELECT name FROM sqlite_schema WHERE type = 'table' AND name NOT LIKE 'sqlite_%' AND name NOT LIKE '__lunora%'", nil, &Config{MaxResultRows: 100000, MaxResultBytes: 16 << 20})
+	_, rows, err := c.QueryRows(ctx, "SELECT name FROM sqlite_schema WHERE type = 'table' AND name NOT LIKE 'sqlite_%' AND name NOT LIKE '__lunora%'", nil, sqlitex.Limits{MaxRows: 100000, MaxBytes: 16 << 20})
 	if err != nil {
 		return err
 	}

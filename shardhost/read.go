@@ -6,6 +6,7 @@ import (
 	"time"
 
 	"github.com/lunora/lunora/api"
+	"github.com/lunora/lunora/sqlitex"
 	"google.golang.org/grpc/codes"
 )
 
@@ -20,29 +21,29 @@ func (a *actor) query(ctx context.Context, stmts []string, args []driver.NamedVa
 	defer func() { a.readers <- r }()
 	ctx, cancel := context.WithTimeout(ctx, a.h.cfg.StatementTimeout)
 	defer cancel()
-	r.reset()
-	if _, err := r.exec(ctx, "BEGIN"); err != nil {
-		return nil, r.classify(err, a.id)
+	r.Reset()
+	if _, err := r.Exec(ctx, "BEGIN"); err != nil {
+		return nil, r.Classify(err, a.id)
 	}
-	defer r.exec(context.Background(), "COMMIT")
-	_, seqRows, err := r.queryRows(ctx, "SELECT v FROM __lunora_meta WHERE k = 'seq'", nil, &a.h.cfg)
+	defer r.Exec(context.Background(), "COMMIT")
+	_, seqRows, err := r.QueryRows(ctx, "SELECT v FROM __lunora_meta WHERE k = 'seq'", nil, a.h.limits())
 	if err != nil || len(seqRows) != 1 {
 		return nil, api.Errorf(codes.Internal, "shard %s: read commit sequence: %v", a.id, err)
 	}
 	res := &api.Result{Seq: uint64(asInt(seqRows[0][0])), ShardID: a.id}
-	r.now = time.Now()
-	defer func() { r.user, r.now = false, time.Time{} }()
+	r.Now = time.Now()
+	defer func() { r.User, r.Now = false, time.Time{} }()
 	for i, stmt := range stmts {
-		r.user = true
+		r.User = true
 		if i < len(stmts)-1 {
-			if _, err := r.exec(ctx, stmt, args...); err != nil {
-				return nil, r.classify(err, a.id)
+			if _, err := r.Exec(ctx, stmt, args...); err != nil {
+				return nil, r.Classify(err, a.id)
 			}
 			continue
 		}
-		cols, rows, err := r.queryRows(ctx, stmt, args, &a.h.cfg)
+		cols, rows, err := r.QueryRows(ctx, stmt, args, a.h.limits())
 		if err != nil {
-			return nil, r.classify(err, a.id)
+			return nil, r.Classify(err, a.id)
 		}
 		res.Columns, res.Rows = cols, rows
 	}
@@ -51,7 +52,7 @@ func (a *actor) query(ctx context.Context, stmts []string, args []driver.NamedVa
 
 // reader checks out a read connection, opening one if fewer than ReadConns
 // are open, else waiting for one to be returned.
-func (a *actor) reader(ctx context.Context) (*conn, error) {
+func (a *actor) reader(ctx context.Context) (*sqlitex.Conn, error) {
 	select {
 	case r := <-a.readers:
 		return r, nil
@@ -61,7 +62,7 @@ func (a *actor) reader(ctx context.Context) (*conn, error) {
 	case r := <-a.readers:
 		return r, nil
 	case a.readerSlot <- struct{}{}:
-		r, err := openConn(a.path, &a.h.cfg, true)
+		r, err := sqlitex.Open(a.path, a.h.connOptions(true))
 		if err != nil {
 			<-a.readerSlot
 			return nil, api.Errorf(codes.Internal, "shard %s: open read connection: %v", a.id, err)

@@ -89,8 +89,8 @@ func (a *actor) groupCommit(batch []*mutation) {
 	for len(pending) > 0 {
 		startSeq := a.seq
 		ctx := context.Background()
-		if _, err := a.w.exec(ctx, "BEGIN IMMEDIATE"); err != nil {
-			failAll(pending, a.w.classify(err, a.id))
+		if _, err := a.w.Exec(ctx, "BEGIN IMMEDIATE"); err != nil {
+			failAll(pending, a.w.Classify(err, a.id))
 			return
 		}
 		var applied []*mutation
@@ -100,19 +100,19 @@ func (a *actor) groupCommit(batch []*mutation) {
 				m.err = api.Errorf(api.CodeOf(err), "shard %s: %v before the mutation ran; it was not applied", a.id, err)
 				continue
 			}
-			a.w.exec(ctx, "SAVEPOINT m")
+			a.w.Exec(ctx, "SAVEPOINT m")
 			res, dirty, err := a.run(m)
 			if err != nil {
 				m.err = err
-				if a.w.c.AutoCommit() {
+				if a.w.C.AutoCommit() {
 					retry = append(append(retry, applied...), pending[i+1:]...)
 					break
 				}
-				a.w.exec(ctx, "ROLLBACK TO m")
-				a.w.exec(ctx, "RELEASE m")
+				a.w.Exec(ctx, "ROLLBACK TO m")
+				a.w.Exec(ctx, "RELEASE m")
 				continue
 			}
-			a.w.exec(ctx, "RELEASE m")
+			a.w.Exec(ctx, "RELEASE m")
 			if dirty {
 				a.seq++
 			}
@@ -131,7 +131,7 @@ func (a *actor) groupCommit(batch []*mutation) {
 		}
 		err := a.commit(ctx, startSeq)
 		if err != nil {
-			a.w.exec(ctx, "ROLLBACK")
+			a.w.Exec(ctx, "ROLLBACK")
 			a.seq = startSeq
 			failAll(applied, api.Errorf(codes.Unavailable, "shard %s: commit failed, the mutation was not applied: %v", a.id, err))
 		}
@@ -141,11 +141,11 @@ func (a *actor) groupCommit(batch []*mutation) {
 
 func (a *actor) commit(ctx context.Context, startSeq uint64) error {
 	if a.seq != startSeq {
-		if _, err := a.w.exec(ctx, "UPDATE __lunora_meta SET v = ? WHERE k = 'seq'", driver.NamedValue{Ordinal: 1, Value: int64(a.seq)}); err != nil {
+		if _, err := a.w.Exec(ctx, "UPDATE __lunora_meta SET v = ? WHERE k = 'seq'", driver.NamedValue{Ordinal: 1, Value: int64(a.seq)}); err != nil {
 			return err
 		}
 	}
-	_, err := a.w.exec(ctx, "COMMIT")
+	_, err := a.w.Exec(ctx, "COMMIT")
 	return err
 }
 
@@ -162,33 +162,33 @@ func (a *actor) run(m *mutation) (*api.Result, bool, error) {
 	c := a.w
 	ctx, cancel := context.WithTimeout(m.ctx, a.h.cfg.StatementTimeout)
 	defer cancel()
-	before, err := c.totalChanges(ctx)
+	before, err := c.TotalChanges(ctx)
 	if err != nil {
-		return nil, false, c.classify(err, a.id)
+		return nil, false, c.Classify(err, a.id)
 	}
-	c.reset()
-	c.now = a.h.cfg.Now()
-	defer func() { c.user, c.now = false, time.Time{} }()
+	c.Reset()
+	c.Now = a.h.cfg.Now()
+	defer func() { c.User, c.Now = false, time.Time{} }()
 	res := &api.Result{}
 	for i, stmt := range m.sql {
-		c.user = true
+		c.User = true
 		if i < len(m.sql)-1 {
-			if _, err := c.exec(ctx, stmt, m.args...); err != nil {
-				return nil, false, c.classify(err, a.id)
+			if _, err := c.Exec(ctx, stmt, m.args...); err != nil {
+				return nil, false, c.Classify(err, a.id)
 			}
 			continue
 		}
-		cols, rows, err := c.queryRows(ctx, stmt, m.args, &a.h.cfg)
+		cols, rows, err := c.QueryRows(ctx, stmt, m.args, a.h.limits())
 		if err != nil {
-			return nil, false, c.classify(err, a.id)
+			return nil, false, c.Classify(err, a.id)
 		}
 		res.Columns, res.Rows = cols, rows
 	}
-	c.user = false
-	after, err := c.totalChanges(ctx)
+	c.User = false
+	after, err := c.TotalChanges(ctx)
 	if err != nil {
-		return nil, false, c.classify(err, a.id)
+		return nil, false, c.Classify(err, a.id)
 	}
 	res.RowsAffected = after - before
-	return res, c.dirty || res.RowsAffected > 0, nil
+	return res, c.Dirty() || res.RowsAffected > 0, nil
 }

@@ -1,14 +1,32 @@
-package shardhost
+package sqlitex
 
 import (
 	"context"
 	"errors"
 	"fmt"
 	"strings"
+	"time"
 
 	"github.com/lunora/lunora/api"
 	sqlite3 "github.com/mattn/go-sqlite3"
 	"google.golang.org/grpc/codes"
+)
+
+// busyRetryAfter is the retry hint for a busy database.
+const busyRetryAfter = 50 * time.Millisecond
+
+// Sentinel errors of user SQL, matched with errors.Is.
+var (
+	// ErrAssert: lunora_assert failed.
+	ErrAssert = api.New(codes.FailedPrecondition, "assertion failed")
+	// ErrForeignRow: a row's shard_by value is not the shard's key (I1).
+	ErrForeignRow = api.New(codes.InvalidArgument, "row belongs to another shard")
+	// ErrSandbox: the statement tried something the sandbox refuses.
+	ErrSandbox = api.New(codes.PermissionDenied, "not allowed in a shard")
+	// ErrResultTooLarge: a result is over the row or byte bound.
+	ErrResultTooLarge = api.New(codes.OutOfRange, "result too large")
+	// ErrReadOnly: a query tried to write.
+	ErrReadOnly = api.New(codes.FailedPrecondition, "query functions cannot write; declare the function as a mutation")
 )
 
 // Authorizer action codes (sqlite3.h).
@@ -65,8 +83,8 @@ var deniedFunctions = map[string]bool{
 // pragmas but introspection, no extension loading, no writes to sqlite_* or
 // __lunora_* tables. This is invariant I1's sandbox half: a tenant can never
 // reach another shard's file.
-func (c *conn) authorize(action int, arg1, arg2, arg3 string) int {
-	if !c.user {
+func (c *Conn) authorize(action int, arg1, arg2, arg3 string) int {
+	if !c.User {
 		return sqliteOK
 	}
 	deny := func(format string, args ...any) int {
@@ -113,10 +131,10 @@ func systemTable(name string) bool {
 	return strings.HasPrefix(l, "sqlite_") || strings.HasPrefix(l, "__lunora")
 }
 
-// classify turns an error from running user SQL on c into a coded error,
+// Classify turns an error from running user SQL on c into a coded error,
 // using what the connection's functions and authorizer recorded — never the
-// message text.
-func (c *conn) classify(err error, shardID string) error {
+// message text. shardID names the database in messages.
+func (c *Conn) Classify(err error, shardID string) error {
 	if err == nil {
 		return nil
 	}
@@ -150,7 +168,7 @@ func (c *conn) classify(err error, shardID string) error {
 		case sqlite3.ErrTooBig:
 			return api.Errorf(codes.InvalidArgument, "value or statement too large: %v", se)
 		case sqlite3.ErrBusy, sqlite3.ErrLocked:
-			return &api.Error{Code: codes.Unavailable, Msg: "shard is busy: " + se.Error(), RetryAfter: mailboxRetryAfter}
+			return &api.Error{Code: codes.Unavailable, Msg: "shard is busy: " + se.Error(), RetryAfter: busyRetryAfter}
 		case sqlite3.ErrFull, sqlite3.ErrIoErr, sqlite3.ErrCorrupt, sqlite3.ErrNotADB, sqlite3.ErrCantOpen, sqlite3.ErrNomem:
 			return api.Errorf(codes.Internal, "storage error on shard %s: %v", shardID, se)
 		case sqlite3.ErrError, sqlite3.ErrRange, sqlite3.ErrMismatch:

@@ -1,0 +1,235 @@
+package sqlitex
+
+import (
+	"context"
+	"database/sql/driver"
+	"errors"
+	"fmt"
+	"io"
+	"time"
+
+	sqlite3 "github.com/mattn/go-sqlite3"
+)
+
+// Conn is one SQLite connection together with the per-connection state its
+// SQL functions and authorizer report into. A Conn is used by one goroutine
+// at a time.
+type Conn struct {
+	C *sqlite3.SQLiteConn
+
+	// User is true while a statement from lunora.yaml or admin SQL is being
+	// prepared or run: the sandbox applies (see sandbox.go).
+	User bool
+	// Now is the time lunora_now() reports; the wall clock when zero.
+	Now time.Time
+
+	denied     string // the sandbox's reason for its last refusal
+	assertMsg  string // set when lunora_assert fails
+	foreignRow string // set when a row for another shard is written (I1)
+	dirty      bool   // set by the update hook when a row changes
+}
+
+// Options configure Open.
+type Options struct {
+	// Synchronous is SQLite's synchronous level (FULL, NORMAL).
+	Synchronous string
+	// CacheKiB is the page cache size.
+	CacheKiB int
+	// ReadOnly sets query_only: any write fails with ErrReadOnly.
+	ReadOnly bool
+	// MaxSQLLen bounds a statement's length.
+	MaxSQLLen int
+}
+
+// Limits bound a result.
+type Limits struct {
+	MaxRows  int
+	MaxBytes int
+}
+
+var sqliteDriver = &sqlite3.SQLiteDriver{}
+
+// Open opens path with the pragmas every Lunora connection uses, WAL mode,
+// the lunora_* functions and the sandbox.
+func Open(path string, o Options) (*Conn, error) {
+	dsn := "file:" + path + "?_txlock=immediate&_busy_timeout=10000&_stmt_cache_size=64"
+	dc, err := sqliteDriver.Open(dsn)
+	if err != nil {
+		return nil, fmt.Errorf("open %s: %w", path, err)
+	}
+	c := &Conn{C: dc.(*sqlite3.SQLiteConn)}
+	pragmas := []string{
+		"PRAGMA journal_mode=WAL",
+		"PRAGMA synchronous=" + o.Synchronous,
+		fmt.Sprintf("PRAGMA cache_size=-%d", o.CacheKiB),
+		"PRAGMA foreign_keys=ON",
+	}
+	if o.ReadOnly {
+		pragmas = append(pragmas, "PRAGMA query_only=ON")
+	}
+	for _, p := range pragmas {
+		if _, err := c.C.Exec(p, nil); err != nil {
+			c.C.Close()
+			return nil, fmt.Errorf("%s on %s: %w", p, path, err)
+		}
+	}
+	// trusted_schema stays at its default (ON): the ownership triggers call
+	// __lunora_foreign_row, and the schema is written only by migrations —
+	// the sandbox refuses every schema change from user SQL.
+	//
+	// No attached databases at all: the shard's own file is the only one a
+	// connection can ever see.
+	c.C.SetLimit(sqlite3.SQLITE_LIMIT_ATTACHED, 0)
+	c.C.SetLimit(sqlite3.SQLITE_LIMIT_LENGTH, 16<<20)
+	c.C.SetLimit(sqlite3.SQLITE_LIMIT_SQL_LENGTH, o.MaxSQLLen)
+	if err := c.register(); err != nil {
+		c.C.Close()
+		return nil, err
+	}
+	return c, nil
+}
+
+func (c *Conn) register() error {
+	assert := func(cond any, msg string) (int64, error) {
+		if truthy(cond) {
+			return 1, nil
+		}
+		if msg == "" {
+			msg = "lunora_assert failed"
+		}
+		c.assertMsg = msg
+		return 0, errors.New(msg)
+	}
+	now := func() int64 {
+		if c.Now.IsZero() {
+			return time.Now().UnixMilli()
+		}
+		return c.Now.UnixMilli()
+	}
+	foreign := func(table string, value any) (int64, error) {
+		c.foreignRow = fmt.Sprintf("table %s: a row with %v", table, value)
+		return 0, errors.New(c.foreignRow)
+	}
+	for _, f := range []struct {
+		name string
+		impl any
+	}{
+		{"lunora_assert", assert},
+		{"lunora_now", now},
+		{"__lunora_foreign_row", foreign},
+	} {
+		if err := c.C.RegisterFunc(f.name, f.impl, false); err != nil {
+			return fmt.Errorf("register %s: %w", f.name, err)
+		}
+	}
+	c.C.RegisterAuthorizer(c.authorize)
+	c.C.RegisterUpdateHook(func(int, string, string, int64) { c.dirty = true })
+	return nil
+}
+
+// truthy follows SQLite: NULL and zero are false.
+func truthy(v any) bool {
+	switch x := v.(type) {
+	case nil:
+		return false
+	case int64:
+		return x != 0
+	case float64:
+		return x != 0
+	case bool:
+		return x
+	case string:
+		return x != "" && x != "0"
+	case []byte:
+		return len(x) > 0
+	}
+	return true
+}
+
+// Close closes the connection.
+func (c *Conn) Close() error { return c.C.Close() }
+
+// Dirty reports whether a row changed since the last Reset.
+func (c *Conn) Dirty() bool { return c.dirty }
+
+// Reset clears what the functions and sandbox reported.
+func (c *Conn) Reset() {
+	c.denied, c.assertMsg, c.foreignRow, c.dirty = "", "", "", false
+}
+
+// Exec runs one statement (sandboxed only while User is set) and returns
+// the rows it changed as SQLite reports them.
+func (c *Conn) Exec(ctx context.Context, query string, args ...driver.NamedValue) (int64, error) {
+	res, err := c.C.ExecContext(ctx, query, args)
+	if err != nil {
+		return 0, err
+	}
+	n, _ := res.RowsAffected()
+	return n, nil
+}
+
+// QueryRows runs one statement and collects its rows within the bounds.
+// It returns the column names (nil for a statement that returns none).
+func (c *Conn) QueryRows(ctx context.Context, query string, args []driver.NamedValue, lim Limits) ([]string, [][]any, error) {
+	rows, err := c.C.QueryContext(ctx, query, args)
+	if err != nil {
+		return nil, nil, err
+	}
+	defer rows.Close()
+	cols := rows.Columns()
+	if len(cols) == 0 {
+		// Not a row-returning statement; step it to completion.
+		if err := rows.Next(nil); err != nil && !errors.Is(err, io.EOF) {
+			return nil, nil, err
+		}
+		return nil, nil, nil
+	}
+	var out [][]any
+	size := 0
+	for {
+		dest := make([]driver.Value, len(cols))
+		err := rows.Next(dest)
+		if errors.Is(err, io.EOF) {
+			break
+		}
+		if err != nil {
+			return nil, nil, err
+		}
+		row := make([]any, len(cols))
+		for i, v := range dest {
+			switch x := v.(type) {
+			case string:
+				size += len(x)
+			case []byte:
+				size += len(x)
+				v = append([]byte(nil), x...)
+			default:
+				size += 8
+			}
+			row[i] = v
+		}
+		out = append(out, row)
+		if len(out) > lim.MaxRows {
+			return nil, nil, fmt.Errorf("%w: more than %d rows; add a LIMIT or paginate", ErrResultTooLarge, lim.MaxRows)
+		}
+		if size > lim.MaxBytes {
+			return nil, nil, fmt.Errorf("%w: more than %d bytes; select fewer columns or paginate", ErrResultTooLarge, lim.MaxBytes)
+		}
+	}
+	return cols, out, nil
+}
+
+// TotalChanges is SQLite's count of rows changed on this connection.
+func (c *Conn) TotalChanges(ctx context.Context) (int64, error) {
+	rows, err := c.C.QueryContext(ctx, "SELECT total_changes()", nil)
+	if err != nil {
+		return 0, err
+	}
+	defer rows.Close()
+	dest := make([]driver.Value, 1)
+	if err := rows.Next(dest); err != nil {
+		return 0, err
+	}
+	n, _ := dest[0].(int64)
+	return n, nil
+}
