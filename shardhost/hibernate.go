@@ -3,6 +3,8 @@ package shardhost
 import (
 	"sync"
 	"time"
+
+	"github.com/lunora/lunora/sqlitex"
 )
 
 // runJanitor hibernates shards idle for longer than IdleTimeout.
@@ -20,6 +22,11 @@ func (h *Host) runJanitor() {
 			return
 		case now := <-t.C:
 			h.closeActors(h.idleActors(now))
+			// Closing shards frees SQLite's memory into the C allocator;
+			// hand it back to the OS here, off the request path.
+			if h.closedSinceTrim.Swap(0) > 0 {
+				sqlitex.TrimMemory()
+			}
 		}
 	}
 }
@@ -95,6 +102,7 @@ func (h *Host) closeActors(as []*actor) {
 		}(a)
 	}
 	wg.Wait()
+	h.closedSinceTrim.Add(int64(len(as)))
 }
 
 // activeLocked counts shards with open handles: activated ones and those

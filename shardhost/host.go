@@ -33,8 +33,9 @@ type Host struct {
 	lru     *list.List               // activated actors, most recently used first
 	closed  bool
 
-	inFlight atomic.Int64
-	onDisk   atomic.Int64
+	inFlight        atomic.Int64
+	onDisk          atomic.Int64
+	closedSinceTrim atomic.Int64
 
 	stop     chan struct{}
 	janitor  sync.WaitGroup

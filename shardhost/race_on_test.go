@@ -1,0 +1,5 @@
+//go:build race
+
+package shardhost_test
+
+const raceEnabled = true
