@@ -19,6 +19,14 @@ var adminVerbs = map[string]bool{
 	"REPLACE": true, "WITH": true, "VALUES": true,
 }
 
+// refusedVerbs start statements SQLite knows but admin SQL may not run.
+var refusedVerbs = map[string]bool{
+	"ATTACH": true, "DETACH": true, "PRAGMA": true, "CREATE": true, "DROP": true,
+	"ALTER": true, "BEGIN": true, "COMMIT": true, "END": true, "ROLLBACK": true,
+	"SAVEPOINT": true, "RELEASE": true, "VACUUM": true, "REINDEX": true,
+	"ANALYZE": true, "EXPLAIN": true,
+}
+
 // checkAdminSQL validates one admin statement and its named parameters.
 func (h *Host) checkAdminSQL(sql string, params map[string]any) ([]driver.NamedValue, error) {
 	if strings.TrimSpace(sql) == "" {
@@ -28,6 +36,9 @@ func (h *Host) checkAdminSQL(sql string, params map[string]any) ([]driver.NamedV
 		return nil, api.Errorf(codes.InvalidArgument, "sql is %d bytes, over the limit of %d", len(sql), h.cfg.MaxSQLLen)
 	}
 	verb := strings.ToUpper(firstWord(sql))
+	if !adminVerbs[verb] && !refusedVerbs[verb] {
+		return nil, api.Errorf(codes.InvalidArgument, "sql: %q does not start a statement; admin SQL may SELECT, INSERT, UPDATE, DELETE, REPLACE, WITH or VALUES", verb)
+	}
 	if !adminVerbs[verb] {
 		return nil, api.Wrap(ErrSandbox, fmt.Sprintf("%s statements are not allowed; admin SQL may SELECT, INSERT, UPDATE, DELETE, REPLACE, WITH or VALUES", verb))
 	}

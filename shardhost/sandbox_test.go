@@ -44,7 +44,8 @@ func TestSandboxRefusesEscapes(t *testing.T) {
 		{"positional param", "SELECT ?", codes.InvalidArgument},
 		{"two statements", "SELECT 1; SELECT 2", codes.InvalidArgument},
 		{"empty", "  ", codes.InvalidArgument},
-		{"syntax", "SELEC 1", codes.PermissionDenied},
+		{"typo", "SELEC 1", codes.InvalidArgument},
+		{"syntax", "SELECT FROM messages WHERE", codes.InvalidArgument},
 		{"no such table", "SELECT * FROM nope", codes.InvalidArgument},
 	}
 	for _, tc := range cases {

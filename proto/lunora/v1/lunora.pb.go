@@ -23,6 +23,62 @@ const (
 	_ = protoimpl.EnforceVersion(protoimpl.MaxVersion - 20)
 )
 
+type ReadOptions_Consistency int32
+
+const (
+	// STRONG unless a bookmark is given, then BOOKMARK.
+	ReadOptions_CONSISTENCY_UNSPECIFIED ReadOptions_Consistency = 0
+	// Linearizable: served by the leader after confirming its leadership.
+	ReadOptions_STRONG ReadOptions_Consistency = 1
+	// Any replica, once it has applied the bookmark: read-your-writes.
+	ReadOptions_BOOKMARK ReadOptions_Consistency = 2
+	// Any replica, local state, optionally bounded by max_staleness_ms.
+	ReadOptions_STALE ReadOptions_Consistency = 3
+)
+
+// Enum value maps for ReadOptions_Consistency.
+var (
+	ReadOptions_Consistency_name = map[int32]string{
+		0: "CONSISTENCY_UNSPECIFIED",
+		1: "STRONG",
+		2: "BOOKMARK",
+		3: "STALE",
+	}
+	ReadOptions_Consistency_value = map[string]int32{
+		"CONSISTENCY_UNSPECIFIED": 0,
+		"STRONG":                  1,
+		"BOOKMARK":                2,
+		"STALE":                   3,
+	}
+)
+
+func (x ReadOptions_Consistency) Enum() *ReadOptions_Consistency {
+	p := new(ReadOptions_Consistency)
+	*p = x
+	return p
+}
+
+func (x ReadOptions_Consistency) String() string {
+	return protoimpl.X.EnumStringOf(x.Descriptor(), protoreflect.EnumNumber(x))
+}
+
+func (ReadOptions_Consistency) Descriptor() protoreflect.EnumDescriptor {
+	return file_lunora_v1_lunora_proto_enumTypes[0].Descriptor()
+}
+
+func (ReadOptions_Consistency) Type() protoreflect.EnumType {
+	return &file_lunora_v1_lunora_proto_enumTypes[0]
+}
+
+func (x ReadOptions_Consistency) Number() protoreflect.EnumNumber {
+	return protoreflect.EnumNumber(x)
+}
+
+// Deprecated: Use ReadOptions_Consistency.Descriptor instead.
+func (ReadOptions_Consistency) EnumDescriptor() ([]byte, []int) {
+	return file_lunora_v1_lunora_proto_rawDescGZIP(), []int{3, 0}
+}
+
 // Value is one SQL value. Exactly one field is set; an unset kind is NULL.
 type Value struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -224,7 +280,9 @@ type CallRequest struct {
 	Args map[string]*Value `protobuf:"bytes,2,rep,name=args,proto3" json:"args,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
 	// shard_key is the value of the function's shard_by column. Empty means
 	// "take it from the argument of the same name".
-	ShardKey      string `protobuf:"bytes,3,opt,name=shard_key,json=shardKey,proto3" json:"shard_key,omitempty"`
+	ShardKey string `protobuf:"bytes,3,opt,name=shard_key,json=shardKey,proto3" json:"shard_key,omitempty"`
+	// read applies to queries on global tables; ignored elsewhere.
+	Read          *ReadOptions `protobuf:"bytes,4,opt,name=read,proto3" json:"read,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -280,6 +338,77 @@ func (x *CallRequest) GetShardKey() string {
 	return ""
 }
 
+func (x *CallRequest) GetRead() *ReadOptions {
+	if x != nil {
+		return x.Read
+	}
+	return nil
+}
+
+// ReadOptions choose the consistency of a read of global tables.
+type ReadOptions struct {
+	state       protoimpl.MessageState  `protogen:"open.v1"`
+	Consistency ReadOptions_Consistency `protobuf:"varint,1,opt,name=consistency,proto3,enum=lunora.v1.ReadOptions_Consistency" json:"consistency,omitempty"`
+	// bookmark is what a write to global tables returned.
+	Bookmark uint64 `protobuf:"varint,2,opt,name=bookmark,proto3" json:"bookmark,omitempty"`
+	// max_staleness_ms refuses a stale read from a replica that has not heard
+	// from the leader for longer; 0 means no bound.
+	MaxStalenessMs uint64 `protobuf:"varint,3,opt,name=max_staleness_ms,json=maxStalenessMs,proto3" json:"max_staleness_ms,omitempty"`
+	unknownFields  protoimpl.UnknownFields
+	sizeCache      protoimpl.SizeCache
+}
+
+func (x *ReadOptions) Reset() {
+	*x = ReadOptions{}
+	mi := &file_lunora_v1_lunora_proto_msgTypes[3]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ReadOptions) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ReadOptions) ProtoMessage() {}
+
+func (x *ReadOptions) ProtoReflect() protoreflect.Message {
+	mi := &file_lunora_v1_lunora_proto_msgTypes[3]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ReadOptions.ProtoReflect.Descriptor instead.
+func (*ReadOptions) Descriptor() ([]byte, []int) {
+	return file_lunora_v1_lunora_proto_rawDescGZIP(), []int{3}
+}
+
+func (x *ReadOptions) GetConsistency() ReadOptions_Consistency {
+	if x != nil {
+		return x.Consistency
+	}
+	return ReadOptions_CONSISTENCY_UNSPECIFIED
+}
+
+func (x *ReadOptions) GetBookmark() uint64 {
+	if x != nil {
+		return x.Bookmark
+	}
+	return 0
+}
+
+func (x *ReadOptions) GetMaxStalenessMs() uint64 {
+	if x != nil {
+		return x.MaxStalenessMs
+	}
+	return 0
+}
+
 type CallResponse struct {
 	state   protoimpl.MessageState `protogen:"open.v1"`
 	Columns []string               `protobuf:"bytes,1,rep,name=columns,proto3" json:"columns,omitempty"`
@@ -288,15 +417,18 @@ type CallResponse struct {
 	// number its commit received, for a query the one its snapshot saw.
 	CommitSeq uint64 `protobuf:"varint,3,opt,name=commit_seq,json=commitSeq,proto3" json:"commit_seq,omitempty"`
 	// shard_id is the shard the call ran on, e.g. "room_id=r42".
-	ShardId       string `protobuf:"bytes,4,opt,name=shard_id,json=shardId,proto3" json:"shard_id,omitempty"`
-	RowsAffected  int64  `protobuf:"varint,5,opt,name=rows_affected,json=rowsAffected,proto3" json:"rows_affected,omitempty"`
+	ShardId      string `protobuf:"bytes,4,opt,name=shard_id,json=shardId,proto3" json:"shard_id,omitempty"`
+	RowsAffected int64  `protobuf:"varint,5,opt,name=rows_affected,json=rowsAffected,proto3" json:"rows_affected,omitempty"`
+	// bookmark is set by calls on global tables: pass it in ReadOptions to
+	// read your own writes on any replica.
+	Bookmark      uint64 `protobuf:"varint,6,opt,name=bookmark,proto3" json:"bookmark,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
 func (x *CallResponse) Reset() {
 	*x = CallResponse{}
-	mi := &file_lunora_v1_lunora_proto_msgTypes[3]
+	mi := &file_lunora_v1_lunora_proto_msgTypes[4]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -308,7 +440,7 @@ func (x *CallResponse) String() string {
 func (*CallResponse) ProtoMessage() {}
 
 func (x *CallResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_lunora_v1_lunora_proto_msgTypes[3]
+	mi := &file_lunora_v1_lunora_proto_msgTypes[4]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -321,7 +453,7 @@ func (x *CallResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CallResponse.ProtoReflect.Descriptor instead.
 func (*CallResponse) Descriptor() ([]byte, []int) {
-	return file_lunora_v1_lunora_proto_rawDescGZIP(), []int{3}
+	return file_lunora_v1_lunora_proto_rawDescGZIP(), []int{4}
 }
 
 func (x *CallResponse) GetColumns() []string {
@@ -359,6 +491,13 @@ func (x *CallResponse) GetRowsAffected() int64 {
 	return 0
 }
 
+func (x *CallResponse) GetBookmark() uint64 {
+	if x != nil {
+		return x.Bookmark
+	}
+	return 0
+}
+
 type SqlRequest struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// shard_id names the shard, e.g. "room_id=r42"; empty means "__root__".
@@ -373,7 +512,7 @@ type SqlRequest struct {
 
 func (x *SqlRequest) Reset() {
 	*x = SqlRequest{}
-	mi := &file_lunora_v1_lunora_proto_msgTypes[4]
+	mi := &file_lunora_v1_lunora_proto_msgTypes[5]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -385,7 +524,7 @@ func (x *SqlRequest) String() string {
 func (*SqlRequest) ProtoMessage() {}
 
 func (x *SqlRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_lunora_v1_lunora_proto_msgTypes[4]
+	mi := &file_lunora_v1_lunora_proto_msgTypes[5]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -398,7 +537,7 @@ func (x *SqlRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SqlRequest.ProtoReflect.Descriptor instead.
 func (*SqlRequest) Descriptor() ([]byte, []int) {
-	return file_lunora_v1_lunora_proto_rawDescGZIP(), []int{4}
+	return file_lunora_v1_lunora_proto_rawDescGZIP(), []int{5}
 }
 
 func (x *SqlRequest) GetShardId() string {
@@ -429,13 +568,14 @@ type SqlResponse struct {
 	CommitSeq     uint64                 `protobuf:"varint,3,opt,name=commit_seq,json=commitSeq,proto3" json:"commit_seq,omitempty"`
 	ShardId       string                 `protobuf:"bytes,4,opt,name=shard_id,json=shardId,proto3" json:"shard_id,omitempty"`
 	RowsAffected  int64                  `protobuf:"varint,5,opt,name=rows_affected,json=rowsAffected,proto3" json:"rows_affected,omitempty"`
+	Bookmark      uint64                 `protobuf:"varint,6,opt,name=bookmark,proto3" json:"bookmark,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
 func (x *SqlResponse) Reset() {
 	*x = SqlResponse{}
-	mi := &file_lunora_v1_lunora_proto_msgTypes[5]
+	mi := &file_lunora_v1_lunora_proto_msgTypes[6]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -447,7 +587,7 @@ func (x *SqlResponse) String() string {
 func (*SqlResponse) ProtoMessage() {}
 
 func (x *SqlResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_lunora_v1_lunora_proto_msgTypes[5]
+	mi := &file_lunora_v1_lunora_proto_msgTypes[6]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -460,7 +600,7 @@ func (x *SqlResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SqlResponse.ProtoReflect.Descriptor instead.
 func (*SqlResponse) Descriptor() ([]byte, []int) {
-	return file_lunora_v1_lunora_proto_rawDescGZIP(), []int{5}
+	return file_lunora_v1_lunora_proto_rawDescGZIP(), []int{6}
 }
 
 func (x *SqlResponse) GetColumns() []string {
@@ -498,6 +638,13 @@ func (x *SqlResponse) GetRowsAffected() int64 {
 	return 0
 }
 
+func (x *SqlResponse) GetBookmark() uint64 {
+	if x != nil {
+		return x.Bookmark
+	}
+	return 0
+}
+
 type StatusRequest struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	unknownFields protoimpl.UnknownFields
@@ -506,7 +653,7 @@ type StatusRequest struct {
 
 func (x *StatusRequest) Reset() {
 	*x = StatusRequest{}
-	mi := &file_lunora_v1_lunora_proto_msgTypes[6]
+	mi := &file_lunora_v1_lunora_proto_msgTypes[7]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -518,7 +665,7 @@ func (x *StatusRequest) String() string {
 func (*StatusRequest) ProtoMessage() {}
 
 func (x *StatusRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_lunora_v1_lunora_proto_msgTypes[6]
+	mi := &file_lunora_v1_lunora_proto_msgTypes[7]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -531,7 +678,7 @@ func (x *StatusRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StatusRequest.ProtoReflect.Descriptor instead.
 func (*StatusRequest) Descriptor() ([]byte, []int) {
-	return file_lunora_v1_lunora_proto_rawDescGZIP(), []int{6}
+	return file_lunora_v1_lunora_proto_rawDescGZIP(), []int{7}
 }
 
 type StatusResponse struct {
@@ -551,7 +698,7 @@ type StatusResponse struct {
 
 func (x *StatusResponse) Reset() {
 	*x = StatusResponse{}
-	mi := &file_lunora_v1_lunora_proto_msgTypes[7]
+	mi := &file_lunora_v1_lunora_proto_msgTypes[8]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -563,7 +710,7 @@ func (x *StatusResponse) String() string {
 func (*StatusResponse) ProtoMessage() {}
 
 func (x *StatusResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_lunora_v1_lunora_proto_msgTypes[7]
+	mi := &file_lunora_v1_lunora_proto_msgTypes[8]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -576,7 +723,7 @@ func (x *StatusResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StatusResponse.ProtoReflect.Descriptor instead.
 func (*StatusResponse) Descriptor() ([]byte, []int) {
-	return file_lunora_v1_lunora_proto_rawDescGZIP(), []int{7}
+	return file_lunora_v1_lunora_proto_rawDescGZIP(), []int{8}
 }
 
 func (x *StatusResponse) GetNodeId() string {
@@ -642,21 +789,33 @@ const file_lunora_v1_lunora_proto_rawDesc = "" +
 	"\aboolean\x18\x06 \x01(\bH\x00R\abooleanB\x06\n" +
 	"\x04kind\"/\n" +
 	"\x03Row\x12(\n" +
-	"\x06values\x18\x01 \x03(\v2\x10.lunora.v1.ValueR\x06values\"\xc7\x01\n" +
+	"\x06values\x18\x01 \x03(\v2\x10.lunora.v1.ValueR\x06values\"\xf3\x01\n" +
 	"\vCallRequest\x12\x1a\n" +
 	"\bfunction\x18\x01 \x01(\tR\bfunction\x124\n" +
 	"\x04args\x18\x02 \x03(\v2 .lunora.v1.CallRequest.ArgsEntryR\x04args\x12\x1b\n" +
-	"\tshard_key\x18\x03 \x01(\tR\bshardKey\x1aI\n" +
+	"\tshard_key\x18\x03 \x01(\tR\bshardKey\x12*\n" +
+	"\x04read\x18\x04 \x01(\v2\x16.lunora.v1.ReadOptionsR\x04read\x1aI\n" +
 	"\tArgsEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12&\n" +
-	"\x05value\x18\x02 \x01(\v2\x10.lunora.v1.ValueR\x05value:\x028\x01\"\xab\x01\n" +
+	"\x05value\x18\x02 \x01(\v2\x10.lunora.v1.ValueR\x05value:\x028\x01\"\xea\x01\n" +
+	"\vReadOptions\x12D\n" +
+	"\vconsistency\x18\x01 \x01(\x0e2\".lunora.v1.ReadOptions.ConsistencyR\vconsistency\x12\x1a\n" +
+	"\bbookmark\x18\x02 \x01(\x04R\bbookmark\x12(\n" +
+	"\x10max_staleness_ms\x18\x03 \x01(\x04R\x0emaxStalenessMs\"O\n" +
+	"\vConsistency\x12\x1b\n" +
+	"\x17CONSISTENCY_UNSPECIFIED\x10\x00\x12\n" +
+	"\n" +
+	"\x06STRONG\x10\x01\x12\f\n" +
+	"\bBOOKMARK\x10\x02\x12\t\n" +
+	"\x05STALE\x10\x03\"\xc7\x01\n" +
 	"\fCallResponse\x12\x18\n" +
 	"\acolumns\x18\x01 \x03(\tR\acolumns\x12\"\n" +
 	"\x04rows\x18\x02 \x03(\v2\x0e.lunora.v1.RowR\x04rows\x12\x1d\n" +
 	"\n" +
 	"commit_seq\x18\x03 \x01(\x04R\tcommitSeq\x12\x19\n" +
 	"\bshard_id\x18\x04 \x01(\tR\ashardId\x12#\n" +
-	"\rrows_affected\x18\x05 \x01(\x03R\frowsAffected\"\xc1\x01\n" +
+	"\rrows_affected\x18\x05 \x01(\x03R\frowsAffected\x12\x1a\n" +
+	"\bbookmark\x18\x06 \x01(\x04R\bbookmark\"\xc1\x01\n" +
 	"\n" +
 	"SqlRequest\x12\x19\n" +
 	"\bshard_id\x18\x01 \x01(\tR\ashardId\x12\x10\n" +
@@ -664,14 +823,15 @@ const file_lunora_v1_lunora_proto_rawDesc = "" +
 	"\x06params\x18\x03 \x03(\v2!.lunora.v1.SqlRequest.ParamsEntryR\x06params\x1aK\n" +
 	"\vParamsEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12&\n" +
-	"\x05value\x18\x02 \x01(\v2\x10.lunora.v1.ValueR\x05value:\x028\x01\"\xaa\x01\n" +
+	"\x05value\x18\x02 \x01(\v2\x10.lunora.v1.ValueR\x05value:\x028\x01\"\xc6\x01\n" +
 	"\vSqlResponse\x12\x18\n" +
 	"\acolumns\x18\x01 \x03(\tR\acolumns\x12\"\n" +
 	"\x04rows\x18\x02 \x03(\v2\x0e.lunora.v1.RowR\x04rows\x12\x1d\n" +
 	"\n" +
 	"commit_seq\x18\x03 \x01(\x04R\tcommitSeq\x12\x19\n" +
 	"\bshard_id\x18\x04 \x01(\tR\ashardId\x12#\n" +
-	"\rrows_affected\x18\x05 \x01(\x03R\frowsAffected\"\x0f\n" +
+	"\rrows_affected\x18\x05 \x01(\x03R\frowsAffected\x12\x1a\n" +
+	"\bbookmark\x18\x06 \x01(\x04R\bbookmark\"\x0f\n" +
 	"\rStatusRequest\"\xf5\x01\n" +
 	"\x0eStatusResponse\x12\x17\n" +
 	"\anode_id\x18\x01 \x01(\tR\x06nodeId\x12\x18\n" +
@@ -698,38 +858,43 @@ func file_lunora_v1_lunora_proto_rawDescGZIP() []byte {
 	return file_lunora_v1_lunora_proto_rawDescData
 }
 
-var file_lunora_v1_lunora_proto_msgTypes = make([]protoimpl.MessageInfo, 10)
+var file_lunora_v1_lunora_proto_enumTypes = make([]protoimpl.EnumInfo, 1)
+var file_lunora_v1_lunora_proto_msgTypes = make([]protoimpl.MessageInfo, 11)
 var file_lunora_v1_lunora_proto_goTypes = []any{
-	(*Value)(nil),          // 0: lunora.v1.Value
-	(*Row)(nil),            // 1: lunora.v1.Row
-	(*CallRequest)(nil),    // 2: lunora.v1.CallRequest
-	(*CallResponse)(nil),   // 3: lunora.v1.CallResponse
-	(*SqlRequest)(nil),     // 4: lunora.v1.SqlRequest
-	(*SqlResponse)(nil),    // 5: lunora.v1.SqlResponse
-	(*StatusRequest)(nil),  // 6: lunora.v1.StatusRequest
-	(*StatusResponse)(nil), // 7: lunora.v1.StatusResponse
-	nil,                    // 8: lunora.v1.CallRequest.ArgsEntry
-	nil,                    // 9: lunora.v1.SqlRequest.ParamsEntry
+	(ReadOptions_Consistency)(0), // 0: lunora.v1.ReadOptions.Consistency
+	(*Value)(nil),                // 1: lunora.v1.Value
+	(*Row)(nil),                  // 2: lunora.v1.Row
+	(*CallRequest)(nil),          // 3: lunora.v1.CallRequest
+	(*ReadOptions)(nil),          // 4: lunora.v1.ReadOptions
+	(*CallResponse)(nil),         // 5: lunora.v1.CallResponse
+	(*SqlRequest)(nil),           // 6: lunora.v1.SqlRequest
+	(*SqlResponse)(nil),          // 7: lunora.v1.SqlResponse
+	(*StatusRequest)(nil),        // 8: lunora.v1.StatusRequest
+	(*StatusResponse)(nil),       // 9: lunora.v1.StatusResponse
+	nil,                          // 10: lunora.v1.CallRequest.ArgsEntry
+	nil,                          // 11: lunora.v1.SqlRequest.ParamsEntry
 }
 var file_lunora_v1_lunora_proto_depIdxs = []int32{
-	0,  // 0: lunora.v1.Row.values:type_name -> lunora.v1.Value
-	8,  // 1: lunora.v1.CallRequest.args:type_name -> lunora.v1.CallRequest.ArgsEntry
-	1,  // 2: lunora.v1.CallResponse.rows:type_name -> lunora.v1.Row
-	9,  // 3: lunora.v1.SqlRequest.params:type_name -> lunora.v1.SqlRequest.ParamsEntry
-	1,  // 4: lunora.v1.SqlResponse.rows:type_name -> lunora.v1.Row
-	0,  // 5: lunora.v1.CallRequest.ArgsEntry.value:type_name -> lunora.v1.Value
-	0,  // 6: lunora.v1.SqlRequest.ParamsEntry.value:type_name -> lunora.v1.Value
-	2,  // 7: lunora.v1.Lunora.Call:input_type -> lunora.v1.CallRequest
-	4,  // 8: lunora.v1.Lunora.Sql:input_type -> lunora.v1.SqlRequest
-	6,  // 9: lunora.v1.Lunora.Status:input_type -> lunora.v1.StatusRequest
-	3,  // 10: lunora.v1.Lunora.Call:output_type -> lunora.v1.CallResponse
-	5,  // 11: lunora.v1.Lunora.Sql:output_type -> lunora.v1.SqlResponse
-	7,  // 12: lunora.v1.Lunora.Status:output_type -> lunora.v1.StatusResponse
-	10, // [10:13] is the sub-list for method output_type
-	7,  // [7:10] is the sub-list for method input_type
-	7,  // [7:7] is the sub-list for extension type_name
-	7,  // [7:7] is the sub-list for extension extendee
-	0,  // [0:7] is the sub-list for field type_name
+	1,  // 0: lunora.v1.Row.values:type_name -> lunora.v1.Value
+	10, // 1: lunora.v1.CallRequest.args:type_name -> lunora.v1.CallRequest.ArgsEntry
+	4,  // 2: lunora.v1.CallRequest.read:type_name -> lunora.v1.ReadOptions
+	0,  // 3: lunora.v1.ReadOptions.consistency:type_name -> lunora.v1.ReadOptions.Consistency
+	2,  // 4: lunora.v1.CallResponse.rows:type_name -> lunora.v1.Row
+	11, // 5: lunora.v1.SqlRequest.params:type_name -> lunora.v1.SqlRequest.ParamsEntry
+	2,  // 6: lunora.v1.SqlResponse.rows:type_name -> lunora.v1.Row
+	1,  // 7: lunora.v1.CallRequest.ArgsEntry.value:type_name -> lunora.v1.Value
+	1,  // 8: lunora.v1.SqlRequest.ParamsEntry.value:type_name -> lunora.v1.Value
+	3,  // 9: lunora.v1.Lunora.Call:input_type -> lunora.v1.CallRequest
+	6,  // 10: lunora.v1.Lunora.Sql:input_type -> lunora.v1.SqlRequest
+	8,  // 11: lunora.v1.Lunora.Status:input_type -> lunora.v1.StatusRequest
+	5,  // 12: lunora.v1.Lunora.Call:output_type -> lunora.v1.CallResponse
+	7,  // 13: lunora.v1.Lunora.Sql:output_type -> lunora.v1.SqlResponse
+	9,  // 14: lunora.v1.Lunora.Status:output_type -> lunora.v1.StatusResponse
+	12, // [12:15] is the sub-list for method output_type
+	9,  // [9:12] is the sub-list for method input_type
+	9,  // [9:9] is the sub-list for extension type_name
+	9,  // [9:9] is the sub-list for extension extendee
+	0,  // [0:9] is the sub-list for field type_name
 }
 
 func init() { file_lunora_v1_lunora_proto_init() }
@@ -750,13 +915,14 @@ func file_lunora_v1_lunora_proto_init() {
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_lunora_v1_lunora_proto_rawDesc), len(file_lunora_v1_lunora_proto_rawDesc)),
-			NumEnums:      0,
-			NumMessages:   10,
+			NumEnums:      1,
+			NumMessages:   11,
 			NumExtensions: 0,
 			NumServices:   1,
 		},
 		GoTypes:           file_lunora_v1_lunora_proto_goTypes,
 		DependencyIndexes: file_lunora_v1_lunora_proto_depIdxs,
+		EnumInfos:         file_lunora_v1_lunora_proto_enumTypes,
 		MessageInfos:      file_lunora_v1_lunora_proto_msgTypes,
 	}.Build()
 	File_lunora_v1_lunora_proto = out.File

@@ -28,7 +28,8 @@ type NodeCallRequest struct {
 	Args     map[string]*Value      `protobuf:"bytes,3,rep,name=args,proto3" json:"args,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
 	// epoch is the ring epoch the sender routed with. Until the cluster ring
 	// exists every sender uses 0.
-	Epoch         uint64 `protobuf:"varint,4,opt,name=epoch,proto3" json:"epoch,omitempty"`
+	Epoch         uint64       `protobuf:"varint,4,opt,name=epoch,proto3" json:"epoch,omitempty"`
+	Read          *ReadOptions `protobuf:"bytes,5,opt,name=read,proto3" json:"read,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -89,6 +90,13 @@ func (x *NodeCallRequest) GetEpoch() uint64 {
 		return x.Epoch
 	}
 	return 0
+}
+
+func (x *NodeCallRequest) GetRead() *ReadOptions {
+	if x != nil {
+		return x.Read
+	}
+	return nil
 }
 
 type NodeSqlRequest struct {
@@ -163,12 +171,13 @@ var File_lunora_v1_node_proto protoreflect.FileDescriptor
 
 const file_lunora_v1_node_proto_rawDesc = "" +
 	"\n" +
-	"\x14lunora/v1/node.proto\x12\tlunora.v1\x1a\x16lunora/v1/lunora.proto\"\xe3\x01\n" +
+	"\x14lunora/v1/node.proto\x12\tlunora.v1\x1a\x16lunora/v1/lunora.proto\"\x8f\x02\n" +
 	"\x0fNodeCallRequest\x12\x19\n" +
 	"\bshard_id\x18\x01 \x01(\tR\ashardId\x12\x1a\n" +
 	"\bfunction\x18\x02 \x01(\tR\bfunction\x128\n" +
 	"\x04args\x18\x03 \x03(\v2$.lunora.v1.NodeCallRequest.ArgsEntryR\x04args\x12\x14\n" +
-	"\x05epoch\x18\x04 \x01(\x04R\x05epoch\x1aI\n" +
+	"\x05epoch\x18\x04 \x01(\x04R\x05epoch\x12*\n" +
+	"\x04read\x18\x05 \x01(\v2\x16.lunora.v1.ReadOptionsR\x04read\x1aI\n" +
 	"\tArgsEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12&\n" +
 	"\x05value\x18\x02 \x01(\v2\x10.lunora.v1.ValueR\x05value:\x028\x01\"\xdf\x01\n" +
@@ -203,28 +212,30 @@ var file_lunora_v1_node_proto_goTypes = []any{
 	(*NodeSqlRequest)(nil),  // 1: lunora.v1.NodeSqlRequest
 	nil,                     // 2: lunora.v1.NodeCallRequest.ArgsEntry
 	nil,                     // 3: lunora.v1.NodeSqlRequest.ParamsEntry
-	(*Value)(nil),           // 4: lunora.v1.Value
-	(*StatusRequest)(nil),   // 5: lunora.v1.StatusRequest
-	(*CallResponse)(nil),    // 6: lunora.v1.CallResponse
-	(*SqlResponse)(nil),     // 7: lunora.v1.SqlResponse
-	(*StatusResponse)(nil),  // 8: lunora.v1.StatusResponse
+	(*ReadOptions)(nil),     // 4: lunora.v1.ReadOptions
+	(*Value)(nil),           // 5: lunora.v1.Value
+	(*StatusRequest)(nil),   // 6: lunora.v1.StatusRequest
+	(*CallResponse)(nil),    // 7: lunora.v1.CallResponse
+	(*SqlResponse)(nil),     // 8: lunora.v1.SqlResponse
+	(*StatusResponse)(nil),  // 9: lunora.v1.StatusResponse
 }
 var file_lunora_v1_node_proto_depIdxs = []int32{
 	2, // 0: lunora.v1.NodeCallRequest.args:type_name -> lunora.v1.NodeCallRequest.ArgsEntry
-	3, // 1: lunora.v1.NodeSqlRequest.params:type_name -> lunora.v1.NodeSqlRequest.ParamsEntry
-	4, // 2: lunora.v1.NodeCallRequest.ArgsEntry.value:type_name -> lunora.v1.Value
-	4, // 3: lunora.v1.NodeSqlRequest.ParamsEntry.value:type_name -> lunora.v1.Value
-	0, // 4: lunora.v1.Node.Call:input_type -> lunora.v1.NodeCallRequest
-	1, // 5: lunora.v1.Node.Sql:input_type -> lunora.v1.NodeSqlRequest
-	5, // 6: lunora.v1.Node.Status:input_type -> lunora.v1.StatusRequest
-	6, // 7: lunora.v1.Node.Call:output_type -> lunora.v1.CallResponse
-	7, // 8: lunora.v1.Node.Sql:output_type -> lunora.v1.SqlResponse
-	8, // 9: lunora.v1.Node.Status:output_type -> lunora.v1.StatusResponse
-	7, // [7:10] is the sub-list for method output_type
-	4, // [4:7] is the sub-list for method input_type
-	4, // [4:4] is the sub-list for extension type_name
-	4, // [4:4] is the sub-list for extension extendee
-	0, // [0:4] is the sub-list for field type_name
+	4, // 1: lunora.v1.NodeCallRequest.read:type_name -> lunora.v1.ReadOptions
+	3, // 2: lunora.v1.NodeSqlRequest.params:type_name -> lunora.v1.NodeSqlRequest.ParamsEntry
+	5, // 3: lunora.v1.NodeCallRequest.ArgsEntry.value:type_name -> lunora.v1.Value
+	5, // 4: lunora.v1.NodeSqlRequest.ParamsEntry.value:type_name -> lunora.v1.Value
+	0, // 5: lunora.v1.Node.Call:input_type -> lunora.v1.NodeCallRequest
+	1, // 6: lunora.v1.Node.Sql:input_type -> lunora.v1.NodeSqlRequest
+	6, // 7: lunora.v1.Node.Status:input_type -> lunora.v1.StatusRequest
+	7, // 8: lunora.v1.Node.Call:output_type -> lunora.v1.CallResponse
+	8, // 9: lunora.v1.Node.Sql:output_type -> lunora.v1.SqlResponse
+	9, // 10: lunora.v1.Node.Status:output_type -> lunora.v1.StatusResponse
+	8, // [8:11] is the sub-list for method output_type
+	5, // [5:8] is the sub-list for method input_type
+	5, // [5:5] is the sub-list for extension type_name
+	5, // [5:5] is the sub-list for extension extendee
+	0, // [0:5] is the sub-list for field type_name
 }
 
 func init() { file_lunora_v1_node_proto_init() }

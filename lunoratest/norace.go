@@ -1,0 +1,5 @@
+//go:build !race
+
+package lunoratest
+
+const raceEnabled = false
