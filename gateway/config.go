@@ -12,8 +12,9 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 )
 
-// Backend runs validated calls on shards: *shardhost.Host in dev mode (one
-// process), *rpc.NodeClient in front of a lunora-node.
+// Backend runs validated calls on shards and on the global tier:
+// *node.Node in dev mode (one process), *rpc.NodeClient in front of a
+// lunora-node.
 //
 // Methods are called concurrently, must honour ctx (return promptly with
 // its error once it is done) and return *api.Error values with canonical
@@ -21,9 +22,11 @@ import (
 type Backend interface {
 	// Call runs function on shardID with args already bound by
 	// schema.Function.BindArgs.
-	Call(ctx context.Context, shardID, function string, args map[string]any) (*api.Result, error)
-	// Exec runs one admin statement through the shard's writer.
-	Exec(ctx context.Context, shardID, sql string, params map[string]any) (*api.Result, error)
+	// read applies to reads of the global tier (shardID "__global__").
+	Call(ctx context.Context, shardID, function string, args map[string]any, read api.ReadOptions) (*api.Result, error)
+	// Exec runs one admin statement through the shard's writer (or on the
+	// global tier).
+	Exec(ctx context.Context, shardID, sql string, params map[string]any, read api.ReadOptions) (*api.Result, error)
 	// Status reports on the process that runs the shards.
 	Status(ctx context.Context) (*api.Status, error)
 }

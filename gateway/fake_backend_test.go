@@ -2,6 +2,7 @@ package gateway_test
 
 import (
 	"context"
+	"google.golang.org/grpc/codes"
 	"sort"
 	"sync"
 
@@ -70,11 +71,11 @@ func (f *fakeBackend) do(ctx context.Context, c backendCall) (*api.Result, error
 	return &api.Result{Columns: names, Rows: [][]any{row}, Seq: 7, ShardID: c.ShardID, RowsAffected: 1}, nil
 }
 
-func (f *fakeBackend) Call(ctx context.Context, shardID, function string, args map[string]any) (*api.Result, error) {
+func (f *fakeBackend) Call(ctx context.Context, shardID, function string, args map[string]any, read api.ReadOptions) (*api.Result, error) {
 	return f.do(ctx, backendCall{Method: "Call", ShardID: shardID, Name: function, Args: args})
 }
 
-func (f *fakeBackend) Exec(ctx context.Context, shardID, sql string, params map[string]any) (*api.Result, error) {
+func (f *fakeBackend) Exec(ctx context.Context, shardID, sql string, params map[string]any, read api.ReadOptions) (*api.Result, error) {
 	return f.do(ctx, backendCall{Method: "Exec", ShardID: shardID, Name: sql, Args: params})
 }
 
@@ -89,4 +90,16 @@ func (f *fakeBackend) Status(ctx context.Context) (*api.Status, error) {
 func blockUntilDone(ctx context.Context, _ backendCall) (*api.Result, error) {
 	<-ctx.Done()
 	return nil, ctx.Err()
+}
+
+func (f *fakeBackend) Join(ctx context.Context, req api.JoinRequest) (string, error) {
+	return "", api.New(codes.Unimplemented, "fake backend: no global tier")
+}
+
+func (f *fakeBackend) RemoveNode(ctx context.Context, id string, forwarded bool) error {
+	return api.New(codes.Unimplemented, "fake backend: no global tier")
+}
+
+func (f *fakeBackend) RegisterShard(ctx context.Context, id string, forwarded bool) (bool, error) {
+	return false, api.New(codes.Unimplemented, "fake backend: no global tier")
 }

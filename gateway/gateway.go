@@ -49,14 +49,14 @@ func New(cfg Config) (*Gateway, error) {
 // shard from them (or from shardKey) and forwards to the Backend within
 // Config.RequestTimeout. It is rpc.Frontend's entry point, so its requests
 // are counted with protocol="grpc"; Handler counts its own as "http".
-func (g *Gateway) Call(ctx context.Context, function string, args map[string]any, shardKey string) (*api.Result, error) {
-	return g.call(ctx, protocolGRPC, time.Now(), function, args, shardKey)
+func (g *Gateway) Call(ctx context.Context, function string, args map[string]any, shardKey string, read api.ReadOptions) (*api.Result, error) {
+	return g.call(ctx, protocolGRPC, time.Now(), function, args, shardKey, read)
 }
 
 // Sql runs one admin statement on the shard named by shardID ("" or
 // schema.RootShard for the root shard). Counted with protocol="grpc".
-func (g *Gateway) Sql(ctx context.Context, shardID, sql string, params map[string]any) (*api.Result, error) {
-	return g.sql(ctx, protocolGRPC, time.Now(), shardID, sql, params)
+func (g *Gateway) Sql(ctx context.Context, shardID, sql string, params map[string]any, read api.ReadOptions) (*api.Result, error) {
+	return g.sql(ctx, protocolGRPC, time.Now(), shardID, sql, params, read)
 }
 
 // Status reports the Backend's status. Counted with protocol="grpc".
@@ -64,7 +64,7 @@ func (g *Gateway) Status(ctx context.Context) (*api.Status, error) {
 	return g.status(ctx, protocolGRPC, time.Now())
 }
 
-func (g *Gateway) call(ctx context.Context, protocol string, start time.Time, function string, args map[string]any, shardKey string) (res *api.Result, err error) {
+func (g *Gateway) call(ctx context.Context, protocol string, start time.Time, function string, args map[string]any, shardKey string, read api.ReadOptions) (res *api.Result, err error) {
 	label := g.functionLabel(function)
 	defer func() { g.metrics.observe(protocol, label, err, time.Since(start)) }()
 
@@ -85,14 +85,18 @@ func (g *Gateway) call(ctx context.Context, protocol string, start time.Time, fu
 	}
 	ctx, cancel := context.WithTimeout(ctx, g.cfg.RequestTimeout)
 	defer cancel()
-	res, err = g.backend.Call(ctx, shardID, fn.Name, bound)
+	if err := checkRead(read); err != nil {
+		return nil, err
+	}
+	read.Forwarded = false
+	res, err = g.backend.Call(ctx, shardID, fn.Name, bound, read)
 	if err != nil {
 		return nil, g.backendError(ctx, err, "function "+fn.Name, shardID)
 	}
 	return fillShard(res, shardID)
 }
 
-func (g *Gateway) sql(ctx context.Context, protocol string, start time.Time, shardID, sql string, params map[string]any) (res *api.Result, err error) {
+func (g *Gateway) sql(ctx context.Context, protocol string, start time.Time, shardID, sql string, params map[string]any, read api.ReadOptions) (res *api.Result, err error) {
 	defer func() { g.metrics.observe(protocol, sqlLabel, err, time.Since(start)) }()
 
 	if _, _, err := g.app.ParseShardID(shardID); err != nil {
@@ -110,7 +114,11 @@ func (g *Gateway) sql(ctx context.Context, protocol string, start time.Time, sha
 	}
 	ctx, cancel := context.WithTimeout(ctx, g.cfg.RequestTimeout)
 	defer cancel()
-	res, err = g.backend.Exec(ctx, shardID, sql, params)
+	if err := checkRead(read); err != nil {
+		return nil, err
+	}
+	read.Forwarded = false
+	res, err = g.backend.Exec(ctx, shardID, sql, params, read)
 	if err != nil {
 		return nil, g.backendError(ctx, err, "statement", shardID)
 	}
@@ -216,4 +224,15 @@ func clip(s string) string {
 		return s
 	}
 	return s[:maxNameInError] + "…"
+}
+
+// checkRead refuses read options that cannot be served.
+func checkRead(r api.ReadOptions) error {
+	if r.Consistency == api.Bookmark && r.Bookmark == 0 {
+		return api.New(codes.InvalidArgument, "consistency bookmark needs the bookmark a write returned (x-lunora-bookmark)")
+	}
+	if r.MaxStaleness < 0 {
+		return api.New(codes.InvalidArgument, "max_staleness_ms must not be negative")
+	}
+	return nil
 }

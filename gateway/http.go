@@ -24,6 +24,42 @@ type callRequest struct {
 	Function string          `json:"function"`
 	Args     json.RawMessage `json:"args"`
 	ShardKey string          `json:"shard_key"`
+	readJSON
+}
+
+// readJSON are the read options of a request on the global tier. The
+// bookmark may also come in the x-lunora-bookmark header.
+type readJSON struct {
+	Consistency    string `json:"consistency"`
+	Bookmark       uint64 `json:"bookmark"`
+	MaxStalenessMS int64  `json:"max_staleness_ms"`
+}
+
+// BookmarkHeader carries a global-tier bookmark: answered on every write to
+// global tables, accepted on reads for read-your-writes.
+const BookmarkHeader = "x-lunora-bookmark"
+
+func (rj readJSON) options(r *http.Request) (api.ReadOptions, error) {
+	out := api.ReadOptions{Bookmark: rj.Bookmark, MaxStaleness: time.Duration(rj.MaxStalenessMS) * time.Millisecond}
+	if h := r.Header.Get(BookmarkHeader); h != "" && out.Bookmark == 0 {
+		b, err := strconv.ParseUint(h, 10, 64)
+		if err != nil {
+			return out, api.Errorf(codes.InvalidArgument, "header %s must be a bookmark (an unsigned integer), got %q", BookmarkHeader, clip(h))
+		}
+		out.Bookmark = b
+	}
+	switch rj.Consistency {
+	case "":
+	case "strong":
+		out.Consistency = api.Strong
+	case "bookmark":
+		out.Consistency = api.Bookmark
+	case "stale":
+		out.Consistency = api.Stale
+	default:
+		return out, api.Errorf(codes.InvalidArgument, "consistency must be strong, bookmark or stale, not %q", clip(rj.Consistency))
+	}
+	return out, nil
 }
 
 // sqlRequest is the body of POST /v1/sql.
@@ -31,6 +67,7 @@ type sqlRequest struct {
 	ShardID string          `json:"shard_id"`
 	SQL     string          `json:"sql"`
 	Params  json.RawMessage `json:"params"`
+	readJSON
 }
 
 // resultJSON is the answer of /v1/call and /v1/sql. Blobs are base64
@@ -41,6 +78,7 @@ type resultJSON struct {
 	CommitSeq    uint64   `json:"commit_seq"`
 	ShardID      string   `json:"shard_id"`
 	RowsAffected int64    `json:"rows_affected"`
+	Bookmark     uint64   `json:"bookmark,omitempty"`
 }
 
 // statusJSON is the answer of /v1/status.
@@ -65,8 +103,9 @@ type errorBody struct {
 
 // Handler serves the public API over HTTP/JSON:
 //
-//	POST /v1/call    {"function": "...", "args": {...}, "shard_key": "..."}
-//	POST /v1/sql     {"shard_id": "room_id=r1", "sql": "...", "params": {...}}
+//	POST /v1/call    {"function": "...", "args": {...}, "shard_key": "...",
+//	                  "consistency": "strong|bookmark|stale", "bookmark": N, "max_staleness_ms": N}
+//	POST /v1/sql     {"shard_id": "room_id=r1", "sql": "...", "params": {...}, (read options)}
 //	GET  /v1/status
 //
 // Errors are {"error": {"code": "INVALID_ARGUMENT", "message": "..."}} with
@@ -107,12 +146,16 @@ func (g *Gateway) serveCall(w http.ResponseWriter, r *http.Request) {
 	if err == nil {
 		args, err = schema.DecodeJSONArgs(req.Args)
 	}
+	var read api.ReadOptions
+	if err == nil {
+		read, err = req.options(r)
+	}
 	if err != nil {
 		g.metrics.observe(protocolHTTP, g.functionLabel(req.Function), err, time.Since(start))
 		g.writeError(w, r, err)
 		return
 	}
-	res, err := g.call(r.Context(), protocolHTTP, start, req.Function, args, req.ShardKey)
+	res, err := g.call(r.Context(), protocolHTTP, start, req.Function, args, req.ShardKey, read)
 	if err != nil {
 		g.writeError(w, r, err)
 		return
@@ -128,12 +171,16 @@ func (g *Gateway) serveSQL(w http.ResponseWriter, r *http.Request) {
 	if err == nil {
 		params, err = decodeParams(req.Params)
 	}
+	var read api.ReadOptions
+	if err == nil {
+		read, err = req.options(r)
+	}
 	if err != nil {
 		g.metrics.observe(protocolHTTP, sqlLabel, err, time.Since(start))
 		g.writeError(w, r, err)
 		return
 	}
-	res, err := g.sql(r.Context(), protocolHTTP, start, req.ShardID, req.SQL, params)
+	res, err := g.sql(r.Context(), protocolHTTP, start, req.ShardID, req.SQL, params, read)
 	if err != nil {
 		g.writeError(w, r, err)
 		return
@@ -254,6 +301,10 @@ func (g *Gateway) writeResult(w http.ResponseWriter, r *http.Request, res *api.R
 		CommitSeq:    res.Seq,
 		ShardID:      res.ShardID,
 		RowsAffected: res.RowsAffected,
+		Bookmark:     res.Bookmark,
+	}
+	if res.Bookmark > 0 {
+		w.Header().Set(BookmarkHeader, strconv.FormatUint(res.Bookmark, 10))
 	}
 	if out.Columns == nil {
 		out.Columns = []string{}

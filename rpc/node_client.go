@@ -69,12 +69,12 @@ func (c *NodeClient) Addr() string { return c.addr }
 func (c *NodeClient) Close() error { return c.conn.Close() }
 
 // Call runs a function on a shard of the node.
-func (c *NodeClient) Call(ctx context.Context, shardID, function string, args map[string]any) (*api.Result, error) {
+func (c *NodeClient) Call(ctx context.Context, shardID, function string, args map[string]any, read api.ReadOptions) (*api.Result, error) {
 	pargs, err := ArgsToProto(args)
 	if err != nil {
 		return nil, err
 	}
-	resp, err := c.node.Call(ctx, &lunorav1.NodeCallRequest{ShardId: shardID, Function: function, Args: pargs})
+	resp, err := c.node.Call(ctx, &lunorav1.NodeCallRequest{ShardId: shardID, Function: function, Args: pargs, Read: ReadOptionsToProto(read), Forwarded: read.Forwarded})
 	if err != nil {
 		return nil, c.fromStatus(err)
 	}
@@ -82,12 +82,12 @@ func (c *NodeClient) Call(ctx context.Context, shardID, function string, args ma
 }
 
 // Exec runs one admin statement on a shard of the node.
-func (c *NodeClient) Exec(ctx context.Context, shardID, sql string, params map[string]any) (*api.Result, error) {
+func (c *NodeClient) Exec(ctx context.Context, shardID, sql string, params map[string]any, read api.ReadOptions) (*api.Result, error) {
 	pparams, err := ArgsToProto(params)
 	if err != nil {
 		return nil, err
 	}
-	resp, err := c.node.Sql(ctx, &lunorav1.NodeSqlRequest{ShardId: shardID, Sql: sql, Params: pparams})
+	resp, err := c.node.Sql(ctx, &lunorav1.NodeSqlRequest{ShardId: shardID, Sql: sql, Params: pparams, Read: ReadOptionsToProto(read), Forwarded: read.Forwarded})
 	if err != nil {
 		return nil, c.fromStatus(err)
 	}
@@ -101,6 +101,34 @@ func (c *NodeClient) Status(ctx context.Context) (*api.Status, error) {
 		return nil, c.fromStatus(err)
 	}
 	return StatusFromStatusResponse(resp), nil
+}
+
+// Join asks the node to make another node a member of the global tier.
+func (c *NodeClient) Join(ctx context.Context, req api.JoinRequest) (string, error) {
+	resp, err := c.node.Join(ctx, &lunorav1.JoinRequest{
+		NodeId: req.NodeID, RaftAddr: req.RaftAddr, GrpcAddr: req.GRPCAddr, Voter: req.Voter, Forwarded: req.Forwarded,
+	})
+	if err != nil {
+		return "", c.fromStatus(err)
+	}
+	return resp.GetLeaderId(), nil
+}
+
+// RemoveNode asks the node to remove a node from the global tier.
+func (c *NodeClient) RemoveNode(ctx context.Context, id string, forwarded bool) error {
+	if _, err := c.node.RemoveNode(ctx, &lunorav1.RemoveNodeRequest{NodeId: id, Forwarded: forwarded}); err != nil {
+		return c.fromStatus(err)
+	}
+	return nil
+}
+
+// RegisterShard asks the node to record a shard in the registry.
+func (c *NodeClient) RegisterShard(ctx context.Context, shardID string, forwarded bool) (bool, error) {
+	resp, err := c.node.RegisterShard(ctx, &lunorav1.RegisterShardRequest{ShardId: shardID, Forwarded: forwarded})
+	if err != nil {
+		return false, c.fromStatus(err)
+	}
+	return resp.GetExisted(), nil
 }
 
 // fromStatus is FromStatus naming the node when it could not be reached.

@@ -11,19 +11,27 @@ import (
 	"google.golang.org/grpc/codes"
 )
 
-// Shards is what a node serves: the shard runtime (*shardhost.Host).
+// Shards is what a node serves (*node.Node): its shards and its replica of
+// the global tier.
 //
 // Methods are called concurrently from gRPC handler goroutines, must honour
 // ctx and return *api.Error values with canonical codes; an error without a
 // code reaches the caller as a generic INTERNAL.
 type Shards interface {
-	// Call runs a declared function on a shard. args are already typed by
-	// the gateway; the implementation validates them again.
-	Call(ctx context.Context, shardID, function string, args map[string]any) (*api.Result, error)
-	// Exec runs one admin statement through the shard's writer.
-	Exec(ctx context.Context, shardID, sql string, params map[string]any) (*api.Result, error)
+	// Call runs a declared function on a shard or on the global tier
+	// ("__global__"). args are already typed by the gateway; the
+	// implementation validates them again. read applies to global reads.
+	Call(ctx context.Context, shardID, function string, args map[string]any, read api.ReadOptions) (*api.Result, error)
+	// Exec runs one admin statement through the shard's writer (or the
+	// global tier's log; SELECTs there are reads).
+	Exec(ctx context.Context, shardID, sql string, params map[string]any, read api.ReadOptions) (*api.Result, error)
 	// Status reports on the node.
 	Status(ctx context.Context) (*api.Status, error)
+	// Join makes a node a member of the global tier; RemoveNode removes one.
+	Join(ctx context.Context, req api.JoinRequest) (leaderID string, err error)
+	RemoveNode(ctx context.Context, id string, forwarded bool) error
+	// RegisterShard records a shard in the registry (create-if-absent).
+	RegisterShard(ctx context.Context, shardID string, forwarded bool) (existed bool, err error)
 }
 
 // NodeServer serves the Node gRPC service on top of Shards.
@@ -50,7 +58,9 @@ func RegisterNodeServer(s grpc.ServiceRegistrar, srv *NodeServer) {
 // Call implements lunorav1.NodeServer. The epoch is not checked until the
 // ring exists; every sender uses 0.
 func (s *NodeServer) Call(ctx context.Context, req *lunorav1.NodeCallRequest) (*lunorav1.CallResponse, error) {
-	res, err := s.shards.Call(ctx, req.GetShardId(), req.GetFunction(), ArgsFromProto(req.GetArgs()))
+	read := ReadOptionsFromProto(req.GetRead())
+	read.Forwarded = req.GetForwarded()
+	res, err := s.shards.Call(ctx, req.GetShardId(), req.GetFunction(), ArgsFromProto(req.GetArgs()), read)
 	if err != nil {
 		return nil, statusFor(ctx, s.log, "Node.Call", err)
 	}
@@ -63,7 +73,9 @@ func (s *NodeServer) Call(ctx context.Context, req *lunorav1.NodeCallRequest) (*
 
 // Sql implements lunorav1.NodeServer.
 func (s *NodeServer) Sql(ctx context.Context, req *lunorav1.NodeSqlRequest) (*lunorav1.SqlResponse, error) {
-	res, err := s.shards.Exec(ctx, req.GetShardId(), req.GetSql(), ArgsFromProto(req.GetParams()))
+	read := ReadOptionsFromProto(req.GetRead())
+	read.Forwarded = req.GetForwarded()
+	res, err := s.shards.Exec(ctx, req.GetShardId(), req.GetSql(), ArgsFromProto(req.GetParams()), read)
 	if err != nil {
 		return nil, statusFor(ctx, s.log, "Node.Sql", err)
 	}
@@ -85,6 +97,35 @@ func (s *NodeServer) Status(ctx context.Context, _ *lunorav1.StatusRequest) (*lu
 		return nil, statusFor(ctx, s.log, "Node.Status", err)
 	}
 	return resp, nil
+}
+
+// Join implements lunorav1.NodeServer.
+func (s *NodeServer) Join(ctx context.Context, req *lunorav1.JoinRequest) (*lunorav1.JoinResponse, error) {
+	leader, err := s.shards.Join(ctx, api.JoinRequest{
+		NodeID: req.GetNodeId(), RaftAddr: req.GetRaftAddr(), GRPCAddr: req.GetGrpcAddr(),
+		Voter: req.GetVoter(), Forwarded: req.GetForwarded(),
+	})
+	if err != nil {
+		return nil, statusFor(ctx, s.log, "Node.Join", err)
+	}
+	return &lunorav1.JoinResponse{LeaderId: leader}, nil
+}
+
+// RemoveNode implements lunorav1.NodeServer.
+func (s *NodeServer) RemoveNode(ctx context.Context, req *lunorav1.RemoveNodeRequest) (*lunorav1.RemoveNodeResponse, error) {
+	if err := s.shards.RemoveNode(ctx, req.GetNodeId(), req.GetForwarded()); err != nil {
+		return nil, statusFor(ctx, s.log, "Node.RemoveNode", err)
+	}
+	return &lunorav1.RemoveNodeResponse{}, nil
+}
+
+// RegisterShard implements lunorav1.NodeServer.
+func (s *NodeServer) RegisterShard(ctx context.Context, req *lunorav1.RegisterShardRequest) (*lunorav1.RegisterShardResponse, error) {
+	existed, err := s.shards.RegisterShard(ctx, req.GetShardId(), req.GetForwarded())
+	if err != nil {
+		return nil, statusFor(ctx, s.log, "Node.RegisterShard", err)
+	}
+	return &lunorav1.RegisterShardResponse{Existed: existed}, nil
 }
 
 // statusFor logs what the caller will only see as INTERNAL, then converts.

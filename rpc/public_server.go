@@ -17,9 +17,11 @@ import (
 type Frontend interface {
 	// Call runs a declared function. shardKey, when not empty, names the
 	// shard key explicitly.
-	Call(ctx context.Context, function string, args map[string]any, shardKey string) (*api.Result, error)
-	// Sql runs one admin statement on one shard ("" is the root shard).
-	Sql(ctx context.Context, shardID, sql string, params map[string]any) (*api.Result, error)
+	// read applies to reads of the global tier.
+	Call(ctx context.Context, function string, args map[string]any, shardKey string, read api.ReadOptions) (*api.Result, error)
+	// Sql runs one admin statement on one shard ("" is the root shard,
+	// "__global__" the global tier).
+	Sql(ctx context.Context, shardID, sql string, params map[string]any, read api.ReadOptions) (*api.Result, error)
 	// Status reports on the serving process and what is behind it.
 	Status(ctx context.Context) (*api.Status, error)
 }
@@ -46,7 +48,7 @@ func RegisterPublicServer(s grpc.ServiceRegistrar, srv *PublicServer) {
 
 // Call implements lunorav1.LunoraServer.
 func (s *PublicServer) Call(ctx context.Context, req *lunorav1.CallRequest) (*lunorav1.CallResponse, error) {
-	res, err := s.front.Call(ctx, req.GetFunction(), ArgsFromProto(req.GetArgs()), req.GetShardKey())
+	res, err := s.front.Call(ctx, req.GetFunction(), ArgsFromProto(req.GetArgs()), req.GetShardKey(), ReadOptionsFromProto(req.GetRead()))
 	if err != nil {
 		return nil, statusFor(ctx, s.log, "Lunora.Call", err)
 	}
@@ -59,7 +61,7 @@ func (s *PublicServer) Call(ctx context.Context, req *lunorav1.CallRequest) (*lu
 
 // Sql implements lunorav1.LunoraServer.
 func (s *PublicServer) Sql(ctx context.Context, req *lunorav1.SqlRequest) (*lunorav1.SqlResponse, error) {
-	res, err := s.front.Sql(ctx, req.GetShardId(), req.GetSql(), ArgsFromProto(req.GetParams()))
+	res, err := s.front.Sql(ctx, req.GetShardId(), req.GetSql(), ArgsFromProto(req.GetParams()), ReadOptionsFromProto(req.GetRead()))
 	if err != nil {
 		return nil, statusFor(ctx, s.log, "Lunora.Sql", err)
 	}

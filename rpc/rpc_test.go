@@ -56,11 +56,11 @@ func (f *fakeShards) echo(ctx context.Context, shardID, name string, in map[stri
 	return &api.Result{Columns: names, Rows: [][]any{row}, Seq: 42, ShardID: shardID, RowsAffected: 1}, nil
 }
 
-func (f *fakeShards) Call(ctx context.Context, shardID, function string, args map[string]any) (*api.Result, error) {
+func (f *fakeShards) Call(ctx context.Context, shardID, function string, args map[string]any, read api.ReadOptions) (*api.Result, error) {
 	return f.echo(ctx, shardID, function, args)
 }
 
-func (f *fakeShards) Exec(ctx context.Context, shardID, sql string, params map[string]any) (*api.Result, error) {
+func (f *fakeShards) Exec(ctx context.Context, shardID, sql string, params map[string]any, read api.ReadOptions) (*api.Result, error) {
 	return f.echo(ctx, shardID, sql, params)
 }
 
@@ -129,7 +129,7 @@ func TestNodeRoundTrip(t *testing.T) {
 		"yes":   true,
 		"null":  nil,
 	}
-	res, err := c.Call(ctx, "room_id=r1", "messages:send", args)
+	res, err := c.Call(ctx, "room_id=r1", "messages:send", args, api.ReadOptions{})
 	if err != nil {
 		t.Fatalf("Call: %v", err)
 	}
@@ -147,7 +147,7 @@ func TestNodeRoundTrip(t *testing.T) {
 		t.Errorf("values changed in transit:\n got %#v\nwant %#v", back, args)
 	}
 
-	res, err = c.Exec(ctx, "__root__", "SELECT :n", map[string]any{"n": json.Number("12345678901234567")})
+	res, err = c.Exec(ctx, "__root__", "SELECT :n", map[string]any{"n": json.Number("12345678901234567")}, api.ReadOptions{})
 	if err != nil {
 		t.Fatalf("Exec: %v", err)
 	}
@@ -185,8 +185,8 @@ func TestNodeErrorsKeepCodeMessageAndRetryAfter(t *testing.T) {
 			c := startNode(t, &fakeShards{fail: tc.err})
 			ctx := testCtx(t)
 			for method, call := range map[string]func() error{
-				"Call":   func() error { _, err := c.Call(ctx, "room_id=r1", "f", nil); return err },
-				"Exec":   func() error { _, err := c.Exec(ctx, "room_id=r1", "SELECT 1", nil); return err },
+				"Call":   func() error { _, err := c.Call(ctx, "room_id=r1", "f", nil, api.ReadOptions{}); return err },
+				"Exec":   func() error { _, err := c.Exec(ctx, "room_id=r1", "SELECT 1", nil, api.ReadOptions{}); return err },
 				"Status": func() error { _, err := c.Status(ctx); return err },
 			} {
 				err := call()
@@ -210,7 +210,7 @@ func TestNodeHonoursDeadline(t *testing.T) {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 200*time.Millisecond)
 	defer cancel()
-	_, err := c.Call(ctx, "room_id=r1", "f", nil)
+	_, err := c.Call(ctx, "room_id=r1", "f", nil, api.ReadOptions{})
 	if api.CodeOf(err) != codes.DeadlineExceeded || !errors.Is(err, context.DeadlineExceeded) {
 		t.Fatalf("err = %v (code %v), want DEADLINE_EXCEEDED", err, api.CodeOf(err))
 	}
@@ -236,7 +236,7 @@ func TestNodeUnreachableIsUnavailable(t *testing.T) {
 	defer c.Close()
 	for _, timeout := range []time.Duration{5 * time.Second, time.Millisecond} {
 		ctx, cancel := context.WithTimeout(context.Background(), timeout)
-		_, err = c.Call(ctx, "room_id=r1", "f", nil)
+		_, err = c.Call(ctx, "room_id=r1", "f", nil, api.ReadOptions{})
 		cancel()
 		if api.CodeOf(err) != codes.Unavailable || !strings.Contains(err.Error(), addr) {
 			t.Errorf("deadline %v: err = %v (code %v), want UNAVAILABLE naming %s", timeout, err, api.CodeOf(err), addr)
@@ -320,4 +320,14 @@ func TestValueConversion(t *testing.T) {
 	if rpc.ValueFromProto(nil) != nil {
 		t.Error("a nil Value must be NULL")
 	}
+}
+
+func (f *fakeShards) Join(ctx context.Context, req api.JoinRequest) (string, error) {
+	return "leader-1", nil
+}
+
+func (f *fakeShards) RemoveNode(ctx context.Context, id string, forwarded bool) error { return nil }
+
+func (f *fakeShards) RegisterShard(ctx context.Context, id string, forwarded bool) (bool, error) {
+	return id == "room_id=old", nil
 }

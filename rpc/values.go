@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"math"
 	"strconv"
+	"time"
 
 	"github.com/lunora/lunora/api"
 	lunorav1 "github.com/lunora/lunora/proto/lunora/v1"
@@ -168,6 +169,7 @@ func CallResponseFromResult(r *api.Result) (*lunorav1.CallResponse, error) {
 		CommitSeq:    r.Seq,
 		ShardId:      r.ShardID,
 		RowsAffected: r.RowsAffected,
+		Bookmark:     r.Bookmark,
 	}, nil
 }
 
@@ -179,6 +181,7 @@ func ResultFromCallResponse(m *lunorav1.CallResponse) *api.Result {
 		Seq:          m.GetCommitSeq(),
 		ShardID:      m.GetShardId(),
 		RowsAffected: m.GetRowsAffected(),
+		Bookmark:     m.GetBookmark(),
 	}
 }
 
@@ -194,6 +197,7 @@ func SqlResponseFromResult(r *api.Result) (*lunorav1.SqlResponse, error) {
 		CommitSeq:    c.CommitSeq,
 		ShardId:      c.ShardId,
 		RowsAffected: c.RowsAffected,
+		Bookmark:     c.Bookmark,
 	}, nil
 }
 
@@ -205,6 +209,7 @@ func ResultFromSqlResponse(m *lunorav1.SqlResponse) *api.Result {
 		Seq:          m.GetCommitSeq(),
 		ShardID:      m.GetShardId(),
 		RowsAffected: m.GetRowsAffected(),
+		Bookmark:     m.GetBookmark(),
 	}
 }
 
@@ -235,4 +240,35 @@ func StatusFromStatusResponse(m *lunorav1.StatusResponse) *api.Status {
 		InFlight:      m.GetInFlight(),
 		UptimeSeconds: m.GetUptimeSeconds(),
 	}
+}
+
+// ReadOptionsFromProto converts read options; nil means the defaults.
+func ReadOptionsFromProto(r *lunorav1.ReadOptions) api.ReadOptions {
+	out := api.ReadOptions{Bookmark: r.GetBookmark(), MaxStaleness: time.Duration(r.GetMaxStalenessMs()) * time.Millisecond}
+	switch r.GetConsistency() {
+	case lunorav1.ReadOptions_STRONG:
+		out.Consistency = api.Strong
+	case lunorav1.ReadOptions_BOOKMARK:
+		out.Consistency = api.Bookmark
+	case lunorav1.ReadOptions_STALE:
+		out.Consistency = api.Stale
+	}
+	return out
+}
+
+// ReadOptionsToProto converts read options; the defaults become nil.
+func ReadOptionsToProto(r api.ReadOptions) *lunorav1.ReadOptions {
+	if r.Consistency == api.ConsistencyDefault && r.Bookmark == 0 && r.MaxStaleness == 0 {
+		return nil
+	}
+	out := &lunorav1.ReadOptions{Bookmark: r.Bookmark, MaxStalenessMs: uint64(r.MaxStaleness / time.Millisecond)}
+	switch r.Consistency {
+	case api.Strong:
+		out.Consistency = lunorav1.ReadOptions_STRONG
+	case api.Bookmark:
+		out.Consistency = lunorav1.ReadOptions_BOOKMARK
+	case api.Stale:
+		out.Consistency = lunorav1.ReadOptions_STALE
+	}
+	return out
 }

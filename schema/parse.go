@@ -201,9 +201,6 @@ func (p *parser) table(name string, k, v *yaml.Node) (*Table, error) {
 			t.ShardBy, err = p.scalar(v, "shard_by of "+name)
 		case "global":
 			t.Global, err = p.boolean(v, "global of "+name)
-			if err == nil && t.Global {
-				err = p.errf(k, "table %s: global: true needs the Raft global tier, which this build of Lunora does not include yet; place the table in a shard (shard_by) or in the root shard", name)
-			}
 		}
 		return err
 	})
@@ -400,7 +397,9 @@ func (p *parser) function(name string, k, v *yaml.Node) (*Function, error) {
 	}
 	f := &Function{Name: name, Line: k.Line, args: map[string]*Arg{}}
 	var sqlNode *yaml.Node
-	err := p.mapping(v, "function "+name, []string{"kind", "shard_by", "args", "sql"}, func(key string, k, v *yaml.Node) error {
+	var global bool
+	var globalNode *yaml.Node
+	err := p.mapping(v, "function "+name, []string{"kind", "shard_by", "global", "args", "sql"}, func(key string, k, v *yaml.Node) error {
 		var err error
 		switch key {
 		case "kind":
@@ -416,6 +415,9 @@ func (p *parser) function(name string, k, v *yaml.Node) (*Function, error) {
 			if err == nil && f.ShardBy == "" {
 				err = p.errf(v, "function %s: shard_by must name a column", name)
 			}
+		case "global":
+			globalNode = v
+			global, err = p.boolean(v, "global of "+name)
 		case "args":
 			err = p.mapping(v, "args of "+name, nil, func(arg string, k, v *yaml.Node) error {
 				a, err := p.arg(name, arg, k, v)
@@ -437,7 +439,12 @@ func (p *parser) function(name string, k, v *yaml.Node) (*Function, error) {
 	if f.Kind == "" {
 		return nil, p.errf(k, "function %s: kind (query or mutation) is required", name)
 	}
-	if f.ShardBy == "" {
+	switch {
+	case global && f.ShardBy != "":
+		return nil, p.errf(globalNode, "function %s: shard_by and global are exclusive", name)
+	case global:
+		f.ShardBy = GlobalGroup
+	case f.ShardBy == "":
 		f.ShardBy = RootShard
 	}
 	if len(f.SQL) == 0 {
@@ -540,6 +547,12 @@ func (a *App) check(file string) error {
 	}
 	for _, name := range a.FunctionNames() {
 		f := a.Functions[name]
+		if f.Global() {
+			if len(a.Groups[GlobalGroup]) == 0 {
+				return fail(f.Line, "function %s: is global but no table is global: true", name)
+			}
+			continue
+		}
 		if f.ShardBy == RootShard {
 			if len(a.Groups[RootShard]) == 0 {
 				return fail(f.Line, "function %s: has no shard_by, so it runs in the root shard, but no table lives there; add shard_by: <column>", name)

@@ -9,6 +9,11 @@ import (
 // global placement.
 const RootShard = "__root__"
 
+// GlobalGroup is the group of tables marked global: true. They live in the
+// Raft-replicated global tier, not in a shard; "__global__" is also how
+// admin SQL names that tier.
+const GlobalGroup = "__global__"
+
 // Type is a column or argument type.
 type Type string
 
@@ -89,11 +94,14 @@ type Table struct {
 	Line       int
 }
 
-// Group is the shard group the table belongs to: its shard_by column, or
-// RootShard.
+// Group is the shard group the table belongs to: its shard_by column,
+// GlobalGroup, or RootShard.
 func (t *Table) Group() string {
-	if t.ShardBy != "" {
+	switch {
+	case t.ShardBy != "":
 		return t.ShardBy
+	case t.Global:
+		return GlobalGroup
 	}
 	return RootShard
 }
@@ -128,8 +136,8 @@ type Index struct {
 type Function struct {
 	Name string
 	Kind Kind
-	// ShardBy is the shard group the function runs in: a shard_by column
-	// name, or RootShard.
+	// ShardBy is the group the function runs in: a shard_by column name,
+	// GlobalGroup, or RootShard.
 	ShardBy string
 	Args    []*Arg
 	SQL     []string
@@ -140,6 +148,9 @@ type Function struct {
 
 // Arg returns the named argument or nil.
 func (f *Function) Arg(name string) *Arg { return f.args[name] }
+
+// Global reports whether the function runs on the global tier.
+func (f *Function) Global() bool { return f.ShardBy == GlobalGroup }
 
 // Arg is one typed function argument.
 type Arg struct {

@@ -21,6 +21,12 @@ const MaxShardKeyLen = 512
 // It returns the shard ID and the arguments with the key argument filled in
 // from shardKey when the call left it out. Call it before BindArgs.
 func (a *App) ResolveShard(f *Function, args map[string]any, shardKey string) (string, map[string]any, error) {
+	if f.Global() {
+		if shardKey != "" && shardKey != GlobalGroup {
+			return "", nil, api.Errorf(codes.InvalidArgument, "function %s runs on the global tier and takes no shard_key (got %q)", f.Name, shardKey)
+		}
+		return GlobalGroup, args, nil
+	}
 	if f.ShardBy == RootShard {
 		if shardKey != "" && shardKey != RootShard {
 			return "", nil, api.Errorf(codes.InvalidArgument, "function %s runs in the root shard and takes no shard_key (got %q)", f.Name, shardKey)
@@ -115,6 +121,12 @@ func checkKey(key string) error {
 // ParseShardID checks a shard ID against the app and returns its group and
 // its key typed as the group's key column (int64 or string; nil for root).
 func (a *App) ParseShardID(id string) (group string, key any, err error) {
+	if id == GlobalGroup {
+		if len(a.Groups[GlobalGroup]) == 0 {
+			return "", nil, api.Errorf(codes.InvalidArgument, "no table is global: true, so there is no %s to address", GlobalGroup)
+		}
+		return GlobalGroup, nil, nil
+	}
 	if id == "" || id == RootShard {
 		if len(a.Groups[RootShard]) == 0 {
 			return "", nil, api.Errorf(codes.InvalidArgument, "no table lives in the root shard; name a shard as <shard_by column>=<key>")
@@ -122,7 +134,7 @@ func (a *App) ParseShardID(id string) (group string, key any, err error) {
 		return RootShard, nil, nil
 	}
 	group, raw, ok := strings.Cut(id, "=")
-	if !ok || group == RootShard || len(a.Groups[group]) == 0 {
+	if !ok || group == RootShard || group == GlobalGroup || len(a.Groups[group]) == 0 {
 		return "", nil, api.Errorf(codes.InvalidArgument, "shard %q: a shard ID is %s or <shard_by column>=<key>, and %q is not a shard_by column of any table", id, RootShard, group)
 	}
 	if err := checkKey(raw); err != nil {

@@ -82,3 +82,29 @@ func isIdentChar(c byte) bool { return isIdentStart(c) || (c >= '0' && c <= '9')
 // ScanStatement checks an admin SQL statement the same way as a function
 // statement and returns the parameters it names.
 func ScanStatement(sql string) ([]string, error) { return scanSQL(sql) }
+
+// FirstKeyword returns the first word of a statement, upper-cased, after
+// leading whitespace and comments: "SELECT", "INSERT", "ATTACH" ...
+func FirstKeyword(sql string) string {
+	s := strings.TrimSpace(sql)
+	for strings.HasPrefix(s, "--") || strings.HasPrefix(s, "/*") {
+		if strings.HasPrefix(s, "--") {
+			i := strings.IndexByte(s, '\n')
+			if i < 0 {
+				return ""
+			}
+			s = strings.TrimSpace(s[i:])
+		} else {
+			i := strings.Index(s, "*/")
+			if i < 0 {
+				return ""
+			}
+			s = strings.TrimSpace(s[i+2:])
+		}
+	}
+	end := 0
+	for end < len(s) && isIdentStart(s[end]) {
+		end++
+	}
+	return strings.ToUpper(s[:end])
+}

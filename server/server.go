@@ -79,12 +79,19 @@ func (p *Process) Handler(reg *prometheus.Registry, api http.Handler) http.Handl
 }
 
 // ServeGRPC listens on addr and serves gRPC in the background. It returns
-// the bound address (useful with port 0).
+// the bound address (useful with port 0). Register services first.
 func (p *Process) ServeGRPC(addr string) (net.Addr, error) {
 	ln, err := net.Listen("tcp", addr)
 	if err != nil {
 		return nil, fmt.Errorf("listen gRPC %s: %w", addr, err)
 	}
+	p.ServeGRPCOn(ln)
+	return ln.Addr(), nil
+}
+
+// ServeGRPCOn serves gRPC on ln in the background; for callers that need
+// the bound address before registering services.
+func (p *Process) ServeGRPCOn(ln net.Listener) {
 	p.track(ln)
 	go func() {
 		if err := p.GRPC.Serve(ln); err != nil && !errors.Is(err, grpc.ErrServerStopped) {
@@ -92,7 +99,6 @@ func (p *Process) ServeGRPC(addr string) (net.Addr, error) {
 		}
 	}()
 	p.Health.SetServingStatus("", healthpb.HealthCheckResponse_SERVING)
-	return ln.Addr(), nil
 }
 
 // ServeHTTP listens on addr and serves h in the background.

@@ -53,8 +53,19 @@ func newActor(h *Host, id, group string, key any) *actor {
 // activate opens (or creates) the shard's file, migrates it to the app's
 // schema and starts the writer goroutine.
 func (a *actor) activate() error {
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
 	created := false
 	if _, err := os.Stat(a.path); os.IsNotExist(err) {
+		if reg := a.h.cfg.Registry; reg != nil {
+			exists, err := reg.ShardExists(ctx, a.id)
+			if err != nil {
+				return api.Errorf(api.CodeOf(err), "shard %s: check the shard registry before creating it: %v", a.id, err)
+			}
+			if exists {
+				return api.Wrap(ErrShardElsewhere, fmt.Sprintf("shard %s is in the registry but its file is not on node %s; it will not be created empty", a.id, a.h.cfg.NodeID))
+			}
+		}
 		if err := os.MkdirAll(filepath.Dir(a.path), 0o755); err != nil {
 			return api.Errorf(codes.Internal, "shard %s: create directory: %v", a.id, err)
 		}
@@ -64,16 +75,17 @@ func (a *actor) activate() error {
 	if err != nil {
 		return api.Errorf(codes.Internal, "shard %s: %v", a.id, err)
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	defer cancel()
-	seq, err := migrate(ctx, w, a.h.cfg.App, a.id, a.group, a.key)
-	if err != nil {
+	removeNew := func() {
 		w.Close()
 		if created {
 			os.Remove(a.path)
 			os.Remove(a.path + "-wal")
 			os.Remove(a.path + "-shm")
 		}
+	}
+	seq, registered, err := migrate(ctx, w, a.h.cfg.App, a.id, a.group, a.key)
+	if err != nil {
+		removeNew()
 		if _, ok := err.(*api.Error); ok {
 			return err
 		}
@@ -88,6 +100,22 @@ func (a *actor) activate() error {
 		}
 		a.h.onDisk.Add(1)
 		a.h.m.onDisk.Set(float64(a.h.onDisk.Load()))
+	}
+	if reg := a.h.cfg.Registry; reg != nil && !registered {
+		existed, err := reg.RegisterShard(ctx, a.id, false)
+		if err != nil {
+			removeNew()
+			return api.Errorf(api.CodeOf(err), "shard %s: register in the shard registry: %v", a.id, err)
+		}
+		if existed && created {
+			// Another node registered it between our check and now.
+			removeNew()
+			return api.Wrap(ErrShardElsewhere, fmt.Sprintf("shard %s was registered by another node while this one created it", a.id))
+		}
+		if _, err := w.Exec(ctx, "INSERT OR REPLACE INTO __lunora_meta(k, v) VALUES ('registered', 1)"); err != nil {
+			removeNew()
+			return api.Errorf(codes.Internal, "shard %s: record registration: %v", a.id, err)
+		}
 	}
 	a.w = w
 	a.seq = seq

@@ -35,7 +35,7 @@ func (h *Host) checkAdminSQL(sql string, params map[string]any) ([]driver.NamedV
 	if len(sql) > h.cfg.MaxSQLLen {
 		return nil, api.Errorf(codes.InvalidArgument, "sql is %d bytes, over the limit of %d", len(sql), h.cfg.MaxSQLLen)
 	}
-	verb := strings.ToUpper(firstWord(sql))
+	verb := schema.FirstKeyword(sql)
 	if !adminVerbs[verb] && !refusedVerbs[verb] {
 		return nil, api.Errorf(codes.InvalidArgument, "sql: %q does not start a statement; admin SQL may SELECT, INSERT, UPDATE, DELETE, REPLACE, WITH or VALUES", verb)
 	}
@@ -70,30 +70,6 @@ func (h *Host) checkAdminSQL(sql string, params map[string]any) ([]driver.NamedV
 		out = append(out, driver.NamedValue{Name: name, Value: v})
 	}
 	return out, nil
-}
-
-func firstWord(sql string) string {
-	s := strings.TrimSpace(sql)
-	for strings.HasPrefix(s, "--") || strings.HasPrefix(s, "/*") {
-		if strings.HasPrefix(s, "--") {
-			i := strings.IndexByte(s, '\n')
-			if i < 0 {
-				return ""
-			}
-			s = strings.TrimSpace(s[i:])
-		} else {
-			i := strings.Index(s, "*/")
-			if i < 0 {
-				return ""
-			}
-			s = strings.TrimSpace(s[i+2:])
-		}
-	}
-	end := strings.IndexFunc(s, func(r rune) bool { return !(r == '_' || r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z') })
-	if end < 0 {
-		return s
-	}
-	return s[:end]
 }
 
 func adminValue(v any) (any, error) {

@@ -1,6 +1,7 @@
 package shardhost
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"io"
@@ -59,11 +60,29 @@ type Config struct {
 	Registerer prometheus.Registerer
 	// Now is the clock behind lunora_now(); time.Now when nil.
 	Now func() time.Time
+	// Registry is the cluster's shard registry (invariant I4: never create
+	// what exists). A shard whose file is not on this node is created only
+	// if the registry does not hold it, and is registered once, when
+	// created. Nil skips the check (a node without a global tier).
+	Registry Registry
+
 	// BeforeBatch, when set, is called by a shard's writer goroutine before
 	// each group commit, with the shard ID. It is a fault hook for tests
 	// (holding it fills the mailbox deterministically); it must not call the
 	// Host.
 	BeforeBatch func(shardID string)
+}
+
+// Registry is the shard registry as the shard host uses it. Both methods
+// may block on the network; they are called only when a shard's file is
+// created or was never registered, never on the request path of an
+// existing shard.
+type Registry interface {
+	// ShardExists reports whether the registry holds shardID.
+	ShardExists(ctx context.Context, shardID string) (bool, error)
+	// RegisterShard records shardID (create-if-absent) and reports whether
+	// it was already there.
+	RegisterShard(ctx context.Context, shardID string, forwarded bool) (existed bool, err error)
 }
 
 // DefaultConfig returns production defaults; Dir and App must still be set.

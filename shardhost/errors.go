@@ -26,8 +26,15 @@ var (
 	// ErrMigration: the shard's file cannot be migrated to lunora.yaml
 	// without losing data.
 	ErrMigration = api.New(codes.FailedPrecondition, "schema change refused")
+	// ErrShardElsewhere: the registry holds the shard but its file is not on
+	// this node; it is never created empty over the registered one (I4).
+	ErrShardElsewhere = api.New(codes.Unavailable, "shard exists but is not on this node")
 	// ErrResultTooLarge: a result is over the row or byte bound.
 	ErrResultTooLarge = sqlitex.ErrResultTooLarge
 	// ErrReadOnly: a query function tried to write.
 	ErrReadOnly = sqlitex.ErrReadOnly
 )
+
+// errGlobalNotShard: a call for the global tier reached the shard host; the
+// node routes those to raftglobal.
+var errGlobalNotShard = api.New(codes.InvalidArgument, "the global tier is not a shard: calls on global tables are served by the global tier")

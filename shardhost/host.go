@@ -120,6 +120,9 @@ func (h *Host) Call(ctx context.Context, shardID, function string, args map[stri
 	if err != nil {
 		return nil, err
 	}
+	if group == schema.GlobalGroup {
+		return nil, errGlobalNotShard
+	}
 	if group == schema.RootShard {
 		shardID = schema.RootShard
 	}
@@ -153,6 +156,9 @@ func (h *Host) Exec(ctx context.Context, shardID, sql string, params map[string]
 	group, key, err := h.cfg.App.ParseShardID(shardID)
 	if err != nil {
 		return nil, err
+	}
+	if group == schema.GlobalGroup {
+		return nil, errGlobalNotShard
 	}
 	if group == schema.RootShard {
 		shardID = schema.RootShard

@@ -22,9 +22,12 @@ const metaDDL = `CREATE TABLE IF NOT EXISTS __lunora_meta (k TEXT PRIMARY KEY, v
 // and ownership triggers are created; a removed or retyped column, a
 // removed table or a changed primary key is refused with ErrMigration.
 // A shard whose recorded version is the app's skips all of it.
-func migrate(ctx context.Context, c *sqlitex.Conn, app *schema.App, shardID, group string, key any) (seq uint64, err error) {
+//
+// It returns the commit sequence number and whether the shard has been
+// recorded in the shard registry.
+func migrate(ctx context.Context, c *sqlitex.Conn, app *schema.App, shardID, group string, key any) (seq uint64, registered bool, err error) {
 	if _, err := c.Exec(ctx, "BEGIN IMMEDIATE"); err != nil {
-		return 0, err
+		return 0, false, err
 	}
 	defer func() {
 		if err != nil {
@@ -32,33 +35,34 @@ func migrate(ctx context.Context, c *sqlitex.Conn, app *schema.App, shardID, gro
 		}
 	}()
 	if _, err := c.Exec(ctx, metaDDL); err != nil {
-		return 0, err
+		return 0, false, err
 	}
 	meta, err := readMeta(ctx, c)
 	if err != nil {
-		return 0, err
+		return 0, false, err
 	}
 	if id, ok := meta["shard_id"].(string); ok && id != shardID {
-		return 0, api.Wrap(ErrMigration, fmt.Sprintf("file holds shard %q, not %q", id, shardID))
+		return 0, false, api.Wrap(ErrMigration, fmt.Sprintf("file holds shard %q, not %q", id, shardID))
 	}
 	seq = uint64(asInt(meta["seq"]))
+	registered = asInt(meta["registered"]) == 1
 	if v, _ := meta["schema_version"].(string); v != app.Version {
 		if err := migrateTables(ctx, c, app, shardID, group, key); err != nil {
-			return 0, err
+			return 0, false, err
 		}
 		if _, err := c.Exec(ctx, "INSERT OR REPLACE INTO __lunora_meta(k, v) VALUES ('schema_version', ?)", driver.NamedValue{Ordinal: 1, Value: app.Version}); err != nil {
-			return 0, err
+			return 0, false, err
 		}
 	}
 	if meta["shard_id"] == nil {
 		if _, err := c.Exec(ctx, "INSERT INTO __lunora_meta(k, v) VALUES ('shard_id', ?), ('seq', 0)", driver.NamedValue{Ordinal: 1, Value: shardID}); err != nil {
-			return 0, err
+			return 0, false, err
 		}
 	}
 	if _, err := c.Exec(ctx, "COMMIT"); err != nil {
-		return 0, err
+		return 0, false, err
 	}
-	return seq, nil
+	return seq, registered, nil
 }
 
 func readMeta(ctx context.Context, c *sqlitex.Conn) (map[string]any, error) {

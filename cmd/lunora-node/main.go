@@ -1,6 +1,6 @@
-// Command lunora-node hosts shards: one SQLite database per shard key,
-// served to gateways over gRPC. "lunora-node dev" runs a whole Lunora in
-// one process.
+// Command lunora-node hosts shards — one SQLite database per shard key —
+// and a replica of the global tier, served to gateways over gRPC.
+// "lunora-node dev" runs a whole Lunora in one process.
 package main
 
 import (
@@ -17,14 +17,20 @@ import (
 	"time"
 
 	"github.com/lunora/lunora/examples/chat"
-	"github.com/lunora/lunora/gateway"
+	"github.com/lunora/lunora/nodeproc"
 	"github.com/lunora/lunora/rpc"
 	"github.com/lunora/lunora/schema"
-	"github.com/lunora/lunora/server"
 	"github.com/lunora/lunora/shardhost"
 )
 
 func main() {
+	if len(os.Args) > 1 && os.Args[1] == "remove-node" {
+		if err := removeNode(os.Args[2:], os.Stderr); err != nil {
+			fmt.Fprintln(os.Stderr, "lunora-node remove-node:", err)
+			os.Exit(1)
+		}
+		return
+	}
 	o, err := parseFlags(os.Args[1:], os.Stderr)
 	if errors.Is(err, flag.ErrHelp) {
 		os.Exit(0)
@@ -71,57 +77,57 @@ func run(ctx context.Context, o *options, stdout, stderr io.Writer) error {
 	if err := os.MkdirAll(o.dataDir, 0o755); err != nil {
 		return err
 	}
-	reg := server.NewRegistry()
-	cfg := shardhost.DefaultConfig()
-	cfg.Dir, cfg.App, cfg.NodeID, cfg.Logger, cfg.Registerer = o.dataDir, app, o.nodeID, log, reg
-	cfg.Synchronous, cfg.IdleTimeout, cfg.MaxActive = o.synchronous, o.idleTimeout, o.maxActive
-	cfg.MailboxSize, cfg.MaxInFlight = o.mailbox, o.maxInFlight
-	host, err := shardhost.New(cfg)
+	sc := shardhost.DefaultConfig()
+	sc.Synchronous, sc.IdleTimeout, sc.MaxActive = o.synchronous, o.idleTimeout, o.maxActive
+	sc.MailboxSize, sc.MaxInFlight = o.mailbox, o.maxInFlight
+	p, err := nodeproc.Start(nodeproc.Config{
+		Dev: o.dev, Shards: sc, Global: o.globalConfig(),
+		App: app, Dir: o.dataDir, NodeID: o.nodeID,
+		GRPCAddr: o.grpcAddr, GRPCAdvertise: o.grpcAdvertise, HTTPAddr: o.httpAddr,
+		RaftAddr: o.raftAddr, RaftAdvertise: o.raftAdvertise, Bootstrap: o.bootstrap, Seeds: o.join,
+		Logger: log,
+	})
 	if err != nil {
 		return err
 	}
-	proc := server.New(reg, log, nil)
-
-	var grpcAddr, httpAddr fmt.Stringer
 	if o.dev {
-		gcfg := gateway.DefaultConfig()
-		gcfg.App, gcfg.Backend, gcfg.Logger, gcfg.Registerer = app, host, log, reg
-		gw, err := gateway.New(gcfg)
-		if err != nil {
-			return err
-		}
-		rpc.RegisterPublicServer(proc.GRPC, rpc.NewPublicServer(gw, nil))
-		rpc.RegisterNodeServer(proc.GRPC, rpc.NewNodeServer(host, log))
-		if grpcAddr, err = proc.ServeGRPC(o.grpcAddr); err != nil {
-			return err
-		}
-		if httpAddr, err = proc.ServeHTTP(o.httpAddr, proc.Handler(reg, gw.Handler())); err != nil {
-			return err
-		}
 		abs, _ := filepath.Abs(o.dataDir)
-		printDevBanner(stdout, httpAddr.String(), grpcAddr.String(), abs, schemaName)
-	} else {
-		rpc.RegisterNodeServer(proc.GRPC, rpc.NewNodeServer(host, log))
-		if grpcAddr, err = proc.ServeGRPC(o.grpcAddr); err != nil {
-			return err
-		}
-		if httpAddr, err = proc.ServeHTTP(o.httpAddr, proc.Handler(reg, nil)); err != nil {
-			return err
-		}
+		printDevBanner(stdout, p.HTTPAddr, p.GRPCAddr, abs, schemaName)
 	}
-	fmt.Fprintf(stdout, "LUNORA_READY node=%s http=%s grpc=%s\n", o.nodeID, httpAddr, grpcAddr)
-	log.Info("lunora-node serving", "node", o.nodeID, "dev", o.dev, "grpc", grpcAddr.String(), "http", httpAddr.String(), "data", o.dataDir, "schema", schemaName)
+	fmt.Fprintf(stdout, "LUNORA_READY node=%s http=%s grpc=%s raft=%s\n", o.nodeID, p.HTTPAddr, p.GRPCAddr, p.RaftAddr)
+	log.Info("lunora-node serving", "node", o.nodeID, "dev", o.dev, "grpc", p.GRPCAddr, "http", p.HTTPAddr, "raft", p.RaftAddr, "data", o.dataDir, "schema", schemaName)
 
 	<-ctx.Done()
 	log.Info("shutting down")
 	sctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()
-	proc.Shutdown(sctx)
-	return host.Shutdown(sctx)
+	return p.Shutdown(sctx)
+}
+
+// removeNode asks a running node to remove a node from the global tier:
+// lunora-node remove-node -node ADDR ID.
+func removeNode(args []string, stderr io.Writer) error {
+	fs := flag.NewFlagSet("lunora-node remove-node", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	addr := fs.String("node", "127.0.0.1:7070", "node-API address of any running node")
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	if fs.NArg() != 1 {
+		return errors.New("usage: lunora-node remove-node -node ADDR NODE_ID")
+	}
+	c, err := rpc.NewNodeClient(*addr)
+	if err != nil {
+		return err
+	}
+	defer c.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	return c.RemoveNode(ctx, fs.Arg(0), false)
 }
 
 func printDevBanner(w io.Writer, httpAddr, grpcAddr, data, schemaName string) {
-	fmt.Fprintf(w, `Lunora dev mode: node + gateway in one process
+	fmt.Fprintf(w, `Lunora dev mode: node + gateway + a one-voter global tier in one process
   data     %s
   schema   %s
   HTTP     http://%s   (POST /v1/call, POST /v1/sql, GET /v1/status, /metrics, /healthz, /readyz)
@@ -130,6 +136,7 @@ func printDevBanner(w io.Writer, httpAddr, grpcAddr, data, schemaName string) {
 Try:
   curl -s http://%s/v1/call -d '{"function":"messages:send","args":{"room_id":"r1","author":"ada","body":"hello"}}'
   curl -s http://%s/v1/call -d '{"function":"messages:list","args":{"room_id":"r1"}}'
+  curl -s http://%s/v1/call -d '{"function":"users:register","args":{"user_id":"ada","name":"Ada"}}'
   grpcurl -plaintext -d '{"function":"messages:list","args":{"room_id":{"text":"r1"}}}' %s lunora.v1.Lunora/Call
-`, data, schemaName, httpAddr, grpcAddr, httpAddr, httpAddr, grpcAddr)
+`, data, schemaName, httpAddr, grpcAddr, httpAddr, httpAddr, httpAddr, grpcAddr)
 }

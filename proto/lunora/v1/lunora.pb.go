@@ -500,12 +500,15 @@ func (x *CallResponse) GetBookmark() uint64 {
 
 type SqlRequest struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
-	// shard_id names the shard, e.g. "room_id=r42"; empty means "__root__".
+	// shard_id names the shard, e.g. "room_id=r42"; empty means "__root__";
+	// "__global__" names the global tier.
 	ShardId string `protobuf:"bytes,1,opt,name=shard_id,json=shardId,proto3" json:"shard_id,omitempty"`
 	// sql is exactly one statement.
 	Sql string `protobuf:"bytes,2,opt,name=sql,proto3" json:"sql,omitempty"`
 	// params are bound as named parameters (:name, @name or $name).
-	Params        map[string]*Value `protobuf:"bytes,3,rep,name=params,proto3" json:"params,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
+	Params map[string]*Value `protobuf:"bytes,3,rep,name=params,proto3" json:"params,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
+	// read applies to SELECTs on "__global__"; ignored elsewhere.
+	Read          *ReadOptions `protobuf:"bytes,4,opt,name=read,proto3" json:"read,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -557,6 +560,13 @@ func (x *SqlRequest) GetSql() string {
 func (x *SqlRequest) GetParams() map[string]*Value {
 	if x != nil {
 		return x.Params
+	}
+	return nil
+}
+
+func (x *SqlRequest) GetRead() *ReadOptions {
+	if x != nil {
+		return x.Read
 	}
 	return nil
 }
@@ -815,12 +825,13 @@ const file_lunora_v1_lunora_proto_rawDesc = "" +
 	"commit_seq\x18\x03 \x01(\x04R\tcommitSeq\x12\x19\n" +
 	"\bshard_id\x18\x04 \x01(\tR\ashardId\x12#\n" +
 	"\rrows_affected\x18\x05 \x01(\x03R\frowsAffected\x12\x1a\n" +
-	"\bbookmark\x18\x06 \x01(\x04R\bbookmark\"\xc1\x01\n" +
+	"\bbookmark\x18\x06 \x01(\x04R\bbookmark\"\xed\x01\n" +
 	"\n" +
 	"SqlRequest\x12\x19\n" +
 	"\bshard_id\x18\x01 \x01(\tR\ashardId\x12\x10\n" +
 	"\x03sql\x18\x02 \x01(\tR\x03sql\x129\n" +
-	"\x06params\x18\x03 \x03(\v2!.lunora.v1.SqlRequest.ParamsEntryR\x06params\x1aK\n" +
+	"\x06params\x18\x03 \x03(\v2!.lunora.v1.SqlRequest.ParamsEntryR\x06params\x12*\n" +
+	"\x04read\x18\x04 \x01(\v2\x16.lunora.v1.ReadOptionsR\x04read\x1aK\n" +
 	"\vParamsEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12&\n" +
 	"\x05value\x18\x02 \x01(\v2\x10.lunora.v1.ValueR\x05value:\x028\x01\"\xc6\x01\n" +
@@ -881,20 +892,21 @@ var file_lunora_v1_lunora_proto_depIdxs = []int32{
 	0,  // 3: lunora.v1.ReadOptions.consistency:type_name -> lunora.v1.ReadOptions.Consistency
 	2,  // 4: lunora.v1.CallResponse.rows:type_name -> lunora.v1.Row
 	11, // 5: lunora.v1.SqlRequest.params:type_name -> lunora.v1.SqlRequest.ParamsEntry
-	2,  // 6: lunora.v1.SqlResponse.rows:type_name -> lunora.v1.Row
-	1,  // 7: lunora.v1.CallRequest.ArgsEntry.value:type_name -> lunora.v1.Value
-	1,  // 8: lunora.v1.SqlRequest.ParamsEntry.value:type_name -> lunora.v1.Value
-	3,  // 9: lunora.v1.Lunora.Call:input_type -> lunora.v1.CallRequest
-	6,  // 10: lunora.v1.Lunora.Sql:input_type -> lunora.v1.SqlRequest
-	8,  // 11: lunora.v1.Lunora.Status:input_type -> lunora.v1.StatusRequest
-	5,  // 12: lunora.v1.Lunora.Call:output_type -> lunora.v1.CallResponse
-	7,  // 13: lunora.v1.Lunora.Sql:output_type -> lunora.v1.SqlResponse
-	9,  // 14: lunora.v1.Lunora.Status:output_type -> lunora.v1.StatusResponse
-	12, // [12:15] is the sub-list for method output_type
-	9,  // [9:12] is the sub-list for method input_type
-	9,  // [9:9] is the sub-list for extension type_name
-	9,  // [9:9] is the sub-list for extension extendee
-	0,  // [0:9] is the sub-list for field type_name
+	4,  // 6: lunora.v1.SqlRequest.read:type_name -> lunora.v1.ReadOptions
+	2,  // 7: lunora.v1.SqlResponse.rows:type_name -> lunora.v1.Row
+	1,  // 8: lunora.v1.CallRequest.ArgsEntry.value:type_name -> lunora.v1.Value
+	1,  // 9: lunora.v1.SqlRequest.ParamsEntry.value:type_name -> lunora.v1.Value
+	3,  // 10: lunora.v1.Lunora.Call:input_type -> lunora.v1.CallRequest
+	6,  // 11: lunora.v1.Lunora.Sql:input_type -> lunora.v1.SqlRequest
+	8,  // 12: lunora.v1.Lunora.Status:input_type -> lunora.v1.StatusRequest
+	5,  // 13: lunora.v1.Lunora.Call:output_type -> lunora.v1.CallResponse
+	7,  // 14: lunora.v1.Lunora.Sql:output_type -> lunora.v1.SqlResponse
+	9,  // 15: lunora.v1.Lunora.Status:output_type -> lunora.v1.StatusResponse
+	13, // [13:16] is the sub-list for method output_type
+	10, // [10:13] is the sub-list for method input_type
+	10, // [10:10] is the sub-list for extension type_name
+	10, // [10:10] is the sub-list for extension extendee
+	0,  // [0:10] is the sub-list for field type_name
 }
 
 func init() { file_lunora_v1_lunora_proto_init() }

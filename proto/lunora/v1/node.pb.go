@@ -21,6 +21,311 @@ const (
 	_ = protoimpl.EnforceVersion(protoimpl.MaxVersion - 20)
 )
 
+type RegisterShardRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	ShardId       string                 `protobuf:"bytes,1,opt,name=shard_id,json=shardId,proto3" json:"shard_id,omitempty"`
+	Forwarded     bool                   `protobuf:"varint,2,opt,name=forwarded,proto3" json:"forwarded,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RegisterShardRequest) Reset() {
+	*x = RegisterShardRequest{}
+	mi := &file_lunora_v1_node_proto_msgTypes[0]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RegisterShardRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RegisterShardRequest) ProtoMessage() {}
+
+func (x *RegisterShardRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_lunora_v1_node_proto_msgTypes[0]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RegisterShardRequest.ProtoReflect.Descriptor instead.
+func (*RegisterShardRequest) Descriptor() ([]byte, []int) {
+	return file_lunora_v1_node_proto_rawDescGZIP(), []int{0}
+}
+
+func (x *RegisterShardRequest) GetShardId() string {
+	if x != nil {
+		return x.ShardId
+	}
+	return ""
+}
+
+func (x *RegisterShardRequest) GetForwarded() bool {
+	if x != nil {
+		return x.Forwarded
+	}
+	return false
+}
+
+type RegisterShardResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// existed is true when the registry already held the shard.
+	Existed       bool `protobuf:"varint,1,opt,name=existed,proto3" json:"existed,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RegisterShardResponse) Reset() {
+	*x = RegisterShardResponse{}
+	mi := &file_lunora_v1_node_proto_msgTypes[1]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RegisterShardResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RegisterShardResponse) ProtoMessage() {}
+
+func (x *RegisterShardResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_lunora_v1_node_proto_msgTypes[1]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RegisterShardResponse.ProtoReflect.Descriptor instead.
+func (*RegisterShardResponse) Descriptor() ([]byte, []int) {
+	return file_lunora_v1_node_proto_rawDescGZIP(), []int{1}
+}
+
+func (x *RegisterShardResponse) GetExisted() bool {
+	if x != nil {
+		return x.Existed
+	}
+	return false
+}
+
+type JoinRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	NodeId        string                 `protobuf:"bytes,1,opt,name=node_id,json=nodeId,proto3" json:"node_id,omitempty"`
+	RaftAddr      string                 `protobuf:"bytes,2,opt,name=raft_addr,json=raftAddr,proto3" json:"raft_addr,omitempty"`
+	GrpcAddr      string                 `protobuf:"bytes,3,opt,name=grpc_addr,json=grpcAddr,proto3" json:"grpc_addr,omitempty"`
+	Voter         bool                   `protobuf:"varint,4,opt,name=voter,proto3" json:"voter,omitempty"`
+	Forwarded     bool                   `protobuf:"varint,5,opt,name=forwarded,proto3" json:"forwarded,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *JoinRequest) Reset() {
+	*x = JoinRequest{}
+	mi := &file_lunora_v1_node_proto_msgTypes[2]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *JoinRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*JoinRequest) ProtoMessage() {}
+
+func (x *JoinRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_lunora_v1_node_proto_msgTypes[2]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use JoinRequest.ProtoReflect.Descriptor instead.
+func (*JoinRequest) Descriptor() ([]byte, []int) {
+	return file_lunora_v1_node_proto_rawDescGZIP(), []int{2}
+}
+
+func (x *JoinRequest) GetNodeId() string {
+	if x != nil {
+		return x.NodeId
+	}
+	return ""
+}
+
+func (x *JoinRequest) GetRaftAddr() string {
+	if x != nil {
+		return x.RaftAddr
+	}
+	return ""
+}
+
+func (x *JoinRequest) GetGrpcAddr() string {
+	if x != nil {
+		return x.GrpcAddr
+	}
+	return ""
+}
+
+func (x *JoinRequest) GetVoter() bool {
+	if x != nil {
+		return x.Voter
+	}
+	return false
+}
+
+func (x *JoinRequest) GetForwarded() bool {
+	if x != nil {
+		return x.Forwarded
+	}
+	return false
+}
+
+type JoinResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	LeaderId      string                 `protobuf:"bytes,1,opt,name=leader_id,json=leaderId,proto3" json:"leader_id,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *JoinResponse) Reset() {
+	*x = JoinResponse{}
+	mi := &file_lunora_v1_node_proto_msgTypes[3]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *JoinResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*JoinResponse) ProtoMessage() {}
+
+func (x *JoinResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_lunora_v1_node_proto_msgTypes[3]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use JoinResponse.ProtoReflect.Descriptor instead.
+func (*JoinResponse) Descriptor() ([]byte, []int) {
+	return file_lunora_v1_node_proto_rawDescGZIP(), []int{3}
+}
+
+func (x *JoinResponse) GetLeaderId() string {
+	if x != nil {
+		return x.LeaderId
+	}
+	return ""
+}
+
+type RemoveNodeRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	NodeId        string                 `protobuf:"bytes,1,opt,name=node_id,json=nodeId,proto3" json:"node_id,omitempty"`
+	Forwarded     bool                   `protobuf:"varint,2,opt,name=forwarded,proto3" json:"forwarded,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RemoveNodeRequest) Reset() {
+	*x = RemoveNodeRequest{}
+	mi := &file_lunora_v1_node_proto_msgTypes[4]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RemoveNodeRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RemoveNodeRequest) ProtoMessage() {}
+
+func (x *RemoveNodeRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_lunora_v1_node_proto_msgTypes[4]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RemoveNodeRequest.ProtoReflect.Descriptor instead.
+func (*RemoveNodeRequest) Descriptor() ([]byte, []int) {
+	return file_lunora_v1_node_proto_rawDescGZIP(), []int{4}
+}
+
+func (x *RemoveNodeRequest) GetNodeId() string {
+	if x != nil {
+		return x.NodeId
+	}
+	return ""
+}
+
+func (x *RemoveNodeRequest) GetForwarded() bool {
+	if x != nil {
+		return x.Forwarded
+	}
+	return false
+}
+
+type RemoveNodeResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RemoveNodeResponse) Reset() {
+	*x = RemoveNodeResponse{}
+	mi := &file_lunora_v1_node_proto_msgTypes[5]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RemoveNodeResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RemoveNodeResponse) ProtoMessage() {}
+
+func (x *RemoveNodeResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_lunora_v1_node_proto_msgTypes[5]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RemoveNodeResponse.ProtoReflect.Descriptor instead.
+func (*RemoveNodeResponse) Descriptor() ([]byte, []int) {
+	return file_lunora_v1_node_proto_rawDescGZIP(), []int{5}
+}
+
 type NodeCallRequest struct {
 	state    protoimpl.MessageState `protogen:"open.v1"`
 	ShardId  string                 `protobuf:"bytes,1,opt,name=shard_id,json=shardId,proto3" json:"shard_id,omitempty"`
@@ -28,15 +333,17 @@ type NodeCallRequest struct {
 	Args     map[string]*Value      `protobuf:"bytes,3,rep,name=args,proto3" json:"args,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
 	// epoch is the ring epoch the sender routed with. Until the cluster ring
 	// exists every sender uses 0.
-	Epoch         uint64       `protobuf:"varint,4,opt,name=epoch,proto3" json:"epoch,omitempty"`
-	Read          *ReadOptions `protobuf:"bytes,5,opt,name=read,proto3" json:"read,omitempty"`
+	Epoch uint64       `protobuf:"varint,4,opt,name=epoch,proto3" json:"epoch,omitempty"`
+	Read  *ReadOptions `protobuf:"bytes,5,opt,name=read,proto3" json:"read,omitempty"`
+	// forwarded marks a global-tier call a follower passed to the leader.
+	Forwarded     bool `protobuf:"varint,6,opt,name=forwarded,proto3" json:"forwarded,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
 func (x *NodeCallRequest) Reset() {
 	*x = NodeCallRequest{}
-	mi := &file_lunora_v1_node_proto_msgTypes[0]
+	mi := &file_lunora_v1_node_proto_msgTypes[6]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -48,7 +355,7 @@ func (x *NodeCallRequest) String() string {
 func (*NodeCallRequest) ProtoMessage() {}
 
 func (x *NodeCallRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_lunora_v1_node_proto_msgTypes[0]
+	mi := &file_lunora_v1_node_proto_msgTypes[6]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -61,7 +368,7 @@ func (x *NodeCallRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use NodeCallRequest.ProtoReflect.Descriptor instead.
 func (*NodeCallRequest) Descriptor() ([]byte, []int) {
-	return file_lunora_v1_node_proto_rawDescGZIP(), []int{0}
+	return file_lunora_v1_node_proto_rawDescGZIP(), []int{6}
 }
 
 func (x *NodeCallRequest) GetShardId() string {
@@ -99,19 +406,28 @@ func (x *NodeCallRequest) GetRead() *ReadOptions {
 	return nil
 }
 
+func (x *NodeCallRequest) GetForwarded() bool {
+	if x != nil {
+		return x.Forwarded
+	}
+	return false
+}
+
 type NodeSqlRequest struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	ShardId       string                 `protobuf:"bytes,1,opt,name=shard_id,json=shardId,proto3" json:"shard_id,omitempty"`
 	Sql           string                 `protobuf:"bytes,2,opt,name=sql,proto3" json:"sql,omitempty"`
 	Params        map[string]*Value      `protobuf:"bytes,3,rep,name=params,proto3" json:"params,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
 	Epoch         uint64                 `protobuf:"varint,4,opt,name=epoch,proto3" json:"epoch,omitempty"`
+	Read          *ReadOptions           `protobuf:"bytes,5,opt,name=read,proto3" json:"read,omitempty"`
+	Forwarded     bool                   `protobuf:"varint,6,opt,name=forwarded,proto3" json:"forwarded,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
 func (x *NodeSqlRequest) Reset() {
 	*x = NodeSqlRequest{}
-	mi := &file_lunora_v1_node_proto_msgTypes[1]
+	mi := &file_lunora_v1_node_proto_msgTypes[7]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -123,7 +439,7 @@ func (x *NodeSqlRequest) String() string {
 func (*NodeSqlRequest) ProtoMessage() {}
 
 func (x *NodeSqlRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_lunora_v1_node_proto_msgTypes[1]
+	mi := &file_lunora_v1_node_proto_msgTypes[7]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -136,7 +452,7 @@ func (x *NodeSqlRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use NodeSqlRequest.ProtoReflect.Descriptor instead.
 func (*NodeSqlRequest) Descriptor() ([]byte, []int) {
-	return file_lunora_v1_node_proto_rawDescGZIP(), []int{1}
+	return file_lunora_v1_node_proto_rawDescGZIP(), []int{7}
 }
 
 func (x *NodeSqlRequest) GetShardId() string {
@@ -167,32 +483,70 @@ func (x *NodeSqlRequest) GetEpoch() uint64 {
 	return 0
 }
 
+func (x *NodeSqlRequest) GetRead() *ReadOptions {
+	if x != nil {
+		return x.Read
+	}
+	return nil
+}
+
+func (x *NodeSqlRequest) GetForwarded() bool {
+	if x != nil {
+		return x.Forwarded
+	}
+	return false
+}
+
 var File_lunora_v1_node_proto protoreflect.FileDescriptor
 
 const file_lunora_v1_node_proto_rawDesc = "" +
 	"\n" +
-	"\x14lunora/v1/node.proto\x12\tlunora.v1\x1a\x16lunora/v1/lunora.proto\"\x8f\x02\n" +
+	"\x14lunora/v1/node.proto\x12\tlunora.v1\x1a\x16lunora/v1/lunora.proto\"O\n" +
+	"\x14RegisterShardRequest\x12\x19\n" +
+	"\bshard_id\x18\x01 \x01(\tR\ashardId\x12\x1c\n" +
+	"\tforwarded\x18\x02 \x01(\bR\tforwarded\"1\n" +
+	"\x15RegisterShardResponse\x12\x18\n" +
+	"\aexisted\x18\x01 \x01(\bR\aexisted\"\x94\x01\n" +
+	"\vJoinRequest\x12\x17\n" +
+	"\anode_id\x18\x01 \x01(\tR\x06nodeId\x12\x1b\n" +
+	"\traft_addr\x18\x02 \x01(\tR\braftAddr\x12\x1b\n" +
+	"\tgrpc_addr\x18\x03 \x01(\tR\bgrpcAddr\x12\x14\n" +
+	"\x05voter\x18\x04 \x01(\bR\x05voter\x12\x1c\n" +
+	"\tforwarded\x18\x05 \x01(\bR\tforwarded\"+\n" +
+	"\fJoinResponse\x12\x1b\n" +
+	"\tleader_id\x18\x01 \x01(\tR\bleaderId\"J\n" +
+	"\x11RemoveNodeRequest\x12\x17\n" +
+	"\anode_id\x18\x01 \x01(\tR\x06nodeId\x12\x1c\n" +
+	"\tforwarded\x18\x02 \x01(\bR\tforwarded\"\x14\n" +
+	"\x12RemoveNodeResponse\"\xad\x02\n" +
 	"\x0fNodeCallRequest\x12\x19\n" +
 	"\bshard_id\x18\x01 \x01(\tR\ashardId\x12\x1a\n" +
 	"\bfunction\x18\x02 \x01(\tR\bfunction\x128\n" +
 	"\x04args\x18\x03 \x03(\v2$.lunora.v1.NodeCallRequest.ArgsEntryR\x04args\x12\x14\n" +
 	"\x05epoch\x18\x04 \x01(\x04R\x05epoch\x12*\n" +
-	"\x04read\x18\x05 \x01(\v2\x16.lunora.v1.ReadOptionsR\x04read\x1aI\n" +
+	"\x04read\x18\x05 \x01(\v2\x16.lunora.v1.ReadOptionsR\x04read\x12\x1c\n" +
+	"\tforwarded\x18\x06 \x01(\bR\tforwarded\x1aI\n" +
 	"\tArgsEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12&\n" +
-	"\x05value\x18\x02 \x01(\v2\x10.lunora.v1.ValueR\x05value:\x028\x01\"\xdf\x01\n" +
+	"\x05value\x18\x02 \x01(\v2\x10.lunora.v1.ValueR\x05value:\x028\x01\"\xa9\x02\n" +
 	"\x0eNodeSqlRequest\x12\x19\n" +
 	"\bshard_id\x18\x01 \x01(\tR\ashardId\x12\x10\n" +
 	"\x03sql\x18\x02 \x01(\tR\x03sql\x12=\n" +
 	"\x06params\x18\x03 \x03(\v2%.lunora.v1.NodeSqlRequest.ParamsEntryR\x06params\x12\x14\n" +
-	"\x05epoch\x18\x04 \x01(\x04R\x05epoch\x1aK\n" +
+	"\x05epoch\x18\x04 \x01(\x04R\x05epoch\x12*\n" +
+	"\x04read\x18\x05 \x01(\v2\x16.lunora.v1.ReadOptionsR\x04read\x12\x1c\n" +
+	"\tforwarded\x18\x06 \x01(\bR\tforwarded\x1aK\n" +
 	"\vParamsEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12&\n" +
-	"\x05value\x18\x02 \x01(\v2\x10.lunora.v1.ValueR\x05value:\x028\x012\xbc\x01\n" +
+	"\x05value\x18\x02 \x01(\v2\x10.lunora.v1.ValueR\x05value:\x028\x012\x94\x03\n" +
 	"\x04Node\x12;\n" +
 	"\x04Call\x12\x1a.lunora.v1.NodeCallRequest\x1a\x17.lunora.v1.CallResponse\x128\n" +
 	"\x03Sql\x12\x19.lunora.v1.NodeSqlRequest\x1a\x16.lunora.v1.SqlResponse\x12=\n" +
-	"\x06Status\x12\x18.lunora.v1.StatusRequest\x1a\x19.lunora.v1.StatusResponseB3Z1github.com/lunora/lunora/proto/lunora/v1;lunorav1b\x06proto3"
+	"\x06Status\x12\x18.lunora.v1.StatusRequest\x1a\x19.lunora.v1.StatusResponse\x127\n" +
+	"\x04Join\x12\x16.lunora.v1.JoinRequest\x1a\x17.lunora.v1.JoinResponse\x12I\n" +
+	"\n" +
+	"RemoveNode\x12\x1c.lunora.v1.RemoveNodeRequest\x1a\x1d.lunora.v1.RemoveNodeResponse\x12R\n" +
+	"\rRegisterShard\x12\x1f.lunora.v1.RegisterShardRequest\x1a .lunora.v1.RegisterShardResponseB3Z1github.com/lunora/lunora/proto/lunora/v1;lunorav1b\x06proto3"
 
 var (
 	file_lunora_v1_node_proto_rawDescOnce sync.Once
@@ -206,36 +560,49 @@ func file_lunora_v1_node_proto_rawDescGZIP() []byte {
 	return file_lunora_v1_node_proto_rawDescData
 }
 
-var file_lunora_v1_node_proto_msgTypes = make([]protoimpl.MessageInfo, 4)
+var file_lunora_v1_node_proto_msgTypes = make([]protoimpl.MessageInfo, 10)
 var file_lunora_v1_node_proto_goTypes = []any{
-	(*NodeCallRequest)(nil), // 0: lunora.v1.NodeCallRequest
-	(*NodeSqlRequest)(nil),  // 1: lunora.v1.NodeSqlRequest
-	nil,                     // 2: lunora.v1.NodeCallRequest.ArgsEntry
-	nil,                     // 3: lunora.v1.NodeSqlRequest.ParamsEntry
-	(*ReadOptions)(nil),     // 4: lunora.v1.ReadOptions
-	(*Value)(nil),           // 5: lunora.v1.Value
-	(*StatusRequest)(nil),   // 6: lunora.v1.StatusRequest
-	(*CallResponse)(nil),    // 7: lunora.v1.CallResponse
-	(*SqlResponse)(nil),     // 8: lunora.v1.SqlResponse
-	(*StatusResponse)(nil),  // 9: lunora.v1.StatusResponse
+	(*RegisterShardRequest)(nil),  // 0: lunora.v1.RegisterShardRequest
+	(*RegisterShardResponse)(nil), // 1: lunora.v1.RegisterShardResponse
+	(*JoinRequest)(nil),           // 2: lunora.v1.JoinRequest
+	(*JoinResponse)(nil),          // 3: lunora.v1.JoinResponse
+	(*RemoveNodeRequest)(nil),     // 4: lunora.v1.RemoveNodeRequest
+	(*RemoveNodeResponse)(nil),    // 5: lunora.v1.RemoveNodeResponse
+	(*NodeCallRequest)(nil),       // 6: lunora.v1.NodeCallRequest
+	(*NodeSqlRequest)(nil),        // 7: lunora.v1.NodeSqlRequest
+	nil,                           // 8: lunora.v1.NodeCallRequest.ArgsEntry
+	nil,                           // 9: lunora.v1.NodeSqlRequest.ParamsEntry
+	(*ReadOptions)(nil),           // 10: lunora.v1.ReadOptions
+	(*Value)(nil),                 // 11: lunora.v1.Value
+	(*StatusRequest)(nil),         // 12: lunora.v1.StatusRequest
+	(*CallResponse)(nil),          // 13: lunora.v1.CallResponse
+	(*SqlResponse)(nil),           // 14: lunora.v1.SqlResponse
+	(*StatusResponse)(nil),        // 15: lunora.v1.StatusResponse
 }
 var file_lunora_v1_node_proto_depIdxs = []int32{
-	2, // 0: lunora.v1.NodeCallRequest.args:type_name -> lunora.v1.NodeCallRequest.ArgsEntry
-	4, // 1: lunora.v1.NodeCallRequest.read:type_name -> lunora.v1.ReadOptions
-	3, // 2: lunora.v1.NodeSqlRequest.params:type_name -> lunora.v1.NodeSqlRequest.ParamsEntry
-	5, // 3: lunora.v1.NodeCallRequest.ArgsEntry.value:type_name -> lunora.v1.Value
-	5, // 4: lunora.v1.NodeSqlRequest.ParamsEntry.value:type_name -> lunora.v1.Value
-	0, // 5: lunora.v1.Node.Call:input_type -> lunora.v1.NodeCallRequest
-	1, // 6: lunora.v1.Node.Sql:input_type -> lunora.v1.NodeSqlRequest
-	6, // 7: lunora.v1.Node.Status:input_type -> lunora.v1.StatusRequest
-	7, // 8: lunora.v1.Node.Call:output_type -> lunora.v1.CallResponse
-	8, // 9: lunora.v1.Node.Sql:output_type -> lunora.v1.SqlResponse
-	9, // 10: lunora.v1.Node.Status:output_type -> lunora.v1.StatusResponse
-	8, // [8:11] is the sub-list for method output_type
-	5, // [5:8] is the sub-list for method input_type
-	5, // [5:5] is the sub-list for extension type_name
-	5, // [5:5] is the sub-list for extension extendee
-	0, // [0:5] is the sub-list for field type_name
+	8,  // 0: lunora.v1.NodeCallRequest.args:type_name -> lunora.v1.NodeCallRequest.ArgsEntry
+	10, // 1: lunora.v1.NodeCallRequest.read:type_name -> lunora.v1.ReadOptions
+	9,  // 2: lunora.v1.NodeSqlRequest.params:type_name -> lunora.v1.NodeSqlRequest.ParamsEntry
+	10, // 3: lunora.v1.NodeSqlRequest.read:type_name -> lunora.v1.ReadOptions
+	11, // 4: lunora.v1.NodeCallRequest.ArgsEntry.value:type_name -> lunora.v1.Value
+	11, // 5: lunora.v1.NodeSqlRequest.ParamsEntry.value:type_name -> lunora.v1.Value
+	6,  // 6: lunora.v1.Node.Call:input_type -> lunora.v1.NodeCallRequest
+	7,  // 7: lunora.v1.Node.Sql:input_type -> lunora.v1.NodeSqlRequest
+	12, // 8: lunora.v1.Node.Status:input_type -> lunora.v1.StatusRequest
+	2,  // 9: lunora.v1.Node.Join:input_type -> lunora.v1.JoinRequest
+	4,  // 10: lunora.v1.Node.RemoveNode:input_type -> lunora.v1.RemoveNodeRequest
+	0,  // 11: lunora.v1.Node.RegisterShard:input_type -> lunora.v1.RegisterShardRequest
+	13, // 12: lunora.v1.Node.Call:output_type -> lunora.v1.CallResponse
+	14, // 13: lunora.v1.Node.Sql:output_type -> lunora.v1.SqlResponse
+	15, // 14: lunora.v1.Node.Status:output_type -> lunora.v1.StatusResponse
+	3,  // 15: lunora.v1.Node.Join:output_type -> lunora.v1.JoinResponse
+	5,  // 16: lunora.v1.Node.RemoveNode:output_type -> lunora.v1.RemoveNodeResponse
+	1,  // 17: lunora.v1.Node.RegisterShard:output_type -> lunora.v1.RegisterShardResponse
+	12, // [12:18] is the sub-list for method output_type
+	6,  // [6:12] is the sub-list for method input_type
+	6,  // [6:6] is the sub-list for extension type_name
+	6,  // [6:6] is the sub-list for extension extendee
+	0,  // [0:6] is the sub-list for field type_name
 }
 
 func init() { file_lunora_v1_node_proto_init() }
@@ -250,7 +617,7 @@ func file_lunora_v1_node_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_lunora_v1_node_proto_rawDesc), len(file_lunora_v1_node_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   4,
+			NumMessages:   10,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

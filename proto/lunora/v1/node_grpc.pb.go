@@ -19,9 +19,12 @@ import (
 const _ = grpc.SupportPackageIsVersion9
 
 const (
-	Node_Call_FullMethodName   = "/lunora.v1.Node/Call"
-	Node_Sql_FullMethodName    = "/lunora.v1.Node/Sql"
-	Node_Status_FullMethodName = "/lunora.v1.Node/Status"
+	Node_Call_FullMethodName          = "/lunora.v1.Node/Call"
+	Node_Sql_FullMethodName           = "/lunora.v1.Node/Sql"
+	Node_Status_FullMethodName        = "/lunora.v1.Node/Status"
+	Node_Join_FullMethodName          = "/lunora.v1.Node/Join"
+	Node_RemoveNode_FullMethodName    = "/lunora.v1.Node/RemoveNode"
+	Node_RegisterShard_FullMethodName = "/lunora.v1.Node/RegisterShard"
 )
 
 // NodeClient is the client API for Node service.
@@ -37,6 +40,16 @@ type NodeClient interface {
 	// Sql runs one admin statement on a shard.
 	Sql(ctx context.Context, in *NodeSqlRequest, opts ...grpc.CallOption) (*SqlResponse, error)
 	Status(ctx context.Context, in *StatusRequest, opts ...grpc.CallOption) (*StatusResponse, error)
+	// Join adds a node to the global tier's Raft group (as a voter or a
+	// non-voter) if it is not a member yet, and records its addresses. Any
+	// node accepts it and passes it to the leader.
+	Join(ctx context.Context, in *JoinRequest, opts ...grpc.CallOption) (*JoinResponse, error)
+	// RemoveNode removes a node from the Raft group: a graceful leave, or an
+	// operator removing a dead node. Passed to the leader like Join.
+	RemoveNode(ctx context.Context, in *RemoveNodeRequest, opts ...grpc.CallOption) (*RemoveNodeResponse, error)
+	// RegisterShard records in the shard registry that a shard exists
+	// (create-if-absent); passed to the leader like Join.
+	RegisterShard(ctx context.Context, in *RegisterShardRequest, opts ...grpc.CallOption) (*RegisterShardResponse, error)
 }
 
 type nodeClient struct {
@@ -77,6 +90,36 @@ func (c *nodeClient) Status(ctx context.Context, in *StatusRequest, opts ...grpc
 	return out, nil
 }
 
+func (c *nodeClient) Join(ctx context.Context, in *JoinRequest, opts ...grpc.CallOption) (*JoinResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(JoinResponse)
+	err := c.cc.Invoke(ctx, Node_Join_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *nodeClient) RemoveNode(ctx context.Context, in *RemoveNodeRequest, opts ...grpc.CallOption) (*RemoveNodeResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(RemoveNodeResponse)
+	err := c.cc.Invoke(ctx, Node_RemoveNode_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *nodeClient) RegisterShard(ctx context.Context, in *RegisterShardRequest, opts ...grpc.CallOption) (*RegisterShardResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(RegisterShardResponse)
+	err := c.cc.Invoke(ctx, Node_RegisterShard_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 // NodeServer is the server API for Node service.
 // All implementations must embed UnimplementedNodeServer
 // for forward compatibility.
@@ -90,6 +133,16 @@ type NodeServer interface {
 	// Sql runs one admin statement on a shard.
 	Sql(context.Context, *NodeSqlRequest) (*SqlResponse, error)
 	Status(context.Context, *StatusRequest) (*StatusResponse, error)
+	// Join adds a node to the global tier's Raft group (as a voter or a
+	// non-voter) if it is not a member yet, and records its addresses. Any
+	// node accepts it and passes it to the leader.
+	Join(context.Context, *JoinRequest) (*JoinResponse, error)
+	// RemoveNode removes a node from the Raft group: a graceful leave, or an
+	// operator removing a dead node. Passed to the leader like Join.
+	RemoveNode(context.Context, *RemoveNodeRequest) (*RemoveNodeResponse, error)
+	// RegisterShard records in the shard registry that a shard exists
+	// (create-if-absent); passed to the leader like Join.
+	RegisterShard(context.Context, *RegisterShardRequest) (*RegisterShardResponse, error)
 	mustEmbedUnimplementedNodeServer()
 }
 
@@ -108,6 +161,15 @@ func (UnimplementedNodeServer) Sql(context.Context, *NodeSqlRequest) (*SqlRespon
 }
 func (UnimplementedNodeServer) Status(context.Context, *StatusRequest) (*StatusResponse, error) {
 	return nil, status.Errorf(codes.Unimplemented, "method Status not implemented")
+}
+func (UnimplementedNodeServer) Join(context.Context, *JoinRequest) (*JoinResponse, error) {
+	return nil, status.Errorf(codes.Unimplemented, "method Join not implemented")
+}
+func (UnimplementedNodeServer) RemoveNode(context.Context, *RemoveNodeRequest) (*RemoveNodeResponse, error) {
+	return nil, status.Errorf(codes.Unimplemented, "method RemoveNode not implemented")
+}
+func (UnimplementedNodeServer) RegisterShard(context.Context, *RegisterShardRequest) (*RegisterShardResponse, error) {
+	return nil, status.Errorf(codes.Unimplemented, "method RegisterShard not implemented")
 }
 func (UnimplementedNodeServer) mustEmbedUnimplementedNodeServer() {}
 func (UnimplementedNodeServer) testEmbeddedByValue()              {}
@@ -184,6 +246,60 @@ func _Node_Status_Handler(srv interface{}, ctx context.Context, dec func(interfa
 	return interceptor(ctx, in, info, handler)
 }
 
+func _Node_Join_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(JoinRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(NodeServer).Join(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: Node_Join_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(NodeServer).Join(ctx, req.(*JoinRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _Node_RemoveNode_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(RemoveNodeRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(NodeServer).RemoveNode(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: Node_RemoveNode_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(NodeServer).RemoveNode(ctx, req.(*RemoveNodeRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _Node_RegisterShard_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(RegisterShardRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(NodeServer).RegisterShard(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: Node_RegisterShard_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(NodeServer).RegisterShard(ctx, req.(*RegisterShardRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 // Node_ServiceDesc is the grpc.ServiceDesc for Node service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -202,6 +318,18 @@ var Node_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "Status",
 			Handler:    _Node_Status_Handler,
+		},
+		{
+			MethodName: "Join",
+			Handler:    _Node_Join_Handler,
+		},
+		{
+			MethodName: "RemoveNode",
+			Handler:    _Node_RemoveNode_Handler,
+		},
+		{
+			MethodName: "RegisterShard",
+			Handler:    _Node_RegisterShard_Handler,
 		},
 	},
 	Streams:  []grpc.StreamDesc{},

@@ -1,0 +1,355 @@
+package node
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"sync"
+	"time"
+
+	"github.com/lunora/lunora/api"
+	"github.com/lunora/lunora/raftglobal"
+	"github.com/lunora/lunora/schema"
+	"google.golang.org/grpc/codes"
+)
+
+// Shards is the shard runtime: *shardhost.Host.
+type Shards interface {
+	Call(ctx context.Context, shardID, function string, args map[string]any) (*api.Result, error)
+	Exec(ctx context.Context, shardID, sql string, params map[string]any) (*api.Result, error)
+	Status(ctx context.Context) (*api.Status, error)
+}
+
+// Peer is another node, reached over the node API: *rpc.NodeClient.
+type Peer interface {
+	Call(ctx context.Context, shardID, function string, args map[string]any, read api.ReadOptions) (*api.Result, error)
+	Exec(ctx context.Context, shardID, sql string, params map[string]any, read api.ReadOptions) (*api.Result, error)
+	Join(ctx context.Context, req api.JoinRequest) (leaderID string, err error)
+	RemoveNode(ctx context.Context, id string, forwarded bool) error
+	RegisterShard(ctx context.Context, shardID string, forwarded bool) (bool, error)
+}
+
+// Config configures a Node.
+type Config struct {
+	App    *schema.App
+	Shards Shards
+	// Global is the global tier; nil when the app has no global tables.
+	Global *raftglobal.Store
+	// NodeID and GRPCAddr are this node's identity and node-API address,
+	// recorded in the cluster metadata so followers can reach the leader.
+	NodeID   string
+	GRPCAddr string
+	// Dial returns a client for another node's node API. Clients are cached.
+	Dial func(addr string) (Peer, error)
+	// Version is reported by Status.
+	Version string
+	Logger  *slog.Logger
+}
+
+// Node routes the node API's calls. It is safe for concurrent use.
+type Node struct {
+	cfg Config
+	log *slog.Logger
+
+	mu    sync.Mutex
+	peers map[string]Peer
+}
+
+// New returns a Node.
+func New(cfg Config) (*Node, error) {
+	switch {
+	case cfg.App == nil || cfg.Shards == nil:
+		return nil, errors.New("node: App and Shards are required")
+	case len(cfg.App.Groups[schema.GlobalGroup]) > 0 && cfg.Global == nil:
+		return nil, errors.New("node: the app has global tables but no global tier is configured")
+	case cfg.Global != nil && cfg.Dial == nil:
+		return nil, errors.New("node: Dial is required with a global tier (to reach the leader)")
+	}
+	log := cfg.Logger
+	if log == nil {
+		log = slog.New(slog.NewTextHandler(io.Discard, nil))
+	}
+	return &Node{cfg: cfg, log: log, peers: map[string]Peer{}}, nil
+}
+
+// Call runs a function: on its shard, or on the global tier.
+func (n *Node) Call(ctx context.Context, shardID, function string, args map[string]any, read api.ReadOptions) (*api.Result, error) {
+	if shardID != schema.GlobalGroup {
+		return n.cfg.Shards.Call(ctx, shardID, function, args)
+	}
+	fn := n.cfg.App.Function(function)
+	if fn == nil {
+		return nil, api.Errorf(codes.NotFound, "unknown function %q", function)
+	}
+	if !fn.Global() {
+		return nil, api.Errorf(codes.InvalidArgument, "function %s runs on %s shards, not on the global tier", fn.Name, fn.ShardBy)
+	}
+	bound, err := fn.BindArgs(args)
+	if err != nil {
+		return nil, err
+	}
+	cmd := raftglobal.Command{SQL: fn.SQL, Args: bound}
+	res, err := n.global(ctx, fn.Kind == schema.Mutation, cmd, read)
+	if errors.As(err, new(*raftglobal.NotLeaderError)) {
+		return n.forward(ctx, err, read, func(p Peer, r api.ReadOptions) (*api.Result, error) {
+			return p.Call(ctx, shardID, function, args, r)
+		})
+	}
+	return res, err
+}
+
+// Exec runs one admin statement: on a shard, or on the global tier
+// ("__global__"), where SELECT and VALUES are reads and everything else goes
+// through the Raft log.
+func (n *Node) Exec(ctx context.Context, shardID, sql string, params map[string]any, read api.ReadOptions) (*api.Result, error) {
+	if shardID != schema.GlobalGroup {
+		return n.cfg.Shards.Exec(ctx, shardID, sql, params)
+	}
+	if n.cfg.Global == nil {
+		return nil, api.Errorf(codes.FailedPrecondition, "this app declares no global tables")
+	}
+	if len(sql) > 64<<10 {
+		return nil, api.Errorf(codes.InvalidArgument, "sql is %d bytes, over the limit of %d", len(sql), 64<<10)
+	}
+	if _, err := schema.ScanStatement(sql); err != nil {
+		return nil, api.Errorf(codes.InvalidArgument, "sql: %v", err)
+	}
+	verb := schema.FirstKeyword(sql)
+	write := verb != "SELECT" && verb != "VALUES"
+	res, err := n.global(ctx, write, raftglobal.Command{SQL: []string{sql}, Args: params}, read)
+	if errors.As(err, new(*raftglobal.NotLeaderError)) {
+		return n.forward(ctx, err, read, func(p Peer, r api.ReadOptions) (*api.Result, error) {
+			return p.Exec(ctx, shardID, sql, params, r)
+		})
+	}
+	return res, err
+}
+
+func (n *Node) global(ctx context.Context, write bool, cmd raftglobal.Command, read api.ReadOptions) (*api.Result, error) {
+	g := n.cfg.Global
+	if g == nil {
+		return nil, api.Errorf(codes.FailedPrecondition, "this app declares no global tables")
+	}
+	if write {
+		res, err := g.Write(ctx, cmd)
+		if err != nil {
+			return nil, err
+		}
+		res.ShardID, res.Bookmark = schema.GlobalGroup, res.Seq
+		return res, nil
+	}
+	opts := raftglobal.ReadOptions{Bookmark: read.Bookmark, MaxStaleness: read.MaxStaleness}
+	switch read.Consistency {
+	case api.Strong:
+		opts.Consistency = raftglobal.Strong
+	case api.Bookmark:
+		opts.Consistency = raftglobal.Bookmark
+	case api.Stale:
+		opts.Consistency = raftglobal.Stale
+	default:
+		opts.Consistency = raftglobal.Strong
+		if read.Bookmark > 0 {
+			opts.Consistency = raftglobal.Bookmark
+		}
+	}
+	if opts.Consistency == raftglobal.Bookmark && read.Bookmark == 0 {
+		return nil, api.Errorf(codes.InvalidArgument, "a bookmark read needs the bookmark a write returned")
+	}
+	res, err := g.Read(ctx, opts, cmd)
+	if err != nil {
+		return nil, err
+	}
+	res.ShardID = schema.GlobalGroup
+	return res, nil
+}
+
+// forward passes a call this follower cannot serve to the leader, once.
+func (n *Node) forward(ctx context.Context, notLeader error, read api.ReadOptions, call func(Peer, api.ReadOptions) (*api.Result, error)) (*api.Result, error) {
+	if read.Forwarded {
+		return nil, api.Errorf(codes.Unavailable, "global tier: leadership moved while the call was being forwarded; retry")
+	}
+	p, err := n.leaderPeer(ctx, notLeader)
+	if err != nil {
+		return nil, err
+	}
+	read.Forwarded = true
+	return call(p, read)
+}
+
+// leaderPeer finds the leader's node-API address in the cluster metadata
+// (replicated to every node) and returns a client for it.
+func (n *Node) leaderPeer(ctx context.Context, notLeader error) (Peer, error) {
+	var nl *raftglobal.NotLeaderError
+	errors.As(notLeader, &nl)
+	if nl == nil || nl.LeaderID == "" {
+		return nil, notLeader
+	}
+	nodes, err := n.cfg.Global.Nodes(ctx)
+	if err != nil {
+		return nil, err
+	}
+	for _, info := range nodes {
+		if info.ID == nl.LeaderID && info.GRPCAddr != "" {
+			return n.peer(info.GRPCAddr)
+		}
+	}
+	return nil, api.Errorf(codes.Unavailable, "global tier: the leader %s has not published its address yet; retry", nl.LeaderID)
+}
+
+func (n *Node) peer(addr string) (Peer, error) {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	if p, ok := n.peers[addr]; ok {
+		return p, nil
+	}
+	p, err := n.cfg.Dial(addr)
+	if err != nil {
+		return nil, api.Errorf(codes.Unavailable, "dial %s: %v", addr, err)
+	}
+	n.peers[addr] = p
+	return p, nil
+}
+
+// Status reports the shard host's status.
+func (n *Node) Status(ctx context.Context) (*api.Status, error) {
+	st, err := n.cfg.Shards.Status(ctx)
+	if err != nil {
+		return nil, err
+	}
+	st.NodeAddress, st.Version = n.cfg.GRPCAddr, n.cfg.Version
+	return st, nil
+}
+
+// Join makes a node a member of the global tier (if it is not one yet) and
+// records its addresses; on a follower it is passed to the leader.
+func (n *Node) Join(ctx context.Context, req api.JoinRequest) (string, error) {
+	g := n.cfg.Global
+	if g == nil {
+		return "", api.Errorf(codes.FailedPrecondition, "this node runs no global tier")
+	}
+	if req.NodeID == "" || req.RaftAddr == "" || req.GRPCAddr == "" {
+		return "", api.Errorf(codes.InvalidArgument, "join needs node_id, raft_addr and grpc_addr")
+	}
+	if !g.IsLeader() {
+		id, _ := g.Leader()
+		if req.Forwarded {
+			return "", api.Errorf(codes.Unavailable, "global tier: leadership moved while the join was being forwarded; retry")
+		}
+		p, err := n.leaderPeer(ctx, g.NotLeader())
+		if err != nil {
+			return id, err
+		}
+		req.Forwarded = true
+		return p.Join(ctx, req)
+	}
+	members, err := g.Servers()
+	if err != nil {
+		return "", err
+	}
+	member := false
+	for _, m := range members {
+		if m.ID == req.NodeID {
+			member = true
+		}
+	}
+	if !member {
+		if err := g.Join(ctx, req.NodeID, req.RaftAddr, req.Voter); err != nil {
+			return "", err
+		}
+	}
+	err = g.SetNodeState(ctx, raftglobal.NodeInfo{ID: req.NodeID, GRPCAddr: req.GRPCAddr, RaftAddr: req.RaftAddr, State: "up"})
+	return n.cfg.NodeID, err
+}
+
+// RemoveNode removes a node from the Raft group; on a follower it is passed
+// to the leader.
+func (n *Node) RemoveNode(ctx context.Context, id string, forwarded bool) error {
+	g := n.cfg.Global
+	if g == nil {
+		return api.Errorf(codes.FailedPrecondition, "this node runs no global tier")
+	}
+	if id == "" {
+		return api.Errorf(codes.InvalidArgument, "remove needs a node_id")
+	}
+	if !g.IsLeader() {
+		if forwarded {
+			return api.Errorf(codes.Unavailable, "global tier: leadership moved while the removal was being forwarded; retry")
+		}
+		p, err := n.leaderPeer(ctx, g.NotLeader())
+		if err != nil {
+			return err
+		}
+		return p.RemoveNode(ctx, id, true)
+	}
+	if err := g.Remove(ctx, id); err != nil {
+		return err
+	}
+	return g.SetNodeState(ctx, raftglobal.NodeInfo{ID: id, State: "removed"})
+}
+
+// RegisterShard records a shard in the registry (create-if-absent) and
+// reports whether it was already there; on a follower it is passed to the
+// leader.
+func (n *Node) RegisterShard(ctx context.Context, shardID string, forwarded bool) (bool, error) {
+	g := n.cfg.Global
+	if g == nil {
+		return false, api.Errorf(codes.FailedPrecondition, "this node runs no global tier")
+	}
+	existed, err := g.RegisterShard(ctx, shardID)
+	if errors.As(err, new(*raftglobal.NotLeaderError)) {
+		if forwarded {
+			return false, api.Errorf(codes.Unavailable, "global tier: leadership moved while registering shard %s; retry", shardID)
+		}
+		p, perr := n.leaderPeer(ctx, err)
+		if perr != nil {
+			return false, perr
+		}
+		return p.RegisterShard(ctx, shardID, true)
+	}
+	return existed, err
+}
+
+// ShardExists reports whether this node's replica of the registry holds
+// the shard.
+func (n *Node) ShardExists(ctx context.Context, shardID string) (bool, error) {
+	if n.cfg.Global == nil {
+		return false, nil
+	}
+	return n.cfg.Global.ShardExists(ctx, shardID)
+}
+
+// Announce makes this node a known member with its addresses, retrying
+// until it succeeds or ctx ends. The leader records itself directly; a
+// member follower asks the leader once the leader's address has replicated
+// to it; a node that is not a member yet (a new non-voter) asks the seeds —
+// node-API addresses of existing nodes. It runs in the background at start.
+func (n *Node) Announce(ctx context.Context, voter bool, seeds []string) error {
+	g := n.cfg.Global
+	if g == nil {
+		return nil
+	}
+	req := api.JoinRequest{NodeID: n.cfg.NodeID, RaftAddr: g.Addr(), GRPCAddr: n.cfg.GRPCAddr, Voter: voter}
+	backoff := 50 * time.Millisecond
+	for attempt := 0; ; attempt++ {
+		_, err := n.Join(ctx, req)
+		if err != nil && len(seeds) > 0 {
+			var p Peer
+			if p, err = n.peer(seeds[attempt%len(seeds)]); err == nil {
+				_, err = p.Join(ctx, req)
+			}
+		}
+		if err == nil {
+			n.log.Info("announced to the global tier", "node", n.cfg.NodeID, "raft", req.RaftAddr, "grpc", req.GRPCAddr)
+			return nil
+		}
+		n.log.Debug("announce: retrying", "err", err)
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("announce %s: %w (last error: %v)", n.cfg.NodeID, ctx.Err(), err)
+		case <-time.After(backoff):
+		}
+		backoff = min(backoff*2, 2*time.Second)
+	}
+}

@@ -1,0 +1,225 @@
+package nodeproc
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"path/filepath"
+	"sync"
+	"sync/atomic"
+
+	"github.com/lunora/lunora/gateway"
+	"github.com/lunora/lunora/node"
+	"github.com/lunora/lunora/raftglobal"
+	"github.com/lunora/lunora/rpc"
+	"github.com/lunora/lunora/schema"
+	"github.com/lunora/lunora/server"
+	"github.com/lunora/lunora/shardhost"
+	"github.com/prometheus/client_golang/prometheus"
+)
+
+// Version is reported by Status.
+const Version = "0.1.0-dev"
+
+// Config configures a node process.
+type Config struct {
+	// Dev also serves the public API (gateway) from this process.
+	Dev bool
+	// Shards configures the shard host; Dir, App, NodeID, Logger and
+	// Registerer are filled from this Config.
+	Shards shardhost.Config
+	// Global configures the global tier; NodeID, Dir, Schema, Bootstrap,
+	// BindAddr, Logger and Registerer are filled from this Config.
+	Global raftglobal.Config
+
+	App      *schema.App
+	Dir      string
+	NodeID   string
+	GRPCAddr string // node API (and public API in dev mode)
+	// GRPCAdvertise is the node-API address other nodes reach this one at,
+	// recorded in the cluster metadata; the bound address when empty.
+	GRPCAdvertise string
+	HTTPAddr      string // /metrics /healthz /readyz (and the HTTP API in dev mode)
+
+	// RaftAddr is the global tier's Raft bind address; RaftAdvertise the
+	// address other nodes reach it at (RaftAddr when empty).
+	RaftAddr      string
+	RaftAdvertise string
+	// Bootstrap is the initial voter set; a node in it bootstraps the group
+	// when it has no Raft state. Empty in dev mode means "this node alone".
+	Bootstrap []raftglobal.Server
+	// Seeds are node-API addresses of existing nodes; a node not in
+	// Bootstrap joins the global tier as a non-voter through them.
+	Seeds []string
+
+	Logger   *slog.Logger
+	Registry *prometheus.Registry
+}
+
+// Process is a running node.
+type Process struct {
+	Host     *shardhost.Host
+	Global   *raftglobal.Store
+	Node     *node.Node
+	Gateway  *gateway.Gateway // dev mode only
+	Server   *server.Process
+	GRPCAddr string
+	HTTPAddr string
+	RaftAddr string
+
+	cancel   context.CancelFunc
+	announce sync.WaitGroup
+	peers    []*rpc.NodeClient
+	peersMu  sync.Mutex
+	log      *slog.Logger
+}
+
+// Start builds and serves a node. On error everything started is stopped.
+func Start(cfg Config) (p *Process, err error) {
+	if cfg.App == nil || cfg.Dir == "" || cfg.NodeID == "" {
+		return nil, errors.New("nodeproc: App, Dir and NodeID are required")
+	}
+	if cfg.Registry == nil {
+		cfg.Registry = server.NewRegistry()
+	}
+	log := cfg.Logger
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	p = &Process{log: log}
+	ctx, cancel := context.WithCancel(context.Background())
+	p.cancel = cancel
+	defer func() {
+		if err != nil {
+			p.Shutdown(context.Background())
+		}
+	}()
+
+	g := cfg.Global
+	g.NodeID, g.Dir, g.Logger, g.Registerer = cfg.NodeID, filepath.Join(cfg.Dir, "raft"), log, cfg.Registry
+	g.BindAddr, g.AdvertiseAddr = cfg.RaftAddr, cfg.RaftAdvertise
+	g.Schema = cfg.App.GroupDDL(schema.GlobalGroup)
+	g.Bootstrap = cfg.Bootstrap
+	if len(g.Bootstrap) == 0 && len(cfg.Seeds) == 0 {
+		g.Bootstrap = []raftglobal.Server{{ID: cfg.NodeID}} // a one-voter group
+	}
+	if p.Global, err = raftglobal.Open(g); err != nil {
+		return nil, fmt.Errorf("global tier: %w", err)
+	}
+	p.RaftAddr = p.Global.Addr()
+
+	sc := cfg.Shards
+	sc.Dir, sc.App, sc.NodeID, sc.Logger, sc.Registerer = cfg.Dir, cfg.App, cfg.NodeID, log, cfg.Registry
+	registry := &lateRegistry{}
+	sc.Registry = registry
+	if p.Host, err = shardhost.New(sc); err != nil {
+		return nil, err
+	}
+
+	p.Server = server.New(cfg.Registry, log, nil)
+	grpcLn, err := net.Listen("tcp", cfg.GRPCAddr)
+	if err != nil {
+		return nil, fmt.Errorf("listen gRPC %s: %w", cfg.GRPCAddr, err)
+	}
+	p.GRPCAddr = grpcLn.Addr().String()
+	served := false
+	defer func() {
+		if !served {
+			grpcLn.Close()
+		}
+	}()
+	advertise := cfg.GRPCAdvertise
+	if advertise == "" {
+		advertise = p.GRPCAddr
+	}
+
+	if p.Node, err = node.New(node.Config{
+		App: cfg.App, Shards: p.Host, Global: p.Global,
+		NodeID: cfg.NodeID, GRPCAddr: advertise, Version: Version, Logger: log,
+		Dial: p.dial,
+	}); err != nil {
+		return nil, err
+	}
+	registry.node.Store(p.Node)
+	rpc.RegisterNodeServer(p.Server.GRPC, rpc.NewNodeServer(p.Node, log))
+	var api *gateway.Gateway
+	if cfg.Dev {
+		gc := gateway.DefaultConfig()
+		gc.App, gc.Backend, gc.Logger, gc.Registerer = cfg.App, p.Node, log, cfg.Registry
+		if api, err = gateway.New(gc); err != nil {
+			return nil, err
+		}
+		p.Gateway = api
+		rpc.RegisterPublicServer(p.Server.GRPC, rpc.NewPublicServer(api, nil))
+	}
+	p.Server.ServeGRPCOn(grpcLn)
+	served = true
+	var h = p.Server.Handler(cfg.Registry, nil)
+	if api != nil {
+		h = p.Server.Handler(cfg.Registry, api.Handler())
+	}
+	httpAddr, err := p.Server.ServeHTTP(cfg.HTTPAddr, h)
+	if err != nil {
+		return nil, err
+	}
+	p.HTTPAddr = httpAddr.String()
+
+	voter := len(g.Bootstrap) > 0
+	p.announce.Add(1)
+	go func() {
+		defer p.announce.Done()
+		if err := p.Node.Announce(ctx, voter, cfg.Seeds); err != nil && ctx.Err() == nil {
+			log.Error("could not announce this node to the global tier", "err", err)
+		}
+	}()
+	return p, nil
+}
+
+func (p *Process) dial(addr string) (node.Peer, error) {
+	c, err := rpc.NewNodeClient(addr)
+	if err != nil {
+		return nil, err
+	}
+	p.peersMu.Lock()
+	p.peers = append(p.peers, c)
+	p.peersMu.Unlock()
+	return c, nil
+}
+
+// Shutdown stops serving, then closes the shard host and the global tier.
+func (p *Process) Shutdown(ctx context.Context) error {
+	if p.cancel != nil {
+		p.cancel()
+	}
+	p.announce.Wait()
+	if p.Server != nil {
+		p.Server.Shutdown(ctx)
+	}
+	var errs []error
+	if p.Host != nil {
+		errs = append(errs, p.Host.Shutdown(ctx))
+	}
+	if p.Global != nil {
+		errs = append(errs, p.Global.Close())
+	}
+	p.peersMu.Lock()
+	for _, c := range p.peers {
+		c.Close()
+	}
+	p.peersMu.Unlock()
+	return errors.Join(errs...)
+}
+
+// lateRegistry lets the shard host, built before the node router, use the
+// router's registry methods (which forward to the Raft leader).
+type lateRegistry struct{ node atomic.Pointer[node.Node] }
+
+func (r *lateRegistry) ShardExists(ctx context.Context, id string) (bool, error) {
+	return r.node.Load().ShardExists(ctx, id)
+}
+
+func (r *lateRegistry) RegisterShard(ctx context.Context, id string, forwarded bool) (bool, error) {
+	return r.node.Load().RegisterShard(ctx, id, forwarded)
+}

@@ -1,0 +1,33 @@
+package raftglobal
+
+import (
+	"errors"
+
+	"github.com/hashicorp/go-hclog"
+
+	raftwal "github.com/hashicorp/raft-wal"
+	"github.com/hashicorp/raft-wal/metadb"
+)
+
+// walStore is the Raft log and stable store: a raft-wal WAL and the bbolt
+// metadata file it keeps beside its segments. raft-wal v0.4.0's Close does
+// not close that file (its flock would block a reopen in the same
+// process), so walStore closes it.
+type walStore struct {
+	*raftwal.WAL
+	meta *metadb.BoltMetaDB
+}
+
+func openWAL(dir string, segmentSize int, logger hclog.Logger) (walStore, error) {
+	meta := &metadb.BoltMetaDB{}
+	w, err := raftwal.Open(dir, raftwal.WithMetaStore(meta), raftwal.WithSegmentSize(segmentSize), raftwal.WithLogger(logger))
+	if err != nil {
+		meta.Close()
+		return walStore{}, err
+	}
+	return walStore{w, meta}, nil
+}
+
+func (s walStore) Close() error {
+	return errors.Join(s.WAL.Close(), s.meta.Close())
+}

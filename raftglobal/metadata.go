@@ -1,0 +1,207 @@
+package raftglobal
+
+import (
+	"context"
+	"encoding/json"
+	"sort"
+	"strings"
+
+	"github.com/lunora/lunora/api"
+	"google.golang.org/grpc/codes"
+)
+
+// The cluster metadata lives in the FSM's __lunora_* tables, written only
+// through the log by the system statements below (user SQL may read them
+// but the sandbox refuses writes). Writes are leader-only, like Write;
+// reads are served by the local replica (stale): a caller that needs more
+// passes the Seq of its write... or reads on the leader.
+
+// RingNode is one node of a ring epoch.
+type RingNode struct {
+	ID     string
+	Weight int
+}
+
+// NodeInfo is what the cluster records about a node.
+type NodeInfo struct {
+	ID        string
+	GRPCAddr  string
+	RaftAddr  string
+	State     string // e.g. joining, active, leaving, down
+	UpdatedMs int64  // lunora_now() of the write that set it
+}
+
+// RootShard is the shard of tables that neither shard by a column nor are
+// global; it is its own group in the registry.
+const RootShard = "__root__"
+
+// ShardGroup is the registry group of a shard ID: the shard_by column before
+// '=' ("room_id=r1" → "room_id"), or the ID itself for "__root__".
+func ShardGroup(shardID string) string {
+	if i := strings.IndexByte(shardID, '='); i >= 0 {
+		return shardID[:i]
+	}
+	return shardID
+}
+
+// system runs one metadata write through the log.
+func (s *Store) system(ctx context.Context, args map[string]any, sql ...string) (*api.Result, error) {
+	w, err := toWire(Command{SQL: sql, Args: args}, true, 1<<20)
+	if err != nil {
+		return nil, err
+	}
+	return s.propose(ctx, w)
+}
+
+// systemRead reads metadata from the local replica.
+func (s *Store) systemRead(ctx context.Context, args map[string]any, sql ...string) (*api.Result, error) {
+	w, err := toWire(Command{SQL: sql, Args: args}, true, 1<<20)
+	if err != nil {
+		return nil, err
+	}
+	return s.fsm.read(ctx, &w)
+}
+
+// SetRing commits a new ring epoch (leader only) and returns its number,
+// one more than the last. Nodes are stored sorted by ID.
+func (s *Store) SetRing(ctx context.Context, nodes []RingNode) (uint64, error) {
+	if len(nodes) == 0 {
+		return 0, api.Errorf(codes.InvalidArgument, "a ring needs at least one node")
+	}
+	sorted := append([]RingNode(nil), nodes...)
+	sort.Slice(sorted, func(i, j int) bool { return sorted[i].ID < sorted[j].ID })
+	for i, n := range sorted {
+		if n.ID == "" || n.Weight < 1 {
+			return 0, api.Errorf(codes.InvalidArgument, "ring node %+v needs an ID and a weight of at least 1", n)
+		}
+		if i > 0 && sorted[i-1].ID == n.ID {
+			return 0, api.Errorf(codes.InvalidArgument, "ring names node %q twice", n.ID)
+		}
+	}
+	js, _ := json.Marshal(sorted)
+	res, err := s.system(ctx, map[string]any{"nodes": string(js)},
+		`INSERT INTO __lunora_ring (epoch, nodes, created_ms)
+		 SELECT coalesce(max(epoch), 0) + 1, :nodes, lunora_now() FROM __lunora_ring`,
+		`SELECT max(epoch) FROM __lunora_ring`)
+	if err != nil {
+		return 0, err
+	}
+	return uint64(firstInt(res)), nil
+}
+
+// Ring returns the newest ring epoch this replica has (0 and no nodes when
+// none was ever set).
+func (s *Store) Ring(ctx context.Context) (uint64, []RingNode, error) {
+	res, err := s.systemRead(ctx, nil, `SELECT epoch, nodes FROM __lunora_ring ORDER BY epoch DESC LIMIT 1`)
+	if err != nil || len(res.Rows) == 0 {
+		return 0, nil, err
+	}
+	var nodes []RingNode
+	js, _ := res.Rows[0][1].(string)
+	if err := json.Unmarshal([]byte(js), &nodes); err != nil {
+		return 0, nil, api.Errorf(codes.Internal, "ring epoch %v: %v", res.Rows[0][0], err)
+	}
+	epoch, _ := res.Rows[0][0].(int64)
+	return uint64(epoch), nodes, nil
+}
+
+// SetNodeState records a node's addresses and state (leader only).
+func (s *Store) SetNodeState(ctx context.Context, n NodeInfo) error {
+	if n.ID == "" || n.State == "" {
+		return api.Errorf(codes.InvalidArgument, "node state needs an ID and a state")
+	}
+	_, err := s.system(ctx, map[string]any{"id": n.ID, "grpc": n.GRPCAddr, "raft": n.RaftAddr, "state": n.State},
+		`INSERT INTO __lunora_nodes (id, grpc_addr, raft_addr, state, updated_ms)
+		 VALUES (:id, :grpc, :raft, :state, lunora_now())
+		 ON CONFLICT (id) DO UPDATE SET grpc_addr = excluded.grpc_addr, raft_addr = excluded.raft_addr,
+		   state = excluded.state, updated_ms = excluded.updated_ms`)
+	return err
+}
+
+// Nodes returns the recorded nodes, by ID, from this replica.
+func (s *Store) Nodes(ctx context.Context) ([]NodeInfo, error) {
+	res, err := s.systemRead(ctx, nil, `SELECT id, grpc_addr, raft_addr, state, updated_ms FROM __lunora_nodes ORDER BY id`)
+	if err != nil {
+		return nil, err
+	}
+	out := make([]NodeInfo, 0, len(res.Rows))
+	for _, r := range res.Rows {
+		n := NodeInfo{}
+		n.ID, _ = r[0].(string)
+		n.GRPCAddr, _ = r[1].(string)
+		n.RaftAddr, _ = r[2].(string)
+		n.State, _ = r[3].(string)
+		n.UpdatedMs, _ = r[4].(int64)
+		out = append(out, n)
+	}
+	return out, nil
+}
+
+// RegisterShard records that shardID exists (leader only), atomically in the
+// FSM: existed is false for the call that created the entry and true for
+// every later one (invariant I4: a node never creates a shard the registry
+// already holds).
+func (s *Store) RegisterShard(ctx context.Context, shardID string) (existed bool, err error) {
+	if shardID == "" {
+		return false, api.Errorf(codes.InvalidArgument, "shard ID is empty")
+	}
+	res, err := s.system(ctx, map[string]any{"id": shardID, "grp": ShardGroup(shardID)},
+		`INSERT INTO __lunora_shards (id, grp, created_ms) VALUES (:id, :grp, lunora_now()) ON CONFLICT (id) DO NOTHING`,
+		`SELECT changes() = 0`)
+	if err != nil {
+		return false, err
+	}
+	return firstInt(res) == 1, nil
+}
+
+// ShardExists reports whether this replica's registry holds shardID.
+func (s *Store) ShardExists(ctx context.Context, shardID string) (bool, error) {
+	res, err := s.systemRead(ctx, map[string]any{"id": shardID}, `SELECT count(*) FROM __lunora_shards WHERE id = :id`)
+	if err != nil {
+		return false, err
+	}
+	return firstInt(res) > 0, nil
+}
+
+// ListShards pages through the registered shard IDs of one group (all
+// groups when group is empty) in key order, from this replica: up to limit
+// IDs after the ID after, and the cursor of the next page ("" at the end).
+func (s *Store) ListShards(ctx context.Context, group, after string, limit int) (ids []string, next string, err error) {
+	if limit < 1 || limit > s.cfg.MaxResultRows {
+		return nil, "", api.Errorf(codes.InvalidArgument, "limit must be between 1 and %d", s.cfg.MaxResultRows)
+	}
+	args := map[string]any{"after": after, "limit": int64(limit + 1)}
+	q := `SELECT id FROM __lunora_shards WHERE id > :after ORDER BY id LIMIT :limit`
+	if group != "" {
+		args["grp"] = group
+		q = `SELECT id FROM __lunora_shards WHERE grp = :grp AND id > :after ORDER BY id LIMIT :limit`
+	}
+	res, err := s.systemRead(ctx, args, q)
+	if err != nil {
+		return nil, "", err
+	}
+	for _, r := range res.Rows {
+		id, _ := r[0].(string)
+		ids = append(ids, id)
+	}
+	if len(ids) > limit {
+		ids = ids[:limit]
+		next = ids[limit-1]
+	}
+	return ids, next, nil
+}
+
+func firstInt(res *api.Result) int64 {
+	if res == nil || len(res.Rows) == 0 || len(res.Rows[0]) == 0 {
+		return 0
+	}
+	switch v := res.Rows[0][0].(type) {
+	case int64:
+		return v
+	case bool:
+		if v {
+			return 1
+		}
+	}
+	return 0
+}

@@ -1,0 +1,154 @@
+package raftglobal
+
+import (
+	"fmt"
+	"reflect"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"google.golang.org/grpc/codes"
+)
+
+func TestShardRegistry(t *testing.T) {
+	c := NewTestCluster(t, 3, 0)
+	ctx := ctxT(t, 30*time.Second)
+	leader := c.WaitForLeader(10 * time.Second)
+
+	existed, err := leader.RegisterShard(ctx, "room_id=r1")
+	if err != nil || existed {
+		t.Fatalf("first RegisterShard: existed=%v err=%v", existed, err)
+	}
+	existed, err = leader.RegisterShard(ctx, "room_id=r1")
+	if err != nil || !existed {
+		t.Fatalf("second RegisterShard: existed=%v err=%v", existed, err)
+	}
+
+	// Concurrent creates of one shard: exactly one creates it.
+	var created atomic.Int32
+	var wg sync.WaitGroup
+	for i := 0; i < 8; i++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			existed, err := leader.RegisterShard(ctx, "room_id=race")
+			if err != nil {
+				t.Error(err)
+			}
+			if !existed {
+				created.Add(1)
+			}
+		}()
+	}
+	wg.Wait()
+	if created.Load() != 1 {
+		t.Fatalf("%d concurrent RegisterShard calls created the shard", created.Load())
+	}
+
+	for _, id := range []string{"room_id=r3", "user_id=u2", "room_id=r2", "__root__", "user_id=u1", "room_id=r5", "room_id=r4"} {
+		if _, err := leader.RegisterShard(ctx, id); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// A follower's registration names the leader.
+	if _, err := c.Node(c.Followers()[0]).RegisterShard(ctx, "room_id=x"); err == nil {
+		t.Fatal("RegisterShard on a follower succeeded")
+	} else if _, ok := isNotLeader(err); !ok {
+		t.Fatalf("RegisterShard on a follower: %v", err)
+	}
+
+	var pages [][]string
+	after := ""
+	for {
+		ids, next, err := leader.ListShards(ctx, "room_id", after, 2)
+		if err != nil {
+			t.Fatal(err)
+		}
+		pages = append(pages, ids)
+		if next == "" {
+			break
+		}
+		after = next
+	}
+	want := [][]string{{"room_id=r1", "room_id=r2"}, {"room_id=r3", "room_id=r4"}, {"room_id=r5", "room_id=race"}, nil}
+	if !reflect.DeepEqual(pages, want) && !reflect.DeepEqual(pages, want[:3]) {
+		t.Fatalf("room_id pages: %q", pages)
+	}
+	ids, next, err := leader.ListShards(ctx, "user_id", "", 10)
+	if err != nil || next != "" || !reflect.DeepEqual(ids, []string{"user_id=u1", "user_id=u2"}) {
+		t.Fatalf("user_id: %q %q %v", ids, next, err)
+	}
+	ids, _, err = leader.ListShards(ctx, RootShard, "", 10)
+	if err != nil || !reflect.DeepEqual(ids, []string{"__root__"}) {
+		t.Fatalf("__root__: %q %v", ids, err)
+	}
+	all, _, err := leader.ListShards(ctx, "", "", 100)
+	if err != nil || len(all) != 9 || all[0] != "__root__" {
+		t.Fatalf("all groups: %q %v", all, err)
+	}
+	if _, _, err := leader.ListShards(ctx, "", "", 0); err == nil {
+		t.Fatal("limit 0 accepted")
+	} else {
+		wantCode(t, err, codes.InvalidArgument)
+	}
+	// Followers hold the same registry once they have applied it.
+	c.WaitForApplied(leader.AppliedIndex(), 10*time.Second)
+	for _, id := range c.Followers() {
+		got, _, err := c.Node(id).ListShards(ctx, "", "", 100)
+		if err != nil || !reflect.DeepEqual(got, all) {
+			t.Fatalf("%s registry: %q %v", id, got, err)
+		}
+	}
+	if ShardGroup("room_id=a=b") != "room_id" || ShardGroup("__root__") != "__root__" {
+		t.Fatal("ShardGroup")
+	}
+}
+
+func TestRingAndNodes(t *testing.T) {
+	c := NewTestCluster(t, 1, 0)
+	ctx := ctxT(t, 30*time.Second)
+	s := c.WaitForLeader(10 * time.Second)
+
+	if epoch, nodes, err := s.Ring(ctx); err != nil || epoch != 0 || nodes != nil {
+		t.Fatalf("empty ring: %d %v %v", epoch, nodes, err)
+	}
+	var last uint64
+	for i := 1; i <= 3; i++ {
+		var nodes []RingNode
+		for j := i; j >= 1; j-- {
+			nodes = append(nodes, RingNode{ID: fmt.Sprintf("n%d", j), Weight: 100})
+		}
+		epoch, err := s.SetRing(ctx, nodes)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if epoch <= last {
+			t.Fatalf("epoch %d after %d", epoch, last)
+		}
+		last = epoch
+	}
+	epoch, nodes, err := s.Ring(ctx)
+	if err != nil || epoch != last || !reflect.DeepEqual(nodes, []RingNode{{"n1", 100}, {"n2", 100}, {"n3", 100}}) {
+		t.Fatalf("ring: %d %v %v", epoch, nodes, err)
+	}
+	if _, err := s.SetRing(ctx, []RingNode{{"a", 1}, {"a", 2}}); err == nil {
+		t.Fatal("duplicate ring node accepted")
+	}
+
+	for _, n := range []NodeInfo{{ID: "b", GRPCAddr: "b:1", RaftAddr: "b:2", State: "active"}, {ID: "a", GRPCAddr: "a:1", RaftAddr: "a:2", State: "joining"}} {
+		if err := s.SetNodeState(ctx, n); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := s.SetNodeState(ctx, NodeInfo{ID: "a", GRPCAddr: "a:1", RaftAddr: "a:2", State: "active"}); err != nil {
+		t.Fatal(err)
+	}
+	got, err := s.Nodes(ctx)
+	if err != nil || len(got) != 2 || got[0].ID != "a" || got[0].State != "active" || got[1].GRPCAddr != "b:1" || got[0].UpdatedMs == 0 {
+		t.Fatalf("nodes: %+v %v", got, err)
+	}
+	// User SQL reads the metadata but cannot write it.
+	_, err = s.Write(ctx, Command{SQL: []string{`DELETE FROM __lunora_shards`}})
+	wantCode(t, err, codes.PermissionDenied)
+}
