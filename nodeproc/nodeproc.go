@@ -81,6 +81,9 @@ func Start(cfg Config) (p *Process, err error) {
 	if cfg.App == nil || cfg.Dir == "" || cfg.NodeID == "" {
 		return nil, errors.New("nodeproc: App, Dir and NodeID are required")
 	}
+	if err := checkGlobalFunctions(cfg.App); err != nil {
+		return nil, err
+	}
 	if cfg.Registry == nil {
 		cfg.Registry = server.NewRegistry()
 	}
@@ -222,4 +225,22 @@ func (r *lateRegistry) ShardExists(ctx context.Context, id string) (bool, error)
 
 func (r *lateRegistry) RegisterShard(ctx context.Context, id string, forwarded bool) (bool, error) {
 	return r.node.Load().RegisterShard(ctx, id, forwarded)
+}
+
+// checkGlobalFunctions refuses, at start, global functions whose SQL reads
+// the wall clock: replicas would disagree. (random() is made deterministic
+// by the global tier; lunora_now() is the leader's time.)
+func checkGlobalFunctions(app *schema.App) error {
+	for _, name := range app.FunctionNames() {
+		f := app.Function(name)
+		if !f.Global() {
+			continue
+		}
+		for i, stmt := range f.SQL {
+			if err := raftglobal.CheckDeterministic(stmt); err != nil {
+				return &schema.LineError{File: app.File, Line: f.Line, Msg: fmt.Sprintf("function %s statement %d: %v", name, i+1, err)}
+			}
+		}
+	}
+	return nil
 }

@@ -44,6 +44,7 @@ func Parse(file string, data []byte) (*App, error) {
 	if err := app.check(file); err != nil {
 		return nil, err
 	}
+	app.File = file
 	return app, nil
 }
 

@@ -71,6 +71,8 @@ const (
 
 // App is a validated lunora.yaml.
 type App struct {
+	// File names the file the app was read from, for errors.
+	File      string
 	Tables    []*Table // in file order
 	Functions map[string]*Function
 	// Groups maps a shard group name — a shard_by column name, or RootShard —
