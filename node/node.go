@@ -12,6 +12,7 @@ import (
 	"github.com/lunora/lunora/api"
 	"github.com/lunora/lunora/raftglobal"
 	"github.com/lunora/lunora/schema"
+	"github.com/lunora/lunora/shardhost"
 	"google.golang.org/grpc/codes"
 )
 
@@ -20,6 +21,7 @@ type Shards interface {
 	Call(ctx context.Context, shardID, function string, args map[string]any) (*api.Result, error)
 	Exec(ctx context.Context, shardID, sql string, params map[string]any) (*api.Result, error)
 	Status(ctx context.Context) (*api.Status, error)
+	Subscribe(ctx context.Context, shardID, function string, args map[string]any, sinceSeq uint64) (*shardhost.Subscription, error)
 }
 
 // Peer is another node, reached over the node API: *rpc.NodeClient.
@@ -318,6 +320,18 @@ func (n *Node) ShardExists(ctx context.Context, shardID string) (bool, error) {
 		return false, nil
 	}
 	return n.cfg.Global.ShardExists(ctx, shardID)
+}
+
+// PublishSelf records this node's addresses in the cluster metadata; the
+// global tier calls it when this node becomes the leader.
+func (n *Node) PublishSelf(ctx context.Context) {
+	g := n.cfg.Global
+	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	err := g.SetNodeState(ctx, raftglobal.NodeInfo{ID: n.cfg.NodeID, GRPCAddr: n.cfg.GRPCAddr, RaftAddr: g.Addr(), State: "up"})
+	if err != nil {
+		n.log.Warn("publish this node's address as the new leader", "err", err)
+	}
 }
 
 // Announce makes this node a known member with its addresses, retrying

@@ -6,10 +6,13 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
+	"net/http"
 	"path/filepath"
 	"sync"
 	"sync/atomic"
+	"time"
 
+	"github.com/lunora/lunora/examples/chat"
 	"github.com/lunora/lunora/gateway"
 	"github.com/lunora/lunora/node"
 	"github.com/lunora/lunora/raftglobal"
@@ -105,6 +108,14 @@ func Start(cfg Config) (p *Process, err error) {
 	g.BindAddr, g.AdvertiseAddr = cfg.RaftAddr, cfg.RaftAdvertise
 	g.Schema = cfg.App.GroupDDL(schema.GlobalGroup)
 	g.Bootstrap = cfg.Bootstrap
+	// A new leader publishes its own address at once, so followers can
+	// forward to it without waiting for its announce loop.
+	leader := &lateNode{}
+	g.OnLeader = func() {
+		if n := leader.node.Load(); n != nil {
+			n.PublishSelf(context.Background())
+		}
+	}
 	if len(g.Bootstrap) == 0 && len(cfg.Seeds) == 0 {
 		g.Bootstrap = []raftglobal.Server{{ID: cfg.NodeID}} // a one-voter group
 	}
@@ -112,6 +123,16 @@ func Start(cfg Config) (p *Process, err error) {
 		return nil, fmt.Errorf("global tier: %w", err)
 	}
 	p.RaftAddr = p.Global.Addr()
+	if len(g.Bootstrap) == 1 && g.Bootstrap[0].ID == cfg.NodeID {
+		// A lone node elects itself; wait for it so the first requests
+		// (which register new shards through the leader) do not.
+		wctx, wcancel := context.WithTimeout(ctx, 30*time.Second)
+		_, err = p.Global.WaitForLeader(wctx)
+		wcancel()
+		if err != nil {
+			return nil, fmt.Errorf("global tier: electing this lone node: %w", err)
+		}
+	}
 
 	sc := cfg.Shards
 	sc.Dir, sc.App, sc.NodeID, sc.Logger, sc.Registerer = cfg.Dir, cfg.App, cfg.NodeID, log, cfg.Registry
@@ -146,6 +167,7 @@ func Start(cfg Config) (p *Process, err error) {
 		return nil, err
 	}
 	registry.node.Store(p.Node)
+	leader.node.Store(p.Node)
 	rpc.RegisterNodeServer(p.Server.GRPC, rpc.NewNodeServer(p.Node, log))
 	var api *gateway.Gateway
 	if cfg.Dev {
@@ -160,7 +182,21 @@ func Start(cfg Config) (p *Process, err error) {
 	p.Server.ServeGRPCOn(grpcLn)
 	served = true
 	var h = p.Server.Handler(cfg.Registry, nil)
-	if api != nil {
+	if api != nil && cfg.App.Function("messages:send") != nil && cfg.App.Function("messages:list") != nil {
+		// Dev mode with the chat example's schema also serves its page at
+		// /chat/, and sends GET / there; everything else is the public API.
+		dev := http.NewServeMux()
+		dev.Handle("/", api.Handler())
+		dev.Handle("GET /chat/", http.StripPrefix("/chat", chat.Page()))
+		dev.HandleFunc("GET /{$}", func(w http.ResponseWriter, r *http.Request) {
+			to := "/chat/"
+			if r.URL.RawQuery != "" {
+				to += "?" + r.URL.RawQuery
+			}
+			http.Redirect(w, r, to, http.StatusFound)
+		})
+		h = p.Server.Handler(cfg.Registry, dev)
+	} else if api != nil {
 		h = p.Server.Handler(cfg.Registry, api.Handler())
 	}
 	httpAddr, err := p.Server.ServeHTTP(cfg.HTTPAddr, h)
@@ -218,6 +254,9 @@ func (p *Process) Shutdown(ctx context.Context) error {
 // lateRegistry lets the shard host, built before the node router, use the
 // router's registry methods (which forward to the Raft leader).
 type lateRegistry struct{ node atomic.Pointer[node.Node] }
+
+// lateNode is the node router for hooks of components built before it.
+type lateNode struct{ node atomic.Pointer[node.Node] }
 
 func (r *lateRegistry) ShardExists(ctx context.Context, id string) (bool, error) {
 	return r.node.Load().ShardExists(ctx, id)

@@ -100,6 +100,11 @@ type Config struct {
 	Logger *slog.Logger
 	// Registerer receives the store's metrics; none are registered when nil.
 	Registerer prometheus.Registerer
+	// OnLeader, when set, is called each time this node has become the
+	// leader and committed its first entry of the term, from a goroutine of
+	// its own; the node layer publishes its own address there so followers
+	// can forward to it at once. It may call the Store.
+	OnLeader func()
 	// Now is the clock the leader stamps entries with (lunora_now() in the
 	// FSM); time.Now when nil.
 	Now func() time.Time

@@ -327,6 +327,9 @@ func (s *Store) establishLeadership(ready chan struct{}) {
 				}
 			}
 			s.leadMu.Unlock()
+			if s.cfg.OnLeader != nil {
+				s.cfg.OnLeader()
+			}
 			return
 		}
 		select {
@@ -558,9 +561,17 @@ func (s *Store) Stats() Stats {
 // AppliedIndex is the highest log index applied to this node's FSM.
 func (s *Store) AppliedIndex() uint64 { return s.fsm.applied.Load() }
 
-// writeContext bounds ctx by ApplyTimeout.
+// writeContext bounds ctx by ApplyTimeout and by 9/10 of the time the
+// caller has left, so that a caller whose own deadline is the same (a
+// gateway's RequestTimeout equals the default ApplyTimeout) still receives
+// this node's UNAVAILABLE answer — no leader, not committed in time —
+// instead of its own DEADLINE_EXCEEDED.
 func (s *Store) writeContext(ctx context.Context) (context.Context, context.CancelFunc) {
-	return context.WithTimeout(ctx, s.cfg.ApplyTimeout)
+	d := s.cfg.ApplyTimeout
+	if dl, ok := ctx.Deadline(); ok {
+		d = min(d, time.Until(dl)*9/10)
+	}
+	return context.WithTimeout(ctx, d)
 }
 
 // raftError turns an error from a Raft future into a coded error.
