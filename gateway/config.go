@@ -29,6 +29,8 @@ type Backend interface {
 	Exec(ctx context.Context, shardID, sql string, params map[string]any, read api.ReadOptions) (*api.Result, error)
 	// Status reports on the process that runs the shards.
 	Status(ctx context.Context) (*api.Status, error)
+	// Subscribe starts a live query on a shard; args already bound.
+	Subscribe(ctx context.Context, shardID, function string, args map[string]any, sinceSeq uint64) (api.Stream, error)
 }
 
 // Config configures a Gateway. Start from DefaultConfig.
@@ -48,6 +50,12 @@ type Config struct {
 	// RequestTimeout bounds each call to the Backend; a shorter deadline
 	// of the caller wins.
 	RequestTimeout time.Duration
+	// MaxSubscriptionsPerConn bounds the live queries one WebSocket holds.
+	MaxSubscriptionsPerConn int
+	// MaxFrameBytes bounds a WebSocket frame from the client.
+	MaxFrameBytes int64
+	// PingInterval is how often the gateway pings an idle WebSocket.
+	PingInterval time.Duration
 }
 
 // DefaultConfig returns a Config with 1 MiB bodies, a 10s request timeout
@@ -57,6 +65,10 @@ func DefaultConfig() Config {
 		Logger:         slog.New(slog.NewTextHandler(io.Discard, nil)),
 		MaxBodyBytes:   1 << 20,
 		RequestTimeout: 10 * time.Second,
+
+		MaxSubscriptionsPerConn: 100,
+		MaxFrameBytes:           64 << 10,
+		PingInterval:            30 * time.Second,
 	}
 }
 
@@ -71,6 +83,8 @@ func (c Config) Validate() error {
 		return errors.New("gateway: Config.MaxBodyBytes must be positive")
 	case c.RequestTimeout <= 0:
 		return errors.New("gateway: Config.RequestTimeout must be positive")
+	case c.MaxSubscriptionsPerConn <= 0 || c.MaxFrameBytes <= 0 || c.PingInterval <= 0:
+		return errors.New("gateway: MaxSubscriptionsPerConn, MaxFrameBytes and PingInterval must be positive")
 	}
 	return nil
 }

@@ -25,6 +25,7 @@ type fakeBackend struct {
 	mu     sync.Mutex
 	calls  []backendCall
 	answer func(ctx context.Context, c backendCall) (*api.Result, error)
+	deltas chan string // feeds the streams Subscribe returns
 }
 
 func (f *fakeBackend) setAnswer(a func(ctx context.Context, c backendCall) (*api.Result, error)) {
@@ -103,3 +104,37 @@ func (f *fakeBackend) RemoveNode(ctx context.Context, id string, forwarded bool)
 func (f *fakeBackend) RegisterShard(ctx context.Context, id string, forwarded bool) (bool, error) {
 	return false, api.New(codes.Unimplemented, "fake backend: no global tier")
 }
+
+// Subscribe answers a stream whose first update is a snapshot at seq 1
+// echoing the shard, then one delta per value sent on f.deltas.
+func (f *fakeBackend) Subscribe(ctx context.Context, shardID, function string, args map[string]any, sinceSeq uint64) (api.Stream, error) {
+	f.mu.Lock()
+	f.calls = append(f.calls, backendCall{Method: "Subscribe", ShardID: shardID, Name: function, Args: args})
+	deltas := f.deltas
+	f.mu.Unlock()
+	return &fakeStream{shardID: shardID, deltas: deltas}, nil
+}
+
+type fakeStream struct {
+	shardID string
+	sent    bool
+	seq     uint64
+	deltas  chan string
+}
+
+func (s *fakeStream) Next(ctx context.Context) (*api.Update, error) {
+	if !s.sent {
+		s.sent, s.seq = true, 1
+		return &api.Update{Kind: api.UpdateSnapshot, Seq: 1, ShardID: s.shardID, Columns: []string{"id", "body"}, Rows: [][]any{{int64(1), "first"}}, Keyed: true}, nil
+	}
+	select {
+	case body := <-s.deltas:
+		s.seq++
+		return &api.Update{Kind: api.UpdateDelta, Seq: s.seq, ShardID: s.shardID, Keyed: true,
+			Changes: []api.RowChange{{Op: api.ChangeInsert, Key: []any{int64(s.seq)}, Row: []any{int64(s.seq), body}}}}, nil
+	case <-ctx.Done():
+		return nil, ctx.Err()
+	}
+}
+
+func (s *fakeStream) Close() {}

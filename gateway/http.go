@@ -107,6 +107,7 @@ type errorBody struct {
 //	                  "consistency": "strong|bookmark|stale", "bookmark": N, "max_staleness_ms": N}
 //	POST /v1/sql     {"shard_id": "room_id=r1", "sql": "...", "params": {...}, (read options)}
 //	GET  /v1/status
+//	GET  /v1/subscribe (WebSocket; see websocket.go)
 //
 // Errors are {"error": {"code": "INVALID_ARGUMENT", "message": "..."}} with
 // the status HTTPStatus gives, and a Retry-After header when the error
@@ -116,6 +117,7 @@ func (g *Gateway) Handler() http.Handler {
 	mux.Handle("/v1/call", g.only(http.MethodPost, g.serveCall))
 	mux.Handle("/v1/sql", g.only(http.MethodPost, g.serveSQL))
 	mux.Handle("/v1/status", g.only(http.MethodGet, g.serveStatus))
+	mux.Handle("/v1/subscribe", g.only(http.MethodGet, g.serveSubscribe))
 	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
 		g.writeError(w, r, api.Errorf(codes.NotFound, "no endpoint %s: use POST /v1/call, POST /v1/sql or GET /v1/status", clip(r.URL.Path)))
 	})

@@ -13,6 +13,7 @@ import (
 const (
 	protocolGRPC = "grpc"
 	protocolHTTP = "http"
+	protocolWS   = "websocket"
 )
 
 // Values of the function label besides declared function names; names the

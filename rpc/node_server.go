@@ -32,6 +32,8 @@ type Shards interface {
 	RemoveNode(ctx context.Context, id string, forwarded bool) error
 	// RegisterShard records a shard in the registry (create-if-absent).
 	RegisterShard(ctx context.Context, shardID string, forwarded bool) (existed bool, err error)
+	// Subscribe starts a live query on a shard.
+	Subscribe(ctx context.Context, shardID, function string, args map[string]any, sinceSeq uint64) (api.Stream, error)
 }
 
 // NodeServer serves the Node gRPC service on top of Shards.

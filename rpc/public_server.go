@@ -24,6 +24,8 @@ type Frontend interface {
 	Sql(ctx context.Context, shardID, sql string, params map[string]any, read api.ReadOptions) (*api.Result, error)
 	// Status reports on the serving process and what is behind it.
 	Status(ctx context.Context) (*api.Status, error)
+	// Subscribe starts a live query.
+	Subscribe(ctx context.Context, function string, args map[string]any, shardKey string, sinceSeq uint64) (api.Stream, error)
 }
 
 // PublicServer serves the public Lunora gRPC service on top of a Frontend.

@@ -331,3 +331,7 @@ func (f *fakeShards) RemoveNode(ctx context.Context, id string, forwarded bool) 
 func (f *fakeShards) RegisterShard(ctx context.Context, id string, forwarded bool) (bool, error) {
 	return id == "room_id=old", nil
 }
+
+func (f *fakeShards) Subscribe(ctx context.Context, shardID, function string, args map[string]any, sinceSeq uint64) (api.Stream, error) {
+	return nil, api.New(codes.Unimplemented, "fake shards: no live queries")
+}

@@ -6,6 +6,8 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/lunora/lunora/api"
@@ -31,6 +33,13 @@ type actor struct {
 	writerDone chan struct{}
 	readers    chan *sqlitex.Conn // idle read connections
 	readerSlot chan struct{}      // one token per open read connection
+
+	// Live queries (notifier.go): the notifier starts with the first
+	// subscription and stops when the shard hibernates. The writer loads
+	// live after each commit; liveMu orders starting against stopping.
+	liveMu      sync.Mutex
+	live        atomic.Pointer[notifier]
+	liveStopped bool
 
 	// Guarded by h.mu.
 	refs     int
@@ -145,9 +154,12 @@ func syncDirs(dir, stop string) error {
 	}
 }
 
-// hibernate closes every handle. The actor is detached and unreferenced,
-// so its mailbox is empty and no reader is checked out.
+// hibernate closes every handle. The actor is detached and unreferenced
+// (Shutdown excepted: it detaches actors that live subscriptions still
+// reference), so its mailbox is empty. Live queries stop first: their
+// subscribers get a final error and the notifier returns its reader.
 func (a *actor) hibernate() {
+	a.stopLive()
 	close(a.mailbox)
 	<-a.writerDone
 	for {

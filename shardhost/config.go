@@ -14,8 +14,9 @@ import (
 )
 
 const (
-	mailboxRetryAfter  = 50 * time.Millisecond
-	overloadRetryAfter = 100 * time.Millisecond
+	mailboxRetryAfter      = 50 * time.Millisecond
+	overloadRetryAfter     = 100 * time.Millisecond
+	subscriptionRetryAfter = time.Second
 )
 
 // Config configures a Host.
@@ -53,6 +54,25 @@ type Config struct {
 	MaxResultBytes int
 	// MaxSQLLen bounds an admin SQL statement in bytes.
 	MaxSQLLen int
+
+	// MaxSubscriptions bounds the live subscriptions a node holds; over it
+	// Subscribe answers RESOURCE_EXHAUSTED with a retry hint.
+	MaxSubscriptions int
+	// SubscriptionBuffer bounds the updates queued for one subscriber. One
+	// that falls this far behind is cut off with RESOURCE_EXHAUSTED; the
+	// shard never waits for it. Only a lagging subscriber holds that many
+	// (about 112 bytes each plus the rows they share).
+	SubscriptionBuffer int
+	// SubscriptionHistory bounds the deltas a live query keeps so that a
+	// reconnecting subscriber can resume from its last sequence number;
+	// SubscriptionHistoryRows bounds the row changes they hold in total.
+	SubscriptionHistory     int
+	SubscriptionHistoryRows int
+	// SubscriptionGrace is how long a live query's state outlives its last
+	// subscriber, so that a quick reconnect resumes without a snapshot. The
+	// shard hibernating (IdleTimeout after its last request or
+	// subscription) drops the state sooner.
+	SubscriptionGrace time.Duration
 
 	// Logger receives the host's logs; discarded when nil.
 	Logger *slog.Logger
@@ -101,6 +121,12 @@ func DefaultConfig() Config {
 		MaxResultRows:    10000,
 		MaxResultBytes:   8 << 20,
 		MaxSQLLen:        64 << 10,
+
+		MaxSubscriptions:        100000,
+		SubscriptionBuffer:      256,
+		SubscriptionHistory:     1024,
+		SubscriptionHistoryRows: 8192,
+		SubscriptionGrace:       30 * time.Second,
 	}
 }
 
@@ -131,6 +157,10 @@ func (c *Config) Validate() error {
 		return errors.New("shardhost: StatementTimeout must be positive")
 	case c.MaxResultRows < 1 || c.MaxResultBytes < 1 || c.MaxSQLLen < 1:
 		return errors.New("shardhost: result and SQL bounds must be positive")
+	case c.MaxSubscriptions < 1 || c.SubscriptionBuffer < 1 || c.SubscriptionHistory < 1 || c.SubscriptionHistoryRows < 1:
+		return errors.New("shardhost: MaxSubscriptions, SubscriptionBuffer, SubscriptionHistory and SubscriptionHistoryRows must be at least 1")
+	case c.SubscriptionGrace < 0:
+		return errors.New("shardhost: SubscriptionGrace must not be negative")
 	}
 	return nil
 }

@@ -1,6 +1,8 @@
 package shardhost
 
 import (
+	"sync/atomic"
+
 	"github.com/prometheus/client_golang/prometheus"
 )
 
@@ -15,6 +17,17 @@ type metrics struct {
 	batchSize     prometheus.Histogram
 	mailboxDepth  prometheus.Histogram
 	commitLatency prometheus.Histogram
+
+	// Live queries (subscribe.go).
+	subscriptions prometheus.Gauge
+	liveQueries   prometheus.Gauge
+	reruns        prometheus.Counter
+	updatesSent   prometheus.Counter
+	cutOff        prometheus.Counter
+	notifyLatency prometheus.Histogram
+	// subs is the node's subscription count that the subscriptions gauge
+	// mirrors; Subscribe checks it against MaxSubscriptions.
+	subs atomic.Int64
 }
 
 func newMetrics(reg prometheus.Registerer) *metrics {
@@ -43,9 +56,19 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 			Name: "lunora_group_commit_duration_seconds", Help: "Time from BEGIN to durable COMMIT of one group commit.",
 			Buckets: prometheus.ExponentialBuckets(0.0001, 2, 16),
 		}),
+		subscriptions: prometheus.NewGauge(prometheus.GaugeOpts{Name: "lunora_subscriptions_active", Help: "Live query subscriptions held by the node."}),
+		liveQueries:   prometheus.NewGauge(prometheus.GaugeOpts{Name: "lunora_live_queries", Help: "Live query states (one per shard, function and arguments, shared by their subscribers), including those in their grace period."}),
+		reruns:        prometheus.NewCounter(prometheus.CounterOpts{Name: "lunora_live_query_reruns_total", Help: "Live queries re-run because a commit wrote a table they read."}),
+		updatesSent:   prometheus.NewCounter(prometheus.CounterOpts{Name: "lunora_subscription_updates_total", Help: "Updates queued to subscribers."}),
+		cutOff:        prometheus.NewCounter(prometheus.CounterOpts{Name: "lunora_subscriptions_cut_off_total", Help: "Subscribers cut off for falling SubscriptionBuffer updates behind."}),
+		notifyLatency: prometheus.NewHistogram(prometheus.HistogramOpts{
+			Name: "lunora_subscription_notify_seconds", Help: "Time from a commit to its updates being queued to every affected subscriber (oldest commit of each notification round).",
+			Buckets: prometheus.ExponentialBuckets(0.0001, 2, 16),
+		}),
 	}
 	if reg != nil {
-		reg.MustRegister(m.requests, m.latency, m.active, m.onDisk, m.inFlight, m.activations, m.hibernations, m.batchSize, m.mailboxDepth, m.commitLatency)
+		reg.MustRegister(m.requests, m.latency, m.active, m.onDisk, m.inFlight, m.activations, m.hibernations, m.batchSize, m.mailboxDepth, m.commitLatency,
+			m.subscriptions, m.liveQueries, m.reruns, m.updatesSent, m.cutOff, m.notifyLatency)
 	}
 	return m
 }

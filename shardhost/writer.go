@@ -93,6 +93,7 @@ func (a *actor) groupCommit(batch []*mutation) {
 			failAll(pending, a.w.Classify(err, a.id))
 			return
 		}
+		a.w.ResetWritten()
 		var applied []*mutation
 		var retry []*mutation
 		for i, m := range pending {
@@ -134,6 +135,10 @@ func (a *actor) groupCommit(batch []*mutation) {
 			a.w.Exec(ctx, "ROLLBACK")
 			a.seq = startSeq
 			failAll(applied, api.Errorf(codes.Unavailable, "shard %s: commit failed, the mutation was not applied: %v", a.id, err))
+		} else if a.seq != startSeq {
+			// Live queries: hand the new seq and the tables written to the
+			// notifier. Never blocks (notifier.go).
+			a.publishCommit(startSeq+1, a.seq)
 		}
 		return
 	}

@@ -27,6 +27,14 @@ type Conn struct {
 	assertMsg  string // set when lunora_assert fails
 	foreignRow string // set when a row for another shard is written (I1)
 	dirty      bool   // set by the update hook when a row changes
+
+	// written lists, deduplicated, the tables the update hook saw change
+	// since ResetWritten. It is reused between transactions, so noting a
+	// row change allocates nothing once a table has been seen.
+	written []string
+	// reads collects the tables the authorizer reports read (SQLITE_READ)
+	// while non-nil; see TablesRead.
+	reads *[]string
 }
 
 // Options configure Open.
@@ -123,7 +131,10 @@ func (c *Conn) register() error {
 		}
 	}
 	c.C.RegisterAuthorizer(c.authorize)
-	c.C.RegisterUpdateHook(func(int, string, string, int64) { c.dirty = true })
+	c.C.RegisterUpdateHook(func(_ int, _ string, table string, _ int64) {
+		c.dirty = true
+		c.noteWritten(table)
+	})
 	return nil
 }
 
@@ -151,6 +162,51 @@ func (c *Conn) Close() error { return c.C.Close() }
 
 // Dirty reports whether a row changed since the last Reset.
 func (c *Conn) Dirty() bool { return c.dirty }
+
+// noteWritten records table in the written set. Called by the update hook
+// for every row change, so it must stay cheap: a transaction touches a few
+// tables, a linear scan beats a map, and nothing is allocated once the
+// table is in the set.
+func (c *Conn) noteWritten(table string) {
+	for _, t := range c.written {
+		if t == table {
+			return
+		}
+	}
+	c.written = append(c.written, table)
+}
+
+// Written returns the tables whose rows changed since the last
+// ResetWritten, as the update hook names them. Rows changed and then
+// rolled back (a failed SAVEPOINT) still count: the set may be larger than
+// what committed, never smaller. The slice is reused by the next
+// ResetWritten; copy what must outlive it.
+func (c *Conn) Written() []string { return c.written }
+
+// ResetWritten empties the written set; the writer calls it when it opens a
+// transaction.
+func (c *Conn) ResetWritten() { c.written = c.written[:0] }
+
+// TablesRead prepares each statement with the sandbox on and returns the
+// tables the authorizer reports they read, in order of first report,
+// deduplicated (lower case). The statements are prepared outside the
+// connection's statement cache — the authorizer runs only when SQLite
+// prepares a statement, and a cached one is not prepared again — and are
+// not run. A statement the sandbox refuses fails here as it would when run.
+func (c *Conn) TablesRead(stmts []string) ([]string, error) {
+	var reads []string
+	c.reads = &reads
+	c.User = true
+	defer func() { c.reads, c.User = nil, false }()
+	for _, q := range stmts {
+		st, err := c.C.Prepare(q)
+		if err != nil {
+			return nil, err
+		}
+		st.Close()
+	}
+	return reads, nil
+}
 
 // Reset clears what the functions and sandbox reported.
 func (c *Conn) Reset() {

@@ -60,6 +60,7 @@ const (
 	authRecursive        = 33
 	sqliteOK             = 0
 	sqliteDeny           = 1
+	sqliteIgnore         = 2
 	firstDropAfterCreate = 10
 )
 
@@ -84,6 +85,9 @@ var deniedFunctions = map[string]bool{
 // __lunora_* tables. This is invariant I1's sandbox half: a tenant can never
 // reach another shard's file.
 func (c *Conn) authorize(action int, arg1, arg2, arg3 string) int {
+	if action == authRead && c.reads != nil {
+		c.noteRead(arg1)
+	}
 	if !c.User {
 		return sqliteOK
 	}
@@ -96,11 +100,19 @@ func (c *Conn) authorize(action int, arg1, arg2, arg3 string) int {
 		return sqliteOK
 	case authRead:
 		return sqliteOK
-	case authInsert, authUpdate, authDelete:
+	case authInsert, authUpdate:
 		if systemTable(arg1) {
 			return deny("writing to %s is not allowed", arg1)
 		}
 		return sqliteOK
+	case authDelete:
+		if systemTable(arg1) {
+			return deny("writing to %s is not allowed", arg1)
+		}
+		// IGNORE on a DELETE still deletes, but row by row: SQLite's
+		// truncate optimization (DELETE without WHERE) would skip the update
+		// hook, and subscriptions learn which tables a commit wrote from it.
+		return sqliteIgnore
 	case authFunction:
 		if deniedFunctions[strings.ToLower(arg2)] {
 			return deny("function %s() is not allowed", arg2)
@@ -124,6 +136,20 @@ func (c *Conn) authorize(action int, arg1, arg2, arg3 string) int {
 		return deny("schema changes are not allowed here; declare tables and indexes in lunora.yaml")
 	}
 	return deny("operation %d is not allowed", action)
+}
+
+// noteRead records a table the statement being prepared reads.
+func (c *Conn) noteRead(table string) {
+	if table == "" {
+		return
+	}
+	table = strings.ToLower(table)
+	for _, t := range *c.reads {
+		if t == table {
+			return
+		}
+	}
+	*c.reads = append(*c.reads, table)
 }
 
 func systemTable(name string) bool {

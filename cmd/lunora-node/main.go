@@ -131,6 +131,7 @@ func printDevBanner(w io.Writer, httpAddr, grpcAddr, data, schemaName string) {
   data     %s
   schema   %s
   HTTP     http://%s   (POST /v1/call, POST /v1/sql, GET /v1/status, /metrics, /healthz, /readyz)
+  Chat     http://%s/chat/   (the example's page, live over GET /v1/subscribe; open it twice)
   gRPC     %s   (lunora.v1.Lunora, grpc.health.v1, reflection)
 
 Try:
@@ -138,5 +139,5 @@ Try:
   curl -s http://%s/v1/call -d '{"function":"messages:list","args":{"room_id":"r1"}}'
   curl -s http://%s/v1/call -d '{"function":"users:register","args":{"user_id":"ada","name":"Ada"}}'
   grpcurl -plaintext -d '{"function":"messages:list","args":{"room_id":{"text":"r1"}}}' %s lunora.v1.Lunora/Call
-`, data, schemaName, httpAddr, grpcAddr, httpAddr, httpAddr, httpAddr, grpcAddr)
+`, data, schemaName, httpAddr, httpAddr, grpcAddr, httpAddr, httpAddr, httpAddr, grpcAddr)
 }

@@ -1,5 +1,5 @@
-// Package chat embeds the example application's lunora.yaml, the schema dev
-// mode serves when none is given.
+// Package chat embeds the example application: its lunora.yaml, the schema
+// dev mode serves when none is given, and its live chat page (web/).
 package chat
 
 import _ "embed"

@@ -23,6 +23,109 @@ const (
 	_ = protoimpl.EnforceVersion(protoimpl.MaxVersion - 20)
 )
 
+type SubscribeEvent_Kind int32
+
+const (
+	SubscribeEvent_KIND_UNSPECIFIED SubscribeEvent_Kind = 0
+	// SNAPSHOT carries the full result in rows.
+	SubscribeEvent_SNAPSHOT SubscribeEvent_Kind = 1
+	// DELTA carries keyed changes.
+	SubscribeEvent_DELTA SubscribeEvent_Kind = 2
+)
+
+// Enum value maps for SubscribeEvent_Kind.
+var (
+	SubscribeEvent_Kind_name = map[int32]string{
+		0: "KIND_UNSPECIFIED",
+		1: "SNAPSHOT",
+		2: "DELTA",
+	}
+	SubscribeEvent_Kind_value = map[string]int32{
+		"KIND_UNSPECIFIED": 0,
+		"SNAPSHOT":         1,
+		"DELTA":            2,
+	}
+)
+
+func (x SubscribeEvent_Kind) Enum() *SubscribeEvent_Kind {
+	p := new(SubscribeEvent_Kind)
+	*p = x
+	return p
+}
+
+func (x SubscribeEvent_Kind) String() string {
+	return protoimpl.X.EnumStringOf(x.Descriptor(), protoreflect.EnumNumber(x))
+}
+
+func (SubscribeEvent_Kind) Descriptor() protoreflect.EnumDescriptor {
+	return file_lunora_v1_lunora_proto_enumTypes[0].Descriptor()
+}
+
+func (SubscribeEvent_Kind) Type() protoreflect.EnumType {
+	return &file_lunora_v1_lunora_proto_enumTypes[0]
+}
+
+func (x SubscribeEvent_Kind) Number() protoreflect.EnumNumber {
+	return protoreflect.EnumNumber(x)
+}
+
+// Deprecated: Use SubscribeEvent_Kind.Descriptor instead.
+func (SubscribeEvent_Kind) EnumDescriptor() ([]byte, []int) {
+	return file_lunora_v1_lunora_proto_rawDescGZIP(), []int{1, 0}
+}
+
+type RowChange_Op int32
+
+const (
+	RowChange_OP_UNSPECIFIED RowChange_Op = 0
+	RowChange_INSERT         RowChange_Op = 1
+	RowChange_UPDATE         RowChange_Op = 2
+	RowChange_DELETE         RowChange_Op = 3
+)
+
+// Enum value maps for RowChange_Op.
+var (
+	RowChange_Op_name = map[int32]string{
+		0: "OP_UNSPECIFIED",
+		1: "INSERT",
+		2: "UPDATE",
+		3: "DELETE",
+	}
+	RowChange_Op_value = map[string]int32{
+		"OP_UNSPECIFIED": 0,
+		"INSERT":         1,
+		"UPDATE":         2,
+		"DELETE":         3,
+	}
+)
+
+func (x RowChange_Op) Enum() *RowChange_Op {
+	p := new(RowChange_Op)
+	*p = x
+	return p
+}
+
+func (x RowChange_Op) String() string {
+	return protoimpl.X.EnumStringOf(x.Descriptor(), protoreflect.EnumNumber(x))
+}
+
+func (RowChange_Op) Descriptor() protoreflect.EnumDescriptor {
+	return file_lunora_v1_lunora_proto_enumTypes[1].Descriptor()
+}
+
+func (RowChange_Op) Type() protoreflect.EnumType {
+	return &file_lunora_v1_lunora_proto_enumTypes[1]
+}
+
+func (x RowChange_Op) Number() protoreflect.EnumNumber {
+	return protoreflect.EnumNumber(x)
+}
+
+// Deprecated: Use RowChange_Op.Descriptor instead.
+func (RowChange_Op) EnumDescriptor() ([]byte, []int) {
+	return file_lunora_v1_lunora_proto_rawDescGZIP(), []int{2, 0}
+}
+
 type ReadOptions_Consistency int32
 
 const (
@@ -63,11 +166,11 @@ func (x ReadOptions_Consistency) String() string {
 }
 
 func (ReadOptions_Consistency) Descriptor() protoreflect.EnumDescriptor {
-	return file_lunora_v1_lunora_proto_enumTypes[0].Descriptor()
+	return file_lunora_v1_lunora_proto_enumTypes[2].Descriptor()
 }
 
 func (ReadOptions_Consistency) Type() protoreflect.EnumType {
-	return &file_lunora_v1_lunora_proto_enumTypes[0]
+	return &file_lunora_v1_lunora_proto_enumTypes[2]
 }
 
 func (x ReadOptions_Consistency) Number() protoreflect.EnumNumber {
@@ -76,7 +179,239 @@ func (x ReadOptions_Consistency) Number() protoreflect.EnumNumber {
 
 // Deprecated: Use ReadOptions_Consistency.Descriptor instead.
 func (ReadOptions_Consistency) EnumDescriptor() ([]byte, []int) {
-	return file_lunora_v1_lunora_proto_rawDescGZIP(), []int{3, 0}
+	return file_lunora_v1_lunora_proto_rawDescGZIP(), []int{6, 0}
+}
+
+type SubscribeRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Function      string                 `protobuf:"bytes,1,opt,name=function,proto3" json:"function,omitempty"`
+	Args          map[string]*Value      `protobuf:"bytes,2,rep,name=args,proto3" json:"args,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
+	ShardKey      string                 `protobuf:"bytes,3,opt,name=shard_key,json=shardKey,proto3" json:"shard_key,omitempty"`
+	SinceSeq      uint64                 `protobuf:"varint,4,opt,name=since_seq,json=sinceSeq,proto3" json:"since_seq,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *SubscribeRequest) Reset() {
+	*x = SubscribeRequest{}
+	mi := &file_lunora_v1_lunora_proto_msgTypes[0]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *SubscribeRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*SubscribeRequest) ProtoMessage() {}
+
+func (x *SubscribeRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_lunora_v1_lunora_proto_msgTypes[0]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use SubscribeRequest.ProtoReflect.Descriptor instead.
+func (*SubscribeRequest) Descriptor() ([]byte, []int) {
+	return file_lunora_v1_lunora_proto_rawDescGZIP(), []int{0}
+}
+
+func (x *SubscribeRequest) GetFunction() string {
+	if x != nil {
+		return x.Function
+	}
+	return ""
+}
+
+func (x *SubscribeRequest) GetArgs() map[string]*Value {
+	if x != nil {
+		return x.Args
+	}
+	return nil
+}
+
+func (x *SubscribeRequest) GetShardKey() string {
+	if x != nil {
+		return x.ShardKey
+	}
+	return ""
+}
+
+func (x *SubscribeRequest) GetSinceSeq() uint64 {
+	if x != nil {
+		return x.SinceSeq
+	}
+	return 0
+}
+
+type SubscribeEvent struct {
+	state   protoimpl.MessageState `protogen:"open.v1"`
+	Kind    SubscribeEvent_Kind    `protobuf:"varint,1,opt,name=kind,proto3,enum=lunora.v1.SubscribeEvent_Kind" json:"kind,omitempty"`
+	Seq     uint64                 `protobuf:"varint,2,opt,name=seq,proto3" json:"seq,omitempty"`
+	Columns []string               `protobuf:"bytes,3,rep,name=columns,proto3" json:"columns,omitempty"`
+	Rows    []*Row                 `protobuf:"bytes,4,rep,name=rows,proto3" json:"rows,omitempty"`
+	Changes []*RowChange           `protobuf:"bytes,5,rep,name=changes,proto3" json:"changes,omitempty"`
+	// reset: a snapshot sent because resuming from since_seq was impossible.
+	Reset_ bool `protobuf:"varint,6,opt,name=reset,proto3" json:"reset,omitempty"`
+	// keyed: deltas follow; false means every event is a full snapshot.
+	Keyed         bool   `protobuf:"varint,7,opt,name=keyed,proto3" json:"keyed,omitempty"`
+	ShardId       string `protobuf:"bytes,8,opt,name=shard_id,json=shardId,proto3" json:"shard_id,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *SubscribeEvent) Reset() {
+	*x = SubscribeEvent{}
+	mi := &file_lunora_v1_lunora_proto_msgTypes[1]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *SubscribeEvent) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*SubscribeEvent) ProtoMessage() {}
+
+func (x *SubscribeEvent) ProtoReflect() protoreflect.Message {
+	mi := &file_lunora_v1_lunora_proto_msgTypes[1]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use SubscribeEvent.ProtoReflect.Descriptor instead.
+func (*SubscribeEvent) Descriptor() ([]byte, []int) {
+	return file_lunora_v1_lunora_proto_rawDescGZIP(), []int{1}
+}
+
+func (x *SubscribeEvent) GetKind() SubscribeEvent_Kind {
+	if x != nil {
+		return x.Kind
+	}
+	return SubscribeEvent_KIND_UNSPECIFIED
+}
+
+func (x *SubscribeEvent) GetSeq() uint64 {
+	if x != nil {
+		return x.Seq
+	}
+	return 0
+}
+
+func (x *SubscribeEvent) GetColumns() []string {
+	if x != nil {
+		return x.Columns
+	}
+	return nil
+}
+
+func (x *SubscribeEvent) GetRows() []*Row {
+	if x != nil {
+		return x.Rows
+	}
+	return nil
+}
+
+func (x *SubscribeEvent) GetChanges() []*RowChange {
+	if x != nil {
+		return x.Changes
+	}
+	return nil
+}
+
+func (x *SubscribeEvent) GetReset_() bool {
+	if x != nil {
+		return x.Reset_
+	}
+	return false
+}
+
+func (x *SubscribeEvent) GetKeyed() bool {
+	if x != nil {
+		return x.Keyed
+	}
+	return false
+}
+
+func (x *SubscribeEvent) GetShardId() string {
+	if x != nil {
+		return x.ShardId
+	}
+	return ""
+}
+
+type RowChange struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	Op    RowChange_Op           `protobuf:"varint,1,opt,name=op,proto3,enum=lunora.v1.RowChange_Op" json:"op,omitempty"`
+	// key is the row's key (primary-key values in key order).
+	Key []*Value `protobuf:"bytes,2,rep,name=key,proto3" json:"key,omitempty"`
+	// row is the new row; empty for deletes.
+	Row           *Row `protobuf:"bytes,3,opt,name=row,proto3" json:"row,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RowChange) Reset() {
+	*x = RowChange{}
+	mi := &file_lunora_v1_lunora_proto_msgTypes[2]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RowChange) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RowChange) ProtoMessage() {}
+
+func (x *RowChange) ProtoReflect() protoreflect.Message {
+	mi := &file_lunora_v1_lunora_proto_msgTypes[2]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RowChange.ProtoReflect.Descriptor instead.
+func (*RowChange) Descriptor() ([]byte, []int) {
+	return file_lunora_v1_lunora_proto_rawDescGZIP(), []int{2}
+}
+
+func (x *RowChange) GetOp() RowChange_Op {
+	if x != nil {
+		return x.Op
+	}
+	return RowChange_OP_UNSPECIFIED
+}
+
+func (x *RowChange) GetKey() []*Value {
+	if x != nil {
+		return x.Key
+	}
+	return nil
+}
+
+func (x *RowChange) GetRow() *Row {
+	if x != nil {
+		return x.Row
+	}
+	return nil
 }
 
 // Value is one SQL value. Exactly one field is set; an unset kind is NULL.
@@ -97,7 +432,7 @@ type Value struct {
 
 func (x *Value) Reset() {
 	*x = Value{}
-	mi := &file_lunora_v1_lunora_proto_msgTypes[0]
+	mi := &file_lunora_v1_lunora_proto_msgTypes[3]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -109,7 +444,7 @@ func (x *Value) String() string {
 func (*Value) ProtoMessage() {}
 
 func (x *Value) ProtoReflect() protoreflect.Message {
-	mi := &file_lunora_v1_lunora_proto_msgTypes[0]
+	mi := &file_lunora_v1_lunora_proto_msgTypes[3]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -122,7 +457,7 @@ func (x *Value) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Value.ProtoReflect.Descriptor instead.
 func (*Value) Descriptor() ([]byte, []int) {
-	return file_lunora_v1_lunora_proto_rawDescGZIP(), []int{0}
+	return file_lunora_v1_lunora_proto_rawDescGZIP(), []int{3}
 }
 
 func (x *Value) GetKind() isValue_Kind {
@@ -237,7 +572,7 @@ type Row struct {
 
 func (x *Row) Reset() {
 	*x = Row{}
-	mi := &file_lunora_v1_lunora_proto_msgTypes[1]
+	mi := &file_lunora_v1_lunora_proto_msgTypes[4]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -249,7 +584,7 @@ func (x *Row) String() string {
 func (*Row) ProtoMessage() {}
 
 func (x *Row) ProtoReflect() protoreflect.Message {
-	mi := &file_lunora_v1_lunora_proto_msgTypes[1]
+	mi := &file_lunora_v1_lunora_proto_msgTypes[4]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -262,7 +597,7 @@ func (x *Row) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Row.ProtoReflect.Descriptor instead.
 func (*Row) Descriptor() ([]byte, []int) {
-	return file_lunora_v1_lunora_proto_rawDescGZIP(), []int{1}
+	return file_lunora_v1_lunora_proto_rawDescGZIP(), []int{4}
 }
 
 func (x *Row) GetValues() []*Value {
@@ -289,7 +624,7 @@ type CallRequest struct {
 
 func (x *CallRequest) Reset() {
 	*x = CallRequest{}
-	mi := &file_lunora_v1_lunora_proto_msgTypes[2]
+	mi := &file_lunora_v1_lunora_proto_msgTypes[5]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -301,7 +636,7 @@ func (x *CallRequest) String() string {
 func (*CallRequest) ProtoMessage() {}
 
 func (x *CallRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_lunora_v1_lunora_proto_msgTypes[2]
+	mi := &file_lunora_v1_lunora_proto_msgTypes[5]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -314,7 +649,7 @@ func (x *CallRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CallRequest.ProtoReflect.Descriptor instead.
 func (*CallRequest) Descriptor() ([]byte, []int) {
-	return file_lunora_v1_lunora_proto_rawDescGZIP(), []int{2}
+	return file_lunora_v1_lunora_proto_rawDescGZIP(), []int{5}
 }
 
 func (x *CallRequest) GetFunction() string {
@@ -360,7 +695,7 @@ type ReadOptions struct {
 
 func (x *ReadOptions) Reset() {
 	*x = ReadOptions{}
-	mi := &file_lunora_v1_lunora_proto_msgTypes[3]
+	mi := &file_lunora_v1_lunora_proto_msgTypes[6]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -372,7 +707,7 @@ func (x *ReadOptions) String() string {
 func (*ReadOptions) ProtoMessage() {}
 
 func (x *ReadOptions) ProtoReflect() protoreflect.Message {
-	mi := &file_lunora_v1_lunora_proto_msgTypes[3]
+	mi := &file_lunora_v1_lunora_proto_msgTypes[6]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -385,7 +720,7 @@ func (x *ReadOptions) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReadOptions.ProtoReflect.Descriptor instead.
 func (*ReadOptions) Descriptor() ([]byte, []int) {
-	return file_lunora_v1_lunora_proto_rawDescGZIP(), []int{3}
+	return file_lunora_v1_lunora_proto_rawDescGZIP(), []int{6}
 }
 
 func (x *ReadOptions) GetConsistency() ReadOptions_Consistency {
@@ -428,7 +763,7 @@ type CallResponse struct {
 
 func (x *CallResponse) Reset() {
 	*x = CallResponse{}
-	mi := &file_lunora_v1_lunora_proto_msgTypes[4]
+	mi := &file_lunora_v1_lunora_proto_msgTypes[7]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -440,7 +775,7 @@ func (x *CallResponse) String() string {
 func (*CallResponse) ProtoMessage() {}
 
 func (x *CallResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_lunora_v1_lunora_proto_msgTypes[4]
+	mi := &file_lunora_v1_lunora_proto_msgTypes[7]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -453,7 +788,7 @@ func (x *CallResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CallResponse.ProtoReflect.Descriptor instead.
 func (*CallResponse) Descriptor() ([]byte, []int) {
-	return file_lunora_v1_lunora_proto_rawDescGZIP(), []int{4}
+	return file_lunora_v1_lunora_proto_rawDescGZIP(), []int{7}
 }
 
 func (x *CallResponse) GetColumns() []string {
@@ -515,7 +850,7 @@ type SqlRequest struct {
 
 func (x *SqlRequest) Reset() {
 	*x = SqlRequest{}
-	mi := &file_lunora_v1_lunora_proto_msgTypes[5]
+	mi := &file_lunora_v1_lunora_proto_msgTypes[8]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -527,7 +862,7 @@ func (x *SqlRequest) String() string {
 func (*SqlRequest) ProtoMessage() {}
 
 func (x *SqlRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_lunora_v1_lunora_proto_msgTypes[5]
+	mi := &file_lunora_v1_lunora_proto_msgTypes[8]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -540,7 +875,7 @@ func (x *SqlRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SqlRequest.ProtoReflect.Descriptor instead.
 func (*SqlRequest) Descriptor() ([]byte, []int) {
-	return file_lunora_v1_lunora_proto_rawDescGZIP(), []int{5}
+	return file_lunora_v1_lunora_proto_rawDescGZIP(), []int{8}
 }
 
 func (x *SqlRequest) GetShardId() string {
@@ -585,7 +920,7 @@ type SqlResponse struct {
 
 func (x *SqlResponse) Reset() {
 	*x = SqlResponse{}
-	mi := &file_lunora_v1_lunora_proto_msgTypes[6]
+	mi := &file_lunora_v1_lunora_proto_msgTypes[9]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -597,7 +932,7 @@ func (x *SqlResponse) String() string {
 func (*SqlResponse) ProtoMessage() {}
 
 func (x *SqlResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_lunora_v1_lunora_proto_msgTypes[6]
+	mi := &file_lunora_v1_lunora_proto_msgTypes[9]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -610,7 +945,7 @@ func (x *SqlResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SqlResponse.ProtoReflect.Descriptor instead.
 func (*SqlResponse) Descriptor() ([]byte, []int) {
-	return file_lunora_v1_lunora_proto_rawDescGZIP(), []int{6}
+	return file_lunora_v1_lunora_proto_rawDescGZIP(), []int{9}
 }
 
 func (x *SqlResponse) GetColumns() []string {
@@ -663,7 +998,7 @@ type StatusRequest struct {
 
 func (x *StatusRequest) Reset() {
 	*x = StatusRequest{}
-	mi := &file_lunora_v1_lunora_proto_msgTypes[7]
+	mi := &file_lunora_v1_lunora_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -675,7 +1010,7 @@ func (x *StatusRequest) String() string {
 func (*StatusRequest) ProtoMessage() {}
 
 func (x *StatusRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_lunora_v1_lunora_proto_msgTypes[7]
+	mi := &file_lunora_v1_lunora_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -688,7 +1023,7 @@ func (x *StatusRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StatusRequest.ProtoReflect.Descriptor instead.
 func (*StatusRequest) Descriptor() ([]byte, []int) {
-	return file_lunora_v1_lunora_proto_rawDescGZIP(), []int{7}
+	return file_lunora_v1_lunora_proto_rawDescGZIP(), []int{10}
 }
 
 type StatusResponse struct {
@@ -708,7 +1043,7 @@ type StatusResponse struct {
 
 func (x *StatusResponse) Reset() {
 	*x = StatusResponse{}
-	mi := &file_lunora_v1_lunora_proto_msgTypes[8]
+	mi := &file_lunora_v1_lunora_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -720,7 +1055,7 @@ func (x *StatusResponse) String() string {
 func (*StatusResponse) ProtoMessage() {}
 
 func (x *StatusResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_lunora_v1_lunora_proto_msgTypes[8]
+	mi := &file_lunora_v1_lunora_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -733,7 +1068,7 @@ func (x *StatusResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StatusResponse.ProtoReflect.Descriptor instead.
 func (*StatusResponse) Descriptor() ([]byte, []int) {
-	return file_lunora_v1_lunora_proto_rawDescGZIP(), []int{8}
+	return file_lunora_v1_lunora_proto_rawDescGZIP(), []int{11}
 }
 
 func (x *StatusResponse) GetNodeId() string {
@@ -789,7 +1124,40 @@ var File_lunora_v1_lunora_proto protoreflect.FileDescriptor
 
 const file_lunora_v1_lunora_proto_rawDesc = "" +
 	"\n" +
-	"\x16lunora/v1/lunora.proto\x12\tlunora.v1\"\x9f\x01\n" +
+	"\x16lunora/v1/lunora.proto\x12\tlunora.v1\"\xee\x01\n" +
+	"\x10SubscribeRequest\x12\x1a\n" +
+	"\bfunction\x18\x01 \x01(\tR\bfunction\x129\n" +
+	"\x04args\x18\x02 \x03(\v2%.lunora.v1.SubscribeRequest.ArgsEntryR\x04args\x12\x1b\n" +
+	"\tshard_key\x18\x03 \x01(\tR\bshardKey\x12\x1b\n" +
+	"\tsince_seq\x18\x04 \x01(\x04R\bsinceSeq\x1aI\n" +
+	"\tArgsEntry\x12\x10\n" +
+	"\x03key\x18\x01 \x01(\tR\x03key\x12&\n" +
+	"\x05value\x18\x02 \x01(\v2\x10.lunora.v1.ValueR\x05value:\x028\x01\"\xc2\x02\n" +
+	"\x0eSubscribeEvent\x122\n" +
+	"\x04kind\x18\x01 \x01(\x0e2\x1e.lunora.v1.SubscribeEvent.KindR\x04kind\x12\x10\n" +
+	"\x03seq\x18\x02 \x01(\x04R\x03seq\x12\x18\n" +
+	"\acolumns\x18\x03 \x03(\tR\acolumns\x12\"\n" +
+	"\x04rows\x18\x04 \x03(\v2\x0e.lunora.v1.RowR\x04rows\x12.\n" +
+	"\achanges\x18\x05 \x03(\v2\x14.lunora.v1.RowChangeR\achanges\x12\x14\n" +
+	"\x05reset\x18\x06 \x01(\bR\x05reset\x12\x14\n" +
+	"\x05keyed\x18\a \x01(\bR\x05keyed\x12\x19\n" +
+	"\bshard_id\x18\b \x01(\tR\ashardId\"5\n" +
+	"\x04Kind\x12\x14\n" +
+	"\x10KIND_UNSPECIFIED\x10\x00\x12\f\n" +
+	"\bSNAPSHOT\x10\x01\x12\t\n" +
+	"\x05DELTA\x10\x02\"\xb8\x01\n" +
+	"\tRowChange\x12'\n" +
+	"\x02op\x18\x01 \x01(\x0e2\x17.lunora.v1.RowChange.OpR\x02op\x12\"\n" +
+	"\x03key\x18\x02 \x03(\v2\x10.lunora.v1.ValueR\x03key\x12 \n" +
+	"\x03row\x18\x03 \x01(\v2\x0e.lunora.v1.RowR\x03row\"<\n" +
+	"\x02Op\x12\x12\n" +
+	"\x0eOP_UNSPECIFIED\x10\x00\x12\n" +
+	"\n" +
+	"\x06INSERT\x10\x01\x12\n" +
+	"\n" +
+	"\x06UPDATE\x10\x02\x12\n" +
+	"\n" +
+	"\x06DELETE\x10\x03\"\x9f\x01\n" +
 	"\x05Value\x12\x14\n" +
 	"\x04null\x18\x01 \x01(\bH\x00R\x04null\x12\x1a\n" +
 	"\ainteger\x18\x02 \x01(\x03H\x00R\ainteger\x12\x14\n" +
@@ -851,11 +1219,12 @@ const file_lunora_v1_lunora_proto_rawDesc = "" +
 	"\x0eshards_on_disk\x18\x04 \x01(\x03R\fshardsOnDisk\x12\x1b\n" +
 	"\tin_flight\x18\x05 \x01(\x03R\binFlight\x12%\n" +
 	"\x0euptime_seconds\x18\x06 \x01(\x03R\ruptimeSeconds\x12!\n" +
-	"\fnode_address\x18\a \x01(\tR\vnodeAddress2\xb6\x01\n" +
+	"\fnode_address\x18\a \x01(\tR\vnodeAddress2\xfd\x01\n" +
 	"\x06Lunora\x127\n" +
 	"\x04Call\x12\x16.lunora.v1.CallRequest\x1a\x17.lunora.v1.CallResponse\x124\n" +
 	"\x03Sql\x12\x15.lunora.v1.SqlRequest\x1a\x16.lunora.v1.SqlResponse\x12=\n" +
-	"\x06Status\x12\x18.lunora.v1.StatusRequest\x1a\x19.lunora.v1.StatusResponseB3Z1github.com/lunora/lunora/proto/lunora/v1;lunorav1b\x06proto3"
+	"\x06Status\x12\x18.lunora.v1.StatusRequest\x1a\x19.lunora.v1.StatusResponse\x12E\n" +
+	"\tSubscribe\x12\x1b.lunora.v1.SubscribeRequest\x1a\x19.lunora.v1.SubscribeEvent0\x01B3Z1github.com/lunora/lunora/proto/lunora/v1;lunorav1b\x06proto3"
 
 var (
 	file_lunora_v1_lunora_proto_rawDescOnce sync.Once
@@ -869,44 +1238,60 @@ func file_lunora_v1_lunora_proto_rawDescGZIP() []byte {
 	return file_lunora_v1_lunora_proto_rawDescData
 }
 
-var file_lunora_v1_lunora_proto_enumTypes = make([]protoimpl.EnumInfo, 1)
-var file_lunora_v1_lunora_proto_msgTypes = make([]protoimpl.MessageInfo, 11)
+var file_lunora_v1_lunora_proto_enumTypes = make([]protoimpl.EnumInfo, 3)
+var file_lunora_v1_lunora_proto_msgTypes = make([]protoimpl.MessageInfo, 15)
 var file_lunora_v1_lunora_proto_goTypes = []any{
-	(ReadOptions_Consistency)(0), // 0: lunora.v1.ReadOptions.Consistency
-	(*Value)(nil),                // 1: lunora.v1.Value
-	(*Row)(nil),                  // 2: lunora.v1.Row
-	(*CallRequest)(nil),          // 3: lunora.v1.CallRequest
-	(*ReadOptions)(nil),          // 4: lunora.v1.ReadOptions
-	(*CallResponse)(nil),         // 5: lunora.v1.CallResponse
-	(*SqlRequest)(nil),           // 6: lunora.v1.SqlRequest
-	(*SqlResponse)(nil),          // 7: lunora.v1.SqlResponse
-	(*StatusRequest)(nil),        // 8: lunora.v1.StatusRequest
-	(*StatusResponse)(nil),       // 9: lunora.v1.StatusResponse
-	nil,                          // 10: lunora.v1.CallRequest.ArgsEntry
-	nil,                          // 11: lunora.v1.SqlRequest.ParamsEntry
+	(SubscribeEvent_Kind)(0),     // 0: lunora.v1.SubscribeEvent.Kind
+	(RowChange_Op)(0),            // 1: lunora.v1.RowChange.Op
+	(ReadOptions_Consistency)(0), // 2: lunora.v1.ReadOptions.Consistency
+	(*SubscribeRequest)(nil),     // 3: lunora.v1.SubscribeRequest
+	(*SubscribeEvent)(nil),       // 4: lunora.v1.SubscribeEvent
+	(*RowChange)(nil),            // 5: lunora.v1.RowChange
+	(*Value)(nil),                // 6: lunora.v1.Value
+	(*Row)(nil),                  // 7: lunora.v1.Row
+	(*CallRequest)(nil),          // 8: lunora.v1.CallRequest
+	(*ReadOptions)(nil),          // 9: lunora.v1.ReadOptions
+	(*CallResponse)(nil),         // 10: lunora.v1.CallResponse
+	(*SqlRequest)(nil),           // 11: lunora.v1.SqlRequest
+	(*SqlResponse)(nil),          // 12: lunora.v1.SqlResponse
+	(*StatusRequest)(nil),        // 13: lunora.v1.StatusRequest
+	(*StatusResponse)(nil),       // 14: lunora.v1.StatusResponse
+	nil,                          // 15: lunora.v1.SubscribeRequest.ArgsEntry
+	nil,                          // 16: lunora.v1.CallRequest.ArgsEntry
+	nil,                          // 17: lunora.v1.SqlRequest.ParamsEntry
 }
 var file_lunora_v1_lunora_proto_depIdxs = []int32{
-	1,  // 0: lunora.v1.Row.values:type_name -> lunora.v1.Value
-	10, // 1: lunora.v1.CallRequest.args:type_name -> lunora.v1.CallRequest.ArgsEntry
-	4,  // 2: lunora.v1.CallRequest.read:type_name -> lunora.v1.ReadOptions
-	0,  // 3: lunora.v1.ReadOptions.consistency:type_name -> lunora.v1.ReadOptions.Consistency
-	2,  // 4: lunora.v1.CallResponse.rows:type_name -> lunora.v1.Row
-	11, // 5: lunora.v1.SqlRequest.params:type_name -> lunora.v1.SqlRequest.ParamsEntry
-	4,  // 6: lunora.v1.SqlRequest.read:type_name -> lunora.v1.ReadOptions
-	2,  // 7: lunora.v1.SqlResponse.rows:type_name -> lunora.v1.Row
-	1,  // 8: lunora.v1.CallRequest.ArgsEntry.value:type_name -> lunora.v1.Value
-	1,  // 9: lunora.v1.SqlRequest.ParamsEntry.value:type_name -> lunora.v1.Value
-	3,  // 10: lunora.v1.Lunora.Call:input_type -> lunora.v1.CallRequest
-	6,  // 11: lunora.v1.Lunora.Sql:input_type -> lunora.v1.SqlRequest
-	8,  // 12: lunora.v1.Lunora.Status:input_type -> lunora.v1.StatusRequest
-	5,  // 13: lunora.v1.Lunora.Call:output_type -> lunora.v1.CallResponse
-	7,  // 14: lunora.v1.Lunora.Sql:output_type -> lunora.v1.SqlResponse
-	9,  // 15: lunora.v1.Lunora.Status:output_type -> lunora.v1.StatusResponse
-	13, // [13:16] is the sub-list for method output_type
-	10, // [10:13] is the sub-list for method input_type
-	10, // [10:10] is the sub-list for extension type_name
-	10, // [10:10] is the sub-list for extension extendee
-	0,  // [0:10] is the sub-list for field type_name
+	15, // 0: lunora.v1.SubscribeRequest.args:type_name -> lunora.v1.SubscribeRequest.ArgsEntry
+	0,  // 1: lunora.v1.SubscribeEvent.kind:type_name -> lunora.v1.SubscribeEvent.Kind
+	7,  // 2: lunora.v1.SubscribeEvent.rows:type_name -> lunora.v1.Row
+	5,  // 3: lunora.v1.SubscribeEvent.changes:type_name -> lunora.v1.RowChange
+	1,  // 4: lunora.v1.RowChange.op:type_name -> lunora.v1.RowChange.Op
+	6,  // 5: lunora.v1.RowChange.key:type_name -> lunora.v1.Value
+	7,  // 6: lunora.v1.RowChange.row:type_name -> lunora.v1.Row
+	6,  // 7: lunora.v1.Row.values:type_name -> lunora.v1.Value
+	16, // 8: lunora.v1.CallRequest.args:type_name -> lunora.v1.CallRequest.ArgsEntry
+	9,  // 9: lunora.v1.CallRequest.read:type_name -> lunora.v1.ReadOptions
+	2,  // 10: lunora.v1.ReadOptions.consistency:type_name -> lunora.v1.ReadOptions.Consistency
+	7,  // 11: lunora.v1.CallResponse.rows:type_name -> lunora.v1.Row
+	17, // 12: lunora.v1.SqlRequest.params:type_name -> lunora.v1.SqlRequest.ParamsEntry
+	9,  // 13: lunora.v1.SqlRequest.read:type_name -> lunora.v1.ReadOptions
+	7,  // 14: lunora.v1.SqlResponse.rows:type_name -> lunora.v1.Row
+	6,  // 15: lunora.v1.SubscribeRequest.ArgsEntry.value:type_name -> lunora.v1.Value
+	6,  // 16: lunora.v1.CallRequest.ArgsEntry.value:type_name -> lunora.v1.Value
+	6,  // 17: lunora.v1.SqlRequest.ParamsEntry.value:type_name -> lunora.v1.Value
+	8,  // 18: lunora.v1.Lunora.Call:input_type -> lunora.v1.CallRequest
+	11, // 19: lunora.v1.Lunora.Sql:input_type -> lunora.v1.SqlRequest
+	13, // 20: lunora.v1.Lunora.Status:input_type -> lunora.v1.StatusRequest
+	3,  // 21: lunora.v1.Lunora.Subscribe:input_type -> lunora.v1.SubscribeRequest
+	10, // 22: lunora.v1.Lunora.Call:output_type -> lunora.v1.CallResponse
+	12, // 23: lunora.v1.Lunora.Sql:output_type -> lunora.v1.SqlResponse
+	14, // 24: lunora.v1.Lunora.Status:output_type -> lunora.v1.StatusResponse
+	4,  // 25: lunora.v1.Lunora.Subscribe:output_type -> lunora.v1.SubscribeEvent
+	22, // [22:26] is the sub-list for method output_type
+	18, // [18:22] is the sub-list for method input_type
+	18, // [18:18] is the sub-list for extension type_name
+	18, // [18:18] is the sub-list for extension extendee
+	0,  // [0:18] is the sub-list for field type_name
 }
 
 func init() { file_lunora_v1_lunora_proto_init() }
@@ -914,7 +1299,7 @@ func file_lunora_v1_lunora_proto_init() {
 	if File_lunora_v1_lunora_proto != nil {
 		return
 	}
-	file_lunora_v1_lunora_proto_msgTypes[0].OneofWrappers = []any{
+	file_lunora_v1_lunora_proto_msgTypes[3].OneofWrappers = []any{
 		(*Value_Null)(nil),
 		(*Value_Integer)(nil),
 		(*Value_Real)(nil),
@@ -927,8 +1312,8 @@ func file_lunora_v1_lunora_proto_init() {
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_lunora_v1_lunora_proto_rawDesc), len(file_lunora_v1_lunora_proto_rawDesc)),
-			NumEnums:      1,
-			NumMessages:   11,
+			NumEnums:      3,
+			NumMessages:   15,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

@@ -21,9 +21,10 @@ import (
 const _ = grpc.SupportPackageIsVersion9
 
 const (
-	Lunora_Call_FullMethodName   = "/lunora.v1.Lunora/Call"
-	Lunora_Sql_FullMethodName    = "/lunora.v1.Lunora/Sql"
-	Lunora_Status_FullMethodName = "/lunora.v1.Lunora/Status"
+	Lunora_Call_FullMethodName      = "/lunora.v1.Lunora/Call"
+	Lunora_Sql_FullMethodName       = "/lunora.v1.Lunora/Sql"
+	Lunora_Status_FullMethodName    = "/lunora.v1.Lunora/Status"
+	Lunora_Subscribe_FullMethodName = "/lunora.v1.Lunora/Subscribe"
 )
 
 // LunoraClient is the client API for Lunora service.
@@ -47,6 +48,13 @@ type LunoraClient interface {
 	// Status reports what the serving process knows about itself and the node
 	// behind it.
 	Status(ctx context.Context, in *StatusRequest, opts ...grpc.CallOption) (*StatusResponse, error)
+	// Subscribe runs a query function live: the first event is its full
+	// result at a commit seq, then keyed row deltas as commits change it,
+	// each tagged with the commit seq that produced it. since_seq resumes
+	// after a seq the client already has. The stream ends with a status:
+	// RESOURCE_EXHAUSTED for a subscriber too slow to keep up, UNAVAILABLE
+	// when the node shuts down.
+	Subscribe(ctx context.Context, in *SubscribeRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[SubscribeEvent], error)
 }
 
 type lunoraClient struct {
@@ -87,6 +95,25 @@ func (c *lunoraClient) Status(ctx context.Context, in *StatusRequest, opts ...gr
 	return out, nil
 }
 
+func (c *lunoraClient) Subscribe(ctx context.Context, in *SubscribeRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[SubscribeEvent], error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	stream, err := c.cc.NewStream(ctx, &Lunora_ServiceDesc.Streams[0], Lunora_Subscribe_FullMethodName, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	x := &grpc.GenericClientStream[SubscribeRequest, SubscribeEvent]{ClientStream: stream}
+	if err := x.ClientStream.SendMsg(in); err != nil {
+		return nil, err
+	}
+	if err := x.ClientStream.CloseSend(); err != nil {
+		return nil, err
+	}
+	return x, nil
+}
+
+// This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
+type Lunora_SubscribeClient = grpc.ServerStreamingClient[SubscribeEvent]
+
 // LunoraServer is the server API for Lunora service.
 // All implementations must embed UnimplementedLunoraServer
 // for forward compatibility.
@@ -108,6 +135,13 @@ type LunoraServer interface {
 	// Status reports what the serving process knows about itself and the node
 	// behind it.
 	Status(context.Context, *StatusRequest) (*StatusResponse, error)
+	// Subscribe runs a query function live: the first event is its full
+	// result at a commit seq, then keyed row deltas as commits change it,
+	// each tagged with the commit seq that produced it. since_seq resumes
+	// after a seq the client already has. The stream ends with a status:
+	// RESOURCE_EXHAUSTED for a subscriber too slow to keep up, UNAVAILABLE
+	// when the node shuts down.
+	Subscribe(*SubscribeRequest, grpc.ServerStreamingServer[SubscribeEvent]) error
 	mustEmbedUnimplementedLunoraServer()
 }
 
@@ -126,6 +160,9 @@ func (UnimplementedLunoraServer) Sql(context.Context, *SqlRequest) (*SqlResponse
 }
 func (UnimplementedLunoraServer) Status(context.Context, *StatusRequest) (*StatusResponse, error) {
 	return nil, status.Errorf(codes.Unimplemented, "method Status not implemented")
+}
+func (UnimplementedLunoraServer) Subscribe(*SubscribeRequest, grpc.ServerStreamingServer[SubscribeEvent]) error {
+	return status.Errorf(codes.Unimplemented, "method Subscribe not implemented")
 }
 func (UnimplementedLunoraServer) mustEmbedUnimplementedLunoraServer() {}
 func (UnimplementedLunoraServer) testEmbeddedByValue()                {}
@@ -202,6 +239,17 @@ func _Lunora_Status_Handler(srv interface{}, ctx context.Context, dec func(inter
 	return interceptor(ctx, in, info, handler)
 }
 
+func _Lunora_Subscribe_Handler(srv interface{}, stream grpc.ServerStream) error {
+	m := new(SubscribeRequest)
+	if err := stream.RecvMsg(m); err != nil {
+		return err
+	}
+	return srv.(LunoraServer).Subscribe(m, &grpc.GenericServerStream[SubscribeRequest, SubscribeEvent]{ServerStream: stream})
+}
+
+// This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
+type Lunora_SubscribeServer = grpc.ServerStreamingServer[SubscribeEvent]
+
 // Lunora_ServiceDesc is the grpc.ServiceDesc for Lunora service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -222,6 +270,12 @@ var Lunora_ServiceDesc = grpc.ServiceDesc{
 			Handler:    _Lunora_Status_Handler,
 		},
 	},
-	Streams:  []grpc.StreamDesc{},
+	Streams: []grpc.StreamDesc{
+		{
+			StreamName:    "Subscribe",
+			Handler:       _Lunora_Subscribe_Handler,
+			ServerStreams: true,
+		},
+	},
 	Metadata: "lunora/v1/lunora.proto",
 }

@@ -21,6 +21,82 @@ const (
 	_ = protoimpl.EnforceVersion(protoimpl.MaxVersion - 20)
 )
 
+type NodeSubscribeRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	ShardId       string                 `protobuf:"bytes,1,opt,name=shard_id,json=shardId,proto3" json:"shard_id,omitempty"`
+	Function      string                 `protobuf:"bytes,2,opt,name=function,proto3" json:"function,omitempty"`
+	Args          map[string]*Value      `protobuf:"bytes,3,rep,name=args,proto3" json:"args,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
+	SinceSeq      uint64                 `protobuf:"varint,4,opt,name=since_seq,json=sinceSeq,proto3" json:"since_seq,omitempty"`
+	Epoch         uint64                 `protobuf:"varint,5,opt,name=epoch,proto3" json:"epoch,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *NodeSubscribeRequest) Reset() {
+	*x = NodeSubscribeRequest{}
+	mi := &file_lunora_v1_node_proto_msgTypes[0]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *NodeSubscribeRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*NodeSubscribeRequest) ProtoMessage() {}
+
+func (x *NodeSubscribeRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_lunora_v1_node_proto_msgTypes[0]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use NodeSubscribeRequest.ProtoReflect.Descriptor instead.
+func (*NodeSubscribeRequest) Descriptor() ([]byte, []int) {
+	return file_lunora_v1_node_proto_rawDescGZIP(), []int{0}
+}
+
+func (x *NodeSubscribeRequest) GetShardId() string {
+	if x != nil {
+		return x.ShardId
+	}
+	return ""
+}
+
+func (x *NodeSubscribeRequest) GetFunction() string {
+	if x != nil {
+		return x.Function
+	}
+	return ""
+}
+
+func (x *NodeSubscribeRequest) GetArgs() map[string]*Value {
+	if x != nil {
+		return x.Args
+	}
+	return nil
+}
+
+func (x *NodeSubscribeRequest) GetSinceSeq() uint64 {
+	if x != nil {
+		return x.SinceSeq
+	}
+	return 0
+}
+
+func (x *NodeSubscribeRequest) GetEpoch() uint64 {
+	if x != nil {
+		return x.Epoch
+	}
+	return 0
+}
+
 type RegisterShardRequest struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	ShardId       string                 `protobuf:"bytes,1,opt,name=shard_id,json=shardId,proto3" json:"shard_id,omitempty"`
@@ -31,7 +107,7 @@ type RegisterShardRequest struct {
 
 func (x *RegisterShardRequest) Reset() {
 	*x = RegisterShardRequest{}
-	mi := &file_lunora_v1_node_proto_msgTypes[0]
+	mi := &file_lunora_v1_node_proto_msgTypes[1]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -43,7 +119,7 @@ func (x *RegisterShardRequest) String() string {
 func (*RegisterShardRequest) ProtoMessage() {}
 
 func (x *RegisterShardRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_lunora_v1_node_proto_msgTypes[0]
+	mi := &file_lunora_v1_node_proto_msgTypes[1]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -56,7 +132,7 @@ func (x *RegisterShardRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RegisterShardRequest.ProtoReflect.Descriptor instead.
 func (*RegisterShardRequest) Descriptor() ([]byte, []int) {
-	return file_lunora_v1_node_proto_rawDescGZIP(), []int{0}
+	return file_lunora_v1_node_proto_rawDescGZIP(), []int{1}
 }
 
 func (x *RegisterShardRequest) GetShardId() string {
@@ -83,7 +159,7 @@ type RegisterShardResponse struct {
 
 func (x *RegisterShardResponse) Reset() {
 	*x = RegisterShardResponse{}
-	mi := &file_lunora_v1_node_proto_msgTypes[1]
+	mi := &file_lunora_v1_node_proto_msgTypes[2]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -95,7 +171,7 @@ func (x *RegisterShardResponse) String() string {
 func (*RegisterShardResponse) ProtoMessage() {}
 
 func (x *RegisterShardResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_lunora_v1_node_proto_msgTypes[1]
+	mi := &file_lunora_v1_node_proto_msgTypes[2]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -108,7 +184,7 @@ func (x *RegisterShardResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RegisterShardResponse.ProtoReflect.Descriptor instead.
 func (*RegisterShardResponse) Descriptor() ([]byte, []int) {
-	return file_lunora_v1_node_proto_rawDescGZIP(), []int{1}
+	return file_lunora_v1_node_proto_rawDescGZIP(), []int{2}
 }
 
 func (x *RegisterShardResponse) GetExisted() bool {
@@ -131,7 +207,7 @@ type JoinRequest struct {
 
 func (x *JoinRequest) Reset() {
 	*x = JoinRequest{}
-	mi := &file_lunora_v1_node_proto_msgTypes[2]
+	mi := &file_lunora_v1_node_proto_msgTypes[3]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -143,7 +219,7 @@ func (x *JoinRequest) String() string {
 func (*JoinRequest) ProtoMessage() {}
 
 func (x *JoinRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_lunora_v1_node_proto_msgTypes[2]
+	mi := &file_lunora_v1_node_proto_msgTypes[3]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -156,7 +232,7 @@ func (x *JoinRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use JoinRequest.ProtoReflect.Descriptor instead.
 func (*JoinRequest) Descriptor() ([]byte, []int) {
-	return file_lunora_v1_node_proto_rawDescGZIP(), []int{2}
+	return file_lunora_v1_node_proto_rawDescGZIP(), []int{3}
 }
 
 func (x *JoinRequest) GetNodeId() string {
@@ -203,7 +279,7 @@ type JoinResponse struct {
 
 func (x *JoinResponse) Reset() {
 	*x = JoinResponse{}
-	mi := &file_lunora_v1_node_proto_msgTypes[3]
+	mi := &file_lunora_v1_node_proto_msgTypes[4]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -215,7 +291,7 @@ func (x *JoinResponse) String() string {
 func (*JoinResponse) ProtoMessage() {}
 
 func (x *JoinResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_lunora_v1_node_proto_msgTypes[3]
+	mi := &file_lunora_v1_node_proto_msgTypes[4]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -228,7 +304,7 @@ func (x *JoinResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use JoinResponse.ProtoReflect.Descriptor instead.
 func (*JoinResponse) Descriptor() ([]byte, []int) {
-	return file_lunora_v1_node_proto_rawDescGZIP(), []int{3}
+	return file_lunora_v1_node_proto_rawDescGZIP(), []int{4}
 }
 
 func (x *JoinResponse) GetLeaderId() string {
@@ -248,7 +324,7 @@ type RemoveNodeRequest struct {
 
 func (x *RemoveNodeRequest) Reset() {
 	*x = RemoveNodeRequest{}
-	mi := &file_lunora_v1_node_proto_msgTypes[4]
+	mi := &file_lunora_v1_node_proto_msgTypes[5]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -260,7 +336,7 @@ func (x *RemoveNodeRequest) String() string {
 func (*RemoveNodeRequest) ProtoMessage() {}
 
 func (x *RemoveNodeRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_lunora_v1_node_proto_msgTypes[4]
+	mi := &file_lunora_v1_node_proto_msgTypes[5]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -273,7 +349,7 @@ func (x *RemoveNodeRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RemoveNodeRequest.ProtoReflect.Descriptor instead.
 func (*RemoveNodeRequest) Descriptor() ([]byte, []int) {
-	return file_lunora_v1_node_proto_rawDescGZIP(), []int{4}
+	return file_lunora_v1_node_proto_rawDescGZIP(), []int{5}
 }
 
 func (x *RemoveNodeRequest) GetNodeId() string {
@@ -298,7 +374,7 @@ type RemoveNodeResponse struct {
 
 func (x *RemoveNodeResponse) Reset() {
 	*x = RemoveNodeResponse{}
-	mi := &file_lunora_v1_node_proto_msgTypes[5]
+	mi := &file_lunora_v1_node_proto_msgTypes[6]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -310,7 +386,7 @@ func (x *RemoveNodeResponse) String() string {
 func (*RemoveNodeResponse) ProtoMessage() {}
 
 func (x *RemoveNodeResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_lunora_v1_node_proto_msgTypes[5]
+	mi := &file_lunora_v1_node_proto_msgTypes[6]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -323,7 +399,7 @@ func (x *RemoveNodeResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RemoveNodeResponse.ProtoReflect.Descriptor instead.
 func (*RemoveNodeResponse) Descriptor() ([]byte, []int) {
-	return file_lunora_v1_node_proto_rawDescGZIP(), []int{5}
+	return file_lunora_v1_node_proto_rawDescGZIP(), []int{6}
 }
 
 type NodeCallRequest struct {
@@ -343,7 +419,7 @@ type NodeCallRequest struct {
 
 func (x *NodeCallRequest) Reset() {
 	*x = NodeCallRequest{}
-	mi := &file_lunora_v1_node_proto_msgTypes[6]
+	mi := &file_lunora_v1_node_proto_msgTypes[7]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -355,7 +431,7 @@ func (x *NodeCallRequest) String() string {
 func (*NodeCallRequest) ProtoMessage() {}
 
 func (x *NodeCallRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_lunora_v1_node_proto_msgTypes[6]
+	mi := &file_lunora_v1_node_proto_msgTypes[7]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -368,7 +444,7 @@ func (x *NodeCallRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use NodeCallRequest.ProtoReflect.Descriptor instead.
 func (*NodeCallRequest) Descriptor() ([]byte, []int) {
-	return file_lunora_v1_node_proto_rawDescGZIP(), []int{6}
+	return file_lunora_v1_node_proto_rawDescGZIP(), []int{7}
 }
 
 func (x *NodeCallRequest) GetShardId() string {
@@ -427,7 +503,7 @@ type NodeSqlRequest struct {
 
 func (x *NodeSqlRequest) Reset() {
 	*x = NodeSqlRequest{}
-	mi := &file_lunora_v1_node_proto_msgTypes[7]
+	mi := &file_lunora_v1_node_proto_msgTypes[8]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -439,7 +515,7 @@ func (x *NodeSqlRequest) String() string {
 func (*NodeSqlRequest) ProtoMessage() {}
 
 func (x *NodeSqlRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_lunora_v1_node_proto_msgTypes[7]
+	mi := &file_lunora_v1_node_proto_msgTypes[8]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -452,7 +528,7 @@ func (x *NodeSqlRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use NodeSqlRequest.ProtoReflect.Descriptor instead.
 func (*NodeSqlRequest) Descriptor() ([]byte, []int) {
-	return file_lunora_v1_node_proto_rawDescGZIP(), []int{7}
+	return file_lunora_v1_node_proto_rawDescGZIP(), []int{8}
 }
 
 func (x *NodeSqlRequest) GetShardId() string {
@@ -501,7 +577,16 @@ var File_lunora_v1_node_proto protoreflect.FileDescriptor
 
 const file_lunora_v1_node_proto_rawDesc = "" +
 	"\n" +
-	"\x14lunora/v1/node.proto\x12\tlunora.v1\x1a\x16lunora/v1/lunora.proto\"O\n" +
+	"\x14lunora/v1/node.proto\x12\tlunora.v1\x1a\x16lunora/v1/lunora.proto\"\x8a\x02\n" +
+	"\x14NodeSubscribeRequest\x12\x19\n" +
+	"\bshard_id\x18\x01 \x01(\tR\ashardId\x12\x1a\n" +
+	"\bfunction\x18\x02 \x01(\tR\bfunction\x12=\n" +
+	"\x04args\x18\x03 \x03(\v2).lunora.v1.NodeSubscribeRequest.ArgsEntryR\x04args\x12\x1b\n" +
+	"\tsince_seq\x18\x04 \x01(\x04R\bsinceSeq\x12\x14\n" +
+	"\x05epoch\x18\x05 \x01(\x04R\x05epoch\x1aI\n" +
+	"\tArgsEntry\x12\x10\n" +
+	"\x03key\x18\x01 \x01(\tR\x03key\x12&\n" +
+	"\x05value\x18\x02 \x01(\v2\x10.lunora.v1.ValueR\x05value:\x028\x01\"O\n" +
 	"\x14RegisterShardRequest\x12\x19\n" +
 	"\bshard_id\x18\x01 \x01(\tR\ashardId\x12\x1c\n" +
 	"\tforwarded\x18\x02 \x01(\bR\tforwarded\"1\n" +
@@ -538,7 +623,7 @@ const file_lunora_v1_node_proto_rawDesc = "" +
 	"\tforwarded\x18\x06 \x01(\bR\tforwarded\x1aK\n" +
 	"\vParamsEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12&\n" +
-	"\x05value\x18\x02 \x01(\v2\x10.lunora.v1.ValueR\x05value:\x028\x012\x94\x03\n" +
+	"\x05value\x18\x02 \x01(\v2\x10.lunora.v1.ValueR\x05value:\x028\x012\xdf\x03\n" +
 	"\x04Node\x12;\n" +
 	"\x04Call\x12\x1a.lunora.v1.NodeCallRequest\x1a\x17.lunora.v1.CallResponse\x128\n" +
 	"\x03Sql\x12\x19.lunora.v1.NodeSqlRequest\x1a\x16.lunora.v1.SqlResponse\x12=\n" +
@@ -546,7 +631,8 @@ const file_lunora_v1_node_proto_rawDesc = "" +
 	"\x04Join\x12\x16.lunora.v1.JoinRequest\x1a\x17.lunora.v1.JoinResponse\x12I\n" +
 	"\n" +
 	"RemoveNode\x12\x1c.lunora.v1.RemoveNodeRequest\x1a\x1d.lunora.v1.RemoveNodeResponse\x12R\n" +
-	"\rRegisterShard\x12\x1f.lunora.v1.RegisterShardRequest\x1a .lunora.v1.RegisterShardResponseB3Z1github.com/lunora/lunora/proto/lunora/v1;lunorav1b\x06proto3"
+	"\rRegisterShard\x12\x1f.lunora.v1.RegisterShardRequest\x1a .lunora.v1.RegisterShardResponse\x12I\n" +
+	"\tSubscribe\x12\x1f.lunora.v1.NodeSubscribeRequest\x1a\x19.lunora.v1.SubscribeEvent0\x01B3Z1github.com/lunora/lunora/proto/lunora/v1;lunorav1b\x06proto3"
 
 var (
 	file_lunora_v1_node_proto_rawDescOnce sync.Once
@@ -560,49 +646,56 @@ func file_lunora_v1_node_proto_rawDescGZIP() []byte {
 	return file_lunora_v1_node_proto_rawDescData
 }
 
-var file_lunora_v1_node_proto_msgTypes = make([]protoimpl.MessageInfo, 10)
+var file_lunora_v1_node_proto_msgTypes = make([]protoimpl.MessageInfo, 12)
 var file_lunora_v1_node_proto_goTypes = []any{
-	(*RegisterShardRequest)(nil),  // 0: lunora.v1.RegisterShardRequest
-	(*RegisterShardResponse)(nil), // 1: lunora.v1.RegisterShardResponse
-	(*JoinRequest)(nil),           // 2: lunora.v1.JoinRequest
-	(*JoinResponse)(nil),          // 3: lunora.v1.JoinResponse
-	(*RemoveNodeRequest)(nil),     // 4: lunora.v1.RemoveNodeRequest
-	(*RemoveNodeResponse)(nil),    // 5: lunora.v1.RemoveNodeResponse
-	(*NodeCallRequest)(nil),       // 6: lunora.v1.NodeCallRequest
-	(*NodeSqlRequest)(nil),        // 7: lunora.v1.NodeSqlRequest
-	nil,                           // 8: lunora.v1.NodeCallRequest.ArgsEntry
-	nil,                           // 9: lunora.v1.NodeSqlRequest.ParamsEntry
-	(*ReadOptions)(nil),           // 10: lunora.v1.ReadOptions
-	(*Value)(nil),                 // 11: lunora.v1.Value
-	(*StatusRequest)(nil),         // 12: lunora.v1.StatusRequest
-	(*CallResponse)(nil),          // 13: lunora.v1.CallResponse
-	(*SqlResponse)(nil),           // 14: lunora.v1.SqlResponse
-	(*StatusResponse)(nil),        // 15: lunora.v1.StatusResponse
+	(*NodeSubscribeRequest)(nil),  // 0: lunora.v1.NodeSubscribeRequest
+	(*RegisterShardRequest)(nil),  // 1: lunora.v1.RegisterShardRequest
+	(*RegisterShardResponse)(nil), // 2: lunora.v1.RegisterShardResponse
+	(*JoinRequest)(nil),           // 3: lunora.v1.JoinRequest
+	(*JoinResponse)(nil),          // 4: lunora.v1.JoinResponse
+	(*RemoveNodeRequest)(nil),     // 5: lunora.v1.RemoveNodeRequest
+	(*RemoveNodeResponse)(nil),    // 6: lunora.v1.RemoveNodeResponse
+	(*NodeCallRequest)(nil),       // 7: lunora.v1.NodeCallRequest
+	(*NodeSqlRequest)(nil),        // 8: lunora.v1.NodeSqlRequest
+	nil,                           // 9: lunora.v1.NodeSubscribeRequest.ArgsEntry
+	nil,                           // 10: lunora.v1.NodeCallRequest.ArgsEntry
+	nil,                           // 11: lunora.v1.NodeSqlRequest.ParamsEntry
+	(*ReadOptions)(nil),           // 12: lunora.v1.ReadOptions
+	(*Value)(nil),                 // 13: lunora.v1.Value
+	(*StatusRequest)(nil),         // 14: lunora.v1.StatusRequest
+	(*CallResponse)(nil),          // 15: lunora.v1.CallResponse
+	(*SqlResponse)(nil),           // 16: lunora.v1.SqlResponse
+	(*StatusResponse)(nil),        // 17: lunora.v1.StatusResponse
+	(*SubscribeEvent)(nil),        // 18: lunora.v1.SubscribeEvent
 }
 var file_lunora_v1_node_proto_depIdxs = []int32{
-	8,  // 0: lunora.v1.NodeCallRequest.args:type_name -> lunora.v1.NodeCallRequest.ArgsEntry
-	10, // 1: lunora.v1.NodeCallRequest.read:type_name -> lunora.v1.ReadOptions
-	9,  // 2: lunora.v1.NodeSqlRequest.params:type_name -> lunora.v1.NodeSqlRequest.ParamsEntry
-	10, // 3: lunora.v1.NodeSqlRequest.read:type_name -> lunora.v1.ReadOptions
-	11, // 4: lunora.v1.NodeCallRequest.ArgsEntry.value:type_name -> lunora.v1.Value
-	11, // 5: lunora.v1.NodeSqlRequest.ParamsEntry.value:type_name -> lunora.v1.Value
-	6,  // 6: lunora.v1.Node.Call:input_type -> lunora.v1.NodeCallRequest
-	7,  // 7: lunora.v1.Node.Sql:input_type -> lunora.v1.NodeSqlRequest
-	12, // 8: lunora.v1.Node.Status:input_type -> lunora.v1.StatusRequest
-	2,  // 9: lunora.v1.Node.Join:input_type -> lunora.v1.JoinRequest
-	4,  // 10: lunora.v1.Node.RemoveNode:input_type -> lunora.v1.RemoveNodeRequest
-	0,  // 11: lunora.v1.Node.RegisterShard:input_type -> lunora.v1.RegisterShardRequest
-	13, // 12: lunora.v1.Node.Call:output_type -> lunora.v1.CallResponse
-	14, // 13: lunora.v1.Node.Sql:output_type -> lunora.v1.SqlResponse
-	15, // 14: lunora.v1.Node.Status:output_type -> lunora.v1.StatusResponse
-	3,  // 15: lunora.v1.Node.Join:output_type -> lunora.v1.JoinResponse
-	5,  // 16: lunora.v1.Node.RemoveNode:output_type -> lunora.v1.RemoveNodeResponse
-	1,  // 17: lunora.v1.Node.RegisterShard:output_type -> lunora.v1.RegisterShardResponse
-	12, // [12:18] is the sub-list for method output_type
-	6,  // [6:12] is the sub-list for method input_type
-	6,  // [6:6] is the sub-list for extension type_name
-	6,  // [6:6] is the sub-list for extension extendee
-	0,  // [0:6] is the sub-list for field type_name
+	9,  // 0: lunora.v1.NodeSubscribeRequest.args:type_name -> lunora.v1.NodeSubscribeRequest.ArgsEntry
+	10, // 1: lunora.v1.NodeCallRequest.args:type_name -> lunora.v1.NodeCallRequest.ArgsEntry
+	12, // 2: lunora.v1.NodeCallRequest.read:type_name -> lunora.v1.ReadOptions
+	11, // 3: lunora.v1.NodeSqlRequest.params:type_name -> lunora.v1.NodeSqlRequest.ParamsEntry
+	12, // 4: lunora.v1.NodeSqlRequest.read:type_name -> lunora.v1.ReadOptions
+	13, // 5: lunora.v1.NodeSubscribeRequest.ArgsEntry.value:type_name -> lunora.v1.Value
+	13, // 6: lunora.v1.NodeCallRequest.ArgsEntry.value:type_name -> lunora.v1.Value
+	13, // 7: lunora.v1.NodeSqlRequest.ParamsEntry.value:type_name -> lunora.v1.Value
+	7,  // 8: lunora.v1.Node.Call:input_type -> lunora.v1.NodeCallRequest
+	8,  // 9: lunora.v1.Node.Sql:input_type -> lunora.v1.NodeSqlRequest
+	14, // 10: lunora.v1.Node.Status:input_type -> lunora.v1.StatusRequest
+	3,  // 11: lunora.v1.Node.Join:input_type -> lunora.v1.JoinRequest
+	5,  // 12: lunora.v1.Node.RemoveNode:input_type -> lunora.v1.RemoveNodeRequest
+	1,  // 13: lunora.v1.Node.RegisterShard:input_type -> lunora.v1.RegisterShardRequest
+	0,  // 14: lunora.v1.Node.Subscribe:input_type -> lunora.v1.NodeSubscribeRequest
+	15, // 15: lunora.v1.Node.Call:output_type -> lunora.v1.CallResponse
+	16, // 16: lunora.v1.Node.Sql:output_type -> lunora.v1.SqlResponse
+	17, // 17: lunora.v1.Node.Status:output_type -> lunora.v1.StatusResponse
+	4,  // 18: lunora.v1.Node.Join:output_type -> lunora.v1.JoinResponse
+	6,  // 19: lunora.v1.Node.RemoveNode:output_type -> lunora.v1.RemoveNodeResponse
+	2,  // 20: lunora.v1.Node.RegisterShard:output_type -> lunora.v1.RegisterShardResponse
+	18, // 21: lunora.v1.Node.Subscribe:output_type -> lunora.v1.SubscribeEvent
+	15, // [15:22] is the sub-list for method output_type
+	8,  // [8:15] is the sub-list for method input_type
+	8,  // [8:8] is the sub-list for extension type_name
+	8,  // [8:8] is the sub-list for extension extendee
+	0,  // [0:8] is the sub-list for field type_name
 }
 
 func init() { file_lunora_v1_node_proto_init() }
@@ -617,7 +710,7 @@ func file_lunora_v1_node_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_lunora_v1_node_proto_rawDesc), len(file_lunora_v1_node_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   10,
+			NumMessages:   12,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

@@ -25,6 +25,7 @@ const (
 	Node_Join_FullMethodName          = "/lunora.v1.Node/Join"
 	Node_RemoveNode_FullMethodName    = "/lunora.v1.Node/RemoveNode"
 	Node_RegisterShard_FullMethodName = "/lunora.v1.Node/RegisterShard"
+	Node_Subscribe_FullMethodName     = "/lunora.v1.Node/Subscribe"
 )
 
 // NodeClient is the client API for Node service.
@@ -50,6 +51,8 @@ type NodeClient interface {
 	// RegisterShard records in the shard registry that a shard exists
 	// (create-if-absent); passed to the leader like Join.
 	RegisterShard(ctx context.Context, in *RegisterShardRequest, opts ...grpc.CallOption) (*RegisterShardResponse, error)
+	// Subscribe runs a query function live on a shard of this node.
+	Subscribe(ctx context.Context, in *NodeSubscribeRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[SubscribeEvent], error)
 }
 
 type nodeClient struct {
@@ -120,6 +123,25 @@ func (c *nodeClient) RegisterShard(ctx context.Context, in *RegisterShardRequest
 	return out, nil
 }
 
+func (c *nodeClient) Subscribe(ctx context.Context, in *NodeSubscribeRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[SubscribeEvent], error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	stream, err := c.cc.NewStream(ctx, &Node_ServiceDesc.Streams[0], Node_Subscribe_FullMethodName, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	x := &grpc.GenericClientStream[NodeSubscribeRequest, SubscribeEvent]{ClientStream: stream}
+	if err := x.ClientStream.SendMsg(in); err != nil {
+		return nil, err
+	}
+	if err := x.ClientStream.CloseSend(); err != nil {
+		return nil, err
+	}
+	return x, nil
+}
+
+// This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
+type Node_SubscribeClient = grpc.ServerStreamingClient[SubscribeEvent]
+
 // NodeServer is the server API for Node service.
 // All implementations must embed UnimplementedNodeServer
 // for forward compatibility.
@@ -143,6 +165,8 @@ type NodeServer interface {
 	// RegisterShard records in the shard registry that a shard exists
 	// (create-if-absent); passed to the leader like Join.
 	RegisterShard(context.Context, *RegisterShardRequest) (*RegisterShardResponse, error)
+	// Subscribe runs a query function live on a shard of this node.
+	Subscribe(*NodeSubscribeRequest, grpc.ServerStreamingServer[SubscribeEvent]) error
 	mustEmbedUnimplementedNodeServer()
 }
 
@@ -170,6 +194,9 @@ func (UnimplementedNodeServer) RemoveNode(context.Context, *RemoveNodeRequest) (
 }
 func (UnimplementedNodeServer) RegisterShard(context.Context, *RegisterShardRequest) (*RegisterShardResponse, error) {
 	return nil, status.Errorf(codes.Unimplemented, "method RegisterShard not implemented")
+}
+func (UnimplementedNodeServer) Subscribe(*NodeSubscribeRequest, grpc.ServerStreamingServer[SubscribeEvent]) error {
+	return status.Errorf(codes.Unimplemented, "method Subscribe not implemented")
 }
 func (UnimplementedNodeServer) mustEmbedUnimplementedNodeServer() {}
 func (UnimplementedNodeServer) testEmbeddedByValue()              {}
@@ -300,6 +327,17 @@ func _Node_RegisterShard_Handler(srv interface{}, ctx context.Context, dec func(
 	return interceptor(ctx, in, info, handler)
 }
 
+func _Node_Subscribe_Handler(srv interface{}, stream grpc.ServerStream) error {
+	m := new(NodeSubscribeRequest)
+	if err := stream.RecvMsg(m); err != nil {
+		return err
+	}
+	return srv.(NodeServer).Subscribe(m, &grpc.GenericServerStream[NodeSubscribeRequest, SubscribeEvent]{ServerStream: stream})
+}
+
+// This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
+type Node_SubscribeServer = grpc.ServerStreamingServer[SubscribeEvent]
+
 // Node_ServiceDesc is the grpc.ServiceDesc for Node service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -332,6 +370,12 @@ var Node_ServiceDesc = grpc.ServiceDesc{
 			Handler:    _Node_RegisterShard_Handler,
 		},
 	},
-	Streams:  []grpc.StreamDesc{},
+	Streams: []grpc.StreamDesc{
+		{
+			StreamName:    "Subscribe",
+			Handler:       _Node_Subscribe_Handler,
+			ServerStreams: true,
+		},
+	},
 	Metadata: "lunora/v1/node.proto",
 }

@@ -1,0 +1,57 @@
+package gateway
+
+import (
+	"context"
+	"fmt"
+	"time"
+
+	"github.com/lunora/lunora/api"
+	"github.com/lunora/lunora/schema"
+	"google.golang.org/grpc/codes"
+)
+
+// subscribeLabel is the function label of subscriptions in metrics: the
+// function name is kept, with this prefix.
+const subscribePrefix = "subscribe "
+
+// Subscribe starts a live query: it validates the function (a query on a
+// shard), resolves the shard and binds the arguments like Call, then asks
+// the Backend. The stream lives as long as ctx.
+func (g *Gateway) Subscribe(ctx context.Context, function string, args map[string]any, shardKey string, sinceSeq uint64) (api.Stream, error) {
+	return g.subscribe(ctx, protocolGRPC, function, args, shardKey, sinceSeq)
+}
+
+func (g *Gateway) subscribe(ctx context.Context, protocol, function string, args map[string]any, shardKey string, sinceSeq uint64) (st api.Stream, err error) {
+	start := time.Now()
+	label := g.functionLabel(function)
+	if label != unknownLabel {
+		label = subscribePrefix + label
+	}
+	defer func() { g.metrics.observe(protocol, label, err, time.Since(start)) }()
+	if function == "" {
+		return nil, api.New(codes.InvalidArgument, "function must be set: name a query function declared in the app schema")
+	}
+	fn := g.app.Function(function)
+	if fn == nil {
+		return nil, &api.Error{Code: codes.NotFound, Msg: fmt.Sprintf("unknown function %q", clip(function)), Err: ErrUnknownFunction}
+	}
+	if fn.Kind != schema.Query {
+		return nil, api.Errorf(codes.InvalidArgument, "function %s is a mutation; subscribe to a query function", fn.Name)
+	}
+	if fn.Global() {
+		return nil, api.Errorf(codes.Unimplemented, "live queries on global tables are not supported yet; %s is global", fn.Name)
+	}
+	shardID, args, err := g.app.ResolveShard(fn, args, shardKey)
+	if err != nil {
+		return nil, err
+	}
+	bound, err := fn.BindArgs(args)
+	if err != nil {
+		return nil, err
+	}
+	st, err = g.backend.Subscribe(ctx, shardID, fn.Name, bound, sinceSeq)
+	if err != nil {
+		return nil, g.backendError(ctx, err, "subscription to "+fn.Name, shardID)
+	}
+	return st, nil
+}
