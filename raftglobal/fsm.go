@@ -297,7 +297,7 @@ func (f *fsm) mustExec(ctx context.Context, stmt string, args ...driver.NamedVal
 func (f *fsm) run(ctx context.Context, cmd *wireCommand) (*api.Result, error) {
 	c := f.w
 	args := cmd.namedValues()
-	before, err := c.TotalChanges(ctx)
+	before, err := c.TotalChanges()
 	if err != nil {
 		return nil, f.classify(err)
 	}
@@ -320,7 +320,7 @@ func (f *fsm) run(ctx context.Context, cmd *wireCommand) (*api.Result, error) {
 		res.Columns, res.Rows = cols, rows
 	}
 	c.User = false
-	after, err := c.TotalChanges(ctx)
+	after, err := c.TotalChanges()
 	if err != nil {
 		return nil, f.classify(err)
 	}

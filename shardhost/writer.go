@@ -88,8 +88,7 @@ func (a *actor) groupCommit(batch []*mutation) {
 	pending := batch
 	for len(pending) > 0 {
 		startSeq := a.seq
-		ctx := context.Background()
-		if _, err := a.w.Exec(ctx, "BEGIN IMMEDIATE"); err != nil {
+		if _, err := a.w.ExecSys("BEGIN IMMEDIATE"); err != nil {
 			failAll(pending, a.w.Classify(err, a.id))
 			return
 		}
@@ -101,7 +100,7 @@ func (a *actor) groupCommit(batch []*mutation) {
 				m.err = api.Errorf(api.CodeOf(err), "shard %s: %v before the mutation ran; it was not applied", a.id, err)
 				continue
 			}
-			a.w.Exec(ctx, "SAVEPOINT m")
+			a.w.ExecSys("SAVEPOINT m")
 			res, dirty, err := a.run(m)
 			if err != nil {
 				m.err = err
@@ -109,11 +108,11 @@ func (a *actor) groupCommit(batch []*mutation) {
 					retry = append(append(retry, applied...), pending[i+1:]...)
 					break
 				}
-				a.w.Exec(ctx, "ROLLBACK TO m")
-				a.w.Exec(ctx, "RELEASE m")
+				a.w.ExecSys("ROLLBACK TO m")
+				a.w.ExecSys("RELEASE m")
 				continue
 			}
-			a.w.Exec(ctx, "RELEASE m")
+			a.w.ExecSys("RELEASE m")
 			if dirty {
 				a.seq++
 			}
@@ -130,9 +129,9 @@ func (a *actor) groupCommit(batch []*mutation) {
 			pending = retry
 			continue
 		}
-		err := a.commit(ctx, startSeq)
+		err := a.commit(startSeq)
 		if err != nil {
-			a.w.Exec(ctx, "ROLLBACK")
+			a.w.ExecSys("ROLLBACK")
 			a.seq = startSeq
 			failAll(applied, api.Errorf(codes.Unavailable, "shard %s: commit failed, the mutation was not applied: %v", a.id, err))
 		} else if a.seq != startSeq {
@@ -144,13 +143,13 @@ func (a *actor) groupCommit(batch []*mutation) {
 	}
 }
 
-func (a *actor) commit(ctx context.Context, startSeq uint64) error {
+func (a *actor) commit(startSeq uint64) error {
 	if a.seq != startSeq {
-		if _, err := a.w.Exec(ctx, "UPDATE __lunora_meta SET v = ? WHERE k = 'seq'", driver.NamedValue{Ordinal: 1, Value: int64(a.seq)}); err != nil {
+		if _, err := a.w.ExecSys("UPDATE __lunora_meta SET v = ? WHERE k = 'seq'", driver.NamedValue{Ordinal: 1, Value: int64(a.seq)}); err != nil {
 			return err
 		}
 	}
-	_, err := a.w.Exec(ctx, "COMMIT")
+	_, err := a.w.ExecSys("COMMIT")
 	return err
 }
 
@@ -167,7 +166,7 @@ func (a *actor) run(m *mutation) (*api.Result, bool, error) {
 	c := a.w
 	ctx, cancel := context.WithTimeout(m.ctx, a.h.cfg.StatementTimeout)
 	defer cancel()
-	before, err := c.TotalChanges(ctx)
+	before, err := c.TotalChanges()
 	if err != nil {
 		return nil, false, c.Classify(err, a.id)
 	}
@@ -190,7 +189,7 @@ func (a *actor) run(m *mutation) (*api.Result, bool, error) {
 		res.Columns, res.Rows = cols, rows
 	}
 	c.User = false
-	after, err := c.TotalChanges(ctx)
+	after, err := c.TotalChanges()
 	if err != nil {
 		return nil, false, c.Classify(err, a.id)
 	}

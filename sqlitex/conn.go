@@ -28,6 +28,8 @@ type Conn struct {
 	foreignRow string // set when a row for another shard is written (I1)
 	dirty      bool   // set by the update hook when a row changes
 
+	sys map[string]driver.Stmt // prepared system statements (ExecSys)
+
 	// written lists, deduplicated, the tables the update hook saw change
 	// since ResetWritten. It is reused between transactions, so noting a
 	// row change allocates nothing once a table has been seen.
@@ -157,8 +159,51 @@ func truthy(v any) bool {
 	return true
 }
 
-// Close closes the connection.
-func (c *Conn) Close() error { return c.C.Close() }
+// Close closes the connection and its cached system statements.
+func (c *Conn) Close() error {
+	for _, st := range c.sys {
+		st.Close()
+	}
+	c.sys = nil
+	return c.C.Close()
+}
+
+// ExecSys runs one of the runtime's own statements (BEGIN, SAVEPOINT,
+// RELEASE, COMMIT, bookkeeping) from a per-connection cache of prepared
+// statements, without a context: such statements are never interrupted, and
+// the driver spawns a goroutine per statement run under a cancellable
+// context. Never pass user SQL here: it would run outside the sandbox's
+// preparation and the statement timeout.
+func (c *Conn) ExecSys(query string, args ...driver.NamedValue) (int64, error) {
+	st, err := c.sysStmt(query)
+	if err != nil {
+		return 0, err
+	}
+	res, err := st.(driver.StmtExecContext).ExecContext(context.Background(), args)
+	if err != nil {
+		return 0, err
+	}
+	n, _ := res.RowsAffected()
+	return n, nil
+}
+
+func (c *Conn) sysStmt(query string) (driver.Stmt, error) {
+	if st, ok := c.sys[query]; ok {
+		return st, nil
+	}
+	user := c.User
+	c.User = false
+	st, err := c.C.Prepare(query)
+	c.User = user
+	if err != nil {
+		return nil, err
+	}
+	if c.sys == nil {
+		c.sys = map[string]driver.Stmt{}
+	}
+	c.sys[query] = st
+	return st, nil
+}
 
 // Dirty reports whether a row changed since the last Reset.
 func (c *Conn) Dirty() bool { return c.dirty }
@@ -276,8 +321,12 @@ func (c *Conn) QueryRows(ctx context.Context, query string, args []driver.NamedV
 }
 
 // TotalChanges is SQLite's count of rows changed on this connection.
-func (c *Conn) TotalChanges(ctx context.Context) (int64, error) {
-	rows, err := c.C.QueryContext(ctx, "SELECT total_changes()", nil)
+func (c *Conn) TotalChanges() (int64, error) {
+	st, err := c.sysStmt("SELECT total_changes()")
+	if err != nil {
+		return 0, err
+	}
+	rows, err := st.(driver.StmtQueryContext).QueryContext(context.Background(), nil)
 	if err != nil {
 		return 0, err
 	}
