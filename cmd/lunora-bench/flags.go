@@ -19,6 +19,7 @@ type options struct {
 	mode           string
 	synchronous    string
 	baseline       bool
+	baselineFiles  int
 	dataDir        string
 	cpuProfile     string
 	trace          string
@@ -59,6 +60,7 @@ func parseFlags(args []string, stderr io.Writer) (*options, error) {
 	fs.StringVar(&o.mode, "mode", "both", "mutation (messages:send), query (messages:list) or both (one after the other)")
 	fs.StringVar(&o.synchronous, "sync", "FULL", "SQLite synchronous level of the in-process stack and the baseline: FULL or NORMAL")
 	fs.BoolVar(&o.baseline, "baseline", true, "also measure plain SQLite autocommit inserts in the same run")
+	fs.IntVar(&o.baselineFiles, "baseline-files", 1, "SQLite files (each with its own writer) the baseline spreads the rooms over; 1 is the classic single-writer baseline, -shards is plain SQLite's counterpart of that many shards")
 	fs.StringVar(&o.dataDir, "data", "", "directory to create the run's (temporary) data directory in; default the system temp dir")
 	fs.StringVar(&o.cpuProfile, "cpuprofile", "", "write a CPU profile of the Lunora phases (whole process: callers and, in-process, the stack) to this file")
 	fs.StringVar(&o.trace, "trace", "", "write a runtime execution trace of the Lunora phases to this file (keep -d short: traces grow fast)")
@@ -77,6 +79,8 @@ func parseFlags(args []string, stderr io.Writer) (*options, error) {
 		return nil, fmt.Errorf("-c must be at least 1")
 	case o.callersPerConn < 1:
 		return nil, fmt.Errorf("-callers-per-conn must be at least 1")
+	case o.baselineFiles < 1:
+		return nil, fmt.Errorf("-baseline-files must be at least 1")
 	case o.shards < 1:
 		return nil, fmt.Errorf("-shards must be at least 1")
 	case o.duration <= 0:
