@@ -115,3 +115,61 @@ func (s *Session) Sql(ctx context.Context, shardID, sql string, params map[strin
 	s.observe(res)
 	return res, err
 }
+
+// Subscribe starts a live query: the stream's first update is the query's
+// result (or, with sinceSeq, the changes since that commit seq), then keyed
+// deltas as commits change it. Refusals (unknown function, a mutation, bad
+// arguments) come back here, before any update. Close the stream when done.
+func (c *Client) Subscribe(ctx context.Context, function string, args map[string]any, shardKey string, sinceSeq uint64) (api.Stream, error) {
+	pargs, err := rpc.ArgsToProto(args)
+	if err != nil {
+		return nil, err
+	}
+	sctx, cancel := context.WithCancel(ctx)
+	stream, err := c.api.Subscribe(sctx, &lunorav1.SubscribeRequest{Function: function, Args: pargs, ShardKey: shardKey, SinceSeq: sinceSeq})
+	if err != nil {
+		cancel()
+		return nil, rpc.FromStatus(err)
+	}
+	first, err := stream.Recv()
+	if err != nil {
+		cancel()
+		return nil, rpc.FromStatus(err)
+	}
+	return &updateStream{stream: stream, cancel: cancel, first: first}, nil
+}
+
+type updateStream struct {
+	stream grpc.ServerStreamingClient[lunorav1.SubscribeEvent]
+	cancel context.CancelFunc
+	first  *lunorav1.SubscribeEvent
+}
+
+// Next returns the next typed update; ctx bounds this wait only.
+func (s *updateStream) Next(ctx context.Context) (*api.Update, error) {
+	if ev := s.first; ev != nil {
+		s.first = nil
+		return rpc.UpdateFromEvent(ev), nil
+	}
+	type recv struct {
+		ev  *lunorav1.SubscribeEvent
+		err error
+	}
+	ch := make(chan recv, 1)
+	go func() {
+		ev, err := s.stream.Recv()
+		ch <- recv{ev, err}
+	}()
+	select {
+	case r := <-ch:
+		if r.err != nil {
+			return nil, rpc.FromStatus(r.err)
+		}
+		return rpc.UpdateFromEvent(r.ev), nil
+	case <-ctx.Done():
+		s.cancel() // a Recv cannot be abandoned; end the stream
+		return nil, ctx.Err()
+	}
+}
+
+func (s *updateStream) Close() { s.cancel() }

@@ -54,3 +54,33 @@ func TestSessionReadsItsWrites(t *testing.T) {
 		t.Fatalf("duplicate user: %v", err)
 	}
 }
+
+func TestSubscribeYieldsTypedUpdates(t *testing.T) {
+	dev := lunoratest.StartDev(t, shardhost.DefaultLocalConfig())
+	c, err := client.Dial(dev.GRPCAddr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	if _, err := c.Subscribe(ctx, "messages:send", map[string]any{"room_id": "r", "author": "a", "body": "b"}, "", 0); api.CodeOf(err) != codes.InvalidArgument {
+		t.Fatalf("subscribing to a mutation: %v", err)
+	}
+	st, err := c.Subscribe(ctx, "messages:list", map[string]any{"room_id": "typed"}, "", 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer st.Close()
+	u, err := st.Next(ctx)
+	if err != nil || u.Kind != api.UpdateSnapshot || len(u.Rows) != 0 {
+		t.Fatalf("first update = %+v, %v", u, err)
+	}
+	if _, err := c.Call(ctx, "messages:send", map[string]any{"room_id": "typed", "author": "a", "body": "hi"}, "", api.ReadOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	u, err = st.Next(ctx)
+	if err != nil || u.Kind != api.UpdateDelta || len(u.Changes) != 1 || u.Changes[0].Op != api.ChangeInsert || u.Changes[0].Row[2] != "hi" {
+		t.Fatalf("delta = %+v, %v", u, err)
+	}
+}

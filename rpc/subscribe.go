@@ -148,7 +148,13 @@ type clientStream struct {
 	first  *lunorav1.SubscribeEvent
 }
 
+// Next waits for the next event. The wait is bounded by the context the
+// stream was opened with (Subscribe's ctx); ctx is only checked first, so
+// callers pass that same context or one derived from it.
 func (s *clientStream) Next(ctx context.Context) (*api.Update, error) {
+	if err := ctx.Err(); err != nil {
+		return nil, err
+	}
 	if ev := s.first; ev != nil {
 		s.first = nil
 		return UpdateFromEvent(ev), nil
