@@ -39,7 +39,30 @@ func (s *Store) Checksum(ctx context.Context) (Checksum, error) {
 		return Checksum{}, r.Classify(err, dbName)
 	}
 	defer r.Exec(context.Background(), "COMMIT")
-	idx, err := f.storedIndex(ctx, r)
+	return checksum(ctx, r)
+}
+
+// ChecksumFile digests a stopped node's FSM file (<data>/raft/fsm/global.db)
+// exactly as Store.Checksum digests a running one, so replicas can be
+// compared after the processes have exited.
+func ChecksumFile(ctx context.Context, path string) (Checksum, error) {
+	c, err := sqlitex.Open(path, sqlitex.Options{Synchronous: "NORMAL", CacheKiB: 2048, ReadOnly: true, MaxSQLLen: 1 << 20})
+	if err != nil {
+		return Checksum{}, err
+	}
+	defer c.Close()
+	if _, err := c.Exec(ctx, "BEGIN"); err != nil {
+		return Checksum{}, fmt.Errorf("%s: %w", path, err)
+	}
+	defer c.Exec(context.Background(), "COMMIT")
+	return checksum(ctx, c)
+}
+
+// checksum digests every table visible to r, which is in a read
+// transaction.
+func checksum(ctx context.Context, r *sqlitex.Conn) (Checksum, error) {
+	idx, err := storedIndex(ctx, r)
+
 	if err != nil {
 		return Checksum{}, err
 	}

@@ -139,7 +139,7 @@ func (f *fsm) openWriter() error {
 		}
 	}
 	f.w = w
-	idx, err := f.storedIndex(ctx, w)
+	idx, err := storedIndex(ctx, w)
 	if err != nil {
 		w.Close()
 		return err
@@ -148,7 +148,7 @@ func (f *fsm) openWriter() error {
 	return nil
 }
 
-func (f *fsm) storedIndex(ctx context.Context, c *sqlitex.Conn) (uint64, error) {
+func storedIndex(ctx context.Context, c *sqlitex.Conn) (uint64, error) {
 	_, rows, err := c.QueryRows(ctx, "SELECT v FROM __lunora_raft WHERE k = 'applied_index'", nil, sqlitex.Limits{MaxRows: 1, MaxBytes: 64})
 	if err != nil || len(rows) != 1 {
 		return 0, api.Errorf(codes.Internal, "global tier: read applied index: %v", err)
@@ -400,7 +400,7 @@ func (f *fsm) read(ctx context.Context, cmd *wireCommand) (*api.Result, error) {
 	}
 	defer r.Exec(context.Background(), "COMMIT")
 	defer func() { r.User = false }() // before COMMIT, which the sandbox refuses
-	idx, err := f.storedIndex(ctx, r)
+	idx, err := storedIndex(ctx, r)
 	if err != nil {
 		return nil, err
 	}

@@ -34,7 +34,7 @@ func (f *fsm) Snapshot() (raft.FSMSnapshot, error) {
 	}
 	// The first read starts the read transaction: from here on c sees this
 	// state, whatever the writer commits.
-	idx, err := f.storedIndex(ctx, c)
+	idx, err := storedIndex(ctx, c)
 	if err != nil {
 		c.Close()
 		f.swap.RUnlock()
