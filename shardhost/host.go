@@ -116,25 +116,9 @@ func (h *Host) Call(ctx context.Context, shardID, function string, args map[stri
 		return nil, api.Wrap(ErrUnknownFunction, fmt.Sprintf("%q is not declared in lunora.yaml", function))
 	}
 	label = fn.Name
-	group, key, err := h.cfg.App.ParseShardID(shardID)
+	shardID, group, key, bound, err := h.bindCall(fn, shardID, args)
 	if err != nil {
 		return nil, err
-	}
-	if group == schema.GlobalGroup {
-		return nil, errGlobalNotShard
-	}
-	if group == schema.RootShard {
-		shardID = schema.RootShard
-	}
-	if group != fn.ShardBy {
-		return nil, api.Errorf(codes.InvalidArgument, "function %s runs on %s shards, not on shard %q", fn.Name, fn.ShardBy, shardID)
-	}
-	bound, err := fn.BindArgs(args)
-	if err != nil {
-		return nil, err
-	}
-	if v, ok := bound[group]; ok && key != nil && v != key {
-		return nil, api.Errorf(codes.InvalidArgument, "function %s: argument %s=%v does not match shard %q", fn.Name, group, v, shardID)
 	}
 	named := namedArgs(bound)
 	err = h.withShard(ctx, shardID, group, key, func(a *actor) error {
@@ -146,6 +130,33 @@ func (h *Host) Call(ctx context.Context, shardID, function string, args map[stri
 		return err
 	})
 	return res, err
+}
+
+// bindCall checks that shardID is a shard of fn's group and binds args,
+// refusing a key argument that names another shard. It returns the
+// canonical shard ID, its group and typed key, and the bound arguments.
+func (h *Host) bindCall(fn *schema.Function, shardID string, args map[string]any) (string, string, any, map[string]any, error) {
+	group, key, err := h.cfg.App.ParseShardID(shardID)
+	if err != nil {
+		return "", "", nil, nil, err
+	}
+	if group == schema.GlobalGroup {
+		return "", "", nil, nil, errGlobalNotShard
+	}
+	if group == schema.RootShard {
+		shardID = schema.RootShard
+	}
+	if group != fn.ShardBy {
+		return "", "", nil, nil, api.Errorf(codes.InvalidArgument, "function %s runs on %s shards, not on shard %q", fn.Name, fn.ShardBy, shardID)
+	}
+	bound, err := fn.BindArgs(args)
+	if err != nil {
+		return "", "", nil, nil, err
+	}
+	if v, ok := bound[group]; ok && key != nil && v != key {
+		return "", "", nil, nil, api.Errorf(codes.InvalidArgument, "function %s: argument %s=%v does not match shard %q", fn.Name, group, v, shardID)
+	}
+	return shardID, group, key, bound, nil
 }
 
 // Exec runs one admin statement on a shard through its writer, inside the

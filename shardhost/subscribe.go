@@ -320,25 +320,12 @@ func (h *Host) Subscribe(ctx context.Context, shardID, function string, args map
 	if fn.Global() {
 		return nil, api.Wrap(ErrGlobalLiveQuery, fmt.Sprintf("%s reads the global tier; subscribe to a query on a shard", fn.Name))
 	}
-	group, key, err := h.cfg.App.ParseShardID(shardID)
-	if err != nil {
-		return nil, err
-	}
-	if group == schema.GlobalGroup {
+	if shardID == schema.GlobalGroup {
 		return nil, api.Wrap(ErrGlobalLiveQuery, "subscribe to a query on a shard")
 	}
-	if group == schema.RootShard {
-		shardID = schema.RootShard
-	}
-	if group != fn.ShardBy {
-		return nil, api.Errorf(codes.InvalidArgument, "function %s runs on %s shards, not on shard %q", fn.Name, fn.ShardBy, shardID)
-	}
-	bound, err := fn.BindArgs(args)
+	shardID, group, key, bound, err := h.bindCall(fn, shardID, args)
 	if err != nil {
 		return nil, err
-	}
-	if v, ok := bound[group]; ok && key != nil && v != key {
-		return nil, api.Errorf(codes.InvalidArgument, "function %s: argument %s=%v does not match shard %q", fn.Name, group, v, shardID)
 	}
 	if n := h.m.subs.Add(1); n > int64(h.cfg.MaxSubscriptions) {
 		h.m.subs.Add(-1)

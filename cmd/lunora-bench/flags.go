@@ -12,6 +12,7 @@ import (
 type options struct {
 	target         string
 	callers        int
+	voters         int
 	callersPerConn int
 	shards         int
 	duration       time.Duration
@@ -57,7 +58,8 @@ func parseFlags(args []string, stderr io.Writer) (*options, error) {
 	fs.IntVar(&o.shards, "shards", 1, "rooms (one shard each) the callers spread over, round robin")
 	fs.DurationVar(&o.duration, "d", 10*time.Second, "measured duration of each phase")
 	fs.DurationVar(&o.warmup, "warmup", time.Second, "unmeasured load before each phase's measurement")
-	fs.StringVar(&o.mode, "mode", "both", "mutation (messages:send), query (messages:list) or both (one after the other)")
+	fs.StringVar(&o.mode, "mode", "both", "mutation (messages:send), query (messages:list), both (one after the other), or global (users:register on an in-process -voters cluster through node 1's gateway, global-tier batching on then off)")
+	fs.IntVar(&o.voters, "voters", 3, "-mode global: voters of the in-process cluster")
 	fs.StringVar(&o.synchronous, "sync", "FULL", "SQLite synchronous level of the in-process stack and the baseline: FULL or NORMAL")
 	fs.BoolVar(&o.baseline, "baseline", true, "also measure plain SQLite autocommit inserts in the same run")
 	fs.IntVar(&o.baselineFiles, "baseline-files", 1, "SQLite files (each with its own writer) the baseline spreads the rooms over; 1 is the classic single-writer baseline, -shards is plain SQLite's counterpart of that many shards")
@@ -87,8 +89,12 @@ func parseFlags(args []string, stderr io.Writer) (*options, error) {
 		return nil, fmt.Errorf("-d must be positive")
 	case o.warmup < 0:
 		return nil, fmt.Errorf("-warmup must not be negative")
-	case o.mode != "mutation" && o.mode != "query" && o.mode != "both":
-		return nil, fmt.Errorf("-mode must be mutation, query or both, not %q", o.mode)
+	case o.mode != "mutation" && o.mode != "query" && o.mode != "both" && o.mode != "global":
+		return nil, fmt.Errorf("-mode must be mutation, query, both or global, not %q", o.mode)
+	case o.mode == "global" && (o.target != "" || o.transport != "grpc"):
+		return nil, fmt.Errorf("-mode global starts its own clusters and calls them over gRPC; it cannot be used with -target or -transport direct")
+	case o.voters < 1:
+		return nil, fmt.Errorf("-voters must be at least 1")
 	case o.transport != "grpc" && o.transport != "direct":
 		return nil, fmt.Errorf("-transport must be grpc or direct, not %q", o.transport)
 	case o.transport == "direct" && o.target != "":

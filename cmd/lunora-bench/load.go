@@ -88,6 +88,7 @@ type phaseResult struct {
 	cpu      time.Duration // process CPU time (user+sys) in the window
 	busy     time.Duration // CPU time of the whole machine in the window (other processes included)
 	commits  *commitStats  // in-process stack only, mutations only
+	note     string        // one more line about the phase, if any
 	baseline bool
 }
 

@@ -52,6 +52,9 @@ func run(ctx context.Context, o *options, command string, stdout, stderr io.Writ
 		return err
 	}
 	defer os.RemoveAll(dir)
+	if o.mode == "global" {
+		return runGlobal(ctx, o, dir, command, stdout, log)
+	}
 
 	info := runInfo{command: command, o: o, dataDir: dir}
 	target := o.target

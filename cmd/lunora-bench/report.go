@@ -17,6 +17,7 @@ type runInfo struct {
 	target  string // what was benchmarked
 	dataDir string
 	o       *options
+	notes   []string // lines printed after the table
 }
 
 // printPhase prints one phase's result as soon as it is known.
@@ -27,6 +28,9 @@ func printPhase(w io.Writer, r *phaseResult) {
 	if cs := r.commits; cs != nil && cs.commits > 0 {
 		fmt.Fprintf(w, "%-52s %d group commits, mean batch %.1f mutations, mean BEGIN..COMMIT %s\n",
 			"", cs.commits, cs.mutations/float64(cs.commits), fmtDur(time.Duration(cs.commitSecs/float64(cs.commits)*float64(time.Second))))
+	}
+	if r.note != "" {
+		fmt.Fprintf(w, "%-52s %s\n", "", r.note)
 	}
 }
 
@@ -41,8 +45,13 @@ func printSummary(w io.Writer, info runInfo, results []*phaseResult) {
 	if info.dataDir != "" {
 		fmt.Fprintf(w, "data:     %s (removed after the run)\n", info.dataDir)
 	}
-	fmt.Fprintf(w, "load:     %d callers on %d gRPC connection(s), %d shard(s) round robin, warmup %s, measured %s per phase\n",
-		o.callers, o.conns(), o.shards, o.warmup, o.duration)
+	if o.mode == "global" {
+		fmt.Fprintf(w, "load:     %d callers on %d gRPC connection(s) to node 1, a new user_id per call, warmup %s, measured %s per phase\n",
+			o.callers, o.conns(), o.warmup, o.duration)
+	} else {
+		fmt.Fprintf(w, "load:     %d callers on %d gRPC connection(s), %d shard(s) round robin, warmup %s, measured %s per phase\n",
+			o.callers, o.conns(), o.shards, o.warmup, o.duration)
+	}
 	fmt.Fprintln(w)
 	fmt.Fprintln(w, "| phase | ops | ops/s | p50 | p99 | p99.9 | max | errors | CPU cores: bench / machine |")
 	fmt.Fprintln(w, "|---|---:|---:|---:|---:|---:|---:|---|---:|")
@@ -68,10 +77,16 @@ func printSummary(w io.Writer, info runInfo, results []*phaseResult) {
 			fmt.Fprintf(w, "%s: %d group commits in the window, mean batch %.1f mutations, mean BEGIN..COMMIT %s\n", r.name,
 				cs.commits, cs.mutations/float64(cs.commits), fmtDur(time.Duration(cs.commitSecs/float64(cs.commits)*float64(time.Second))))
 		}
+		if r.note != "" {
+			fmt.Fprintf(w, "%s: %s\n", r.name, r.note)
+		}
 	}
 	if mut != nil && base != nil && base.throughput() > 0 {
 		fmt.Fprintf(w, "lunora / baseline = %.1f×  (%.0f vs %.0f inserts/s, synchronous=%s)\n",
 			mut.throughput()/base.throughput(), mut.throughput(), base.throughput(), o.synchronous)
+	}
+	for _, n := range info.notes {
+		fmt.Fprintln(w, n)
 	}
 	fmt.Fprintf(w, "CPU cores = CPU time / window: bench is this process (callers, and the in-process stack when there is no -target), machine is all processes, out of %d.\n", runtime.NumCPU())
 	fmt.Fprintln(w, "-----------------------------------------------------------")
