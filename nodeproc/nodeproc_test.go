@@ -1,12 +1,21 @@
 package nodeproc_test
 
 import (
+	"context"
 	"errors"
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
+	"github.com/lunora/lunora/api"
+	"github.com/lunora/lunora/examples/chat"
 	"github.com/lunora/lunora/nodeproc"
+	"github.com/lunora/lunora/raftglobal"
 	"github.com/lunora/lunora/schema"
+	"github.com/lunora/lunora/shardhost"
+	"google.golang.org/grpc/codes"
 )
 
 func TestWallClockGlobalFunctionRefusedAtStart(t *testing.T) {
@@ -30,5 +39,60 @@ functions:
 	var le *schema.LineError
 	if !errors.As(err, &le) || le.Line != 7 || !strings.Contains(err.Error(), "lunora_now") || !strings.HasPrefix(err.Error(), "app.yaml:7:") {
 		t.Fatalf("want app.yaml:7 refusing datetime('now'), got %v", err)
+	}
+}
+
+// TestNeverCreateWhatExists is invariant I4: a shard the registry holds is
+// never created empty on a node that lacks its file.
+func TestNeverCreateWhatExists(t *testing.T) {
+	app, err := schema.Parse(chat.SchemaName, chat.Schema)
+	if err != nil {
+		t.Fatal(err)
+	}
+	dir := t.TempDir()
+	start := func() *nodeproc.Process {
+		t.Helper()
+		p, err := nodeproc.Start(nodeproc.Config{
+			Shards: shardhost.DefaultLocalConfig(), Global: raftglobal.DefaultLocalConfig(),
+			App: app, Dir: dir, NodeID: "n1", GRPCAddr: "127.0.0.1:0", HTTPAddr: "127.0.0.1:0", RaftAddr: "127.0.0.1:0",
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return p
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	send := func(p *nodeproc.Process, room string) error {
+		_, err := p.Node.Call(ctx, "room_id="+room, "messages:send", map[string]any{"room_id": room, "author": "a", "body": "b"}, api.ReadOptions{})
+		return err
+	}
+	p := start()
+	if err := send(p, "kept"); err != nil {
+		t.Fatal(err)
+	}
+	if err := p.Shutdown(ctx); err != nil {
+		t.Fatal(err)
+	}
+	// Lose the shard's file (a wiped disk, or a shard that lives elsewhere).
+	files, _ := filepath.Glob(filepath.Join(dir, "shards", "*", "*", "*"))
+	if len(files) == 0 {
+		t.Fatal("no shard files written")
+	}
+	for _, f := range files {
+		os.Remove(f)
+	}
+	p = start()
+	defer p.Shutdown(context.Background())
+	err = send(p, "kept")
+	if !errors.Is(err, shardhost.ErrShardElsewhere) || api.CodeOf(err) != codes.Unavailable {
+		t.Fatalf("registered shard without its file: got %v, want ErrShardElsewhere (UNAVAILABLE)", err)
+	}
+	if left, _ := filepath.Glob(filepath.Join(dir, "shards", "*", "*", "*")); len(left) != 0 {
+		t.Fatalf("an empty shard was created over the registered one: %v", left)
+	}
+	// A shard the registry does not hold is created as usual.
+	if err := send(p, "new"); err != nil {
+		t.Fatal(err)
 	}
 }
