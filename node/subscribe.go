@@ -52,20 +52,6 @@ func toAPI(shardID string, u shardhost.Update) *api.Update {
 	case shardhost.UpdateDelta:
 		out.Kind = api.UpdateDelta
 	}
-	if len(u.Changes) > 0 {
-		out.Changes = make([]api.RowChange, len(u.Changes))
-		for i, c := range u.Changes {
-			rc := api.RowChange{Key: c.Key, Row: c.Row}
-			switch c.Op {
-			case shardhost.ChangeInsert:
-				rc.Op = api.ChangeInsert
-			case shardhost.ChangeUpdate:
-				rc.Op = api.ChangeUpdate
-			case shardhost.ChangeDelete:
-				rc.Op = api.ChangeDelete
-			}
-			out.Changes[i] = rc
-		}
-	}
+	out.Changes = u.Changes // shared by every subscriber of the query: read-only
 	return out
 }

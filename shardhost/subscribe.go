@@ -44,23 +44,19 @@ const (
 	UpdateError
 )
 
-// ChangeOp is what happened to a keyed row.
-type ChangeOp int
-
-const (
-	ChangeInsert ChangeOp = iota + 1
-	ChangeUpdate
-	ChangeDelete
+// ChangeOp and RowChange are the request path's: a keyed change of a live
+// query's result. Row is the whole new row (nil for deletes); Key holds the
+// key columns' values in primary key order.
+type (
+	ChangeOp  = api.ChangeOp
+	RowChange = api.RowChange
 )
 
-// RowChange is one keyed change of a live query's result. Row is the whole
-// new row (nil for deletes); Key holds the key columns' values in primary
-// key order.
-type RowChange struct {
-	Op  ChangeOp
-	Key []any
-	Row []any
-}
+const (
+	ChangeInsert = api.ChangeInsert
+	ChangeUpdate = api.ChangeUpdate
+	ChangeDelete = api.ChangeDelete
+)
 
 // Update is one event of a subscription. Its slices are shared with the
 // other subscribers of the same query: read them, never modify them.
