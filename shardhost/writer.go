@@ -174,14 +174,12 @@ func (a *actor) run(m *mutation) (*api.Result, bool, error) {
 	c.Now = a.h.cfg.Now()
 	defer func() { c.User, c.Now = false, time.Time{} }()
 	res := &api.Result{}
-	for i, stmt := range m.sql {
+	// Every statement goes through QueryRows: the driver's Exec with a
+	// cancellable context starts a goroutine per statement, QueryRows does
+	// not. The last statement's rows are the result; earlier ones' rows are
+	// bounded like any result and dropped.
+	for _, stmt := range m.sql {
 		c.User = true
-		if i < len(m.sql)-1 {
-			if _, err := c.Exec(ctx, stmt, m.args...); err != nil {
-				return nil, false, c.Classify(err, a.id)
-			}
-			continue
-		}
 		cols, rows, err := c.QueryRows(ctx, stmt, m.args, a.h.limits())
 		if err != nil {
 			return nil, false, c.Classify(err, a.id)
