@@ -161,10 +161,3 @@ func (w *wireCommand) namedValues() []driver.NamedValue {
 	return out
 }
 
-func namedArgs(args map[string]any) ([]driver.NamedValue, error) {
-	w, err := toWire(Command{SQL: []string{"-"}, Args: args}, false, math.MaxInt)
-	if err != nil {
-		return nil, err
-	}
-	return w.namedValues(), nil
-}
