@@ -14,7 +14,6 @@ import (
 type histogram struct {
 	counts   [numBuckets]uint64
 	n        uint64
-	sum      uint64 // ns
 	min, max uint64 // ns
 }
 
@@ -52,7 +51,6 @@ func (h *histogram) record(d time.Duration) {
 		h.max = v
 	}
 	h.n++
-	h.sum += v
 }
 
 func (h *histogram) merge(o *histogram) {
@@ -67,7 +65,6 @@ func (h *histogram) merge(o *histogram) {
 	}
 	h.max = max(h.max, o.max)
 	h.n += o.n
-	h.sum += o.sum
 }
 
 // quantile returns the latency at q (0..1), clamped to the exact min and
