@@ -85,4 +85,3 @@ func (h *histogram) quantile(q float64) time.Duration {
 	}
 	return time.Duration(h.max)
 }
-
