@@ -95,4 +95,14 @@ func TestNeverCreateWhatExists(t *testing.T) {
 	if err := send(p, "new"); err != nil {
 		t.Fatal(err)
 	}
+	// Admin SQL cannot erase the registry to get around the check.
+	for _, sql := range []string{"DELETE FROM __lunora_shards", "UPDATE __lunora_shards SET id = 'x'"} {
+		_, err := p.Node.Exec(ctx, "__global__", sql, nil, api.ReadOptions{})
+		if api.CodeOf(err) != codes.PermissionDenied {
+			t.Fatalf("%s on the global tier: got %v, want PERMISSION_DENIED", sql, err)
+		}
+	}
+	if err := send(p, "kept"); !errors.Is(err, shardhost.ErrShardElsewhere) {
+		t.Fatalf("after refused registry writes: %v", err)
+	}
 }
