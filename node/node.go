@@ -112,9 +112,6 @@ func (n *Node) Exec(ctx context.Context, shardID, sql string, params map[string]
 	if n.cfg.Global == nil {
 		return nil, api.Errorf(codes.FailedPrecondition, "this app declares no global tables")
 	}
-	if len(sql) > 64<<10 {
-		return nil, api.Errorf(codes.InvalidArgument, "sql is %d bytes, over the limit of %d", len(sql), 64<<10)
-	}
 	if _, err := schema.ScanStatement(sql); err != nil {
 		return nil, api.Errorf(codes.InvalidArgument, "sql: %v", err)
 	}
