@@ -160,4 +160,3 @@ func (w *wireCommand) namedValues() []driver.NamedValue {
 	}
 	return out
 }
-
