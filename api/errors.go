@@ -19,6 +19,11 @@ type Error struct {
 	// RetryAfter, when non-zero, tells the caller when a retry may succeed
 	// (sent as google.rpc.RetryInfo over gRPC and Retry-After over HTTP).
 	RetryAfter time.Duration
+	// Reason and Meta, when Reason is set, name a failure a caller acts on
+	// by machine (google.rpc.ErrorInfo over gRPC): NOT_OWNER, SHARD_MOVING,
+	// NODE_DOWN. Meta carries its facts (shard, owner, epoch, node).
+	Reason string
+	Meta   map[string]string
 	// Err is the underlying cause, kept for errors.Is/As.
 	Err error
 }
@@ -82,4 +87,38 @@ func RetryAfterOf(err error) time.Duration {
 		return e.RetryAfter
 	}
 	return 0
+}
+
+// Reasons of errors the cluster's routing acts on.
+const (
+	// ReasonNotOwner: the node does not own the shard at its ring epoch,
+	// which is newer than the sender's; Meta has shard, owner and epoch.
+	ReasonNotOwner = "NOT_OWNER"
+	// ReasonShardMoving: the shard is being handed off; retry shortly.
+	ReasonShardMoving = "SHARD_MOVING"
+	// ReasonNodeDown: the node that holds the shard is down; Meta has
+	// shard and node.
+	ReasonNodeDown = "NODE_DOWN"
+)
+
+// NotOwner is the answer of a node asked for a shard it does not own at
+// its ring epoch. It is UNAVAILABLE (a retry after refreshing the ring
+// succeeds) with reason NOT_OWNER.
+func NotOwner(shardID, owner string, epoch uint64) *Error {
+	return &Error{
+		Code:   codes.Unavailable,
+		Msg:    fmt.Sprintf("shard %s is owned by node %s at ring epoch %d; refresh the ring and retry", shardID, owner, epoch),
+		Reason: ReasonNotOwner,
+		Meta:   map[string]string{"shard": shardID, "owner": owner, "epoch": fmt.Sprint(epoch)},
+	}
+}
+
+// ReasonOf returns the reason of the first *Error in err's chain and its
+// facts, or "".
+func ReasonOf(err error) (string, map[string]string) {
+	var e *Error
+	if errors.As(err, &e) {
+		return e.Reason, e.Meta
+	}
+	return "", nil
 }

@@ -26,6 +26,9 @@ type Status struct {
 	ShardsOnDisk  int64
 	InFlight      int64
 	UptimeSeconds int64
+	// Cluster is the ring and the moves in flight; nil when the process
+	// runs no cluster metadata.
+	Cluster *ClusterStatus
 }
 
 // Consistency is how fresh a read of the global tier must be.

@@ -101,8 +101,8 @@ func (f *fakeBackend) RemoveNode(ctx context.Context, id string, forwarded bool)
 	return api.New(codes.Unimplemented, "fake backend: no global tier")
 }
 
-func (f *fakeBackend) RegisterShard(ctx context.Context, id string, forwarded bool) (bool, error) {
-	return false, api.New(codes.Unimplemented, "fake backend: no global tier")
+func (f *fakeBackend) RegisterShard(ctx context.Context, id, owner string, forwarded bool) (bool, string, error) {
+	return false, "", api.New(codes.Unimplemented, "fake backend: no global tier")
 }
 
 // Subscribe answers a stream whose first update is a snapshot at seq 1

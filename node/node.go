@@ -22,6 +22,16 @@ type Shards interface {
 	Exec(ctx context.Context, shardID, sql string, params map[string]any) (*api.Result, error)
 	Status(ctx context.Context) (*api.Status, error)
 	Subscribe(ctx context.Context, shardID, function string, args map[string]any, sinceSeq uint64) (*shardhost.Subscription, error)
+
+	// Handoffs (shardhost/handoff.go).
+	Freeze(ctx context.Context, shardID string) (*shardhost.Frozen, error)
+	Thaw(f *shardhost.Frozen) error
+	Drop(f *shardhost.Frozen, holder string) error
+	Receive(ctx context.Context, shardID string, r io.Reader, size int64, sum []byte) error
+	Install(shardID string) error
+	ResolveMove(shardID string, role shardhost.MoveRole, holder string) error
+	PendingMoves() []shardhost.PendingMove
+	MovesInFlight() int
 }
 
 // Peer is another node, reached over the node API: *rpc.NodeClient.
@@ -30,7 +40,14 @@ type Peer interface {
 	Exec(ctx context.Context, shardID, sql string, params map[string]any, read api.ReadOptions) (*api.Result, error)
 	Join(ctx context.Context, req api.JoinRequest) (leaderID string, err error)
 	RemoveNode(ctx context.Context, id string, forwarded bool) error
-	RegisterShard(ctx context.Context, shardID string, forwarded bool) (bool, error)
+	RegisterShard(ctx context.Context, shardID, owner string, forwarded bool) (existed bool, holder string, err error)
+
+	Ring(ctx context.Context, minEpoch uint64) (*api.Ring, error)
+	UpdateRing(ctx context.Context, id string, weight int, remove, forwarded bool) (uint64, error)
+	MoveShard(ctx context.Context, shardID, from, to string, forwarded bool) (holder string, index uint64, err error)
+	Pull(ctx context.Context, shardID, to string, epoch uint64) (uint64, error)
+	Handoff(ctx context.Context, h api.HandoffHeader, r io.Reader, sum []byte) error
+	HandoffDone(ctx context.Context, shardID string, index uint64) error
 }
 
 // Config configures a Node.
@@ -45,6 +62,9 @@ type Config struct {
 	GRPCAddr string
 	// Dial returns a client for another node's node API. Clients are cached.
 	Dial func(addr string) (Peer, error)
+	// Cluster configures the ring, handoffs and rebalancing; it takes
+	// effect with a global tier.
+	Cluster ClusterConfig
 	// Version is reported by Status.
 	Version string
 	Logger  *slog.Logger
@@ -57,6 +77,8 @@ type Node struct {
 
 	mu    sync.Mutex
 	peers map[string]Peer
+
+	cluster *cluster
 }
 
 // New returns a Node.
@@ -73,13 +95,28 @@ func New(cfg Config) (*Node, error) {
 	if log == nil {
 		log = slog.New(slog.NewTextHandler(io.Discard, nil))
 	}
-	return &Node{cfg: cfg, log: log, peers: map[string]Peer{}}, nil
+	def := DefaultClusterConfig()
+	if cfg.Cluster.MaxMoves < 1 {
+		cfg.Cluster.MaxMoves = def.MaxMoves
+	}
+	if cfg.Cluster.RingPoll <= 0 {
+		cfg.Cluster.RingPoll = def.RingPoll
+	}
+	if cfg.Cluster.RebalanceEvery <= 0 {
+		cfg.Cluster.RebalanceEvery = def.RebalanceEvery
+	}
+	return &Node{cfg: cfg, log: log, peers: map[string]Peer{}, cluster: newCluster(cfg.Cluster)}, nil
 }
 
 // Call runs a function: on its shard, or on the global tier.
 func (n *Node) Call(ctx context.Context, shardID, function string, args map[string]any, read api.ReadOptions) (*api.Result, error) {
 	if shardID != schema.GlobalGroup {
-		return n.cfg.Shards.Call(ctx, shardID, function, args)
+		var res *api.Result
+		err := n.onShard(ctx, shardID, func() (err error) {
+			res, err = n.cfg.Shards.Call(ctx, shardID, function, args)
+			return err
+		})
+		return res, err
 	}
 	fn := n.cfg.App.Function(function)
 	if fn == nil {
@@ -107,7 +144,12 @@ func (n *Node) Call(ctx context.Context, shardID, function string, args map[stri
 // through the Raft log.
 func (n *Node) Exec(ctx context.Context, shardID, sql string, params map[string]any, read api.ReadOptions) (*api.Result, error) {
 	if shardID != schema.GlobalGroup {
-		return n.cfg.Shards.Exec(ctx, shardID, sql, params)
+		var res *api.Result
+		err := n.onShard(ctx, shardID, func() (err error) {
+			res, err = n.cfg.Shards.Exec(ctx, shardID, sql, params)
+			return err
+		})
+		return res, err
 	}
 	if n.cfg.Global == nil {
 		return nil, api.Errorf(codes.FailedPrecondition, "this app declares no global tables")
@@ -211,6 +253,9 @@ func (n *Node) peer(addr string) (Peer, error) {
 	return p, nil
 }
 
+// ID is this node's ID.
+func (n *Node) ID() string { return n.cfg.NodeID }
+
 // Status reports the shard host's status.
 func (n *Node) Status(ctx context.Context) (*api.Status, error) {
 	st, err := n.cfg.Shards.Status(ctx)
@@ -218,6 +263,11 @@ func (n *Node) Status(ctx context.Context) (*api.Status, error) {
 		return nil, err
 	}
 	st.NodeAddress, st.Version = n.cfg.GRPCAddr, n.cfg.Version
+	if n.cfg.Global != nil {
+		if st.Cluster, err = n.clusterStatus(ctx); err != nil {
+			return nil, err
+		}
+	}
 	return st, nil
 }
 
@@ -282,41 +332,46 @@ func (n *Node) RemoveNode(ctx context.Context, id string, forwarded bool) error 
 		}
 		return p.RemoveNode(ctx, id, true)
 	}
+	// Out of the ring first (its shards get new owners, which pull them
+	// if the node can still hand them off), then out of the Raft group.
+	if _, err := n.UpdateRing(ctx, id, 0, true, false); err != nil && api.CodeOf(err) != codes.FailedPrecondition {
+		return err
+	}
 	if err := g.Remove(ctx, id); err != nil {
 		return err
 	}
 	return g.SetNodeState(ctx, raftglobal.NodeInfo{ID: id, State: "removed"})
 }
 
-// RegisterShard records a shard in the registry (create-if-absent) and
-// reports whether it was already there; on a follower it is passed to the
-// leader.
-func (n *Node) RegisterShard(ctx context.Context, shardID string, forwarded bool) (bool, error) {
+// RegisterShard records a shard in the registry as held by owner
+// (create-if-absent) and reports whether it was already there and who
+// holds it; on a follower it is passed to the leader.
+func (n *Node) RegisterShard(ctx context.Context, shardID, owner string, forwarded bool) (bool, string, error) {
 	g := n.cfg.Global
 	if g == nil {
-		return false, api.Errorf(codes.FailedPrecondition, "this node runs no global tier")
+		return false, "", api.Errorf(codes.FailedPrecondition, "this node runs no global tier")
 	}
-	existed, err := g.RegisterShard(ctx, shardID)
+	existed, holder, _, err := g.RegisterShard(ctx, shardID, owner)
 	if errors.As(err, new(*raftglobal.NotLeaderError)) {
 		if forwarded {
-			return false, api.Errorf(codes.Unavailable, "global tier: leadership moved while registering shard %s; retry", shardID)
+			return false, "", api.Errorf(codes.Unavailable, "global tier: leadership moved while registering shard %s; retry", shardID)
 		}
 		p, perr := n.leaderPeer(ctx, err)
 		if perr != nil {
-			return false, perr
+			return false, "", perr
 		}
-		return p.RegisterShard(ctx, shardID, true)
+		return p.RegisterShard(ctx, shardID, owner, true)
 	}
-	return existed, err
+	return existed, holder, err
 }
 
-// ShardExists reports whether this node's replica of the registry holds
-// the shard.
-func (n *Node) ShardExists(ctx context.Context, shardID string) (bool, error) {
+// ShardOwner reports, from this node's replica of the registry, whether
+// it holds the shard and which node holds its file.
+func (n *Node) ShardOwner(ctx context.Context, shardID string) (string, bool, error) {
 	if n.cfg.Global == nil {
-		return false, nil
+		return "", false, nil
 	}
-	return n.cfg.Global.ShardExists(ctx, shardID)
+	return n.cfg.Global.ShardOwner(ctx, shardID)
 }
 
 // PublishSelf records this node's addresses in the cluster metadata; the

@@ -14,7 +14,11 @@ func (n *Node) Subscribe(ctx context.Context, shardID, function string, args map
 	if shardID == schema.GlobalGroup {
 		return nil, api.Errorf(codes.Unimplemented, "live queries on global tables are not supported yet; subscribe to a query on a shard")
 	}
-	sub, err := n.cfg.Shards.Subscribe(ctx, shardID, function, args, sinceSeq)
+	var sub *shardhost.Subscription
+	err := n.onShard(ctx, shardID, func() (err error) {
+		sub, err = n.cfg.Shards.Subscribe(ctx, shardID, function, args, sinceSeq)
+		return err
+	})
 	if err != nil {
 		return nil, err
 	}

@@ -56,6 +56,8 @@ type Config struct {
 	// Seeds are node-API addresses of existing nodes; a node not in
 	// Bootstrap joins the global tier as a non-voter through them.
 	Seeds []string
+	// Cluster configures the ring, handoffs and rebalancing.
+	Cluster node.ClusterConfig
 
 	Logger   *slog.Logger
 	Registry *prometheus.Registry
@@ -162,7 +164,7 @@ func Start(cfg Config) (p *Process, err error) {
 	if p.Node, err = node.New(node.Config{
 		App: cfg.App, Shards: p.Host, Global: p.Global,
 		NodeID: cfg.NodeID, GRPCAddr: advertise, Version: Version, Logger: log,
-		Dial: p.dial,
+		Dial: p.dial, Cluster: cfg.Cluster,
 	}); err != nil {
 		return nil, err
 	}
@@ -206,11 +208,21 @@ func Start(cfg Config) (p *Process, err error) {
 	p.HTTPAddr = httpAddr.String()
 
 	voter := len(g.Bootstrap) > 0
-	p.announce.Add(1)
+	p.announce.Add(2)
 	go func() {
 		defer p.announce.Done()
-		if err := p.Node.Announce(ctx, voter, cfg.Seeds); err != nil && ctx.Err() == nil {
-			log.Error("could not announce this node to the global tier", "err", err)
+		p.Node.Run(ctx)
+	}()
+	go func() {
+		defer p.announce.Done()
+		if err := p.Node.Announce(ctx, voter, cfg.Seeds); err != nil {
+			if ctx.Err() == nil {
+				log.Error("could not announce this node to the global tier", "err", err)
+			}
+			return
+		}
+		if err := p.Node.JoinRing(ctx); err != nil && ctx.Err() == nil {
+			log.Error("could not add this node to the ring", "err", err)
 		}
 	}()
 	return p, nil
@@ -225,6 +237,25 @@ func (p *Process) dial(addr string) (node.Peer, error) {
 	p.peers = append(p.peers, c)
 	p.peersMu.Unlock()
 	return c, nil
+}
+
+// Leave takes the node out of the ring and hands off its shards (a
+// graceful leave, on SIGTERM), bounded by ctx. The node keeps serving
+// meanwhile: requests for shards not moved yet are still answered, the
+// others are refused as NOT_OWNER and the gateway retries at their new
+// owner.
+func (p *Process) Leave(ctx context.Context) error {
+	if p.Node == nil {
+		return nil
+	}
+	left, err := p.Node.Leave(ctx)
+	if err != nil {
+		return fmt.Errorf("leave: %w", err)
+	}
+	if left > 0 {
+		return fmt.Errorf("leave: %d shards were not handed off", left)
+	}
+	return nil
 }
 
 // Shutdown stops serving, then closes the shard host and the global tier.
@@ -258,12 +289,13 @@ type lateRegistry struct{ node atomic.Pointer[node.Node] }
 // lateNode is the node router for hooks of components built before it.
 type lateNode struct{ node atomic.Pointer[node.Node] }
 
-func (r *lateRegistry) ShardExists(ctx context.Context, id string) (bool, error) {
-	return r.node.Load().ShardExists(ctx, id)
+func (r *lateRegistry) ShardOwner(ctx context.Context, id string) (string, bool, error) {
+	return r.node.Load().ShardOwner(ctx, id)
 }
 
-func (r *lateRegistry) RegisterShard(ctx context.Context, id string, forwarded bool) (bool, error) {
-	return r.node.Load().RegisterShard(ctx, id, forwarded)
+func (r *lateRegistry) RegisterShard(ctx context.Context, id string) (bool, string, error) {
+	n := r.node.Load()
+	return n.RegisterShard(ctx, id, n.ID(), false)
 }
 
 // checkGlobalFunctions refuses, at start, global functions whose SQL reads

@@ -33,8 +33,13 @@ var systemSchema = []string{
 	`CREATE TABLE IF NOT EXISTS __lunora_ring (epoch INTEGER PRIMARY KEY, nodes TEXT NOT NULL, created_ms INTEGER NOT NULL)`,
 	`CREATE TABLE IF NOT EXISTS __lunora_nodes (id TEXT PRIMARY KEY, grpc_addr TEXT NOT NULL, raft_addr TEXT NOT NULL,
 		state TEXT NOT NULL, updated_ms INTEGER NOT NULL) WITHOUT ROWID`,
-	`CREATE TABLE IF NOT EXISTS __lunora_shards (id TEXT PRIMARY KEY, grp TEXT NOT NULL, created_ms INTEGER NOT NULL) WITHOUT ROWID`,
+	// owner is the node that holds the shard's file: set when the shard is
+	// created, changed only by the holder when a handoff has made the copy
+	// on the new node durable (invariant I3).
+	`CREATE TABLE IF NOT EXISTS __lunora_shards (id TEXT PRIMARY KEY, grp TEXT NOT NULL, created_ms INTEGER NOT NULL,
+		owner TEXT NOT NULL DEFAULT '', moved_ms INTEGER NOT NULL DEFAULT 0) WITHOUT ROWID`,
 	`CREATE INDEX IF NOT EXISTS __lunora_shards_grp ON __lunora_shards (grp, id)`,
+	`CREATE INDEX IF NOT EXISTS __lunora_shards_owner ON __lunora_shards (owner, id)`,
 }
 
 // cmdResult is what one command of an entry produced.

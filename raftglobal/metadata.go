@@ -65,28 +65,39 @@ func (s *Store) systemRead(ctx context.Context, args map[string]any, sql ...stri
 // SetRing commits a new ring epoch (leader only) and returns its number,
 // one more than the last. Nodes are stored sorted by ID.
 func (s *Store) SetRing(ctx context.Context, nodes []RingNode) (uint64, error) {
+	epoch, _, err := s.CASRing(ctx, 0, false, nodes)
+	return epoch, err
+}
+
+// CASRing commits a new ring epoch only if the newest one is still expect
+// (when check is set): concurrent joins and leaves each read the ring,
+// change it and retry on a conflict, so none is lost. It returns the newest
+// epoch after the call and whether this call created it.
+func (s *Store) CASRing(ctx context.Context, expect uint64, check bool, nodes []RingNode) (uint64, bool, error) {
 	if len(nodes) == 0 {
-		return 0, api.Errorf(codes.InvalidArgument, "a ring needs at least one node")
+		return 0, false, api.Errorf(codes.InvalidArgument, "a ring needs at least one node")
 	}
 	sorted := append([]RingNode(nil), nodes...)
 	sort.Slice(sorted, func(i, j int) bool { return sorted[i].ID < sorted[j].ID })
 	for i, n := range sorted {
 		if n.ID == "" || n.Weight < 1 {
-			return 0, api.Errorf(codes.InvalidArgument, "ring node %+v needs an ID and a weight of at least 1", n)
+			return 0, false, api.Errorf(codes.InvalidArgument, "ring node %+v needs an ID and a weight of at least 1", n)
 		}
 		if i > 0 && sorted[i-1].ID == n.ID {
-			return 0, api.Errorf(codes.InvalidArgument, "ring names node %q twice", n.ID)
+			return 0, false, api.Errorf(codes.InvalidArgument, "ring names node %q twice", n.ID)
 		}
 	}
 	js, _ := json.Marshal(sorted)
-	res, err := s.system(ctx, map[string]any{"nodes": string(js)},
+	res, err := s.system(ctx, map[string]any{"nodes": string(js), "expect": int64(expect), "check": check},
 		`INSERT INTO __lunora_ring (epoch, nodes, created_ms)
-		 SELECT coalesce(max(epoch), 0) + 1, :nodes, lunora_now() FROM __lunora_ring`,
-		`SELECT max(epoch) FROM __lunora_ring`)
+		 SELECT coalesce(max(epoch), 0) + 1, :nodes, lunora_now() FROM __lunora_ring
+		 HAVING NOT :check OR coalesce(max(epoch), 0) = :expect`,
+		`SELECT (SELECT max(epoch) FROM __lunora_ring), changes()`)
 	if err != nil {
-		return 0, err
+		return 0, false, err
 	}
-	return uint64(firstInt(res)), nil
+	n, _ := cell(res, 1).(int64)
+	return uint64(firstInt(res)), n == 1, nil
 }
 
 // Ring returns the newest ring epoch this replica has (0 and no nodes when
@@ -137,46 +148,113 @@ func (s *Store) Nodes(ctx context.Context) ([]NodeInfo, error) {
 	return out, nil
 }
 
-// RegisterShard records that shardID exists (leader only), atomically in the
-// FSM: existed is false for the call that created the entry and true for
-// every later one (invariant I4: a node never creates a shard the registry
-// already holds).
-func (s *Store) RegisterShard(ctx context.Context, shardID string) (existed bool, err error) {
+// RegisterShard records that shardID exists and is held by owner (leader
+// only), atomically in the FSM: existed is false for the call that created
+// the entry and true for every later one (invariant I4: a node never
+// creates a shard the registry already holds). It returns the holder the
+// registry names after the call and the log index of the write.
+func (s *Store) RegisterShard(ctx context.Context, shardID, owner string) (existed bool, holder string, index uint64, err error) {
 	if shardID == "" {
-		return false, api.Errorf(codes.InvalidArgument, "shard ID is empty")
+		return false, "", 0, api.Errorf(codes.InvalidArgument, "shard ID is empty")
 	}
-	res, err := s.system(ctx, map[string]any{"id": shardID, "grp": ShardGroup(shardID)},
-		`INSERT INTO __lunora_shards (id, grp, created_ms) VALUES (:id, :grp, lunora_now()) ON CONFLICT (id) DO NOTHING`,
-		`SELECT changes() = 0`)
+	res, err := s.system(ctx, map[string]any{"id": shardID, "grp": ShardGroup(shardID), "owner": owner},
+		`INSERT INTO __lunora_shards (id, grp, created_ms, owner) VALUES (:id, :grp, lunora_now(), :owner) ON CONFLICT (id) DO NOTHING`,
+		`SELECT changes() = 0, owner FROM __lunora_shards WHERE id = :id`)
 	if err != nil {
-		return false, err
+		return false, "", 0, err
 	}
-	return firstInt(res) == 1, nil
+	holder, _ = cell(res, 1).(string)
+	return firstInt(res) == 1, holder, res.Seq, nil
+}
+
+// MoveShard hands shardID from one holder to another (leader only): a
+// compare-and-set that changes the registry only while from still holds
+// it. It returns the holder after the call — to when the move took effect
+// now or earlier — and the log index of the write. The old holder calls it
+// once the new holder has made its copy durable; it is the move's commit
+// point.
+func (s *Store) MoveShard(ctx context.Context, shardID, from, to string) (holder string, index uint64, err error) {
+	if shardID == "" || from == "" || to == "" {
+		return "", 0, api.Errorf(codes.InvalidArgument, "a shard move needs a shard ID, the current holder and the new one")
+	}
+	res, err := s.system(ctx, map[string]any{"id": shardID, "from": from, "to": to},
+		`UPDATE __lunora_shards SET owner = :to, moved_ms = lunora_now() WHERE id = :id AND owner = :from`,
+		`SELECT owner FROM __lunora_shards WHERE id = :id`)
+	if err != nil {
+		return "", 0, err
+	}
+	if len(res.Rows) == 0 {
+		return "", res.Seq, api.Errorf(codes.NotFound, "shard %s is not in the registry", shardID)
+	}
+	holder, _ = cell(res, 0).(string)
+	return holder, res.Seq, nil
+}
+
+// ShardOwner reports, from this replica, whether the registry holds
+// shardID and which node holds its file ("" for a shard registered before
+// holders were recorded).
+func (s *Store) ShardOwner(ctx context.Context, shardID string) (owner string, exists bool, err error) {
+	res, err := s.systemRead(ctx, map[string]any{"id": shardID}, `SELECT owner FROM __lunora_shards WHERE id = :id`)
+	if err != nil || len(res.Rows) == 0 {
+		return "", false, err
+	}
+	owner, _ = cell(res, 0).(string)
+	return owner, true, nil
 }
 
 // ShardExists reports whether this replica's registry holds shardID.
 func (s *Store) ShardExists(ctx context.Context, shardID string) (bool, error) {
-	res, err := s.systemRead(ctx, map[string]any{"id": shardID}, `SELECT count(*) FROM __lunora_shards WHERE id = :id`)
+	_, ok, err := s.ShardOwner(ctx, shardID)
+	return ok, err
+}
+
+// OwnedShards pages, from this replica, through the shards the registry
+// says owner holds, in ID order: up to limit IDs after after, and the
+// cursor of the next page ("" at the end).
+func (s *Store) OwnedShards(ctx context.Context, owner, after string, limit int) (ids []string, next string, err error) {
+	return s.pageShards(ctx, `SELECT id FROM __lunora_shards WHERE owner = :key AND id > :after ORDER BY id LIMIT :limit`, owner, after, limit)
+}
+
+// ShardsPerOwner counts, from this replica, the registered shards of each
+// holder.
+func (s *Store) ShardsPerOwner(ctx context.Context) (map[string]int64, error) {
+	res, err := s.systemRead(ctx, nil, `SELECT owner, count(*) FROM __lunora_shards GROUP BY owner`)
 	if err != nil {
-		return false, err
+		return nil, err
 	}
-	return firstInt(res) > 0, nil
+	out := make(map[string]int64, len(res.Rows))
+	for _, r := range res.Rows {
+		owner, _ := r[0].(string)
+		n, _ := r[1].(int64)
+		out[owner] = n
+	}
+	return out, nil
+}
+
+// WaitApplied waits until this replica has applied log index idx, so that
+// its local reads see that write, or ctx ends.
+func (s *Store) WaitApplied(ctx context.Context, idx uint64) error {
+	if err := s.fsm.waitApplied(ctx, idx); err != nil {
+		return api.Errorf(codes.Unavailable, "global tier: this replica has not applied index %d yet: %v", idx, err)
+	}
+	return nil
 }
 
 // ListShards pages through the registered shard IDs of one group (all
 // groups when group is empty) in key order, from this replica: up to limit
 // IDs after the ID after, and the cursor of the next page ("" at the end).
 func (s *Store) ListShards(ctx context.Context, group, after string, limit int) (ids []string, next string, err error) {
+	if group == "" {
+		return s.pageShards(ctx, `SELECT id FROM __lunora_shards WHERE :key = '' AND id > :after ORDER BY id LIMIT :limit`, group, after, limit)
+	}
+	return s.pageShards(ctx, `SELECT id FROM __lunora_shards WHERE grp = :key AND id > :after ORDER BY id LIMIT :limit`, group, after, limit)
+}
+
+func (s *Store) pageShards(ctx context.Context, query, key, after string, limit int) (ids []string, next string, err error) {
 	if limit < 1 || limit > s.cfg.MaxResultRows {
 		return nil, "", api.Errorf(codes.InvalidArgument, "limit must be between 1 and %d", s.cfg.MaxResultRows)
 	}
-	args := map[string]any{"after": after, "limit": int64(limit + 1)}
-	q := `SELECT id FROM __lunora_shards WHERE id > :after ORDER BY id LIMIT :limit`
-	if group != "" {
-		args["grp"] = group
-		q = `SELECT id FROM __lunora_shards WHERE grp = :grp AND id > :after ORDER BY id LIMIT :limit`
-	}
-	res, err := s.systemRead(ctx, args, q)
+	res, err := s.systemRead(ctx, map[string]any{"key": key, "after": after, "limit": int64(limit + 1)}, query)
 	if err != nil {
 		return nil, "", err
 	}
@@ -189,6 +267,13 @@ func (s *Store) ListShards(ctx context.Context, group, after string, limit int) 
 		next = ids[limit-1]
 	}
 	return ids, next, nil
+}
+
+func cell(res *api.Result, col int) any {
+	if res == nil || len(res.Rows) == 0 || len(res.Rows[0]) <= col {
+		return nil
+	}
+	return res.Rows[0][col]
 }
 
 func firstInt(res *api.Result) int64 {

@@ -2,6 +2,7 @@ package raftglobal
 
 import (
 	"fmt"
+	"github.com/lunora/lunora/api"
 	"reflect"
 	"sync"
 	"sync/atomic"
@@ -16,12 +17,12 @@ func TestShardRegistry(t *testing.T) {
 	ctx := ctxT(t, 30*time.Second)
 	leader := c.WaitForLeader(10 * time.Second)
 
-	existed, err := leader.RegisterShard(ctx, "room_id=r1")
-	if err != nil || existed {
+	existed, holder, _, err := leader.RegisterShard(ctx, "room_id=r1", "n1")
+	if err != nil || existed || holder != "n1" {
 		t.Fatalf("first RegisterShard: existed=%v err=%v", existed, err)
 	}
-	existed, err = leader.RegisterShard(ctx, "room_id=r1")
-	if err != nil || !existed {
+	existed, holder, _, err = leader.RegisterShard(ctx, "room_id=r1", "n2")
+	if err != nil || !existed || holder != "n1" {
 		t.Fatalf("second RegisterShard: existed=%v err=%v", existed, err)
 	}
 
@@ -32,7 +33,7 @@ func TestShardRegistry(t *testing.T) {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			existed, err := leader.RegisterShard(ctx, "room_id=race")
+			existed, _, _, err := leader.RegisterShard(ctx, "room_id=race", "n1")
 			if err != nil {
 				t.Error(err)
 			}
@@ -47,12 +48,12 @@ func TestShardRegistry(t *testing.T) {
 	}
 
 	for _, id := range []string{"room_id=r3", "user_id=u2", "room_id=r2", "__root__", "user_id=u1", "room_id=r5", "room_id=r4"} {
-		if _, err := leader.RegisterShard(ctx, id); err != nil {
+		if _, _, _, err := leader.RegisterShard(ctx, id, "n2"); err != nil {
 			t.Fatal(err)
 		}
 	}
 	// A follower's registration names the leader.
-	if _, err := c.Node(c.Followers()[0]).RegisterShard(ctx, "room_id=x"); err == nil {
+	if _, _, _, err := c.Node(c.Followers()[0]).RegisterShard(ctx, "room_id=x", "n1"); err == nil {
 		t.Fatal("RegisterShard on a follower succeeded")
 	} else if _, ok := isNotLeader(err); !ok {
 		t.Fatalf("RegisterShard on a follower: %v", err)
@@ -151,4 +152,64 @@ func TestRingAndNodes(t *testing.T) {
 	// User SQL reads the metadata but cannot write it.
 	_, err = s.Write(ctx, Command{SQL: []string{`DELETE FROM __lunora_shards`}})
 	wantCode(t, err, codes.PermissionDenied)
+}
+
+func TestShardMoveIsCompareAndSet(t *testing.T) {
+	c := NewTestCluster(t, 3, 0)
+	ctx := ctxT(t, 30*time.Second)
+	leader := c.WaitForLeader(10 * time.Second)
+	if _, _, _, err := leader.RegisterShard(ctx, "room_id=m", "a"); err != nil {
+		t.Fatal(err)
+	}
+	// Only the holder's move takes effect; a repeat reports the new holder.
+	if holder, _, err := leader.MoveShard(ctx, "room_id=m", "b", "c"); err != nil || holder != "a" {
+		t.Fatalf("move from a non-holder: holder=%q err=%v", holder, err)
+	}
+	holder, idx, err := leader.MoveShard(ctx, "room_id=m", "a", "b")
+	if err != nil || holder != "b" {
+		t.Fatalf("move a→b: holder=%q err=%v", holder, err)
+	}
+	if holder, _, err := leader.MoveShard(ctx, "room_id=m", "a", "b"); err != nil || holder != "b" {
+		t.Fatalf("repeated move a→b: holder=%q err=%v", holder, err)
+	}
+	if _, _, err := leader.MoveShard(ctx, "room_id=none", "a", "b"); api.CodeOf(err) != codes.NotFound {
+		t.Fatalf("move of an unregistered shard: %v", err)
+	}
+	// A follower that waited for the move's index reads the new holder.
+	f := c.Node(c.Followers()[0])
+	if err := f.WaitApplied(ctx, idx); err != nil {
+		t.Fatal(err)
+	}
+	if owner, ok, err := f.ShardOwner(ctx, "room_id=m"); err != nil || !ok || owner != "b" {
+		t.Fatalf("follower's holder: %q %v %v", owner, ok, err)
+	}
+	ids, next, err := f.OwnedShards(ctx, "b", "", 10)
+	if err != nil || next != "" || !reflect.DeepEqual(ids, []string{"room_id=m"}) {
+		t.Fatalf("owned by b: %q %q %v", ids, next, err)
+	}
+	counts, err := leader.ShardsPerOwner(ctx)
+	if err != nil || counts["b"] != 1 || counts["a"] != 0 {
+		t.Fatalf("shards per owner: %v %v", counts, err)
+	}
+}
+
+func TestRingCompareAndSet(t *testing.T) {
+	c := NewTestCluster(t, 1, 0)
+	ctx := ctxT(t, 30*time.Second)
+	s := c.WaitForLeader(10 * time.Second)
+	e1, ok, err := s.CASRing(ctx, 0, true, []RingNode{{"a", 1}})
+	if err != nil || !ok || e1 != 1 {
+		t.Fatalf("first ring: %d %v %v", e1, ok, err)
+	}
+	// Two writers that both read epoch 1: only the first wins.
+	if e, ok, err := s.CASRing(ctx, 1, true, []RingNode{{"a", 1}, {"b", 1}}); err != nil || !ok || e != 2 {
+		t.Fatalf("add b: %d %v %v", e, ok, err)
+	}
+	if e, ok, err := s.CASRing(ctx, 1, true, []RingNode{{"a", 1}, {"c", 1}}); err != nil || ok || e != 2 {
+		t.Fatalf("stale add c: %d %v %v", e, ok, err)
+	}
+	epoch, nodes, err := s.Ring(ctx)
+	if err != nil || epoch != 2 || !reflect.DeepEqual(nodes, []RingNode{{"a", 1}, {"b", 1}}) {
+		t.Fatalf("ring: %d %v %v", epoch, nodes, err)
+	}
 }

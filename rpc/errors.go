@@ -39,6 +39,11 @@ func ToStatus(err error) error {
 				st = withInfo
 			}
 		}
+		if ae.Reason != "" {
+			if withInfo, derr := st.WithDetails(&errdetails.ErrorInfo{Reason: ae.Reason, Domain: "lunora", Metadata: ae.Meta}); derr == nil {
+				st = withInfo
+			}
+		}
 		return st.Err()
 	}
 	switch {
@@ -92,9 +97,14 @@ func FromStatus(err error) error {
 		e.Err = context.DeadlineExceeded
 	}
 	for _, d := range st.Details() {
-		if ri, ok := d.(*errdetails.RetryInfo); ok && ri.GetRetryDelay() != nil {
-			if delay := ri.GetRetryDelay().AsDuration(); delay > 0 {
+		switch d := d.(type) {
+		case *errdetails.RetryInfo:
+			if delay := d.GetRetryDelay().AsDuration(); delay > 0 {
 				e.RetryAfter = delay
+			}
+		case *errdetails.ErrorInfo:
+			if d.GetDomain() == "lunora" {
+				e.Reason, e.Meta = d.GetReason(), d.GetMetadata()
 			}
 		}
 	}

@@ -74,7 +74,7 @@ func (c *NodeClient) Call(ctx context.Context, shardID, function string, args ma
 	if err != nil {
 		return nil, err
 	}
-	resp, err := c.node.Call(ctx, &lunorav1.NodeCallRequest{ShardId: shardID, Function: function, Args: pargs, Read: ReadOptionsToProto(read), Forwarded: read.Forwarded})
+	resp, err := c.node.Call(ctx, &lunorav1.NodeCallRequest{ShardId: shardID, Function: function, Args: pargs, Read: ReadOptionsToProto(read), Forwarded: read.Forwarded, Epoch: api.RingEpochOf(ctx)})
 	if err != nil {
 		return nil, c.fromStatus(err)
 	}
@@ -87,7 +87,7 @@ func (c *NodeClient) Exec(ctx context.Context, shardID, sql string, params map[s
 	if err != nil {
 		return nil, err
 	}
-	resp, err := c.node.Sql(ctx, &lunorav1.NodeSqlRequest{ShardId: shardID, Sql: sql, Params: pparams, Read: ReadOptionsToProto(read), Forwarded: read.Forwarded})
+	resp, err := c.node.Sql(ctx, &lunorav1.NodeSqlRequest{ShardId: shardID, Sql: sql, Params: pparams, Read: ReadOptionsToProto(read), Forwarded: read.Forwarded, Epoch: api.RingEpochOf(ctx)})
 	if err != nil {
 		return nil, c.fromStatus(err)
 	}
@@ -122,13 +122,14 @@ func (c *NodeClient) RemoveNode(ctx context.Context, id string, forwarded bool) 
 	return nil
 }
 
-// RegisterShard asks the node to record a shard in the registry.
-func (c *NodeClient) RegisterShard(ctx context.Context, shardID string, forwarded bool) (bool, error) {
-	resp, err := c.node.RegisterShard(ctx, &lunorav1.RegisterShardRequest{ShardId: shardID, Forwarded: forwarded})
+// RegisterShard asks the node to record a shard in the registry as held by
+// owner.
+func (c *NodeClient) RegisterShard(ctx context.Context, shardID, owner string, forwarded bool) (bool, string, error) {
+	resp, err := c.node.RegisterShard(ctx, &lunorav1.RegisterShardRequest{ShardId: shardID, Owner: owner, Forwarded: forwarded})
 	if err != nil {
-		return false, c.fromStatus(err)
+		return false, "", c.fromStatus(err)
 	}
-	return resp.GetExisted(), nil
+	return resp.GetExisted(), resp.GetHolder(), nil
 }
 
 // fromStatus is FromStatus naming the node when it could not be reached.

@@ -31,7 +31,7 @@ type Shards interface {
 	Join(ctx context.Context, req api.JoinRequest) (leaderID string, err error)
 	RemoveNode(ctx context.Context, id string, forwarded bool) error
 	// RegisterShard records a shard in the registry (create-if-absent).
-	RegisterShard(ctx context.Context, shardID string, forwarded bool) (existed bool, err error)
+	RegisterShard(ctx context.Context, shardID, owner string, forwarded bool) (existed bool, holder string, err error)
 	// Subscribe starts a live query on a shard.
 	Subscribe(ctx context.Context, shardID, function string, args map[string]any, sinceSeq uint64) (api.Stream, error)
 }
@@ -57,9 +57,10 @@ func RegisterNodeServer(s grpc.ServiceRegistrar, srv *NodeServer) {
 	lunorav1.RegisterNodeServer(s, srv)
 }
 
-// Call implements lunorav1.NodeServer. The epoch is not checked until the
-// ring exists; every sender uses 0.
+// Call implements lunorav1.NodeServer. The request's ring epoch reaches
+// Shards in ctx (api.RingEpochOf).
 func (s *NodeServer) Call(ctx context.Context, req *lunorav1.NodeCallRequest) (*lunorav1.CallResponse, error) {
+	ctx = api.WithRingEpoch(ctx, req.GetEpoch())
 	read := ReadOptionsFromProto(req.GetRead())
 	read.Forwarded = req.GetForwarded()
 	res, err := s.shards.Call(ctx, req.GetShardId(), req.GetFunction(), ArgsFromProto(req.GetArgs()), read)
@@ -75,6 +76,7 @@ func (s *NodeServer) Call(ctx context.Context, req *lunorav1.NodeCallRequest) (*
 
 // Sql implements lunorav1.NodeServer.
 func (s *NodeServer) Sql(ctx context.Context, req *lunorav1.NodeSqlRequest) (*lunorav1.SqlResponse, error) {
+	ctx = api.WithRingEpoch(ctx, req.GetEpoch())
 	read := ReadOptionsFromProto(req.GetRead())
 	read.Forwarded = req.GetForwarded()
 	res, err := s.shards.Exec(ctx, req.GetShardId(), req.GetSql(), ArgsFromProto(req.GetParams()), read)
@@ -123,11 +125,11 @@ func (s *NodeServer) RemoveNode(ctx context.Context, req *lunorav1.RemoveNodeReq
 
 // RegisterShard implements lunorav1.NodeServer.
 func (s *NodeServer) RegisterShard(ctx context.Context, req *lunorav1.RegisterShardRequest) (*lunorav1.RegisterShardResponse, error) {
-	existed, err := s.shards.RegisterShard(ctx, req.GetShardId(), req.GetForwarded())
+	existed, holder, err := s.shards.RegisterShard(ctx, req.GetShardId(), req.GetOwner(), req.GetForwarded())
 	if err != nil {
 		return nil, statusFor(ctx, s.log, "Node.RegisterShard", err)
 	}
-	return &lunorav1.RegisterShardResponse{Existed: existed}, nil
+	return &lunorav1.RegisterShardResponse{Existed: existed, Holder: holder}, nil
 }
 
 // statusFor logs what the caller will only see as INTERNAL, then converts.

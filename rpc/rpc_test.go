@@ -328,8 +328,8 @@ func (f *fakeShards) Join(ctx context.Context, req api.JoinRequest) (string, err
 
 func (f *fakeShards) RemoveNode(ctx context.Context, id string, forwarded bool) error { return nil }
 
-func (f *fakeShards) RegisterShard(ctx context.Context, id string, forwarded bool) (bool, error) {
-	return id == "room_id=old", nil
+func (f *fakeShards) RegisterShard(ctx context.Context, id, owner string, forwarded bool) (bool, string, error) {
+	return id == "room_id=old", owner, nil
 }
 
 func (f *fakeShards) Subscribe(ctx context.Context, shardID, function string, args map[string]any, sinceSeq uint64) (api.Stream, error) {

@@ -101,7 +101,7 @@ func pump(ctx context.Context, st api.Stream, send func(*lunorav1.SubscribeEvent
 
 // Subscribe implements lunorav1.NodeServer.
 func (s *NodeServer) Subscribe(req *lunorav1.NodeSubscribeRequest, out grpc.ServerStreamingServer[lunorav1.SubscribeEvent]) error {
-	ctx := out.Context()
+	ctx := api.WithRingEpoch(out.Context(), req.GetEpoch())
 	st, err := s.shards.Subscribe(ctx, req.GetShardId(), req.GetFunction(), ArgsFromProto(req.GetArgs()), req.GetSinceSeq())
 	if err != nil {
 		return statusFor(ctx, s.log, "Node.Subscribe", err)
@@ -126,7 +126,7 @@ func (c *NodeClient) Subscribe(ctx context.Context, shardID, function string, ar
 		return nil, err
 	}
 	sctx, cancel := context.WithCancel(ctx)
-	stream, err := c.node.Subscribe(sctx, &lunorav1.NodeSubscribeRequest{ShardId: shardID, Function: function, Args: pargs, SinceSeq: sinceSeq})
+	stream, err := c.node.Subscribe(sctx, &lunorav1.NodeSubscribeRequest{ShardId: shardID, Function: function, Args: pargs, SinceSeq: sinceSeq, Epoch: api.RingEpochOf(ctx)})
 	if err != nil {
 		cancel()
 		return nil, c.fromStatus(err)

@@ -65,16 +65,30 @@ func (a *actor) activate() error {
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	created := false
-	if _, err := os.Stat(a.path); os.IsNotExist(err) {
-		if reg := a.h.cfg.Registry; reg != nil {
-			exists, err := reg.ShardExists(ctx, a.id)
-			if err != nil {
-				return api.Errorf(api.CodeOf(err), "shard %s: check the shard registry before creating it: %v", a.id, err)
-			}
-			if exists {
-				return api.Wrap(ErrShardElsewhere, fmt.Sprintf("shard %s is in the registry but its file is not on node %s; it will not be created empty", a.id, a.h.cfg.NodeID))
-			}
+	_, statErr := os.Stat(a.path)
+	if reg := a.h.cfg.Registry; reg != nil {
+		holder, exists, err := reg.ShardOwner(ctx, a.id)
+		if err != nil {
+			return api.Errorf(api.CodeOf(err), "shard %s: check the shard registry: %v", a.id, err)
 		}
+		self := a.h.cfg.NodeID
+		switch {
+		case exists && holder != "" && holder != self:
+			// Another node holds it: this node's copy, if any, is one a
+			// handoff left behind and is never served (I3).
+			return Elsewhere(a.id, holder)
+		case exists && holder == self && hasFile(a.path+".incoming"):
+			// A handoff to this node committed, but the sender's "done"
+			// never arrived: install the copy it made durable.
+			if err := a.h.installIncoming(a.id); err != nil {
+				return err
+			}
+			statErr = nil
+		case exists && os.IsNotExist(statErr):
+			return api.Wrap(ErrShardElsewhere, fmt.Sprintf("shard %s is in the registry (held by %q) but its file is not on node %s; it will not be created empty", a.id, holder, self))
+		}
+	}
+	if os.IsNotExist(statErr) {
 		if err := os.MkdirAll(filepath.Dir(a.path), 0o755); err != nil {
 			return api.Errorf(codes.Internal, "shard %s: create directory: %v", a.id, err)
 		}
@@ -111,15 +125,19 @@ func (a *actor) activate() error {
 		a.h.m.onDisk.Set(float64(a.h.onDisk.Load()))
 	}
 	if reg := a.h.cfg.Registry; reg != nil && !registered {
-		existed, err := reg.RegisterShard(ctx, a.id, false)
+		existed, holder, err := reg.RegisterShard(ctx, a.id)
 		if err != nil {
 			removeNew()
 			return api.Errorf(api.CodeOf(err), "shard %s: register in the shard registry: %v", a.id, err)
 		}
-		if existed && created {
+		if existed && holder != a.h.cfg.NodeID {
 			// Another node registered it between our check and now.
-			removeNew()
-			return api.Wrap(ErrShardElsewhere, fmt.Sprintf("shard %s was registered by another node while this one created it", a.id))
+			if created {
+				removeNew()
+			} else {
+				w.Close()
+			}
+			return Elsewhere(a.id, holder)
 		}
 		if _, err := w.Exec(ctx, "INSERT OR REPLACE INTO __lunora_meta(k, v) VALUES ('registered', 1)"); err != nil {
 			removeNew()
@@ -133,6 +151,11 @@ func (a *actor) activate() error {
 	go a.runWriter()
 	a.h.m.activations.Inc()
 	return nil
+}
+
+func hasFile(path string) bool {
+	_, err := os.Stat(path)
+	return err == nil
 }
 
 // syncDirs fsyncs dir and each parent up to and including stop.

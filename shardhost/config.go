@@ -85,6 +85,9 @@ type Config struct {
 	// if the registry does not hold it, and is registered once, when
 	// created. Nil skips the check (a node without a global tier).
 	Registry Registry
+	// MoveWait bounds how long a request waits for a shard frozen for a
+	// handoff before it is answered UNAVAILABLE (SHARD_MOVING).
+	MoveWait time.Duration
 
 	// BeforeBatch, when set, is called by a shard's writer goroutine before
 	// each group commit, with the shard ID. It is a fault hook for tests
@@ -93,16 +96,17 @@ type Config struct {
 	BeforeBatch func(shardID string)
 }
 
-// Registry is the shard registry as the shard host uses it. Both methods
-// may block on the network; they are called only when a shard's file is
-// created or was never registered, never on the request path of an
-// existing shard.
+// Registry is the shard registry as the shard host uses it. Its methods
+// are called when a shard activates, never on the request path of an
+// active shard; RegisterShard may block on the network.
 type Registry interface {
-	// ShardExists reports whether the registry holds shardID.
-	ShardExists(ctx context.Context, shardID string) (bool, error)
-	// RegisterShard records shardID (create-if-absent) and reports whether
-	// it was already there.
-	RegisterShard(ctx context.Context, shardID string, forwarded bool) (existed bool, err error)
+	// ShardOwner reports, from this node's replica, whether the registry
+	// holds shardID and which node holds its file.
+	ShardOwner(ctx context.Context, shardID string) (holder string, exists bool, err error)
+	// RegisterShard records shardID as held by this node
+	// (create-if-absent) and reports whether it was already there and who
+	// holds it.
+	RegisterShard(ctx context.Context, shardID string) (existed bool, holder string, err error)
 }
 
 // DefaultConfig returns production defaults; Dir and App must still be set.
@@ -127,6 +131,8 @@ func DefaultConfig() Config {
 		SubscriptionHistory:     1024,
 		SubscriptionHistoryRows: 8192,
 		SubscriptionGrace:       30 * time.Second,
+
+		MoveWait: 5 * time.Second,
 	}
 }
 
@@ -159,6 +165,8 @@ func (c *Config) Validate() error {
 		return errors.New("shardhost: result and SQL bounds must be positive")
 	case c.MaxSubscriptions < 1 || c.SubscriptionBuffer < 1 || c.SubscriptionHistory < 1 || c.SubscriptionHistoryRows < 1:
 		return errors.New("shardhost: MaxSubscriptions, SubscriptionBuffer, SubscriptionHistory and SubscriptionHistoryRows must be at least 1")
+	case c.MoveWait <= 0:
+		return errors.New("shardhost: MoveWait must be positive")
 	case c.SubscriptionGrace < 0:
 		return errors.New("shardhost: SubscriptionGrace must not be negative")
 	}

@@ -32,6 +32,12 @@ type Host struct {
 	closing map[string]chan struct{} // shards whose handles are being closed
 	lru     *list.List               // activated actors, most recently used first
 	closed  bool
+	// Handoffs (handoff.go): shards frozen for a move (closed when the
+	// move ends), shards that moved away (their new holder), and
+	// journaled moves not resolved yet.
+	frozen  map[string]chan struct{}
+	moved   map[string]string
+	pending map[string]MoveRole
 
 	inFlight        atomic.Int64
 	onDisk          atomic.Int64
@@ -65,6 +71,12 @@ func New(cfg Config) (*Host, error) {
 		closing: map[string]chan struct{}{},
 		lru:     list.New(),
 		stop:    make(chan struct{}),
+		frozen:  map[string]chan struct{}{},
+		moved:   map[string]string{},
+		pending: map[string]MoveRole{},
+	}
+	if err := h.loadJournal(); err != nil {
+		return nil, fmt.Errorf("shardhost: read the handoff journal: %w", err)
 	}
 	root := filepath.Join(cfg.Dir, "shards")
 	if err := os.MkdirAll(root, 0o755); err != nil {
@@ -228,7 +240,14 @@ func (h *Host) withShard(ctx context.Context, shardID, group string, key any, fn
 // acquire returns the shard's actor, activating it if needed, with a
 // reference held: an actor with references never hibernates.
 func (h *Host) acquire(ctx context.Context, shardID, group string, key any) (*actor, error) {
+	if err := h.waitNotFrozen(ctx, shardID); err != nil {
+		return nil, err
+	}
 	h.mu.Lock()
+	if _, frozen := h.frozen[shardID]; frozen {
+		h.mu.Unlock()
+		return h.acquire(ctx, shardID, group, key) // frozen since the check
+	}
 	if h.closed {
 		h.mu.Unlock()
 		return nil, ErrClosed

@@ -21,6 +21,848 @@ const (
 	_ = protoimpl.EnforceVersion(protoimpl.MaxVersion - 20)
 )
 
+type RingRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// min_epoch, when set, makes the node wait (bounded) until its replica
+	// of the metadata has that epoch.
+	MinEpoch      uint64 `protobuf:"varint,1,opt,name=min_epoch,json=minEpoch,proto3" json:"min_epoch,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RingRequest) Reset() {
+	*x = RingRequest{}
+	mi := &file_lunora_v1_node_proto_msgTypes[0]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RingRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RingRequest) ProtoMessage() {}
+
+func (x *RingRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_lunora_v1_node_proto_msgTypes[0]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RingRequest.ProtoReflect.Descriptor instead.
+func (*RingRequest) Descriptor() ([]byte, []int) {
+	return file_lunora_v1_node_proto_rawDescGZIP(), []int{0}
+}
+
+func (x *RingRequest) GetMinEpoch() uint64 {
+	if x != nil {
+		return x.MinEpoch
+	}
+	return 0
+}
+
+type RingNode struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Id            string                 `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"`
+	Weight        int32                  `protobuf:"varint,2,opt,name=weight,proto3" json:"weight,omitempty"`
+	GrpcAddr      string                 `protobuf:"bytes,3,opt,name=grpc_addr,json=grpcAddr,proto3" json:"grpc_addr,omitempty"`
+	State         string                 `protobuf:"bytes,4,opt,name=state,proto3" json:"state,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RingNode) Reset() {
+	*x = RingNode{}
+	mi := &file_lunora_v1_node_proto_msgTypes[1]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RingNode) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RingNode) ProtoMessage() {}
+
+func (x *RingNode) ProtoReflect() protoreflect.Message {
+	mi := &file_lunora_v1_node_proto_msgTypes[1]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RingNode.ProtoReflect.Descriptor instead.
+func (*RingNode) Descriptor() ([]byte, []int) {
+	return file_lunora_v1_node_proto_rawDescGZIP(), []int{1}
+}
+
+func (x *RingNode) GetId() string {
+	if x != nil {
+		return x.Id
+	}
+	return ""
+}
+
+func (x *RingNode) GetWeight() int32 {
+	if x != nil {
+		return x.Weight
+	}
+	return 0
+}
+
+func (x *RingNode) GetGrpcAddr() string {
+	if x != nil {
+		return x.GrpcAddr
+	}
+	return ""
+}
+
+func (x *RingNode) GetState() string {
+	if x != nil {
+		return x.State
+	}
+	return ""
+}
+
+type RingResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	Epoch uint64                 `protobuf:"varint,1,opt,name=epoch,proto3" json:"epoch,omitempty"`
+	Nodes []*RingNode            `protobuf:"bytes,2,rep,name=nodes,proto3" json:"nodes,omitempty"`
+	// members are every node the cluster metadata records (ring or not).
+	Members       []*RingNode `protobuf:"bytes,3,rep,name=members,proto3" json:"members,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RingResponse) Reset() {
+	*x = RingResponse{}
+	mi := &file_lunora_v1_node_proto_msgTypes[2]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RingResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RingResponse) ProtoMessage() {}
+
+func (x *RingResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_lunora_v1_node_proto_msgTypes[2]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RingResponse.ProtoReflect.Descriptor instead.
+func (*RingResponse) Descriptor() ([]byte, []int) {
+	return file_lunora_v1_node_proto_rawDescGZIP(), []int{2}
+}
+
+func (x *RingResponse) GetEpoch() uint64 {
+	if x != nil {
+		return x.Epoch
+	}
+	return 0
+}
+
+func (x *RingResponse) GetNodes() []*RingNode {
+	if x != nil {
+		return x.Nodes
+	}
+	return nil
+}
+
+func (x *RingResponse) GetMembers() []*RingNode {
+	if x != nil {
+		return x.Members
+	}
+	return nil
+}
+
+type UpdateRingRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	NodeId        string                 `protobuf:"bytes,1,opt,name=node_id,json=nodeId,proto3" json:"node_id,omitempty"`
+	Weight        int32                  `protobuf:"varint,2,opt,name=weight,proto3" json:"weight,omitempty"`
+	Remove        bool                   `protobuf:"varint,3,opt,name=remove,proto3" json:"remove,omitempty"`
+	Forwarded     bool                   `protobuf:"varint,4,opt,name=forwarded,proto3" json:"forwarded,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *UpdateRingRequest) Reset() {
+	*x = UpdateRingRequest{}
+	mi := &file_lunora_v1_node_proto_msgTypes[3]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *UpdateRingRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*UpdateRingRequest) ProtoMessage() {}
+
+func (x *UpdateRingRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_lunora_v1_node_proto_msgTypes[3]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use UpdateRingRequest.ProtoReflect.Descriptor instead.
+func (*UpdateRingRequest) Descriptor() ([]byte, []int) {
+	return file_lunora_v1_node_proto_rawDescGZIP(), []int{3}
+}
+
+func (x *UpdateRingRequest) GetNodeId() string {
+	if x != nil {
+		return x.NodeId
+	}
+	return ""
+}
+
+func (x *UpdateRingRequest) GetWeight() int32 {
+	if x != nil {
+		return x.Weight
+	}
+	return 0
+}
+
+func (x *UpdateRingRequest) GetRemove() bool {
+	if x != nil {
+		return x.Remove
+	}
+	return false
+}
+
+func (x *UpdateRingRequest) GetForwarded() bool {
+	if x != nil {
+		return x.Forwarded
+	}
+	return false
+}
+
+type UpdateRingResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Epoch         uint64                 `protobuf:"varint,1,opt,name=epoch,proto3" json:"epoch,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *UpdateRingResponse) Reset() {
+	*x = UpdateRingResponse{}
+	mi := &file_lunora_v1_node_proto_msgTypes[4]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *UpdateRingResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*UpdateRingResponse) ProtoMessage() {}
+
+func (x *UpdateRingResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_lunora_v1_node_proto_msgTypes[4]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use UpdateRingResponse.ProtoReflect.Descriptor instead.
+func (*UpdateRingResponse) Descriptor() ([]byte, []int) {
+	return file_lunora_v1_node_proto_rawDescGZIP(), []int{4}
+}
+
+func (x *UpdateRingResponse) GetEpoch() uint64 {
+	if x != nil {
+		return x.Epoch
+	}
+	return 0
+}
+
+type MoveShardRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	ShardId       string                 `protobuf:"bytes,1,opt,name=shard_id,json=shardId,proto3" json:"shard_id,omitempty"`
+	FromNode      string                 `protobuf:"bytes,2,opt,name=from_node,json=fromNode,proto3" json:"from_node,omitempty"`
+	ToNode        string                 `protobuf:"bytes,3,opt,name=to_node,json=toNode,proto3" json:"to_node,omitempty"`
+	Forwarded     bool                   `protobuf:"varint,4,opt,name=forwarded,proto3" json:"forwarded,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *MoveShardRequest) Reset() {
+	*x = MoveShardRequest{}
+	mi := &file_lunora_v1_node_proto_msgTypes[5]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *MoveShardRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*MoveShardRequest) ProtoMessage() {}
+
+func (x *MoveShardRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_lunora_v1_node_proto_msgTypes[5]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use MoveShardRequest.ProtoReflect.Descriptor instead.
+func (*MoveShardRequest) Descriptor() ([]byte, []int) {
+	return file_lunora_v1_node_proto_rawDescGZIP(), []int{5}
+}
+
+func (x *MoveShardRequest) GetShardId() string {
+	if x != nil {
+		return x.ShardId
+	}
+	return ""
+}
+
+func (x *MoveShardRequest) GetFromNode() string {
+	if x != nil {
+		return x.FromNode
+	}
+	return ""
+}
+
+func (x *MoveShardRequest) GetToNode() string {
+	if x != nil {
+		return x.ToNode
+	}
+	return ""
+}
+
+func (x *MoveShardRequest) GetForwarded() bool {
+	if x != nil {
+		return x.Forwarded
+	}
+	return false
+}
+
+type MoveShardResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// holder is the registry's holder after the call.
+	Holder        string `protobuf:"bytes,1,opt,name=holder,proto3" json:"holder,omitempty"`
+	Index         uint64 `protobuf:"varint,2,opt,name=index,proto3" json:"index,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *MoveShardResponse) Reset() {
+	*x = MoveShardResponse{}
+	mi := &file_lunora_v1_node_proto_msgTypes[6]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *MoveShardResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*MoveShardResponse) ProtoMessage() {}
+
+func (x *MoveShardResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_lunora_v1_node_proto_msgTypes[6]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use MoveShardResponse.ProtoReflect.Descriptor instead.
+func (*MoveShardResponse) Descriptor() ([]byte, []int) {
+	return file_lunora_v1_node_proto_rawDescGZIP(), []int{6}
+}
+
+func (x *MoveShardResponse) GetHolder() string {
+	if x != nil {
+		return x.Holder
+	}
+	return ""
+}
+
+func (x *MoveShardResponse) GetIndex() uint64 {
+	if x != nil {
+		return x.Index
+	}
+	return 0
+}
+
+type ListShardsRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	Group string                 `protobuf:"bytes,1,opt,name=group,proto3" json:"group,omitempty"`
+	// holder, when set, lists the shards that node holds instead.
+	Holder        string `protobuf:"bytes,2,opt,name=holder,proto3" json:"holder,omitempty"`
+	After         string `protobuf:"bytes,3,opt,name=after,proto3" json:"after,omitempty"`
+	Limit         int32  `protobuf:"varint,4,opt,name=limit,proto3" json:"limit,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ListShardsRequest) Reset() {
+	*x = ListShardsRequest{}
+	mi := &file_lunora_v1_node_proto_msgTypes[7]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ListShardsRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ListShardsRequest) ProtoMessage() {}
+
+func (x *ListShardsRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_lunora_v1_node_proto_msgTypes[7]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ListShardsRequest.ProtoReflect.Descriptor instead.
+func (*ListShardsRequest) Descriptor() ([]byte, []int) {
+	return file_lunora_v1_node_proto_rawDescGZIP(), []int{7}
+}
+
+func (x *ListShardsRequest) GetGroup() string {
+	if x != nil {
+		return x.Group
+	}
+	return ""
+}
+
+func (x *ListShardsRequest) GetHolder() string {
+	if x != nil {
+		return x.Holder
+	}
+	return ""
+}
+
+func (x *ListShardsRequest) GetAfter() string {
+	if x != nil {
+		return x.After
+	}
+	return ""
+}
+
+func (x *ListShardsRequest) GetLimit() int32 {
+	if x != nil {
+		return x.Limit
+	}
+	return 0
+}
+
+type ListShardsResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	ShardIds      []string               `protobuf:"bytes,1,rep,name=shard_ids,json=shardIds,proto3" json:"shard_ids,omitempty"`
+	Next          string                 `protobuf:"bytes,2,opt,name=next,proto3" json:"next,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ListShardsResponse) Reset() {
+	*x = ListShardsResponse{}
+	mi := &file_lunora_v1_node_proto_msgTypes[8]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ListShardsResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ListShardsResponse) ProtoMessage() {}
+
+func (x *ListShardsResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_lunora_v1_node_proto_msgTypes[8]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ListShardsResponse.ProtoReflect.Descriptor instead.
+func (*ListShardsResponse) Descriptor() ([]byte, []int) {
+	return file_lunora_v1_node_proto_rawDescGZIP(), []int{8}
+}
+
+func (x *ListShardsResponse) GetShardIds() []string {
+	if x != nil {
+		return x.ShardIds
+	}
+	return nil
+}
+
+func (x *ListShardsResponse) GetNext() string {
+	if x != nil {
+		return x.Next
+	}
+	return ""
+}
+
+type PullRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	ShardId       string                 `protobuf:"bytes,1,opt,name=shard_id,json=shardId,proto3" json:"shard_id,omitempty"`
+	ToNode        string                 `protobuf:"bytes,2,opt,name=to_node,json=toNode,proto3" json:"to_node,omitempty"`
+	Epoch         uint64                 `protobuf:"varint,3,opt,name=epoch,proto3" json:"epoch,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *PullRequest) Reset() {
+	*x = PullRequest{}
+	mi := &file_lunora_v1_node_proto_msgTypes[9]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *PullRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*PullRequest) ProtoMessage() {}
+
+func (x *PullRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_lunora_v1_node_proto_msgTypes[9]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use PullRequest.ProtoReflect.Descriptor instead.
+func (*PullRequest) Descriptor() ([]byte, []int) {
+	return file_lunora_v1_node_proto_rawDescGZIP(), []int{9}
+}
+
+func (x *PullRequest) GetShardId() string {
+	if x != nil {
+		return x.ShardId
+	}
+	return ""
+}
+
+func (x *PullRequest) GetToNode() string {
+	if x != nil {
+		return x.ToNode
+	}
+	return ""
+}
+
+func (x *PullRequest) GetEpoch() uint64 {
+	if x != nil {
+		return x.Epoch
+	}
+	return 0
+}
+
+type PullResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Index         uint64                 `protobuf:"varint,1,opt,name=index,proto3" json:"index,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *PullResponse) Reset() {
+	*x = PullResponse{}
+	mi := &file_lunora_v1_node_proto_msgTypes[10]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *PullResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*PullResponse) ProtoMessage() {}
+
+func (x *PullResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_lunora_v1_node_proto_msgTypes[10]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use PullResponse.ProtoReflect.Descriptor instead.
+func (*PullResponse) Descriptor() ([]byte, []int) {
+	return file_lunora_v1_node_proto_rawDescGZIP(), []int{10}
+}
+
+func (x *PullResponse) GetIndex() uint64 {
+	if x != nil {
+		return x.Index
+	}
+	return 0
+}
+
+type HandoffChunk struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The first chunk carries the header; the last one the checksum.
+	ShardId       string `protobuf:"bytes,1,opt,name=shard_id,json=shardId,proto3" json:"shard_id,omitempty"`
+	FromNode      string `protobuf:"bytes,2,opt,name=from_node,json=fromNode,proto3" json:"from_node,omitempty"`
+	Epoch         uint64 `protobuf:"varint,3,opt,name=epoch,proto3" json:"epoch,omitempty"`
+	Size          int64  `protobuf:"varint,4,opt,name=size,proto3" json:"size,omitempty"`
+	Data          []byte `protobuf:"bytes,5,opt,name=data,proto3" json:"data,omitempty"`
+	Sha256        []byte `protobuf:"bytes,6,opt,name=sha256,proto3" json:"sha256,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *HandoffChunk) Reset() {
+	*x = HandoffChunk{}
+	mi := &file_lunora_v1_node_proto_msgTypes[11]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *HandoffChunk) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*HandoffChunk) ProtoMessage() {}
+
+func (x *HandoffChunk) ProtoReflect() protoreflect.Message {
+	mi := &file_lunora_v1_node_proto_msgTypes[11]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use HandoffChunk.ProtoReflect.Descriptor instead.
+func (*HandoffChunk) Descriptor() ([]byte, []int) {
+	return file_lunora_v1_node_proto_rawDescGZIP(), []int{11}
+}
+
+func (x *HandoffChunk) GetShardId() string {
+	if x != nil {
+		return x.ShardId
+	}
+	return ""
+}
+
+func (x *HandoffChunk) GetFromNode() string {
+	if x != nil {
+		return x.FromNode
+	}
+	return ""
+}
+
+func (x *HandoffChunk) GetEpoch() uint64 {
+	if x != nil {
+		return x.Epoch
+	}
+	return 0
+}
+
+func (x *HandoffChunk) GetSize() int64 {
+	if x != nil {
+		return x.Size
+	}
+	return 0
+}
+
+func (x *HandoffChunk) GetData() []byte {
+	if x != nil {
+		return x.Data
+	}
+	return nil
+}
+
+func (x *HandoffChunk) GetSha256() []byte {
+	if x != nil {
+		return x.Sha256
+	}
+	return nil
+}
+
+type HandoffAck struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *HandoffAck) Reset() {
+	*x = HandoffAck{}
+	mi := &file_lunora_v1_node_proto_msgTypes[12]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *HandoffAck) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*HandoffAck) ProtoMessage() {}
+
+func (x *HandoffAck) ProtoReflect() protoreflect.Message {
+	mi := &file_lunora_v1_node_proto_msgTypes[12]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use HandoffAck.ProtoReflect.Descriptor instead.
+func (*HandoffAck) Descriptor() ([]byte, []int) {
+	return file_lunora_v1_node_proto_rawDescGZIP(), []int{12}
+}
+
+type HandoffDoneRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	ShardId       string                 `protobuf:"bytes,1,opt,name=shard_id,json=shardId,proto3" json:"shard_id,omitempty"`
+	Index         uint64                 `protobuf:"varint,2,opt,name=index,proto3" json:"index,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *HandoffDoneRequest) Reset() {
+	*x = HandoffDoneRequest{}
+	mi := &file_lunora_v1_node_proto_msgTypes[13]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *HandoffDoneRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*HandoffDoneRequest) ProtoMessage() {}
+
+func (x *HandoffDoneRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_lunora_v1_node_proto_msgTypes[13]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use HandoffDoneRequest.ProtoReflect.Descriptor instead.
+func (*HandoffDoneRequest) Descriptor() ([]byte, []int) {
+	return file_lunora_v1_node_proto_rawDescGZIP(), []int{13}
+}
+
+func (x *HandoffDoneRequest) GetShardId() string {
+	if x != nil {
+		return x.ShardId
+	}
+	return ""
+}
+
+func (x *HandoffDoneRequest) GetIndex() uint64 {
+	if x != nil {
+		return x.Index
+	}
+	return 0
+}
+
+type HandoffDoneResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *HandoffDoneResponse) Reset() {
+	*x = HandoffDoneResponse{}
+	mi := &file_lunora_v1_node_proto_msgTypes[14]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *HandoffDoneResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*HandoffDoneResponse) ProtoMessage() {}
+
+func (x *HandoffDoneResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_lunora_v1_node_proto_msgTypes[14]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use HandoffDoneResponse.ProtoReflect.Descriptor instead.
+func (*HandoffDoneResponse) Descriptor() ([]byte, []int) {
+	return file_lunora_v1_node_proto_rawDescGZIP(), []int{14}
+}
+
 type NodeSubscribeRequest struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	ShardId       string                 `protobuf:"bytes,1,opt,name=shard_id,json=shardId,proto3" json:"shard_id,omitempty"`
@@ -34,7 +876,7 @@ type NodeSubscribeRequest struct {
 
 func (x *NodeSubscribeRequest) Reset() {
 	*x = NodeSubscribeRequest{}
-	mi := &file_lunora_v1_node_proto_msgTypes[0]
+	mi := &file_lunora_v1_node_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -46,7 +888,7 @@ func (x *NodeSubscribeRequest) String() string {
 func (*NodeSubscribeRequest) ProtoMessage() {}
 
 func (x *NodeSubscribeRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_lunora_v1_node_proto_msgTypes[0]
+	mi := &file_lunora_v1_node_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -59,7 +901,7 @@ func (x *NodeSubscribeRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use NodeSubscribeRequest.ProtoReflect.Descriptor instead.
 func (*NodeSubscribeRequest) Descriptor() ([]byte, []int) {
-	return file_lunora_v1_node_proto_rawDescGZIP(), []int{0}
+	return file_lunora_v1_node_proto_rawDescGZIP(), []int{15}
 }
 
 func (x *NodeSubscribeRequest) GetShardId() string {
@@ -98,16 +940,18 @@ func (x *NodeSubscribeRequest) GetEpoch() uint64 {
 }
 
 type RegisterShardRequest struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	ShardId       string                 `protobuf:"bytes,1,opt,name=shard_id,json=shardId,proto3" json:"shard_id,omitempty"`
-	Forwarded     bool                   `protobuf:"varint,2,opt,name=forwarded,proto3" json:"forwarded,omitempty"`
+	state     protoimpl.MessageState `protogen:"open.v1"`
+	ShardId   string                 `protobuf:"bytes,1,opt,name=shard_id,json=shardId,proto3" json:"shard_id,omitempty"`
+	Forwarded bool                   `protobuf:"varint,2,opt,name=forwarded,proto3" json:"forwarded,omitempty"`
+	// owner is the node creating the shard, recorded as its holder.
+	Owner         string `protobuf:"bytes,3,opt,name=owner,proto3" json:"owner,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
 func (x *RegisterShardRequest) Reset() {
 	*x = RegisterShardRequest{}
-	mi := &file_lunora_v1_node_proto_msgTypes[1]
+	mi := &file_lunora_v1_node_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -119,7 +963,7 @@ func (x *RegisterShardRequest) String() string {
 func (*RegisterShardRequest) ProtoMessage() {}
 
 func (x *RegisterShardRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_lunora_v1_node_proto_msgTypes[1]
+	mi := &file_lunora_v1_node_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -132,7 +976,7 @@ func (x *RegisterShardRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RegisterShardRequest.ProtoReflect.Descriptor instead.
 func (*RegisterShardRequest) Descriptor() ([]byte, []int) {
-	return file_lunora_v1_node_proto_rawDescGZIP(), []int{1}
+	return file_lunora_v1_node_proto_rawDescGZIP(), []int{16}
 }
 
 func (x *RegisterShardRequest) GetShardId() string {
@@ -149,17 +993,27 @@ func (x *RegisterShardRequest) GetForwarded() bool {
 	return false
 }
 
+func (x *RegisterShardRequest) GetOwner() string {
+	if x != nil {
+		return x.Owner
+	}
+	return ""
+}
+
 type RegisterShardResponse struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// existed is true when the registry already held the shard.
-	Existed       bool `protobuf:"varint,1,opt,name=existed,proto3" json:"existed,omitempty"`
+	Existed bool `protobuf:"varint,1,opt,name=existed,proto3" json:"existed,omitempty"`
+	// holder is the registry's holder after the call.
+	Holder        string `protobuf:"bytes,2,opt,name=holder,proto3" json:"holder,omitempty"`
+	Index         uint64 `protobuf:"varint,3,opt,name=index,proto3" json:"index,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
 func (x *RegisterShardResponse) Reset() {
 	*x = RegisterShardResponse{}
-	mi := &file_lunora_v1_node_proto_msgTypes[2]
+	mi := &file_lunora_v1_node_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -171,7 +1025,7 @@ func (x *RegisterShardResponse) String() string {
 func (*RegisterShardResponse) ProtoMessage() {}
 
 func (x *RegisterShardResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_lunora_v1_node_proto_msgTypes[2]
+	mi := &file_lunora_v1_node_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -184,7 +1038,7 @@ func (x *RegisterShardResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RegisterShardResponse.ProtoReflect.Descriptor instead.
 func (*RegisterShardResponse) Descriptor() ([]byte, []int) {
-	return file_lunora_v1_node_proto_rawDescGZIP(), []int{2}
+	return file_lunora_v1_node_proto_rawDescGZIP(), []int{17}
 }
 
 func (x *RegisterShardResponse) GetExisted() bool {
@@ -192,6 +1046,20 @@ func (x *RegisterShardResponse) GetExisted() bool {
 		return x.Existed
 	}
 	return false
+}
+
+func (x *RegisterShardResponse) GetHolder() string {
+	if x != nil {
+		return x.Holder
+	}
+	return ""
+}
+
+func (x *RegisterShardResponse) GetIndex() uint64 {
+	if x != nil {
+		return x.Index
+	}
+	return 0
 }
 
 type JoinRequest struct {
@@ -207,7 +1075,7 @@ type JoinRequest struct {
 
 func (x *JoinRequest) Reset() {
 	*x = JoinRequest{}
-	mi := &file_lunora_v1_node_proto_msgTypes[3]
+	mi := &file_lunora_v1_node_proto_msgTypes[18]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -219,7 +1087,7 @@ func (x *JoinRequest) String() string {
 func (*JoinRequest) ProtoMessage() {}
 
 func (x *JoinRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_lunora_v1_node_proto_msgTypes[3]
+	mi := &file_lunora_v1_node_proto_msgTypes[18]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -232,7 +1100,7 @@ func (x *JoinRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use JoinRequest.ProtoReflect.Descriptor instead.
 func (*JoinRequest) Descriptor() ([]byte, []int) {
-	return file_lunora_v1_node_proto_rawDescGZIP(), []int{3}
+	return file_lunora_v1_node_proto_rawDescGZIP(), []int{18}
 }
 
 func (x *JoinRequest) GetNodeId() string {
@@ -279,7 +1147,7 @@ type JoinResponse struct {
 
 func (x *JoinResponse) Reset() {
 	*x = JoinResponse{}
-	mi := &file_lunora_v1_node_proto_msgTypes[4]
+	mi := &file_lunora_v1_node_proto_msgTypes[19]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -291,7 +1159,7 @@ func (x *JoinResponse) String() string {
 func (*JoinResponse) ProtoMessage() {}
 
 func (x *JoinResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_lunora_v1_node_proto_msgTypes[4]
+	mi := &file_lunora_v1_node_proto_msgTypes[19]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -304,7 +1172,7 @@ func (x *JoinResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use JoinResponse.ProtoReflect.Descriptor instead.
 func (*JoinResponse) Descriptor() ([]byte, []int) {
-	return file_lunora_v1_node_proto_rawDescGZIP(), []int{4}
+	return file_lunora_v1_node_proto_rawDescGZIP(), []int{19}
 }
 
 func (x *JoinResponse) GetLeaderId() string {
@@ -324,7 +1192,7 @@ type RemoveNodeRequest struct {
 
 func (x *RemoveNodeRequest) Reset() {
 	*x = RemoveNodeRequest{}
-	mi := &file_lunora_v1_node_proto_msgTypes[5]
+	mi := &file_lunora_v1_node_proto_msgTypes[20]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -336,7 +1204,7 @@ func (x *RemoveNodeRequest) String() string {
 func (*RemoveNodeRequest) ProtoMessage() {}
 
 func (x *RemoveNodeRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_lunora_v1_node_proto_msgTypes[5]
+	mi := &file_lunora_v1_node_proto_msgTypes[20]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -349,7 +1217,7 @@ func (x *RemoveNodeRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RemoveNodeRequest.ProtoReflect.Descriptor instead.
 func (*RemoveNodeRequest) Descriptor() ([]byte, []int) {
-	return file_lunora_v1_node_proto_rawDescGZIP(), []int{5}
+	return file_lunora_v1_node_proto_rawDescGZIP(), []int{20}
 }
 
 func (x *RemoveNodeRequest) GetNodeId() string {
@@ -374,7 +1242,7 @@ type RemoveNodeResponse struct {
 
 func (x *RemoveNodeResponse) Reset() {
 	*x = RemoveNodeResponse{}
-	mi := &file_lunora_v1_node_proto_msgTypes[6]
+	mi := &file_lunora_v1_node_proto_msgTypes[21]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -386,7 +1254,7 @@ func (x *RemoveNodeResponse) String() string {
 func (*RemoveNodeResponse) ProtoMessage() {}
 
 func (x *RemoveNodeResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_lunora_v1_node_proto_msgTypes[6]
+	mi := &file_lunora_v1_node_proto_msgTypes[21]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -399,7 +1267,7 @@ func (x *RemoveNodeResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RemoveNodeResponse.ProtoReflect.Descriptor instead.
 func (*RemoveNodeResponse) Descriptor() ([]byte, []int) {
-	return file_lunora_v1_node_proto_rawDescGZIP(), []int{6}
+	return file_lunora_v1_node_proto_rawDescGZIP(), []int{21}
 }
 
 type NodeCallRequest struct {
@@ -407,8 +1275,8 @@ type NodeCallRequest struct {
 	ShardId  string                 `protobuf:"bytes,1,opt,name=shard_id,json=shardId,proto3" json:"shard_id,omitempty"`
 	Function string                 `protobuf:"bytes,2,opt,name=function,proto3" json:"function,omitempty"`
 	Args     map[string]*Value      `protobuf:"bytes,3,rep,name=args,proto3" json:"args,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
-	// epoch is the ring epoch the sender routed with. Until the cluster ring
-	// exists every sender uses 0.
+	// epoch is the ring epoch the sender routed with (0: not routed by the
+	// ring, e.g. the dev gateway in the node's own process).
 	Epoch uint64       `protobuf:"varint,4,opt,name=epoch,proto3" json:"epoch,omitempty"`
 	Read  *ReadOptions `protobuf:"bytes,5,opt,name=read,proto3" json:"read,omitempty"`
 	// forwarded marks a global-tier call a follower passed to the leader.
@@ -419,7 +1287,7 @@ type NodeCallRequest struct {
 
 func (x *NodeCallRequest) Reset() {
 	*x = NodeCallRequest{}
-	mi := &file_lunora_v1_node_proto_msgTypes[7]
+	mi := &file_lunora_v1_node_proto_msgTypes[22]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -431,7 +1299,7 @@ func (x *NodeCallRequest) String() string {
 func (*NodeCallRequest) ProtoMessage() {}
 
 func (x *NodeCallRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_lunora_v1_node_proto_msgTypes[7]
+	mi := &file_lunora_v1_node_proto_msgTypes[22]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -444,7 +1312,7 @@ func (x *NodeCallRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use NodeCallRequest.ProtoReflect.Descriptor instead.
 func (*NodeCallRequest) Descriptor() ([]byte, []int) {
-	return file_lunora_v1_node_proto_rawDescGZIP(), []int{7}
+	return file_lunora_v1_node_proto_rawDescGZIP(), []int{22}
 }
 
 func (x *NodeCallRequest) GetShardId() string {
@@ -503,7 +1371,7 @@ type NodeSqlRequest struct {
 
 func (x *NodeSqlRequest) Reset() {
 	*x = NodeSqlRequest{}
-	mi := &file_lunora_v1_node_proto_msgTypes[8]
+	mi := &file_lunora_v1_node_proto_msgTypes[23]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -515,7 +1383,7 @@ func (x *NodeSqlRequest) String() string {
 func (*NodeSqlRequest) ProtoMessage() {}
 
 func (x *NodeSqlRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_lunora_v1_node_proto_msgTypes[8]
+	mi := &file_lunora_v1_node_proto_msgTypes[23]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -528,7 +1396,7 @@ func (x *NodeSqlRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use NodeSqlRequest.ProtoReflect.Descriptor instead.
 func (*NodeSqlRequest) Descriptor() ([]byte, []int) {
-	return file_lunora_v1_node_proto_rawDescGZIP(), []int{8}
+	return file_lunora_v1_node_proto_rawDescGZIP(), []int{23}
 }
 
 func (x *NodeSqlRequest) GetShardId() string {
@@ -577,7 +1445,60 @@ var File_lunora_v1_node_proto protoreflect.FileDescriptor
 
 const file_lunora_v1_node_proto_rawDesc = "" +
 	"\n" +
-	"\x14lunora/v1/node.proto\x12\tlunora.v1\x1a\x16lunora/v1/lunora.proto\"\x8a\x02\n" +
+	"\x14lunora/v1/node.proto\x12\tlunora.v1\x1a\x16lunora/v1/lunora.proto\"*\n" +
+	"\vRingRequest\x12\x1b\n" +
+	"\tmin_epoch\x18\x01 \x01(\x04R\bminEpoch\"e\n" +
+	"\bRingNode\x12\x0e\n" +
+	"\x02id\x18\x01 \x01(\tR\x02id\x12\x16\n" +
+	"\x06weight\x18\x02 \x01(\x05R\x06weight\x12\x1b\n" +
+	"\tgrpc_addr\x18\x03 \x01(\tR\bgrpcAddr\x12\x14\n" +
+	"\x05state\x18\x04 \x01(\tR\x05state\"~\n" +
+	"\fRingResponse\x12\x14\n" +
+	"\x05epoch\x18\x01 \x01(\x04R\x05epoch\x12)\n" +
+	"\x05nodes\x18\x02 \x03(\v2\x13.lunora.v1.RingNodeR\x05nodes\x12-\n" +
+	"\amembers\x18\x03 \x03(\v2\x13.lunora.v1.RingNodeR\amembers\"z\n" +
+	"\x11UpdateRingRequest\x12\x17\n" +
+	"\anode_id\x18\x01 \x01(\tR\x06nodeId\x12\x16\n" +
+	"\x06weight\x18\x02 \x01(\x05R\x06weight\x12\x16\n" +
+	"\x06remove\x18\x03 \x01(\bR\x06remove\x12\x1c\n" +
+	"\tforwarded\x18\x04 \x01(\bR\tforwarded\"*\n" +
+	"\x12UpdateRingResponse\x12\x14\n" +
+	"\x05epoch\x18\x01 \x01(\x04R\x05epoch\"\x81\x01\n" +
+	"\x10MoveShardRequest\x12\x19\n" +
+	"\bshard_id\x18\x01 \x01(\tR\ashardId\x12\x1b\n" +
+	"\tfrom_node\x18\x02 \x01(\tR\bfromNode\x12\x17\n" +
+	"\ato_node\x18\x03 \x01(\tR\x06toNode\x12\x1c\n" +
+	"\tforwarded\x18\x04 \x01(\bR\tforwarded\"A\n" +
+	"\x11MoveShardResponse\x12\x16\n" +
+	"\x06holder\x18\x01 \x01(\tR\x06holder\x12\x14\n" +
+	"\x05index\x18\x02 \x01(\x04R\x05index\"m\n" +
+	"\x11ListShardsRequest\x12\x14\n" +
+	"\x05group\x18\x01 \x01(\tR\x05group\x12\x16\n" +
+	"\x06holder\x18\x02 \x01(\tR\x06holder\x12\x14\n" +
+	"\x05after\x18\x03 \x01(\tR\x05after\x12\x14\n" +
+	"\x05limit\x18\x04 \x01(\x05R\x05limit\"E\n" +
+	"\x12ListShardsResponse\x12\x1b\n" +
+	"\tshard_ids\x18\x01 \x03(\tR\bshardIds\x12\x12\n" +
+	"\x04next\x18\x02 \x01(\tR\x04next\"W\n" +
+	"\vPullRequest\x12\x19\n" +
+	"\bshard_id\x18\x01 \x01(\tR\ashardId\x12\x17\n" +
+	"\ato_node\x18\x02 \x01(\tR\x06toNode\x12\x14\n" +
+	"\x05epoch\x18\x03 \x01(\x04R\x05epoch\"$\n" +
+	"\fPullResponse\x12\x14\n" +
+	"\x05index\x18\x01 \x01(\x04R\x05index\"\x9c\x01\n" +
+	"\fHandoffChunk\x12\x19\n" +
+	"\bshard_id\x18\x01 \x01(\tR\ashardId\x12\x1b\n" +
+	"\tfrom_node\x18\x02 \x01(\tR\bfromNode\x12\x14\n" +
+	"\x05epoch\x18\x03 \x01(\x04R\x05epoch\x12\x12\n" +
+	"\x04size\x18\x04 \x01(\x03R\x04size\x12\x12\n" +
+	"\x04data\x18\x05 \x01(\fR\x04data\x12\x16\n" +
+	"\x06sha256\x18\x06 \x01(\fR\x06sha256\"\f\n" +
+	"\n" +
+	"HandoffAck\"E\n" +
+	"\x12HandoffDoneRequest\x12\x19\n" +
+	"\bshard_id\x18\x01 \x01(\tR\ashardId\x12\x14\n" +
+	"\x05index\x18\x02 \x01(\x04R\x05index\"\x15\n" +
+	"\x13HandoffDoneResponse\"\x8a\x02\n" +
 	"\x14NodeSubscribeRequest\x12\x19\n" +
 	"\bshard_id\x18\x01 \x01(\tR\ashardId\x12\x1a\n" +
 	"\bfunction\x18\x02 \x01(\tR\bfunction\x12=\n" +
@@ -586,12 +1507,15 @@ const file_lunora_v1_node_proto_rawDesc = "" +
 	"\x05epoch\x18\x05 \x01(\x04R\x05epoch\x1aI\n" +
 	"\tArgsEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12&\n" +
-	"\x05value\x18\x02 \x01(\v2\x10.lunora.v1.ValueR\x05value:\x028\x01\"O\n" +
+	"\x05value\x18\x02 \x01(\v2\x10.lunora.v1.ValueR\x05value:\x028\x01\"e\n" +
 	"\x14RegisterShardRequest\x12\x19\n" +
 	"\bshard_id\x18\x01 \x01(\tR\ashardId\x12\x1c\n" +
-	"\tforwarded\x18\x02 \x01(\bR\tforwarded\"1\n" +
+	"\tforwarded\x18\x02 \x01(\bR\tforwarded\x12\x14\n" +
+	"\x05owner\x18\x03 \x01(\tR\x05owner\"_\n" +
 	"\x15RegisterShardResponse\x12\x18\n" +
-	"\aexisted\x18\x01 \x01(\bR\aexisted\"\x94\x01\n" +
+	"\aexisted\x18\x01 \x01(\bR\aexisted\x12\x16\n" +
+	"\x06holder\x18\x02 \x01(\tR\x06holder\x12\x14\n" +
+	"\x05index\x18\x03 \x01(\x04R\x05index\"\x94\x01\n" +
 	"\vJoinRequest\x12\x17\n" +
 	"\anode_id\x18\x01 \x01(\tR\x06nodeId\x12\x1b\n" +
 	"\traft_addr\x18\x02 \x01(\tR\braftAddr\x12\x1b\n" +
@@ -623,7 +1547,7 @@ const file_lunora_v1_node_proto_rawDesc = "" +
 	"\tforwarded\x18\x06 \x01(\bR\tforwarded\x1aK\n" +
 	"\vParamsEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12&\n" +
-	"\x05value\x18\x02 \x01(\v2\x10.lunora.v1.ValueR\x05value:\x028\x012\xdf\x03\n" +
+	"\x05value\x18\x02 \x01(\v2\x10.lunora.v1.ValueR\x05value:\x028\x012\xba\a\n" +
 	"\x04Node\x12;\n" +
 	"\x04Call\x12\x1a.lunora.v1.NodeCallRequest\x1a\x17.lunora.v1.CallResponse\x128\n" +
 	"\x03Sql\x12\x19.lunora.v1.NodeSqlRequest\x1a\x16.lunora.v1.SqlResponse\x12=\n" +
@@ -632,7 +1556,16 @@ const file_lunora_v1_node_proto_rawDesc = "" +
 	"\n" +
 	"RemoveNode\x12\x1c.lunora.v1.RemoveNodeRequest\x1a\x1d.lunora.v1.RemoveNodeResponse\x12R\n" +
 	"\rRegisterShard\x12\x1f.lunora.v1.RegisterShardRequest\x1a .lunora.v1.RegisterShardResponse\x12I\n" +
-	"\tSubscribe\x12\x1f.lunora.v1.NodeSubscribeRequest\x1a\x19.lunora.v1.SubscribeEvent0\x01B3Z1github.com/lunora/lunora/proto/lunora/v1;lunorav1b\x06proto3"
+	"\tSubscribe\x12\x1f.lunora.v1.NodeSubscribeRequest\x1a\x19.lunora.v1.SubscribeEvent0\x01\x127\n" +
+	"\x04Ring\x12\x16.lunora.v1.RingRequest\x1a\x17.lunora.v1.RingResponse\x12I\n" +
+	"\n" +
+	"UpdateRing\x12\x1c.lunora.v1.UpdateRingRequest\x1a\x1d.lunora.v1.UpdateRingResponse\x12F\n" +
+	"\tMoveShard\x12\x1b.lunora.v1.MoveShardRequest\x1a\x1c.lunora.v1.MoveShardResponse\x12I\n" +
+	"\n" +
+	"ListShards\x12\x1c.lunora.v1.ListShardsRequest\x1a\x1d.lunora.v1.ListShardsResponse\x127\n" +
+	"\x04Pull\x12\x16.lunora.v1.PullRequest\x1a\x17.lunora.v1.PullResponse\x12;\n" +
+	"\aHandoff\x12\x17.lunora.v1.HandoffChunk\x1a\x15.lunora.v1.HandoffAck(\x01\x12L\n" +
+	"\vHandoffDone\x12\x1d.lunora.v1.HandoffDoneRequest\x1a\x1e.lunora.v1.HandoffDoneResponseB3Z1github.com/lunora/lunora/proto/lunora/v1;lunorav1b\x06proto3"
 
 var (
 	file_lunora_v1_node_proto_rawDescOnce sync.Once
@@ -646,56 +1579,87 @@ func file_lunora_v1_node_proto_rawDescGZIP() []byte {
 	return file_lunora_v1_node_proto_rawDescData
 }
 
-var file_lunora_v1_node_proto_msgTypes = make([]protoimpl.MessageInfo, 12)
+var file_lunora_v1_node_proto_msgTypes = make([]protoimpl.MessageInfo, 27)
 var file_lunora_v1_node_proto_goTypes = []any{
-	(*NodeSubscribeRequest)(nil),  // 0: lunora.v1.NodeSubscribeRequest
-	(*RegisterShardRequest)(nil),  // 1: lunora.v1.RegisterShardRequest
-	(*RegisterShardResponse)(nil), // 2: lunora.v1.RegisterShardResponse
-	(*JoinRequest)(nil),           // 3: lunora.v1.JoinRequest
-	(*JoinResponse)(nil),          // 4: lunora.v1.JoinResponse
-	(*RemoveNodeRequest)(nil),     // 5: lunora.v1.RemoveNodeRequest
-	(*RemoveNodeResponse)(nil),    // 6: lunora.v1.RemoveNodeResponse
-	(*NodeCallRequest)(nil),       // 7: lunora.v1.NodeCallRequest
-	(*NodeSqlRequest)(nil),        // 8: lunora.v1.NodeSqlRequest
-	nil,                           // 9: lunora.v1.NodeSubscribeRequest.ArgsEntry
-	nil,                           // 10: lunora.v1.NodeCallRequest.ArgsEntry
-	nil,                           // 11: lunora.v1.NodeSqlRequest.ParamsEntry
-	(*ReadOptions)(nil),           // 12: lunora.v1.ReadOptions
-	(*Value)(nil),                 // 13: lunora.v1.Value
-	(*StatusRequest)(nil),         // 14: lunora.v1.StatusRequest
-	(*CallResponse)(nil),          // 15: lunora.v1.CallResponse
-	(*SqlResponse)(nil),           // 16: lunora.v1.SqlResponse
-	(*StatusResponse)(nil),        // 17: lunora.v1.StatusResponse
-	(*SubscribeEvent)(nil),        // 18: lunora.v1.SubscribeEvent
+	(*RingRequest)(nil),           // 0: lunora.v1.RingRequest
+	(*RingNode)(nil),              // 1: lunora.v1.RingNode
+	(*RingResponse)(nil),          // 2: lunora.v1.RingResponse
+	(*UpdateRingRequest)(nil),     // 3: lunora.v1.UpdateRingRequest
+	(*UpdateRingResponse)(nil),    // 4: lunora.v1.UpdateRingResponse
+	(*MoveShardRequest)(nil),      // 5: lunora.v1.MoveShardRequest
+	(*MoveShardResponse)(nil),     // 6: lunora.v1.MoveShardResponse
+	(*ListShardsRequest)(nil),     // 7: lunora.v1.ListShardsRequest
+	(*ListShardsResponse)(nil),    // 8: lunora.v1.ListShardsResponse
+	(*PullRequest)(nil),           // 9: lunora.v1.PullRequest
+	(*PullResponse)(nil),          // 10: lunora.v1.PullResponse
+	(*HandoffChunk)(nil),          // 11: lunora.v1.HandoffChunk
+	(*HandoffAck)(nil),            // 12: lunora.v1.HandoffAck
+	(*HandoffDoneRequest)(nil),    // 13: lunora.v1.HandoffDoneRequest
+	(*HandoffDoneResponse)(nil),   // 14: lunora.v1.HandoffDoneResponse
+	(*NodeSubscribeRequest)(nil),  // 15: lunora.v1.NodeSubscribeRequest
+	(*RegisterShardRequest)(nil),  // 16: lunora.v1.RegisterShardRequest
+	(*RegisterShardResponse)(nil), // 17: lunora.v1.RegisterShardResponse
+	(*JoinRequest)(nil),           // 18: lunora.v1.JoinRequest
+	(*JoinResponse)(nil),          // 19: lunora.v1.JoinResponse
+	(*RemoveNodeRequest)(nil),     // 20: lunora.v1.RemoveNodeRequest
+	(*RemoveNodeResponse)(nil),    // 21: lunora.v1.RemoveNodeResponse
+	(*NodeCallRequest)(nil),       // 22: lunora.v1.NodeCallRequest
+	(*NodeSqlRequest)(nil),        // 23: lunora.v1.NodeSqlRequest
+	nil,                           // 24: lunora.v1.NodeSubscribeRequest.ArgsEntry
+	nil,                           // 25: lunora.v1.NodeCallRequest.ArgsEntry
+	nil,                           // 26: lunora.v1.NodeSqlRequest.ParamsEntry
+	(*ReadOptions)(nil),           // 27: lunora.v1.ReadOptions
+	(*Value)(nil),                 // 28: lunora.v1.Value
+	(*StatusRequest)(nil),         // 29: lunora.v1.StatusRequest
+	(*CallResponse)(nil),          // 30: lunora.v1.CallResponse
+	(*SqlResponse)(nil),           // 31: lunora.v1.SqlResponse
+	(*StatusResponse)(nil),        // 32: lunora.v1.StatusResponse
+	(*SubscribeEvent)(nil),        // 33: lunora.v1.SubscribeEvent
 }
 var file_lunora_v1_node_proto_depIdxs = []int32{
-	9,  // 0: lunora.v1.NodeSubscribeRequest.args:type_name -> lunora.v1.NodeSubscribeRequest.ArgsEntry
-	10, // 1: lunora.v1.NodeCallRequest.args:type_name -> lunora.v1.NodeCallRequest.ArgsEntry
-	12, // 2: lunora.v1.NodeCallRequest.read:type_name -> lunora.v1.ReadOptions
-	11, // 3: lunora.v1.NodeSqlRequest.params:type_name -> lunora.v1.NodeSqlRequest.ParamsEntry
-	12, // 4: lunora.v1.NodeSqlRequest.read:type_name -> lunora.v1.ReadOptions
-	13, // 5: lunora.v1.NodeSubscribeRequest.ArgsEntry.value:type_name -> lunora.v1.Value
-	13, // 6: lunora.v1.NodeCallRequest.ArgsEntry.value:type_name -> lunora.v1.Value
-	13, // 7: lunora.v1.NodeSqlRequest.ParamsEntry.value:type_name -> lunora.v1.Value
-	7,  // 8: lunora.v1.Node.Call:input_type -> lunora.v1.NodeCallRequest
-	8,  // 9: lunora.v1.Node.Sql:input_type -> lunora.v1.NodeSqlRequest
-	14, // 10: lunora.v1.Node.Status:input_type -> lunora.v1.StatusRequest
-	3,  // 11: lunora.v1.Node.Join:input_type -> lunora.v1.JoinRequest
-	5,  // 12: lunora.v1.Node.RemoveNode:input_type -> lunora.v1.RemoveNodeRequest
-	1,  // 13: lunora.v1.Node.RegisterShard:input_type -> lunora.v1.RegisterShardRequest
-	0,  // 14: lunora.v1.Node.Subscribe:input_type -> lunora.v1.NodeSubscribeRequest
-	15, // 15: lunora.v1.Node.Call:output_type -> lunora.v1.CallResponse
-	16, // 16: lunora.v1.Node.Sql:output_type -> lunora.v1.SqlResponse
-	17, // 17: lunora.v1.Node.Status:output_type -> lunora.v1.StatusResponse
-	4,  // 18: lunora.v1.Node.Join:output_type -> lunora.v1.JoinResponse
-	6,  // 19: lunora.v1.Node.RemoveNode:output_type -> lunora.v1.RemoveNodeResponse
-	2,  // 20: lunora.v1.Node.RegisterShard:output_type -> lunora.v1.RegisterShardResponse
-	18, // 21: lunora.v1.Node.Subscribe:output_type -> lunora.v1.SubscribeEvent
-	15, // [15:22] is the sub-list for method output_type
-	8,  // [8:15] is the sub-list for method input_type
-	8,  // [8:8] is the sub-list for extension type_name
-	8,  // [8:8] is the sub-list for extension extendee
-	0,  // [0:8] is the sub-list for field type_name
+	1,  // 0: lunora.v1.RingResponse.nodes:type_name -> lunora.v1.RingNode
+	1,  // 1: lunora.v1.RingResponse.members:type_name -> lunora.v1.RingNode
+	24, // 2: lunora.v1.NodeSubscribeRequest.args:type_name -> lunora.v1.NodeSubscribeRequest.ArgsEntry
+	25, // 3: lunora.v1.NodeCallRequest.args:type_name -> lunora.v1.NodeCallRequest.ArgsEntry
+	27, // 4: lunora.v1.NodeCallRequest.read:type_name -> lunora.v1.ReadOptions
+	26, // 5: lunora.v1.NodeSqlRequest.params:type_name -> lunora.v1.NodeSqlRequest.ParamsEntry
+	27, // 6: lunora.v1.NodeSqlRequest.read:type_name -> lunora.v1.ReadOptions
+	28, // 7: lunora.v1.NodeSubscribeRequest.ArgsEntry.value:type_name -> lunora.v1.Value
+	28, // 8: lunora.v1.NodeCallRequest.ArgsEntry.value:type_name -> lunora.v1.Value
+	28, // 9: lunora.v1.NodeSqlRequest.ParamsEntry.value:type_name -> lunora.v1.Value
+	22, // 10: lunora.v1.Node.Call:input_type -> lunora.v1.NodeCallRequest
+	23, // 11: lunora.v1.Node.Sql:input_type -> lunora.v1.NodeSqlRequest
+	29, // 12: lunora.v1.Node.Status:input_type -> lunora.v1.StatusRequest
+	18, // 13: lunora.v1.Node.Join:input_type -> lunora.v1.JoinRequest
+	20, // 14: lunora.v1.Node.RemoveNode:input_type -> lunora.v1.RemoveNodeRequest
+	16, // 15: lunora.v1.Node.RegisterShard:input_type -> lunora.v1.RegisterShardRequest
+	15, // 16: lunora.v1.Node.Subscribe:input_type -> lunora.v1.NodeSubscribeRequest
+	0,  // 17: lunora.v1.Node.Ring:input_type -> lunora.v1.RingRequest
+	3,  // 18: lunora.v1.Node.UpdateRing:input_type -> lunora.v1.UpdateRingRequest
+	5,  // 19: lunora.v1.Node.MoveShard:input_type -> lunora.v1.MoveShardRequest
+	7,  // 20: lunora.v1.Node.ListShards:input_type -> lunora.v1.ListShardsRequest
+	9,  // 21: lunora.v1.Node.Pull:input_type -> lunora.v1.PullRequest
+	11, // 22: lunora.v1.Node.Handoff:input_type -> lunora.v1.HandoffChunk
+	13, // 23: lunora.v1.Node.HandoffDone:input_type -> lunora.v1.HandoffDoneRequest
+	30, // 24: lunora.v1.Node.Call:output_type -> lunora.v1.CallResponse
+	31, // 25: lunora.v1.Node.Sql:output_type -> lunora.v1.SqlResponse
+	32, // 26: lunora.v1.Node.Status:output_type -> lunora.v1.StatusResponse
+	19, // 27: lunora.v1.Node.Join:output_type -> lunora.v1.JoinResponse
+	21, // 28: lunora.v1.Node.RemoveNode:output_type -> lunora.v1.RemoveNodeResponse
+	17, // 29: lunora.v1.Node.RegisterShard:output_type -> lunora.v1.RegisterShardResponse
+	33, // 30: lunora.v1.Node.Subscribe:output_type -> lunora.v1.SubscribeEvent
+	2,  // 31: lunora.v1.Node.Ring:output_type -> lunora.v1.RingResponse
+	4,  // 32: lunora.v1.Node.UpdateRing:output_type -> lunora.v1.UpdateRingResponse
+	6,  // 33: lunora.v1.Node.MoveShard:output_type -> lunora.v1.MoveShardResponse
+	8,  // 34: lunora.v1.Node.ListShards:output_type -> lunora.v1.ListShardsResponse
+	10, // 35: lunora.v1.Node.Pull:output_type -> lunora.v1.PullResponse
+	12, // 36: lunora.v1.Node.Handoff:output_type -> lunora.v1.HandoffAck
+	14, // 37: lunora.v1.Node.HandoffDone:output_type -> lunora.v1.HandoffDoneResponse
+	24, // [24:38] is the sub-list for method output_type
+	10, // [10:24] is the sub-list for method input_type
+	10, // [10:10] is the sub-list for extension type_name
+	10, // [10:10] is the sub-list for extension extendee
+	0,  // [0:10] is the sub-list for field type_name
 }
 
 func init() { file_lunora_v1_node_proto_init() }
@@ -710,7 +1674,7 @@ func file_lunora_v1_node_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_lunora_v1_node_proto_rawDesc), len(file_lunora_v1_node_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   12,
+			NumMessages:   27,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

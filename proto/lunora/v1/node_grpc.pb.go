@@ -26,6 +26,13 @@ const (
 	Node_RemoveNode_FullMethodName    = "/lunora.v1.Node/RemoveNode"
 	Node_RegisterShard_FullMethodName = "/lunora.v1.Node/RegisterShard"
 	Node_Subscribe_FullMethodName     = "/lunora.v1.Node/Subscribe"
+	Node_Ring_FullMethodName          = "/lunora.v1.Node/Ring"
+	Node_UpdateRing_FullMethodName    = "/lunora.v1.Node/UpdateRing"
+	Node_MoveShard_FullMethodName     = "/lunora.v1.Node/MoveShard"
+	Node_ListShards_FullMethodName    = "/lunora.v1.Node/ListShards"
+	Node_Pull_FullMethodName          = "/lunora.v1.Node/Pull"
+	Node_Handoff_FullMethodName       = "/lunora.v1.Node/Handoff"
+	Node_HandoffDone_FullMethodName   = "/lunora.v1.Node/HandoffDone"
 )
 
 // NodeClient is the client API for Node service.
@@ -53,6 +60,30 @@ type NodeClient interface {
 	RegisterShard(ctx context.Context, in *RegisterShardRequest, opts ...grpc.CallOption) (*RegisterShardResponse, error)
 	// Subscribe runs a query function live on a shard of this node.
 	Subscribe(ctx context.Context, in *NodeSubscribeRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[SubscribeEvent], error)
+	// Ring returns the newest ring epoch this node knows, with every node's
+	// address and state: what a gateway routes with.
+	Ring(ctx context.Context, in *RingRequest, opts ...grpc.CallOption) (*RingResponse, error)
+	// UpdateRing adds a node to the ring (or changes its weight) or removes
+	// it, as a new epoch; passed to the leader like Join.
+	UpdateRing(ctx context.Context, in *UpdateRingRequest, opts ...grpc.CallOption) (*UpdateRingResponse, error)
+	// MoveShard is the commit point of a handoff: the registry's holder of
+	// a shard changes from one node to another if the first still holds it.
+	// Passed to the leader like Join.
+	MoveShard(ctx context.Context, in *MoveShardRequest, opts ...grpc.CallOption) (*MoveShardResponse, error)
+	// ListShards pages through the shard registry (one group, or the shards
+	// one node holds).
+	ListShards(ctx context.Context, in *ListShardsRequest, opts ...grpc.CallOption) (*ListShardsResponse, error)
+	// Pull asks the node holding a shard to hand it off to the caller now
+	// (the caller owns it at the ring's newest epoch). It returns when the
+	// move has committed.
+	Pull(ctx context.Context, in *PullRequest, opts ...grpc.CallOption) (*PullResponse, error)
+	// Handoff streams a frozen shard's file to its new holder: a header, the
+	// file's bytes, and its SHA-256. The receiver makes the file durable
+	// (but does not serve it) and then acknowledges.
+	Handoff(ctx context.Context, opts ...grpc.CallOption) (grpc.ClientStreamingClient[HandoffChunk, HandoffAck], error)
+	// HandoffDone tells the receiver that the move committed at a log index
+	// of the global tier: it installs the file and serves the shard.
+	HandoffDone(ctx context.Context, in *HandoffDoneRequest, opts ...grpc.CallOption) (*HandoffDoneResponse, error)
 }
 
 type nodeClient struct {
@@ -142,6 +173,79 @@ func (c *nodeClient) Subscribe(ctx context.Context, in *NodeSubscribeRequest, op
 // This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
 type Node_SubscribeClient = grpc.ServerStreamingClient[SubscribeEvent]
 
+func (c *nodeClient) Ring(ctx context.Context, in *RingRequest, opts ...grpc.CallOption) (*RingResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(RingResponse)
+	err := c.cc.Invoke(ctx, Node_Ring_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *nodeClient) UpdateRing(ctx context.Context, in *UpdateRingRequest, opts ...grpc.CallOption) (*UpdateRingResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(UpdateRingResponse)
+	err := c.cc.Invoke(ctx, Node_UpdateRing_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *nodeClient) MoveShard(ctx context.Context, in *MoveShardRequest, opts ...grpc.CallOption) (*MoveShardResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(MoveShardResponse)
+	err := c.cc.Invoke(ctx, Node_MoveShard_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *nodeClient) ListShards(ctx context.Context, in *ListShardsRequest, opts ...grpc.CallOption) (*ListShardsResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(ListShardsResponse)
+	err := c.cc.Invoke(ctx, Node_ListShards_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *nodeClient) Pull(ctx context.Context, in *PullRequest, opts ...grpc.CallOption) (*PullResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(PullResponse)
+	err := c.cc.Invoke(ctx, Node_Pull_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *nodeClient) Handoff(ctx context.Context, opts ...grpc.CallOption) (grpc.ClientStreamingClient[HandoffChunk, HandoffAck], error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	stream, err := c.cc.NewStream(ctx, &Node_ServiceDesc.Streams[1], Node_Handoff_FullMethodName, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	x := &grpc.GenericClientStream[HandoffChunk, HandoffAck]{ClientStream: stream}
+	return x, nil
+}
+
+// This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
+type Node_HandoffClient = grpc.ClientStreamingClient[HandoffChunk, HandoffAck]
+
+func (c *nodeClient) HandoffDone(ctx context.Context, in *HandoffDoneRequest, opts ...grpc.CallOption) (*HandoffDoneResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(HandoffDoneResponse)
+	err := c.cc.Invoke(ctx, Node_HandoffDone_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 // NodeServer is the server API for Node service.
 // All implementations must embed UnimplementedNodeServer
 // for forward compatibility.
@@ -167,6 +271,30 @@ type NodeServer interface {
 	RegisterShard(context.Context, *RegisterShardRequest) (*RegisterShardResponse, error)
 	// Subscribe runs a query function live on a shard of this node.
 	Subscribe(*NodeSubscribeRequest, grpc.ServerStreamingServer[SubscribeEvent]) error
+	// Ring returns the newest ring epoch this node knows, with every node's
+	// address and state: what a gateway routes with.
+	Ring(context.Context, *RingRequest) (*RingResponse, error)
+	// UpdateRing adds a node to the ring (or changes its weight) or removes
+	// it, as a new epoch; passed to the leader like Join.
+	UpdateRing(context.Context, *UpdateRingRequest) (*UpdateRingResponse, error)
+	// MoveShard is the commit point of a handoff: the registry's holder of
+	// a shard changes from one node to another if the first still holds it.
+	// Passed to the leader like Join.
+	MoveShard(context.Context, *MoveShardRequest) (*MoveShardResponse, error)
+	// ListShards pages through the shard registry (one group, or the shards
+	// one node holds).
+	ListShards(context.Context, *ListShardsRequest) (*ListShardsResponse, error)
+	// Pull asks the node holding a shard to hand it off to the caller now
+	// (the caller owns it at the ring's newest epoch). It returns when the
+	// move has committed.
+	Pull(context.Context, *PullRequest) (*PullResponse, error)
+	// Handoff streams a frozen shard's file to its new holder: a header, the
+	// file's bytes, and its SHA-256. The receiver makes the file durable
+	// (but does not serve it) and then acknowledges.
+	Handoff(grpc.ClientStreamingServer[HandoffChunk, HandoffAck]) error
+	// HandoffDone tells the receiver that the move committed at a log index
+	// of the global tier: it installs the file and serves the shard.
+	HandoffDone(context.Context, *HandoffDoneRequest) (*HandoffDoneResponse, error)
 	mustEmbedUnimplementedNodeServer()
 }
 
@@ -197,6 +325,27 @@ func (UnimplementedNodeServer) RegisterShard(context.Context, *RegisterShardRequ
 }
 func (UnimplementedNodeServer) Subscribe(*NodeSubscribeRequest, grpc.ServerStreamingServer[SubscribeEvent]) error {
 	return status.Errorf(codes.Unimplemented, "method Subscribe not implemented")
+}
+func (UnimplementedNodeServer) Ring(context.Context, *RingRequest) (*RingResponse, error) {
+	return nil, status.Errorf(codes.Unimplemented, "method Ring not implemented")
+}
+func (UnimplementedNodeServer) UpdateRing(context.Context, *UpdateRingRequest) (*UpdateRingResponse, error) {
+	return nil, status.Errorf(codes.Unimplemented, "method UpdateRing not implemented")
+}
+func (UnimplementedNodeServer) MoveShard(context.Context, *MoveShardRequest) (*MoveShardResponse, error) {
+	return nil, status.Errorf(codes.Unimplemented, "method MoveShard not implemented")
+}
+func (UnimplementedNodeServer) ListShards(context.Context, *ListShardsRequest) (*ListShardsResponse, error) {
+	return nil, status.Errorf(codes.Unimplemented, "method ListShards not implemented")
+}
+func (UnimplementedNodeServer) Pull(context.Context, *PullRequest) (*PullResponse, error) {
+	return nil, status.Errorf(codes.Unimplemented, "method Pull not implemented")
+}
+func (UnimplementedNodeServer) Handoff(grpc.ClientStreamingServer[HandoffChunk, HandoffAck]) error {
+	return status.Errorf(codes.Unimplemented, "method Handoff not implemented")
+}
+func (UnimplementedNodeServer) HandoffDone(context.Context, *HandoffDoneRequest) (*HandoffDoneResponse, error) {
+	return nil, status.Errorf(codes.Unimplemented, "method HandoffDone not implemented")
 }
 func (UnimplementedNodeServer) mustEmbedUnimplementedNodeServer() {}
 func (UnimplementedNodeServer) testEmbeddedByValue()              {}
@@ -338,6 +487,121 @@ func _Node_Subscribe_Handler(srv interface{}, stream grpc.ServerStream) error {
 // This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
 type Node_SubscribeServer = grpc.ServerStreamingServer[SubscribeEvent]
 
+func _Node_Ring_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(RingRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(NodeServer).Ring(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: Node_Ring_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(NodeServer).Ring(ctx, req.(*RingRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _Node_UpdateRing_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(UpdateRingRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(NodeServer).UpdateRing(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: Node_UpdateRing_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(NodeServer).UpdateRing(ctx, req.(*UpdateRingRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _Node_MoveShard_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(MoveShardRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(NodeServer).MoveShard(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: Node_MoveShard_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(NodeServer).MoveShard(ctx, req.(*MoveShardRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _Node_ListShards_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(ListShardsRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(NodeServer).ListShards(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: Node_ListShards_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(NodeServer).ListShards(ctx, req.(*ListShardsRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _Node_Pull_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(PullRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(NodeServer).Pull(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: Node_Pull_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(NodeServer).Pull(ctx, req.(*PullRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _Node_Handoff_Handler(srv interface{}, stream grpc.ServerStream) error {
+	return srv.(NodeServer).Handoff(&grpc.GenericServerStream[HandoffChunk, HandoffAck]{ServerStream: stream})
+}
+
+// This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
+type Node_HandoffServer = grpc.ClientStreamingServer[HandoffChunk, HandoffAck]
+
+func _Node_HandoffDone_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(HandoffDoneRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(NodeServer).HandoffDone(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: Node_HandoffDone_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(NodeServer).HandoffDone(ctx, req.(*HandoffDoneRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 // Node_ServiceDesc is the grpc.ServiceDesc for Node service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -369,12 +633,41 @@ var Node_ServiceDesc = grpc.ServiceDesc{
 			MethodName: "RegisterShard",
 			Handler:    _Node_RegisterShard_Handler,
 		},
+		{
+			MethodName: "Ring",
+			Handler:    _Node_Ring_Handler,
+		},
+		{
+			MethodName: "UpdateRing",
+			Handler:    _Node_UpdateRing_Handler,
+		},
+		{
+			MethodName: "MoveShard",
+			Handler:    _Node_MoveShard_Handler,
+		},
+		{
+			MethodName: "ListShards",
+			Handler:    _Node_ListShards_Handler,
+		},
+		{
+			MethodName: "Pull",
+			Handler:    _Node_Pull_Handler,
+		},
+		{
+			MethodName: "HandoffDone",
+			Handler:    _Node_HandoffDone_Handler,
+		},
 	},
 	Streams: []grpc.StreamDesc{
 		{
 			StreamName:    "Subscribe",
 			Handler:       _Node_Subscribe_Handler,
 			ServerStreams: true,
+		},
+		{
+			StreamName:    "Handoff",
+			Handler:       _Node_Handoff_Handler,
+			ClientStreams: true,
 		},
 	},
 	Metadata: "lunora/v1/node.proto",

@@ -1,0 +1,759 @@
+package node
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"sort"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/lunora/lunora/api"
+	"github.com/lunora/lunora/placement"
+	"github.com/lunora/lunora/raftglobal"
+	"github.com/lunora/lunora/schema"
+	"github.com/lunora/lunora/shardhost"
+	"google.golang.org/grpc/codes"
+)
+
+// The cluster: the ring of nodes lives in the global tier as numbered
+// epochs; a shard's owner is the ring's placement of its ID, and its holder
+// (the node with its file) is in the shard registry. A node serves a shard
+// only when it owns it at its newest epoch and holds it; when it owns a
+// shard another node holds, it pulls the shard (lazy pull), and after every
+// epoch change it pushes the shards it holds but no longer owns
+// (rebalancing). Each move is a handoff (shardhost/handoff.go) whose commit
+// point is the registry's compare-and-set of the holder.
+
+// ClusterConfig configures the cluster part of a Node.
+type ClusterConfig struct {
+	// Weight is this node's share of shards relative to the others; 0
+	// keeps the node out of the ring (it only forwards).
+	Weight int
+	// MaxMoves caps the handoffs this node sends at once.
+	MaxMoves int
+	// MoveBytesPerSec limits the bytes per second this node streams to
+	// others in handoffs (0: no limit).
+	MoveBytesPerSec int64
+	// RingPoll is how often the node looks for a new ring epoch in its
+	// replica of the metadata.
+	RingPoll time.Duration
+	// RebalanceEvery re-runs rebalancing even without an epoch change, to
+	// finish moves that failed.
+	RebalanceEvery time.Duration
+}
+
+// DefaultClusterConfig returns weight 1, 8 concurrent moves, no rate
+// limit, a 200 ms ring poll and a rebalance pass every 10 s.
+func DefaultClusterConfig() ClusterConfig {
+	return ClusterConfig{Weight: 1, MaxMoves: 8, RingPoll: 200 * time.Millisecond, RebalanceEvery: 10 * time.Second}
+}
+
+// ringView is one ring epoch, ready for lookups.
+type ringView struct {
+	epoch uint64
+	ring  *placement.Ring // nil before the first epoch
+	nodes []api.RingNode
+	addrs map[string]string // node ID → node-API address, every recorded node
+	state map[string]string
+}
+
+func (v *ringView) owner(shardID string) string {
+	if v.ring == nil {
+		return ""
+	}
+	return string(v.ring.Owner(shardID))
+}
+
+// cluster is the Node's cluster state.
+type cluster struct {
+	view    atomic.Pointer[ringView]
+	refresh sync.Mutex // one refresh at a time
+	changed chan struct{}
+
+	moves   chan struct{} // MaxMoves tokens
+	limiter *rateLimiter
+	pulls   sync.Map // shard ID → *pullCall: one pull per shard at a time
+	leaving atomic.Bool
+}
+
+type pullCall struct {
+	done chan struct{}
+	err  error
+}
+
+func newCluster(cfg ClusterConfig) *cluster {
+	c := &cluster{changed: make(chan struct{}, 1), moves: make(chan struct{}, max(cfg.MaxMoves, 1))}
+	if cfg.MoveBytesPerSec > 0 {
+		c.limiter = &rateLimiter{perSec: float64(cfg.MoveBytesPerSec)}
+	}
+	c.view.Store(&ringView{})
+	return c
+}
+
+// Ring returns this node's newest ring epoch (waiting, bounded by ctx, for
+// its replica to reach minEpoch) with every node's address and state.
+func (n *Node) Ring(ctx context.Context, minEpoch uint64) (*api.Ring, error) {
+	if n.cfg.Global == nil {
+		return nil, api.Errorf(codes.FailedPrecondition, "this node runs no cluster metadata")
+	}
+	v, err := n.awaitEpoch(ctx, minEpoch)
+	if err != nil {
+		return nil, err
+	}
+	out := &api.Ring{Epoch: v.epoch, Nodes: append([]api.RingNode(nil), v.nodes...)}
+	ids := make([]string, 0, len(v.addrs))
+	for id := range v.addrs {
+		ids = append(ids, id)
+	}
+	sort.Strings(ids)
+	for _, id := range ids {
+		out.Members = append(out.Members, api.RingNode{ID: id, GRPCAddr: v.addrs[id], State: v.state[id]})
+	}
+	return out, nil
+}
+
+// refreshRing reads the newest epoch and the node addresses from this
+// replica and publishes them if the epoch is new (or addresses changed).
+func (n *Node) refreshRing(ctx context.Context) (*ringView, error) {
+	c := n.cluster
+	c.refresh.Lock()
+	defer c.refresh.Unlock()
+	g := n.cfg.Global
+	epoch, members, err := g.Ring(ctx)
+	if err != nil {
+		return c.view.Load(), err
+	}
+	infos, err := g.Nodes(ctx)
+	if err != nil {
+		return c.view.Load(), err
+	}
+	v := &ringView{epoch: epoch, addrs: map[string]string{}, state: map[string]string{}}
+	for _, in := range infos {
+		v.addrs[in.ID], v.state[in.ID] = in.GRPCAddr, in.State
+	}
+	if len(members) > 0 {
+		pm := make([]placement.Member, len(members))
+		for i, m := range members {
+			pm[i] = placement.Member{ID: placement.NodeID(m.ID), Weight: m.Weight}
+			v.nodes = append(v.nodes, api.RingNode{ID: m.ID, Weight: m.Weight, GRPCAddr: v.addrs[m.ID], State: v.state[m.ID]})
+		}
+		if v.ring, err = placement.NewRing(pm); err != nil {
+			return c.view.Load(), api.Errorf(codes.Internal, "ring epoch %d: %v", epoch, err)
+		}
+	}
+	old := c.view.Load()
+	c.view.Store(v)
+	if v.epoch != old.epoch {
+		n.log.Info("ring epoch", "epoch", v.epoch, "nodes", len(v.nodes))
+		select {
+		case c.changed <- struct{}{}:
+		default:
+		}
+	}
+	return v, nil
+}
+
+// awaitEpoch returns a view at least as new as epoch, refreshing from this
+// replica until it has it (bounded by ctx and 5 s).
+func (n *Node) awaitEpoch(ctx context.Context, epoch uint64) (*ringView, error) {
+	v := n.cluster.view.Load()
+	if v.epoch >= epoch && v.addrs != nil {
+		return v, nil
+	}
+	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	defer cancel()
+	for {
+		v, err := n.refreshRing(ctx)
+		if err == nil && v.epoch >= epoch {
+			return v, nil
+		}
+		select {
+		case <-ctx.Done():
+			return nil, api.Errorf(codes.Unavailable, "node %s has ring epoch %d, the request was routed at %d; retry", n.cfg.NodeID, v.epoch, epoch)
+		case <-time.After(20 * time.Millisecond):
+		}
+	}
+}
+
+// onShard runs do for a shard this node must serve: it refuses a shard
+// another node owns at the newest epoch (NOT_OWNER), and pulls a shard it
+// owns but another node holds before running do again.
+func (n *Node) onShard(ctx context.Context, shardID string, do func() error) error {
+	if n.cfg.Global == nil {
+		return do()
+	}
+	if shardID == "" {
+		shardID = schema.RootShard
+	}
+	v, err := n.awaitEpoch(ctx, api.RingEpochOf(ctx))
+	if err != nil {
+		return err
+	}
+	if owner := v.owner(shardID); owner != "" && owner != n.cfg.NodeID {
+		return api.NotOwner(shardID, owner, v.epoch)
+	}
+	err = do()
+	holder := shardhost.HolderOf(err)
+	if holder == "" || holder == n.cfg.NodeID || v.ring == nil {
+		return err
+	}
+	if err := n.pull(ctx, shardID, holder, v); err != nil {
+		return err
+	}
+	return do()
+}
+
+// pull asks the holder of a shard this node owns to hand it off here now.
+// Concurrent requests for one shard share one pull.
+func (n *Node) pull(ctx context.Context, shardID, holder string, v *ringView) error {
+	call := &pullCall{done: make(chan struct{})}
+	if prev, loaded := n.cluster.pulls.LoadOrStore(shardID, call); loaded {
+		p := prev.(*pullCall)
+		select {
+		case <-p.done:
+			return p.err
+		case <-ctx.Done():
+			return api.Wrap(shardhost.ErrShardMoving, "shard "+shardID+": "+ctx.Err().Error())
+		}
+	}
+	defer func() {
+		n.cluster.pulls.Delete(shardID)
+		close(call.done)
+	}()
+	call.err = n.pullOnce(ctx, shardID, holder, v)
+	return call.err
+}
+
+func (n *Node) pullOnce(ctx context.Context, shardID, holder string, v *ringView) error {
+	addr := v.addrs[holder]
+	if addr == "" {
+		return nodeDown(shardID, holder, "its address is not recorded")
+	}
+	p, err := n.peer(addr)
+	if err != nil {
+		return nodeDown(shardID, holder, err.Error())
+	}
+	if _, err := p.Pull(ctx, shardID, n.cfg.NodeID, v.epoch); err != nil {
+		if api.CodeOf(err) == codes.Unavailable {
+			if r, _ := api.ReasonOf(err); r == "" {
+				return nodeDown(shardID, holder, err.Error())
+			}
+		}
+		return err
+	}
+	return nil
+}
+
+func nodeDown(shardID, holder, why string) *api.Error {
+	return &api.Error{
+		Code:   codes.Unavailable,
+		Msg:    fmt.Sprintf("shard %s is held by node %s, which cannot be reached: %s", shardID, holder, why),
+		Reason: api.ReasonNodeDown,
+		Meta:   map[string]string{"shard": shardID, "node": holder},
+	}
+}
+
+// Pull hands a shard this node holds to the node that owns it at epoch (or
+// newer) and returns the log index of the move's commit.
+func (n *Node) Pull(ctx context.Context, shardID, to string, epoch uint64) (uint64, error) {
+	if n.cfg.Global == nil {
+		return 0, api.Errorf(codes.FailedPrecondition, "this node runs no cluster metadata")
+	}
+	if shardID == "" || to == "" {
+		return 0, api.Errorf(codes.InvalidArgument, "pull needs a shard ID and the node to hand it to")
+	}
+	v, err := n.awaitEpoch(ctx, epoch)
+	if err != nil {
+		return 0, err
+	}
+	if owner := v.owner(shardID); owner != to {
+		return 0, api.NotOwner(shardID, owner, v.epoch)
+	}
+	return n.moveShard(ctx, shardID, to, v)
+}
+
+// moveShard hands a shard this node holds to another node: freeze, stream,
+// commit in the registry, drop (or thaw when the move did not commit).
+func (n *Node) moveShard(ctx context.Context, shardID, to string, v *ringView) (uint64, error) {
+	c := n.cluster
+	select {
+	case c.moves <- struct{}{}:
+		defer func() { <-c.moves }()
+	case <-ctx.Done():
+		return 0, api.Wrap(shardhost.ErrShardMoving, "shard "+shardID+": waiting for a move slot: "+ctx.Err().Error())
+	}
+	self := n.cfg.NodeID
+	holder, exists, err := n.cfg.Global.ShardOwner(ctx, shardID)
+	if err != nil {
+		return 0, err
+	}
+	if !exists || holder != self {
+		return 0, shardhost.Elsewhere(shardID, holder)
+	}
+	addr := v.addrs[to]
+	if addr == "" {
+		return 0, api.Errorf(codes.Unavailable, "node %s has no recorded address", to)
+	}
+	p, err := n.peer(addr)
+	if err != nil {
+		return 0, err
+	}
+	f, err := n.cfg.Shards.Freeze(ctx, shardID)
+	if err != nil {
+		return 0, err
+	}
+	start := time.Now()
+	if err := n.send(ctx, p, f, v.epoch); err != nil {
+		n.thaw(f)
+		return 0, fmt.Errorf("hand off shard %s to %s: %w", shardID, to, err)
+	}
+	holder, idx, err := n.commitMove(ctx, shardID, self, to)
+	if err != nil {
+		// The outcome is unknown: the shard stays frozen until the
+		// registry says who holds it.
+		go n.settle(f, to)
+		return 0, err
+	}
+	if holder != to {
+		n.thaw(f)
+		return 0, api.Errorf(codes.Aborted, "shard %s: the registry names %q as its holder; the move did not commit", shardID, holder)
+	}
+	if err := n.cfg.Shards.Drop(f, to); err != nil {
+		n.log.Error("moved shard: delete the old copy", "shard", shardID, "err", err)
+	}
+	if err := p.HandoffDone(ctx, shardID, idx); err != nil {
+		// The new holder installs its copy on first access or restart.
+		n.log.Warn("moved shard: tell the new holder", "shard", shardID, "to", to, "err", err)
+	}
+	n.log.Debug("moved shard", "shard", shardID, "to", to, "bytes", f.Size, "took", time.Since(start))
+	return idx, nil
+}
+
+func (n *Node) thaw(f *shardhost.Frozen) {
+	if err := n.cfg.Shards.Thaw(f); err != nil {
+		n.log.Error("thaw shard after a failed move", "shard", f.ShardID, "err", err)
+	}
+}
+
+// settle resolves a move whose commit outcome is unknown: it asks the
+// registry (through the log) until it answers, then drops or thaws.
+func (n *Node) settle(f *shardhost.Frozen, to string) {
+	for backoff := 100 * time.Millisecond; ; backoff = min(2*backoff, 5*time.Second) {
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		holder, _, err := n.commitMove(ctx, f.ShardID, n.cfg.NodeID, n.cfg.NodeID)
+		cancel()
+		if err == nil {
+			if holder == to {
+				n.cfg.Shards.Drop(f, to)
+			} else {
+				n.thaw(f)
+			}
+			return
+		}
+		time.Sleep(backoff)
+	}
+}
+
+// send streams a frozen shard to its new holder at the configured rate.
+func (n *Node) send(ctx context.Context, p Peer, f *shardhost.Frozen, epoch uint64) error {
+	file, err := f.Open()
+	if err != nil {
+		return err
+	}
+	defer file.Close()
+	var r io.Reader = file
+	if l := n.cluster.limiter; l != nil {
+		r = &limitedReader{ctx: ctx, r: file, l: l}
+	}
+	return p.Handoff(ctx, api.HandoffHeader{ShardID: f.ShardID, From: n.cfg.NodeID, Epoch: epoch, Size: f.Size}, r, f.SHA256[:])
+}
+
+// commitMove changes the registry's holder of a shard through the leader,
+// retrying while the global tier has no leader (bounded by ctx). from ==
+// to reads the holder through the log without changing it.
+func (n *Node) commitMove(ctx context.Context, shardID, from, to string) (string, uint64, error) {
+	for backoff := 50 * time.Millisecond; ; backoff = min(2*backoff, time.Second) {
+		holder, idx, err := n.MoveShard(ctx, shardID, from, to, false)
+		if err == nil || api.CodeOf(err) != codes.Unavailable {
+			return holder, idx, err
+		}
+		select {
+		case <-ctx.Done():
+			return "", 0, err
+		case <-time.After(backoff):
+		}
+	}
+}
+
+// MoveShard changes a shard's holder in the registry if from holds it
+// (passed to the leader) and returns the holder after the call.
+func (n *Node) MoveShard(ctx context.Context, shardID, from, to string, forwarded bool) (string, uint64, error) {
+	g := n.cfg.Global
+	if g == nil {
+		return "", 0, api.Errorf(codes.FailedPrecondition, "this node runs no cluster metadata")
+	}
+	holder, idx, err := g.MoveShard(ctx, shardID, from, to)
+	if errors.As(err, new(*raftglobal.NotLeaderError)) {
+		if forwarded {
+			return "", 0, api.Errorf(codes.Unavailable, "global tier: leadership moved while moving shard %s; retry", shardID)
+		}
+		p, perr := n.leaderPeer(ctx, err)
+		if perr != nil {
+			return "", 0, perr
+		}
+		return p.MoveShard(ctx, shardID, from, to, true)
+	}
+	return holder, idx, err
+}
+
+// ReceiveHandoff stores a shard streamed by its holder (not served until
+// HandoffDone or until the registry names this node).
+func (n *Node) ReceiveHandoff(ctx context.Context, h api.HandoffHeader, r io.Reader, sum []byte) error {
+	if n.cfg.Global == nil {
+		return api.Errorf(codes.FailedPrecondition, "this node runs no cluster metadata")
+	}
+	if h.ShardID == "" || h.From == "" || h.Size < 0 || len(sum) != 32 {
+		return api.Errorf(codes.InvalidArgument, "a handoff needs a shard ID, its sender, its size and a SHA-256")
+	}
+	v, err := n.awaitEpoch(ctx, h.Epoch)
+	if err != nil {
+		return err
+	}
+	if owner := v.owner(h.ShardID); owner != n.cfg.NodeID {
+		return api.NotOwner(h.ShardID, owner, v.epoch)
+	}
+	return n.cfg.Shards.Receive(ctx, h.ShardID, r, h.Size, sum)
+}
+
+// HandoffDone installs a received shard once this replica has applied the
+// move's commit at index.
+func (n *Node) HandoffDone(ctx context.Context, shardID string, index uint64) error {
+	g := n.cfg.Global
+	if g == nil {
+		return api.Errorf(codes.FailedPrecondition, "this node runs no cluster metadata")
+	}
+	if err := g.WaitApplied(ctx, index); err != nil {
+		return err
+	}
+	holder, _, err := g.ShardOwner(ctx, shardID)
+	if err != nil {
+		return err
+	}
+	if holder != n.cfg.NodeID {
+		return api.Errorf(codes.FailedPrecondition, "shard %s: the registry names %q as its holder at index %d, not this node", shardID, holder, index)
+	}
+	return n.cfg.Shards.Install(shardID)
+}
+
+// UpdateRing adds id to the ring with weight (or changes its weight), or
+// removes it, as a new epoch; passed to the leader. Concurrent changes
+// each retry on the epoch they read, so none is lost.
+func (n *Node) UpdateRing(ctx context.Context, id string, weight int, remove, forwarded bool) (uint64, error) {
+	g := n.cfg.Global
+	if g == nil {
+		return 0, api.Errorf(codes.FailedPrecondition, "this node runs no cluster metadata")
+	}
+	if id == "" || (!remove && weight < 1) {
+		return 0, api.Errorf(codes.InvalidArgument, "a ring change needs a node ID and, to add it, a weight of at least 1")
+	}
+	if !g.IsLeader() {
+		if forwarded {
+			return 0, api.Errorf(codes.Unavailable, "global tier: leadership moved while changing the ring; retry")
+		}
+		p, err := n.leaderPeer(ctx, g.NotLeader())
+		if err != nil {
+			return 0, err
+		}
+		return p.UpdateRing(ctx, id, weight, remove, true)
+	}
+	for attempt := 0; attempt < 20; attempt++ {
+		epoch, nodes, err := g.Ring(ctx)
+		if err != nil {
+			return 0, err
+		}
+		next := make([]raftglobal.RingNode, 0, len(nodes)+1)
+		found := false
+		for _, m := range nodes {
+			if m.ID == id {
+				found = true
+				if remove || m.Weight == weight {
+					if !remove {
+						next = append(next, m)
+					}
+					continue
+				}
+				m.Weight = weight
+			}
+			next = append(next, m)
+		}
+		switch {
+		case remove && !found, !remove && found && len(next) == len(nodes) && sameWeight(nodes, id, weight):
+			return epoch, nil
+		case !remove && !found:
+			next = append(next, raftglobal.RingNode{ID: id, Weight: weight})
+		}
+		if len(next) == 0 {
+			return 0, api.Errorf(codes.FailedPrecondition, "node %s is the last node of the ring; it cannot leave it", id)
+		}
+		e, ok, err := g.CASRing(ctx, epoch, true, next)
+		if err != nil {
+			return 0, err
+		}
+		if ok {
+			return e, nil
+		}
+	}
+	return 0, api.Errorf(codes.Aborted, "the ring kept changing; retry")
+}
+
+func sameWeight(nodes []raftglobal.RingNode, id string, w int) bool {
+	for _, m := range nodes {
+		if m.ID == id {
+			return m.Weight == w
+		}
+	}
+	return false
+}
+
+// JoinRing adds this node to the ring with its configured weight, retrying
+// until it succeeds or ctx ends (it runs at start, once the node is known
+// to the global tier).
+func (n *Node) JoinRing(ctx context.Context) error {
+	w := n.cfg.Cluster.Weight
+	if n.cfg.Global == nil || w < 1 {
+		return nil
+	}
+	for backoff := 50 * time.Millisecond; ; backoff = min(2*backoff, 2*time.Second) {
+		epoch, err := n.UpdateRing(ctx, n.cfg.NodeID, w, false, false)
+		if err == nil {
+			_, err = n.awaitEpoch(ctx, epoch)
+		}
+		if err == nil {
+			n.log.Info("in the ring", "node", n.cfg.NodeID, "epoch", epoch, "weight", w)
+			return nil
+		}
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("join the ring: %w (last error: %v)", ctx.Err(), err)
+		case <-time.After(backoff):
+		}
+	}
+}
+
+// Leave takes this node out of the ring and hands off every shard it holds
+// to its new owner, bounded by ctx. It returns how many it could not move.
+func (n *Node) Leave(ctx context.Context) (int, error) {
+	if n.cfg.Global == nil || n.cfg.Cluster.Weight < 1 {
+		return 0, nil
+	}
+	n.cluster.leaving.Store(true)
+	var epoch uint64
+	var err error
+	for backoff := 50 * time.Millisecond; ; backoff = min(2*backoff, time.Second) {
+		epoch, err = n.UpdateRing(ctx, n.cfg.NodeID, 0, true, false)
+		if err == nil || ctx.Err() != nil || api.CodeOf(err) != codes.Unavailable {
+			break
+		}
+		time.Sleep(backoff)
+	}
+	if err != nil {
+		return -1, fmt.Errorf("leave the ring: %w", err)
+	}
+	for {
+		v, err := n.awaitEpoch(ctx, epoch)
+		if err != nil {
+			return -1, err
+		}
+		left, err := n.rebalance(ctx, v)
+		if err == nil && left == 0 {
+			n.log.Info("left the ring; every shard handed off", "epoch", v.epoch)
+			return 0, nil
+		}
+		if ctx.Err() != nil {
+			return left, fmt.Errorf("leave: %d shards not handed off: %w", left, ctx.Err())
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+}
+
+// rebalance pushes every shard this node holds but does not own at v to
+// its owner, MaxMoves at a time. It returns how many are still here.
+func (n *Node) rebalance(ctx context.Context, v *ringView) (int, error) {
+	if v.ring == nil {
+		return 0, nil
+	}
+	var (
+		wg     sync.WaitGroup
+		failed atomic.Int64
+		slots  = make(chan struct{}, cap(n.cluster.moves))
+		after  string
+	)
+	for {
+		ids, next, err := n.cfg.Global.OwnedShards(ctx, n.cfg.NodeID, after, 1000)
+		if err != nil {
+			wg.Wait()
+			return -1, err
+		}
+		for _, id := range ids {
+			to := v.owner(id)
+			if to == n.cfg.NodeID {
+				continue
+			}
+			slots <- struct{}{}
+			wg.Add(1)
+			go func(id, to string) {
+				defer func() { <-slots; wg.Done() }()
+				if _, err := n.moveShard(ctx, id, to, v); err != nil {
+					failed.Add(1)
+					n.log.Debug("rebalance: move failed", "shard", id, "to", to, "err", err)
+				}
+			}(id, to)
+		}
+		if next == "" {
+			break
+		}
+		after = next
+	}
+	wg.Wait()
+	return int(failed.Load()), nil
+}
+
+// Run keeps the node's ring view fresh, resolves handoffs a crash left
+// unfinished, and rebalances after every epoch change, until ctx ends.
+func (n *Node) Run(ctx context.Context) {
+	if n.cfg.Global == nil {
+		return
+	}
+	c := n.cluster
+	go n.resolvePending(ctx)
+	poll := time.NewTicker(n.cfg.Cluster.RingPoll)
+	defer poll.Stop()
+	every := time.NewTicker(n.cfg.Cluster.RebalanceEvery)
+	defer every.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-poll.C:
+			n.refreshRing(ctx)
+			continue
+		case <-c.changed:
+		case <-every.C:
+		}
+		if c.leaving.Load() {
+			continue // Leave rebalances itself
+		}
+		if _, err := n.rebalance(ctx, c.view.Load()); err != nil && ctx.Err() == nil {
+			n.log.Warn("rebalance", "err", err)
+		}
+	}
+}
+
+// resolvePending settles the handoffs a crash interrupted, asking the
+// registry (through the log) who holds each shard.
+func (n *Node) resolvePending(ctx context.Context) {
+	for backoff := 100 * time.Millisecond; ; backoff = min(2*backoff, 5*time.Second) {
+		left := 0
+		for _, pm := range n.cfg.Shards.PendingMoves() {
+			holder, _, err := n.commitMove(ctx, pm.ShardID, n.cfg.NodeID, n.cfg.NodeID)
+			if api.CodeOf(err) == codes.NotFound {
+				holder, err = "", nil
+			}
+			if err == nil {
+				err = n.cfg.Shards.ResolveMove(pm.ShardID, pm.Role, holder)
+			}
+			if err != nil {
+				left++
+				n.log.Warn("resolve an interrupted handoff", "shard", pm.ShardID, "role", pm.Role, "err", err)
+				continue
+			}
+			n.log.Info("resolved an interrupted handoff", "shard", pm.ShardID, "role", pm.Role, "holder", holder)
+		}
+		if left == 0 {
+			return
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-time.After(backoff):
+		}
+	}
+}
+
+// clusterStatus is the ring, each node's shard count and the moves in
+// flight here.
+func (n *Node) clusterStatus(ctx context.Context) (*api.ClusterStatus, error) {
+	r, err := n.Ring(ctx, 0)
+	if err != nil {
+		return nil, err
+	}
+	counts, err := n.cfg.Global.ShardsPerOwner(ctx)
+	if err != nil {
+		return nil, err
+	}
+	for i := range r.Nodes {
+		r.Nodes[i].Shards = counts[r.Nodes[i].ID]
+	}
+	for i := range r.Members {
+		r.Members[i].Shards = counts[r.Members[i].ID]
+	}
+	return &api.ClusterStatus{Ring: *r, MovesInFlight: int64(n.cfg.Shards.MovesInFlight())}, nil
+}
+
+// ListShards pages through the registry: one group's shards, or (holder
+// set) the shards one node holds.
+func (n *Node) ListShards(ctx context.Context, group, holder, after string, limit int) ([]string, string, error) {
+	g := n.cfg.Global
+	if g == nil {
+		return nil, "", api.Errorf(codes.FailedPrecondition, "this node runs no shard registry")
+	}
+	if holder != "" {
+		return g.OwnedShards(ctx, holder, after, limit)
+	}
+	return g.ListShards(ctx, group, after, limit)
+}
+
+// rateLimiter spaces out bytes to a rate shared by every move.
+type rateLimiter struct {
+	mu     sync.Mutex
+	perSec float64
+	next   time.Time
+}
+
+func (l *rateLimiter) wait(ctx context.Context, n int) error {
+	l.mu.Lock()
+	now := time.Now()
+	if l.next.Before(now) {
+		l.next = now
+	}
+	at := l.next
+	l.next = l.next.Add(time.Duration(float64(n) / l.perSec * float64(time.Second)))
+	l.mu.Unlock()
+	if d := time.Until(at); d > 0 {
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(d):
+		}
+	}
+	return nil
+}
+
+type limitedReader struct {
+	ctx context.Context
+	r   io.Reader
+	l   *rateLimiter
+}
+
+func (r *limitedReader) Read(p []byte) (int, error) {
+	n, err := r.r.Read(p)
+	if n > 0 {
+		if werr := r.l.wait(r.ctx, n); werr != nil {
+			return n, werr
+		}
+	}
+	return n, err
+}

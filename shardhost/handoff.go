@@ -1,0 +1,488 @@
+package shardhost
+
+import (
+	"context"
+	"crypto/sha256"
+	"errors"
+	"fmt"
+	"hash"
+	"io"
+	"os"
+	"path/filepath"
+	"strings"
+	"time"
+
+	"github.com/lunora/lunora/api"
+	"google.golang.org/grpc/codes"
+)
+
+// Handoff moves a shard's file between nodes (invariant I3: one live copy).
+// The shard host does the local half of each step; the node runs the
+// protocol between them:
+//
+//	sender                               receiver
+//	Freeze: stop serving, close, journal
+//	stream the file + SHA-256     ──►    Receive: write .incoming, fsync, verify, journal
+//	                              ◄──    ack
+//	registry: holder sender→receiver     (the commit point, through the global tier)
+//	Drop: delete, forward pointer ──►    Install: rename .incoming into place, serve
+//
+// Each side journals its half in Dir/moves before it acts, so a crash of
+// either side leaves an entry the node resolves at restart by asking the
+// registry (through the log) who holds the shard: the holder keeps or
+// installs its copy, the other deletes its own. Until an entry is resolved
+// the shard is not served from this node.
+
+// ErrShardMoving: the shard is being handed off; retry shortly.
+var ErrShardMoving = &api.Error{Code: codes.Unavailable, Msg: "shard is moving between nodes", RetryAfter: 100 * time.Millisecond, Reason: api.ReasonShardMoving}
+
+// MoveRole says which half of a handoff a journal entry records.
+type MoveRole string
+
+// The roles of a journal entry.
+const (
+	MoveSend MoveRole = "send"
+	MoveRecv MoveRole = "recv"
+)
+
+// PendingMove is an unresolved journal entry.
+type PendingMove struct {
+	ShardID string
+	Role    MoveRole
+}
+
+// Frozen is a shard that stopped serving on this node for a handoff: its
+// file is closed, checkpointed and summed. End it with Thaw or Drop.
+type Frozen struct {
+	ShardID string
+	Path    string
+	Size    int64
+	SHA256  [32]byte
+}
+
+// Open opens the frozen file for streaming.
+func (f *Frozen) Open() (*os.File, error) {
+	file, err := os.Open(f.Path)
+	if err != nil {
+		return nil, api.Errorf(codes.Internal, "shard %s: %v", f.ShardID, err)
+	}
+	return file, nil
+}
+
+// Elsewhere is the error for a shard another node holds.
+func Elsewhere(shardID, holder string) *api.Error {
+	e := api.Wrap(ErrShardElsewhere, fmt.Sprintf("shard %s is held by node %s", shardID, holder))
+	e.Meta = map[string]string{"shard": shardID, "holder": holder}
+	return e
+}
+
+// HolderOf returns the holder an ErrShardElsewhere names, or "".
+func HolderOf(err error) string {
+	var e *api.Error
+	if errors.As(err, &e) && errors.Is(err, ErrShardElsewhere) {
+		return e.Meta["holder"]
+	}
+	return ""
+}
+
+func (h *Host) movesDir() string { return filepath.Join(h.cfg.Dir, "moves") }
+
+func (h *Host) journalPath(shardID string, role MoveRole) string {
+	return filepath.Join(h.movesDir(), filepath.Base(h.shardPath(shardID))+"."+string(role))
+}
+
+// loadJournal reads the unresolved moves left by an earlier run.
+func (h *Host) loadJournal() error {
+	if err := os.MkdirAll(h.movesDir(), 0o755); err != nil {
+		return err
+	}
+	ents, err := os.ReadDir(h.movesDir())
+	if err != nil {
+		return err
+	}
+	for _, e := range ents {
+		name := e.Name()
+		role := MoveRole(strings.TrimPrefix(filepath.Ext(name), "."))
+		if role != MoveSend && role != MoveRecv {
+			continue
+		}
+		id, err := os.ReadFile(filepath.Join(h.movesDir(), name))
+		if err != nil {
+			return err
+		}
+		h.pending[string(id)] = role
+	}
+	return nil
+}
+
+func (h *Host) writeJournal(shardID string, role MoveRole) error {
+	p := h.journalPath(shardID, role)
+	f, err := os.Create(p)
+	if err != nil {
+		return err
+	}
+	if _, err := f.WriteString(shardID); err != nil {
+		f.Close()
+		return err
+	}
+	if err := f.Sync(); err != nil {
+		f.Close()
+		return err
+	}
+	if err := f.Close(); err != nil {
+		return err
+	}
+	h.mu.Lock()
+	h.pending[shardID] = role
+	h.mu.Unlock()
+	return syncDirs(h.movesDir(), h.movesDir())
+}
+
+func (h *Host) clearJournal(shardID string, role MoveRole) error {
+	if err := os.Remove(h.journalPath(shardID, role)); err != nil && !os.IsNotExist(err) {
+		return err
+	}
+	h.mu.Lock()
+	if h.pending[shardID] == role {
+		delete(h.pending, shardID)
+	}
+	h.mu.Unlock()
+	return syncDirs(h.movesDir(), h.movesDir())
+}
+
+// PendingMoves lists the journal entries not resolved yet.
+func (h *Host) PendingMoves() []PendingMove {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	out := make([]PendingMove, 0, len(h.pending))
+	for id, role := range h.pending {
+		out = append(out, PendingMove{ShardID: id, Role: role})
+	}
+	return out
+}
+
+// MovesInFlight counts shards frozen for a handoff or journaled.
+func (h *Host) MovesInFlight() int {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	return max(len(h.frozen), len(h.pending))
+}
+
+// HasShard reports whether this node has the shard's file (served, or a
+// stale copy the registry says another node holds).
+func (h *Host) HasShard(shardID string) bool {
+	_, err := os.Stat(h.shardPath(shardID))
+	return err == nil
+}
+
+// Freeze stops serving shardID for a handoff: requests that arrive wait
+// (bounded by their deadline, then ErrShardMoving), those in flight finish,
+// live queries end (their subscribers resume elsewhere), the file is closed
+// and summed, and the send is journaled. NOT_FOUND when the file is not on
+// this node.
+func (h *Host) Freeze(ctx context.Context, shardID string) (*Frozen, error) {
+	path := h.shardPath(shardID)
+	if _, err := os.Stat(path); err != nil {
+		return nil, api.Errorf(codes.NotFound, "shard %s: no file on node %s", shardID, h.cfg.NodeID)
+	}
+	h.mu.Lock()
+	if h.closed {
+		h.mu.Unlock()
+		return nil, ErrClosed
+	}
+	if _, ok := h.frozen[shardID]; ok {
+		h.mu.Unlock()
+		return nil, api.Wrap(ErrShardMoving, "a handoff of shard "+shardID+" is already under way")
+	}
+	h.frozen[shardID] = make(chan struct{})
+	h.mu.Unlock()
+
+	f, err := h.freeze(ctx, shardID, path)
+	if err != nil {
+		h.thaw(shardID)
+		return nil, err
+	}
+	return f, nil
+}
+
+func (h *Host) freeze(ctx context.Context, shardID, path string) (*Frozen, error) {
+	// Wait for every reference to go (requests finish, live queries end:
+	// their subscribers resume on the new holder), then close the shard.
+	for {
+		h.mu.Lock()
+		a := h.actors[shardID]
+		closing := h.closing[shardID]
+		if a != nil && a.refs == 0 && a.elem != nil {
+			h.detachLocked(a)
+			h.mu.Unlock()
+			h.closeActors([]*actor{a})
+			continue
+		}
+		h.mu.Unlock()
+		if a == nil && closing == nil {
+			break
+		}
+		if a == nil {
+			<-closing
+			continue
+		}
+		if a.elem != nil {
+			a.stopLive()
+		}
+		select {
+		case <-ctx.Done():
+			return nil, api.Errorf(codes.DeadlineExceeded, "shard %s: waiting for requests to finish before the handoff: %v", shardID, ctx.Err())
+		case <-time.After(time.Millisecond):
+		}
+	}
+	if st, err := os.Stat(path + "-wal"); err == nil && st.Size() > 0 {
+		return nil, api.Errorf(codes.Internal, "shard %s: its write-ahead log was not checkpointed when it closed", shardID)
+	}
+	if err := h.writeJournal(shardID, MoveSend); err != nil {
+		return nil, api.Errorf(codes.Internal, "shard %s: journal the handoff: %v", shardID, err)
+	}
+	file, err := os.Open(path)
+	if err != nil {
+		return nil, api.Errorf(codes.Internal, "shard %s: %v", shardID, err)
+	}
+	defer file.Close()
+	sum := sha256.New()
+	n, err := io.Copy(sum, file)
+	if err != nil {
+		return nil, api.Errorf(codes.Internal, "shard %s: read for checksum: %v", shardID, err)
+	}
+	out := &Frozen{ShardID: shardID, Path: path, Size: n}
+	copy(out.SHA256[:], sum.Sum(nil))
+	return out, nil
+}
+
+// Thaw ends a handoff that did not commit: the shard serves again here.
+func (h *Host) Thaw(f *Frozen) error {
+	err := h.clearJournal(f.ShardID, MoveSend)
+	h.thaw(f.ShardID)
+	return err
+}
+
+func (h *Host) thaw(shardID string) {
+	h.mu.Lock()
+	ch := h.frozen[shardID]
+	delete(h.frozen, shardID)
+	h.mu.Unlock()
+	if ch != nil {
+		close(ch)
+	}
+}
+
+// Drop ends a handoff that committed: the file is deleted and requests for
+// the shard are answered with ErrShardElsewhere naming holder.
+func (h *Host) Drop(f *Frozen, holder string) error {
+	if err := h.removeShardFiles(f.ShardID); err != nil {
+		return err
+	}
+	h.mu.Lock()
+	h.moved[f.ShardID] = holder
+	h.mu.Unlock()
+	err := h.clearJournal(f.ShardID, MoveSend)
+	h.thaw(f.ShardID)
+	return err
+}
+
+func (h *Host) removeShardFiles(shardID string) error {
+	path := h.shardPath(shardID)
+	existed := false
+	for _, p := range []string{path, path + "-wal", path + "-shm"} {
+		err := os.Remove(p)
+		if err == nil && p == path {
+			existed = true
+		}
+		if err != nil && !os.IsNotExist(err) {
+			return api.Errorf(codes.Internal, "shard %s: delete: %v", shardID, err)
+		}
+	}
+	if err := syncDirs(filepath.Dir(path), filepath.Dir(path)); err != nil {
+		return api.Errorf(codes.Internal, "shard %s: sync directory: %v", shardID, err)
+	}
+	if existed {
+		h.onDisk.Add(-1)
+		h.m.onDisk.Set(float64(h.onDisk.Load()))
+	}
+	return nil
+}
+
+// Receive stores a shard's file streamed by its holder as shardID's
+// incoming copy: written, synced, checked against size and sum, journaled.
+// It is not served until Install. A mismatch is DATA_LOSS and leaves
+// nothing behind.
+func (h *Host) Receive(ctx context.Context, shardID string, r io.Reader, size int64, sum []byte) error {
+	h.mu.Lock()
+	a := h.actors[shardID]
+	h.mu.Unlock()
+	if a != nil {
+		return api.Errorf(codes.FailedPrecondition, "shard %s is active on node %s; it cannot receive it", shardID, h.cfg.NodeID)
+	}
+	path := h.shardPath(shardID)
+	if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
+		return api.Errorf(codes.Internal, "shard %s: %v", shardID, err)
+	}
+	if err := h.writeJournal(shardID, MoveRecv); err != nil {
+		return api.Errorf(codes.Internal, "shard %s: journal the handoff: %v", shardID, err)
+	}
+	tmp := path + ".incoming.tmp"
+	err := writeSynced(tmp, r, size, sum)
+	if err == nil {
+		err = os.Rename(tmp, path+".incoming")
+	}
+	if err == nil {
+		err = syncDirs(filepath.Dir(path), filepath.Dir(path))
+	}
+	if err != nil {
+		os.Remove(tmp)
+		h.clearJournal(shardID, MoveRecv)
+		if _, ok := err.(*api.Error); ok {
+			return err
+		}
+		return api.Errorf(codes.Internal, "shard %s: store the incoming copy: %v", shardID, err)
+	}
+	return nil
+}
+
+func writeSynced(path string, r io.Reader, size int64, want []byte) error {
+	f, err := os.Create(path)
+	if err != nil {
+		return err
+	}
+	defer f.Close()
+	var sum hash.Hash = sha256.New()
+	n, err := io.Copy(io.MultiWriter(f, sum), r)
+	if err != nil {
+		return err
+	}
+	if n != size {
+		return api.Errorf(codes.DataLoss, "handoff stream carried %d bytes, its header said %d", n, size)
+	}
+	if got := sum.Sum(nil); string(got) != string(want) {
+		return api.Errorf(codes.DataLoss, "handoff stream's SHA-256 %x does not match the sender's %x", got, want)
+	}
+	return f.Sync()
+}
+
+// Install serves the incoming copy of shardID: the move committed. Any
+// stale copy of the shard on this node is replaced. Installing a shard
+// that is already installed is a no-op.
+func (h *Host) Install(shardID string) error {
+	path := h.shardPath(shardID)
+	if _, err := os.Stat(path + ".incoming"); os.IsNotExist(err) {
+		h.mu.Lock()
+		_, pend := h.pending[shardID]
+		_, moved := h.moved[shardID]
+		h.mu.Unlock()
+		if _, err := os.Stat(path); err == nil && !pend && !moved {
+			return nil
+		}
+		return api.Errorf(codes.NotFound, "shard %s: no incoming copy on node %s", shardID, h.cfg.NodeID)
+	}
+	h.mu.Lock()
+	if a := h.actors[shardID]; a != nil {
+		h.mu.Unlock()
+		return api.Errorf(codes.FailedPrecondition, "shard %s is active on node %s; it cannot be replaced", shardID, h.cfg.NodeID)
+	}
+	h.mu.Unlock()
+	return h.installIncoming(shardID)
+}
+
+// installIncoming renames the incoming copy into place; the caller made
+// sure no actor has the shard's file open.
+func (h *Host) installIncoming(shardID string) error {
+	path := h.shardPath(shardID)
+	existed := h.HasShard(shardID)
+	for _, p := range []string{path + "-wal", path + "-shm"} {
+		if err := os.Remove(p); err != nil && !os.IsNotExist(err) {
+			return api.Errorf(codes.Internal, "shard %s: %v", shardID, err)
+		}
+	}
+	if err := os.Rename(path+".incoming", path); err != nil {
+		return api.Errorf(codes.Internal, "shard %s: install: %v", shardID, err)
+	}
+	if err := syncDirs(filepath.Dir(path), filepath.Join(h.cfg.Dir, "shards")); err != nil {
+		return api.Errorf(codes.Internal, "shard %s: sync directory: %v", shardID, err)
+	}
+	if !existed {
+		h.onDisk.Add(1)
+		h.m.onDisk.Set(float64(h.onDisk.Load()))
+	}
+	h.mu.Lock()
+	delete(h.moved, shardID)
+	h.mu.Unlock()
+	return h.clearJournal(shardID, MoveRecv)
+}
+
+// ResolveMove settles a journal entry left by a crash, given the holder
+// the registry names (read through the log): the holder keeps or installs
+// its copy; any other node deletes its own.
+func (h *Host) ResolveMove(shardID string, role MoveRole, holder string) error {
+	self := holder == h.cfg.NodeID
+	switch {
+	case role == MoveRecv && self:
+		return h.Install(shardID)
+	case role == MoveRecv:
+		os.Remove(h.shardPath(shardID) + ".incoming")
+		return h.clearJournal(shardID, MoveRecv)
+	case self:
+		return h.clearJournal(shardID, MoveSend)
+	default:
+		if err := h.removeShardFiles(shardID); err != nil {
+			return err
+		}
+		h.mu.Lock()
+		h.moved[shardID] = holder
+		h.mu.Unlock()
+		return h.clearJournal(shardID, MoveSend)
+	}
+}
+
+// DiscardStale deletes this node's copy of a shard the registry (read
+// through the log) says another node holds: a copy left by a handoff whose
+// sender stopped after the commit point.
+func (h *Host) DiscardStale(ctx context.Context, shardID, holder string) error {
+	if holder == h.cfg.NodeID || holder == "" {
+		return api.Errorf(codes.InvalidArgument, "shard %s: refusing to discard the holder's copy", shardID)
+	}
+	f, err := h.Freeze(ctx, shardID)
+	if err != nil {
+		return err
+	}
+	return h.Drop(f, holder)
+}
+
+// waitNotFrozen blocks while shardID is frozen for a handoff, bounded by
+// ctx and MoveWait; it reports the holder if the shard moved away.
+func (h *Host) waitNotFrozen(ctx context.Context, shardID string) error {
+	var timer <-chan time.Time
+	for {
+		h.mu.Lock()
+		ch, frozen := h.frozen[shardID]
+		holder, moved := h.moved[shardID]
+		role, pend := h.pending[shardID]
+		h.mu.Unlock()
+		switch {
+		case moved:
+			return Elsewhere(shardID, holder)
+		case !frozen && pend && role == MoveSend:
+			return api.Wrap(ErrShardMoving, "shard "+shardID+": a handoff interrupted by a restart is being resolved")
+		case !frozen:
+			return nil
+		}
+		if timer == nil {
+			t := time.NewTimer(h.cfg.MoveWait)
+			defer t.Stop()
+			timer = t.C
+		}
+		select {
+		case <-ch:
+		case <-timer:
+			return api.Wrap(ErrShardMoving, "shard "+shardID)
+		case <-ctx.Done():
+			return api.Wrap(ErrShardMoving, "shard "+shardID+": "+ctx.Err().Error())
+		}
+	}
+}
