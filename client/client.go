@@ -61,6 +61,22 @@ func (c *Client) Sql(ctx context.Context, shardID, sql string, params map[string
 	return rpc.ResultFromSqlResponse(resp), nil
 }
 
+// FanOut runs a query function on many shards of its group (the listed
+// shard keys, or all shards) and merges their answers; see
+// gateway.Gateway.FanOut for the merges and bounds. Shards that did not
+// answer are in the result's Failed, not in the error.
+func (c *Client) FanOut(ctx context.Context, req api.FanOutRequest) (*api.FanOutResult, error) {
+	preq, err := rpc.FanOutRequestToProto(req)
+	if err != nil {
+		return nil, err
+	}
+	resp, err := c.api.FanOut(ctx, preq)
+	if err != nil {
+		return nil, rpc.FromStatus(err)
+	}
+	return rpc.FanOutResultFromResponse(resp), nil
+}
+
 // Session is a sequence of calls that reads its own writes on the global
 // tier, whichever replica serves it (D1's withSession): it remembers the
 // newest bookmark any of its calls returned and sends it with every call,

@@ -56,6 +56,12 @@ type Config struct {
 	MaxFrameBytes int64
 	// PingInterval is how often the gateway pings an idle WebSocket.
 	PingInterval time.Duration
+	// MaxFanOutShards bounds the shards one fan-out reads (FanOut); 0
+	// means DefaultMaxFanOutShards.
+	MaxFanOutShards int
+	// MaxFanOutRows bounds a fan-out's limit and the rows of a concat
+	// fan-out without one; 0 means DefaultMaxFanOutRows.
+	MaxFanOutRows int
 }
 
 // DefaultConfig returns a Config with 1 MiB bodies, a 10s request timeout
@@ -69,6 +75,9 @@ func DefaultConfig() Config {
 		MaxSubscriptionsPerConn: 100,
 		MaxFrameBytes:           64 << 10,
 		PingInterval:            30 * time.Second,
+
+		MaxFanOutShards: DefaultMaxFanOutShards,
+		MaxFanOutRows:   DefaultMaxFanOutRows,
 	}
 }
 
@@ -85,6 +94,8 @@ func (c Config) Validate() error {
 		return errors.New("gateway: Config.RequestTimeout must be positive")
 	case c.MaxSubscriptionsPerConn <= 0 || c.MaxFrameBytes <= 0 || c.PingInterval <= 0:
 		return errors.New("gateway: MaxSubscriptionsPerConn, MaxFrameBytes and PingInterval must be positive")
+	case c.MaxFanOutShards < 0 || c.MaxFanOutRows < 0:
+		return errors.New("gateway: MaxFanOutShards and MaxFanOutRows must not be negative")
 	}
 	return nil
 }

@@ -106,6 +106,11 @@ type errorBody struct {
 //	POST /v1/call    {"function": "...", "args": {...}, "shard_key": "...",
 //	                  "consistency": "strong|bookmark|stale", "bookmark": N, "max_staleness_ms": N}
 //	POST /v1/sql     {"shard_id": "room_id=r1", "sql": "...", "params": {...}, (read options)}
+//	POST /v1/fanout  {"function": "...", "args": {...}, "shard_keys": [...] | "all_shards": true,
+//	                  "merge": "concat|top_k|keyset", "order_by": "...", "desc": bool, "limit": N,
+//	                  "cursor": "...", "concurrency": N, "shard_timeout_ms": N}
+//	                 → {"columns", "rows", "shards", "failed": [{"shard_id", "code", "message"}],
+//	                    "next_cursor"}; see Gateway.FanOut
 //	GET  /v1/status
 //	GET  /v1/subscribe (WebSocket; see websocket.go)
 //
@@ -116,6 +121,7 @@ func (g *Gateway) Handler() http.Handler {
 	mux := http.NewServeMux()
 	mux.Handle("/v1/call", g.only(http.MethodPost, g.serveCall))
 	mux.Handle("/v1/sql", g.only(http.MethodPost, g.serveSQL))
+	mux.Handle("/v1/fanout", g.only(http.MethodPost, g.serveFanOut))
 	mux.Handle("/v1/status", g.only(http.MethodGet, g.serveStatus))
 	mux.Handle("/v1/subscribe", g.only(http.MethodGet, g.serveSubscribe))
 	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {

@@ -23,6 +23,65 @@ const (
 	_ = protoimpl.EnforceVersion(protoimpl.MaxVersion - 20)
 )
 
+type FanOutRequest_Merge int32
+
+const (
+	// The default: CONCAT.
+	FanOutRequest_MERGE_UNSPECIFIED FanOutRequest_Merge = 0
+	// CONCAT: rows in shard ID order, each shard's in its own order, cut at
+	// limit when set.
+	FanOutRequest_CONCAT FanOutRequest_Merge = 1
+	// TOP_K: the limit rows with the least (desc: greatest) order_by
+	// values, ties by shard ID then row position.
+	FanOutRequest_TOP_K FanOutRequest_Merge = 2
+	// KEYSET: rows sorted by (order_by value, shard ID), limit a page;
+	// order_by must be unique within a shard for pages to be exact.
+	FanOutRequest_KEYSET FanOutRequest_Merge = 3
+)
+
+// Enum value maps for FanOutRequest_Merge.
+var (
+	FanOutRequest_Merge_name = map[int32]string{
+		0: "MERGE_UNSPECIFIED",
+		1: "CONCAT",
+		2: "TOP_K",
+		3: "KEYSET",
+	}
+	FanOutRequest_Merge_value = map[string]int32{
+		"MERGE_UNSPECIFIED": 0,
+		"CONCAT":            1,
+		"TOP_K":             2,
+		"KEYSET":            3,
+	}
+)
+
+func (x FanOutRequest_Merge) Enum() *FanOutRequest_Merge {
+	p := new(FanOutRequest_Merge)
+	*p = x
+	return p
+}
+
+func (x FanOutRequest_Merge) String() string {
+	return protoimpl.X.EnumStringOf(x.Descriptor(), protoreflect.EnumNumber(x))
+}
+
+func (FanOutRequest_Merge) Descriptor() protoreflect.EnumDescriptor {
+	return file_lunora_v1_lunora_proto_enumTypes[0].Descriptor()
+}
+
+func (FanOutRequest_Merge) Type() protoreflect.EnumType {
+	return &file_lunora_v1_lunora_proto_enumTypes[0]
+}
+
+func (x FanOutRequest_Merge) Number() protoreflect.EnumNumber {
+	return protoreflect.EnumNumber(x)
+}
+
+// Deprecated: Use FanOutRequest_Merge.Descriptor instead.
+func (FanOutRequest_Merge) EnumDescriptor() ([]byte, []int) {
+	return file_lunora_v1_lunora_proto_rawDescGZIP(), []int{0, 0}
+}
+
 type SubscribeEvent_Kind int32
 
 const (
@@ -58,11 +117,11 @@ func (x SubscribeEvent_Kind) String() string {
 }
 
 func (SubscribeEvent_Kind) Descriptor() protoreflect.EnumDescriptor {
-	return file_lunora_v1_lunora_proto_enumTypes[0].Descriptor()
+	return file_lunora_v1_lunora_proto_enumTypes[1].Descriptor()
 }
 
 func (SubscribeEvent_Kind) Type() protoreflect.EnumType {
-	return &file_lunora_v1_lunora_proto_enumTypes[0]
+	return &file_lunora_v1_lunora_proto_enumTypes[1]
 }
 
 func (x SubscribeEvent_Kind) Number() protoreflect.EnumNumber {
@@ -71,7 +130,7 @@ func (x SubscribeEvent_Kind) Number() protoreflect.EnumNumber {
 
 // Deprecated: Use SubscribeEvent_Kind.Descriptor instead.
 func (SubscribeEvent_Kind) EnumDescriptor() ([]byte, []int) {
-	return file_lunora_v1_lunora_proto_rawDescGZIP(), []int{1, 0}
+	return file_lunora_v1_lunora_proto_rawDescGZIP(), []int{4, 0}
 }
 
 type RowChange_Op int32
@@ -110,11 +169,11 @@ func (x RowChange_Op) String() string {
 }
 
 func (RowChange_Op) Descriptor() protoreflect.EnumDescriptor {
-	return file_lunora_v1_lunora_proto_enumTypes[1].Descriptor()
+	return file_lunora_v1_lunora_proto_enumTypes[2].Descriptor()
 }
 
 func (RowChange_Op) Type() protoreflect.EnumType {
-	return &file_lunora_v1_lunora_proto_enumTypes[1]
+	return &file_lunora_v1_lunora_proto_enumTypes[2]
 }
 
 func (x RowChange_Op) Number() protoreflect.EnumNumber {
@@ -123,7 +182,7 @@ func (x RowChange_Op) Number() protoreflect.EnumNumber {
 
 // Deprecated: Use RowChange_Op.Descriptor instead.
 func (RowChange_Op) EnumDescriptor() ([]byte, []int) {
-	return file_lunora_v1_lunora_proto_rawDescGZIP(), []int{2, 0}
+	return file_lunora_v1_lunora_proto_rawDescGZIP(), []int{5, 0}
 }
 
 type ReadOptions_Consistency int32
@@ -166,11 +225,11 @@ func (x ReadOptions_Consistency) String() string {
 }
 
 func (ReadOptions_Consistency) Descriptor() protoreflect.EnumDescriptor {
-	return file_lunora_v1_lunora_proto_enumTypes[2].Descriptor()
+	return file_lunora_v1_lunora_proto_enumTypes[3].Descriptor()
 }
 
 func (ReadOptions_Consistency) Type() protoreflect.EnumType {
-	return &file_lunora_v1_lunora_proto_enumTypes[2]
+	return &file_lunora_v1_lunora_proto_enumTypes[3]
 }
 
 func (x ReadOptions_Consistency) Number() protoreflect.EnumNumber {
@@ -179,7 +238,287 @@ func (x ReadOptions_Consistency) Number() protoreflect.EnumNumber {
 
 // Deprecated: Use ReadOptions_Consistency.Descriptor instead.
 func (ReadOptions_Consistency) EnumDescriptor() ([]byte, []int) {
-	return file_lunora_v1_lunora_proto_rawDescGZIP(), []int{6, 0}
+	return file_lunora_v1_lunora_proto_rawDescGZIP(), []int{9, 0}
+}
+
+type FanOutRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// function is a query function of a shard_by group.
+	Function string `protobuf:"bytes,1,opt,name=function,proto3" json:"function,omitempty"`
+	// args are shared by every shard; the function's shard_by argument is
+	// set per shard by the gateway and must not be given.
+	Args map[string]*Value `protobuf:"bytes,2,rep,name=args,proto3" json:"args,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
+	// shard_keys are the values of the group's shard_by column to read;
+	// exactly one of shard_keys and all_shards.
+	ShardKeys []string `protobuf:"bytes,3,rep,name=shard_keys,json=shardKeys,proto3" json:"shard_keys,omitempty"`
+	// all_shards reads every registered shard of the function's group.
+	AllShards bool                `protobuf:"varint,4,opt,name=all_shards,json=allShards,proto3" json:"all_shards,omitempty"`
+	Merge     FanOutRequest_Merge `protobuf:"varint,5,opt,name=merge,proto3,enum=lunora.v1.FanOutRequest_Merge" json:"merge,omitempty"`
+	// order_by is a result column; required by TOP_K and KEYSET.
+	OrderBy string `protobuf:"bytes,6,opt,name=order_by,json=orderBy,proto3" json:"order_by,omitempty"`
+	Desc    bool   `protobuf:"varint,7,opt,name=desc,proto3" json:"desc,omitempty"`
+	// limit is k for TOP_K, the page size for KEYSET, an optional cap for
+	// CONCAT.
+	Limit uint32 `protobuf:"varint,8,opt,name=limit,proto3" json:"limit,omitempty"`
+	// cursor continues a KEYSET read: the next_cursor of the previous page of
+	// the same request (same function, args, shards, order_by and desc).
+	Cursor string `protobuf:"bytes,9,opt,name=cursor,proto3" json:"cursor,omitempty"`
+	// concurrency bounds the shards asked at once; 0 means 16, at most 64.
+	Concurrency uint32 `protobuf:"varint,10,opt,name=concurrency,proto3" json:"concurrency,omitempty"`
+	// shard_timeout_ms bounds each shard's answer; 0 means 2000. The
+	// gateway's request timeout bounds it and the whole fan-out.
+	ShardTimeoutMs uint64 `protobuf:"varint,11,opt,name=shard_timeout_ms,json=shardTimeoutMs,proto3" json:"shard_timeout_ms,omitempty"`
+	unknownFields  protoimpl.UnknownFields
+	sizeCache      protoimpl.SizeCache
+}
+
+func (x *FanOutRequest) Reset() {
+	*x = FanOutRequest{}
+	mi := &file_lunora_v1_lunora_proto_msgTypes[0]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *FanOutRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*FanOutRequest) ProtoMessage() {}
+
+func (x *FanOutRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_lunora_v1_lunora_proto_msgTypes[0]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use FanOutRequest.ProtoReflect.Descriptor instead.
+func (*FanOutRequest) Descriptor() ([]byte, []int) {
+	return file_lunora_v1_lunora_proto_rawDescGZIP(), []int{0}
+}
+
+func (x *FanOutRequest) GetFunction() string {
+	if x != nil {
+		return x.Function
+	}
+	return ""
+}
+
+func (x *FanOutRequest) GetArgs() map[string]*Value {
+	if x != nil {
+		return x.Args
+	}
+	return nil
+}
+
+func (x *FanOutRequest) GetShardKeys() []string {
+	if x != nil {
+		return x.ShardKeys
+	}
+	return nil
+}
+
+func (x *FanOutRequest) GetAllShards() bool {
+	if x != nil {
+		return x.AllShards
+	}
+	return false
+}
+
+func (x *FanOutRequest) GetMerge() FanOutRequest_Merge {
+	if x != nil {
+		return x.Merge
+	}
+	return FanOutRequest_MERGE_UNSPECIFIED
+}
+
+func (x *FanOutRequest) GetOrderBy() string {
+	if x != nil {
+		return x.OrderBy
+	}
+	return ""
+}
+
+func (x *FanOutRequest) GetDesc() bool {
+	if x != nil {
+		return x.Desc
+	}
+	return false
+}
+
+func (x *FanOutRequest) GetLimit() uint32 {
+	if x != nil {
+		return x.Limit
+	}
+	return 0
+}
+
+func (x *FanOutRequest) GetCursor() string {
+	if x != nil {
+		return x.Cursor
+	}
+	return ""
+}
+
+func (x *FanOutRequest) GetConcurrency() uint32 {
+	if x != nil {
+		return x.Concurrency
+	}
+	return 0
+}
+
+func (x *FanOutRequest) GetShardTimeoutMs() uint64 {
+	if x != nil {
+		return x.ShardTimeoutMs
+	}
+	return 0
+}
+
+type FanOutResponse struct {
+	state   protoimpl.MessageState `protogen:"open.v1"`
+	Columns []string               `protobuf:"bytes,1,rep,name=columns,proto3" json:"columns,omitempty"`
+	Rows    []*Row                 `protobuf:"bytes,2,rep,name=rows,proto3" json:"rows,omitempty"`
+	// shards is how many shards answered.
+	Shards uint32 `protobuf:"varint,3,opt,name=shards,proto3" json:"shards,omitempty"`
+	// failed lists every shard that did not answer, sorted by shard_id.
+	Failed []*ShardFailure `protobuf:"bytes,4,rep,name=failed,proto3" json:"failed,omitempty"`
+	// next_cursor continues a KEYSET read; empty after the last page.
+	NextCursor    string `protobuf:"bytes,5,opt,name=next_cursor,json=nextCursor,proto3" json:"next_cursor,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *FanOutResponse) Reset() {
+	*x = FanOutResponse{}
+	mi := &file_lunora_v1_lunora_proto_msgTypes[1]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *FanOutResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*FanOutResponse) ProtoMessage() {}
+
+func (x *FanOutResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_lunora_v1_lunora_proto_msgTypes[1]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use FanOutResponse.ProtoReflect.Descriptor instead.
+func (*FanOutResponse) Descriptor() ([]byte, []int) {
+	return file_lunora_v1_lunora_proto_rawDescGZIP(), []int{1}
+}
+
+func (x *FanOutResponse) GetColumns() []string {
+	if x != nil {
+		return x.Columns
+	}
+	return nil
+}
+
+func (x *FanOutResponse) GetRows() []*Row {
+	if x != nil {
+		return x.Rows
+	}
+	return nil
+}
+
+func (x *FanOutResponse) GetShards() uint32 {
+	if x != nil {
+		return x.Shards
+	}
+	return 0
+}
+
+func (x *FanOutResponse) GetFailed() []*ShardFailure {
+	if x != nil {
+		return x.Failed
+	}
+	return nil
+}
+
+func (x *FanOutResponse) GetNextCursor() string {
+	if x != nil {
+		return x.NextCursor
+	}
+	return ""
+}
+
+// ShardFailure is one shard of a fan-out that did not answer.
+type ShardFailure struct {
+	state   protoimpl.MessageState `protogen:"open.v1"`
+	ShardId string                 `protobuf:"bytes,1,opt,name=shard_id,json=shardId,proto3" json:"shard_id,omitempty"`
+	// code is the canonical status code (google.rpc.Code), e.g. 14 for
+	// UNAVAILABLE, 4 for DEADLINE_EXCEEDED.
+	Code          uint32 `protobuf:"varint,2,opt,name=code,proto3" json:"code,omitempty"`
+	Message       string `protobuf:"bytes,3,opt,name=message,proto3" json:"message,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ShardFailure) Reset() {
+	*x = ShardFailure{}
+	mi := &file_lunora_v1_lunora_proto_msgTypes[2]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ShardFailure) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ShardFailure) ProtoMessage() {}
+
+func (x *ShardFailure) ProtoReflect() protoreflect.Message {
+	mi := &file_lunora_v1_lunora_proto_msgTypes[2]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ShardFailure.ProtoReflect.Descriptor instead.
+func (*ShardFailure) Descriptor() ([]byte, []int) {
+	return file_lunora_v1_lunora_proto_rawDescGZIP(), []int{2}
+}
+
+func (x *ShardFailure) GetShardId() string {
+	if x != nil {
+		return x.ShardId
+	}
+	return ""
+}
+
+func (x *ShardFailure) GetCode() uint32 {
+	if x != nil {
+		return x.Code
+	}
+	return 0
+}
+
+func (x *ShardFailure) GetMessage() string {
+	if x != nil {
+		return x.Message
+	}
+	return ""
 }
 
 type SubscribeRequest struct {
@@ -194,7 +533,7 @@ type SubscribeRequest struct {
 
 func (x *SubscribeRequest) Reset() {
 	*x = SubscribeRequest{}
-	mi := &file_lunora_v1_lunora_proto_msgTypes[0]
+	mi := &file_lunora_v1_lunora_proto_msgTypes[3]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -206,7 +545,7 @@ func (x *SubscribeRequest) String() string {
 func (*SubscribeRequest) ProtoMessage() {}
 
 func (x *SubscribeRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_lunora_v1_lunora_proto_msgTypes[0]
+	mi := &file_lunora_v1_lunora_proto_msgTypes[3]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -219,7 +558,7 @@ func (x *SubscribeRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SubscribeRequest.ProtoReflect.Descriptor instead.
 func (*SubscribeRequest) Descriptor() ([]byte, []int) {
-	return file_lunora_v1_lunora_proto_rawDescGZIP(), []int{0}
+	return file_lunora_v1_lunora_proto_rawDescGZIP(), []int{3}
 }
 
 func (x *SubscribeRequest) GetFunction() string {
@@ -268,7 +607,7 @@ type SubscribeEvent struct {
 
 func (x *SubscribeEvent) Reset() {
 	*x = SubscribeEvent{}
-	mi := &file_lunora_v1_lunora_proto_msgTypes[1]
+	mi := &file_lunora_v1_lunora_proto_msgTypes[4]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -280,7 +619,7 @@ func (x *SubscribeEvent) String() string {
 func (*SubscribeEvent) ProtoMessage() {}
 
 func (x *SubscribeEvent) ProtoReflect() protoreflect.Message {
-	mi := &file_lunora_v1_lunora_proto_msgTypes[1]
+	mi := &file_lunora_v1_lunora_proto_msgTypes[4]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -293,7 +632,7 @@ func (x *SubscribeEvent) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SubscribeEvent.ProtoReflect.Descriptor instead.
 func (*SubscribeEvent) Descriptor() ([]byte, []int) {
-	return file_lunora_v1_lunora_proto_rawDescGZIP(), []int{1}
+	return file_lunora_v1_lunora_proto_rawDescGZIP(), []int{4}
 }
 
 func (x *SubscribeEvent) GetKind() SubscribeEvent_Kind {
@@ -365,7 +704,7 @@ type RowChange struct {
 
 func (x *RowChange) Reset() {
 	*x = RowChange{}
-	mi := &file_lunora_v1_lunora_proto_msgTypes[2]
+	mi := &file_lunora_v1_lunora_proto_msgTypes[5]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -377,7 +716,7 @@ func (x *RowChange) String() string {
 func (*RowChange) ProtoMessage() {}
 
 func (x *RowChange) ProtoReflect() protoreflect.Message {
-	mi := &file_lunora_v1_lunora_proto_msgTypes[2]
+	mi := &file_lunora_v1_lunora_proto_msgTypes[5]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -390,7 +729,7 @@ func (x *RowChange) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RowChange.ProtoReflect.Descriptor instead.
 func (*RowChange) Descriptor() ([]byte, []int) {
-	return file_lunora_v1_lunora_proto_rawDescGZIP(), []int{2}
+	return file_lunora_v1_lunora_proto_rawDescGZIP(), []int{5}
 }
 
 func (x *RowChange) GetOp() RowChange_Op {
@@ -432,7 +771,7 @@ type Value struct {
 
 func (x *Value) Reset() {
 	*x = Value{}
-	mi := &file_lunora_v1_lunora_proto_msgTypes[3]
+	mi := &file_lunora_v1_lunora_proto_msgTypes[6]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -444,7 +783,7 @@ func (x *Value) String() string {
 func (*Value) ProtoMessage() {}
 
 func (x *Value) ProtoReflect() protoreflect.Message {
-	mi := &file_lunora_v1_lunora_proto_msgTypes[3]
+	mi := &file_lunora_v1_lunora_proto_msgTypes[6]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -457,7 +796,7 @@ func (x *Value) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Value.ProtoReflect.Descriptor instead.
 func (*Value) Descriptor() ([]byte, []int) {
-	return file_lunora_v1_lunora_proto_rawDescGZIP(), []int{3}
+	return file_lunora_v1_lunora_proto_rawDescGZIP(), []int{6}
 }
 
 func (x *Value) GetKind() isValue_Kind {
@@ -572,7 +911,7 @@ type Row struct {
 
 func (x *Row) Reset() {
 	*x = Row{}
-	mi := &file_lunora_v1_lunora_proto_msgTypes[4]
+	mi := &file_lunora_v1_lunora_proto_msgTypes[7]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -584,7 +923,7 @@ func (x *Row) String() string {
 func (*Row) ProtoMessage() {}
 
 func (x *Row) ProtoReflect() protoreflect.Message {
-	mi := &file_lunora_v1_lunora_proto_msgTypes[4]
+	mi := &file_lunora_v1_lunora_proto_msgTypes[7]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -597,7 +936,7 @@ func (x *Row) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Row.ProtoReflect.Descriptor instead.
 func (*Row) Descriptor() ([]byte, []int) {
-	return file_lunora_v1_lunora_proto_rawDescGZIP(), []int{4}
+	return file_lunora_v1_lunora_proto_rawDescGZIP(), []int{7}
 }
 
 func (x *Row) GetValues() []*Value {
@@ -624,7 +963,7 @@ type CallRequest struct {
 
 func (x *CallRequest) Reset() {
 	*x = CallRequest{}
-	mi := &file_lunora_v1_lunora_proto_msgTypes[5]
+	mi := &file_lunora_v1_lunora_proto_msgTypes[8]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -636,7 +975,7 @@ func (x *CallRequest) String() string {
 func (*CallRequest) ProtoMessage() {}
 
 func (x *CallRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_lunora_v1_lunora_proto_msgTypes[5]
+	mi := &file_lunora_v1_lunora_proto_msgTypes[8]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -649,7 +988,7 @@ func (x *CallRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CallRequest.ProtoReflect.Descriptor instead.
 func (*CallRequest) Descriptor() ([]byte, []int) {
-	return file_lunora_v1_lunora_proto_rawDescGZIP(), []int{5}
+	return file_lunora_v1_lunora_proto_rawDescGZIP(), []int{8}
 }
 
 func (x *CallRequest) GetFunction() string {
@@ -695,7 +1034,7 @@ type ReadOptions struct {
 
 func (x *ReadOptions) Reset() {
 	*x = ReadOptions{}
-	mi := &file_lunora_v1_lunora_proto_msgTypes[6]
+	mi := &file_lunora_v1_lunora_proto_msgTypes[9]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -707,7 +1046,7 @@ func (x *ReadOptions) String() string {
 func (*ReadOptions) ProtoMessage() {}
 
 func (x *ReadOptions) ProtoReflect() protoreflect.Message {
-	mi := &file_lunora_v1_lunora_proto_msgTypes[6]
+	mi := &file_lunora_v1_lunora_proto_msgTypes[9]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -720,7 +1059,7 @@ func (x *ReadOptions) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReadOptions.ProtoReflect.Descriptor instead.
 func (*ReadOptions) Descriptor() ([]byte, []int) {
-	return file_lunora_v1_lunora_proto_rawDescGZIP(), []int{6}
+	return file_lunora_v1_lunora_proto_rawDescGZIP(), []int{9}
 }
 
 func (x *ReadOptions) GetConsistency() ReadOptions_Consistency {
@@ -763,7 +1102,7 @@ type CallResponse struct {
 
 func (x *CallResponse) Reset() {
 	*x = CallResponse{}
-	mi := &file_lunora_v1_lunora_proto_msgTypes[7]
+	mi := &file_lunora_v1_lunora_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -775,7 +1114,7 @@ func (x *CallResponse) String() string {
 func (*CallResponse) ProtoMessage() {}
 
 func (x *CallResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_lunora_v1_lunora_proto_msgTypes[7]
+	mi := &file_lunora_v1_lunora_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -788,7 +1127,7 @@ func (x *CallResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CallResponse.ProtoReflect.Descriptor instead.
 func (*CallResponse) Descriptor() ([]byte, []int) {
-	return file_lunora_v1_lunora_proto_rawDescGZIP(), []int{7}
+	return file_lunora_v1_lunora_proto_rawDescGZIP(), []int{10}
 }
 
 func (x *CallResponse) GetColumns() []string {
@@ -850,7 +1189,7 @@ type SqlRequest struct {
 
 func (x *SqlRequest) Reset() {
 	*x = SqlRequest{}
-	mi := &file_lunora_v1_lunora_proto_msgTypes[8]
+	mi := &file_lunora_v1_lunora_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -862,7 +1201,7 @@ func (x *SqlRequest) String() string {
 func (*SqlRequest) ProtoMessage() {}
 
 func (x *SqlRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_lunora_v1_lunora_proto_msgTypes[8]
+	mi := &file_lunora_v1_lunora_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -875,7 +1214,7 @@ func (x *SqlRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SqlRequest.ProtoReflect.Descriptor instead.
 func (*SqlRequest) Descriptor() ([]byte, []int) {
-	return file_lunora_v1_lunora_proto_rawDescGZIP(), []int{8}
+	return file_lunora_v1_lunora_proto_rawDescGZIP(), []int{11}
 }
 
 func (x *SqlRequest) GetShardId() string {
@@ -920,7 +1259,7 @@ type SqlResponse struct {
 
 func (x *SqlResponse) Reset() {
 	*x = SqlResponse{}
-	mi := &file_lunora_v1_lunora_proto_msgTypes[9]
+	mi := &file_lunora_v1_lunora_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -932,7 +1271,7 @@ func (x *SqlResponse) String() string {
 func (*SqlResponse) ProtoMessage() {}
 
 func (x *SqlResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_lunora_v1_lunora_proto_msgTypes[9]
+	mi := &file_lunora_v1_lunora_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -945,7 +1284,7 @@ func (x *SqlResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SqlResponse.ProtoReflect.Descriptor instead.
 func (*SqlResponse) Descriptor() ([]byte, []int) {
-	return file_lunora_v1_lunora_proto_rawDescGZIP(), []int{9}
+	return file_lunora_v1_lunora_proto_rawDescGZIP(), []int{12}
 }
 
 func (x *SqlResponse) GetColumns() []string {
@@ -998,7 +1337,7 @@ type StatusRequest struct {
 
 func (x *StatusRequest) Reset() {
 	*x = StatusRequest{}
-	mi := &file_lunora_v1_lunora_proto_msgTypes[10]
+	mi := &file_lunora_v1_lunora_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1010,7 +1349,7 @@ func (x *StatusRequest) String() string {
 func (*StatusRequest) ProtoMessage() {}
 
 func (x *StatusRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_lunora_v1_lunora_proto_msgTypes[10]
+	mi := &file_lunora_v1_lunora_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1023,7 +1362,7 @@ func (x *StatusRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StatusRequest.ProtoReflect.Descriptor instead.
 func (*StatusRequest) Descriptor() ([]byte, []int) {
-	return file_lunora_v1_lunora_proto_rawDescGZIP(), []int{10}
+	return file_lunora_v1_lunora_proto_rawDescGZIP(), []int{13}
 }
 
 type StatusResponse struct {
@@ -1043,7 +1382,7 @@ type StatusResponse struct {
 
 func (x *StatusResponse) Reset() {
 	*x = StatusResponse{}
-	mi := &file_lunora_v1_lunora_proto_msgTypes[11]
+	mi := &file_lunora_v1_lunora_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1055,7 +1394,7 @@ func (x *StatusResponse) String() string {
 func (*StatusResponse) ProtoMessage() {}
 
 func (x *StatusResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_lunora_v1_lunora_proto_msgTypes[11]
+	mi := &file_lunora_v1_lunora_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1068,7 +1407,7 @@ func (x *StatusResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StatusResponse.ProtoReflect.Descriptor instead.
 func (*StatusResponse) Descriptor() ([]byte, []int) {
-	return file_lunora_v1_lunora_proto_rawDescGZIP(), []int{11}
+	return file_lunora_v1_lunora_proto_rawDescGZIP(), []int{14}
 }
 
 func (x *StatusResponse) GetNodeId() string {
@@ -1124,7 +1463,43 @@ var File_lunora_v1_lunora_proto protoreflect.FileDescriptor
 
 const file_lunora_v1_lunora_proto_rawDesc = "" +
 	"\n" +
-	"\x16lunora/v1/lunora.proto\x12\tlunora.v1\"\xee\x01\n" +
+	"\x16lunora/v1/lunora.proto\x12\tlunora.v1\"\x8e\x04\n" +
+	"\rFanOutRequest\x12\x1a\n" +
+	"\bfunction\x18\x01 \x01(\tR\bfunction\x126\n" +
+	"\x04args\x18\x02 \x03(\v2\".lunora.v1.FanOutRequest.ArgsEntryR\x04args\x12\x1d\n" +
+	"\n" +
+	"shard_keys\x18\x03 \x03(\tR\tshardKeys\x12\x1d\n" +
+	"\n" +
+	"all_shards\x18\x04 \x01(\bR\tallShards\x124\n" +
+	"\x05merge\x18\x05 \x01(\x0e2\x1e.lunora.v1.FanOutRequest.MergeR\x05merge\x12\x19\n" +
+	"\border_by\x18\x06 \x01(\tR\aorderBy\x12\x12\n" +
+	"\x04desc\x18\a \x01(\bR\x04desc\x12\x14\n" +
+	"\x05limit\x18\b \x01(\rR\x05limit\x12\x16\n" +
+	"\x06cursor\x18\t \x01(\tR\x06cursor\x12 \n" +
+	"\vconcurrency\x18\n" +
+	" \x01(\rR\vconcurrency\x12(\n" +
+	"\x10shard_timeout_ms\x18\v \x01(\x04R\x0eshardTimeoutMs\x1aI\n" +
+	"\tArgsEntry\x12\x10\n" +
+	"\x03key\x18\x01 \x01(\tR\x03key\x12&\n" +
+	"\x05value\x18\x02 \x01(\v2\x10.lunora.v1.ValueR\x05value:\x028\x01\"A\n" +
+	"\x05Merge\x12\x15\n" +
+	"\x11MERGE_UNSPECIFIED\x10\x00\x12\n" +
+	"\n" +
+	"\x06CONCAT\x10\x01\x12\t\n" +
+	"\x05TOP_K\x10\x02\x12\n" +
+	"\n" +
+	"\x06KEYSET\x10\x03\"\xb8\x01\n" +
+	"\x0eFanOutResponse\x12\x18\n" +
+	"\acolumns\x18\x01 \x03(\tR\acolumns\x12\"\n" +
+	"\x04rows\x18\x02 \x03(\v2\x0e.lunora.v1.RowR\x04rows\x12\x16\n" +
+	"\x06shards\x18\x03 \x01(\rR\x06shards\x12/\n" +
+	"\x06failed\x18\x04 \x03(\v2\x17.lunora.v1.ShardFailureR\x06failed\x12\x1f\n" +
+	"\vnext_cursor\x18\x05 \x01(\tR\n" +
+	"nextCursor\"W\n" +
+	"\fShardFailure\x12\x19\n" +
+	"\bshard_id\x18\x01 \x01(\tR\ashardId\x12\x12\n" +
+	"\x04code\x18\x02 \x01(\rR\x04code\x12\x18\n" +
+	"\amessage\x18\x03 \x01(\tR\amessage\"\xee\x01\n" +
 	"\x10SubscribeRequest\x12\x1a\n" +
 	"\bfunction\x18\x01 \x01(\tR\bfunction\x129\n" +
 	"\x04args\x18\x02 \x03(\v2%.lunora.v1.SubscribeRequest.ArgsEntryR\x04args\x12\x1b\n" +
@@ -1219,12 +1594,13 @@ const file_lunora_v1_lunora_proto_rawDesc = "" +
 	"\x0eshards_on_disk\x18\x04 \x01(\x03R\fshardsOnDisk\x12\x1b\n" +
 	"\tin_flight\x18\x05 \x01(\x03R\binFlight\x12%\n" +
 	"\x0euptime_seconds\x18\x06 \x01(\x03R\ruptimeSeconds\x12!\n" +
-	"\fnode_address\x18\a \x01(\tR\vnodeAddress2\xfd\x01\n" +
+	"\fnode_address\x18\a \x01(\tR\vnodeAddress2\xbc\x02\n" +
 	"\x06Lunora\x127\n" +
 	"\x04Call\x12\x16.lunora.v1.CallRequest\x1a\x17.lunora.v1.CallResponse\x124\n" +
 	"\x03Sql\x12\x15.lunora.v1.SqlRequest\x1a\x16.lunora.v1.SqlResponse\x12=\n" +
 	"\x06Status\x12\x18.lunora.v1.StatusRequest\x1a\x19.lunora.v1.StatusResponse\x12E\n" +
-	"\tSubscribe\x12\x1b.lunora.v1.SubscribeRequest\x1a\x19.lunora.v1.SubscribeEvent0\x01B3Z1github.com/lunora/lunora/proto/lunora/v1;lunorav1b\x06proto3"
+	"\tSubscribe\x12\x1b.lunora.v1.SubscribeRequest\x1a\x19.lunora.v1.SubscribeEvent0\x01\x12=\n" +
+	"\x06FanOut\x12\x18.lunora.v1.FanOutRequest\x1a\x19.lunora.v1.FanOutResponseB3Z1github.com/lunora/lunora/proto/lunora/v1;lunorav1b\x06proto3"
 
 var (
 	file_lunora_v1_lunora_proto_rawDescOnce sync.Once
@@ -1238,60 +1614,72 @@ func file_lunora_v1_lunora_proto_rawDescGZIP() []byte {
 	return file_lunora_v1_lunora_proto_rawDescData
 }
 
-var file_lunora_v1_lunora_proto_enumTypes = make([]protoimpl.EnumInfo, 3)
-var file_lunora_v1_lunora_proto_msgTypes = make([]protoimpl.MessageInfo, 15)
+var file_lunora_v1_lunora_proto_enumTypes = make([]protoimpl.EnumInfo, 4)
+var file_lunora_v1_lunora_proto_msgTypes = make([]protoimpl.MessageInfo, 19)
 var file_lunora_v1_lunora_proto_goTypes = []any{
-	(SubscribeEvent_Kind)(0),     // 0: lunora.v1.SubscribeEvent.Kind
-	(RowChange_Op)(0),            // 1: lunora.v1.RowChange.Op
-	(ReadOptions_Consistency)(0), // 2: lunora.v1.ReadOptions.Consistency
-	(*SubscribeRequest)(nil),     // 3: lunora.v1.SubscribeRequest
-	(*SubscribeEvent)(nil),       // 4: lunora.v1.SubscribeEvent
-	(*RowChange)(nil),            // 5: lunora.v1.RowChange
-	(*Value)(nil),                // 6: lunora.v1.Value
-	(*Row)(nil),                  // 7: lunora.v1.Row
-	(*CallRequest)(nil),          // 8: lunora.v1.CallRequest
-	(*ReadOptions)(nil),          // 9: lunora.v1.ReadOptions
-	(*CallResponse)(nil),         // 10: lunora.v1.CallResponse
-	(*SqlRequest)(nil),           // 11: lunora.v1.SqlRequest
-	(*SqlResponse)(nil),          // 12: lunora.v1.SqlResponse
-	(*StatusRequest)(nil),        // 13: lunora.v1.StatusRequest
-	(*StatusResponse)(nil),       // 14: lunora.v1.StatusResponse
-	nil,                          // 15: lunora.v1.SubscribeRequest.ArgsEntry
-	nil,                          // 16: lunora.v1.CallRequest.ArgsEntry
-	nil,                          // 17: lunora.v1.SqlRequest.ParamsEntry
+	(FanOutRequest_Merge)(0),     // 0: lunora.v1.FanOutRequest.Merge
+	(SubscribeEvent_Kind)(0),     // 1: lunora.v1.SubscribeEvent.Kind
+	(RowChange_Op)(0),            // 2: lunora.v1.RowChange.Op
+	(ReadOptions_Consistency)(0), // 3: lunora.v1.ReadOptions.Consistency
+	(*FanOutRequest)(nil),        // 4: lunora.v1.FanOutRequest
+	(*FanOutResponse)(nil),       // 5: lunora.v1.FanOutResponse
+	(*ShardFailure)(nil),         // 6: lunora.v1.ShardFailure
+	(*SubscribeRequest)(nil),     // 7: lunora.v1.SubscribeRequest
+	(*SubscribeEvent)(nil),       // 8: lunora.v1.SubscribeEvent
+	(*RowChange)(nil),            // 9: lunora.v1.RowChange
+	(*Value)(nil),                // 10: lunora.v1.Value
+	(*Row)(nil),                  // 11: lunora.v1.Row
+	(*CallRequest)(nil),          // 12: lunora.v1.CallRequest
+	(*ReadOptions)(nil),          // 13: lunora.v1.ReadOptions
+	(*CallResponse)(nil),         // 14: lunora.v1.CallResponse
+	(*SqlRequest)(nil),           // 15: lunora.v1.SqlRequest
+	(*SqlResponse)(nil),          // 16: lunora.v1.SqlResponse
+	(*StatusRequest)(nil),        // 17: lunora.v1.StatusRequest
+	(*StatusResponse)(nil),       // 18: lunora.v1.StatusResponse
+	nil,                          // 19: lunora.v1.FanOutRequest.ArgsEntry
+	nil,                          // 20: lunora.v1.SubscribeRequest.ArgsEntry
+	nil,                          // 21: lunora.v1.CallRequest.ArgsEntry
+	nil,                          // 22: lunora.v1.SqlRequest.ParamsEntry
 }
 var file_lunora_v1_lunora_proto_depIdxs = []int32{
-	15, // 0: lunora.v1.SubscribeRequest.args:type_name -> lunora.v1.SubscribeRequest.ArgsEntry
-	0,  // 1: lunora.v1.SubscribeEvent.kind:type_name -> lunora.v1.SubscribeEvent.Kind
-	7,  // 2: lunora.v1.SubscribeEvent.rows:type_name -> lunora.v1.Row
-	5,  // 3: lunora.v1.SubscribeEvent.changes:type_name -> lunora.v1.RowChange
-	1,  // 4: lunora.v1.RowChange.op:type_name -> lunora.v1.RowChange.Op
-	6,  // 5: lunora.v1.RowChange.key:type_name -> lunora.v1.Value
-	7,  // 6: lunora.v1.RowChange.row:type_name -> lunora.v1.Row
-	6,  // 7: lunora.v1.Row.values:type_name -> lunora.v1.Value
-	16, // 8: lunora.v1.CallRequest.args:type_name -> lunora.v1.CallRequest.ArgsEntry
-	9,  // 9: lunora.v1.CallRequest.read:type_name -> lunora.v1.ReadOptions
-	2,  // 10: lunora.v1.ReadOptions.consistency:type_name -> lunora.v1.ReadOptions.Consistency
-	7,  // 11: lunora.v1.CallResponse.rows:type_name -> lunora.v1.Row
-	17, // 12: lunora.v1.SqlRequest.params:type_name -> lunora.v1.SqlRequest.ParamsEntry
-	9,  // 13: lunora.v1.SqlRequest.read:type_name -> lunora.v1.ReadOptions
-	7,  // 14: lunora.v1.SqlResponse.rows:type_name -> lunora.v1.Row
-	6,  // 15: lunora.v1.SubscribeRequest.ArgsEntry.value:type_name -> lunora.v1.Value
-	6,  // 16: lunora.v1.CallRequest.ArgsEntry.value:type_name -> lunora.v1.Value
-	6,  // 17: lunora.v1.SqlRequest.ParamsEntry.value:type_name -> lunora.v1.Value
-	8,  // 18: lunora.v1.Lunora.Call:input_type -> lunora.v1.CallRequest
-	11, // 19: lunora.v1.Lunora.Sql:input_type -> lunora.v1.SqlRequest
-	13, // 20: lunora.v1.Lunora.Status:input_type -> lunora.v1.StatusRequest
-	3,  // 21: lunora.v1.Lunora.Subscribe:input_type -> lunora.v1.SubscribeRequest
-	10, // 22: lunora.v1.Lunora.Call:output_type -> lunora.v1.CallResponse
-	12, // 23: lunora.v1.Lunora.Sql:output_type -> lunora.v1.SqlResponse
-	14, // 24: lunora.v1.Lunora.Status:output_type -> lunora.v1.StatusResponse
-	4,  // 25: lunora.v1.Lunora.Subscribe:output_type -> lunora.v1.SubscribeEvent
-	22, // [22:26] is the sub-list for method output_type
-	18, // [18:22] is the sub-list for method input_type
-	18, // [18:18] is the sub-list for extension type_name
-	18, // [18:18] is the sub-list for extension extendee
-	0,  // [0:18] is the sub-list for field type_name
+	19, // 0: lunora.v1.FanOutRequest.args:type_name -> lunora.v1.FanOutRequest.ArgsEntry
+	0,  // 1: lunora.v1.FanOutRequest.merge:type_name -> lunora.v1.FanOutRequest.Merge
+	11, // 2: lunora.v1.FanOutResponse.rows:type_name -> lunora.v1.Row
+	6,  // 3: lunora.v1.FanOutResponse.failed:type_name -> lunora.v1.ShardFailure
+	20, // 4: lunora.v1.SubscribeRequest.args:type_name -> lunora.v1.SubscribeRequest.ArgsEntry
+	1,  // 5: lunora.v1.SubscribeEvent.kind:type_name -> lunora.v1.SubscribeEvent.Kind
+	11, // 6: lunora.v1.SubscribeEvent.rows:type_name -> lunora.v1.Row
+	9,  // 7: lunora.v1.SubscribeEvent.changes:type_name -> lunora.v1.RowChange
+	2,  // 8: lunora.v1.RowChange.op:type_name -> lunora.v1.RowChange.Op
+	10, // 9: lunora.v1.RowChange.key:type_name -> lunora.v1.Value
+	11, // 10: lunora.v1.RowChange.row:type_name -> lunora.v1.Row
+	10, // 11: lunora.v1.Row.values:type_name -> lunora.v1.Value
+	21, // 12: lunora.v1.CallRequest.args:type_name -> lunora.v1.CallRequest.ArgsEntry
+	13, // 13: lunora.v1.CallRequest.read:type_name -> lunora.v1.ReadOptions
+	3,  // 14: lunora.v1.ReadOptions.consistency:type_name -> lunora.v1.ReadOptions.Consistency
+	11, // 15: lunora.v1.CallResponse.rows:type_name -> lunora.v1.Row
+	22, // 16: lunora.v1.SqlRequest.params:type_name -> lunora.v1.SqlRequest.ParamsEntry
+	13, // 17: lunora.v1.SqlRequest.read:type_name -> lunora.v1.ReadOptions
+	11, // 18: lunora.v1.SqlResponse.rows:type_name -> lunora.v1.Row
+	10, // 19: lunora.v1.FanOutRequest.ArgsEntry.value:type_name -> lunora.v1.Value
+	10, // 20: lunora.v1.SubscribeRequest.ArgsEntry.value:type_name -> lunora.v1.Value
+	10, // 21: lunora.v1.CallRequest.ArgsEntry.value:type_name -> lunora.v1.Value
+	10, // 22: lunora.v1.SqlRequest.ParamsEntry.value:type_name -> lunora.v1.Value
+	12, // 23: lunora.v1.Lunora.Call:input_type -> lunora.v1.CallRequest
+	15, // 24: lunora.v1.Lunora.Sql:input_type -> lunora.v1.SqlRequest
+	17, // 25: lunora.v1.Lunora.Status:input_type -> lunora.v1.StatusRequest
+	7,  // 26: lunora.v1.Lunora.Subscribe:input_type -> lunora.v1.SubscribeRequest
+	4,  // 27: lunora.v1.Lunora.FanOut:input_type -> lunora.v1.FanOutRequest
+	14, // 28: lunora.v1.Lunora.Call:output_type -> lunora.v1.CallResponse
+	16, // 29: lunora.v1.Lunora.Sql:output_type -> lunora.v1.SqlResponse
+	18, // 30: lunora.v1.Lunora.Status:output_type -> lunora.v1.StatusResponse
+	8,  // 31: lunora.v1.Lunora.Subscribe:output_type -> lunora.v1.SubscribeEvent
+	5,  // 32: lunora.v1.Lunora.FanOut:output_type -> lunora.v1.FanOutResponse
+	28, // [28:33] is the sub-list for method output_type
+	23, // [23:28] is the sub-list for method input_type
+	23, // [23:23] is the sub-list for extension type_name
+	23, // [23:23] is the sub-list for extension extendee
+	0,  // [0:23] is the sub-list for field type_name
 }
 
 func init() { file_lunora_v1_lunora_proto_init() }
@@ -1299,7 +1687,7 @@ func file_lunora_v1_lunora_proto_init() {
 	if File_lunora_v1_lunora_proto != nil {
 		return
 	}
-	file_lunora_v1_lunora_proto_msgTypes[3].OneofWrappers = []any{
+	file_lunora_v1_lunora_proto_msgTypes[6].OneofWrappers = []any{
 		(*Value_Null)(nil),
 		(*Value_Integer)(nil),
 		(*Value_Real)(nil),
@@ -1312,8 +1700,8 @@ func file_lunora_v1_lunora_proto_init() {
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_lunora_v1_lunora_proto_rawDesc), len(file_lunora_v1_lunora_proto_rawDesc)),
-			NumEnums:      3,
-			NumMessages:   15,
+			NumEnums:      4,
+			NumMessages:   19,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

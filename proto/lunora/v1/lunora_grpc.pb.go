@@ -25,6 +25,7 @@ const (
 	Lunora_Sql_FullMethodName       = "/lunora.v1.Lunora/Sql"
 	Lunora_Status_FullMethodName    = "/lunora.v1.Lunora/Status"
 	Lunora_Subscribe_FullMethodName = "/lunora.v1.Lunora/Subscribe"
+	Lunora_FanOut_FullMethodName    = "/lunora.v1.Lunora/FanOut"
 )
 
 // LunoraClient is the client API for Lunora service.
@@ -55,6 +56,13 @@ type LunoraClient interface {
 	// RESOURCE_EXHAUSTED for a subscriber too slow to keep up, UNAVAILABLE
 	// when the node shuts down.
 	Subscribe(ctx context.Context, in *SubscribeRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[SubscribeEvent], error)
+	// FanOut is an explicit cross-shard read: one query function of a
+	// shard_by group run on the listed shards (or every registered shard of
+	// the group) with bounded concurrency and a per-shard deadline, the
+	// answers merged (concat, top-k by a column, or keyset pages with an
+	// opaque cursor). Shards that fail are listed in failed, never hidden;
+	// the call itself fails only for a bad request or a lost caller.
+	FanOut(ctx context.Context, in *FanOutRequest, opts ...grpc.CallOption) (*FanOutResponse, error)
 }
 
 type lunoraClient struct {
@@ -114,6 +122,16 @@ func (c *lunoraClient) Subscribe(ctx context.Context, in *SubscribeRequest, opts
 // This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
 type Lunora_SubscribeClient = grpc.ServerStreamingClient[SubscribeEvent]
 
+func (c *lunoraClient) FanOut(ctx context.Context, in *FanOutRequest, opts ...grpc.CallOption) (*FanOutResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(FanOutResponse)
+	err := c.cc.Invoke(ctx, Lunora_FanOut_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 // LunoraServer is the server API for Lunora service.
 // All implementations must embed UnimplementedLunoraServer
 // for forward compatibility.
@@ -142,6 +160,13 @@ type LunoraServer interface {
 	// RESOURCE_EXHAUSTED for a subscriber too slow to keep up, UNAVAILABLE
 	// when the node shuts down.
 	Subscribe(*SubscribeRequest, grpc.ServerStreamingServer[SubscribeEvent]) error
+	// FanOut is an explicit cross-shard read: one query function of a
+	// shard_by group run on the listed shards (or every registered shard of
+	// the group) with bounded concurrency and a per-shard deadline, the
+	// answers merged (concat, top-k by a column, or keyset pages with an
+	// opaque cursor). Shards that fail are listed in failed, never hidden;
+	// the call itself fails only for a bad request or a lost caller.
+	FanOut(context.Context, *FanOutRequest) (*FanOutResponse, error)
 	mustEmbedUnimplementedLunoraServer()
 }
 
@@ -163,6 +188,9 @@ func (UnimplementedLunoraServer) Status(context.Context, *StatusRequest) (*Statu
 }
 func (UnimplementedLunoraServer) Subscribe(*SubscribeRequest, grpc.ServerStreamingServer[SubscribeEvent]) error {
 	return status.Errorf(codes.Unimplemented, "method Subscribe not implemented")
+}
+func (UnimplementedLunoraServer) FanOut(context.Context, *FanOutRequest) (*FanOutResponse, error) {
+	return nil, status.Errorf(codes.Unimplemented, "method FanOut not implemented")
 }
 func (UnimplementedLunoraServer) mustEmbedUnimplementedLunoraServer() {}
 func (UnimplementedLunoraServer) testEmbeddedByValue()                {}
@@ -250,6 +278,24 @@ func _Lunora_Subscribe_Handler(srv interface{}, stream grpc.ServerStream) error 
 // This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
 type Lunora_SubscribeServer = grpc.ServerStreamingServer[SubscribeEvent]
 
+func _Lunora_FanOut_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(FanOutRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(LunoraServer).FanOut(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: Lunora_FanOut_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(LunoraServer).FanOut(ctx, req.(*FanOutRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 // Lunora_ServiceDesc is the grpc.ServiceDesc for Lunora service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -268,6 +314,10 @@ var Lunora_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "Status",
 			Handler:    _Lunora_Status_Handler,
+		},
+		{
+			MethodName: "FanOut",
+			Handler:    _Lunora_FanOut_Handler,
 		},
 	},
 	Streams: []grpc.StreamDesc{
