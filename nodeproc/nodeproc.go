@@ -14,6 +14,7 @@ import (
 
 	"github.com/lunora/lunora/examples/chat"
 	"github.com/lunora/lunora/gateway"
+	"github.com/lunora/lunora/membership"
 	"github.com/lunora/lunora/node"
 	"github.com/lunora/lunora/raftglobal"
 	"github.com/lunora/lunora/rpc"
@@ -58,6 +59,10 @@ type Config struct {
 	Seeds []string
 	// Cluster configures the ring, handoffs and rebalancing.
 	Cluster node.ClusterConfig
+	// Gossip, when set, makes the node a member of the gossip cluster
+	// (discovery and failure detection for gateways); ID, Role, GRPCAddr,
+	// Weight and Logger are filled from this Config.
+	Gossip *membership.Config
 
 	Logger   *slog.Logger
 	Registry *prometheus.Registry
@@ -73,6 +78,7 @@ type Process struct {
 	GRPCAddr string
 	HTTPAddr string
 	RaftAddr string
+	Members  *membership.Membership // nil without gossip
 
 	cancel   context.CancelFunc
 	announce sync.WaitGroup
@@ -207,6 +213,18 @@ func Start(cfg Config) (p *Process, err error) {
 	}
 	p.HTTPAddr = httpAddr.String()
 
+	if cfg.Gossip != nil {
+		mc := *cfg.Gossip
+		mc.Meta.ID, mc.Meta.Role, mc.Meta.GRPCAddr = cfg.NodeID, membership.RoleNode, advertise
+		mc.Meta.Weight, mc.Meta.State = cfg.Cluster.Weight, "up"
+		if mc.Logger == nil {
+			mc.Logger = log
+		}
+		if p.Members, err = membership.Start(mc); err != nil {
+			return nil, fmt.Errorf("gossip: %w", err)
+		}
+	}
+
 	voter := len(g.Bootstrap) > 0
 	p.announce.Add(2)
 	go func() {
@@ -248,6 +266,9 @@ func (p *Process) Leave(ctx context.Context) error {
 	if p.Node == nil {
 		return nil
 	}
+	if p.Members != nil {
+		p.Members.SetMeta(func(m *membership.Meta) { m.State = "leaving" })
+	}
 	left, err := p.Node.Leave(ctx)
 	if err != nil {
 		return fmt.Errorf("leave: %w", err)
@@ -264,6 +285,10 @@ func (p *Process) Shutdown(ctx context.Context) error {
 		p.cancel()
 	}
 	p.announce.Wait()
+	if p.Members != nil {
+		p.Members.Leave(2 * time.Second)
+		p.Members.Shutdown()
+	}
 	if p.Server != nil {
 		p.Server.Shutdown(ctx)
 	}

@@ -226,7 +226,36 @@ func StatusResponseFromStatus(s *api.Status) (*lunorav1.StatusResponse, error) {
 		ShardsOnDisk:  s.ShardsOnDisk,
 		InFlight:      s.InFlight,
 		UptimeSeconds: s.UptimeSeconds,
+		Cluster:       clusterToProto(s.Cluster),
 	}, nil
+}
+
+func clusterToProto(c *api.ClusterStatus) *lunorav1.ClusterStatus {
+	if c == nil {
+		return nil
+	}
+	conv := func(ns []api.RingNode) []*lunorav1.ClusterNode {
+		out := make([]*lunorav1.ClusterNode, len(ns))
+		for i, n := range ns {
+			out[i] = &lunorav1.ClusterNode{Id: n.ID, Weight: int32(n.Weight), GrpcAddr: n.GRPCAddr, State: n.State, Shards: n.Shards, Alive: n.Alive}
+		}
+		return out
+	}
+	return &lunorav1.ClusterStatus{RingEpoch: c.Ring.Epoch, Nodes: conv(c.Ring.Nodes), Members: conv(c.Ring.Members), MovesInFlight: c.MovesInFlight}
+}
+
+func clusterFromProto(m *lunorav1.ClusterStatus) *api.ClusterStatus {
+	if m == nil {
+		return nil
+	}
+	conv := func(ns []*lunorav1.ClusterNode) []api.RingNode {
+		out := make([]api.RingNode, len(ns))
+		for i, n := range ns {
+			out[i] = api.RingNode{ID: n.GetId(), Weight: int(n.GetWeight()), GRPCAddr: n.GetGrpcAddr(), State: n.GetState(), Shards: n.GetShards(), Alive: n.GetAlive()}
+		}
+		return out
+	}
+	return &api.ClusterStatus{Ring: api.Ring{Epoch: m.GetRingEpoch(), Nodes: conv(m.GetNodes()), Members: conv(m.GetMembers())}, MovesInFlight: m.GetMovesInFlight()}
 }
 
 // StatusFromStatusResponse converts a process status back.
@@ -239,6 +268,7 @@ func StatusFromStatusResponse(m *lunorav1.StatusResponse) *api.Status {
 		ShardsOnDisk:  m.GetShardsOnDisk(),
 		InFlight:      m.GetInFlight(),
 		UptimeSeconds: m.GetUptimeSeconds(),
+		Cluster:       clusterFromProto(m.GetCluster()),
 	}
 }
 

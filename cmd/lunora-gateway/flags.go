@@ -4,7 +4,11 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"os"
+	"strings"
 	"time"
+
+	"github.com/lunora/lunora/membership"
 )
 
 type options struct {
@@ -15,6 +19,12 @@ type options struct {
 	logLevel       string
 	requestTimeout time.Duration
 	maxBodyBytes   int64
+
+	gatewayID   string
+	gossipAddr  string
+	gossipAdv   string
+	gossipSeeds []string
+	gossipKey   []byte
 }
 
 func parseFlags(args []string, stderr io.Writer) (*options, error) {
@@ -22,18 +32,31 @@ func parseFlags(args []string, stderr io.Writer) (*options, error) {
 	fs := flag.NewFlagSet("lunora-gateway", flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	fs.Usage = func() {
-		fmt.Fprint(stderr, "lunora-gateway serves Lunora's public API (gRPC and HTTP/JSON) and forwards calls to lunora-node.\n\nUsage:\n  lunora-gateway -schema lunora.yaml -node host:port [flags]\n\nFlags:\n")
+		fmt.Fprint(stderr, "lunora-gateway serves Lunora's public API (gRPC and HTTP/JSON) and routes each call to the lunora-node that owns its shard.\n\nUsage:\n  lunora-gateway -schema lunora.yaml -node host:port[,host:port...] [flags]\n\nFlags:\n")
 		fs.PrintDefaults()
 	}
 	fs.StringVar(&o.schemaPath, "schema", "", "path to lunora.yaml (required; the same file the nodes load)")
-	fs.StringVar(&o.nodeAddr, "node", "", "gRPC address of the lunora-node serving shards (required)")
+	fs.StringVar(&o.nodeAddr, "node", "", "node-API addresses (comma separated) of lunora-nodes to read the ring from (required unless -gossip-seeds finds nodes)")
 	fs.StringVar(&o.grpcAddr, "grpc-addr", ":8081", "public gRPC listen address")
 	fs.StringVar(&o.httpAddr, "http-addr", ":8080", "public HTTP listen address (/v1/call, /v1/sql, /v1/status, /metrics, /healthz, /readyz)")
 	fs.StringVar(&o.logLevel, "log-level", "info", "debug, info, warn or error")
 	fs.DurationVar(&o.requestTimeout, "request-timeout", 10*time.Second, "deadline of a call to a node")
 	fs.Int64Var(&o.maxBodyBytes, "max-body-bytes", 1<<20, "largest HTTP request body")
+	fs.StringVar(&o.gatewayID, "id", hostnameOr("gateway"), "this gateway's ID in the gossip cluster")
+	fs.StringVar(&o.gossipAddr, "gossip-addr", "", "gossip bind address host:port (memberlist; empty: no gossip, dead nodes are found by failed calls)")
+	fs.StringVar(&o.gossipAdv, "gossip-advertise", "", "gossip address others reach this gateway at (default: the bound one)")
+	gossipSeeds := fs.String("gossip-seeds", "", "gossip seeds host:port,... — a DNS name (a Kubernetes headless Service) stands for all its addresses")
+	gossipKey := fs.String("gossip-key", os.Getenv("LUNORA_GOSSIP_KEY"), "base64 AES key (16, 24 or 32 bytes) encrypting gossip; default $LUNORA_GOSSIP_KEY")
 	if err := fs.Parse(args); err != nil {
 		return nil, err
+	}
+	o.gossipSeeds = splitList(*gossipSeeds)
+	if *gossipKey != "" {
+		k, err := membership.ParseKey(*gossipKey)
+		if err != nil {
+			return nil, fmt.Errorf("-gossip-key: %w", err)
+		}
+		o.gossipKey = k
 	}
 	if fs.NArg() > 0 {
 		return nil, fmt.Errorf("unexpected argument %q", fs.Arg(0))
@@ -41,8 +64,25 @@ func parseFlags(args []string, stderr io.Writer) (*options, error) {
 	if o.schemaPath == "" {
 		return nil, fmt.Errorf("-schema is required: the path of the app's lunora.yaml")
 	}
-	if o.nodeAddr == "" {
-		return nil, fmt.Errorf("-node is required: the gRPC address of a lunora-node")
+	if o.nodeAddr == "" && (o.gossipAddr == "" || len(o.gossipSeeds) == 0) {
+		return nil, fmt.Errorf("-node is required (node-API addresses of lunora-nodes), unless -gossip-addr and -gossip-seeds let the gateway find them")
 	}
 	return o, nil
+}
+
+func hostnameOr(def string) string {
+	if h, err := os.Hostname(); err == nil && h != "" {
+		return h
+	}
+	return def
+}
+
+func splitList(s string) []string {
+	var out []string
+	for _, p := range strings.Split(s, ",") {
+		if p = strings.TrimSpace(p); p != "" {
+			out = append(out, p)
+		}
+	}
+	return out
 }

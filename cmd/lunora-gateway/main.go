@@ -15,6 +15,8 @@ import (
 	"time"
 
 	"github.com/lunora/lunora/gateway"
+	"github.com/lunora/lunora/membership"
+	"github.com/lunora/lunora/router"
 	"github.com/lunora/lunora/rpc"
 	"github.com/lunora/lunora/schema"
 	"github.com/lunora/lunora/server"
@@ -47,24 +49,42 @@ func run(ctx context.Context, o *options, stdout, stderr io.Writer) error {
 	if err != nil {
 		return err
 	}
-	node, err := rpc.NewNodeClient(o.nodeAddr)
+	rc := router.Config{App: app, Seeds: splitList(o.nodeAddr), Logger: log}
+	var members *membership.Membership
+	if o.gossipAddr != "" {
+		members, err = membership.Start(membership.Config{
+			BindAddr: o.gossipAddr, AdvertiseAddr: o.gossipAdv, Seeds: o.gossipSeeds, SecretKey: o.gossipKey,
+			Meta:   membership.Meta{ID: o.gatewayID, Role: membership.RoleGateway},
+			Logger: log,
+		})
+		if err != nil {
+			return fmt.Errorf("gossip: %w", err)
+		}
+		defer members.Shutdown()
+		rc.Members = members.Members
+	}
+	rt, err := router.New(rc)
 	if err != nil {
 		return err
 	}
-	defer node.Close()
+	defer rt.Close()
+	rt.Start()
 	reg := server.NewRegistry()
 	gcfg := gateway.DefaultConfig()
-	gcfg.App, gcfg.Backend, gcfg.Logger, gcfg.Registerer = app, node, log, reg
+	gcfg.App, gcfg.Backend, gcfg.Logger, gcfg.Registerer = app, rt, log, reg
 	gcfg.RequestTimeout, gcfg.MaxBodyBytes = o.requestTimeout, o.maxBodyBytes
 	gw, err := gateway.New(gcfg)
 	if err != nil {
 		return err
 	}
-	// Ready when the node answers: a gateway without its node only fails.
+	// Ready once the ring is known: a gateway without it only fails.
 	ready := func() error {
+		if rt.Epoch() > 0 {
+			return nil
+		}
 		cctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
 		defer cancel()
-		_, err := node.Status(cctx)
+		_, err := rt.Refresh(cctx, 1)
 		return err
 	}
 	proc := server.New(reg, log, ready)
@@ -78,6 +98,9 @@ func run(ctx context.Context, o *options, stdout, stderr io.Writer) error {
 		return err
 	}
 	fmt.Fprintf(stdout, "LUNORA_READY gateway http=%s grpc=%s node=%s\n", httpAddr, grpcAddr, o.nodeAddr)
+	if members != nil {
+		defer members.Leave(2 * time.Second)
+	}
 	log.Info("lunora-gateway serving", "grpc", grpcAddr.String(), "http", httpAddr.String(), "node", o.nodeAddr)
 	<-ctx.Done()
 	log.Info("shutting down")

@@ -8,6 +8,8 @@ import (
 	"strings"
 	"time"
 
+	"github.com/lunora/lunora/membership"
+	"github.com/lunora/lunora/node"
 	"github.com/lunora/lunora/raftglobal"
 	"github.com/lunora/lunora/shardhost"
 )
@@ -35,6 +37,29 @@ type options struct {
 
 	snapshotThreshold uint64
 	batching          bool
+
+	weight       int
+	maxMoves     int
+	moveRate     int64
+	leaveTimeout time.Duration
+	gossipAddr   string
+	gossipAdv    string
+	gossipSeeds  []string
+	gossipKey    []byte
+}
+
+func (o *options) clusterConfig() node.ClusterConfig {
+	c := node.DefaultClusterConfig()
+	c.Weight, c.MaxMoves, c.MoveBytesPerSec = o.weight, o.maxMoves, o.moveRate
+	return c
+}
+
+// gossipConfig is nil when -gossip-addr is not set.
+func (o *options) gossipConfig() *membership.Config {
+	if o.gossipAddr == "" {
+		return nil
+	}
+	return &membership.Config{BindAddr: o.gossipAddr, AdvertiseAddr: o.gossipAdv, Seeds: o.gossipSeeds, SecretKey: o.gossipKey}
 }
 
 func (o *options) globalConfig() raftglobal.Config {
@@ -51,8 +76,10 @@ const usage = `lunora-node runs Lunora shard hosts.
 Usage:
   lunora-node [serve] [flags]   serve the node API to gateways
   lunora-node dev [flags]       node + gateway + data in ./lunora-data, all in one process
+  lunora-node status -node ADDR
+                                the ring epoch, nodes, shards per node, moves in flight
   lunora-node remove-node -node ADDR ID
-                                remove a (dead) node from the global tier
+                                remove a (dead) node from the ring and the global tier
 
 Flags:
 `
@@ -89,11 +116,30 @@ func parseFlags(args []string, stderr io.Writer) (*options, error) {
 	fs.IntVar(&o.maxActive, "max-active", def.MaxActive, "most shards kept open at once (LRU beyond)")
 	fs.IntVar(&o.mailbox, "mailbox", def.MailboxSize, "mutations queued per shard before RESOURCE_EXHAUSTED")
 	fs.IntVar(&o.maxInFlight, "max-in-flight", def.MaxInFlight, "requests served at once before RESOURCE_EXHAUSTED")
+	fs.IntVar(&o.weight, "weight", 1, "cluster: this node's share of shards relative to the others (0: hosts no shards)")
+	fs.IntVar(&o.maxMoves, "max-moves", 8, "cluster: most shard handoffs this node sends at once")
+	fs.Int64Var(&o.moveRate, "move-rate", 0, "cluster: bytes per second this node streams in handoffs (0: no limit)")
+	fs.DurationVar(&o.leaveTimeout, "leave-timeout", 60*time.Second, "cluster: on SIGTERM, how long to hand off shards before stopping")
+	fs.StringVar(&o.gossipAddr, "gossip-addr", "", "cluster: gossip bind address host:port (memberlist; empty: no gossip)")
+	fs.StringVar(&o.gossipAdv, "gossip-advertise", "", "cluster: gossip address others reach this node at (default: the bound one)")
+	gossipSeeds := fs.String("gossip-seeds", "", "cluster: gossip seeds host:port,... — a DNS name (a Kubernetes headless Service) stands for all its addresses")
+	gossipKey := fs.String("gossip-key", os.Getenv("LUNORA_GOSSIP_KEY"), "cluster: base64 AES key (16, 24 or 32 bytes) encrypting gossip; default $LUNORA_GOSSIP_KEY")
 	if err := fs.Parse(args); err != nil {
 		return nil, err
 	}
 	if fs.NArg() > 0 {
-		return nil, fmt.Errorf("unexpected argument %q (subcommands: serve, dev, remove-node)", fs.Arg(0))
+		return nil, fmt.Errorf("unexpected argument %q (subcommands: serve, dev, status, remove-node)", fs.Arg(0))
+	}
+	if o.weight < 0 || o.maxMoves < 1 || o.moveRate < 0 {
+		return nil, fmt.Errorf("-weight and -move-rate must not be negative, -max-moves must be at least 1")
+	}
+	o.gossipSeeds = splitList(*gossipSeeds)
+	if *gossipKey != "" {
+		k, err := membership.ParseKey(*gossipKey)
+		if err != nil {
+			return nil, fmt.Errorf("-gossip-key: %w", err)
+		}
+		o.gossipKey = k
 	}
 	for _, part := range splitList(*bootstrap) {
 		id, addr, ok := strings.Cut(part, "=")

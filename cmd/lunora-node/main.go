@@ -24,6 +24,13 @@ import (
 )
 
 func main() {
+	if len(os.Args) > 1 && os.Args[1] == "status" {
+		if err := showStatus(os.Args[2:], os.Stdout, os.Stderr); err != nil {
+			fmt.Fprintln(os.Stderr, "lunora-node status:", err)
+			os.Exit(1)
+		}
+		return
+	}
 	if len(os.Args) > 1 && os.Args[1] == "remove-node" {
 		if err := removeNode(os.Args[2:], os.Stderr); err != nil {
 			fmt.Fprintln(os.Stderr, "lunora-node remove-node:", err)
@@ -85,6 +92,7 @@ func run(ctx context.Context, o *options, stdout, stderr io.Writer) error {
 		App: app, Dir: o.dataDir, NodeID: o.nodeID,
 		GRPCAddr: o.grpcAddr, GRPCAdvertise: o.grpcAdvertise, HTTPAddr: o.httpAddr,
 		RaftAddr: o.raftAddr, RaftAdvertise: o.raftAdvertise, Bootstrap: o.bootstrap, Seeds: o.join,
+		Cluster: o.clusterConfig(), Gossip: o.gossipConfig(),
 		Logger: log,
 	})
 	if err != nil {
@@ -98,6 +106,16 @@ func run(ctx context.Context, o *options, stdout, stderr io.Writer) error {
 	log.Info("lunora-node serving", "node", o.nodeID, "dev", o.dev, "grpc", p.GRPCAddr, "http", p.HTTPAddr, "raft", p.RaftAddr, "data", o.dataDir, "schema", schemaName)
 
 	<-ctx.Done()
+	if !o.dev {
+		// A graceful leave: out of the ring, every shard handed off to
+		// its new owner, then stop.
+		log.Info("leaving the cluster: handing off shards", "timeout", o.leaveTimeout)
+		lctx, lcancel := context.WithTimeout(context.Background(), o.leaveTimeout)
+		if err := p.Leave(lctx); err != nil {
+			log.Warn("leave", "err", err)
+		}
+		lcancel()
+	}
 	log.Info("shutting down")
 	sctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()
@@ -124,6 +142,46 @@ func removeNode(args []string, stderr io.Writer) error {
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	return c.RemoveNode(ctx, fs.Arg(0), false)
+}
+
+// showStatus prints the cluster as a node sees it:
+// lunora-node status -node ADDR.
+func showStatus(args []string, stdout, stderr io.Writer) error {
+	fs := flag.NewFlagSet("lunora-node status", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	addr := fs.String("node", "127.0.0.1:7070", "node-API address of any running node")
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	c, err := rpc.NewNodeClient(*addr)
+	if err != nil {
+		return err
+	}
+	defer c.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	st, err := c.Status(ctx)
+	if err != nil {
+		return err
+	}
+	fmt.Fprintf(stdout, "node %s (%s) version %s: %d shards on disk, %d active\n", st.NodeID, st.NodeAddress, st.Version, st.ShardsOnDisk, st.ActiveShards)
+	if st.Cluster == nil {
+		return nil
+	}
+	inRing := map[string]bool{}
+	for _, n := range st.Cluster.Ring.Nodes {
+		inRing[n.ID] = true
+	}
+	fmt.Fprintf(stdout, "ring epoch %d, %d nodes; moves in flight on this node: %d\n", st.Cluster.Ring.Epoch, len(st.Cluster.Ring.Nodes), st.Cluster.MovesInFlight)
+	fmt.Fprintf(stdout, "%-16s %-22s %-8s %-7s %-6s %s\n", "NODE", "ADDRESS", "STATE", "IN RING", "WEIGHT", "SHARDS")
+	weights := map[string]int{}
+	for _, n := range st.Cluster.Ring.Nodes {
+		weights[n.ID] = n.Weight
+	}
+	for _, n := range st.Cluster.Ring.Members {
+		fmt.Fprintf(stdout, "%-16s %-22s %-8s %-7v %-6d %d\n", n.ID, n.GRPCAddr, n.State, inRing[n.ID], weights[n.ID], n.Shards)
+	}
+	return nil
 }
 
 func printDevBanner(w io.Writer, httpAddr, grpcAddr, data, schemaName string) {
