@@ -1376,6 +1376,9 @@ type StatusResponse struct {
 	InFlight      int64  `protobuf:"varint,5,opt,name=in_flight,json=inFlight,proto3" json:"in_flight,omitempty"`
 	UptimeSeconds int64  `protobuf:"varint,6,opt,name=uptime_seconds,json=uptimeSeconds,proto3" json:"uptime_seconds,omitempty"`
 	NodeAddress   string `protobuf:"bytes,7,opt,name=node_address,json=nodeAddress,proto3" json:"node_address,omitempty"`
+	// cluster is the ring as the answering node knows it; absent on a
+	// process without cluster metadata.
+	Cluster       *ClusterStatus `protobuf:"bytes,8,opt,name=cluster,proto3" json:"cluster,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1455,6 +1458,169 @@ func (x *StatusResponse) GetUptimeSeconds() int64 {
 func (x *StatusResponse) GetNodeAddress() string {
 	if x != nil {
 		return x.NodeAddress
+	}
+	return ""
+}
+
+func (x *StatusResponse) GetCluster() *ClusterStatus {
+	if x != nil {
+		return x.Cluster
+	}
+	return nil
+}
+
+type ClusterStatus struct {
+	state     protoimpl.MessageState `protogen:"open.v1"`
+	RingEpoch uint64                 `protobuf:"varint,1,opt,name=ring_epoch,json=ringEpoch,proto3" json:"ring_epoch,omitempty"`
+	// nodes are the ring's nodes; members every node the cluster records.
+	Nodes   []*ClusterNode `protobuf:"bytes,2,rep,name=nodes,proto3" json:"nodes,omitempty"`
+	Members []*ClusterNode `protobuf:"bytes,3,rep,name=members,proto3" json:"members,omitempty"`
+	// moves_in_flight are the shard handoffs under way on the answering node.
+	MovesInFlight int64 `protobuf:"varint,4,opt,name=moves_in_flight,json=movesInFlight,proto3" json:"moves_in_flight,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ClusterStatus) Reset() {
+	*x = ClusterStatus{}
+	mi := &file_lunora_v1_lunora_proto_msgTypes[15]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ClusterStatus) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ClusterStatus) ProtoMessage() {}
+
+func (x *ClusterStatus) ProtoReflect() protoreflect.Message {
+	mi := &file_lunora_v1_lunora_proto_msgTypes[15]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ClusterStatus.ProtoReflect.Descriptor instead.
+func (*ClusterStatus) Descriptor() ([]byte, []int) {
+	return file_lunora_v1_lunora_proto_rawDescGZIP(), []int{15}
+}
+
+func (x *ClusterStatus) GetRingEpoch() uint64 {
+	if x != nil {
+		return x.RingEpoch
+	}
+	return 0
+}
+
+func (x *ClusterStatus) GetNodes() []*ClusterNode {
+	if x != nil {
+		return x.Nodes
+	}
+	return nil
+}
+
+func (x *ClusterStatus) GetMembers() []*ClusterNode {
+	if x != nil {
+		return x.Members
+	}
+	return nil
+}
+
+func (x *ClusterStatus) GetMovesInFlight() int64 {
+	if x != nil {
+		return x.MovesInFlight
+	}
+	return 0
+}
+
+type ClusterNode struct {
+	state    protoimpl.MessageState `protogen:"open.v1"`
+	Id       string                 `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"`
+	Weight   int32                  `protobuf:"varint,2,opt,name=weight,proto3" json:"weight,omitempty"`
+	GrpcAddr string                 `protobuf:"bytes,3,opt,name=grpc_addr,json=grpcAddr,proto3" json:"grpc_addr,omitempty"`
+	// state is what the cluster metadata records (up, removed); alive the
+	// gossip view of a gateway (alive, suspect, dead, left).
+	State         string `protobuf:"bytes,4,opt,name=state,proto3" json:"state,omitempty"`
+	Shards        int64  `protobuf:"varint,5,opt,name=shards,proto3" json:"shards,omitempty"`
+	Alive         string `protobuf:"bytes,6,opt,name=alive,proto3" json:"alive,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ClusterNode) Reset() {
+	*x = ClusterNode{}
+	mi := &file_lunora_v1_lunora_proto_msgTypes[16]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ClusterNode) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ClusterNode) ProtoMessage() {}
+
+func (x *ClusterNode) ProtoReflect() protoreflect.Message {
+	mi := &file_lunora_v1_lunora_proto_msgTypes[16]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ClusterNode.ProtoReflect.Descriptor instead.
+func (*ClusterNode) Descriptor() ([]byte, []int) {
+	return file_lunora_v1_lunora_proto_rawDescGZIP(), []int{16}
+}
+
+func (x *ClusterNode) GetId() string {
+	if x != nil {
+		return x.Id
+	}
+	return ""
+}
+
+func (x *ClusterNode) GetWeight() int32 {
+	if x != nil {
+		return x.Weight
+	}
+	return 0
+}
+
+func (x *ClusterNode) GetGrpcAddr() string {
+	if x != nil {
+		return x.GrpcAddr
+	}
+	return ""
+}
+
+func (x *ClusterNode) GetState() string {
+	if x != nil {
+		return x.State
+	}
+	return ""
+}
+
+func (x *ClusterNode) GetShards() int64 {
+	if x != nil {
+		return x.Shards
+	}
+	return 0
+}
+
+func (x *ClusterNode) GetAlive() string {
+	if x != nil {
+		return x.Alive
 	}
 	return ""
 }
@@ -1586,7 +1752,7 @@ const file_lunora_v1_lunora_proto_rawDesc = "" +
 	"\bshard_id\x18\x04 \x01(\tR\ashardId\x12#\n" +
 	"\rrows_affected\x18\x05 \x01(\x03R\frowsAffected\x12\x1a\n" +
 	"\bbookmark\x18\x06 \x01(\x04R\bbookmark\"\x0f\n" +
-	"\rStatusRequest\"\xf5\x01\n" +
+	"\rStatusRequest\"\xa9\x02\n" +
 	"\x0eStatusResponse\x12\x17\n" +
 	"\anode_id\x18\x01 \x01(\tR\x06nodeId\x12\x18\n" +
 	"\aversion\x18\x02 \x01(\tR\aversion\x12#\n" +
@@ -1594,7 +1760,21 @@ const file_lunora_v1_lunora_proto_rawDesc = "" +
 	"\x0eshards_on_disk\x18\x04 \x01(\x03R\fshardsOnDisk\x12\x1b\n" +
 	"\tin_flight\x18\x05 \x01(\x03R\binFlight\x12%\n" +
 	"\x0euptime_seconds\x18\x06 \x01(\x03R\ruptimeSeconds\x12!\n" +
-	"\fnode_address\x18\a \x01(\tR\vnodeAddress2\xbc\x02\n" +
+	"\fnode_address\x18\a \x01(\tR\vnodeAddress\x122\n" +
+	"\acluster\x18\b \x01(\v2\x18.lunora.v1.ClusterStatusR\acluster\"\xb6\x01\n" +
+	"\rClusterStatus\x12\x1d\n" +
+	"\n" +
+	"ring_epoch\x18\x01 \x01(\x04R\tringEpoch\x12,\n" +
+	"\x05nodes\x18\x02 \x03(\v2\x16.lunora.v1.ClusterNodeR\x05nodes\x120\n" +
+	"\amembers\x18\x03 \x03(\v2\x16.lunora.v1.ClusterNodeR\amembers\x12&\n" +
+	"\x0fmoves_in_flight\x18\x04 \x01(\x03R\rmovesInFlight\"\x96\x01\n" +
+	"\vClusterNode\x12\x0e\n" +
+	"\x02id\x18\x01 \x01(\tR\x02id\x12\x16\n" +
+	"\x06weight\x18\x02 \x01(\x05R\x06weight\x12\x1b\n" +
+	"\tgrpc_addr\x18\x03 \x01(\tR\bgrpcAddr\x12\x14\n" +
+	"\x05state\x18\x04 \x01(\tR\x05state\x12\x16\n" +
+	"\x06shards\x18\x05 \x01(\x03R\x06shards\x12\x14\n" +
+	"\x05alive\x18\x06 \x01(\tR\x05alive2\xbc\x02\n" +
 	"\x06Lunora\x127\n" +
 	"\x04Call\x12\x16.lunora.v1.CallRequest\x1a\x17.lunora.v1.CallResponse\x124\n" +
 	"\x03Sql\x12\x15.lunora.v1.SqlRequest\x1a\x16.lunora.v1.SqlResponse\x12=\n" +
@@ -1615,7 +1795,7 @@ func file_lunora_v1_lunora_proto_rawDescGZIP() []byte {
 }
 
 var file_lunora_v1_lunora_proto_enumTypes = make([]protoimpl.EnumInfo, 4)
-var file_lunora_v1_lunora_proto_msgTypes = make([]protoimpl.MessageInfo, 19)
+var file_lunora_v1_lunora_proto_msgTypes = make([]protoimpl.MessageInfo, 21)
 var file_lunora_v1_lunora_proto_goTypes = []any{
 	(FanOutRequest_Merge)(0),     // 0: lunora.v1.FanOutRequest.Merge
 	(SubscribeEvent_Kind)(0),     // 1: lunora.v1.SubscribeEvent.Kind
@@ -1636,17 +1816,19 @@ var file_lunora_v1_lunora_proto_goTypes = []any{
 	(*SqlResponse)(nil),          // 16: lunora.v1.SqlResponse
 	(*StatusRequest)(nil),        // 17: lunora.v1.StatusRequest
 	(*StatusResponse)(nil),       // 18: lunora.v1.StatusResponse
-	nil,                          // 19: lunora.v1.FanOutRequest.ArgsEntry
-	nil,                          // 20: lunora.v1.SubscribeRequest.ArgsEntry
-	nil,                          // 21: lunora.v1.CallRequest.ArgsEntry
-	nil,                          // 22: lunora.v1.SqlRequest.ParamsEntry
+	(*ClusterStatus)(nil),        // 19: lunora.v1.ClusterStatus
+	(*ClusterNode)(nil),          // 20: lunora.v1.ClusterNode
+	nil,                          // 21: lunora.v1.FanOutRequest.ArgsEntry
+	nil,                          // 22: lunora.v1.SubscribeRequest.ArgsEntry
+	nil,                          // 23: lunora.v1.CallRequest.ArgsEntry
+	nil,                          // 24: lunora.v1.SqlRequest.ParamsEntry
 }
 var file_lunora_v1_lunora_proto_depIdxs = []int32{
-	19, // 0: lunora.v1.FanOutRequest.args:type_name -> lunora.v1.FanOutRequest.ArgsEntry
+	21, // 0: lunora.v1.FanOutRequest.args:type_name -> lunora.v1.FanOutRequest.ArgsEntry
 	0,  // 1: lunora.v1.FanOutRequest.merge:type_name -> lunora.v1.FanOutRequest.Merge
 	11, // 2: lunora.v1.FanOutResponse.rows:type_name -> lunora.v1.Row
 	6,  // 3: lunora.v1.FanOutResponse.failed:type_name -> lunora.v1.ShardFailure
-	20, // 4: lunora.v1.SubscribeRequest.args:type_name -> lunora.v1.SubscribeRequest.ArgsEntry
+	22, // 4: lunora.v1.SubscribeRequest.args:type_name -> lunora.v1.SubscribeRequest.ArgsEntry
 	1,  // 5: lunora.v1.SubscribeEvent.kind:type_name -> lunora.v1.SubscribeEvent.Kind
 	11, // 6: lunora.v1.SubscribeEvent.rows:type_name -> lunora.v1.Row
 	9,  // 7: lunora.v1.SubscribeEvent.changes:type_name -> lunora.v1.RowChange
@@ -1654,32 +1836,35 @@ var file_lunora_v1_lunora_proto_depIdxs = []int32{
 	10, // 9: lunora.v1.RowChange.key:type_name -> lunora.v1.Value
 	11, // 10: lunora.v1.RowChange.row:type_name -> lunora.v1.Row
 	10, // 11: lunora.v1.Row.values:type_name -> lunora.v1.Value
-	21, // 12: lunora.v1.CallRequest.args:type_name -> lunora.v1.CallRequest.ArgsEntry
+	23, // 12: lunora.v1.CallRequest.args:type_name -> lunora.v1.CallRequest.ArgsEntry
 	13, // 13: lunora.v1.CallRequest.read:type_name -> lunora.v1.ReadOptions
 	3,  // 14: lunora.v1.ReadOptions.consistency:type_name -> lunora.v1.ReadOptions.Consistency
 	11, // 15: lunora.v1.CallResponse.rows:type_name -> lunora.v1.Row
-	22, // 16: lunora.v1.SqlRequest.params:type_name -> lunora.v1.SqlRequest.ParamsEntry
+	24, // 16: lunora.v1.SqlRequest.params:type_name -> lunora.v1.SqlRequest.ParamsEntry
 	13, // 17: lunora.v1.SqlRequest.read:type_name -> lunora.v1.ReadOptions
 	11, // 18: lunora.v1.SqlResponse.rows:type_name -> lunora.v1.Row
-	10, // 19: lunora.v1.FanOutRequest.ArgsEntry.value:type_name -> lunora.v1.Value
-	10, // 20: lunora.v1.SubscribeRequest.ArgsEntry.value:type_name -> lunora.v1.Value
-	10, // 21: lunora.v1.CallRequest.ArgsEntry.value:type_name -> lunora.v1.Value
-	10, // 22: lunora.v1.SqlRequest.ParamsEntry.value:type_name -> lunora.v1.Value
-	12, // 23: lunora.v1.Lunora.Call:input_type -> lunora.v1.CallRequest
-	15, // 24: lunora.v1.Lunora.Sql:input_type -> lunora.v1.SqlRequest
-	17, // 25: lunora.v1.Lunora.Status:input_type -> lunora.v1.StatusRequest
-	7,  // 26: lunora.v1.Lunora.Subscribe:input_type -> lunora.v1.SubscribeRequest
-	4,  // 27: lunora.v1.Lunora.FanOut:input_type -> lunora.v1.FanOutRequest
-	14, // 28: lunora.v1.Lunora.Call:output_type -> lunora.v1.CallResponse
-	16, // 29: lunora.v1.Lunora.Sql:output_type -> lunora.v1.SqlResponse
-	18, // 30: lunora.v1.Lunora.Status:output_type -> lunora.v1.StatusResponse
-	8,  // 31: lunora.v1.Lunora.Subscribe:output_type -> lunora.v1.SubscribeEvent
-	5,  // 32: lunora.v1.Lunora.FanOut:output_type -> lunora.v1.FanOutResponse
-	28, // [28:33] is the sub-list for method output_type
-	23, // [23:28] is the sub-list for method input_type
-	23, // [23:23] is the sub-list for extension type_name
-	23, // [23:23] is the sub-list for extension extendee
-	0,  // [0:23] is the sub-list for field type_name
+	19, // 19: lunora.v1.StatusResponse.cluster:type_name -> lunora.v1.ClusterStatus
+	20, // 20: lunora.v1.ClusterStatus.nodes:type_name -> lunora.v1.ClusterNode
+	20, // 21: lunora.v1.ClusterStatus.members:type_name -> lunora.v1.ClusterNode
+	10, // 22: lunora.v1.FanOutRequest.ArgsEntry.value:type_name -> lunora.v1.Value
+	10, // 23: lunora.v1.SubscribeRequest.ArgsEntry.value:type_name -> lunora.v1.Value
+	10, // 24: lunora.v1.CallRequest.ArgsEntry.value:type_name -> lunora.v1.Value
+	10, // 25: lunora.v1.SqlRequest.ParamsEntry.value:type_name -> lunora.v1.Value
+	12, // 26: lunora.v1.Lunora.Call:input_type -> lunora.v1.CallRequest
+	15, // 27: lunora.v1.Lunora.Sql:input_type -> lunora.v1.SqlRequest
+	17, // 28: lunora.v1.Lunora.Status:input_type -> lunora.v1.StatusRequest
+	7,  // 29: lunora.v1.Lunora.Subscribe:input_type -> lunora.v1.SubscribeRequest
+	4,  // 30: lunora.v1.Lunora.FanOut:input_type -> lunora.v1.FanOutRequest
+	14, // 31: lunora.v1.Lunora.Call:output_type -> lunora.v1.CallResponse
+	16, // 32: lunora.v1.Lunora.Sql:output_type -> lunora.v1.SqlResponse
+	18, // 33: lunora.v1.Lunora.Status:output_type -> lunora.v1.StatusResponse
+	8,  // 34: lunora.v1.Lunora.Subscribe:output_type -> lunora.v1.SubscribeEvent
+	5,  // 35: lunora.v1.Lunora.FanOut:output_type -> lunora.v1.FanOutResponse
+	31, // [31:36] is the sub-list for method output_type
+	26, // [26:31] is the sub-list for method input_type
+	26, // [26:26] is the sub-list for extension type_name
+	26, // [26:26] is the sub-list for extension extendee
+	0,  // [0:26] is the sub-list for field type_name
 }
 
 func init() { file_lunora_v1_lunora_proto_init() }
@@ -1701,7 +1886,7 @@ func file_lunora_v1_lunora_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_lunora_v1_lunora_proto_rawDesc), len(file_lunora_v1_lunora_proto_rawDesc)),
 			NumEnums:      4,
-			NumMessages:   19,
+			NumMessages:   21,
 			NumExtensions: 0,
 			NumServices:   1,
 		},
