@@ -83,7 +83,7 @@ func StartCluster(t testing.TB, b *Binaries, schemaPath string, voters int, extr
 		boot[i] = fmt.Sprintf("n%d=%s", i+1, addrs[i])
 	}
 	for i := range voters {
-		c.start(fmt.Sprintf("n%d", i+1), addrs[i], true, "-bootstrap", strings.Join(boot, ","))
+		c.start(fmt.Sprintf("n%d", i+1), addrs[i], true, nil, "-bootstrap", strings.Join(boot, ","))
 	}
 	return c
 }
@@ -92,15 +92,23 @@ func StartCluster(t testing.TB, b *Binaries, schemaPath string, voters int, extr
 // non-voter through the node-API addresses seeds.
 func (c *Cluster) AddNode(id string, seeds ...string) *ClusterNode {
 	c.t.Helper()
-	return c.start(id, FreeAddrs(c.t, 1)[0], false, "-join", strings.Join(seeds, ","))
+	return c.start(id, FreeAddrs(c.t, 1)[0], false, nil, "-join", strings.Join(seeds, ","))
 }
 
-func (c *Cluster) start(id, raftAddr string, voter bool, args ...string) *ClusterNode {
+// AddNodeEnv is AddNode with env added to the node's environment (see
+// Process.SetEnv to change it for a restart).
+func (c *Cluster) AddNodeEnv(id string, env []string, seeds ...string) *ClusterNode {
+	c.t.Helper()
+	return c.start(id, FreeAddrs(c.t, 1)[0], false, env, "-join", strings.Join(seeds, ","))
+}
+
+func (c *Cluster) start(id, raftAddr string, voter bool, env []string, args ...string) *ClusterNode {
 	c.t.Helper()
 	all := append([]string{"serve", "-schema", c.schema, "-node-id", id, "-raft-addr", raftAddr}, args...)
 	all = append(all, c.extra...)
 	spec := NodeSpec(c.t, c.b, all...)
 	spec.Name = "lunora-node/" + id
+	spec.Env = env
 	n := &ClusterNode{Process: Start(c.t, spec), ID: id, RaftAddr: raftAddr, Voter: voter}
 	if got := n.Ready().Fields["raft"]; got != raftAddr {
 		c.t.Fatalf("%s: LUNORA_READY says raft=%s, want %s", id, got, raftAddr)

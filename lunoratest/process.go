@@ -196,6 +196,14 @@ func Start(t testing.TB, spec Spec) *Process {
 	return p
 }
 
+// SetEnv replaces the environment added to the process's next runs (for a
+// Restart without a crash-test fault, say).
+func (p *Process) SetEnv(env ...string) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.spec.Env = env
+}
+
 // Restart starts the process again with the same arguments — so the same
 // data directory — and, where it was given port 0, the addresses its first
 // run bound, so that clients and a gateway can reconnect. The process must
@@ -219,7 +227,10 @@ func (p *Process) launch() {
 
 	cmd := exec.Command(p.spec.Path, args...)
 	cmd.Dir = p.spec.Dir
-	cmd.Env = append(os.Environ(), p.spec.Env...)
+	p.mu.Lock()
+	env := append(os.Environ(), p.spec.Env...)
+	p.mu.Unlock()
+	cmd.Env = env
 	cmd.Stderr = &r.stderr
 	r.cmd = cmd
 	stdout, err := cmd.StdoutPipe()

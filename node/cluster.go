@@ -43,6 +43,10 @@ type ClusterConfig struct {
 	// RebalanceEvery re-runs rebalancing even without an epoch change, to
 	// finish moves that failed.
 	RebalanceEvery time.Duration
+	// Fault, when set, is called at the handoff's crash points
+	// ("send-after-ack", "send-after-commit", "recv-after-store") with
+	// the shard ID. Crash tests use it to stop a process exactly there.
+	Fault func(point, shardID string)
 }
 
 // DefaultClusterConfig returns weight 1, 8 concurrent moves, no rate
@@ -310,6 +314,7 @@ func (n *Node) moveShard(ctx context.Context, shardID, to string, v *ringView) (
 		n.thaw(f)
 		return 0, fmt.Errorf("hand off shard %s to %s: %w", shardID, to, err)
 	}
+	n.fault("send-after-ack", shardID)
 	holder, idx, err := n.commitMove(ctx, shardID, self, to)
 	if err != nil {
 		// The outcome is unknown: the shard stays frozen until the
@@ -321,6 +326,7 @@ func (n *Node) moveShard(ctx context.Context, shardID, to string, v *ringView) (
 		n.thaw(f)
 		return 0, api.Errorf(codes.Aborted, "shard %s: the registry names %q as its holder; the move did not commit", shardID, holder)
 	}
+	n.fault("send-after-commit", shardID)
 	if err := n.cfg.Shards.Drop(f, to); err != nil {
 		n.log.Error("moved shard: delete the old copy", "shard", shardID, "err", err)
 	}
@@ -425,7 +431,17 @@ func (n *Node) ReceiveHandoff(ctx context.Context, h api.HandoffHeader, r io.Rea
 	if owner := v.owner(h.ShardID); owner != n.cfg.NodeID {
 		return api.NotOwner(h.ShardID, owner, v.epoch)
 	}
-	return n.cfg.Shards.Receive(ctx, h.ShardID, r, h.Size, sum)
+	if err := n.cfg.Shards.Receive(ctx, h.ShardID, r, h.Size, sum); err != nil {
+		return err
+	}
+	n.fault("recv-after-store", h.ShardID)
+	return nil
+}
+
+func (n *Node) fault(point, shardID string) {
+	if f := n.cfg.Cluster.Fault; f != nil {
+		f(point, shardID)
+	}
 }
 
 // HandoffDone installs a received shard once this replica has applied the

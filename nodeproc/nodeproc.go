@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"os"
 	"path/filepath"
 	"sync"
 	"sync/atomic"
@@ -111,6 +112,9 @@ func Start(cfg Config) (p *Process, err error) {
 		}
 	}()
 
+	if point := os.Getenv("LUNORA_FAULT"); point != "" && cfg.Cluster.Fault == nil {
+		cfg.Cluster.Fault = haltAt(point, log)
+	}
 	g := cfg.Global
 	g.NodeID, g.Dir, g.Logger, g.Registerer = cfg.NodeID, filepath.Join(cfg.Dir, "raft"), log, cfg.Registry
 	g.BindAddr, g.AdvertiseAddr = cfg.RaftAddr, cfg.RaftAdvertise
@@ -180,7 +184,7 @@ func Start(cfg Config) (p *Process, err error) {
 	var api *gateway.Gateway
 	if cfg.Dev {
 		gc := gateway.DefaultConfig()
-		gc.App, gc.Backend, gc.Logger, gc.Registerer = cfg.App, p.Node, log, cfg.Registry
+		gc.App, gc.Backend, gc.Logger, gc.Registerer = cfg.App, devBackend{p.Node}, log, cfg.Registry
 		if api, err = gateway.New(gc); err != nil {
 			return nil, err
 		}
@@ -307,6 +311,14 @@ func (p *Process) Shutdown(ctx context.Context) error {
 	return errors.Join(errs...)
 }
 
+// devBackend is the node router as the dev gateway's backend; it lists the
+// registry's shards for fan-out reads over every shard of a group.
+type devBackend struct{ *node.Node }
+
+func (d devBackend) ListShards(ctx context.Context, group, after string, limit int) ([]string, string, error) {
+	return d.Node.ListShards(ctx, group, "", after, limit)
+}
+
 // lateRegistry lets the shard host, built before the node router, use the
 // router's registry methods (which forward to the Raft leader).
 type lateRegistry struct{ node atomic.Pointer[node.Node] }
@@ -321,6 +333,25 @@ func (r *lateRegistry) ShardOwner(ctx context.Context, id string) (string, bool,
 func (r *lateRegistry) RegisterShard(ctx context.Context, id string) (bool, string, error) {
 	n := r.node.Load()
 	return n.RegisterShard(ctx, id, n.ID(), false)
+}
+
+// haltAt is the crash-test fault of LUNORA_FAULT=point: the first time a
+// handoff reaches point, the node logs it and that handoff stops there for
+// good (the test then kills the process). Never set it in production.
+func haltAt(point string, log *slog.Logger) func(string, string) {
+	var once sync.Once
+	return func(at, shardID string) {
+		if at != point {
+			return
+		}
+		hit := false
+		once.Do(func() { hit = true })
+		if !hit {
+			return
+		}
+		log.Error("LUNORA_FAULT: halted", "point", point, "shard", shardID)
+		select {}
+	}
 }
 
 // checkGlobalFunctions refuses, at start, global functions whose SQL reads
