@@ -66,8 +66,9 @@ func writeClusterSchema(t *testing.T) string {
 // ringCluster is a cluster of nodes plus one gateway in front of them.
 type ringCluster struct {
 	*lunoratest.Cluster
-	gw   *lunoratest.Process
-	http *lunoratest.HTTPClient
+	gw         *lunoratest.Process
+	http       *lunoratest.HTTPClient
+	schemaPath string
 }
 
 func startRingCluster(t *testing.T, voters int, extra ...string) *ringCluster {
@@ -80,7 +81,7 @@ func startRingCluster(t *testing.T, voters int, extra ...string) *ringCluster {
 		addrs = append(addrs, n.GRPCAddr())
 	}
 	gw := lunoratest.Start(t, lunoratest.GatewaySpec(t, b, schemaPath, strings.Join(addrs, ",")))
-	rc := &ringCluster{Cluster: c, gw: gw, http: lunoratest.NewHTTPClient(t, gw.HTTPAddr())}
+	rc := &ringCluster{Cluster: c, gw: gw, http: lunoratest.NewHTTPClient(t, gw.HTTPAddr()), schemaPath: schemaPath}
 	rc.waitRing(t, voters)
 	return rc
 }

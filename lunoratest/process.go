@@ -204,6 +204,13 @@ func (p *Process) SetEnv(env ...string) {
 	p.spec.Env = env
 }
 
+// AppendArgs adds arguments to the process's next runs.
+func (p *Process) AppendArgs(args ...string) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.args = append(p.args, args...)
+}
+
 // Restart starts the process again with the same arguments — so the same
 // data directory — and, where it was given port 0, the addresses its first
 // run bound, so that clients and a gateway can reconnect. The process must

@@ -294,9 +294,15 @@ func (n *Node) moveShard(ctx context.Context, shardID, to string, v *ringView) (
 	if err != nil {
 		return 0, err
 	}
+	if exists && holder == to {
+		return 0, nil // moved already (by rebalancing, say)
+	}
 	if !exists || holder != self {
 		return 0, shardhost.Elsewhere(shardID, holder)
 	}
+	// A shard this node received but has not installed yet (the sender's
+	// "done" is still on its way) is installed before it moves on.
+	n.cfg.Shards.Install(shardID)
 	addr := v.addrs[to]
 	if addr == "" {
 		return 0, api.Errorf(codes.Unavailable, "node %s has no recorded address", to)
@@ -306,6 +312,9 @@ func (n *Node) moveShard(ctx context.Context, shardID, to string, v *ringView) (
 		return 0, err
 	}
 	f, err := n.cfg.Shards.Freeze(ctx, shardID)
+	if shardhost.HolderOf(err) == to {
+		return 0, nil // it moved there while we looked
+	}
 	if err != nil {
 		return 0, err
 	}

@@ -140,6 +140,8 @@ func (c *NodeClient) fromStatus(err error) error {
 		return converted
 	}
 	switch {
+	case e.Code == codes.Unavailable && e.Reason != "":
+		return e // the node's own answer (NOT_OWNER, SHARD_MOVING, …)
 	case e.Code == codes.Unavailable:
 		return &api.Error{Code: codes.Unavailable, Msg: "node " + c.addr + ": " + e.Msg, RetryAfter: e.RetryAfter, Err: e}
 	case e.Code == codes.DeadlineExceeded && c.conn.GetState() != connectivity.Ready:

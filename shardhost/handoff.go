@@ -69,9 +69,11 @@ func (f *Frozen) Open() (*os.File, error) {
 	return file, nil
 }
 
-// Elsewhere is the error for a shard another node holds.
+// Elsewhere is the error for a shard another node holds. It is
+// retryable (SHARD_MOVING): the node that owns the shard pulls it.
 func Elsewhere(shardID, holder string) *api.Error {
 	e := api.Wrap(ErrShardElsewhere, fmt.Sprintf("shard %s is held by node %s", shardID, holder))
+	e.Reason, e.RetryAfter = api.ReasonShardMoving, 50*time.Millisecond
 	e.Meta = map[string]string{"shard": shardID, "holder": holder}
 	return e
 }
@@ -183,6 +185,12 @@ func (h *Host) HasShard(shardID string) bool {
 func (h *Host) Freeze(ctx context.Context, shardID string) (*Frozen, error) {
 	path := h.shardPath(shardID)
 	if _, err := os.Stat(path); err != nil {
+		h.mu.Lock()
+		holder, moved := h.moved[shardID]
+		h.mu.Unlock()
+		if moved {
+			return nil, Elsewhere(shardID, holder)
+		}
 		return nil, api.Errorf(codes.NotFound, "shard %s: no file on node %s", shardID, h.cfg.NodeID)
 	}
 	h.mu.Lock()
@@ -465,7 +473,9 @@ func (h *Host) waitNotFrozen(ctx context.Context, shardID string) error {
 		role, pend := h.pending[shardID]
 		h.mu.Unlock()
 		switch {
-		case moved:
+		case moved && !hasFile(h.shardPath(shardID)+".incoming"):
+			// (With an incoming copy the shard may have come back: the
+			// registry, read at activation, decides.)
 			return Elsewhere(shardID, holder)
 		case !frozen && pend && role == MoveSend:
 			return api.Wrap(ErrShardMoving, "shard "+shardID+": a handoff interrupted by a restart is being resolved")
