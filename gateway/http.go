@@ -90,6 +90,38 @@ type statusJSON struct {
 	ShardsOnDisk  int64  `json:"shards_on_disk"`
 	InFlight      int64  `json:"in_flight"`
 	UptimeSeconds int64  `json:"uptime_seconds"`
+	// Cluster is the ring as the answering node knows it.
+	Cluster *clusterJSON `json:"cluster,omitempty"`
+}
+
+type clusterJSON struct {
+	RingEpoch     uint64            `json:"ring_epoch"`
+	Nodes         []clusterNodeJSON `json:"nodes"`   // the ring
+	Members       []clusterNodeJSON `json:"members"` // every recorded node
+	MovesInFlight int64             `json:"moves_in_flight"`
+}
+
+type clusterNodeJSON struct {
+	ID       string `json:"id"`
+	Weight   int    `json:"weight,omitempty"`
+	GRPCAddr string `json:"grpc_addr"`
+	State    string `json:"state"`
+	Shards   int64  `json:"shards"`
+	Alive    string `json:"alive,omitempty"`
+}
+
+func clusterToJSON(c *api.ClusterStatus) *clusterJSON {
+	if c == nil {
+		return nil
+	}
+	conv := func(ns []api.RingNode) []clusterNodeJSON {
+		out := make([]clusterNodeJSON, len(ns))
+		for i, n := range ns {
+			out[i] = clusterNodeJSON{ID: n.ID, Weight: n.Weight, GRPCAddr: n.GRPCAddr, State: n.State, Shards: n.Shards, Alive: n.Alive}
+		}
+		return out
+	}
+	return &clusterJSON{RingEpoch: c.Ring.Epoch, Nodes: conv(c.Ring.Nodes), Members: conv(c.Ring.Members), MovesInFlight: c.MovesInFlight}
 }
 
 type errorJSON struct {
@@ -210,6 +242,7 @@ func (g *Gateway) serveStatus(w http.ResponseWriter, r *http.Request) {
 		ShardsOnDisk:  st.ShardsOnDisk,
 		InFlight:      st.InFlight,
 		UptimeSeconds: st.UptimeSeconds,
+		Cluster:       clusterToJSON(st.Cluster),
 	})
 }
 

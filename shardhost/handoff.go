@@ -112,14 +112,21 @@ func (h *Host) loadJournal() error {
 		if err != nil {
 			return err
 		}
+		if len(id) == 0 {
+			// A crash before the entry was complete: its step never began.
+			os.Remove(filepath.Join(h.movesDir(), name))
+			continue
+		}
 		h.pending[string(id)] = role
+		h.recovered[string(id)] = true
 	}
 	return nil
 }
 
 func (h *Host) writeJournal(shardID string, role MoveRole) error {
 	p := h.journalPath(shardID, role)
-	f, err := os.Create(p)
+	tmp := p + ".tmp"
+	f, err := os.Create(tmp)
 	if err != nil {
 		return err
 	}
@@ -132,6 +139,9 @@ func (h *Host) writeJournal(shardID string, role MoveRole) error {
 		return err
 	}
 	if err := f.Close(); err != nil {
+		return err
+	}
+	if err := os.Rename(tmp, p); err != nil {
 		return err
 	}
 	h.mu.Lock()
@@ -148,26 +158,31 @@ func (h *Host) clearJournal(shardID string, role MoveRole) error {
 	if h.pending[shardID] == role {
 		delete(h.pending, shardID)
 	}
+	delete(h.recovered, shardID)
 	h.mu.Unlock()
 	return syncDirs(h.movesDir(), h.movesDir())
 }
 
-// PendingMoves lists the journal entries not resolved yet.
+// PendingMoves lists the journal entries an earlier run left unresolved.
 func (h *Host) PendingMoves() []PendingMove {
 	h.mu.Lock()
 	defer h.mu.Unlock()
-	out := make([]PendingMove, 0, len(h.pending))
-	for id, role := range h.pending {
-		out = append(out, PendingMove{ShardID: id, Role: role})
+	out := make([]PendingMove, 0, len(h.recovered))
+	for id := range h.recovered {
+		out = append(out, PendingMove{ShardID: id, Role: h.pending[id]})
 	}
 	return out
 }
 
-// MovesInFlight counts shards frozen for a handoff or journaled.
+// MovesInFlight counts the handoffs under way here: shards frozen to be
+// sent, streams being received, and moves an earlier run left unresolved.
+// (A copy received for a move whose sender then died before the commit
+// point stays journaled but is not counted: it is never served unless the
+// registry names this node, and the next run removes it.)
 func (h *Host) MovesInFlight() int {
 	h.mu.Lock()
 	defer h.mu.Unlock()
-	return max(len(h.frozen), len(h.pending))
+	return len(h.frozen) + h.receiving + len(h.recovered)
 }
 
 // HasShard reports whether this node has the shard's file (served, or a
@@ -324,10 +339,23 @@ func (h *Host) removeShardFiles(shardID string) error {
 func (h *Host) Receive(ctx context.Context, shardID string, r io.Reader, size int64, sum []byte) error {
 	h.mu.Lock()
 	a := h.actors[shardID]
+	recovered := h.recovered[shardID]
 	h.mu.Unlock()
+	if recovered {
+		// Resolving the old entry must not delete a new copy.
+		return api.Wrap(ErrShardMoving, "shard "+shardID+": a handoff interrupted by a restart is being resolved")
+	}
 	if a != nil {
 		return api.Errorf(codes.FailedPrecondition, "shard %s is active on node %s; it cannot receive it", shardID, h.cfg.NodeID)
 	}
+	h.mu.Lock()
+	h.receiving++
+	h.mu.Unlock()
+	defer func() {
+		h.mu.Lock()
+		h.receiving--
+		h.mu.Unlock()
+	}()
 	path := h.shardPath(shardID)
 	if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
 		return api.Errorf(codes.Internal, "shard %s: %v", shardID, err)
@@ -381,11 +409,12 @@ func (h *Host) Install(shardID string) error {
 	path := h.shardPath(shardID)
 	if _, err := os.Stat(path + ".incoming"); os.IsNotExist(err) {
 		h.mu.Lock()
-		_, pend := h.pending[shardID]
 		_, moved := h.moved[shardID]
 		h.mu.Unlock()
-		if _, err := os.Stat(path); err == nil && !pend && !moved {
-			return nil
+		if _, err := os.Stat(path); err == nil && !moved {
+			// Installed already (a crash may have come before the
+			// journal entry was cleared).
+			return h.clearJournal(shardID, MoveRecv)
 		}
 		return api.Errorf(codes.NotFound, "shard %s: no incoming copy on node %s", shardID, h.cfg.NodeID)
 	}

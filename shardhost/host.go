@@ -38,6 +38,9 @@ type Host struct {
 	frozen  map[string]chan struct{}
 	moved   map[string]string
 	pending map[string]MoveRole
+	// recovered are the pending moves loaded at start, until resolved.
+	recovered map[string]bool
+	receiving int // handoff streams being received
 
 	inFlight        atomic.Int64
 	onDisk          atomic.Int64
@@ -74,6 +77,8 @@ func New(cfg Config) (*Host, error) {
 		frozen:  map[string]chan struct{}{},
 		moved:   map[string]string{},
 		pending: map[string]MoveRole{},
+
+		recovered: map[string]bool{},
 	}
 	if err := h.loadJournal(); err != nil {
 		return nil, fmt.Errorf("shardhost: read the handoff journal: %w", err)
