@@ -534,6 +534,15 @@ func (n *Node) UpdateRing(ctx context.Context, id string, weight int, remove, fo
 	return 0, api.Errorf(codes.Aborted, "the ring kept changing; retry")
 }
 
+func inRing(v *ringView, id string) bool {
+	for _, m := range v.nodes {
+		if m.ID == id {
+			return true
+		}
+	}
+	return false
+}
+
 func sameWeight(nodes []raftglobal.RingNode, id string, w int) bool {
 	for _, m := range nodes {
 		if m.ID == id {
@@ -575,11 +584,19 @@ func (n *Node) Leave(ctx context.Context) (int, error) {
 		return 0, nil
 	}
 	n.cluster.leaving.Store(true)
+	if v := n.cluster.view.Load(); v.ring != nil && v.owner(n.cfg.NodeID) != "" && !inRing(v, n.cfg.NodeID) {
+		if ids, _, err := n.cfg.Global.OwnedShards(ctx, n.cfg.NodeID, "", 1); err == nil && len(ids) == 0 {
+			return 0, nil // out of the ring (removed) and holding nothing
+		}
+	}
 	var epoch uint64
 	var err error
+	// Bounded: a node removed from the global tier cannot reach it.
+	uctx, ucancel := context.WithTimeout(ctx, 15*time.Second)
+	defer ucancel()
 	for backoff := 50 * time.Millisecond; ; backoff = min(2*backoff, time.Second) {
-		epoch, err = n.UpdateRing(ctx, n.cfg.NodeID, 0, true, false)
-		if err == nil || ctx.Err() != nil || api.CodeOf(err) != codes.Unavailable {
+		epoch, err = n.UpdateRing(uctx, n.cfg.NodeID, 0, true, false)
+		if err == nil || uctx.Err() != nil || api.CodeOf(err) != codes.Unavailable {
 			break
 		}
 		time.Sleep(backoff)

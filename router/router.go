@@ -293,9 +293,9 @@ func (r *Router) gossipStatus(id string) membership.Status {
 // the global tier.
 func (r *Router) target(ctx context.Context, shardID string) (id, addr string, epoch uint64, err error) {
 	v := r.view.Load()
-	if v.ring == nil {
+	if v.ring == nil && shardID != schema.GlobalGroup {
 		if _, err := r.Refresh(ctx, 1); err != nil {
-			return "", "", 0, api.Errorf(codes.Unavailable, "no ring yet: %v", err)
+			return "", "", 0, api.Errorf(codes.Unavailable, "no ring yet (no node hosts shards): %v", err)
 		}
 		v = r.view.Load()
 	}
@@ -308,6 +308,9 @@ func (r *Router) target(ctx context.Context, shardID string) (id, addr string, e
 	}
 	if shardID == "" {
 		shardID = schema.RootShard
+	}
+	if v.ring == nil {
+		return "", "", 0, api.New(codes.Unavailable, "no ring yet: no node hosts shards")
 	}
 	id = string(v.ring.Owner(shardID))
 	addr = v.addrs[id]
