@@ -102,7 +102,11 @@ func run(ctx context.Context, o *options, stdout, stderr io.Writer) error {
 		abs, _ := filepath.Abs(o.dataDir)
 		printDevBanner(stdout, p.HTTPAddr, p.GRPCAddr, abs, schemaName)
 	}
-	fmt.Fprintf(stdout, "LUNORA_READY node=%s http=%s grpc=%s raft=%s\n", o.nodeID, p.HTTPAddr, p.GRPCAddr, p.RaftAddr)
+	gossip := ""
+	if p.Members != nil {
+		gossip = " gossip=" + p.Members.LocalAddr()
+	}
+	fmt.Fprintf(stdout, "LUNORA_READY node=%s http=%s grpc=%s raft=%s%s\n", o.nodeID, p.HTTPAddr, p.GRPCAddr, p.RaftAddr, gossip)
 	log.Info("lunora-node serving", "node", o.nodeID, "dev", o.dev, "grpc", p.GRPCAddr, "http", p.HTTPAddr, "raft", p.RaftAddr, "data", o.dataDir, "schema", schemaName)
 
 	<-ctx.Done()
