@@ -315,6 +315,11 @@ func (n *Node) moveShard(ctx context.Context, shardID, to string, v *ringView) (
 	if shardhost.HolderOf(err) == to {
 		return 0, nil // it moved there while we looked
 	}
+	if api.CodeOf(err) == codes.NotFound {
+		// Its file is still arriving here (received, not yet installed):
+		// a retry finds it installed.
+		return 0, api.Wrap(shardhost.ErrShardMoving, "shard "+shardID+" is still being installed on node "+self)
+	}
 	if err != nil {
 		return 0, err
 	}
