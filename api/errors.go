@@ -51,14 +51,14 @@ func Errorf(code codes.Code, format string, args ...any) *Error {
 	return &Error{Code: code, Msg: err.Error(), Err: errors.Unwrap(err)}
 }
 
-// Wrap gives err the code and a message prefix of sentinel while keeping
+// Wrap gives err the code, reason and a message prefix of sentinel while keeping
 // both reachable with errors.Is: errors.Is(Wrap(ErrX, "ctx", cause), ErrX).
 func Wrap(sentinel *Error, detail string) *Error {
 	msg := sentinel.Msg
 	if detail != "" {
 		msg = sentinel.Msg + ": " + detail
 	}
-	return &Error{Code: sentinel.Code, Msg: msg, RetryAfter: sentinel.RetryAfter, Err: sentinel}
+	return &Error{Code: sentinel.Code, Msg: msg, RetryAfter: sentinel.RetryAfter, Reason: sentinel.Reason, Meta: sentinel.Meta, Err: sentinel}
 }
 
 // CodeOf returns the canonical code of err: the code of the first *Error in

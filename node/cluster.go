@@ -300,9 +300,6 @@ func (n *Node) moveShard(ctx context.Context, shardID, to string, v *ringView) (
 	if !exists || holder != self {
 		return 0, shardhost.Elsewhere(shardID, holder)
 	}
-	// A shard this node received but has not installed yet (the sender's
-	// "done" is still on its way) is installed before it moves on.
-	n.cfg.Shards.Install(shardID)
 	addr := v.addrs[to]
 	if addr == "" {
 		return 0, api.Errorf(codes.Unavailable, "node %s has no recorded address", to)
@@ -314,11 +311,6 @@ func (n *Node) moveShard(ctx context.Context, shardID, to string, v *ringView) (
 	f, err := n.cfg.Shards.Freeze(ctx, shardID)
 	if shardhost.HolderOf(err) == to {
 		return 0, nil // it moved there while we looked
-	}
-	if api.CodeOf(err) == codes.NotFound {
-		// Its file is still arriving here (received, not yet installed):
-		// a retry finds it installed.
-		return 0, api.Wrap(shardhost.ErrShardMoving, "shard "+shardID+" is still being installed on node "+self)
 	}
 	if err != nil {
 		return 0, err
@@ -377,8 +369,17 @@ func (n *Node) settle(f *shardhost.Frozen, to string) {
 	}
 }
 
-// send streams a frozen shard to its new holder at the configured rate.
+// send streams a frozen shard to its new holder at the configured rate,
+// bounded in time (a receiver that stops answering must not keep the
+// shard frozen): a minute, plus the stream's time at 1 MiB/s or at the
+// configured rate if lower.
 func (n *Node) send(ctx context.Context, p Peer, f *shardhost.Frozen, epoch uint64) error {
+	rate := float64(1 << 20)
+	if l := n.cluster.limiter; l != nil {
+		rate = min(rate, l.perSec)
+	}
+	ctx, cancel := context.WithTimeout(ctx, time.Minute+time.Duration(float64(f.Size)/rate*float64(time.Second)))
+	defer cancel()
 	file, err := f.Open()
 	if err != nil {
 		return err

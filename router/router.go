@@ -16,7 +16,6 @@ import (
 	"io"
 	"log/slog"
 	"math/rand/v2"
-	"sort"
 	"strconv"
 	"strings"
 	"sync"
@@ -37,11 +36,12 @@ type Config struct {
 	// (never retried once sent). Required.
 	App *schema.App
 	// Seeds are node-API addresses the first ring is read from. Required
-	// unless Members lists nodes.
+	// unless Gossip is set.
 	Seeds []string
-	// Members, when set, is the gossip view of the cluster (membership's
-	// Members): it adds node addresses and makes dead nodes fail fast.
-	Members func() []membership.Member
+	// Gossip, when set, is the gossip view of the cluster
+	// (*membership.Membership): it adds node addresses and makes dead
+	// nodes fail fast.
+	Gossip Gossip
 	// ConnsPerNode is how many gRPC connections each node gets.
 	ConnsPerNode int
 	// MaxAttempts bounds the tries of one request.
@@ -49,6 +49,12 @@ type Config struct {
 	// RingRefresh is how often the ring is re-read in the background.
 	RingRefresh time.Duration
 	Logger      *slog.Logger
+}
+
+// Gossip is the part of *membership.Membership the router reads.
+type Gossip interface {
+	Members() []membership.Member
+	Member(id string) (membership.Member, bool)
 }
 
 // Router routes calls to the nodes that own their shards.
@@ -88,8 +94,8 @@ func New(cfg Config) (*Router, error) {
 	if cfg.App == nil {
 		return nil, errors.New("router: App is required")
 	}
-	if len(cfg.Seeds) == 0 && cfg.Members == nil {
-		return nil, errors.New("router: Seeds or Members is required")
+	if len(cfg.Seeds) == 0 && cfg.Gossip == nil {
+		return nil, errors.New("router: Seeds or Gossip is required")
 	}
 	if cfg.ConnsPerNode < 1 {
 		cfg.ConnsPerNode = 2
@@ -185,8 +191,8 @@ func (r *Router) candidates() []string {
 			out = append(out, a)
 		}
 	}
-	if r.cfg.Members != nil {
-		for _, m := range r.cfg.Members() {
+	if r.cfg.Gossip != nil {
+		for _, m := range r.cfg.Gossip.Members() {
 			if m.Role == membership.RoleNode && m.Status == membership.Alive {
 				add(m.GRPCAddr)
 			}
@@ -278,13 +284,11 @@ func (r *Router) dead(id string) bool {
 }
 
 func (r *Router) gossipStatus(id string) membership.Status {
-	if r.cfg.Members == nil {
+	if r.cfg.Gossip == nil {
 		return ""
 	}
-	for _, m := range r.cfg.Members() {
-		if m.ID == id && m.Role == membership.RoleNode {
-			return m.Status
-		}
+	if m, ok := r.cfg.Gossip.Member(id); ok && m.Role == membership.RoleNode {
+		return m.Status
 	}
 	return ""
 }
@@ -460,7 +464,7 @@ func (r *Router) Status(ctx context.Context) (*api.Status, error) {
 	if err != nil {
 		return nil, err
 	}
-	if st.Cluster != nil && r.cfg.Members != nil {
+	if st.Cluster != nil && r.cfg.Gossip != nil {
 		for _, list := range [][]api.RingNode{st.Cluster.Ring.Nodes, st.Cluster.Ring.Members} {
 			for i := range list {
 				list[i].Alive = string(r.gossipStatus(list[i].ID))
@@ -468,15 +472,4 @@ func (r *Router) Status(ctx context.Context) (*api.Status, error) {
 		}
 	}
 	return st, nil
-}
-
-// Nodes lists the ring's nodes at the router's epoch, by ID.
-func (r *Router) Nodes() []api.RingNode {
-	v := r.view.Load()
-	if v.info == nil {
-		return nil
-	}
-	out := append([]api.RingNode(nil), v.info.Nodes...)
-	sort.Slice(out, func(i, j int) bool { return out[i].ID < out[j].ID })
-	return out
 }

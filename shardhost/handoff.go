@@ -117,8 +117,7 @@ func (h *Host) loadJournal() error {
 			os.Remove(filepath.Join(h.movesDir(), name))
 			continue
 		}
-		h.pending[string(id)] = role
-		h.recovered[string(id)] = true
+		h.recovered[string(id)] = role
 	}
 	return nil
 }
@@ -144,9 +143,6 @@ func (h *Host) writeJournal(shardID string, role MoveRole) error {
 	if err := os.Rename(tmp, p); err != nil {
 		return err
 	}
-	h.mu.Lock()
-	h.pending[shardID] = role
-	h.mu.Unlock()
 	return syncDirs(h.movesDir(), h.movesDir())
 }
 
@@ -155,10 +151,9 @@ func (h *Host) clearJournal(shardID string, role MoveRole) error {
 		return err
 	}
 	h.mu.Lock()
-	if h.pending[shardID] == role {
-		delete(h.pending, shardID)
+	if h.recovered[shardID] == role {
+		delete(h.recovered, shardID)
 	}
-	delete(h.recovered, shardID)
 	h.mu.Unlock()
 	return syncDirs(h.movesDir(), h.movesDir())
 }
@@ -168,8 +163,8 @@ func (h *Host) PendingMoves() []PendingMove {
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	out := make([]PendingMove, 0, len(h.recovered))
-	for id := range h.recovered {
-		out = append(out, PendingMove{ShardID: id, Role: h.pending[id]})
+	for id, role := range h.recovered {
+		out = append(out, PendingMove{ShardID: id, Role: role})
 	}
 	return out
 }
@@ -185,21 +180,16 @@ func (h *Host) MovesInFlight() int {
 	return len(h.frozen) + h.receiving + len(h.recovered)
 }
 
-// HasShard reports whether this node has the shard's file (served, or a
-// stale copy the registry says another node holds).
-func (h *Host) HasShard(shardID string) bool {
-	_, err := os.Stat(h.shardPath(shardID))
-	return err == nil
-}
-
 // Freeze stops serving shardID for a handoff: requests that arrive wait
 // (bounded by their deadline, then ErrShardMoving), those in flight finish,
 // live queries end (their subscribers resume elsewhere), the file is closed
-// and summed, and the send is journaled. NOT_FOUND when the file is not on
-// this node.
+// and summed, and the send is journaled. The caller has read in the
+// registry that this node holds the shard, so a copy received here but not
+// installed yet (the previous sender's "done" still on its way) is
+// installed first. NOT_FOUND when the shard has no file on this node.
 func (h *Host) Freeze(ctx context.Context, shardID string) (*Frozen, error) {
 	path := h.shardPath(shardID)
-	if _, err := os.Stat(path); err != nil {
+	if !hasFile(path) && !hasFile(path+".incoming") {
 		h.mu.Lock()
 		holder, moved := h.moved[shardID]
 		h.mu.Unlock()
@@ -256,6 +246,11 @@ func (h *Host) freeze(ctx context.Context, shardID, path string) (*Frozen, error
 		case <-ctx.Done():
 			return nil, api.Errorf(codes.DeadlineExceeded, "shard %s: waiting for requests to finish before the handoff: %v", shardID, ctx.Err())
 		case <-time.After(time.Millisecond):
+		}
+	}
+	if !hasFile(path) {
+		if err := h.installIncoming(shardID); err != nil {
+			return nil, err
 		}
 	}
 	if st, err := os.Stat(path + "-wal"); err == nil && st.Size() > 0 {
@@ -339,7 +334,7 @@ func (h *Host) removeShardFiles(shardID string) error {
 func (h *Host) Receive(ctx context.Context, shardID string, r io.Reader, size int64, sum []byte) error {
 	h.mu.Lock()
 	a := h.actors[shardID]
-	recovered := h.recovered[shardID]
+	_, recovered := h.recovered[shardID]
 	h.mu.Unlock()
 	if recovered {
 		// Resolving the old entry must not delete a new copy.
@@ -431,7 +426,7 @@ func (h *Host) Install(shardID string) error {
 // sure no actor has the shard's file open.
 func (h *Host) installIncoming(shardID string) error {
 	path := h.shardPath(shardID)
-	existed := h.HasShard(shardID)
+	existed := hasFile(path)
 	for _, p := range []string{path + "-wal", path + "-shm"} {
 		if err := os.Remove(p); err != nil && !os.IsNotExist(err) {
 			return api.Errorf(codes.Internal, "shard %s: %v", shardID, err)
@@ -458,6 +453,9 @@ func (h *Host) installIncoming(shardID string) error {
 // its copy; any other node deletes its own.
 func (h *Host) ResolveMove(shardID string, role MoveRole, holder string) error {
 	self := holder == h.cfg.NodeID
+	if role == MoveSend && holder == "" {
+		self = true // not in the registry: nothing moved, keep the file
+	}
 	switch {
 	case role == MoveRecv && self:
 		return h.Install(shardID)
@@ -477,20 +475,6 @@ func (h *Host) ResolveMove(shardID string, role MoveRole, holder string) error {
 	}
 }
 
-// DiscardStale deletes this node's copy of a shard the registry (read
-// through the log) says another node holds: a copy left by a handoff whose
-// sender stopped after the commit point.
-func (h *Host) DiscardStale(ctx context.Context, shardID, holder string) error {
-	if holder == h.cfg.NodeID || holder == "" {
-		return api.Errorf(codes.InvalidArgument, "shard %s: refusing to discard the holder's copy", shardID)
-	}
-	f, err := h.Freeze(ctx, shardID)
-	if err != nil {
-		return err
-	}
-	return h.Drop(f, holder)
-}
-
 // waitNotFrozen blocks while shardID is frozen for a handoff, bounded by
 // ctx and MoveWait; it reports the holder if the shard moved away.
 func (h *Host) waitNotFrozen(ctx context.Context, shardID string) error {
@@ -499,7 +483,7 @@ func (h *Host) waitNotFrozen(ctx context.Context, shardID string) error {
 		h.mu.Lock()
 		ch, frozen := h.frozen[shardID]
 		holder, moved := h.moved[shardID]
-		role, pend := h.pending[shardID]
+		role, pend := h.recovered[shardID]
 		h.mu.Unlock()
 		switch {
 		case moved && !hasFile(h.shardPath(shardID)+".incoming"):

@@ -33,14 +33,13 @@ type Host struct {
 	lru     *list.List               // activated actors, most recently used first
 	closed  bool
 	// Handoffs (handoff.go): shards frozen for a move (closed when the
-	// move ends), shards that moved away (their new holder), and
-	// journaled moves not resolved yet.
-	frozen  map[string]chan struct{}
-	moved   map[string]string
-	pending map[string]MoveRole
-	// recovered are the pending moves loaded at start, until resolved.
-	recovered map[string]bool
-	receiving int // handoff streams being received
+	// move ends), shards that moved away (their new holder), journaled
+	// moves an earlier run left, until resolved, and streams being
+	// received.
+	frozen    map[string]chan struct{}
+	moved     map[string]string
+	recovered map[string]MoveRole
+	receiving int
 
 	inFlight        atomic.Int64
 	onDisk          atomic.Int64
@@ -66,19 +65,17 @@ func New(cfg Config) (*Host, error) {
 		cfg.MaxActive = fit
 	}
 	h := &Host{
-		cfg:     cfg,
-		log:     log,
-		m:       newMetrics(cfg.Registerer),
-		start:   time.Now(),
-		actors:  map[string]*actor{},
-		closing: map[string]chan struct{}{},
-		lru:     list.New(),
-		stop:    make(chan struct{}),
-		frozen:  map[string]chan struct{}{},
-		moved:   map[string]string{},
-		pending: map[string]MoveRole{},
-
-		recovered: map[string]bool{},
+		cfg:       cfg,
+		log:       log,
+		m:         newMetrics(cfg.Registerer),
+		start:     time.Now(),
+		actors:    map[string]*actor{},
+		closing:   map[string]chan struct{}{},
+		lru:       list.New(),
+		stop:      make(chan struct{}),
+		frozen:    map[string]chan struct{}{},
+		moved:     map[string]string{},
+		recovered: map[string]MoveRole{},
 	}
 	if err := h.loadJournal(); err != nil {
 		return nil, fmt.Errorf("shardhost: read the handoff journal: %w", err)

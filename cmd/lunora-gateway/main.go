@@ -61,7 +61,7 @@ func run(ctx context.Context, o *options, stdout, stderr io.Writer) error {
 			return fmt.Errorf("gossip: %w", err)
 		}
 		defer members.Shutdown()
-		rc.Members = members.Members
+		rc.Gossip = members
 	}
 	rt, err := router.New(rc)
 	if err != nil {

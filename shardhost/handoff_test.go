@@ -1,0 +1,221 @@
+package shardhost_test
+
+import (
+	"context"
+	"errors"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/lunora/lunora/api"
+	"github.com/lunora/lunora/shardhost"
+	"google.golang.org/grpc/codes"
+)
+
+const r1 = "room_id=r1"
+
+func hostAt(t *testing.T, id, dir string) *shardhost.Host {
+	t.Helper()
+	return newHost(t, func(c *shardhost.Config) { c.NodeID, c.Dir, c.MoveWait = id, dir, 200*time.Millisecond })
+}
+
+// leftovers lists the handoff files (incoming copies) under dir.
+func leftovers(t *testing.T, dir string) []string {
+	t.Helper()
+	var out []string
+	filepath.WalkDir(dir, func(p string, d os.DirEntry, err error) error {
+		if err == nil && strings.Contains(d.Name(), ".incoming") {
+			out = append(out, p)
+		}
+		return nil
+	})
+	return out
+}
+
+func receive(ctx context.Context, h *shardhost.Host, f *shardhost.Frozen, sum []byte) error {
+	file, err := f.Open()
+	if err != nil {
+		return err
+	}
+	defer file.Close()
+	return h.Receive(ctx, f.ShardID, file, f.Size, sum)
+}
+
+func TestHandoffMovesAShard(t *testing.T) {
+	ctx := ctxT(t)
+	dirB := t.TempDir()
+	a, b := hostAt(t, "a", t.TempDir()), hostAt(t, "b", dirB)
+	for i := 0; i < 5; i++ {
+		if _, err := send(ctx, a, "r1", "ada", "hi"); err != nil {
+			t.Fatal(err)
+		}
+	}
+	f, err := a.Freeze(ctx, r1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Requests wait for the move, bounded by MoveWait, then SHARD_MOVING.
+	if _, err := send(ctx, a, "r1", "ada", "during"); api.CodeOf(err) != codes.Unavailable {
+		t.Fatalf("send during the handoff: %v", err)
+	} else if r, _ := api.ReasonOf(err); r != api.ReasonShardMoving {
+		t.Fatalf("send during the handoff: reason %q", r)
+	}
+
+	// A stream whose checksum does not match is refused and leaves nothing.
+	bad := append([]byte(nil), f.SHA256[:]...)
+	bad[0] ^= 1
+	if err := receive(ctx, b, f, bad); api.CodeOf(err) != codes.DataLoss {
+		t.Fatalf("bad checksum: %v", err)
+	}
+	if l := leftovers(t, dirB); len(l) != 0 {
+		t.Fatalf("a refused stream left %v", l)
+	}
+	if err := receive(ctx, b, f, f.SHA256[:]); err != nil {
+		t.Fatal(err)
+	}
+	if err := b.Install(r1); err != nil {
+		t.Fatal(err)
+	}
+	if err := a.Drop(f, "b"); err != nil {
+		t.Fatal(err)
+	}
+	// The new holder has every row and continues the commit sequence.
+	if n := count(t, b, "r1"); n != 5 {
+		t.Fatalf("b has %d messages, want 5", n)
+	}
+	res, err := send(ctx, b, "r1", "ada", "after")
+	if err != nil || res.Seq != 6 {
+		t.Fatalf("first write on b: %v %v", res, err)
+	}
+	// The old holder forwards.
+	_, err = send(ctx, a, "r1", "ada", "stale")
+	if !errors.Is(err, shardhost.ErrShardElsewhere) || shardhost.HolderOf(err) != "b" {
+		t.Fatalf("old holder after the move: %v", err)
+	}
+}
+
+func TestHandoffThawServesAgain(t *testing.T) {
+	ctx := ctxT(t)
+	a := newHost(t, func(c *shardhost.Config) { c.NodeID, c.MoveWait = "a", 10*time.Second })
+	if _, err := send(ctx, a, "r1", "ada", "hi"); err != nil {
+		t.Fatal(err)
+	}
+	f, err := a.Freeze(ctx, r1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := a.Freeze(ctx, r1); api.CodeOf(err) != codes.Unavailable {
+		t.Fatalf("second freeze: %v", err)
+	}
+	done := make(chan error, 1)
+	go func() {
+		_, err := send(ctx, a, "r1", "ada", "waiting")
+		done <- err
+	}()
+	select {
+	case err := <-done:
+		t.Fatalf("a write finished while the shard was frozen: %v", err)
+	case <-time.After(100 * time.Millisecond):
+	}
+	if err := a.Thaw(f); err != nil {
+		t.Fatal(err)
+	}
+	if err := <-done; err != nil {
+		t.Fatalf("write after thaw: %v", err)
+	}
+	if n := count(t, a, "r1"); n != 2 {
+		t.Fatalf("%d messages, want 2", n)
+	}
+}
+
+// TestHandoffJournalSurvivesRestart: both halves of an unfinished handoff
+// are journaled; after a restart the shard is not served (sender) and no
+// new copy is accepted (receiver) until the entry is resolved.
+func TestHandoffJournalSurvivesRestart(t *testing.T) {
+	ctx := ctxT(t)
+	dirA, dirB := t.TempDir(), t.TempDir()
+	a, b := hostAt(t, "a", dirA), hostAt(t, "b", dirB)
+	if _, err := send(ctx, a, "r1", "ada", "hi"); err != nil {
+		t.Fatal(err)
+	}
+	f, err := a.Freeze(ctx, r1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := receive(ctx, b, f, f.SHA256[:]); err != nil {
+		t.Fatal(err)
+	}
+	// Both stop here, as if killed (the frozen shard is already closed).
+	for _, h := range []*shardhost.Host{a, b} {
+		if err := h.Shutdown(ctx); err != nil {
+			t.Fatal(err)
+		}
+	}
+	a, b = hostAt(t, "a", dirA), hostAt(t, "b", dirB)
+	if got := a.PendingMoves(); len(got) != 1 || got[0] != (shardhost.PendingMove{ShardID: r1, Role: shardhost.MoveSend}) {
+		t.Fatalf("a's pending moves: %v", got)
+	}
+	if got := b.PendingMoves(); len(got) != 1 || got[0] != (shardhost.PendingMove{ShardID: r1, Role: shardhost.MoveRecv}) {
+		t.Fatalf("b's pending moves: %v", got)
+	}
+	if a.MovesInFlight() != 1 || b.MovesInFlight() != 1 {
+		t.Fatalf("moves in flight: a %d, b %d", a.MovesInFlight(), b.MovesInFlight())
+	}
+	if _, err := send(ctx, a, "r1", "ada", "unresolved"); api.CodeOf(err) != codes.Unavailable {
+		t.Fatalf("send before the move is resolved: %v", err)
+	}
+	if err := receive(ctx, b, f, f.SHA256[:]); api.CodeOf(err) != codes.Unavailable {
+		t.Fatalf("a new copy before the old entry is resolved: %v", err)
+	}
+	// The registry says the move never committed: a keeps, b discards.
+	if err := a.ResolveMove(r1, shardhost.MoveSend, "a"); err != nil {
+		t.Fatal(err)
+	}
+	if err := b.ResolveMove(r1, shardhost.MoveRecv, "a"); err != nil {
+		t.Fatal(err)
+	}
+	if l := leftovers(t, dirB); len(l) != 0 {
+		t.Fatalf("b kept %v", l)
+	}
+	if a.MovesInFlight() != 0 || b.MovesInFlight() != 0 {
+		t.Fatalf("moves in flight after resolving: a %d, b %d", a.MovesInFlight(), b.MovesInFlight())
+	}
+	if n := count(t, a, "r1"); n != 1 {
+		t.Fatalf("a has %d messages, want 1", n)
+	}
+}
+
+// TestFreezeInstallsAReceivedCopy: a node asked to pass on a shard it
+// received but has not installed yet installs it first.
+func TestFreezeInstallsAReceivedCopy(t *testing.T) {
+	ctx := ctxT(t)
+	a, b := hostAt(t, "a", t.TempDir()), hostAt(t, "b", t.TempDir())
+	if _, err := send(ctx, a, "r1", "ada", "hi"); err != nil {
+		t.Fatal(err)
+	}
+	f, err := a.Freeze(ctx, r1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := receive(ctx, b, f, f.SHA256[:]); err != nil {
+		t.Fatal(err)
+	}
+	g, err := b.Freeze(ctx, r1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if g.SHA256 != f.SHA256 || g.Size != f.Size {
+		t.Fatalf("b froze %x (%d bytes), a sent %x (%d bytes)", g.SHA256, g.Size, f.SHA256, f.Size)
+	}
+	if b.MovesInFlight() != 1 {
+		t.Fatalf("b: %d moves in flight, want the one frozen", b.MovesInFlight())
+	}
+}
+
+func ctxT(t *testing.T) context.Context {
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	t.Cleanup(cancel)
+	return ctx
+}
