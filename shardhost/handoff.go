@@ -189,23 +189,24 @@ func (h *Host) MovesInFlight() int {
 // installed first. NOT_FOUND when the shard has no file on this node.
 func (h *Host) Freeze(ctx context.Context, shardID string) (*Frozen, error) {
 	path := h.shardPath(shardID)
-	if !hasFile(path) && !hasFile(path+".incoming") {
-		h.mu.Lock()
-		holder, moved := h.moved[shardID]
+	h.mu.Lock()
+	_, frozen := h.frozen[shardID]
+	holder, moved := h.moved[shardID]
+	switch {
+	case h.closed:
+		h.mu.Unlock()
+		return nil, ErrClosed
+	case frozen:
+		// (Checked before the file: a move that is deleting it is still
+		// frozen.)
+		h.mu.Unlock()
+		return nil, api.Wrap(ErrShardMoving, "a handoff of shard "+shardID+" is already under way")
+	case !hasFile(path) && !hasFile(path+".incoming"):
 		h.mu.Unlock()
 		if moved {
 			return nil, Elsewhere(shardID, holder)
 		}
 		return nil, api.Errorf(codes.NotFound, "shard %s: no file on node %s", shardID, h.cfg.NodeID)
-	}
-	h.mu.Lock()
-	if h.closed {
-		h.mu.Unlock()
-		return nil, ErrClosed
-	}
-	if _, ok := h.frozen[shardID]; ok {
-		h.mu.Unlock()
-		return nil, api.Wrap(ErrShardMoving, "a handoff of shard "+shardID+" is already under way")
 	}
 	h.frozen[shardID] = make(chan struct{})
 	h.mu.Unlock()
@@ -225,7 +226,8 @@ func (h *Host) freeze(ctx context.Context, shardID, path string) (*Frozen, error
 		h.mu.Lock()
 		a := h.actors[shardID]
 		closing := h.closing[shardID]
-		if a != nil && a.refs == 0 && a.elem != nil {
+		activated := a != nil && a.elem != nil
+		if activated && a.refs == 0 {
 			h.detachLocked(a)
 			h.mu.Unlock()
 			h.closeActors([]*actor{a})
@@ -239,8 +241,8 @@ func (h *Host) freeze(ctx context.Context, shardID, path string) (*Frozen, error
 			<-closing
 			continue
 		}
-		if a.elem != nil {
-			a.stopLive()
+		if activated {
+			a.stopLive() // subscriptions hold references
 		}
 		select {
 		case <-ctx.Done():
