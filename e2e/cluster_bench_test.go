@@ -36,21 +36,8 @@ func TestClusterRebalanceBench(t *testing.T) {
 	rc := startRingCluster(t, 3)
 	ctx, cancel := context.WithTimeout(context.Background(), 25*time.Minute)
 	defer cancel()
-	keys := make([]string, shards)
-	for i := range keys {
-		keys[i] = fmt.Sprintf("b%05d", i)
-	}
 	start := time.Now()
-	if err := parallel(shards, 32, func(i int) error {
-		for id := 1; id <= 3; id++ {
-			if _, _, err := rc.put(ctx, keys[i], id, "0123456789abcdef"); err != nil {
-				return err
-			}
-		}
-		return nil
-	}); err != nil {
-		t.Fatal(err)
-	}
+	keys, _ := rc.fill(t, ctx, "b%05d", shards, 3, 32, "0123456789abcdef")
 	t.Logf("created %d shards (3 rows each) through the gateway in %v", shards, time.Since(start).Round(time.Millisecond))
 	rc.waitRing(t, 3)
 	before := rc.shardsPerNode(t)

@@ -95,23 +95,7 @@ func TestClusterKillDuringHandoff(t *testing.T) {
 	rc := startRingCluster(t, 3)
 	ctx, cancel := context.WithTimeout(context.Background(), 2*clusterTimeout)
 	defer cancel()
-	const shards = 100
-	keys := make([]string, shards)
-	want := map[string][]int64{}
-	for i := range keys {
-		keys[i] = fmt.Sprintf("c%03d", i)
-		want[keys[i]] = []int64{1, 2, 3}
-	}
-	if err := parallel(shards, 16, func(i int) error {
-		for id := 1; id <= 3; id++ {
-			if _, _, err := rc.put(ctx, keys[i], id, "v"); err != nil {
-				return err
-			}
-		}
-		return nil
-	}); err != nil {
-		t.Fatal(err)
-	}
+	keys, want := rc.fill(t, ctx, "c%03d", 100, 3, 16, "v")
 	rc.waitRing(t, 3)
 
 	// 1. The receiver dies after storing, before acknowledging.

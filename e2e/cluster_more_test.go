@@ -266,22 +266,7 @@ func TestClusterStaleEpoch(t *testing.T) {
 	const shards = 50
 	ctx, cancel := context.WithTimeout(context.Background(), clusterTimeout)
 	defer cancel()
-	keys := make([]string, shards)
-	want := map[string][]int64{}
-	for i := range keys {
-		keys[i] = fmt.Sprintf("e%02d", i)
-		want[keys[i]] = []int64{1, 2, 3}
-	}
-	if err := parallel(shards, 8, func(i int) error {
-		for id := 1; id <= 3; id++ {
-			if _, _, err := rc.put(ctx, keys[i], id, "v"); err != nil {
-				return err
-			}
-		}
-		return nil
-	}); err != nil {
-		t.Fatal(err)
-	}
+	_, want := rc.fill(t, ctx, "e%02d", shards, 3, 8, "v")
 	e1 := rc.waitRing(t, 3)
 	before := rc.holders(t)
 	if len(before) != shards {
@@ -370,20 +355,7 @@ func TestClusterHandoffBadChecksum(t *testing.T) {
 	const shards = 20
 	ctx, cancel := context.WithTimeout(context.Background(), clusterTimeout)
 	defer cancel()
-	keys := make([]string, shards)
-	for i := range keys {
-		keys[i] = fmt.Sprintf("b%02d", i)
-	}
-	if err := parallel(shards, 8, func(i int) error {
-		for id := 1; id <= 3; id++ {
-			if _, _, err := rc.put(ctx, keys[i], id, "v"); err != nil {
-				return err
-			}
-		}
-		return nil
-	}); err != nil {
-		t.Fatal(err)
-	}
+	keys, _ := rc.fill(t, ctx, "b%02d", shards, 3, 8, "v")
 	epoch := rc.waitRing(t, 3)
 	before := rc.holders(t)
 	shard := "k=" + keys[0]

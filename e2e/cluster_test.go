@@ -209,6 +209,32 @@ func (rc *ringCluster) list(ctx context.Context, k string) ([]int64, error) {
 	}
 }
 
+// fill writes items 1..rows (value v) to n shards, keys format(i), through
+// the gateway with workers callers, and returns the keys and what each
+// shard then holds.
+func (rc *ringCluster) fill(t *testing.T, ctx context.Context, format string, n, rows, workers int, v string) ([]string, map[string][]int64) {
+	t.Helper()
+	keys := make([]string, n)
+	want := map[string][]int64{}
+	for i := range keys {
+		keys[i] = fmt.Sprintf(format, i)
+		for id := 1; id <= rows; id++ {
+			want[keys[i]] = append(want[keys[i]], int64(id))
+		}
+	}
+	if err := parallel(n, workers, func(i int) error {
+		for id := 1; id <= rows; id++ {
+			if _, _, err := rc.put(ctx, keys[i], id, v); err != nil {
+				return err
+			}
+		}
+		return nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+	return keys, want
+}
+
 // parallel runs f(i) for i in [0, n) on workers goroutines and returns the
 // first error.
 func parallel(n, workers int, f func(i int) error) error {
@@ -306,25 +332,10 @@ func (rc *ringCluster) checkAll(t *testing.T, want map[string][]int64) {
 func TestClusterScaleOutAndGracefulLeave(t *testing.T) {
 	rc := startRingCluster(t, 3)
 	const shards = 1000
-	want := map[string][]int64{}
 	ctx, cancel := context.WithTimeout(context.Background(), 2*clusterTimeout)
 	defer cancel()
-	keys := make([]string, shards)
-	for i := range keys {
-		keys[i] = fmt.Sprintf("s%04d", i)
-		want[keys[i]] = []int64{1, 2}
-	}
 	start := time.Now()
-	if err := parallel(shards, 16, func(i int) error {
-		for id := 1; id <= 2; id++ {
-			if _, _, err := rc.put(ctx, keys[i], id, "v"); err != nil {
-				return err
-			}
-		}
-		return nil
-	}); err != nil {
-		t.Fatal(err)
-	}
+	_, want := rc.fill(t, ctx, "s%04d", shards, 2, 16, "v")
 	t.Logf("wrote %d shards in %v; holders %v", shards, time.Since(start).Round(time.Millisecond), rc.shardsPerNode(t))
 
 	stop := make(chan struct{})

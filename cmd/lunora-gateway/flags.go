@@ -5,9 +5,9 @@ import (
 	"fmt"
 	"io"
 	"os"
-	"strings"
 	"time"
 
+	"github.com/lunora/lunora/internal/cli"
 	"github.com/lunora/lunora/membership"
 )
 
@@ -42,7 +42,7 @@ func parseFlags(args []string, stderr io.Writer) (*options, error) {
 	fs.StringVar(&o.logLevel, "log-level", "info", "debug, info, warn or error")
 	fs.DurationVar(&o.requestTimeout, "request-timeout", 10*time.Second, "deadline of a call to a node")
 	fs.Int64Var(&o.maxBodyBytes, "max-body-bytes", 1<<20, "largest HTTP request body")
-	fs.StringVar(&o.gatewayID, "id", hostnameOr("gateway"), "this gateway's ID in the gossip cluster")
+	fs.StringVar(&o.gatewayID, "id", cli.HostnameOr("gateway"), "this gateway's ID in the gossip cluster")
 	fs.StringVar(&o.gossipAddr, "gossip-addr", "", "gossip bind address host:port (memberlist; empty: no gossip, dead nodes are found by failed calls)")
 	fs.StringVar(&o.gossipAdv, "gossip-advertise", "", "gossip address others reach this gateway at (default: the bound one)")
 	gossipSeeds := fs.String("gossip-seeds", "", "gossip seeds host:port,... — a DNS name (a Kubernetes headless Service) stands for all its addresses")
@@ -50,7 +50,7 @@ func parseFlags(args []string, stderr io.Writer) (*options, error) {
 	if err := fs.Parse(args); err != nil {
 		return nil, err
 	}
-	o.gossipSeeds = splitList(*gossipSeeds)
+	o.gossipSeeds = cli.SplitList(*gossipSeeds)
 	if *gossipKey != "" {
 		k, err := membership.ParseKey(*gossipKey)
 		if err != nil {
@@ -68,21 +68,4 @@ func parseFlags(args []string, stderr io.Writer) (*options, error) {
 		return nil, fmt.Errorf("-node is required (node-API addresses of lunora-nodes), unless -gossip-addr and -gossip-seeds let the gateway find them")
 	}
 	return o, nil
-}
-
-func hostnameOr(def string) string {
-	if h, err := os.Hostname(); err == nil && h != "" {
-		return h
-	}
-	return def
-}
-
-func splitList(s string) []string {
-	var out []string
-	for _, p := range strings.Split(s, ",") {
-		if p = strings.TrimSpace(p); p != "" {
-			out = append(out, p)
-		}
-	}
-	return out
 }

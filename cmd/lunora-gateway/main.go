@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/lunora/lunora/gateway"
+	"github.com/lunora/lunora/internal/cli"
 	"github.com/lunora/lunora/membership"
 	"github.com/lunora/lunora/router"
 	"github.com/lunora/lunora/rpc"
@@ -49,7 +50,7 @@ func run(ctx context.Context, o *options, stdout, stderr io.Writer) error {
 	if err != nil {
 		return err
 	}
-	rc := router.Config{App: app, Seeds: splitList(o.nodeAddr), Logger: log}
+	rc := router.Config{App: app, Seeds: cli.SplitList(o.nodeAddr), Logger: log}
 	var members *membership.Membership
 	if o.gossipAddr != "" {
 		members, err = membership.Start(membership.Config{

@@ -8,6 +8,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/lunora/lunora/internal/cli"
 	"github.com/lunora/lunora/membership"
 	"github.com/lunora/lunora/node"
 	"github.com/lunora/lunora/raftglobal"
@@ -100,7 +101,7 @@ func parseFlags(args []string, stderr io.Writer) (*options, error) {
 	}
 	fs.StringVar(&o.dataDir, "data", dataDefault, "data directory (shard files live under <data>/shards)")
 	fs.StringVar(&o.schemaPath, "schema", "", "path to lunora.yaml (dev mode defaults to the built-in examples/chat app)")
-	fs.StringVar(&o.nodeID, "node-id", hostnameOr("node-0"), "this node's stable ID")
+	fs.StringVar(&o.nodeID, "node-id", cli.HostnameOr("node-0"), "this node's stable ID")
 	fs.StringVar(&o.grpcAddr, "grpc-addr", grpcDefault, "gRPC listen address (node API; in dev mode the public API)")
 	fs.StringVar(&o.httpAddr, "http-addr", httpDefault, "HTTP listen address (/metrics /healthz /readyz; in dev mode also /v1/call and /v1/sql)")
 	fs.StringVar(&o.logLevel, "log-level", "info", "debug, info, warn or error")
@@ -133,7 +134,7 @@ func parseFlags(args []string, stderr io.Writer) (*options, error) {
 	if o.weight < 0 || o.maxMoves < 1 || o.moveRate < 0 {
 		return nil, fmt.Errorf("-weight and -move-rate must not be negative, -max-moves must be at least 1")
 	}
-	o.gossipSeeds = splitList(*gossipSeeds)
+	o.gossipSeeds = cli.SplitList(*gossipSeeds)
 	if *gossipKey != "" {
 		k, err := membership.ParseKey(*gossipKey)
 		if err != nil {
@@ -141,14 +142,14 @@ func parseFlags(args []string, stderr io.Writer) (*options, error) {
 		}
 		o.gossipKey = k
 	}
-	for _, part := range splitList(*bootstrap) {
+	for _, part := range cli.SplitList(*bootstrap) {
 		id, addr, ok := strings.Cut(part, "=")
 		if !ok || id == "" || addr == "" {
 			return nil, fmt.Errorf("-bootstrap: %q is not id=raft-addr", part)
 		}
 		o.bootstrap = append(o.bootstrap, raftglobal.Server{ID: id, Addr: addr})
 	}
-	o.join = splitList(*join)
+	o.join = cli.SplitList(*join)
 	switch {
 	case o.raftAddr != "":
 	case len(o.bootstrap) == 0 && len(o.join) == 0:
@@ -160,21 +161,4 @@ func parseFlags(args []string, stderr io.Writer) (*options, error) {
 		return nil, fmt.Errorf("-schema is required: the path of the app's lunora.yaml")
 	}
 	return o, nil
-}
-
-func hostnameOr(def string) string {
-	if h, err := os.Hostname(); err == nil && h != "" {
-		return h
-	}
-	return def
-}
-
-func splitList(s string) []string {
-	var out []string
-	for _, p := range strings.Split(s, ",") {
-		if p = strings.TrimSpace(p); p != "" {
-			out = append(out, p)
-		}
-	}
-	return out
 }
