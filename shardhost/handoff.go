@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/lunora/lunora/api"
+	"github.com/lunora/lunora/sqlitex"
 	"google.golang.org/grpc/codes"
 )
 
@@ -255,8 +256,8 @@ func (h *Host) freeze(ctx context.Context, shardID, path string) (*Frozen, error
 			return nil, err
 		}
 	}
-	if st, err := os.Stat(path + "-wal"); err == nil && st.Size() > 0 {
-		return nil, api.Errorf(codes.Internal, "shard %s: its write-ahead log was not checkpointed when it closed", shardID)
+	if err := h.recoverWAL(shardID, path); err != nil {
+		return nil, err
 	}
 	if err := h.writeJournal(shardID, MoveSend); err != nil {
 		return nil, api.Errorf(codes.Internal, "shard %s: journal the handoff: %v", shardID, err)
@@ -274,6 +275,38 @@ func (h *Host) freeze(ctx context.Context, shardID, path string) (*Frozen, error
 	out := &Frozen{ShardID: shardID, Path: path, Size: n}
 	copy(out.SHA256[:], sum.Sum(nil))
 	return out, nil
+}
+
+// recoverWAL checkpoints a shard file whose write-ahead log is not empty
+// although no handle has it open: the process that last had it open died
+// (SIGKILL, power loss) before closing it, so the WAL may hold committed
+// transactions — acknowledged writes (I2) — that the main file does not
+// have yet. Streaming the file alone would lose them, and refusing to move
+// the shard would strand it on a node that no longer owns it, so the file
+// is opened (SQLite replays the valid frames of the WAL and ignores a torn
+// tail), checkpointed into the main file and closed (which deletes the
+// WAL). The caller holds the shard frozen, so nothing else opens it.
+func (h *Host) recoverWAL(shardID, path string) error {
+	if st, err := os.Stat(path + "-wal"); err != nil || st.Size() == 0 {
+		return nil
+	}
+	c, err := sqlitex.Open(path, h.connOptions(false))
+	if err != nil {
+		return api.Errorf(codes.Internal, "shard %s: open to recover its write-ahead log: %v", shardID, err)
+	}
+	_, err = c.C.Exec("PRAGMA wal_checkpoint(TRUNCATE)", nil)
+	if cerr := c.Close(); err == nil {
+		err = cerr
+	}
+	if err != nil {
+		return api.Errorf(codes.Internal, "shard %s: checkpoint its write-ahead log: %v", shardID, err)
+	}
+	if st, err := os.Stat(path + "-wal"); err == nil && st.Size() > 0 {
+		return api.Errorf(codes.Internal, "shard %s: its write-ahead log still holds %d bytes after a checkpoint", shardID, st.Size())
+	}
+	h.log.Info("recovered a shard's write-ahead log left by a crash", "shard", shardID)
+	h.m.walRecoveries.Inc()
+	return nil
 }
 
 // Thaw ends a handoff that did not commit: the shard serves again here.

@@ -17,6 +17,7 @@ type metrics struct {
 	batchSize     prometheus.Histogram
 	mailboxDepth  prometheus.Histogram
 	commitLatency prometheus.Histogram
+	walRecoveries prometheus.Counter
 
 	// Live queries (subscribe.go).
 	subscriptions prometheus.Gauge
@@ -56,6 +57,7 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 			Name: "lunora_group_commit_duration_seconds", Help: "Time from BEGIN to durable COMMIT of one group commit.",
 			Buckets: prometheus.ExponentialBuckets(0.0001, 2, 16),
 		}),
+		walRecoveries: prometheus.NewCounter(prometheus.CounterOpts{Name: "lunora_shard_wal_recoveries_total", Help: "Shards whose write-ahead log, left by a crash, was checkpointed before a handoff."}),
 		subscriptions: prometheus.NewGauge(prometheus.GaugeOpts{Name: "lunora_subscriptions_active", Help: "Live query subscriptions held by the node."}),
 		liveQueries:   prometheus.NewGauge(prometheus.GaugeOpts{Name: "lunora_live_queries", Help: "Live query states (one per shard, function and arguments, shared by their subscribers), including those in their grace period."}),
 		reruns:        prometheus.NewCounter(prometheus.CounterOpts{Name: "lunora_live_query_reruns_total", Help: "Live queries re-run because a commit wrote a table they read."}),
@@ -67,7 +69,7 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 		}),
 	}
 	if reg != nil {
-		reg.MustRegister(m.requests, m.latency, m.active, m.onDisk, m.inFlight, m.activations, m.hibernations, m.batchSize, m.mailboxDepth, m.commitLatency,
+		reg.MustRegister(m.requests, m.latency, m.active, m.onDisk, m.inFlight, m.activations, m.hibernations, m.batchSize, m.mailboxDepth, m.commitLatency, m.walRecoveries,
 			m.subscriptions, m.liveQueries, m.reruns, m.updatesSent, m.cutOff, m.notifyLatency)
 	}
 	return m
