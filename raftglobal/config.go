@@ -39,6 +39,14 @@ type Config struct {
 	// (a one-voter cluster on a port picked by the OS).
 	Bootstrap []Server
 
+	// TargetVoters is how many voters the leader keeps: when a voter leaves
+	// or is removed, or while there are fewer, it promotes live non-voters
+	// (never a node recorded as leaving, left or removed). It never demotes
+	// a voter. Give every node the same value: 3 (or 5). VoterCheckInterval
+	// is how often the leader checks besides after each membership change.
+	TargetVoters       int
+	VoterCheckInterval time.Duration
+
 	// Schema is idempotent DDL (CREATE TABLE IF NOT EXISTS …) for the global
 	// tables, applied outside the log when the FSM opens and after every
 	// restore. Every node must be given the same Schema.
@@ -118,6 +126,8 @@ func DefaultConfig() Config {
 		SnapshotInterval:    2 * time.Minute,
 		TrailingLogs:        10240,
 		SnapshotRetain:      2,
+		TargetVoters:        3,
+		VoterCheckInterval:  time.Second,
 		Batching:            true,
 		MaxBatch:            256,
 		MaxPending:          8192,
@@ -146,6 +156,7 @@ func DefaultLocalConfig() Config {
 	c.SnapshotInterval = 200 * time.Millisecond
 	c.TrailingLogs = 256
 	c.ApplyTimeout = 3 * time.Second
+	c.VoterCheckInterval = 100 * time.Millisecond
 	c.MaxReadWait = 2 * time.Second
 	c.FutureBookmarkGrace = 300 * time.Millisecond
 	c.HeartbeatTimeout = 100 * time.Millisecond
@@ -169,6 +180,8 @@ func (c *Config) Validate() error {
 		return errors.New("raftglobal: Transport or BindAddr is required")
 	case c.SnapshotThreshold < 1 || c.SnapshotInterval <= 0 || c.SnapshotRetain < 1:
 		return errors.New("raftglobal: SnapshotThreshold, SnapshotInterval and SnapshotRetain must be positive")
+	case c.TargetVoters < 1 || c.VoterCheckInterval <= 0:
+		return errors.New("raftglobal: TargetVoters must be at least 1 and VoterCheckInterval positive")
 	case c.MaxBatch < 1 || c.MaxPending < 1:
 		return errors.New("raftglobal: MaxBatch and MaxPending must be at least 1")
 	case c.ApplyTimeout <= 0 || c.MaxReadWait <= 0 || c.FutureBookmarkGrace <= 0:

@@ -40,6 +40,11 @@ var systemSchema = []string{
 		owner TEXT NOT NULL DEFAULT '', moved_ms INTEGER NOT NULL DEFAULT 0) WITHOUT ROWID`,
 	`CREATE INDEX IF NOT EXISTS __lunora_shards_grp ON __lunora_shards (grp, id)`,
 	`CREATE INDEX IF NOT EXISTS __lunora_shards_owner ON __lunora_shards (owner, id)`,
+	// The newest ring operation of each node's process (ChangeRing):
+	// incarnation orders the processes of one node, has_left says whether that
+	// process has left. A join or leave of an older process is refused.
+	`CREATE TABLE IF NOT EXISTS __lunora_ring_ops (id TEXT PRIMARY KEY, incarnation INTEGER NOT NULL,
+		has_left INTEGER NOT NULL, updated_ms INTEGER NOT NULL) WITHOUT ROWID`,
 }
 
 // cmdResult is what one command of an entry produced.

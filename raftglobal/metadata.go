@@ -77,15 +77,9 @@ func (s *Store) CASRing(ctx context.Context, expect uint64, check bool, nodes []
 	if len(nodes) == 0 {
 		return 0, false, api.Errorf(codes.InvalidArgument, "a ring needs at least one node")
 	}
-	sorted := append([]RingNode(nil), nodes...)
-	sort.Slice(sorted, func(i, j int) bool { return sorted[i].ID < sorted[j].ID })
-	for i, n := range sorted {
-		if n.ID == "" || n.Weight < 1 {
-			return 0, false, api.Errorf(codes.InvalidArgument, "ring node %+v needs an ID and a weight of at least 1", n)
-		}
-		if i > 0 && sorted[i-1].ID == n.ID {
-			return 0, false, api.Errorf(codes.InvalidArgument, "ring names node %q twice", n.ID)
-		}
+	sorted, err := sortedRing(nodes)
+	if err != nil {
+		return 0, false, err
 	}
 	js, _ := json.Marshal(sorted)
 	res, err := s.system(ctx, map[string]any{"nodes": string(js), "expect": int64(expect), "check": check},
@@ -289,4 +283,112 @@ func firstInt(res *api.Result) int64 {
 		}
 	}
 	return 0
+}
+
+// RingOp is a node's join or leave of the ring, made by one process of the
+// node: Incarnation increases with every start of the node (0 is an
+// operator's removal, which applies to every process so far).
+type RingOp struct {
+	Node        string
+	Incarnation uint64
+	Leave       bool
+}
+
+// staleOp is true when op is superseded: a join or leave of a process older
+// than the newest recorded one, or a join of a process that has left.
+const staleOp = `EXISTS (SELECT 1 FROM __lunora_ring_ops WHERE id = :id AND :inc > 0
+	AND (incarnation > :inc OR (incarnation = :inc AND has_left AND NOT :leave)))`
+
+// ChangeRing records op and, when nodes is not nil, commits a new ring
+// epoch with nodes if the newest epoch is still expect — in one log entry,
+// so joins and leaves are ordered by the log: a join a later leave of the
+// same process has overtaken, or a leave of a process a newer one has
+// replaced, is refused (stale, nothing changed) wherever it arrives.
+// It returns the newest epoch after the call and whether this call
+// created it (leader only).
+func (s *Store) ChangeRing(ctx context.Context, expect uint64, nodes []RingNode, op RingOp) (epoch uint64, created, stale bool, err error) {
+	if op.Node == "" {
+		return 0, false, false, api.Errorf(codes.InvalidArgument, "a ring operation needs a node ID")
+	}
+	js := []byte("[]")
+	if nodes != nil {
+		if len(nodes) == 0 {
+			return 0, false, false, api.Errorf(codes.InvalidArgument, "a ring needs at least one node")
+		}
+		sorted, err := sortedRing(nodes)
+		if err != nil {
+			return 0, false, false, err
+		}
+		js, _ = json.Marshal(sorted)
+	}
+	res, err := s.system(ctx, map[string]any{"id": op.Node, "inc": int64(op.Incarnation), "leave": op.Leave,
+		"nodes": string(js), "has_nodes": nodes != nil, "expect": int64(expect)},
+		`INSERT INTO __lunora_ring_ops (id, incarnation, has_left, updated_ms)
+		 SELECT :id, :inc, :leave, lunora_now() WHERE NOT `+staleOp+`
+		 ON CONFLICT (id) DO UPDATE SET incarnation = max(incarnation, excluded.incarnation),
+		   has_left = excluded.has_left, updated_ms = excluded.updated_ms`,
+		`INSERT INTO __lunora_ring (epoch, nodes, created_ms)
+		 SELECT coalesce(max(epoch), 0) + 1, :nodes, lunora_now() FROM __lunora_ring
+		 HAVING :has_nodes AND coalesce(max(epoch), 0) = :expect AND NOT `+staleOp,
+		`SELECT (SELECT max(epoch) FROM __lunora_ring), changes(), `+staleOp)
+	if err != nil {
+		return 0, false, false, err
+	}
+	n, _ := cell(res, 1).(int64)
+	st, _ := cell(res, 2).(int64)
+	return uint64(firstInt(res)), n == 1, st == 1, nil
+}
+
+// staleIncarnation reports, from this replica, whether a join of node id's
+// process incarnation is superseded (see ChangeRing).
+func (s *Store) staleIncarnation(ctx context.Context, id string, incarnation uint64) (bool, error) {
+	res, err := s.systemRead(ctx, map[string]any{"id": id, "inc": int64(incarnation), "leave": false}, `SELECT `+staleOp)
+	if err != nil {
+		return false, err
+	}
+	return firstInt(res) == 1, nil
+}
+
+// RingOps returns the newest recorded ring operation of every node, from
+// this replica.
+func (s *Store) RingOps(ctx context.Context) (map[string]RingOp, error) {
+	res, err := s.systemRead(ctx, nil, `SELECT id, incarnation, has_left FROM __lunora_ring_ops ORDER BY id`)
+	if err != nil {
+		return nil, err
+	}
+	out := make(map[string]RingOp, len(res.Rows))
+	for _, r := range res.Rows {
+		id, _ := r[0].(string)
+		inc, _ := r[1].(int64)
+		left, _ := r[2].(int64)
+		out[id] = RingOp{Node: id, Incarnation: uint64(inc), Leave: left == 1}
+	}
+	return out, nil
+}
+
+// MarkNode changes a recorded node's state, keeping its addresses
+// (leader only); a node not recorded yet is recorded without addresses.
+func (s *Store) MarkNode(ctx context.Context, id, state string) error {
+	if id == "" || state == "" {
+		return api.Errorf(codes.InvalidArgument, "node state needs an ID and a state")
+	}
+	_, err := s.system(ctx, map[string]any{"id": id, "state": state},
+		`INSERT INTO __lunora_nodes (id, grpc_addr, raft_addr, state, updated_ms)
+		 VALUES (:id, '', '', :state, lunora_now())
+		 ON CONFLICT (id) DO UPDATE SET state = excluded.state, updated_ms = excluded.updated_ms`)
+	return err
+}
+
+func sortedRing(nodes []RingNode) ([]RingNode, error) {
+	sorted := append([]RingNode(nil), nodes...)
+	sort.Slice(sorted, func(i, j int) bool { return sorted[i].ID < sorted[j].ID })
+	for i, n := range sorted {
+		if n.ID == "" || n.Weight < 1 {
+			return nil, api.Errorf(codes.InvalidArgument, "ring node %+v needs an ID and a weight of at least 1", n)
+		}
+		if i > 0 && sorted[i-1].ID == n.ID {
+			return nil, api.Errorf(codes.InvalidArgument, "ring names node %q twice", n.ID)
+		}
+	}
+	return sorted, nil
 }

@@ -76,13 +76,16 @@ var (
 	descLast    = prometheus.NewDesc("lunora_global_raft_last_index", "Last index in this node's Raft log.", nil, nil)
 	descCommit  = prometheus.NewDesc("lunora_global_raft_commit_index", "Raft commit index known to this node.", nil, nil)
 	descApplied = prometheus.NewDesc("lunora_global_raft_applied_index", "Highest log index applied to this node's FSM file.", nil, nil)
+	descVoter   = prometheus.NewDesc("lunora_global_raft_voter", "1 when this node is a voter in its latest Raft configuration, 0 otherwise.", nil, nil)
+	descServers = prometheus.NewDesc("lunora_global_raft_servers", "Servers in this node's latest Raft configuration, by suffrage.", []string{"suffrage"}, nil)
+	descFailing = prometheus.NewDesc("lunora_global_raft_unreachable_servers", "On the leader: servers its heartbeats currently fail to reach.", nil, nil)
 )
 
 // raftCollector reads Raft's state at scrape time.
 type raftCollector struct{ s *Store }
 
 func (c *raftCollector) Describe(ch chan<- *prometheus.Desc) {
-	for _, d := range []*prometheus.Desc{descState, descTerm, descLast, descCommit, descApplied} {
+	for _, d := range []*prometheus.Desc{descState, descTerm, descLast, descCommit, descApplied, descVoter, descServers, descFailing} {
 		ch <- d
 	}
 }
@@ -104,4 +107,21 @@ func (c *raftCollector) Collect(ch chan<- prometheus.Metric) {
 	ch <- prometheus.MustNewConstMetric(descLast, prometheus.GaugeValue, float64(r.LastIndex()))
 	ch <- prometheus.MustNewConstMetric(descCommit, prometheus.GaugeValue, float64(r.CommitIndex()))
 	ch <- prometheus.MustNewConstMetric(descApplied, prometheus.GaugeValue, float64(c.s.fsm.applied.Load()))
+	if f := r.GetConfiguration(); f.Error() == nil {
+		voter, voters, nonvoters := 0.0, 0.0, 0.0
+		for _, srv := range f.Configuration().Servers {
+			if srv.Suffrage == raft.Voter {
+				voters++
+				if string(srv.ID) == c.s.cfg.NodeID {
+					voter = 1
+				}
+			} else {
+				nonvoters++
+			}
+		}
+		ch <- prometheus.MustNewConstMetric(descVoter, prometheus.GaugeValue, voter)
+		ch <- prometheus.MustNewConstMetric(descServers, prometheus.GaugeValue, voters, "voter")
+		ch <- prometheus.MustNewConstMetric(descServers, prometheus.GaugeValue, nonvoters, "nonvoter")
+	}
+	ch <- prometheus.MustNewConstMetric(descFailing, prometheus.GaugeValue, float64(len(c.s.Health())))
 }

@@ -54,6 +54,12 @@ type Store struct {
 	leaderMu  sync.Mutex
 	leaderCh  chan struct{} // closed at the next leader change
 
+	// memberMu serialises this node's membership changes (voters.go);
+	// health is its view, as leader, of which servers are live.
+	memberMu   sync.Mutex
+	health     health
+	votersKick chan struct{}
+
 	closeOnce sync.Once
 	closed    chan struct{}
 	wg        sync.WaitGroup
@@ -98,6 +104,8 @@ func Open(cfg Config) (*Store, error) {
 		leadReady: make(chan struct{}),
 		leaderCh:  make(chan struct{}),
 		closed:    make(chan struct{}),
+
+		votersKick: make(chan struct{}, 1),
 	}
 	ok := false
 	defer func() {
@@ -177,8 +185,11 @@ func Open(cfg Config) (*Store, error) {
 		log.Info("bootstrapped the global tier", "voters", len(conf.Servers))
 	}
 	s.observer = raft.NewObserver(s.obsCh, false, func(o *raft.Observation) bool {
-		_, ok := o.Data.(raft.LeaderObservation)
-		return ok
+		switch o.Data.(type) {
+		case raft.LeaderObservation, raft.FailedHeartbeatObservation, raft.ResumedHeartbeatObservation, raft.PeerObservation:
+			return true
+		}
+		return false
 	})
 	s.raft.RegisterObserver(s.observer)
 	if cfg.Registerer != nil {
@@ -188,10 +199,11 @@ func Open(cfg Config) (*Store, error) {
 			return nil, fmt.Errorf("raftglobal: register metrics: %w", err)
 		}
 	}
-	s.wg.Add(3)
+	s.wg.Add(4)
 	go s.watchLeadership()
 	go s.watchLeader()
 	go s.runBatcher()
+	go s.keepVoters()
 	ok = true
 	return s, nil
 }
@@ -291,9 +303,11 @@ func (s *Store) watchLeadership() {
 		case <-s.closed:
 			return
 		case isLeader := <-s.notifyCh:
+			s.health.setLeader(isLeader)
 			if !isLeader {
 				continue
 			}
+			s.kickVoters()
 			s.leadMu.Lock()
 			select {
 			case <-s.leadReady:
@@ -372,10 +386,13 @@ func (s *Store) watchLeader() {
 		case <-s.closed:
 			return
 		case o := <-s.obsCh:
-			if lo, ok := o.Data.(raft.LeaderObservation); ok {
-				s.m.leaderChanges.Inc()
-				s.log.Info("leader changed", "leader", lo.LeaderID, "addr", lo.LeaderAddr)
+			lo, ok := o.Data.(raft.LeaderObservation)
+			if !ok {
+				s.health.observe(o.Data)
+				continue
 			}
+			s.m.leaderChanges.Inc()
+			s.log.Info("leader changed", "leader", lo.LeaderID, "addr", lo.LeaderAddr)
 			s.leaderMu.Lock()
 			close(s.leaderCh)
 			s.leaderCh = make(chan struct{})
@@ -468,16 +485,19 @@ func (s *Store) Servers() ([]Member, error) {
 	return out, nil
 }
 
-// Join adds a server to the cluster (leader only): a voter, or a non-voter
-// that replicates and serves reads without voting. Joining a server that is
-// already a member with the same address and role does nothing; a voter
-// joined as a non-voter is demoted.
+// Join adds a server to the cluster with the role given (leader only): a
+// voter, or a non-voter that replicates and serves reads without voting.
+// Joining a server that is already a member with the same address and role
+// does nothing; a voter joined as a non-voter is demoted. Nodes join with
+// AddServer, which leaves the role to the leader (voters.go).
 func (s *Store) Join(ctx context.Context, id, addr string, voter bool) error {
 	if id == "" || addr == "" {
 		return api.Errorf(codes.InvalidArgument, "join needs a server ID and a Raft address")
 	}
 	ctx, cancel := s.writeContext(ctx)
 	defer cancel()
+	s.memberMu.Lock()
+	defer s.memberMu.Unlock()
 	if err := s.requireLeader(ctx); err != nil {
 		return err
 	}
@@ -506,33 +526,6 @@ func (s *Store) Join(ctx context.Context, id, addr string, voter bool) error {
 		return s.raftError(err)
 	}
 	s.log.Info("server joined", "id", id, "addr", addr, "voter", voter)
-	return nil
-}
-
-// Remove removes a server from the cluster (leader only): on a graceful
-// leave, or to drop a dead node. Removing a server that is not a member
-// does nothing.
-func (s *Store) Remove(ctx context.Context, id string) error {
-	ctx, cancel := s.writeContext(ctx)
-	defer cancel()
-	if err := s.requireLeader(ctx); err != nil {
-		return err
-	}
-	servers, err := s.Servers()
-	if err != nil {
-		return err
-	}
-	found := false
-	for _, m := range servers {
-		found = found || m.ID == id
-	}
-	if !found {
-		return nil
-	}
-	if err := waitFuture(ctx, s.raft.RemoveServer(raft.ServerID(id), 0, s.cfg.ApplyTimeout)); err != nil {
-		return s.raftError(err)
-	}
-	s.log.Info("server removed", "id", id)
 	return nil
 }
 

@@ -1,0 +1,291 @@
+package raftglobal
+
+import (
+	"errors"
+	"fmt"
+	"slices"
+	"testing"
+	"time"
+
+	"github.com/lunora/lunora/api"
+	"google.golang.org/grpc/codes"
+)
+
+// roles returns the voters and the non-voters of s's configuration, by ID.
+func roles(t testing.TB, s *Store) (voters, nonVoters []string) {
+	t.Helper()
+	servers, err := s.Servers()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, m := range servers {
+		if m.Voter {
+			voters = append(voters, m.ID)
+		} else {
+			nonVoters = append(nonVoters, m.ID)
+		}
+	}
+	slices.Sort(voters)
+	slices.Sort(nonVoters)
+	return voters, nonVoters
+}
+
+// waitRoles waits until the leader's configuration has exactly these
+// voters and non-voters and returns that leader.
+func waitRoles(t testing.TB, c *TestCluster, voters, nonVoters []string) *Store {
+	t.Helper()
+	var leader *Store
+	waitFor(t, 10*time.Second, func() error {
+		leader = c.WaitForLeader(10 * time.Second)
+		v, nv := roles(t, leader)
+		if !slices.Equal(v, voters) || !slices.Equal(nv, nonVoters) {
+			return fmt.Errorf("voters %v non-voters %v, want %v and %v", v, nv, voters, nonVoters)
+		}
+		return nil
+	})
+	return leader
+}
+
+// waitUnreachable waits until the leader's heartbeats to id fail.
+func waitUnreachable(t testing.TB, c *TestCluster, id string) *Store {
+	t.Helper()
+	var leader *Store
+	waitFor(t, 10*time.Second, func() error {
+		leader = c.WaitForLeader(10 * time.Second)
+		if _, ok := leader.Health()[id]; !ok {
+			return fmt.Errorf("the leader %s still reaches %s", leader.NodeID(), id)
+		}
+		return nil
+	})
+	return leader
+}
+
+func mustWrite(t testing.TB, c *TestCluster, k string) {
+	t.Helper()
+	ctx := ctxT(t, 20*time.Second)
+	var err error
+	for ctx.Err() == nil {
+		if _, err = c.WaitForLeader(10*time.Second).Write(ctx, put(k, 1)); err == nil {
+			return
+		}
+	}
+	t.Fatalf("write %s: %v", k, err)
+}
+
+// The README walkthrough in one process: 3 voters and a non-voter; a voter
+// leaves gracefully (removed from the configuration: the non-voter is
+// promoted first), then another voter dies — the global tier still has a
+// quorum. Before voters followed the ring, the leave left 2 voters and the
+// death took the quorum with it.
+func TestRemoveLiveVoterPromotesNonVoter(t *testing.T) {
+	c := NewTestCluster(t, 3, 1, withSchema)
+	leader := c.WaitForLeader(10 * time.Second)
+	ctx := ctxT(t, 30*time.Second)
+	followers := c.Followers()
+	leaving, dying := followers[0], followers[1]
+	start := time.Now()
+	if err := leader.Remove(ctx, leaving); err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("removed voter %s with a promotion in %v", leaving, time.Since(start).Round(time.Microsecond))
+	want := []string{leader.NodeID(), dying, "n3"}
+	slices.Sort(want)
+	waitRoles(t, c, want, nil)
+	c.KillNode(leaving)
+	c.KillNode(dying)
+	mustWrite(t, c, "after-leave-and-kill")
+}
+
+// A dead voter removed by an operator is replaced by the non-voter, after
+// the removal (the dead one cannot help commit a promotion).
+func TestRemoveDeadVoterPromotesNonVoter(t *testing.T) {
+	c := NewTestCluster(t, 3, 1, withSchema)
+	dead := c.Followers()[0]
+	c.KillNode(dead)
+	leader := waitUnreachable(t, c, dead)
+	if err := leader.Remove(ctxT(t, 30*time.Second), dead); err != nil {
+		t.Fatal(err)
+	}
+	var want []string
+	for _, id := range []string{"n0", "n1", "n2", "n3"} {
+		if id != dead {
+			want = append(want, id)
+		}
+	}
+	waitRoles(t, c, want, nil)
+	// One more voter may die: two of three are left.
+	c.KillNode(c.Followers()[0])
+	mustWrite(t, c, "after-two-deaths")
+}
+
+// A removal that would leave the voters without a quorum of live ones is
+// refused (FAILED_PRECONDITION, nothing changed) unless forced; with a
+// live non-voter to promote first it goes through.
+func TestRemoveRefusedWhenQuorumWouldBeLost(t *testing.T) {
+	c := NewTestCluster(t, 3, 0, withSchema)
+	followers := c.Followers()
+	dead, leaving := followers[0], followers[1]
+	c.KillNode(dead)
+	leader := waitUnreachable(t, c, dead)
+	err := leader.Remove(ctxT(t, 30*time.Second), leaving)
+	if !errors.Is(err, ErrWouldLoseQuorum) || api.CodeOf(err) != codes.FailedPrecondition {
+		t.Fatalf("removing live voter %s while %s is dead: %v, want ErrWouldLoseQuorum", leaving, dead, err)
+	}
+	t.Logf("refused: %v", err)
+	waitRoles(t, c, []string{"n0", "n1", "n2"}, nil)
+	mustWrite(t, c, "after-refusal")
+	// Removing the leader itself is refused the same way.
+	if err := leader.Remove(ctxT(t, 30*time.Second), leader.NodeID()); !errors.Is(err, ErrWouldLoseQuorum) {
+		t.Fatalf("the leader removing itself while %s is dead: %v, want ErrWouldLoseQuorum", dead, err)
+	}
+
+	added := c.AddNode(false)
+	leader = c.WaitForLeader(10 * time.Second)
+	if err := leader.Remove(ctxT(t, 30*time.Second), leaving); err != nil {
+		t.Fatalf("removing %s with %s to promote: %v", leaving, added, err)
+	}
+	want := []string{leader.NodeID(), dead, added}
+	slices.Sort(want)
+	waitRoles(t, c, want, nil)
+	mustWrite(t, c, "after-promotion")
+}
+
+// The last voter is never removed, forced or not.
+func TestRemoveLastVoterRefused(t *testing.T) {
+	c := NewTestCluster(t, 1, 0, withSchema)
+	leader := c.WaitForLeader(10 * time.Second)
+	for _, force := range []bool{false, true} {
+		if err := leader.RemoveWith(ctxT(t, 10*time.Second), leader.NodeID(), RemoveOptions{Force: force}); !errors.Is(err, ErrWouldLoseQuorum) {
+			t.Fatalf("removing the only voter (force %v): %v", force, err)
+		}
+	}
+	waitRoles(t, c, []string{"n0"}, nil)
+}
+
+// The leader removing itself hands leadership to another voter first
+// (answering "not the leader"), and the new leader removes it and
+// promotes the non-voter.
+func TestLeaderRemovesItself(t *testing.T) {
+	c := NewTestCluster(t, 3, 1, withSchema)
+	old := c.WaitForLeader(10 * time.Second)
+	ctx := ctxT(t, 30*time.Second)
+	start := time.Now()
+	err := old.Remove(ctx, old.NodeID())
+	if _, ok := isNotLeader(err); !ok {
+		t.Fatalf("the leader removing itself: %v, want a NotLeaderError after handing leadership over", err)
+	}
+	handed := time.Since(start)
+	leader := c.WaitForLeader(10 * time.Second)
+	if leader == old {
+		t.Fatal("the old leader is still the leader")
+	}
+	if err := leader.Remove(ctx, old.NodeID()); err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("leadership handed over in %v, removed in %v in all", handed.Round(time.Millisecond), time.Since(start).Round(time.Millisecond))
+	var want []string
+	for _, id := range []string{"n0", "n1", "n2", "n3"} {
+		if id != old.NodeID() {
+			want = append(want, id)
+		}
+	}
+	waitRoles(t, c, want, nil)
+	c.KillNode(old.NodeID())
+	mustWrite(t, c, "after-leader-left")
+}
+
+// Below the target (a voter left with no non-voter to promote), the
+// leader promotes the next node that joins; a node recorded as leaving is
+// never promoted.
+func TestVotersKeptAtTarget(t *testing.T) {
+	c := NewTestCluster(t, 3, 1, withSchema)
+	leader := c.WaitForLeader(10 * time.Second)
+	ctx := ctxT(t, 30*time.Second)
+	if err := leader.MarkNode(ctx, "n3", NodeLeaving); err != nil {
+		t.Fatal(err)
+	}
+	leaving := c.Followers()[0]
+	if err := leader.Remove(ctx, leaving); err != nil {
+		t.Fatal(err)
+	}
+	var want []string
+	for _, id := range []string{"n0", "n1", "n2"} {
+		if id != leaving {
+			want = append(want, id)
+		}
+	}
+	leader = waitRoles(t, c, want, []string{"n3"})
+	// The keeper leaves n3 alone on its next passes too.
+	for range 3 {
+		if err := leader.ensureVoters(ctx); err != nil {
+			t.Fatal(err)
+		}
+	}
+	waitRoles(t, c, want, []string{"n3"})
+
+	start := time.Now()
+	added := c.AddNode(false)
+	want = append(want, added)
+	slices.Sort(want)
+	waitRoles(t, c, want, []string{"n3"})
+	t.Logf("%s joined as a non-voter and was promoted within %v", added, time.Since(start).Round(time.Millisecond))
+}
+
+// Ring operations carry the process's incarnation: a join that a leave of
+// the same process has overtaken is refused, and so is a leave of a
+// process a newer one has replaced; an operator's removal (incarnation 0)
+// applies to every process so far.
+func TestChangeRingIncarnations(t *testing.T) {
+	c := NewTestCluster(t, 1, 0, withSchema)
+	s := c.WaitForLeader(10 * time.Second)
+	ctx := ctxT(t, 30*time.Second)
+	base := []RingNode{{ID: "a", Weight: 1}}
+	withB := []RingNode{{ID: "a", Weight: 1}, {ID: "b", Weight: 1}}
+	step := func(what string, nodes []RingNode, op RingOp, wantCreated, wantStale bool) {
+		t.Helper()
+		epoch, _, err := s.Ring(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		e, created, stale, err := s.ChangeRing(ctx, epoch, nodes, op)
+		if err != nil {
+			t.Fatalf("%s: %v", what, err)
+		}
+		if created != wantCreated || stale != wantStale {
+			t.Fatalf("%s: created %v stale %v, want %v %v", what, created, stale, wantCreated, wantStale)
+		}
+		if created && e != epoch+1 {
+			t.Fatalf("%s: epoch %d after %d", what, e, epoch)
+		}
+	}
+	step("a joins", base, RingOp{Node: "a", Incarnation: 1}, true, false)
+	step("b (incarnation 10) joins", withB, RingOp{Node: "b", Incarnation: 10}, true, false)
+	step("b (10) joins again: recorded, ring unchanged", nil, RingOp{Node: "b", Incarnation: 10}, false, false)
+	step("b (10) leaves", base, RingOp{Node: "b", Incarnation: 10, Leave: true}, true, false)
+	step("b (10) leaves again", nil, RingOp{Node: "b", Incarnation: 10, Leave: true}, false, false)
+	step("a late join of b (10)", withB, RingOp{Node: "b", Incarnation: 10}, false, true)
+	step("a join of an older b (9)", withB, RingOp{Node: "b", Incarnation: 9}, false, true)
+	if stale, err := s.staleIncarnation(ctx, "b", 10); err != nil || !stale {
+		t.Fatalf("b (10) after leaving: stale %v %v", stale, err)
+	}
+	step("b restarted (11) joins", withB, RingOp{Node: "b", Incarnation: 11}, true, false)
+	step("a late leave of b (10)", base, RingOp{Node: "b", Incarnation: 10, Leave: true}, false, true)
+	step("an operator removes b", base, RingOp{Node: "b", Leave: true}, true, false)
+	step("b (11) joins after its removal", withB, RingOp{Node: "b", Incarnation: 11}, false, true)
+	step("a CAS on an old epoch", withB, RingOp{Node: "b", Incarnation: 12}, true, false)
+	epoch, nodes, err := s.Ring(ctx)
+	if err != nil || len(nodes) != 2 {
+		t.Fatalf("ring %d %v %v", epoch, nodes, err)
+	}
+	if _, created, _, err := s.ChangeRing(ctx, epoch-1, base, RingOp{Node: "b", Incarnation: 12, Leave: true}); err != nil || created {
+		t.Fatalf("a leave on an old epoch: created %v %v", created, err)
+	}
+	ops, err := s.RingOps(ctx)
+	if err != nil || ops["b"] != (RingOp{Node: "b", Incarnation: 12, Leave: true}) || ops["a"] != (RingOp{Node: "a", Incarnation: 1}) {
+		t.Fatalf("ring ops %+v %v", ops, err)
+	}
+	// A Raft join of a process that has left is refused too.
+	if err := s.AddServer(ctx, "b", "inmem-b", 12); !errors.Is(err, ErrStaleIncarnation) {
+		t.Fatalf("AddServer of b (12) after it left: %v, want ErrStaleIncarnation", err)
+	}
+}
