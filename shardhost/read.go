@@ -29,7 +29,7 @@ func (a *actor) query(ctx context.Context, stmts []string, args []driver.NamedVa
 		return nil, r.Classify(err, a.id)
 	}
 	defer r.ExecSys("COMMIT")
-	_, seqRows, err := r.QueryRows(ctx, "SELECT v FROM __lunora_meta WHERE k = 'seq'", nil, a.h.limits())
+	_, seqRows, err := r.QueryRows(ctx, "SELECT v FROM __lunora_meta WHERE k = 'seq'", nil, sqlitex.Limits{MaxRows: 1, MaxBytes: 64})
 	if err != nil || len(seqRows) != 1 {
 		return nil, api.Errorf(codes.Internal, "shard %s: read commit sequence: %v", a.id, err)
 	}

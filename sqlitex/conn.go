@@ -27,7 +27,8 @@ type Conn struct {
 	assertMsg  string // set when lunora_assert fails
 	foreignRow string // set when a row for another shard is written (I1)
 	dirty      bool   // set by the update hook when a row changes
-	lastSQL    string // the statement QueryRows ran last, for Classify
+	lastSQL    string // the statement last prepared for user SQL, for Classify
+	lastUser   bool   // whether lastSQL ran sandboxed
 
 	// stmts caches prepared statements keyed by their text *and* whether
 	// they were prepared sandboxed (stmtcache.go). The driver's own cache
@@ -242,7 +243,7 @@ func (c *Conn) prepare(query string, user bool) (driver.Stmt, error) {
 // into the same cache) and reports whether SQLite says running it cannot
 // change the database.
 func (c *Conn) ReadOnly(query string) (bool, error) {
-	c.lastSQL = query
+	c.lastSQL, c.lastUser = query, true
 	st, err := c.prepare(query, true)
 	if err != nil {
 		return false, err
@@ -290,7 +291,7 @@ func (c *Conn) TablesRead(stmts []string) ([]string, error) {
 	c.User = true
 	defer func() { c.reads, c.User = nil, false }()
 	for _, q := range stmts {
-		c.lastSQL = q
+		c.lastSQL, c.lastUser = q, true
 		st, err := c.C.Prepare(q)
 		if err != nil {
 			return nil, err
@@ -329,7 +330,7 @@ func (c *Conn) Exec(ctx context.Context, query string, args ...driver.NamedValue
 // collects its rows within the bounds. It returns the column names (nil
 // for a statement that returns none).
 func (c *Conn) QueryRows(ctx context.Context, query string, args []driver.NamedValue, lim Limits) ([]string, [][]any, error) {
-	c.lastSQL = query
+	c.lastSQL, c.lastUser = query, c.User
 	st, err := c.prepare(query, c.User)
 	if err != nil {
 		return nil, nil, err

@@ -40,7 +40,7 @@ var (
 func (c *Conn) registerBoundedFunctions() error {
 	like := func(pattern, s any) (any, error) { return c.match(pattern, s, nil, true) }
 	likeEscape := func(pattern, s, esc any) (any, error) {
-		if esc == nil {
+		if isNull(esc) {
 			return nil, nil
 		}
 		return c.match(pattern, s, esc, true)
@@ -71,6 +71,15 @@ func (c *Conn) interrupted() bool {
 	return c.stmtCtx != nil && c.stmtCtx.Err() != nil
 }
 
+// isNull reports whether a function argument is SQL NULL, which the driver
+// passes as a nil []byte (an empty blob is a non-nil one).
+func isNull(v any) bool {
+	if b, ok := v.([]byte); ok {
+		return b == nil
+	}
+	return v == nil
+}
+
 // text converts a SQL value to text as SQLite does; ok is false for NULL.
 func text(v any) (string, bool) {
 	switch x := v.(type) {
@@ -79,7 +88,7 @@ func text(v any) (string, bool) {
 	case string:
 		return x, true
 	case []byte:
-		return string(x), true
+		return string(x), x != nil
 	case int64:
 		return strconv.FormatInt(x, 10), true
 	case float64:
@@ -236,7 +245,7 @@ func (c *Conn) match(pv, sv, ev any, like bool) (any, error) {
 	}
 	var esc rune
 	hasEsc := false
-	if ev != nil {
+	if !isNull(ev) {
 		e, _ := text(ev)
 		if utf8.RuneCountInString(e) != 1 {
 			return nil, errEscape
@@ -290,8 +299,8 @@ func (c *Conn) match(pv, sv, ev any, like bool) (any, error) {
 // are blobs and in characters otherwise; 0 when absent; NULL if either is
 // NULL.
 func instr(xv, yv any) (any, error) {
-	if xb, ok := xv.([]byte); ok {
-		if yb, ok := yv.([]byte); ok {
+	if xb, ok := xv.([]byte); ok && xb != nil {
+		if yb, ok := yv.([]byte); ok && yb != nil {
 			return int64(strings.Index(string(xb), string(yb)) + 1), nil
 		}
 	}
@@ -316,7 +325,7 @@ func replace(xv, yv, zv any) (any, error) {
 		return nil, nil
 	}
 	if y == "" {
-		return xv, nil
+		return x, nil
 	}
 	z, ok3 := text(zv)
 	if !ok3 {

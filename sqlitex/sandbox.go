@@ -203,7 +203,7 @@ func (c *Conn) Classify(err error, shardID string) error {
 			// SQLite refuses writes to its own tables while parsing,
 			// before the authorizer is asked; it is still the sandbox's
 			// refusal.
-			if t := writeTarget(c.lastSQL); c.User && systemTable(t) {
+			if t := writeTarget(c.lastSQL); c.lastUser && systemTable(t) {
 				return api.Wrap(ErrSandbox, fmt.Sprintf("writing to %s is not allowed", t))
 			}
 			return api.Errorf(codes.InvalidArgument, "SQL error: %v", se)
