@@ -305,9 +305,9 @@ func TestLongFunctionCallsStopAtTheDeadline(t *testing.T) {
 	// limit on the same inputs.
 	for name, expr := range map[string]string{
 		"like many %": long + " LIKE replace(" + pattern + ", 'a', 'a%') || 'b'",
-		"instr":   "instr(" + long + ", " + pattern + " || 'b')",
-		"replace": "length(replace(" + long + ", " + pattern + " || 'b', 'c'))",
-		"trim":    "length(trim(" + long + ", printf('%.*c', 500000, 'b') || 'a'))",
+		"instr":       "instr(" + long + ", " + pattern + " || 'b')",
+		"replace":     "length(replace(" + long + ", " + pattern + " || 'b', 'c'))",
+		"trim":        "length(trim(" + long + ", printf('%.*c', 500000, 'b') || 'a'))",
 	} {
 		start := time.Now()
 		if _, err := h.Exec(ctx, "room_id=slow", "SELECT "+expr, nil); err != nil {
