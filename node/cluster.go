@@ -613,7 +613,7 @@ func (n *Node) Leave(ctx context.Context) (int, error) {
 	for {
 		v, err := n.awaitEpoch(ctx, epoch)
 		if err != nil {
-			return -1, err
+			return n.stillHeld(), err
 		}
 		left, err := n.rebalance(ctx, v)
 		if err == nil && left == 0 {
@@ -621,9 +621,31 @@ func (n *Node) Leave(ctx context.Context) (int, error) {
 			return 0, nil
 		}
 		if ctx.Err() != nil {
+			// Count what is still here: a pass cut short by the
+			// deadline has no count of its own.
+			left = n.stillHeld()
 			return left, fmt.Errorf("leave: %d shards not handed off: %w", left, ctx.Err())
 		}
 		time.Sleep(100 * time.Millisecond)
+	}
+}
+
+// stillHeld counts, in this node's replica of the registry, the shards it
+// holds (bounded in time; -1 when the replica cannot say).
+func (n *Node) stillHeld() int {
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+	defer cancel()
+	held, after := 0, ""
+	for {
+		ids, next, err := n.cfg.Global.OwnedShards(ctx, n.cfg.NodeID, after, 1000)
+		if err != nil {
+			return -1
+		}
+		held += len(ids)
+		if next == "" {
+			return held
+		}
+		after = next
 	}
 }
 

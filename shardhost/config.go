@@ -49,11 +49,18 @@ type Config struct {
 	CacheKiB int
 	// StatementTimeout bounds one function or statement.
 	StatementTimeout time.Duration
-	// MaxResultRows and MaxResultBytes bound a result.
+	// MaxResultRows and MaxResultBytes bound a result; its bytes are
+	// counted as the JSON API encodes them (escapes, base64), the largest
+	// of its encodings.
 	MaxResultRows  int
 	MaxResultBytes int
 	// MaxSQLLen bounds an admin SQL statement in bytes.
 	MaxSQLLen int
+	// ResultBudget bounds the bytes of results the node collects and holds
+	// at once, over all shards (each counted at its encoded size, see
+	// MaxResultBytes); past it a call answers RESOURCE_EXHAUSTED with a
+	// retry hint. Zero means no node-wide bound.
+	ResultBudget int64
 
 	// MaxSubscriptions bounds the live subscriptions a node holds; over it
 	// Subscribe answers RESOURCE_EXHAUSTED with a retry hint.
@@ -125,6 +132,7 @@ func DefaultConfig() Config {
 		MaxResultRows:    10000,
 		MaxResultBytes:   8 << 20,
 		MaxSQLLen:        64 << 10,
+		ResultBudget:     256 << 20,
 
 		MaxSubscriptions:        100000,
 		SubscriptionBuffer:      256,
@@ -161,7 +169,7 @@ func (c *Config) Validate() error {
 		return errors.New("shardhost: MailboxSize, MaxBatch, MaxInFlight and ReadConns must be at least 1")
 	case c.StatementTimeout <= 0:
 		return errors.New("shardhost: StatementTimeout must be positive")
-	case c.MaxResultRows < 1 || c.MaxResultBytes < 1 || c.MaxSQLLen < 1:
+	case c.MaxResultRows < 1 || c.MaxResultBytes < 1 || c.MaxSQLLen < 1 || c.ResultBudget < 0:
 		return errors.New("shardhost: result and SQL bounds must be positive")
 	case c.MaxSubscriptions < 1 || c.SubscriptionBuffer < 1 || c.SubscriptionHistory < 1 || c.SubscriptionHistoryRows < 1:
 		return errors.New("shardhost: MaxSubscriptions, SubscriptionBuffer, SubscriptionHistory and SubscriptionHistoryRows must be at least 1")
@@ -185,5 +193,5 @@ func (h *Host) connOptions(readOnly bool) sqlitex.Options {
 }
 
 func (h *Host) limits() sqlitex.Limits {
-	return sqlitex.Limits{MaxRows: h.cfg.MaxResultRows, MaxBytes: h.cfg.MaxResultBytes}
+	return sqlitex.Limits{MaxRows: h.cfg.MaxResultRows, MaxBytes: h.cfg.MaxResultBytes, Budget: h.budget}
 }

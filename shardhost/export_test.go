@@ -34,3 +34,6 @@ func DebugActors(h *Host) string {
 	}
 	return s + fmt.Sprintf(" lru=%d map=%d closing=%d", h.lru.Len(), len(h.actors), len(h.closing))
 }
+
+// ShardPath is the file of shardID on h.
+func ShardPath(h *Host, shardID string) string { return h.shardPath(shardID) }

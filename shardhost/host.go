@@ -17,15 +17,17 @@ import (
 
 	"github.com/lunora/lunora/api"
 	"github.com/lunora/lunora/schema"
+	"github.com/lunora/lunora/sqlitex"
 	"google.golang.org/grpc/codes"
 )
 
 // Host runs the shard actors of one node. It is safe for concurrent use.
 type Host struct {
-	cfg   Config
-	log   *slog.Logger
-	m     *metrics
-	start time.Time
+	cfg    Config
+	log    *slog.Logger
+	m      *metrics
+	start  time.Time
+	budget *sqlitex.Budget // results in flight (Config.ResultBudget); nil: none
 
 	mu      sync.Mutex
 	actors  map[string]*actor        // active or activating
@@ -76,6 +78,9 @@ func New(cfg Config) (*Host, error) {
 		frozen:    map[string]chan struct{}{},
 		moved:     map[string]string{},
 		recovered: map[string]MoveRole{},
+	}
+	if cfg.ResultBudget > 0 {
+		h.budget = sqlitex.NewBudget(cfg.ResultBudget)
 	}
 	if err := h.loadJournal(); err != nil {
 		return nil, fmt.Errorf("shardhost: read the handoff journal: %w", err)
@@ -135,11 +140,13 @@ func (h *Host) Call(ctx context.Context, shardID, function string, args map[stri
 		return nil, err
 	}
 	named := namedArgs(bound)
+	var held int64
+	defer func() { h.budget.Release(held) }()
 	err = h.withShard(ctx, shardID, group, key, func(a *actor) error {
 		if fn.Kind == schema.Query {
-			res, err = a.query(ctx, fn.SQL, named)
+			res, err = a.query(ctx, fn.SQL, named, &held)
 		} else {
-			res, err = a.mutate(ctx, fn.SQL, named)
+			res, err = a.mutate(ctx, fn.SQL, named, &held)
 		}
 		return err
 	})
@@ -173,8 +180,9 @@ func (h *Host) bindCall(fn *schema.Function, shardID string, args map[string]any
 	return shardID, group, key, bound, nil
 }
 
-// Exec runs one admin statement on a shard through its writer, inside the
-// same sandbox as function SQL.
+// Exec runs one admin statement on a shard inside the same sandbox as
+// function SQL: on a read connection when SQLite says it cannot write,
+// through the shard's writer otherwise.
 func (h *Host) Exec(ctx context.Context, shardID, sql string, params map[string]any) (res *api.Result, err error) {
 	start := time.Now()
 	defer func() { h.observe("sql", start, err) }()
@@ -192,8 +200,15 @@ func (h *Host) Exec(ctx context.Context, shardID, sql string, params map[string]
 	if err != nil {
 		return nil, err
 	}
+	var held int64
+	defer func() { h.budget.Release(held) }()
 	err = h.withShard(ctx, shardID, group, key, func(a *actor) error {
-		res, err = a.mutate(ctx, []string{sql}, named)
+		var read bool
+		res, read, err = a.adminRead(ctx, sql, named, &held)
+		if read || err != nil {
+			return err
+		}
+		res, err = a.mutate(ctx, []string{sql}, named, &held)
 		return err
 	})
 	return res, err

@@ -13,7 +13,10 @@ import (
 // query runs a query function on one of the shard's read-only connections,
 // in one read transaction: a WAL snapshot that never waits behind the
 // writer. The result carries the commit sequence number of that snapshot.
-func (a *actor) query(ctx context.Context, stmts []string, args []driver.NamedValue) (*api.Result, error) {
+//
+// With held set, the result's bytes stay reserved from the node's result
+// budget and are added to *held for the caller to release.
+func (a *actor) query(ctx context.Context, stmts []string, args []driver.NamedValue, held *int64) (*api.Result, error) {
 	r, err := a.reader(ctx)
 	if err != nil {
 		return nil, err
@@ -22,11 +25,11 @@ func (a *actor) query(ctx context.Context, stmts []string, args []driver.NamedVa
 	ctx, cancel := context.WithTimeout(ctx, a.h.cfg.StatementTimeout)
 	defer cancel()
 	r.Reset()
-	if _, err := r.Exec(ctx, "BEGIN"); err != nil {
+	if _, err := r.ExecSys("BEGIN"); err != nil {
 		return nil, r.Classify(err, a.id)
 	}
-	defer r.Exec(context.Background(), "COMMIT")
-	_, seqRows, err := r.QueryRows(ctx, "SELECT v FROM __lunora_meta WHERE k = 'seq'", nil, a.h.limits())
+	defer r.ExecSys("COMMIT")
+	_, seqRows, err := r.QueryRows(ctx, "SELECT v FROM __lunora_meta WHERE k = 'seq'", nil, sqlitex.Limits{MaxRows: 1, MaxBytes: 64})
 	if err != nil || len(seqRows) != 1 {
 		return nil, api.Errorf(codes.Internal, "shard %s: read commit sequence: %v", a.id, err)
 	}
@@ -35,19 +38,41 @@ func (a *actor) query(ctx context.Context, stmts []string, args []driver.NamedVa
 	defer func() { r.User, r.Now = false, time.Time{} }()
 	for i, stmt := range stmts {
 		r.User = true
-		if i < len(stmts)-1 {
-			if _, err := r.Exec(ctx, stmt, args...); err != nil {
-				return nil, r.Classify(err, a.id)
-			}
-			continue
+		lim := a.h.limits()
+		if i == len(stmts)-1 {
+			lim.Held = held
 		}
-		cols, rows, err := r.QueryRows(ctx, stmt, args, a.h.limits())
+		// Earlier statements' rows are bounded like any result and dropped.
+		cols, rows, err := r.QueryRows(ctx, stmt, args, lim)
 		if err != nil {
 			return nil, r.Classify(err, a.id)
 		}
 		res.Columns, res.Rows = cols, rows
 	}
 	return res, nil
+}
+
+// adminRead runs one admin statement on a read connection if SQLite says
+// it cannot write (ok true); otherwise it leaves it to the writer. Reads
+// never queue behind the shard's writes nor count as mutations.
+func (a *actor) adminRead(ctx context.Context, sql string, args []driver.NamedValue, held *int64) (res *api.Result, ok bool, err error) {
+	r, err := a.reader(ctx)
+	if err != nil {
+		return nil, false, err
+	}
+	r.Reset()
+	r.User = true
+	ro, err := r.ReadOnly(sql)
+	if err != nil {
+		err = r.Classify(err, a.id)
+	}
+	r.User = false
+	a.readers <- r
+	if err != nil || !ro {
+		return nil, false, err
+	}
+	res, err = a.query(ctx, []string{sql}, args, held)
+	return res, true, err
 }
 
 // reader checks out a read connection, opening one if fewer than ReadConns

@@ -39,7 +39,11 @@ func TestSandboxRefusesEscapes(t *testing.T) {
 		{"begin", "BEGIN", codes.PermissionDenied},
 		{"commit", "COMMIT", codes.PermissionDenied},
 		{"write meta", "UPDATE __lunora_meta SET v = 0 WHERE k = 'seq'", codes.PermissionDenied},
-		{"write sqlite_schema", "DELETE FROM sqlite_schema", codes.InvalidArgument}, // SQLite itself refuses
+		{"write sqlite_schema", "DELETE FROM sqlite_schema", codes.PermissionDenied}, // SQLite refuses it while parsing
+		{"update sqlite_master", "UPDATE sqlite_master SET sql = 'x'", codes.PermissionDenied},
+		{"insert main.sqlite_master", "INSERT INTO main.sqlite_master VALUES (1, 2, 3, 4, 5)", codes.PermissionDenied},
+		{"begin immediate", "BEGIN IMMEDIATE", codes.PermissionDenied},
+		{"registered", "INSERT OR REPLACE INTO __lunora_meta(k, v) VALUES ('registered', 1)", codes.PermissionDenied},
 		{"with delete meta", "WITH x AS (SELECT 1) DELETE FROM __lunora_meta", codes.PermissionDenied},
 		{"positional param", "SELECT ?", codes.InvalidArgument},
 		{"two statements", "SELECT 1; SELECT 2", codes.InvalidArgument},

@@ -19,13 +19,19 @@ type mutation struct {
 	res  *api.Result
 	err  error
 	done chan struct{}
+	// held is the result's reservation from the node's result budget,
+	// set by the writer; whoever takes res releases it.
+	held int64
 }
 
 // mutate queues a write on the shard's writer and waits for its
 // acknowledgement, which comes only after the group commit holding it is
 // durable. A full mailbox is refused at once (RESOURCE_EXHAUSTED with a
 // retry hint), never queued without bound.
-func (a *actor) mutate(ctx context.Context, stmts []string, args []driver.NamedValue) (*api.Result, error) {
+//
+// The result's bytes stay reserved from the node's result budget; they are
+// added to *held for the caller to release.
+func (a *actor) mutate(ctx context.Context, stmts []string, args []driver.NamedValue, held *int64) (*api.Result, error) {
 	m := &mutation{ctx: ctx, sql: stmts, args: args, done: make(chan struct{})}
 	select {
 	case a.mailbox <- m:
@@ -34,8 +40,13 @@ func (a *actor) mutate(ctx context.Context, stmts []string, args []driver.NamedV
 	}
 	select {
 	case <-m.done:
+		*held += m.held
 		return m.res, m.err
 	case <-ctx.Done():
+		go func() {
+			<-m.done
+			a.h.budget.Release(m.held)
+		}()
 		// The mutation may still commit: the caller cannot know, as with any
 		// RPC whose deadline passes.
 		return nil, api.Errorf(api.CodeOf(ctx.Err()), "shard %s: %v while waiting for the commit; the mutation may or may not have been applied", a.id, ctx.Err())
@@ -89,7 +100,7 @@ func (a *actor) groupCommit(batch []*mutation) {
 	for len(pending) > 0 {
 		startSeq := a.seq
 		if _, err := a.w.ExecSys("BEGIN IMMEDIATE"); err != nil {
-			failAll(pending, a.w.Classify(err, a.id))
+			a.failAll(pending, a.w.Classify(err, a.id))
 			return
 		}
 		a.w.ResetWritten()
@@ -124,7 +135,8 @@ func (a *actor) groupCommit(batch []*mutation) {
 		if retry != nil {
 			a.seq = startSeq
 			for _, m := range retry {
-				m.res, m.err = nil, nil
+				a.h.budget.Release(m.held)
+				m.res, m.err, m.held = nil, nil, 0
 			}
 			pending = retry
 			continue
@@ -133,7 +145,7 @@ func (a *actor) groupCommit(batch []*mutation) {
 		if err != nil {
 			a.w.ExecSys("ROLLBACK")
 			a.seq = startSeq
-			failAll(applied, api.Errorf(codes.Unavailable, "shard %s: commit failed, the mutation was not applied: %v", a.id, err))
+			a.failAll(applied, api.Errorf(codes.Unavailable, "shard %s: commit failed, the mutation was not applied: %v", a.id, err))
 		} else if a.seq != startSeq {
 			// Live queries: hand the new seq and the tables written to the
 			// notifier. Never blocks (notifier.go).
@@ -153,9 +165,11 @@ func (a *actor) commit(startSeq uint64) error {
 	return err
 }
 
-func failAll(ms []*mutation, err error) {
+func (a *actor) failAll(ms []*mutation, err error) {
 	for _, m := range ms {
 		m.res, m.err = nil, err
+		a.h.budget.Release(m.held)
+		m.held = 0
 	}
 }
 
@@ -178,9 +192,13 @@ func (a *actor) run(m *mutation) (*api.Result, bool, error) {
 	// cancellable context starts a goroutine per statement, QueryRows does
 	// not. The last statement's rows are the result; earlier ones' rows are
 	// bounded like any result and dropped.
-	for _, stmt := range m.sql {
+	for i, stmt := range m.sql {
 		c.User = true
-		cols, rows, err := c.QueryRows(ctx, stmt, m.args, a.h.limits())
+		lim := a.h.limits()
+		if i == len(m.sql)-1 {
+			lim.Held = &m.held
+		}
+		cols, rows, err := c.QueryRows(ctx, stmt, m.args, lim)
 		if err != nil {
 			return nil, false, c.Classify(err, a.id)
 		}

@@ -27,8 +27,21 @@ type Conn struct {
 	assertMsg  string // set when lunora_assert fails
 	foreignRow string // set when a row for another shard is written (I1)
 	dirty      bool   // set by the update hook when a row changes
+	lastSQL    string // the statement last prepared for user SQL, for Classify
+	lastUser   bool   // whether lastSQL ran sandboxed
 
-	sys map[string]driver.Stmt // prepared system statements (ExecSys)
+	// stmts caches prepared statements keyed by their text *and* whether
+	// they were prepared sandboxed (stmtcache.go). The driver's own cache
+	// is off: it is keyed by text alone, and SQLite runs the authorizer
+	// only when it prepares, so a statement the runtime prepared
+	// unsandboxed could be handed to user SQL with the same text.
+	stmts stmtCache
+
+	// stmtCtx is the context of the statement QueryRows is running; the
+	// Go implementations of SQL functions that can run long (functions.go)
+	// poll it, because SQLite checks for interruption only between
+	// opcodes.
+	stmtCtx context.Context
 
 	// written lists, deduplicated, the tables the update hook saw change
 	// since ResetWritten. It is reused between transactions, so noting a
@@ -53,8 +66,17 @@ type Options struct {
 
 // Limits bound a result.
 type Limits struct {
-	MaxRows  int
+	MaxRows int
+	// MaxBytes bounds the result's size as the JSON API encodes it (text
+	// escapes, base64 blobs), the largest of its encodings.
 	MaxBytes int
+	// Budget, when set, is the process-wide bound the result's bytes are
+	// reserved from while it is collected (ErrBudget when it is in use).
+	Budget *Budget
+	// Held, when set, keeps a successful result's reservation and adds its
+	// size to *Held: the caller releases it with Budget.Release once it has
+	// handed the result on. Otherwise it is released when QueryRows returns.
+	Held *int64
 }
 
 var sqliteDriver = &sqlite3.SQLiteDriver{}
@@ -62,7 +84,9 @@ var sqliteDriver = &sqlite3.SQLiteDriver{}
 // Open opens path with the pragmas every Lunora connection uses, WAL mode,
 // the lunora_* functions and the sandbox.
 func Open(path string, o Options) (*Conn, error) {
-	dsn := "file:" + path + "?_txlock=immediate&_busy_timeout=10000&_stmt_cache_size=64"
+	// No _stmt_cache_size: the driver's statement cache must stay off (see
+	// Conn.stmts).
+	dsn := "file:" + path + "?_txlock=immediate&_busy_timeout=10000"
 	dc, err := sqliteDriver.Open(dsn)
 	if err != nil {
 		return nil, fmt.Errorf("open %s: %w", path, err)
@@ -92,6 +116,7 @@ func Open(path string, o Options) (*Conn, error) {
 	c.C.SetLimit(sqlite3.SQLITE_LIMIT_ATTACHED, 0)
 	c.C.SetLimit(sqlite3.SQLITE_LIMIT_LENGTH, 16<<20)
 	c.C.SetLimit(sqlite3.SQLITE_LIMIT_SQL_LENGTH, o.MaxSQLLen)
+	c.stmts.init(stmtCacheSize)
 	if err := c.register(); err != nil {
 		c.C.Close()
 		return nil, err
@@ -132,6 +157,9 @@ func (c *Conn) register() error {
 			return fmt.Errorf("register %s: %w", f.name, err)
 		}
 	}
+	if err := c.registerBoundedFunctions(); err != nil {
+		return err
+	}
 	c.C.RegisterAuthorizer(c.authorize)
 	c.C.RegisterUpdateHook(func(_ int, _ string, table string, _ int64) {
 		c.dirty = true
@@ -159,23 +187,20 @@ func truthy(v any) bool {
 	return true
 }
 
-// Close closes the connection and its cached system statements.
+// Close closes the connection and its cached statements.
 func (c *Conn) Close() error {
-	for _, st := range c.sys {
-		st.Close()
-	}
-	c.sys = nil
+	c.stmts.closeAll()
 	return c.C.Close()
 }
 
 // ExecSys runs one of the runtime's own statements (BEGIN, SAVEPOINT,
-// RELEASE, COMMIT, bookkeeping) from a per-connection cache of prepared
-// statements, without a context: such statements are never interrupted, and
-// the driver spawns a goroutine per statement run under a cancellable
-// context. Never pass user SQL here: it would run outside the sandbox's
-// preparation and the statement timeout.
+// RELEASE, COMMIT, bookkeeping) from the connection's statement cache,
+// unsandboxed and without a context: such statements are never
+// interrupted, and the driver spawns a goroutine per statement run under a
+// cancellable context. Never pass user SQL here: it would run outside the
+// sandbox and the statement timeout.
 func (c *Conn) ExecSys(query string, args ...driver.NamedValue) (int64, error) {
-	st, err := c.sysStmt(query)
+	st, err := c.prepare(query, false)
 	if err != nil {
 		return 0, err
 	}
@@ -187,22 +212,44 @@ func (c *Conn) ExecSys(query string, args ...driver.NamedValue) (int64, error) {
 	return n, nil
 }
 
-func (c *Conn) sysStmt(query string) (driver.Stmt, error) {
-	if st, ok := c.sys[query]; ok {
+// prepare returns the statement for query prepared sandboxed (user) or
+// not, from the cache or freshly. A fresh one is prepared with User set to
+// user, so the authorizer judges it as what it will run as; the cache key
+// carries the same flag, so a statement prepared one way is never run the
+// other. SQLite re-prepares a cached statement after a schema change,
+// calling the authorizer again with User as it is then: user statements
+// run only while User is set, system statements only while it is not.
+// A text holding more than one statement is refused.
+func (c *Conn) prepare(query string, user bool) (driver.Stmt, error) {
+	if st := c.stmts.get(query, user); st != nil {
 		return st, nil
 	}
-	user := c.User
-	c.User = false
-	st, err := c.C.Prepare(query)
+	was := c.User
 	c.User = user
+	st, err := c.C.Prepare(query)
+	c.User = was
 	if err != nil {
 		return nil, err
 	}
-	if c.sys == nil {
-		c.sys = map[string]driver.Stmt{}
+	if tail := stmtTail(st); tail != "" {
+		st.Close()
+		return nil, fmt.Errorf("%w: %.40q follows the first statement", ErrMultiStatement, tail)
 	}
-	c.sys[query] = st
+	c.stmts.put(query, user, st)
 	return st, nil
+}
+
+// ReadOnly prepares query sandboxed (as QueryRows would with User set,
+// into the same cache) and reports whether SQLite says running it cannot
+// change the database.
+func (c *Conn) ReadOnly(query string) (bool, error) {
+	c.lastSQL, c.lastUser = query, true
+	st, err := c.prepare(query, true)
+	if err != nil {
+		return false, err
+	}
+	ro, ok := st.(interface{ Readonly() bool })
+	return ok && ro.Readonly(), nil
 }
 
 // Dirty reports whether a row changed since the last Reset.
@@ -244,11 +291,16 @@ func (c *Conn) TablesRead(stmts []string) ([]string, error) {
 	c.User = true
 	defer func() { c.reads, c.User = nil, false }()
 	for _, q := range stmts {
+		c.lastSQL, c.lastUser = q, true
 		st, err := c.C.Prepare(q)
 		if err != nil {
 			return nil, err
 		}
+		tail := stmtTail(st)
 		st.Close()
+		if tail != "" {
+			return nil, fmt.Errorf("%w: %.40q follows the first statement", ErrMultiStatement, tail)
+		}
 	}
 	return reads, nil
 }
@@ -258,9 +310,14 @@ func (c *Conn) Reset() {
 	c.denied, c.assertMsg, c.foreignRow, c.dirty = "", "", "", false
 }
 
-// Exec runs one statement (sandboxed only while User is set) and returns
-// the rows it changed as SQLite reports them.
+// Exec runs the runtime's own SQL (migrations, DDL; several statements
+// allowed), unsandboxed and uncached, and returns the rows the last
+// statement changed as SQLite reports them. Never pass user SQL here; user
+// SQL runs through QueryRows with User set.
 func (c *Conn) Exec(ctx context.Context, query string, args ...driver.NamedValue) (int64, error) {
+	was := c.User
+	c.User = false
+	defer func() { c.User = was }()
 	res, err := c.C.ExecContext(ctx, query, args)
 	if err != nil {
 		return 0, err
@@ -269,14 +326,29 @@ func (c *Conn) Exec(ctx context.Context, query string, args ...driver.NamedValue
 	return n, nil
 }
 
-// QueryRows runs one statement and collects its rows within the bounds.
-// It returns the column names (nil for a statement that returns none).
+// QueryRows runs one statement — sandboxed while User is set — and
+// collects its rows within the bounds. It returns the column names (nil
+// for a statement that returns none).
 func (c *Conn) QueryRows(ctx context.Context, query string, args []driver.NamedValue, lim Limits) ([]string, [][]any, error) {
-	rows, err := c.C.QueryContext(ctx, query, args)
+	c.lastSQL, c.lastUser = query, c.User
+	st, err := c.prepare(query, c.User)
+	if err != nil {
+		return nil, nil, err
+	}
+	c.stmtCtx = ctx
+	defer func() { c.stmtCtx = nil }()
+	rows, err := st.(driver.StmtQueryContext).QueryContext(ctx, args)
 	if err != nil {
 		return nil, nil, err
 	}
 	defer rows.Close()
+	var held int64 // bytes reserved from lim.Budget
+	kept := false
+	defer func() {
+		if !kept {
+			lim.Budget.Release(held)
+		}
+	}()
 	cols := rows.Columns()
 	if len(cols) == 0 {
 		// Not a row-returning statement; step it to completion.
@@ -297,15 +369,11 @@ func (c *Conn) QueryRows(ctx context.Context, query string, args []driver.NamedV
 			return nil, nil, err
 		}
 		row := make([]any, len(cols))
+		size += rowOverhead
 		for i, v := range dest {
-			switch x := v.(type) {
-			case string:
-				size += len(x)
-			case []byte:
-				size += len(x)
-				v = append([]byte(nil), x...)
-			default:
-				size += 8
+			size += encodedLen(v)
+			if b, ok := v.([]byte); ok {
+				v = append([]byte(nil), b...)
 			}
 			row[i] = v
 		}
@@ -314,15 +382,26 @@ func (c *Conn) QueryRows(ctx context.Context, query string, args []driver.NamedV
 			return nil, nil, fmt.Errorf("%w: more than %d rows; add a LIMIT or paginate", ErrResultTooLarge, lim.MaxRows)
 		}
 		if size > lim.MaxBytes {
-			return nil, nil, fmt.Errorf("%w: more than %d bytes; select fewer columns or paginate", ErrResultTooLarge, lim.MaxBytes)
+			return nil, nil, fmt.Errorf("%w: more than %d bytes once encoded; select fewer columns or paginate", ErrResultTooLarge, lim.MaxBytes)
 		}
+		if int64(size) > held {
+			want := int64(size) + budgetChunk
+			if err := lim.Budget.reserve(want - held); err != nil {
+				return nil, nil, err
+			}
+			held = want
+		}
+	}
+	if lim.Held != nil {
+		*lim.Held += held
+		kept = true
 	}
 	return cols, out, nil
 }
 
 // TotalChanges is SQLite's count of rows changed on this connection.
 func (c *Conn) TotalChanges() (int64, error) {
-	st, err := c.sysStmt("SELECT total_changes()")
+	st, err := c.prepare("SELECT total_changes()", false)
 	if err != nil {
 		return 0, err
 	}

@@ -25,6 +25,8 @@ var (
 	ErrSandbox = api.New(codes.PermissionDenied, "not allowed in a shard")
 	// ErrResultTooLarge: a result is over the row or byte bound.
 	ErrResultTooLarge = api.New(codes.OutOfRange, "result too large")
+	// ErrMultiStatement: a text held more than one statement.
+	ErrMultiStatement = api.New(codes.InvalidArgument, "one statement per entry: list further statements as separate entries")
 	// ErrReadOnly: a query tried to write.
 	ErrReadOnly = api.New(codes.FailedPrecondition, "query functions cannot write; declare the function as a mutation")
 )
@@ -198,9 +200,107 @@ func (c *Conn) Classify(err error, shardID string) error {
 		case sqlite3.ErrFull, sqlite3.ErrIoErr, sqlite3.ErrCorrupt, sqlite3.ErrNotADB, sqlite3.ErrCantOpen, sqlite3.ErrNomem:
 			return api.Errorf(codes.Internal, "storage error on shard %s: %v", shardID, se)
 		case sqlite3.ErrError, sqlite3.ErrRange, sqlite3.ErrMismatch:
+			// SQLite refuses writes to its own tables while parsing,
+			// before the authorizer is asked; it is still the sandbox's
+			// refusal.
+			if t := writeTarget(c.lastSQL); c.lastUser && systemTable(t) {
+				return api.Wrap(ErrSandbox, fmt.Sprintf("writing to %s is not allowed", t))
+			}
 			return api.Errorf(codes.InvalidArgument, "SQL error: %v", se)
 		}
 		return api.Errorf(codes.Internal, "SQLite error on shard %s: %v", shardID, se)
 	}
 	return api.Errorf(codes.InvalidArgument, "SQL error: %v", err)
+}
+
+// writeTarget returns the table a statement writes (UPDATE t, INSERT INTO
+// t, REPLACE INTO t, DELETE FROM t), without its schema prefix, or "" if
+// it writes none. It reads the statement's words, skipping strings and
+// comments; it is used only to name the refusal of a statement SQLite
+// already refused.
+func writeTarget(sql string) string {
+	words := sqlWords(sql)
+	for i, w := range words {
+		var rest []string
+		switch strings.ToUpper(w) {
+		case "UPDATE":
+			rest = words[i+1:]
+			if len(rest) >= 2 && strings.EqualFold(rest[0], "OR") {
+				rest = rest[2:]
+			}
+		case "INTO", "FROM":
+			if i == 0 {
+				continue
+			}
+			prev := strings.ToUpper(words[i-1])
+			if w2 := strings.ToUpper(w); (w2 == "INTO" && prev != "INSERT" && prev != "REPLACE" && prev != "ROLLBACK" && prev != "ABORT" && prev != "FAIL" && prev != "IGNORE") || (w2 == "FROM" && prev != "DELETE") {
+				continue
+			}
+			rest = words[i+1:]
+		default:
+			continue
+		}
+		if len(rest) == 0 {
+			return ""
+		}
+		name := rest[0]
+		if len(rest) >= 3 && rest[1] == "." {
+			name = rest[2]
+		}
+		return name
+	}
+	return ""
+}
+
+// sqlWords splits sql into identifiers/keywords (quotes removed) and
+// punctuation, dropping string literals and comments.
+func sqlWords(sql string) []string {
+	var out []string
+	for i := 0; i < len(sql); {
+		c := sql[i]
+		switch {
+		case c == '-' && i+1 < len(sql) && sql[i+1] == '-':
+			j := strings.IndexByte(sql[i:], '\n')
+			if j < 0 {
+				return out
+			}
+			i += j
+		case c == '/' && i+1 < len(sql) && sql[i+1] == '*':
+			j := strings.Index(sql[i+2:], "*/")
+			if j < 0 {
+				return out
+			}
+			i += j + 4
+		case c == '\'':
+			j := strings.IndexByte(sql[i+1:], '\'')
+			if j < 0 {
+				return out
+			}
+			i += j + 2
+		case c == '"' || c == '`' || c == '[':
+			end := c
+			if c == '[' {
+				end = ']'
+			}
+			j := strings.IndexByte(sql[i+1:], end)
+			if j < 0 {
+				return out
+			}
+			out = append(out, sql[i+1:i+1+j])
+			i += j + 2
+		case c == '_' || c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= 0x80:
+			j := i
+			for j < len(sql) && (sql[j] == '_' || sql[j] == '$' || sql[j] >= 'a' && sql[j] <= 'z' || sql[j] >= 'A' && sql[j] <= 'Z' || sql[j] >= '0' && sql[j] <= '9' || sql[j] >= 0x80) {
+				j++
+			}
+			out = append(out, sql[i:j])
+			i = j
+		case c == ' ' || c == '\t' || c == '\n' || c == '\r':
+			i++
+		default:
+			out = append(out, sql[i:i+1])
+			i++
+		}
+	}
+	return out
 }
