@@ -61,7 +61,39 @@ type ReadOptions struct {
 // JoinRequest asks for a node to be made a member of the global tier.
 type JoinRequest struct {
 	NodeID, RaftAddr, GRPCAddr string
-	Voter                      bool
+	// Voter is ignored: a node joins as a non-voter and the leader
+	// promotes it while there are fewer voters than its target.
+	Voter bool
+	// Incarnation identifies the joining process (it grows with every
+	// start of the node): a process that has left is refused.
+	Incarnation uint64
+	// Forwarded marks a request a follower passed to the leader.
+	Forwarded bool
+}
+
+// RingChange adds a node to the ring (or changes its weight) or removes
+// it.
+type RingChange struct {
+	NodeID string
+	Weight int
+	Remove bool
+	// Incarnation is the process of the node making the change: a join
+	// that a leave of the same process overtook, or a leave of a process
+	// a newer one replaced, is refused. 0: an operator's change.
+	Incarnation uint64
+	// Forwarded marks a request a follower passed to the leader.
+	Forwarded bool
+}
+
+// RemoveRequest takes a node out of the ring and the global tier.
+type RemoveRequest struct {
+	NodeID string
+	// Force removes a voter even when the voters left would have no
+	// quorum of live servers.
+	Force bool
+	// Incarnation is the leaving process's (a node removing itself); 0
+	// for an operator's removal.
+	Incarnation uint64
 	// Forwarded marks a request a follower passed to the leader.
 	Forwarded bool
 }

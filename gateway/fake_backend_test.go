@@ -97,7 +97,7 @@ func (f *fakeBackend) Join(ctx context.Context, req api.JoinRequest) (string, er
 	return "", api.New(codes.Unimplemented, "fake backend: no global tier")
 }
 
-func (f *fakeBackend) RemoveNode(ctx context.Context, id string, forwarded bool) error {
+func (f *fakeBackend) RemoveNode(ctx context.Context, req api.RemoveRequest) error {
 	return api.New(codes.Unimplemented, "fake backend: no global tier")
 }
 

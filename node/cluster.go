@@ -479,27 +479,34 @@ func (n *Node) HandoffDone(ctx context.Context, shardID string, index uint64) er
 	return n.cfg.Shards.Install(shardID)
 }
 
-// UpdateRing adds id to the ring with weight (or changes its weight), or
-// removes it, as a new epoch; passed to the leader. Concurrent changes
-// each retry on the epoch they read, so none is lost.
-func (n *Node) UpdateRing(ctx context.Context, id string, weight int, remove, forwarded bool) (uint64, error) {
+// UpdateRing adds a node to the ring with its weight (or changes its
+// weight), or removes it, as a new epoch; passed to the leader. Concurrent
+// changes each retry on the epoch they read, so none is lost. A change
+// made by a node's process (req.Incarnation) is recorded with the epoch in
+// one log entry, so a join that a leave of the same process overtook, or a
+// leave of a process a newer one replaced, is refused with
+// raftglobal.ErrStaleIncarnation, wherever it arrives in the log.
+func (n *Node) UpdateRing(ctx context.Context, req api.RingChange) (uint64, error) {
 	g := n.cfg.Global
 	if g == nil {
 		return 0, api.Errorf(codes.FailedPrecondition, "this node runs no cluster metadata")
 	}
+	id, weight, remove := req.NodeID, req.Weight, req.Remove
 	if id == "" || (!remove && weight < 1) {
 		return 0, api.Errorf(codes.InvalidArgument, "a ring change needs a node ID and, to add it, a weight of at least 1")
 	}
 	if !g.IsLeader() {
-		if forwarded {
+		if req.Forwarded {
 			return 0, api.Errorf(codes.Unavailable, "global tier: leadership moved while changing the ring; retry")
 		}
 		p, err := n.leaderPeer(ctx, g.NotLeader())
 		if err != nil {
 			return 0, err
 		}
-		return p.UpdateRing(ctx, id, weight, remove, true)
+		req.Forwarded = true
+		return p.UpdateRing(ctx, req)
 	}
+	op := raftglobal.RingOp{Node: id, Incarnation: req.Incarnation, Leave: remove}
 	for attempt := 0; attempt < 20; attempt++ {
 		epoch, nodes, err := g.Ring(ctx)
 		if err != nil {
@@ -522,18 +529,25 @@ func (n *Node) UpdateRing(ctx context.Context, id string, weight int, remove, fo
 		}
 		switch {
 		case remove && !found, !remove && found && len(next) == len(nodes) && sameWeight(nodes, id, weight):
-			return epoch, nil
+			// The ring has it already; a process's change is still
+			// recorded (it orders later ones).
+			if req.Incarnation == 0 && !remove {
+				return epoch, nil
+			}
+			next = nil
 		case !remove && !found:
 			next = append(next, raftglobal.RingNode{ID: id, Weight: weight})
 		}
-		if len(next) == 0 {
+		if next != nil && len(next) == 0 {
 			return 0, api.Errorf(codes.FailedPrecondition, "node %s is the last node of the ring; it cannot leave it", id)
 		}
-		e, ok, err := g.CASRing(ctx, epoch, true, next)
-		if err != nil {
+		e, created, stale, err := g.ChangeRing(ctx, epoch, next, op)
+		switch {
+		case err != nil:
 			return 0, err
-		}
-		if ok {
+		case stale:
+			return 0, api.Wrap(raftglobal.ErrStaleIncarnation, fmt.Sprintf("ring change of node %s (incarnation %d, remove %v)", id, req.Incarnation, remove))
+		case created || next == nil:
 			return e, nil
 		}
 	}
@@ -560,19 +574,24 @@ func sameWeight(nodes []raftglobal.RingNode, id string, w int) bool {
 
 // JoinRing adds this node to the ring with its configured weight, retrying
 // until it succeeds or ctx ends (it runs at start, once the node is known
-// to the global tier).
+// to the global tier). A restarted node takes its place back: same ID,
+// same weight, so the same shards (no new epoch when it never left). It
+// stops, without joining, once this process has left.
 func (n *Node) JoinRing(ctx context.Context) error {
 	w := n.cfg.Cluster.Weight
 	if n.cfg.Global == nil || w < 1 {
 		return nil
 	}
 	for backoff := 50 * time.Millisecond; ; backoff = min(2*backoff, 2*time.Second) {
-		epoch, err := n.UpdateRing(ctx, n.cfg.NodeID, w, false, false)
+		epoch, err := n.UpdateRing(ctx, api.RingChange{NodeID: n.cfg.NodeID, Weight: w, Incarnation: n.cfg.Incarnation})
+		if errors.Is(err, raftglobal.ErrStaleIncarnation) {
+			return fmt.Errorf("join the ring: %w", err)
+		}
 		if err == nil {
 			_, err = n.awaitEpoch(ctx, epoch)
 		}
 		if err == nil {
-			n.log.Info("in the ring", "node", n.cfg.NodeID, "epoch", epoch, "weight", w)
+			n.log.Info("in the ring", "node", n.cfg.NodeID, "epoch", epoch, "weight", w, "incarnation", n.cfg.Incarnation)
 			return nil
 		}
 		select {
@@ -583,17 +602,52 @@ func (n *Node) JoinRing(ctx context.Context) error {
 	}
 }
 
-// Leave takes this node out of the ring and hands off every shard it holds
-// to its new owner, bounded by ctx. It returns how many it could not move.
-func (n *Node) Leave(ctx context.Context) (int, error) {
-	if n.cfg.Global == nil || n.cfg.Cluster.Weight < 1 {
+// LeaveOptions adjust Leave.
+type LeaveOptions struct {
+	// Force leaves the Raft group even when the voters left would have no
+	// quorum of live servers.
+	Force bool
+	// TierTimeout bounds leaving the Raft group, after the handoffs.
+	TierTimeout time.Duration
+}
+
+// Leave takes this node out of the ring, hands off every shard it holds to
+// its new owner (bounded by ctx), then takes it out of the Raft group
+// (bounded by opts.TierTimeout; a voter is replaced by a live non-voter,
+// and a leader hands its leadership over first). Call it once this
+// process's own join has stopped (nodeproc does): the leave is recorded
+// with the process's incarnation, so a join of this process that is still
+// in flight somewhere is refused when it lands. It returns how many shards
+// it could not move. If leaving the Raft group would leave the voters
+// without a quorum of live servers, the node stays a member and the error
+// says so (errors.Is raftglobal.ErrWouldLoseQuorum), unless opts.Force.
+func (n *Node) Leave(ctx context.Context, opts LeaveOptions) (int, error) {
+	if n.cfg.Global == nil {
 		return 0, nil
 	}
+	if opts.TierTimeout <= 0 {
+		opts.TierTimeout = 30 * time.Second
+	}
 	n.cluster.leaving.Store(true)
-	if v := n.cluster.view.Load(); v.ring != nil && v.owner(n.cfg.NodeID) != "" && !inRing(v, n.cfg.NodeID) {
-		if ids, _, err := n.cfg.Global.OwnedShards(ctx, n.cfg.NodeID, "", 1); err == nil && len(ids) == 0 {
-			return 0, nil // out of the ring (removed) and holding nothing
+	left, ringErr := n.leaveRing(ctx)
+	tctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), opts.TierTimeout)
+	defer cancel()
+	if err := n.leaveTier(tctx, opts.Force); err != nil {
+		return left, errors.Join(ringErr, fmt.Errorf("leave the global tier: %w", err))
+	}
+	return left, ringErr
+}
+
+// leaveRing takes this node out of the ring and hands its shards off.
+func (n *Node) leaveRing(ctx context.Context) (int, error) {
+	change := api.RingChange{NodeID: n.cfg.NodeID, Remove: true, Incarnation: n.cfg.Incarnation}
+	if n.cfg.Cluster.Weight < 1 {
+		// Never in the ring: the leave is only recorded.
+		_, err := n.onAnyNode(ctx, func(p Peer) (uint64, error) { return p.UpdateRing(ctx, change) }, func() (uint64, error) { return n.UpdateRing(ctx, change) })
+		if err != nil {
+			n.log.Warn("record this node's leave", "err", err)
 		}
+		return 0, nil
 	}
 	var epoch uint64
 	var err error
@@ -601,14 +655,17 @@ func (n *Node) Leave(ctx context.Context) (int, error) {
 	uctx, ucancel := context.WithTimeout(ctx, 15*time.Second)
 	defer ucancel()
 	for backoff := 50 * time.Millisecond; ; backoff = min(2*backoff, time.Second) {
-		epoch, err = n.UpdateRing(uctx, n.cfg.NodeID, 0, true, false)
+		epoch, err = n.onAnyNode(uctx, func(p Peer) (uint64, error) { return p.UpdateRing(uctx, change) }, func() (uint64, error) { return n.UpdateRing(uctx, change) })
 		if err == nil || uctx.Err() != nil || api.CodeOf(err) != codes.Unavailable {
 			break
 		}
 		time.Sleep(backoff)
 	}
 	if err != nil {
-		return -1, fmt.Errorf("leave the ring: %w", err)
+		if ids, _, lerr := n.cfg.Global.OwnedShards(ctx, n.cfg.NodeID, "", 1); lerr == nil && len(ids) == 0 {
+			return 0, nil // out of reach (removed, say) and holding nothing
+		}
+		return n.stillHeld(), fmt.Errorf("leave the ring: %w", err)
 	}
 	for {
 		v, err := n.awaitEpoch(ctx, epoch)
@@ -628,6 +685,50 @@ func (n *Node) Leave(ctx context.Context) (int, error) {
 		}
 		time.Sleep(100 * time.Millisecond)
 	}
+}
+
+// leaveTier takes this node out of the Raft group through the leader,
+// retrying while leadership moves (a leader leaving hands it over first).
+func (n *Node) leaveTier(ctx context.Context, force bool) error {
+	req := api.RemoveRequest{NodeID: n.cfg.NodeID, Force: force, Incarnation: n.cfg.Incarnation}
+	start := time.Now()
+	for backoff := 50 * time.Millisecond; ; backoff = min(2*backoff, time.Second) {
+		_, err := n.onAnyNode(ctx, func(p Peer) (uint64, error) { return 0, p.RemoveNode(ctx, req) }, func() (uint64, error) { return 0, n.RemoveNode(ctx, req) })
+		if err == nil {
+			n.log.Info("left the global tier", "node", n.cfg.NodeID, "took", time.Since(start))
+			return nil
+		}
+		if api.CodeOf(err) != codes.Unavailable || ctx.Err() != nil {
+			return err
+		}
+		select {
+		case <-ctx.Done():
+			return err
+		case <-time.After(backoff):
+		}
+	}
+}
+
+// onAnyNode runs local (which reaches the leader through this node's Raft
+// member) and, when that finds no leader, remote on the other nodes this
+// replica records, in turn: a node taken out of the Raft group hears from
+// no leader but can still ask another node.
+func (n *Node) onAnyNode(ctx context.Context, remote func(Peer) (uint64, error), local func() (uint64, error)) (uint64, error) {
+	v, err := local()
+	if err == nil || api.CodeOf(err) != codes.Unavailable {
+		return v, err
+	}
+	for _, addr := range n.knownPeers(ctx, nil) {
+		p, perr := n.peer(addr)
+		if perr != nil {
+			continue
+		}
+		v, rerr := remote(p)
+		if rerr == nil || api.CodeOf(rerr) != codes.Unavailable {
+			return v, rerr
+		}
+	}
+	return v, err
 }
 
 // stillHeld counts, in this node's replica of the registry, the shards it

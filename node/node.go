@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"slices"
 	"sync"
 	"time"
 
@@ -39,11 +40,11 @@ type Peer interface {
 	Call(ctx context.Context, shardID, function string, args map[string]any, read api.ReadOptions) (*api.Result, error)
 	Exec(ctx context.Context, shardID, sql string, params map[string]any, read api.ReadOptions) (*api.Result, error)
 	Join(ctx context.Context, req api.JoinRequest) (leaderID string, err error)
-	RemoveNode(ctx context.Context, id string, forwarded bool) error
+	RemoveNode(ctx context.Context, req api.RemoveRequest) error
 	RegisterShard(ctx context.Context, shardID, owner string, forwarded bool) (existed bool, holder string, err error)
 
 	Ring(ctx context.Context, minEpoch uint64) (*api.Ring, error)
-	UpdateRing(ctx context.Context, id string, weight int, remove, forwarded bool) (uint64, error)
+	UpdateRing(ctx context.Context, req api.RingChange) (uint64, error)
 	MoveShard(ctx context.Context, shardID, from, to string, forwarded bool) (holder string, index uint64, err error)
 	Pull(ctx context.Context, shardID, to string, epoch uint64) (uint64, error)
 	Handoff(ctx context.Context, h api.HandoffHeader, r io.Reader, sum []byte) error
@@ -60,6 +61,10 @@ type Config struct {
 	// recorded in the cluster metadata so followers can reach the leader.
 	NodeID   string
 	GRPCAddr string
+	// Incarnation identifies this process of the node: it must grow with
+	// every start (nodeproc persists it). Joins and leaves carry it, so a
+	// join a leave of the same process overtook is refused (cluster.go).
+	Incarnation uint64
 	// Dial returns a client for another node's node API. Clients are cached.
 	Dial func(addr string) (Peer, error)
 	// Cluster configures the ring, handoffs and rebalancing; it takes
@@ -293,54 +298,60 @@ func (n *Node) Join(ctx context.Context, req api.JoinRequest) (string, error) {
 		req.Forwarded = true
 		return p.Join(ctx, req)
 	}
-	members, err := g.Servers()
-	if err != nil {
+	// A new member joins as a non-voter (the leader promotes it while
+	// there are fewer voters than its target); a member keeps its role. A
+	// process of the node that has left is refused.
+	if err := g.AddServer(ctx, req.NodeID, req.RaftAddr, req.Incarnation); err != nil {
 		return "", err
 	}
-	member := false
-	for _, m := range members {
-		if m.ID == req.NodeID {
-			member = true
-		}
-	}
-	if !member {
-		if err := g.Join(ctx, req.NodeID, req.RaftAddr, req.Voter); err != nil {
-			return "", err
-		}
-	}
-	err = g.SetNodeState(ctx, raftglobal.NodeInfo{ID: req.NodeID, GRPCAddr: req.GRPCAddr, RaftAddr: req.RaftAddr, State: "up"})
+	err := g.SetNodeState(ctx, raftglobal.NodeInfo{ID: req.NodeID, GRPCAddr: req.GRPCAddr, RaftAddr: req.RaftAddr, State: raftglobal.NodeUp})
 	return n.cfg.NodeID, err
 }
 
-// RemoveNode removes a node from the Raft group; on a follower it is passed
-// to the leader.
-func (n *Node) RemoveNode(ctx context.Context, id string, forwarded bool) error {
+// RemoveNode takes a node out of the ring and then out of the Raft group;
+// on a follower it is passed to the leader. A voter is replaced by a live
+// non-voter when there is one; a removal that would leave the voters
+// without a quorum of live servers is refused (FAILED_PRECONDITION)
+// unless req.Force. A leader removing itself hands its leadership over
+// first and answers UNAVAILABLE (retry: the new leader removes it). With
+// req.Incarnation (a node leaving), a process of the node newer than the
+// leaving one is never removed.
+func (n *Node) RemoveNode(ctx context.Context, req api.RemoveRequest) error {
 	g := n.cfg.Global
 	if g == nil {
 		return api.Errorf(codes.FailedPrecondition, "this node runs no global tier")
 	}
-	if id == "" {
+	if req.NodeID == "" {
 		return api.Errorf(codes.InvalidArgument, "remove needs a node_id")
 	}
 	if !g.IsLeader() {
-		if forwarded {
+		if req.Forwarded {
 			return api.Errorf(codes.Unavailable, "global tier: leadership moved while the removal was being forwarded; retry")
 		}
 		p, err := n.leaderPeer(ctx, g.NotLeader())
 		if err != nil {
 			return err
 		}
-		return p.RemoveNode(ctx, id, true)
+		req.Forwarded = true
+		return p.RemoveNode(ctx, req)
 	}
 	// Out of the ring first (its shards get new owners, which pull them
 	// if the node can still hand them off), then out of the Raft group.
-	if _, err := n.UpdateRing(ctx, id, 0, true, false); err != nil && api.CodeOf(err) != codes.FailedPrecondition {
+	_, err := n.UpdateRing(ctx, api.RingChange{NodeID: req.NodeID, Remove: true, Incarnation: req.Incarnation})
+	if errors.Is(err, raftglobal.ErrStaleIncarnation) {
 		return err
 	}
-	if err := g.Remove(ctx, id); err != nil {
+	if err != nil && api.CodeOf(err) != codes.FailedPrecondition {
 		return err
 	}
-	return g.SetNodeState(ctx, raftglobal.NodeInfo{ID: id, State: "removed"})
+	if err := g.RemoveWith(ctx, req.NodeID, raftglobal.RemoveOptions{Force: req.Force}); err != nil {
+		return err
+	}
+	state := raftglobal.NodeRemoved
+	if req.Incarnation > 0 {
+		state = raftglobal.NodeLeft
+	}
+	return g.MarkNode(ctx, req.NodeID, state)
 }
 
 // RegisterShard records a shard in the registry as held by owner
@@ -389,26 +400,34 @@ func (n *Node) PublishSelf(ctx context.Context) {
 // Announce makes this node a known member with its addresses, retrying
 // until it succeeds or ctx ends. The leader records itself directly; a
 // member follower asks the leader once the leader's address has replicated
-// to it; a node that is not a member yet (a new non-voter) asks the seeds —
-// node-API addresses of existing nodes. It runs in the background at start.
+// to it; a node that is not a member (a new non-voter, or a node that left
+// and is back) asks the seeds — node-API addresses of existing nodes — and
+// the nodes its replica of the metadata records. It runs in the background
+// at start; a process of the node that has already left is refused
+// (ErrStaleIncarnation) and stops it.
 func (n *Node) Announce(ctx context.Context, voter bool, seeds []string) error {
 	g := n.cfg.Global
 	if g == nil {
 		return nil
 	}
-	req := api.JoinRequest{NodeID: n.cfg.NodeID, RaftAddr: g.Addr(), GRPCAddr: n.cfg.GRPCAddr, Voter: voter}
+	req := api.JoinRequest{NodeID: n.cfg.NodeID, RaftAddr: g.Addr(), GRPCAddr: n.cfg.GRPCAddr, Voter: voter, Incarnation: n.cfg.Incarnation}
 	backoff := 50 * time.Millisecond
 	for attempt := 0; ; attempt++ {
 		_, err := n.Join(ctx, req)
-		if err != nil && len(seeds) > 0 {
-			var p Peer
-			if p, err = n.peer(seeds[attempt%len(seeds)]); err == nil {
-				_, err = p.Join(ctx, req)
+		if err != nil && !errors.Is(err, raftglobal.ErrStaleIncarnation) {
+			if all := n.knownPeers(ctx, seeds); len(all) > 0 {
+				var p Peer
+				if p, err = n.peer(all[attempt%len(all)]); err == nil {
+					_, err = p.Join(ctx, req)
+				}
 			}
 		}
 		if err == nil {
-			n.log.Info("announced to the global tier", "node", n.cfg.NodeID, "raft", req.RaftAddr, "grpc", req.GRPCAddr)
+			n.log.Info("announced to the global tier", "node", n.cfg.NodeID, "raft", req.RaftAddr, "grpc", req.GRPCAddr, "incarnation", req.Incarnation)
 			return nil
+		}
+		if errors.Is(err, raftglobal.ErrStaleIncarnation) {
+			return fmt.Errorf("announce %s: %w", n.cfg.NodeID, err)
 		}
 		n.log.Debug("announce: retrying", "err", err)
 		select {
@@ -418,4 +437,21 @@ func (n *Node) Announce(ctx context.Context, voter bool, seeds []string) error {
 		}
 		backoff = min(backoff*2, 2*time.Second)
 	}
+}
+
+// knownPeers is seeds followed by the node-API addresses of the other
+// nodes this replica's metadata records: a node that left the Raft group
+// hears from no leader, and a voter has no seeds.
+func (n *Node) knownPeers(ctx context.Context, seeds []string) []string {
+	out := append([]string(nil), seeds...)
+	infos, err := n.cfg.Global.Nodes(ctx)
+	if err != nil {
+		return out
+	}
+	for _, in := range infos {
+		if in.ID != n.cfg.NodeID && in.GRPCAddr != "" && in.GRPCAddr != n.cfg.GRPCAddr && !slices.Contains(out, in.GRPCAddr) {
+			out = append(out, in.GRPCAddr)
+		}
+	}
+	return out
 }

@@ -9,6 +9,8 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -60,6 +62,10 @@ type Config struct {
 	Seeds []string
 	// Cluster configures the ring, handoffs and rebalancing.
 	Cluster node.ClusterConfig
+	// ForceLeave makes a graceful leave take the node out of the Raft
+	// group even when the voters left would have no quorum of live
+	// servers (by default it then stays a member and says so).
+	ForceLeave bool
 	// Gossip, when set, makes the node a member of the gossip cluster
 	// (discovery and failure detection for gateways); ID, Role, GRPCAddr,
 	// Weight and Logger are filled from this Config.
@@ -83,9 +89,14 @@ type Process struct {
 
 	cancel   context.CancelFunc
 	announce sync.WaitGroup
-	peers    []*rpc.NodeClient
-	peersMu  sync.Mutex
-	log      *slog.Logger
+	// joinCancel stops the start-up join (announce, then ring); joined is
+	// closed when it has returned. Leave waits for it.
+	joinCancel context.CancelFunc
+	joined     chan struct{}
+	forceLeave bool
+	peers      []*rpc.NodeClient
+	peersMu    sync.Mutex
+	log        *slog.Logger
 }
 
 // Start builds and serves a node. On error everything started is stopped.
@@ -103,7 +114,7 @@ func Start(cfg Config) (p *Process, err error) {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	p = &Process{log: log}
+	p = &Process{log: log, joined: make(chan struct{}), forceLeave: cfg.ForceLeave}
 	ctx, cancel := context.WithCancel(context.Background())
 	p.cancel = cancel
 	defer func() {
@@ -171,9 +182,13 @@ func Start(cfg Config) (p *Process, err error) {
 		advertise = p.GRPCAddr
 	}
 
+	incarnation, err := nextIncarnation(cfg.Dir)
+	if err != nil {
+		return nil, err
+	}
 	if p.Node, err = node.New(node.Config{
 		App: cfg.App, Shards: p.Host, Global: p.Global,
-		NodeID: cfg.NodeID, GRPCAddr: advertise, Version: Version, Logger: log,
+		NodeID: cfg.NodeID, GRPCAddr: advertise, Version: Version, Logger: log, Incarnation: incarnation,
 		Dial: p.dial, Cluster: cfg.Cluster,
 	}); err != nil {
 		return nil, err
@@ -230,6 +245,8 @@ func Start(cfg Config) (p *Process, err error) {
 	}
 
 	voter := len(g.Bootstrap) > 0
+	jctx, jcancel := context.WithCancel(ctx)
+	p.joinCancel = jcancel
 	p.announce.Add(2)
 	go func() {
 		defer p.announce.Done()
@@ -237,13 +254,14 @@ func Start(cfg Config) (p *Process, err error) {
 	}()
 	go func() {
 		defer p.announce.Done()
-		if err := p.Node.Announce(ctx, voter, cfg.Seeds); err != nil {
-			if ctx.Err() == nil {
+		defer close(p.joined)
+		if err := p.Node.Announce(jctx, voter, cfg.Seeds); err != nil {
+			if jctx.Err() == nil {
 				log.Error("could not announce this node to the global tier", "err", err)
 			}
 			return
 		}
-		if err := p.Node.JoinRing(ctx); err != nil && ctx.Err() == nil {
+		if err := p.Node.JoinRing(jctx); err != nil && jctx.Err() == nil {
 			log.Error("could not add this node to the ring", "err", err)
 		}
 	}()
@@ -262,7 +280,10 @@ func (p *Process) dial(addr string) (node.Peer, error) {
 }
 
 // Leave takes the node out of the ring and hands off its shards (a
-// graceful leave, on SIGTERM), bounded by ctx. The node keeps serving
+// graceful leave, on SIGTERM), bounded by ctx, then out of the global
+// tier's Raft group (see node.Node.Leave: a voter is replaced by a
+// non-voter; it stays a member, and says so, if leaving would lose the
+// quorum, unless Config.ForceLeave). The node keeps serving
 // meanwhile: requests for shards not moved yet are still answered, the
 // others are refused as NOT_OWNER and the gateway retries at their new
 // owner.
@@ -273,7 +294,14 @@ func (p *Process) Leave(ctx context.Context) error {
 	if p.Members != nil {
 		p.Members.SetMeta(func(m *membership.Meta) { m.State = "leaving" })
 	}
-	left, err := p.Node.Leave(ctx)
+	// This process's own join must not land after its leave: stop it and
+	// wait. (One already in flight at the leader is refused there: the
+	// leave is recorded with this process's incarnation.)
+	if p.joinCancel != nil {
+		p.joinCancel()
+		<-p.joined
+	}
+	left, err := p.Node.Leave(ctx, node.LeaveOptions{Force: p.forceLeave})
 	if err != nil {
 		return fmt.Errorf("leave: %w", err)
 	}
@@ -370,4 +398,40 @@ func checkGlobalFunctions(app *schema.App) error {
 		}
 	}
 	return nil
+}
+
+// nextIncarnation returns this start's incarnation of the node and
+// records it in <dir>/incarnation: the wall clock in nanoseconds, or one
+// more than the last start's if the clock is behind it, so it grows with
+// every start of a node that keeps its data (and, clocks permitting, of
+// one that lost it).
+func nextIncarnation(dir string) (uint64, error) {
+	path := filepath.Join(dir, "incarnation")
+	inc := uint64(time.Now().UnixNano())
+	if b, err := os.ReadFile(path); err == nil {
+		if last, err := strconv.ParseUint(strings.TrimSpace(string(b)), 10, 64); err == nil && last >= inc {
+			inc = last + 1
+		}
+	} else if !os.IsNotExist(err) {
+		return 0, fmt.Errorf("read %s: %w", path, err)
+	}
+	tmp := path + ".tmp"
+	f, err := os.OpenFile(tmp, os.O_CREATE|os.O_WRONLY|os.O_TRUNC, 0o644)
+	if err != nil {
+		return 0, err
+	}
+	_, err = fmt.Fprintf(f, "%d\n", inc)
+	if err == nil {
+		err = f.Sync()
+	}
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	if err == nil {
+		err = os.Rename(tmp, path)
+	}
+	if err != nil {
+		return 0, fmt.Errorf("record the incarnation in %s: %w", path, err)
+	}
+	return inc, nil
 }

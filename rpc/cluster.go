@@ -16,7 +16,7 @@ import (
 // it answers these methods UNIMPLEMENTED.
 type Cluster interface {
 	Ring(ctx context.Context, minEpoch uint64) (*api.Ring, error)
-	UpdateRing(ctx context.Context, id string, weight int, remove, forwarded bool) (uint64, error)
+	UpdateRing(ctx context.Context, req api.RingChange) (uint64, error)
 	MoveShard(ctx context.Context, shardID, from, to string, forwarded bool) (holder string, index uint64, err error)
 	ListShards(ctx context.Context, group, holder, after string, limit int) ([]string, string, error)
 	Pull(ctx context.Context, shardID, to string, epoch uint64) (uint64, error)
@@ -78,7 +78,8 @@ func (s *NodeServer) UpdateRing(ctx context.Context, req *lunorav1.UpdateRingReq
 	if err != nil {
 		return nil, err
 	}
-	e, err := c.UpdateRing(ctx, req.GetNodeId(), int(req.GetWeight()), req.GetRemove(), req.GetForwarded())
+	e, err := c.UpdateRing(ctx, api.RingChange{NodeID: req.GetNodeId(), Weight: int(req.GetWeight()), Remove: req.GetRemove(),
+		Incarnation: req.GetIncarnation(), Forwarded: req.GetForwarded()})
 	if err != nil {
 		return nil, statusFor(ctx, s.log, "Node.UpdateRing", err)
 	}
@@ -194,8 +195,9 @@ func (c *NodeClient) Ring(ctx context.Context, minEpoch uint64) (*api.Ring, erro
 }
 
 // UpdateRing asks the node to add, reweigh or remove a ring node.
-func (c *NodeClient) UpdateRing(ctx context.Context, id string, weight int, remove, forwarded bool) (uint64, error) {
-	resp, err := c.node.UpdateRing(ctx, &lunorav1.UpdateRingRequest{NodeId: id, Weight: int32(weight), Remove: remove, Forwarded: forwarded})
+func (c *NodeClient) UpdateRing(ctx context.Context, req api.RingChange) (uint64, error) {
+	resp, err := c.node.UpdateRing(ctx, &lunorav1.UpdateRingRequest{NodeId: req.NodeID, Weight: int32(req.Weight), Remove: req.Remove,
+		Incarnation: req.Incarnation, Forwarded: req.Forwarded})
 	if err != nil {
 		return 0, c.fromStatus(err)
 	}

@@ -106,7 +106,8 @@ func (c *NodeClient) Status(ctx context.Context) (*api.Status, error) {
 // Join asks the node to make another node a member of the global tier.
 func (c *NodeClient) Join(ctx context.Context, req api.JoinRequest) (string, error) {
 	resp, err := c.node.Join(ctx, &lunorav1.JoinRequest{
-		NodeId: req.NodeID, RaftAddr: req.RaftAddr, GrpcAddr: req.GRPCAddr, Voter: req.Voter, Forwarded: req.Forwarded,
+		NodeId: req.NodeID, RaftAddr: req.RaftAddr, GrpcAddr: req.GRPCAddr, Voter: req.Voter,
+		Incarnation: req.Incarnation, Forwarded: req.Forwarded,
 	})
 	if err != nil {
 		return "", c.fromStatus(err)
@@ -115,8 +116,9 @@ func (c *NodeClient) Join(ctx context.Context, req api.JoinRequest) (string, err
 }
 
 // RemoveNode asks the node to remove a node from the global tier.
-func (c *NodeClient) RemoveNode(ctx context.Context, id string, forwarded bool) error {
-	if _, err := c.node.RemoveNode(ctx, &lunorav1.RemoveNodeRequest{NodeId: id, Forwarded: forwarded}); err != nil {
+func (c *NodeClient) RemoveNode(ctx context.Context, req api.RemoveRequest) error {
+	if _, err := c.node.RemoveNode(ctx, &lunorav1.RemoveNodeRequest{NodeId: req.NodeID, Force: req.Force,
+		Incarnation: req.Incarnation, Forwarded: req.Forwarded}); err != nil {
 		return c.fromStatus(err)
 	}
 	return nil

@@ -29,7 +29,7 @@ type Shards interface {
 	Status(ctx context.Context) (*api.Status, error)
 	// Join makes a node a member of the global tier; RemoveNode removes one.
 	Join(ctx context.Context, req api.JoinRequest) (leaderID string, err error)
-	RemoveNode(ctx context.Context, id string, forwarded bool) error
+	RemoveNode(ctx context.Context, req api.RemoveRequest) error
 	// RegisterShard records a shard in the registry (create-if-absent).
 	RegisterShard(ctx context.Context, shardID, owner string, forwarded bool) (existed bool, holder string, err error)
 	// Subscribe starts a live query on a shard.
@@ -107,7 +107,7 @@ func (s *NodeServer) Status(ctx context.Context, _ *lunorav1.StatusRequest) (*lu
 func (s *NodeServer) Join(ctx context.Context, req *lunorav1.JoinRequest) (*lunorav1.JoinResponse, error) {
 	leader, err := s.shards.Join(ctx, api.JoinRequest{
 		NodeID: req.GetNodeId(), RaftAddr: req.GetRaftAddr(), GRPCAddr: req.GetGrpcAddr(),
-		Voter: req.GetVoter(), Forwarded: req.GetForwarded(),
+		Voter: req.GetVoter(), Incarnation: req.GetIncarnation(), Forwarded: req.GetForwarded(),
 	})
 	if err != nil {
 		return nil, statusFor(ctx, s.log, "Node.Join", err)
@@ -117,7 +117,8 @@ func (s *NodeServer) Join(ctx context.Context, req *lunorav1.JoinRequest) (*luno
 
 // RemoveNode implements lunorav1.NodeServer.
 func (s *NodeServer) RemoveNode(ctx context.Context, req *lunorav1.RemoveNodeRequest) (*lunorav1.RemoveNodeResponse, error) {
-	if err := s.shards.RemoveNode(ctx, req.GetNodeId(), req.GetForwarded()); err != nil {
+	if err := s.shards.RemoveNode(ctx, api.RemoveRequest{NodeID: req.GetNodeId(), Force: req.GetForce(),
+		Incarnation: req.GetIncarnation(), Forwarded: req.GetForwarded()}); err != nil {
 		return nil, statusFor(ctx, s.log, "Node.RemoveNode", err)
 	}
 	return &lunorav1.RemoveNodeResponse{}, nil

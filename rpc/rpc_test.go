@@ -326,7 +326,7 @@ func (f *fakeShards) Join(ctx context.Context, req api.JoinRequest) (string, err
 	return "leader-1", nil
 }
 
-func (f *fakeShards) RemoveNode(ctx context.Context, id string, forwarded bool) error { return nil }
+func (f *fakeShards) RemoveNode(ctx context.Context, req api.RemoveRequest) error { return nil }
 
 func (f *fakeShards) RegisterShard(ctx context.Context, id, owner string, forwarded bool) (bool, string, error) {
 	return id == "room_id=old", owner, nil

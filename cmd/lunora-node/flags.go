@@ -38,6 +38,8 @@ type options struct {
 
 	snapshotThreshold uint64
 	batching          bool
+	voters            int
+	forceLeave        bool
 
 	weight       int
 	maxMoves     int
@@ -69,6 +71,7 @@ func (o *options) globalConfig() raftglobal.Config {
 		c.SnapshotThreshold = o.snapshotThreshold
 	}
 	c.Batching = o.batching
+	c.TargetVoters = o.voters
 	return c
 }
 
@@ -79,8 +82,11 @@ Usage:
   lunora-node dev [flags]       node + gateway + data in ./lunora-data, all in one process
   lunora-node status -node ADDR
                                 the ring epoch, nodes, shards per node, moves in flight
-  lunora-node remove-node -node ADDR ID
-                                remove a (dead) node from the ring and the global tier
+  lunora-node remove-node -node ADDR [-force] ID
+                                remove a (dead) node from the ring and the global tier;
+                                a voter is replaced by a live non-voter, and a removal
+                                that would lose the global tier's quorum is refused
+                                unless -force
 
 Flags:
 `
@@ -112,6 +118,8 @@ func parseFlags(args []string, stderr io.Writer) (*options, error) {
 	join := fs.String("join", "", "global tier: node-API addresses (comma separated) of running nodes; a node not in -bootstrap joins through them as a non-voter")
 	fs.Uint64Var(&o.snapshotThreshold, "snapshot-threshold", 0, "global tier: log entries between snapshots (0: the default)")
 	fs.BoolVar(&o.batching, "global-batching", true, "global tier: group concurrent writes into one Raft entry")
+	fs.IntVar(&o.voters, "voters", raftglobal.DefaultConfig().TargetVoters, "global tier: voters the leader keeps, promoting non-voters when a voter leaves or is removed (3 or 5; give every node the same value)")
+	fs.BoolVar(&o.forceLeave, "force-leave", false, "cluster: on SIGTERM, leave the global tier even if the voters left would have no quorum (by default the node then stays a voter and says so)")
 	fs.StringVar(&o.synchronous, "synchronous", def.Synchronous, "SQLite synchronous level for shard writes: FULL (acked writes survive power loss) or NORMAL")
 	fs.DurationVar(&o.idleTimeout, "idle-timeout", def.IdleTimeout, "hibernate a shard after this long without requests")
 	fs.IntVar(&o.maxActive, "max-active", def.MaxActive, "most shards kept open at once (LRU beyond)")
@@ -130,6 +138,9 @@ func parseFlags(args []string, stderr io.Writer) (*options, error) {
 	}
 	if fs.NArg() > 0 {
 		return nil, fmt.Errorf("unexpected argument %q (subcommands: serve, dev, status, remove-node)", fs.Arg(0))
+	}
+	if o.voters < 1 {
+		return nil, fmt.Errorf("-voters must be at least 1")
 	}
 	if o.weight < 0 || o.maxMoves < 1 || o.moveRate < 0 {
 		return nil, fmt.Errorf("-weight and -move-rate must not be negative, -max-moves must be at least 1")

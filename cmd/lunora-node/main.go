@@ -16,11 +16,13 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/lunora/lunora/api"
 	"github.com/lunora/lunora/examples/chat"
 	"github.com/lunora/lunora/nodeproc"
 	"github.com/lunora/lunora/rpc"
 	"github.com/lunora/lunora/schema"
 	"github.com/lunora/lunora/shardhost"
+	"google.golang.org/grpc/codes"
 )
 
 func main() {
@@ -92,7 +94,7 @@ func run(ctx context.Context, o *options, stdout, stderr io.Writer) error {
 		App: app, Dir: o.dataDir, NodeID: o.nodeID,
 		GRPCAddr: o.grpcAddr, GRPCAdvertise: o.grpcAdvertise, HTTPAddr: o.httpAddr,
 		RaftAddr: o.raftAddr, RaftAdvertise: o.raftAdvertise, Bootstrap: o.bootstrap, Seeds: o.join,
-		Cluster: o.clusterConfig(), Gossip: o.gossipConfig(),
+		Cluster: o.clusterConfig(), Gossip: o.gossipConfig(), ForceLeave: o.forceLeave,
 		Logger: log,
 	})
 	if err != nil {
@@ -126,17 +128,19 @@ func run(ctx context.Context, o *options, stdout, stderr io.Writer) error {
 	return p.Shutdown(sctx)
 }
 
-// removeNode asks a running node to remove a node from the global tier:
-// lunora-node remove-node -node ADDR ID.
+// removeNode asks a running node to remove a node from the ring and the
+// global tier: lunora-node remove-node -node ADDR [-force] ID. It retries
+// while leadership moves (UNAVAILABLE), for up to 30 s.
 func removeNode(args []string, stderr io.Writer) error {
 	fs := flag.NewFlagSet("lunora-node remove-node", flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	addr := fs.String("node", "127.0.0.1:7070", "node-API address of any running node")
+	force := fs.Bool("force", false, "remove a voter even if the voters left would have no quorum of live servers (the global tier is then unavailable until enough of them come back)")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
 	if fs.NArg() != 1 {
-		return errors.New("usage: lunora-node remove-node -node ADDR NODE_ID")
+		return errors.New("usage: lunora-node remove-node -node ADDR [-force] NODE_ID")
 	}
 	c, err := rpc.NewNodeClient(*addr)
 	if err != nil {
@@ -145,7 +149,17 @@ func removeNode(args []string, stderr io.Writer) error {
 	defer c.Close()
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	return c.RemoveNode(ctx, fs.Arg(0), false)
+	for {
+		err := c.RemoveNode(ctx, api.RemoveRequest{NodeID: fs.Arg(0), Force: *force})
+		if err == nil || api.CodeOf(err) != codes.Unavailable || ctx.Err() != nil {
+			return err
+		}
+		select {
+		case <-ctx.Done():
+			return err
+		case <-time.After(200 * time.Millisecond):
+		}
+	}
 }
 
 // showStatus prints the cluster as a node sees it:

@@ -197,11 +197,16 @@ func (x *RingResponse) GetMembers() []*RingNode {
 }
 
 type UpdateRingRequest struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	NodeId        string                 `protobuf:"bytes,1,opt,name=node_id,json=nodeId,proto3" json:"node_id,omitempty"`
-	Weight        int32                  `protobuf:"varint,2,opt,name=weight,proto3" json:"weight,omitempty"`
-	Remove        bool                   `protobuf:"varint,3,opt,name=remove,proto3" json:"remove,omitempty"`
-	Forwarded     bool                   `protobuf:"varint,4,opt,name=forwarded,proto3" json:"forwarded,omitempty"`
+	state     protoimpl.MessageState `protogen:"open.v1"`
+	NodeId    string                 `protobuf:"bytes,1,opt,name=node_id,json=nodeId,proto3" json:"node_id,omitempty"`
+	Weight    int32                  `protobuf:"varint,2,opt,name=weight,proto3" json:"weight,omitempty"`
+	Remove    bool                   `protobuf:"varint,3,opt,name=remove,proto3" json:"remove,omitempty"`
+	Forwarded bool                   `protobuf:"varint,4,opt,name=forwarded,proto3" json:"forwarded,omitempty"`
+	// incarnation identifies the process of the node making the change (it
+	// grows with every start); a join that a leave of the same process has
+	// overtaken, or a leave of a process a newer one replaced, is refused.
+	// 0: an operator's change, applying to every process so far.
+	Incarnation   uint64 `protobuf:"varint,5,opt,name=incarnation,proto3" json:"incarnation,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -262,6 +267,13 @@ func (x *UpdateRingRequest) GetForwarded() bool {
 		return x.Forwarded
 	}
 	return false
+}
+
+func (x *UpdateRingRequest) GetIncarnation() uint64 {
+	if x != nil {
+		return x.Incarnation
+	}
+	return 0
 }
 
 type UpdateRingResponse struct {
@@ -1063,12 +1075,16 @@ func (x *RegisterShardResponse) GetIndex() uint64 {
 }
 
 type JoinRequest struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	NodeId        string                 `protobuf:"bytes,1,opt,name=node_id,json=nodeId,proto3" json:"node_id,omitempty"`
-	RaftAddr      string                 `protobuf:"bytes,2,opt,name=raft_addr,json=raftAddr,proto3" json:"raft_addr,omitempty"`
-	GrpcAddr      string                 `protobuf:"bytes,3,opt,name=grpc_addr,json=grpcAddr,proto3" json:"grpc_addr,omitempty"`
-	Voter         bool                   `protobuf:"varint,4,opt,name=voter,proto3" json:"voter,omitempty"`
-	Forwarded     bool                   `protobuf:"varint,5,opt,name=forwarded,proto3" json:"forwarded,omitempty"`
+	state    protoimpl.MessageState `protogen:"open.v1"`
+	NodeId   string                 `protobuf:"bytes,1,opt,name=node_id,json=nodeId,proto3" json:"node_id,omitempty"`
+	RaftAddr string                 `protobuf:"bytes,2,opt,name=raft_addr,json=raftAddr,proto3" json:"raft_addr,omitempty"`
+	GrpcAddr string                 `protobuf:"bytes,3,opt,name=grpc_addr,json=grpcAddr,proto3" json:"grpc_addr,omitempty"`
+	// voter is ignored: nodes join as non-voters and the leader promotes
+	// them while there are fewer voters than its target.
+	Voter     bool `protobuf:"varint,4,opt,name=voter,proto3" json:"voter,omitempty"`
+	Forwarded bool `protobuf:"varint,5,opt,name=forwarded,proto3" json:"forwarded,omitempty"`
+	// incarnation of the joining process (see UpdateRingRequest).
+	Incarnation   uint64 `protobuf:"varint,6,opt,name=incarnation,proto3" json:"incarnation,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1138,6 +1154,13 @@ func (x *JoinRequest) GetForwarded() bool {
 	return false
 }
 
+func (x *JoinRequest) GetIncarnation() uint64 {
+	if x != nil {
+		return x.Incarnation
+	}
+	return 0
+}
+
 type JoinResponse struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	LeaderId      string                 `protobuf:"bytes,1,opt,name=leader_id,json=leaderId,proto3" json:"leader_id,omitempty"`
@@ -1183,9 +1206,15 @@ func (x *JoinResponse) GetLeaderId() string {
 }
 
 type RemoveNodeRequest struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	NodeId        string                 `protobuf:"bytes,1,opt,name=node_id,json=nodeId,proto3" json:"node_id,omitempty"`
-	Forwarded     bool                   `protobuf:"varint,2,opt,name=forwarded,proto3" json:"forwarded,omitempty"`
+	state     protoimpl.MessageState `protogen:"open.v1"`
+	NodeId    string                 `protobuf:"bytes,1,opt,name=node_id,json=nodeId,proto3" json:"node_id,omitempty"`
+	Forwarded bool                   `protobuf:"varint,2,opt,name=forwarded,proto3" json:"forwarded,omitempty"`
+	// force removes a voter even when the voters left would not have a
+	// quorum of live servers.
+	Force bool `protobuf:"varint,3,opt,name=force,proto3" json:"force,omitempty"`
+	// incarnation of the leaving process (a node removing itself); 0 for an
+	// operator's removal.
+	Incarnation   uint64 `protobuf:"varint,4,opt,name=incarnation,proto3" json:"incarnation,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1232,6 +1261,20 @@ func (x *RemoveNodeRequest) GetForwarded() bool {
 		return x.Forwarded
 	}
 	return false
+}
+
+func (x *RemoveNodeRequest) GetForce() bool {
+	if x != nil {
+		return x.Force
+	}
+	return false
+}
+
+func (x *RemoveNodeRequest) GetIncarnation() uint64 {
+	if x != nil {
+		return x.Incarnation
+	}
+	return 0
 }
 
 type RemoveNodeResponse struct {
@@ -1456,12 +1499,13 @@ const file_lunora_v1_node_proto_rawDesc = "" +
 	"\fRingResponse\x12\x14\n" +
 	"\x05epoch\x18\x01 \x01(\x04R\x05epoch\x12)\n" +
 	"\x05nodes\x18\x02 \x03(\v2\x13.lunora.v1.RingNodeR\x05nodes\x12-\n" +
-	"\amembers\x18\x03 \x03(\v2\x13.lunora.v1.RingNodeR\amembers\"z\n" +
+	"\amembers\x18\x03 \x03(\v2\x13.lunora.v1.RingNodeR\amembers\"\x9c\x01\n" +
 	"\x11UpdateRingRequest\x12\x17\n" +
 	"\anode_id\x18\x01 \x01(\tR\x06nodeId\x12\x16\n" +
 	"\x06weight\x18\x02 \x01(\x05R\x06weight\x12\x16\n" +
 	"\x06remove\x18\x03 \x01(\bR\x06remove\x12\x1c\n" +
-	"\tforwarded\x18\x04 \x01(\bR\tforwarded\"*\n" +
+	"\tforwarded\x18\x04 \x01(\bR\tforwarded\x12 \n" +
+	"\vincarnation\x18\x05 \x01(\x04R\vincarnation\"*\n" +
 	"\x12UpdateRingResponse\x12\x14\n" +
 	"\x05epoch\x18\x01 \x01(\x04R\x05epoch\"\x81\x01\n" +
 	"\x10MoveShardRequest\x12\x19\n" +
@@ -1515,18 +1559,21 @@ const file_lunora_v1_node_proto_rawDesc = "" +
 	"\x15RegisterShardResponse\x12\x18\n" +
 	"\aexisted\x18\x01 \x01(\bR\aexisted\x12\x16\n" +
 	"\x06holder\x18\x02 \x01(\tR\x06holder\x12\x14\n" +
-	"\x05index\x18\x03 \x01(\x04R\x05index\"\x94\x01\n" +
+	"\x05index\x18\x03 \x01(\x04R\x05index\"\xb6\x01\n" +
 	"\vJoinRequest\x12\x17\n" +
 	"\anode_id\x18\x01 \x01(\tR\x06nodeId\x12\x1b\n" +
 	"\traft_addr\x18\x02 \x01(\tR\braftAddr\x12\x1b\n" +
 	"\tgrpc_addr\x18\x03 \x01(\tR\bgrpcAddr\x12\x14\n" +
 	"\x05voter\x18\x04 \x01(\bR\x05voter\x12\x1c\n" +
-	"\tforwarded\x18\x05 \x01(\bR\tforwarded\"+\n" +
+	"\tforwarded\x18\x05 \x01(\bR\tforwarded\x12 \n" +
+	"\vincarnation\x18\x06 \x01(\x04R\vincarnation\"+\n" +
 	"\fJoinResponse\x12\x1b\n" +
-	"\tleader_id\x18\x01 \x01(\tR\bleaderId\"J\n" +
+	"\tleader_id\x18\x01 \x01(\tR\bleaderId\"\x82\x01\n" +
 	"\x11RemoveNodeRequest\x12\x17\n" +
 	"\anode_id\x18\x01 \x01(\tR\x06nodeId\x12\x1c\n" +
-	"\tforwarded\x18\x02 \x01(\bR\tforwarded\"\x14\n" +
+	"\tforwarded\x18\x02 \x01(\bR\tforwarded\x12\x14\n" +
+	"\x05force\x18\x03 \x01(\bR\x05force\x12 \n" +
+	"\vincarnation\x18\x04 \x01(\x04R\vincarnation\"\x14\n" +
 	"\x12RemoveNodeResponse\"\xad\x02\n" +
 	"\x0fNodeCallRequest\x12\x19\n" +
 	"\bshard_id\x18\x01 \x01(\tR\ashardId\x12\x1a\n" +

@@ -52,8 +52,11 @@ type NodeClient interface {
 	// non-voter) if it is not a member yet, and records its addresses. Any
 	// node accepts it and passes it to the leader.
 	Join(ctx context.Context, in *JoinRequest, opts ...grpc.CallOption) (*JoinResponse, error)
-	// RemoveNode removes a node from the Raft group: a graceful leave, or an
-	// operator removing a dead node. Passed to the leader like Join.
+	// RemoveNode removes a node from the ring and the Raft group: a graceful
+	// leave, or an operator removing a dead node. A voter is replaced by a
+	// live non-voter when there is one; a removal that would leave no quorum
+	// of live voters is refused (FAILED_PRECONDITION) unless forced. Passed
+	// to the leader like Join.
 	RemoveNode(ctx context.Context, in *RemoveNodeRequest, opts ...grpc.CallOption) (*RemoveNodeResponse, error)
 	// RegisterShard records in the shard registry that a shard exists
 	// (create-if-absent); passed to the leader like Join.
@@ -263,8 +266,11 @@ type NodeServer interface {
 	// non-voter) if it is not a member yet, and records its addresses. Any
 	// node accepts it and passes it to the leader.
 	Join(context.Context, *JoinRequest) (*JoinResponse, error)
-	// RemoveNode removes a node from the Raft group: a graceful leave, or an
-	// operator removing a dead node. Passed to the leader like Join.
+	// RemoveNode removes a node from the ring and the Raft group: a graceful
+	// leave, or an operator removing a dead node. A voter is replaced by a
+	// live non-voter when there is one; a removal that would leave no quorum
+	// of live voters is refused (FAILED_PRECONDITION) unless forced. Passed
+	// to the leader like Join.
 	RemoveNode(context.Context, *RemoveNodeRequest) (*RemoveNodeResponse, error)
 	// RegisterShard records in the shard registry that a shard exists
 	// (create-if-absent); passed to the leader like Join.
