@@ -718,7 +718,7 @@ func (n *Node) onAnyNode(ctx context.Context, remote func(Peer) (uint64, error),
 	if err == nil || api.CodeOf(err) != codes.Unavailable {
 		return v, err
 	}
-	for _, addr := range n.knownPeers(ctx, nil) {
+	for _, addr := range n.knownPeers(ctx) {
 		p, perr := n.peer(addr)
 		if perr != nil {
 			continue

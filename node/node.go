@@ -82,6 +82,7 @@ type Node struct {
 
 	mu    sync.Mutex
 	peers map[string]Peer
+	seeds []string // Announce's seeds, also tried by a leaving node
 
 	cluster *cluster
 }
@@ -411,11 +412,14 @@ func (n *Node) Announce(ctx context.Context, voter bool, seeds []string) error {
 		return nil
 	}
 	req := api.JoinRequest{NodeID: n.cfg.NodeID, RaftAddr: g.Addr(), GRPCAddr: n.cfg.GRPCAddr, Voter: voter, Incarnation: n.cfg.Incarnation}
+	n.mu.Lock()
+	n.seeds = append([]string(nil), seeds...)
+	n.mu.Unlock()
 	backoff := 50 * time.Millisecond
 	for attempt := 0; ; attempt++ {
 		_, err := n.Join(ctx, req)
 		if err != nil && !errors.Is(err, raftglobal.ErrStaleIncarnation) {
-			if all := n.knownPeers(ctx, seeds); len(all) > 0 {
+			if all := n.knownPeers(ctx); len(all) > 0 {
 				var p Peer
 				if p, err = n.peer(all[attempt%len(all)]); err == nil {
 					_, err = p.Join(ctx, req)
@@ -439,11 +443,14 @@ func (n *Node) Announce(ctx context.Context, voter bool, seeds []string) error {
 	}
 }
 
-// knownPeers is seeds followed by the node-API addresses of the other
-// nodes this replica's metadata records: a node that left the Raft group
-// hears from no leader, and a voter has no seeds.
-func (n *Node) knownPeers(ctx context.Context, seeds []string) []string {
-	out := append([]string(nil), seeds...)
+// knownPeers is Announce's seeds followed by the node-API addresses of the
+// other nodes this replica's metadata records: a node that left the Raft
+// group (or has not joined it yet) hears from no leader, and a voter has
+// no seeds.
+func (n *Node) knownPeers(ctx context.Context) []string {
+	n.mu.Lock()
+	out := append([]string(nil), n.seeds...)
+	n.mu.Unlock()
 	infos, err := n.cfg.Global.Nodes(ctx)
 	if err != nil {
 		return out
