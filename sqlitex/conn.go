@@ -231,9 +231,9 @@ func (c *Conn) prepare(query string, user bool) (driver.Stmt, error) {
 	if err != nil {
 		return nil, err
 	}
-	if tail := stmtTail(st); tail != "" {
+	if err := checkOneStatement(st); err != nil {
 		st.Close()
-		return nil, fmt.Errorf("%w: %.40q follows the first statement", ErrMultiStatement, tail)
+		return nil, err
 	}
 	c.stmts.put(query, user, st)
 	return st, nil
@@ -250,6 +250,18 @@ func (c *Conn) ReadOnly(query string) (bool, error) {
 	}
 	ro, ok := st.(interface{ Readonly() bool })
 	return ok && ro.Readonly(), nil
+}
+
+// checkOneStatement refuses a prepared text that held no statement or more
+// than one.
+func checkOneStatement(st driver.Stmt) error {
+	if stmtEmpty(st) {
+		return ErrEmptyStatement
+	}
+	if tail := stmtTail(st); tail != "" {
+		return fmt.Errorf("%w: %.40q follows the first statement", ErrMultiStatement, tail)
+	}
+	return nil
 }
 
 // Dirty reports whether a row changed since the last Reset.
@@ -296,10 +308,10 @@ func (c *Conn) TablesRead(stmts []string) ([]string, error) {
 		if err != nil {
 			return nil, err
 		}
-		tail := stmtTail(st)
+		err = checkOneStatement(st)
 		st.Close()
-		if tail != "" {
-			return nil, fmt.Errorf("%w: %.40q follows the first statement", ErrMultiStatement, tail)
+		if err != nil {
+			return nil, err
 		}
 	}
 	return reads, nil

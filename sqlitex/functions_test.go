@@ -163,6 +163,22 @@ func TestStmtTailIsVisible(t *testing.T) {
 	if got := stmtTail(st); got != "SELECT 2" {
 		t.Fatalf("stmtTail = %q, want %q", got, "SELECT 2")
 	}
+	if stmtEmpty(st) {
+		t.Fatal("stmtEmpty on a statement")
+	}
+	empty, err := c.C.Prepare("-- only a comment")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer empty.Close()
+	if !stmtEmpty(empty) {
+		t.Fatal("stmtEmpty misses a text without a statement: running it would crash")
+	}
+	for _, q := range []string{"-- x", "/* y */", "  ", ";"} {
+		if _, _, err := c.QueryRows(context.Background(), q, nil, Limits{MaxRows: 1, MaxBytes: 64}); err == nil {
+			t.Fatalf("%q ran", q)
+		}
+	}
 	c.User = true
 	if _, _, err := c.QueryRows(context.Background(), "SELECT 1; DELETE FROM sqlite_master", nil, Limits{MaxRows: 1, MaxBytes: 64}); err == nil {
 		t.Fatal("a text with two statements ran")
