@@ -9,6 +9,7 @@ import (
 	"io"
 	"math"
 	"net/http"
+	"os"
 	"reflect"
 	"strconv"
 	"strings"
@@ -290,6 +291,10 @@ func (g *Gateway) bodyError(ctx context.Context, err error) error {
 			return api.Errorf(codes.InvalidArgument, "request body must be a JSON object, got %s", typ.Value)
 		}
 		return api.Errorf(codes.InvalidArgument, "field %q of the request body must be %s, got %s", typ.Field, jsonKind(typ.Type), typ.Value)
+	case errors.Is(err, os.ErrDeadlineExceeded):
+		// The server's body timeout (server.Config.BodyTimeout) passed;
+		// net/http has canceled the request's context for it too.
+		return api.New(codes.InvalidArgument, "request body not received within the server's time limit for it")
 	case ctx.Err() != nil:
 		return &api.Error{Code: codes.Canceled, Msg: "request canceled while reading its body", Err: ctx.Err()}
 	}

@@ -60,6 +60,10 @@ type Config struct {
 	Seeds []string
 	// Cluster configures the ring, handoffs and rebalancing.
 	Cluster node.ClusterConfig
+	// Server bounds what clients can hold of the node's HTTP and gRPC
+	// listeners (timeouts, connections per client and in total); zero
+	// fields take server.DefaultConfig's values.
+	Server server.Config
 	// Gossip, when set, makes the node a member of the gossip cluster
 	// (discovery and failure detection for gateways); ID, Role, GRPCAddr,
 	// Weight and Logger are filled from this Config.
@@ -154,7 +158,7 @@ func Start(cfg Config) (p *Process, err error) {
 		return nil, err
 	}
 
-	p.Server = server.New(cfg.Registry, log, nil)
+	p.Server = server.New(cfg.Registry, log, nil, cfg.Server)
 	grpcLn, err := net.Listen("tcp", cfg.GRPCAddr)
 	if err != nil {
 		return nil, fmt.Errorf("listen gRPC %s: %w", cfg.GRPCAddr, err)
