@@ -30,8 +30,14 @@ const (
 func ServerOptions() []grpc.ServerOption {
 	return []grpc.ServerOption{
 		grpc.KeepaliveEnforcementPolicy(keepalive.EnforcementPolicy{MinTime: serverMinPing}),
-		grpc.KeepaliveParams(keepalive.ServerParameters{Time: 2 * time.Minute, Timeout: 20 * time.Second}),
+		grpc.KeepaliveParams(ServerKeepalive()),
 	}
+}
+
+// ServerKeepalive is the keepalive of ServerOptions, for a server that
+// sets more of its parameters (grpc.KeepaliveParams replaces them all).
+func ServerKeepalive() keepalive.ServerParameters {
+	return keepalive.ServerParameters{Time: 2 * time.Minute, Timeout: 20 * time.Second}
 }
 
 // NodeClient calls the Node service of one lunora-node. It has the methods
