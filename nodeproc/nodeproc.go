@@ -85,6 +85,9 @@ type Process struct {
 	RaftAddr string
 	Members  *membership.Membership // nil without gossip
 
+	// gossip is Members for the node's Status, which may run before
+	// gossip has started.
+	gossip   atomic.Pointer[membership.Membership]
 	cancel   context.CancelFunc
 	announce sync.WaitGroup
 	peers    []*rpc.NodeClient
@@ -178,7 +181,7 @@ func Start(cfg Config) (p *Process, err error) {
 	if p.Node, err = node.New(node.Config{
 		App: cfg.App, Shards: p.Host, Global: p.Global,
 		NodeID: cfg.NodeID, GRPCAddr: advertise, Version: Version, Logger: log,
-		Dial: p.dial, Cluster: cfg.Cluster,
+		Dial: p.dial, Cluster: cfg.Cluster, Liveness: p.liveness,
 	}); err != nil {
 		return nil, err
 	}
@@ -231,6 +234,7 @@ func Start(cfg Config) (p *Process, err error) {
 		if p.Members, err = membership.Start(mc); err != nil {
 			return nil, fmt.Errorf("gossip: %w", err)
 		}
+		p.gossip.Store(p.Members)
 	}
 
 	voter := len(g.Bootstrap) > 0
@@ -374,4 +378,17 @@ func checkGlobalFunctions(app *schema.App) error {
 		}
 	}
 	return nil
+}
+
+// liveness is a node's status in this node's gossip view ("" without
+// gossip, or for a node gossip does not know).
+func (p *Process) liveness(id string) string {
+	m := p.gossip.Load()
+	if m == nil {
+		return ""
+	}
+	if mb, ok := m.Member(id); ok && mb.Role == membership.RoleNode {
+		return string(mb.Status)
+	}
+	return ""
 }
