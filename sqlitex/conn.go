@@ -43,6 +43,8 @@ type Conn struct {
 	// opcodes.
 	stmtCtx context.Context
 
+	match matchState // LIKE and GLOB (match.go)
+
 	// written lists, deduplicated, the tables the update hook saw change
 	// since ResetWritten. It is reused between transactions, so noting a
 	// row change allocates nothing once a table has been seen.
@@ -190,7 +192,9 @@ func truthy(v any) bool {
 // Close closes the connection and its cached statements.
 func (c *Conn) Close() error {
 	c.stmts.closeAll()
-	return c.C.Close()
+	err := c.C.Close()
+	c.match.free()
+	return err
 }
 
 // ExecSys runs one of the runtime's own statements (BEGIN, SAVEPOINT,

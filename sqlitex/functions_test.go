@@ -71,7 +71,13 @@ func same(a, b any) bool {
 // built-in on hand-picked cases and on seeded random ones over small
 // alphabets (where wildcards, escapes and sets collide most).
 func TestBoundedFunctionsMatchSQLite(t *testing.T) {
+	t.Run("fast path", func(t *testing.T) { testMatchesSQLite(t, fastMatchSteps) })
+	t.Run("interruptible path", func(t *testing.T) { testMatchesSQLite(t, 0) })
+}
+
+func testMatchesSQLite(t *testing.T, fastSteps int64) {
 	nat, lun := nativeConn(t), lunoraConn(t)
+	lun.setFastMatchSteps(fastSteps)
 	check := func(query string, args ...any) {
 		t.Helper()
 		named := make([]driver.NamedValue, len(args))
