@@ -18,10 +18,11 @@ const (
 // GatherCluster completes one node's status with what every other node the
 // cluster records says, so that a status tells the truth about the whole
 // cluster rather than one node's view of it: each node's handoff streams
-// under way (with their progress) and moves in flight are added up, and a
-// node without a gossip liveness (the answering node runs no gossip, or
-// does not know it) is marked Reachable or Unreachable by whether it
-// answered. status asks the node at a node-API address; each call is
+// under way (with their progress) and moves in flight are added up, and
+// each node's liveness is checked by asking it: a node no gossip view
+// vouches for is marked Reachable or Unreachable, and where gossip and the
+// answer disagree the answer wins (gossip takes seconds to notice a death
+// or a return). status asks the node at a node-API address; each call is
 // bounded by timeout and all run at once.
 func GatherCluster(ctx context.Context, st *api.Status, timeout time.Duration, status func(ctx context.Context, addr string) (*api.Status, error)) {
 	if st == nil || st.Cluster == nil {
@@ -80,14 +81,25 @@ func GatherCluster(ctx context.Context, st *api.Status, timeout time.Duration, s
 	sort.Slice(c.Moves, func(i, j int) bool { return c.Moves[i].Elapsed > c.Moves[j].Elapsed })
 	for _, list := range [][]api.RingNode{c.Ring.Nodes, c.Ring.Members} {
 		for i := range list {
-			if list[i].Alive != "" {
-				continue
-			}
-			if reached[list[i].ID] {
-				list[i].Alive = Reachable
-			} else {
-				list[i].Alive = Unreachable
-			}
+			list[i].Alive = liveness(list[i].Alive, reached[list[i].ID])
 		}
 	}
+}
+
+// liveness combines a gossip view with whether the node answered just
+// now: gossip is seconds late to notice a death (and a return), so an
+// answer, or its absence, wins where they disagree.
+func liveness(gossip string, answered bool) string {
+	switch {
+	case gossip == "":
+		if answered {
+			return Reachable
+		}
+		return Unreachable
+	case gossip == "alive" && !answered:
+		return Unreachable
+	case gossip != "alive" && answered:
+		return Reachable
+	}
+	return gossip
 }

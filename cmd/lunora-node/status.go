@@ -23,7 +23,7 @@ func showStatus(args []string, stdout, stderr io.Writer) error {
 	fs.SetOutput(stderr)
 	addr := fs.String("node", "127.0.0.1:7070", "node-API address of any running node")
 	shard := fs.String("shard", "", "also say who owns (ring) and who holds (registry) this shard, e.g. room_id=r1")
-	waitRing := fs.Int("wait-ring", 0, "first wait until the ring has at least this many nodes, every one of them alive")
+	waitRing := fs.Int("wait-ring", 0, "first wait until the ring has at least this many nodes, every one of them alive, and the global tier a leader")
 	wait := fs.Duration("wait", 30*time.Second, "with -wait-ring: how long to wait before printing what there is and failing")
 	if err := fs.Parse(args); err != nil {
 		return err
@@ -107,7 +107,12 @@ func ringShort(st *api.Status, err error, n int) string {
 			return fmt.Sprintf("node %s of the ring is %s", m.ID, m.Alive)
 		}
 	}
-	return ""
+	for _, m := range st.Cluster.Ring.Members {
+		if m.Raft == api.RaftLeader {
+			return ""
+		}
+	}
+	return "the global tier has no leader yet"
 }
 
 func live(alive string) bool { return alive == "alive" || alive == rpc.Reachable }
