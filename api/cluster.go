@@ -1,6 +1,9 @@
 package api
 
-import "context"
+import (
+	"context"
+	"time"
+)
 
 // RingNode is one node of the cluster as routing sees it.
 type RingNode struct {
@@ -10,9 +13,45 @@ type RingNode struct {
 	State    string // joining, up, leaving, removed (the cluster metadata's word)
 	// Shards is how many registered shards the node holds (Status only).
 	Shards int64
-	// Alive is the gossip view of the node (Status on a gateway only):
-	// "alive", "suspect", "dead", "left" or "" when unknown.
+	// Alive is the liveness of the node in the answering process's gossip
+	// view (Status only): "alive", "suspect", "dead", "left", or "" when
+	// that process runs no gossip. The metadata's State is a record, not
+	// liveness.
 	Alive string
+	// Raft is the node's place in the global tier's Raft configuration
+	// (Status only): RaftLeader, RaftVoter, RaftNonvoter, or "" when it is
+	// not a member.
+	Raft string
+	// InRing: shards are placed on the node at the ring's epoch (Status
+	// only).
+	InRing bool
+}
+
+// A node's place in the Raft configuration (RingNode.Raft).
+const (
+	RaftLeader   = "leader"
+	RaftVoter    = "voter"
+	RaftNonvoter = "nonvoter"
+)
+
+// ShardMove is one handoff stream under way: a shard's file going from
+// one node to another, Bytes of Size streamed so far.
+type ShardMove struct {
+	ShardID  string
+	From, To string
+	Bytes    int64
+	Size     int64
+	Elapsed  time.Duration
+}
+
+// ShardLocation is where a shard lives: its owner on the ring at Epoch
+// and its holder in the shard registry ("" when not registered).
+type ShardLocation struct {
+	ShardID    string
+	Epoch      uint64
+	Owner      string
+	Holder     string
+	Registered bool
 }
 
 // Ring is a ring epoch: the nodes shards are placed on, and every node the
@@ -27,6 +66,9 @@ type Ring struct {
 type ClusterStatus struct {
 	Ring          Ring
 	MovesInFlight int64 // handoffs under way on the reporting node
+	// Moves are the handoff streams under way on the reporting node (on a
+	// gateway: on every node that answered).
+	Moves []ShardMove
 }
 
 type ringEpochKey struct{}

@@ -9,6 +9,7 @@ import (
 	"io"
 	"math"
 	"net/http"
+	"os"
 	"reflect"
 	"strconv"
 	"strings"
@@ -96,18 +97,33 @@ type statusJSON struct {
 
 type clusterJSON struct {
 	RingEpoch     uint64            `json:"ring_epoch"`
-	Nodes         []clusterNodeJSON `json:"nodes"`   // the ring
-	Members       []clusterNodeJSON `json:"members"` // every recorded node
-	MovesInFlight int64             `json:"moves_in_flight"`
+	Nodes         []clusterNodeJSON `json:"nodes"`           // the ring
+	Members       []clusterNodeJSON `json:"members"`         // every recorded node
+	MovesInFlight int64             `json:"moves_in_flight"` // on every node that answered
+	Moves         []shardMoveJSON   `json:"moves"`           // handoff streams under way
 }
 
 type clusterNodeJSON struct {
 	ID       string `json:"id"`
 	Weight   int    `json:"weight,omitempty"`
 	GRPCAddr string `json:"grpc_addr"`
-	State    string `json:"state"`
-	Shards   int64  `json:"shards"`
-	Alive    string `json:"alive,omitempty"`
+	// State is the cluster metadata's record (up, removed), not liveness:
+	// Alive is (the gossip view: alive, suspect, dead, left; or whether
+	// the node answered: reachable, unreachable).
+	State  string `json:"state"`
+	Shards int64  `json:"shards"`
+	Alive  string `json:"alive,omitempty"`
+	Raft   string `json:"raft"` // leader, voter, nonvoter or "" (not a member)
+	InRing bool   `json:"in_ring"`
+}
+
+type shardMoveJSON struct {
+	ShardID   string `json:"shard_id"`
+	From      string `json:"from"`
+	To        string `json:"to"`
+	Bytes     int64  `json:"bytes"`
+	Size      int64  `json:"size"`
+	ElapsedMS int64  `json:"elapsed_ms"`
 }
 
 func clusterToJSON(c *api.ClusterStatus) *clusterJSON {
@@ -117,11 +133,15 @@ func clusterToJSON(c *api.ClusterStatus) *clusterJSON {
 	conv := func(ns []api.RingNode) []clusterNodeJSON {
 		out := make([]clusterNodeJSON, len(ns))
 		for i, n := range ns {
-			out[i] = clusterNodeJSON{ID: n.ID, Weight: n.Weight, GRPCAddr: n.GRPCAddr, State: n.State, Shards: n.Shards, Alive: n.Alive}
+			out[i] = clusterNodeJSON{ID: n.ID, Weight: n.Weight, GRPCAddr: n.GRPCAddr, State: n.State, Shards: n.Shards, Alive: n.Alive, Raft: n.Raft, InRing: n.InRing}
 		}
 		return out
 	}
-	return &clusterJSON{RingEpoch: c.Ring.Epoch, Nodes: conv(c.Ring.Nodes), Members: conv(c.Ring.Members), MovesInFlight: c.MovesInFlight}
+	moves := make([]shardMoveJSON, len(c.Moves))
+	for i, m := range c.Moves {
+		moves[i] = shardMoveJSON{ShardID: m.ShardID, From: m.From, To: m.To, Bytes: m.Bytes, Size: m.Size, ElapsedMS: m.Elapsed.Milliseconds()}
+	}
+	return &clusterJSON{RingEpoch: c.Ring.Epoch, Nodes: conv(c.Ring.Nodes), Members: conv(c.Ring.Members), MovesInFlight: c.MovesInFlight, Moves: moves}
 }
 
 type errorJSON struct {
@@ -290,6 +310,10 @@ func (g *Gateway) bodyError(ctx context.Context, err error) error {
 			return api.Errorf(codes.InvalidArgument, "request body must be a JSON object, got %s", typ.Value)
 		}
 		return api.Errorf(codes.InvalidArgument, "field %q of the request body must be %s, got %s", typ.Field, jsonKind(typ.Type), typ.Value)
+	case errors.Is(err, os.ErrDeadlineExceeded):
+		// The server's body timeout (server.Config.BodyTimeout) passed;
+		// net/http has canceled the request's context for it too.
+		return api.New(codes.InvalidArgument, "request body not received within the server's time limit for it")
 	case ctx.Err() != nil:
 		return &api.Error{Code: codes.Canceled, Msg: "request canceled while reading its body", Err: ctx.Err()}
 	}

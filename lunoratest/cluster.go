@@ -147,7 +147,8 @@ func (c *Cluster) Running() []*ClusterNode {
 }
 
 // Client is a node-API client of the node (the one gateways use). A client
-// keeps working across Restart: gRPC reconnects (its backoff starts at 1s).
+// keeps working across Restart: gRPC reconnects (its backoff is capped at
+// 500 ms, see rpc.NewNodeClient).
 func (n *ClusterNode) Client() *rpc.NodeClient { return n.client }
 
 // FSMPath is the node's global-tier SQLite file:

@@ -81,6 +81,49 @@ type cluster struct {
 	limiter *rateLimiter
 	pulls   sync.Map // shard ID → *pullCall: one pull per shard at a time
 	leaving atomic.Bool
+	// streams are the handoff streams under way here (sent and received),
+	// for Status: *moveProgress keyed by itself.
+	streams sync.Map
+}
+
+// moveProgress is one handoff stream under way: bytes counts what went
+// through so far.
+type moveProgress struct {
+	shardID, from, to string
+	size              int64
+	start             time.Time
+	bytes             atomic.Int64
+}
+
+// track registers a stream for Status until the returned func is called;
+// r is wrapped to count the bytes that go through it.
+func (c *cluster) track(shardID, from, to string, size int64, r io.Reader) (io.Reader, func()) {
+	p := &moveProgress{shardID: shardID, from: from, to: to, size: size, start: time.Now()}
+	c.streams.Store(p, struct{}{})
+	return &countingReader{r: r, n: &p.bytes}, func() { c.streams.Delete(p) }
+}
+
+// streamsUnderWay lists the handoff streams under way, oldest first.
+func (c *cluster) streamsUnderWay() []api.ShardMove {
+	var out []api.ShardMove
+	c.streams.Range(func(k, _ any) bool {
+		p := k.(*moveProgress)
+		out = append(out, api.ShardMove{ShardID: p.shardID, From: p.from, To: p.to, Bytes: p.bytes.Load(), Size: p.size, Elapsed: time.Since(p.start)})
+		return true
+	})
+	sort.Slice(out, func(i, j int) bool { return out[i].Elapsed > out[j].Elapsed })
+	return out
+}
+
+type countingReader struct {
+	r io.Reader
+	n *atomic.Int64
+}
+
+func (r *countingReader) Read(p []byte) (int, error) {
+	n, err := r.r.Read(p)
+	r.n.Add(int64(n))
+	return n, err
 }
 
 type pullCall struct {
@@ -204,10 +247,45 @@ func (n *Node) onShard(ctx context.Context, shardID string, do func() error) err
 	if holder == "" || holder == n.cfg.NodeID || v.ring == nil {
 		return err
 	}
-	if err := n.pull(ctx, shardID, holder, v); err != nil {
+	// The holder named may be a forward pointer this node left when it
+	// handed the shard off, and the shard may have moved on since: the
+	// registry decides where to pull from.
+	if holder, err = n.registryHolder(ctx, shardID, holder); err != nil {
 		return err
 	}
+	if holder != n.cfg.NodeID {
+		if err := n.pull(ctx, shardID, holder, v); err != nil {
+			return err
+		}
+	}
 	return do()
+}
+
+// registryHolder returns the shard's holder in the registry, given the
+// holder a request was answered with: when this replica of the registry
+// names the same node it is the answer; otherwise (a stale forward
+// pointer, or a replica that has not applied the latest move) the holder
+// is read through the log, and the pointer is corrected to it.
+func (n *Node) registryHolder(ctx context.Context, shardID, named string) (string, error) {
+	if h, exists, err := n.cfg.Global.ShardOwner(ctx, shardID); err == nil && exists && h == named {
+		return named, nil
+	}
+	self := n.cfg.NodeID
+	holder, _, err := n.commitMove(ctx, shardID, self, self)
+	if api.CodeOf(err) == codes.NotFound {
+		holder, err = "", nil
+	}
+	if err != nil {
+		return "", err
+	}
+	if holder != named {
+		n.log.Info("forward pointer corrected from the registry", "shard", shardID, "pointer", named, "holder", holder)
+		n.cfg.Shards.Redirect(shardID, holder)
+	}
+	if holder == "" {
+		return self, nil // not registered: nothing to pull
+	}
+	return holder, nil
 }
 
 // pull asks the holder of a shard this node owns to hand it off here now.
@@ -316,7 +394,7 @@ func (n *Node) moveShard(ctx context.Context, shardID, to string, v *ringView) (
 		return 0, err
 	}
 	start := time.Now()
-	if err := n.send(ctx, p, f, v.epoch); err != nil {
+	if err := n.send(ctx, p, f, to, v.epoch); err != nil {
 		n.thaw(f)
 		return 0, fmt.Errorf("hand off shard %s to %s: %w", shardID, to, err)
 	}
@@ -373,7 +451,7 @@ func (n *Node) settle(f *shardhost.Frozen, to string) {
 // bounded in time (a receiver that stops answering must not keep the
 // shard frozen): a minute, plus the stream's time at 1 MiB/s or at the
 // configured rate if lower.
-func (n *Node) send(ctx context.Context, p Peer, f *shardhost.Frozen, epoch uint64) error {
+func (n *Node) send(ctx context.Context, p Peer, f *shardhost.Frozen, to string, epoch uint64) error {
 	rate := float64(1 << 20)
 	if l := n.cluster.limiter; l != nil {
 		rate = min(rate, l.perSec)
@@ -389,6 +467,8 @@ func (n *Node) send(ctx context.Context, p Peer, f *shardhost.Frozen, epoch uint
 	if l := n.cluster.limiter; l != nil {
 		r = &limitedReader{ctx: ctx, r: file, l: l}
 	}
+	r, done := n.cluster.track(f.ShardID, n.cfg.NodeID, to, f.Size, r)
+	defer done()
 	return p.Handoff(ctx, api.HandoffHeader{ShardID: f.ShardID, From: n.cfg.NodeID, Epoch: epoch, Size: f.Size}, r, f.SHA256[:])
 }
 
@@ -446,6 +526,8 @@ func (n *Node) ReceiveHandoff(ctx context.Context, h api.HandoffHeader, r io.Rea
 	if owner := v.owner(h.ShardID); owner != n.cfg.NodeID {
 		return api.NotOwner(h.ShardID, owner, v.epoch)
 	}
+	r, done := n.cluster.track(h.ShardID, h.From, n.cfg.NodeID, h.Size, r)
+	defer done()
 	if err := n.cfg.Shards.Receive(ctx, h.ShardID, r, h.Size, sum); err != nil {
 		return err
 	}
@@ -865,13 +947,63 @@ func (n *Node) clusterStatus(ctx context.Context) (*api.ClusterStatus, error) {
 	if err != nil {
 		return nil, err
 	}
-	for i := range r.Nodes {
-		r.Nodes[i].Shards = counts[r.Nodes[i].ID]
+	// Raft's configuration as this replica has it; a node that cannot
+	// read it shows no Raft role rather than failing the whole status.
+	raftRole := map[string]string{}
+	if servers, err := n.cfg.Global.Servers(); err == nil {
+		for _, s := range servers {
+			switch {
+			case s.Leader:
+				raftRole[s.ID] = api.RaftLeader
+			case s.Voter:
+				raftRole[s.ID] = api.RaftVoter
+			default:
+				raftRole[s.ID] = api.RaftNonvoter
+			}
+		}
 	}
-	for i := range r.Members {
-		r.Members[i].Shards = counts[r.Members[i].ID]
+	inRing := map[string]bool{}
+	for _, m := range r.Nodes {
+		inRing[m.ID] = true
 	}
-	return &api.ClusterStatus{Ring: *r, MovesInFlight: int64(n.cfg.Shards.MovesInFlight())}, nil
+	for _, list := range [][]api.RingNode{r.Nodes, r.Members} {
+		for i := range list {
+			m := &list[i]
+			m.Shards, m.Raft, m.InRing = counts[m.ID], raftRole[m.ID], inRing[m.ID]
+			if l := n.cfg.Liveness; l != nil {
+				m.Alive = l(m.ID)
+			}
+		}
+	}
+	return &api.ClusterStatus{Ring: *r, MovesInFlight: int64(n.cfg.Shards.MovesInFlight()), Moves: n.cluster.streamsUnderWay()}, nil
+}
+
+// LocateShard says where a shard lives: its owner on the ring at this
+// node's newest epoch and its holder in this replica of the registry.
+func (n *Node) LocateShard(ctx context.Context, shardID string) (*api.ShardLocation, error) {
+	g := n.cfg.Global
+	if g == nil {
+		return nil, api.Errorf(codes.FailedPrecondition, "this node runs no cluster metadata")
+	}
+	group, _, err := n.cfg.App.ParseShardID(shardID)
+	if err != nil {
+		return nil, err
+	}
+	if group == schema.GlobalGroup {
+		return nil, api.Errorf(codes.InvalidArgument, "%s is the global tier, not a shard", shardID)
+	}
+	if group == schema.RootShard {
+		shardID = schema.RootShard
+	}
+	v, err := n.awaitEpoch(ctx, 0)
+	if err != nil {
+		return nil, err
+	}
+	holder, exists, err := g.ShardOwner(ctx, shardID)
+	if err != nil {
+		return nil, err
+	}
+	return &api.ShardLocation{ShardID: shardID, Epoch: v.epoch, Owner: v.owner(shardID), Holder: holder, Registered: exists}, nil
 }
 
 // ListShards pages through the registry: one group's shards, or (holder

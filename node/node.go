@@ -33,6 +33,9 @@ type Shards interface {
 	ResolveMove(shardID string, role shardhost.MoveRole, holder string) error
 	PendingMoves() []shardhost.PendingMove
 	MovesInFlight() int
+	// Redirect corrects (or, holder "" or this node, drops) the forward
+	// pointer a handoff left for a shard, from the registry.
+	Redirect(shardID, holder string)
 }
 
 // Peer is another node, reached over the node API: *rpc.NodeClient.
@@ -70,6 +73,10 @@ type Config struct {
 	// Cluster configures the ring, handoffs and rebalancing; it takes
 	// effect with a global tier.
 	Cluster ClusterConfig
+	// Liveness reports a node's liveness in this process's gossip view
+	// ("alive", "suspect", "dead", "left"; "" when unknown). Status shows
+	// it beside each node. Nil without gossip.
+	Liveness func(nodeID string) string
 	// Version is reported by Status.
 	Version string
 	Logger  *slog.Logger

@@ -66,6 +66,10 @@ type Config struct {
 	// group even when the voters left would have no quorum of live
 	// servers (by default it then stays a member and says so).
 	ForceLeave bool
+	// Server bounds what clients can hold of the node's HTTP and gRPC
+	// listeners (timeouts, connections per client and in total); zero
+	// fields take server.DefaultConfig's values.
+	Server server.Config
 	// Gossip, when set, makes the node a member of the gossip cluster
 	// (discovery and failure detection for gateways); ID, Role, GRPCAddr,
 	// Weight and Logger are filled from this Config.
@@ -87,6 +91,9 @@ type Process struct {
 	RaftAddr string
 	Members  *membership.Membership // nil without gossip
 
+	// gossip is Members for the node's Status, which may run before
+	// gossip has started.
+	gossip   atomic.Pointer[membership.Membership]
 	cancel   context.CancelFunc
 	announce sync.WaitGroup
 	// joinCancel stops the start-up join (announce, then ring); joined is
@@ -165,7 +172,7 @@ func Start(cfg Config) (p *Process, err error) {
 		return nil, err
 	}
 
-	p.Server = server.New(cfg.Registry, log, nil)
+	p.Server = server.New(cfg.Registry, log, nil, cfg.Server)
 	grpcLn, err := net.Listen("tcp", cfg.GRPCAddr)
 	if err != nil {
 		return nil, fmt.Errorf("listen gRPC %s: %w", cfg.GRPCAddr, err)
@@ -189,7 +196,7 @@ func Start(cfg Config) (p *Process, err error) {
 	if p.Node, err = node.New(node.Config{
 		App: cfg.App, Shards: p.Host, Global: p.Global,
 		NodeID: cfg.NodeID, GRPCAddr: advertise, Version: Version, Logger: log, Incarnation: incarnation,
-		Dial: p.dial, Cluster: cfg.Cluster,
+		Dial: p.dial, Cluster: cfg.Cluster, Liveness: p.liveness,
 	}); err != nil {
 		return nil, err
 	}
@@ -242,6 +249,7 @@ func Start(cfg Config) (p *Process, err error) {
 		if p.Members, err = membership.Start(mc); err != nil {
 			return nil, fmt.Errorf("gossip: %w", err)
 		}
+		p.gossip.Store(p.Members)
 	}
 
 	voter := len(g.Bootstrap) > 0
@@ -398,6 +406,19 @@ func checkGlobalFunctions(app *schema.App) error {
 		}
 	}
 	return nil
+}
+
+// liveness is a node's status in this node's gossip view ("" without
+// gossip, or for a node gossip does not know).
+func (p *Process) liveness(id string) string {
+	m := p.gossip.Load()
+	if m == nil {
+		return ""
+	}
+	if mb, ok := m.Member(id); ok && mb.Role == membership.RoleNode {
+		return string(mb.Status)
+	}
+	return ""
 }
 
 // nextIncarnation returns this start's incarnation of the node and

@@ -69,8 +69,9 @@ type Router struct {
 	pools map[string]*pool
 	rr    atomic.Uint64
 
-	stop chan struct{}
-	done chan struct{}
+	stop    chan struct{}
+	done    chan struct{}
+	started atomic.Bool
 }
 
 type view struct {
@@ -117,6 +118,7 @@ func New(cfg Config) (*Router, error) {
 
 // Start refreshes the ring every RingRefresh until Close.
 func (r *Router) Start() {
+	r.started.Store(true)
 	go func() {
 		defer close(r.done)
 		t := time.NewTicker(r.cfg.RingRefresh)
@@ -142,9 +144,11 @@ func (r *Router) Close() error {
 	case <-r.stop:
 	default:
 		close(r.stop)
-		select {
-		case <-r.done:
-		case <-time.After(10 * time.Second):
+		if r.started.Load() {
+			select {
+			case <-r.done:
+			case <-time.After(10 * time.Second):
+			}
 		}
 	}
 	r.mu.Lock()
@@ -341,6 +345,7 @@ func (r *Router) do(ctx context.Context, shardID string, idempotent bool, call f
 		var id, addr string
 		var epoch uint64
 		id, addr, epoch, err = r.target(ctx, shardID)
+		local := err != nil // this gateway's own verdict, not a node's answer
 		if err == nil {
 			var c *rpc.NodeClient
 			if c, err = r.client(addr); err == nil {
@@ -353,8 +358,16 @@ func (r *Router) do(ctx context.Context, shardID string, idempotent bool, call f
 		reason, meta := api.ReasonOf(err)
 		retry := false
 		switch {
-		case reason == api.ReasonNodeDown:
+		case reason == api.ReasonNodeDown && (local || !idempotent):
+			// Gossip says the owner is down: fail fast. A mutation is
+			// never sent twice.
 			return err
+		case reason == api.ReasonNodeDown:
+			// A node answered that the node it knows as the shard's
+			// holder cannot be reached. The shard may have moved on (the
+			// node re-reads the registry) or its holder be restarting:
+			// a read is tried again, bounded.
+			retry = true
 		case reason == api.ReasonNotOwner:
 			want, _ := strconv.ParseUint(meta["epoch"], 10, 64)
 			if _, rerr := r.Refresh(ctx, want); rerr != nil {
@@ -465,11 +478,23 @@ func (r *Router) Status(ctx context.Context) (*api.Status, error) {
 		return nil, err
 	}
 	if st.Cluster != nil && r.cfg.Gossip != nil {
+		// This gateway's own gossip view first; the node's where it has
+		// none.
 		for _, list := range [][]api.RingNode{st.Cluster.Ring.Nodes, st.Cluster.Ring.Members} {
 			for i := range list {
-				list[i].Alive = string(r.gossipStatus(list[i].ID))
+				if g := r.gossipStatus(list[i].ID); g != "" {
+					list[i].Alive = string(g)
+				}
 			}
 		}
 	}
+	// Every node's moves, and a probe of the nodes no gossip vouches for.
+	rpc.GatherCluster(ctx, st, time.Second, func(ctx context.Context, addr string) (*api.Status, error) {
+		c, err := r.client(addr)
+		if err != nil {
+			return nil, err
+		}
+		return c.Status(ctx)
+	})
 	return st, nil
 }

@@ -22,6 +22,7 @@ type Cluster interface {
 	Pull(ctx context.Context, shardID, to string, epoch uint64) (uint64, error)
 	ReceiveHandoff(ctx context.Context, h api.HandoffHeader, r io.Reader, sum []byte) error
 	HandoffDone(ctx context.Context, shardID string, index uint64) error
+	LocateShard(ctx context.Context, shardID string) (*api.ShardLocation, error)
 }
 
 // handoffChunk is the size of the data chunks of a handoff stream.
@@ -137,6 +138,19 @@ func (s *NodeServer) HandoffDone(ctx context.Context, req *lunorav1.HandoffDoneR
 	return &lunorav1.HandoffDoneResponse{}, nil
 }
 
+// LocateShard implements lunorav1.NodeServer.
+func (s *NodeServer) LocateShard(ctx context.Context, req *lunorav1.LocateShardRequest) (*lunorav1.LocateShardResponse, error) {
+	c, err := s.cluster()
+	if err != nil {
+		return nil, err
+	}
+	loc, err := c.LocateShard(ctx, req.GetShardId())
+	if err != nil {
+		return nil, statusFor(ctx, s.log, "Node.LocateShard", err)
+	}
+	return &lunorav1.LocateShardResponse{ShardId: loc.ShardID, RingEpoch: loc.Epoch, Owner: loc.Owner, Holder: loc.Holder, Registered: loc.Registered}, nil
+}
+
 // Handoff implements lunorav1.NodeServer: the first chunk is the header
 // (with the file's size and SHA-256, which the sender computed when it
 // froze the shard), the file's bytes follow.
@@ -229,6 +243,16 @@ func (c *NodeClient) Pull(ctx context.Context, shardID, to string, epoch uint64)
 		return 0, c.fromStatus(err)
 	}
 	return resp.GetIndex(), nil
+}
+
+// LocateShard asks the node where a shard lives: its owner on the ring
+// and its holder in the registry.
+func (c *NodeClient) LocateShard(ctx context.Context, shardID string) (*api.ShardLocation, error) {
+	resp, err := c.node.LocateShard(ctx, &lunorav1.LocateShardRequest{ShardId: shardID})
+	if err != nil {
+		return nil, c.fromStatus(err)
+	}
+	return &api.ShardLocation{ShardID: resp.GetShardId(), Epoch: resp.GetRingEpoch(), Owner: resp.GetOwner(), Holder: resp.GetHolder(), Registered: resp.GetRegistered()}, nil
 }
 
 // HandoffDone tells the receiver of a handoff that it committed.

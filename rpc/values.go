@@ -237,11 +237,15 @@ func clusterToProto(c *api.ClusterStatus) *lunorav1.ClusterStatus {
 	conv := func(ns []api.RingNode) []*lunorav1.ClusterNode {
 		out := make([]*lunorav1.ClusterNode, len(ns))
 		for i, n := range ns {
-			out[i] = &lunorav1.ClusterNode{Id: n.ID, Weight: int32(n.Weight), GrpcAddr: n.GRPCAddr, State: n.State, Shards: n.Shards, Alive: n.Alive}
+			out[i] = &lunorav1.ClusterNode{Id: n.ID, Weight: int32(n.Weight), GrpcAddr: n.GRPCAddr, State: n.State, Shards: n.Shards, Alive: n.Alive, Raft: n.Raft, InRing: n.InRing}
 		}
 		return out
 	}
-	return &lunorav1.ClusterStatus{RingEpoch: c.Ring.Epoch, Nodes: conv(c.Ring.Nodes), Members: conv(c.Ring.Members), MovesInFlight: c.MovesInFlight}
+	moves := make([]*lunorav1.ShardMove, len(c.Moves))
+	for i, m := range c.Moves {
+		moves[i] = &lunorav1.ShardMove{ShardId: m.ShardID, From: m.From, To: m.To, Bytes: m.Bytes, Size: m.Size, ElapsedMs: m.Elapsed.Milliseconds()}
+	}
+	return &lunorav1.ClusterStatus{RingEpoch: c.Ring.Epoch, Nodes: conv(c.Ring.Nodes), Members: conv(c.Ring.Members), MovesInFlight: c.MovesInFlight, Moves: moves}
 }
 
 func clusterFromProto(m *lunorav1.ClusterStatus) *api.ClusterStatus {
@@ -251,11 +255,15 @@ func clusterFromProto(m *lunorav1.ClusterStatus) *api.ClusterStatus {
 	conv := func(ns []*lunorav1.ClusterNode) []api.RingNode {
 		out := make([]api.RingNode, len(ns))
 		for i, n := range ns {
-			out[i] = api.RingNode{ID: n.GetId(), Weight: int(n.GetWeight()), GRPCAddr: n.GetGrpcAddr(), State: n.GetState(), Shards: n.GetShards(), Alive: n.GetAlive()}
+			out[i] = api.RingNode{ID: n.GetId(), Weight: int(n.GetWeight()), GRPCAddr: n.GetGrpcAddr(), State: n.GetState(), Shards: n.GetShards(), Alive: n.GetAlive(), Raft: n.GetRaft(), InRing: n.GetInRing()}
 		}
 		return out
 	}
-	return &api.ClusterStatus{Ring: api.Ring{Epoch: m.GetRingEpoch(), Nodes: conv(m.GetNodes()), Members: conv(m.GetMembers())}, MovesInFlight: m.GetMovesInFlight()}
+	var moves []api.ShardMove
+	for _, mv := range m.GetMoves() {
+		moves = append(moves, api.ShardMove{ShardID: mv.GetShardId(), From: mv.GetFrom(), To: mv.GetTo(), Bytes: mv.GetBytes(), Size: mv.GetSize(), Elapsed: time.Duration(mv.GetElapsedMs()) * time.Millisecond})
+	}
+	return &api.ClusterStatus{Ring: api.Ring{Epoch: m.GetRingEpoch(), Nodes: conv(m.GetNodes()), Members: conv(m.GetMembers())}, MovesInFlight: m.GetMovesInFlight(), Moves: moves}
 }
 
 // StatusFromStatusResponse converts a process status back.

@@ -8,7 +8,6 @@ import (
 	"net"
 	"net/http"
 	"sync"
-	"time"
 
 	"github.com/lunora/lunora/rpc"
 	"github.com/prometheus/client_golang/prometheus"
@@ -43,17 +42,39 @@ type Process struct {
 	httpSrv   *http.Server
 	listeners []net.Listener
 	ready     func() error
+
+	cfg   Config
+	conns *connLimiter // shared by the HTTP and gRPC listeners
 }
 
 // New builds a Process. ready reports whether the process can take traffic
-// (nil means always ready once serving).
-func New(reg *prometheus.Registry, log *slog.Logger, ready func() error) *Process {
+// (nil means always ready once serving); cfg bounds what clients can hold
+// (zero fields take their defaults). Its metrics go to reg (none when nil).
+func New(reg *prometheus.Registry, log *slog.Logger, ready func() error, cfg Config) *Process {
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	cfg = cfg.withDefaults()
 	opts := append(rpc.ServerOptions(), grpc.MaxRecvMsgSize(MaxMessageBytes), grpc.MaxSendMsgSize(16<<20))
+	if d := on(cfg.GRPCHandshakeTimeout); d > 0 {
+		opts = append(opts, grpc.ConnectionTimeout(d))
+	}
+	if d := on(cfg.GRPCMaxConnectionIdle); d > 0 {
+		// Replaces the keepalive parameters of rpc.ServerOptions, so they
+		// are kept here.
+		ka := rpc.ServerKeepalive()
+		ka.MaxConnectionIdle = d
+		opts = append(opts, grpc.KeepaliveParams(ka))
+	}
 	gs := grpc.NewServer(opts...)
 	hs := health.NewServer()
 	healthpb.RegisterHealthServer(gs, hs)
 	reflection.Register(gs)
-	return &Process{GRPC: gs, Health: hs, log: log, ready: ready}
+	var r prometheus.Registerer
+	if reg != nil {
+		r = reg
+	}
+	return &Process{GRPC: gs, Health: hs, log: log, ready: ready, cfg: cfg, conns: newConnLimiter(cfg, r, log)}
 }
 
 // Handler returns api with the operational endpoints mounted beside it.
@@ -93,6 +114,7 @@ func (p *Process) ServeGRPC(addr string) (net.Addr, error) {
 // the bound address before registering services.
 func (p *Process) ServeGRPCOn(ln net.Listener) {
 	p.track(ln)
+	ln = p.conns.wrap(ln, "grpc")
 	go func() {
 		if err := p.GRPC.Serve(ln); err != nil && !errors.Is(err, grpc.ErrServerStopped) {
 			p.log.Error("gRPC server stopped", "err", err)
@@ -108,10 +130,18 @@ func (p *Process) ServeHTTP(addr string, h http.Handler) (net.Addr, error) {
 		return nil, fmt.Errorf("listen HTTP %s: %w", addr, err)
 	}
 	p.track(ln)
-	srv := &http.Server{Handler: h, ReadHeaderTimeout: 10 * time.Second, IdleTimeout: 2 * time.Minute}
+	srv := &http.Server{
+		Handler:           boundRequest(h, on(p.cfg.BodyTimeout), on(p.cfg.WriteTimeout)),
+		ReadHeaderTimeout: on(p.cfg.ReadHeaderTimeout),
+		IdleTimeout:       on(p.cfg.IdleTimeout),
+		MaxHeaderBytes:    p.cfg.MaxHeaderBytes,
+	}
+	// ReadTimeout stays off: boundRequest bounds a request's body alone,
+	// so a WebSocket (a bodiless upgrade) is never under a read deadline.
 	p.mu.Lock()
 	p.httpSrv = srv
 	p.mu.Unlock()
+	ln = p.conns.wrap(ln, "http")
 	go func() {
 		if err := srv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
 			p.log.Error("HTTP server stopped", "err", err)

@@ -340,6 +340,24 @@ func (h *Host) Drop(f *Frozen, holder string) error {
 	return err
 }
 
+// Redirect corrects the forward pointer a handoff left for shardID: the
+// registry names holder as its holder now (a pointer only remembers where
+// this node sent the shard, and the shard may have moved on since). An
+// empty holder, or this node, drops the pointer. A shard with no pointer
+// here is left alone.
+func (h *Host) Redirect(shardID, holder string) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if _, ok := h.moved[shardID]; !ok {
+		return
+	}
+	if holder == "" || holder == h.cfg.NodeID {
+		delete(h.moved, shardID)
+		return
+	}
+	h.moved[shardID] = holder
+}
+
 func (h *Host) removeShardFiles(shardID string) error {
 	path := h.shardPath(shardID)
 	existed := false

@@ -43,6 +43,8 @@ type Conn struct {
 	// opcodes.
 	stmtCtx context.Context
 
+	match matchState // LIKE and GLOB (match.go)
+
 	// written lists, deduplicated, the tables the update hook saw change
 	// since ResetWritten. It is reused between transactions, so noting a
 	// row change allocates nothing once a table has been seen.
@@ -190,7 +192,9 @@ func truthy(v any) bool {
 // Close closes the connection and its cached statements.
 func (c *Conn) Close() error {
 	c.stmts.closeAll()
-	return c.C.Close()
+	err := c.C.Close()
+	c.match.free()
+	return err
 }
 
 // ExecSys runs one of the runtime's own statements (BEGIN, SAVEPOINT,
@@ -231,9 +235,9 @@ func (c *Conn) prepare(query string, user bool) (driver.Stmt, error) {
 	if err != nil {
 		return nil, err
 	}
-	if tail := stmtTail(st); tail != "" {
+	if err := checkOneStatement(st); err != nil {
 		st.Close()
-		return nil, fmt.Errorf("%w: %.40q follows the first statement", ErrMultiStatement, tail)
+		return nil, err
 	}
 	c.stmts.put(query, user, st)
 	return st, nil
@@ -250,6 +254,18 @@ func (c *Conn) ReadOnly(query string) (bool, error) {
 	}
 	ro, ok := st.(interface{ Readonly() bool })
 	return ok && ro.Readonly(), nil
+}
+
+// checkOneStatement refuses a prepared text that held no statement or more
+// than one.
+func checkOneStatement(st driver.Stmt) error {
+	if stmtEmpty(st) {
+		return ErrEmptyStatement
+	}
+	if tail := stmtTail(st); tail != "" {
+		return fmt.Errorf("%w: %.40q follows the first statement", ErrMultiStatement, tail)
+	}
+	return nil
 }
 
 // Dirty reports whether a row changed since the last Reset.
@@ -296,10 +312,10 @@ func (c *Conn) TablesRead(stmts []string) ([]string, error) {
 		if err != nil {
 			return nil, err
 		}
-		tail := stmtTail(st)
+		err = checkOneStatement(st)
 		st.Close()
-		if tail != "" {
-			return nil, fmt.Errorf("%w: %.40q follows the first statement", ErrMultiStatement, tail)
+		if err != nil {
+			return nil, err
 		}
 	}
 	return reads, nil

@@ -31,28 +31,18 @@ const (
 )
 
 var (
-	errPatternTooComplex = errors.New("LIKE or GLOB pattern too complex")
-	errEscape            = errors.New("ESCAPE expression must be a single character")
-	errTooBig            = errors.New("string or blob too big")
-	errInterrupted       = errors.New("interrupted")
+	errTooBig      = errors.New("string or blob too big")
+	errInterrupted = errors.New("interrupted")
 )
 
 func (c *Conn) registerBoundedFunctions() error {
-	like := func(pattern, s any) (any, error) { return c.match(pattern, s, nil, true) }
-	likeEscape := func(pattern, s, esc any) (any, error) {
-		if isNull(esc) {
-			return nil, nil
-		}
-		return c.match(pattern, s, esc, true)
+	if err := c.registerMatch(fastMatchSteps); err != nil {
+		return err
 	}
-	glob := func(pattern, s any) (any, error) { return c.match(pattern, s, nil, false) }
 	for _, f := range []struct {
 		name string
 		impl any
 	}{
-		{"like", like},
-		{"like", likeEscape},
-		{"glob", glob},
 		{"instr", instr},
 		{"replace", replace},
 		{"trim", trimFunc(true, true)},
@@ -230,39 +220,22 @@ func (t *patToken) matches(r rune, noCase bool) bool {
 	return false
 }
 
-// match implements like(P, S [, E]) and glob(P, S): NULL if an argument is
-// NULL, else 1 or 0. The greedy algorithm backtracks only to the last '%'
-// (every other token matches exactly one character), so it takes at most
-// len(S)·len(P) steps, and it gives up when the statement's context ends.
-func (c *Conn) match(pv, sv, ev any, like bool) (any, error) {
-	p, ok1 := text(pv)
-	s, ok2 := text(sv)
-	if !ok1 || !ok2 {
-		return nil, nil
-	}
-	if len(p) > maxPatternLen {
-		return nil, errPatternTooComplex
-	}
-	var esc rune
-	hasEsc := false
-	if !isNull(ev) {
-		e, _ := text(ev)
-		if utf8.RuneCountInString(e) != 1 {
-			return nil, errEscape
-		}
-		esc, _ = utf8.DecodeRuneInString(e)
-		hasEsc = true
-	}
+// matchText matches s against a LIKE (with an optional escape) or GLOB
+// pattern p, for the calls match_shim.c does not leave to SQLite. The
+// greedy algorithm backtracks only to the last '%' (every other token
+// matches exactly one character), so it takes at most len(s)·len(p)
+// steps, and it gives up when the statement's context ends.
+func (c *Conn) matchText(p, s string, esc rune, hasEsc, like bool) (bool, error) {
 	toks, never := compilePattern(p, like, esc, hasEsc)
 	if never {
-		return int64(0), nil
+		return false, nil
 	}
 	steps := 0
 	pi, si := 0, 0
 	starP, starS := -1, 0
 	for si < len(s) {
 		if steps++; steps%checkEvery == 0 && c.interrupted() {
-			return nil, errInterrupted
+			return false, errInterrupted
 		}
 		r, n := utf8.DecodeRuneInString(s[si:])
 		if pi < len(toks) {
@@ -279,7 +252,7 @@ func (c *Conn) match(pv, sv, ev any, like bool) (any, error) {
 			}
 		}
 		if starP < 0 {
-			return int64(0), nil
+			return false, nil
 		}
 		// Let the last '%' swallow one more character and retry after it.
 		_, n = utf8.DecodeRuneInString(s[starS:])
@@ -289,10 +262,7 @@ func (c *Conn) match(pv, sv, ev any, like bool) (any, error) {
 	for pi < len(toks) && toks[pi].kind == tokAll {
 		pi++
 	}
-	if pi == len(toks) {
-		return int64(1), nil
-	}
-	return int64(0), nil
+	return pi == len(toks), nil
 }
 
 // instr(X, Y): the 1-based position of the first Y in X, in bytes when both

@@ -71,7 +71,13 @@ func same(a, b any) bool {
 // built-in on hand-picked cases and on seeded random ones over small
 // alphabets (where wildcards, escapes and sets collide most).
 func TestBoundedFunctionsMatchSQLite(t *testing.T) {
+	t.Run("fast path", func(t *testing.T) { testMatchesSQLite(t, fastMatchSteps) })
+	t.Run("interruptible path", func(t *testing.T) { testMatchesSQLite(t, 0) })
+}
+
+func testMatchesSQLite(t *testing.T, fastSteps int64) {
 	nat, lun := nativeConn(t), lunoraConn(t)
+	lun.setFastMatchSteps(fastSteps)
 	check := func(query string, args ...any) {
 		t.Helper()
 		named := make([]driver.NamedValue, len(args))
@@ -162,6 +168,22 @@ func TestStmtTailIsVisible(t *testing.T) {
 	defer st.Close()
 	if got := stmtTail(st); got != "SELECT 2" {
 		t.Fatalf("stmtTail = %q, want %q", got, "SELECT 2")
+	}
+	if stmtEmpty(st) {
+		t.Fatal("stmtEmpty on a statement")
+	}
+	empty, err := c.C.Prepare("-- only a comment")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer empty.Close()
+	if !stmtEmpty(empty) {
+		t.Fatal("stmtEmpty misses a text without a statement: running it would crash")
+	}
+	for _, q := range []string{"-- x", "/* y */", "  ", ";"} {
+		if _, _, err := c.QueryRows(context.Background(), q, nil, Limits{MaxRows: 1, MaxBytes: 64}); err == nil {
+			t.Fatalf("%q ran", q)
+		}
 	}
 	c.User = true
 	if _, _, err := c.QueryRows(context.Background(), "SELECT 1; DELETE FROM sqlite_master", nil, Limits{MaxRows: 1, MaxBytes: 64}); err == nil {

@@ -27,6 +27,8 @@ var (
 	ErrResultTooLarge = api.New(codes.OutOfRange, "result too large")
 	// ErrMultiStatement: a text held more than one statement.
 	ErrMultiStatement = api.New(codes.InvalidArgument, "one statement per entry: list further statements as separate entries")
+	// ErrEmptyStatement: a text held only whitespace or comments.
+	ErrEmptyStatement = api.New(codes.InvalidArgument, "empty statement: only whitespace or comments")
 	// ErrReadOnly: a query tried to write.
 	ErrReadOnly = api.New(codes.FailedPrecondition, "query functions cannot write; declare the function as a mutation")
 )

@@ -65,6 +65,18 @@ func (c *stmtCache) closeAll() {
 	c.init(c.max)
 }
 
+// stmtEmpty reports whether a prepared text held no statement at all (only
+// whitespace or comments): SQLite then returns no statement handle, and
+// running the driver's statement without one crashes the process.
+func stmtEmpty(st driver.Stmt) bool {
+	v := reflect.ValueOf(st)
+	if v.Kind() != reflect.Pointer || v.Elem().Kind() != reflect.Struct {
+		return false
+	}
+	f := v.Elem().FieldByName("s")
+	return f.IsValid() && f.Kind() == reflect.Pointer && f.IsNil()
+}
+
 // stmtTail returns what follows the first statement of a prepared text
 // (the driver keeps SQLite's pzTail but does not export it). A prepared
 // statement runs only its first statement; a non-empty tail would be

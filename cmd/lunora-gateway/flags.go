@@ -9,6 +9,7 @@ import (
 
 	"github.com/lunora/lunora/internal/cli"
 	"github.com/lunora/lunora/membership"
+	"github.com/lunora/lunora/server"
 )
 
 type options struct {
@@ -19,6 +20,7 @@ type options struct {
 	logLevel       string
 	requestTimeout time.Duration
 	maxBodyBytes   int64
+	server         server.Config // listener bounds: timeouts, connection caps
 
 	gatewayID   string
 	gossipAddr  string
@@ -28,7 +30,7 @@ type options struct {
 }
 
 func parseFlags(args []string, stderr io.Writer) (*options, error) {
-	o := &options{}
+	o := &options{server: server.DefaultConfig()}
 	fs := flag.NewFlagSet("lunora-gateway", flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	fs.Usage = func() {
@@ -47,6 +49,7 @@ func parseFlags(args []string, stderr io.Writer) (*options, error) {
 	fs.StringVar(&o.gossipAdv, "gossip-advertise", "", "gossip address others reach this gateway at (default: the bound one)")
 	gossipSeeds := fs.String("gossip-seeds", "", "gossip seeds host:port,... — a DNS name (a Kubernetes headless Service) stands for all its addresses")
 	gossipKey := fs.String("gossip-key", os.Getenv("LUNORA_GOSSIP_KEY"), "base64 AES key (16, 24 or 32 bytes) encrypting gossip; default $LUNORA_GOSSIP_KEY")
+	o.server.RegisterFlags(fs)
 	if err := fs.Parse(args); err != nil {
 		return nil, err
 	}

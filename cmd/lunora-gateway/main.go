@@ -88,7 +88,7 @@ func run(ctx context.Context, o *options, stdout, stderr io.Writer) error {
 		_, err := rt.Refresh(cctx, 1)
 		return err
 	}
-	proc := server.New(reg, log, ready)
+	proc := server.New(reg, log, ready, o.server)
 	rpc.RegisterPublicServer(proc.GRPC, rpc.NewPublicServer(gw, nil))
 	grpcAddr, err := proc.ServeGRPC(o.grpcAddr)
 	if err != nil {

@@ -12,6 +12,7 @@ import (
 	"github.com/lunora/lunora/membership"
 	"github.com/lunora/lunora/node"
 	"github.com/lunora/lunora/raftglobal"
+	"github.com/lunora/lunora/server"
 	"github.com/lunora/lunora/shardhost"
 )
 
@@ -30,11 +31,13 @@ type options struct {
 	httpAddr      string // ops endpoints (serve) or public HTTP API + ops (dev)
 	logLevel      string
 
-	synchronous string
-	idleTimeout time.Duration
-	maxActive   int
-	mailbox     int
-	maxInFlight int
+	synchronous  string
+	idleTimeout  time.Duration
+	stmtTimeout  time.Duration
+	resultBudget int64
+	maxActive    int
+	mailbox      int
+	maxInFlight  int
 
 	snapshotThreshold uint64
 	batching          bool
@@ -49,6 +52,8 @@ type options struct {
 	gossipAdv    string
 	gossipSeeds  []string
 	gossipKey    []byte
+
+	server server.Config // listener bounds: timeouts, connection caps
 }
 
 func (o *options) clusterConfig() node.ClusterConfig {
@@ -80,19 +85,25 @@ const usage = `lunora-node runs Lunora shard hosts.
 Usage:
   lunora-node [serve] [flags]   serve the node API to gateways
   lunora-node dev [flags]       node + gateway + data in ./lunora-data, all in one process
-  lunora-node status -node ADDR
-                                the ring epoch, nodes, shards per node, moves in flight
+  lunora-node status -node ADDR [-shard ID] [-wait-ring N [-wait D]]
+                                the ring epoch; every node: alive or not, Raft voter,
+                                in the ring, shards held; moves under way; with
+                                -shard, who owns and who holds that shard
   lunora-node remove-node -node ADDR [-force] ID
                                 remove a (dead) node from the ring and the global tier;
                                 a voter is replaced by a live non-voter, and a removal
                                 that would lose the global tier's quorum is refused
                                 unless -force
 
+Signals: SIGTERM is a graceful leave (out of the ring, every shard handed
+off, then exit); SIGINT stops without leaving the ring (shards closed
+cleanly; the node takes its place back when it restarts).
+
 Flags:
 `
 
 func parseFlags(args []string, stderr io.Writer) (*options, error) {
-	o := &options{}
+	o := &options{server: server.DefaultConfig()}
 	if len(args) > 0 && (args[0] == "dev" || args[0] == "serve") {
 		o.dev = args[0] == "dev"
 		args = args[1:]
@@ -123,6 +134,8 @@ func parseFlags(args []string, stderr io.Writer) (*options, error) {
 	fs.StringVar(&o.synchronous, "synchronous", def.Synchronous, "SQLite synchronous level for shard writes: FULL (acked writes survive power loss) or NORMAL")
 	fs.DurationVar(&o.idleTimeout, "idle-timeout", def.IdleTimeout, "hibernate a shard after this long without requests")
 	fs.IntVar(&o.maxActive, "max-active", def.MaxActive, "most shards kept open at once (LRU beyond)")
+	fs.DurationVar(&o.stmtTimeout, "statement-timeout", def.StatementTimeout, "time limit of one function call or admin statement on a shard")
+	fs.Int64Var(&o.resultBudget, "result-budget", def.ResultBudget, "bytes of results (as encoded) the node holds at once over all shards before RESOURCE_EXHAUSTED (0: no bound)")
 	fs.IntVar(&o.mailbox, "mailbox", def.MailboxSize, "mutations queued per shard before RESOURCE_EXHAUSTED")
 	fs.IntVar(&o.maxInFlight, "max-in-flight", def.MaxInFlight, "requests served at once before RESOURCE_EXHAUSTED")
 	fs.IntVar(&o.weight, "weight", 1, "cluster: this node's share of shards relative to the others (0: hosts no shards)")
@@ -133,6 +146,7 @@ func parseFlags(args []string, stderr io.Writer) (*options, error) {
 	fs.StringVar(&o.gossipAdv, "gossip-advertise", "", "cluster: gossip address others reach this node at (default: the bound one)")
 	gossipSeeds := fs.String("gossip-seeds", "", "cluster: gossip seeds host:port,... — a DNS name (a Kubernetes headless Service) stands for all its addresses")
 	gossipKey := fs.String("gossip-key", os.Getenv("LUNORA_GOSSIP_KEY"), "cluster: base64 AES key (16, 24 or 32 bytes) encrypting gossip; default $LUNORA_GOSSIP_KEY")
+	o.server.RegisterFlags(fs)
 	if err := fs.Parse(args); err != nil {
 		return nil, err
 	}

@@ -48,13 +48,33 @@ func main() {
 		fmt.Fprintln(os.Stderr, "lunora-node:", err)
 		os.Exit(2)
 	}
-	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
-	defer stop()
+	ctx, cancel := context.WithCancelCause(context.Background())
+	defer cancel(nil)
+	sigs := make(chan os.Signal, 1)
+	signal.Notify(sigs, syscall.SIGINT, syscall.SIGTERM)
+	go func() {
+		if <-sigs == syscall.SIGINT {
+			cancel(errKeepRing)
+		} else {
+			cancel(errLeave)
+		}
+		signal.Stop(sigs)
+	}()
 	if err := run(ctx, o, os.Stdout, os.Stderr); err != nil {
 		fmt.Fprintln(os.Stderr, "lunora-node:", err)
 		os.Exit(1)
 	}
 }
+
+// How a node was asked to stop: SIGTERM is a graceful leave (out of the
+// ring, every shard handed off, then exit: what a scale-down or preStop
+// wants); SIGINT stops without leaving (shards closed cleanly, the node
+// stays in the ring and comes back to the same place when it restarts:
+// a restart, or scripts/cluster down).
+var (
+	errLeave    = errors.New("SIGTERM: leave the cluster")
+	errKeepRing = errors.New("SIGINT: stop without leaving the ring")
+)
 
 func newLogger(level string, w io.Writer) (*slog.Logger, error) {
 	var l slog.Level
@@ -89,12 +109,13 @@ func run(ctx context.Context, o *options, stdout, stderr io.Writer) error {
 	sc := shardhost.DefaultConfig()
 	sc.Synchronous, sc.IdleTimeout, sc.MaxActive = o.synchronous, o.idleTimeout, o.maxActive
 	sc.MailboxSize, sc.MaxInFlight = o.mailbox, o.maxInFlight
+	sc.StatementTimeout, sc.ResultBudget = o.stmtTimeout, o.resultBudget
 	p, err := nodeproc.Start(nodeproc.Config{
 		Dev: o.dev, Shards: sc, Global: o.globalConfig(),
 		App: app, Dir: o.dataDir, NodeID: o.nodeID,
 		GRPCAddr: o.grpcAddr, GRPCAdvertise: o.grpcAdvertise, HTTPAddr: o.httpAddr,
 		RaftAddr: o.raftAddr, RaftAdvertise: o.raftAdvertise, Bootstrap: o.bootstrap, Seeds: o.join,
-		Cluster: o.clusterConfig(), Gossip: o.gossipConfig(), ForceLeave: o.forceLeave,
+		Cluster: o.clusterConfig(), Gossip: o.gossipConfig(), Server: o.server, ForceLeave: o.forceLeave,
 		Logger: log,
 	})
 	if err != nil {
@@ -112,7 +133,9 @@ func run(ctx context.Context, o *options, stdout, stderr io.Writer) error {
 	log.Info("lunora-node serving", "node", o.nodeID, "dev", o.dev, "grpc", p.GRPCAddr, "http", p.HTTPAddr, "raft", p.RaftAddr, "data", o.dataDir, "schema", schemaName)
 
 	<-ctx.Done()
-	if !o.dev {
+	if !o.dev && errors.Is(context.Cause(ctx), errKeepRing) {
+		log.Info("stopping without leaving the ring (SIGINT): shards stay here until this node restarts")
+	} else if !o.dev {
 		// A graceful leave: out of the ring, every shard handed off to
 		// its new owner, then stop.
 		log.Info("leaving the cluster: handing off shards", "timeout", o.leaveTimeout)
@@ -160,46 +183,6 @@ func removeNode(args []string, stderr io.Writer) error {
 		case <-time.After(200 * time.Millisecond):
 		}
 	}
-}
-
-// showStatus prints the cluster as a node sees it:
-// lunora-node status -node ADDR.
-func showStatus(args []string, stdout, stderr io.Writer) error {
-	fs := flag.NewFlagSet("lunora-node status", flag.ContinueOnError)
-	fs.SetOutput(stderr)
-	addr := fs.String("node", "127.0.0.1:7070", "node-API address of any running node")
-	if err := fs.Parse(args); err != nil {
-		return err
-	}
-	c, err := rpc.NewNodeClient(*addr)
-	if err != nil {
-		return err
-	}
-	defer c.Close()
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	defer cancel()
-	st, err := c.Status(ctx)
-	if err != nil {
-		return err
-	}
-	fmt.Fprintf(stdout, "node %s (%s) version %s: %d shards on disk, %d active\n", st.NodeID, st.NodeAddress, st.Version, st.ShardsOnDisk, st.ActiveShards)
-	if st.Cluster == nil {
-		return nil
-	}
-	inRing := map[string]bool{}
-	for _, n := range st.Cluster.Ring.Nodes {
-		inRing[n.ID] = true
-	}
-	fmt.Fprintf(stdout, "ring epoch %d, %d nodes; moves in flight on this node: %d\n", st.Cluster.Ring.Epoch, len(st.Cluster.Ring.Nodes), st.Cluster.MovesInFlight)
-	fmt.Fprintf(stdout, "%-16s %-22s %-8s %-7s %-6s %s\n", "NODE", "ADDRESS", "STATE", "IN RING", "WEIGHT", "SHARDS")
-	weights := map[string]int{}
-	for _, n := range st.Cluster.Ring.Nodes {
-		weights[n.ID] = n.Weight
-	}
-	for _, n := range st.Cluster.Ring.Members {
-		fmt.Fprintf(stdout, "%-16s %-22s %-8s %-7v %-6d %d\n", n.ID, n.GRPCAddr, n.State, inRing[n.ID], weights[n.ID], n.Shards)
-	}
-	return nil
 }
 
 func printDevBanner(w io.Writer, httpAddr, grpcAddr, data, schemaName string) {

@@ -1477,6 +1477,9 @@ type ClusterStatus struct {
 	Members []*ClusterNode `protobuf:"bytes,3,rep,name=members,proto3" json:"members,omitempty"`
 	// moves_in_flight are the shard handoffs under way on the answering node.
 	MovesInFlight int64 `protobuf:"varint,4,opt,name=moves_in_flight,json=movesInFlight,proto3" json:"moves_in_flight,omitempty"`
+	// moves are the handoff streams under way on the answering node, with
+	// their progress (a gateway's status merges every node's).
+	Moves         []*ShardMove `protobuf:"bytes,5,rep,name=moves,proto3" json:"moves,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1539,16 +1542,30 @@ func (x *ClusterStatus) GetMovesInFlight() int64 {
 	return 0
 }
 
+func (x *ClusterStatus) GetMoves() []*ShardMove {
+	if x != nil {
+		return x.Moves
+	}
+	return nil
+}
+
 type ClusterNode struct {
 	state    protoimpl.MessageState `protogen:"open.v1"`
 	Id       string                 `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"`
 	Weight   int32                  `protobuf:"varint,2,opt,name=weight,proto3" json:"weight,omitempty"`
 	GrpcAddr string                 `protobuf:"bytes,3,opt,name=grpc_addr,json=grpcAddr,proto3" json:"grpc_addr,omitempty"`
-	// state is what the cluster metadata records (up, removed); alive the
-	// gossip view of a gateway (alive, suspect, dead, left).
-	State         string `protobuf:"bytes,4,opt,name=state,proto3" json:"state,omitempty"`
-	Shards        int64  `protobuf:"varint,5,opt,name=shards,proto3" json:"shards,omitempty"`
-	Alive         string `protobuf:"bytes,6,opt,name=alive,proto3" json:"alive,omitempty"`
+	// state is what the cluster metadata records (up, removed): a record,
+	// not liveness. alive is the gossip view of the answering process
+	// (alive, suspect, dead, left; "" when it runs no gossip), or
+	// "unreachable"/"reachable" when a status client probed the node.
+	State  string `protobuf:"bytes,4,opt,name=state,proto3" json:"state,omitempty"`
+	Shards int64  `protobuf:"varint,5,opt,name=shards,proto3" json:"shards,omitempty"`
+	Alive  string `protobuf:"bytes,6,opt,name=alive,proto3" json:"alive,omitempty"`
+	// raft is the node's place in the global tier's Raft configuration:
+	// leader, voter, nonvoter, or "" when it is not a member.
+	Raft string `protobuf:"bytes,7,opt,name=raft,proto3" json:"raft,omitempty"`
+	// in_ring: shards are placed on the node at ring_epoch.
+	InRing        bool `protobuf:"varint,8,opt,name=in_ring,json=inRing,proto3" json:"in_ring,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1623,6 +1640,106 @@ func (x *ClusterNode) GetAlive() string {
 		return x.Alive
 	}
 	return ""
+}
+
+func (x *ClusterNode) GetRaft() string {
+	if x != nil {
+		return x.Raft
+	}
+	return ""
+}
+
+func (x *ClusterNode) GetInRing() bool {
+	if x != nil {
+		return x.InRing
+	}
+	return false
+}
+
+// ShardMove is one handoff stream: a shard's file going from one node to
+// another, bytes of size streamed so far.
+type ShardMove struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	ShardId       string                 `protobuf:"bytes,1,opt,name=shard_id,json=shardId,proto3" json:"shard_id,omitempty"`
+	From          string                 `protobuf:"bytes,2,opt,name=from,proto3" json:"from,omitempty"`
+	To            string                 `protobuf:"bytes,3,opt,name=to,proto3" json:"to,omitempty"`
+	Bytes         int64                  `protobuf:"varint,4,opt,name=bytes,proto3" json:"bytes,omitempty"`
+	Size          int64                  `protobuf:"varint,5,opt,name=size,proto3" json:"size,omitempty"`
+	ElapsedMs     int64                  `protobuf:"varint,6,opt,name=elapsed_ms,json=elapsedMs,proto3" json:"elapsed_ms,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ShardMove) Reset() {
+	*x = ShardMove{}
+	mi := &file_lunora_v1_lunora_proto_msgTypes[17]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ShardMove) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ShardMove) ProtoMessage() {}
+
+func (x *ShardMove) ProtoReflect() protoreflect.Message {
+	mi := &file_lunora_v1_lunora_proto_msgTypes[17]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ShardMove.ProtoReflect.Descriptor instead.
+func (*ShardMove) Descriptor() ([]byte, []int) {
+	return file_lunora_v1_lunora_proto_rawDescGZIP(), []int{17}
+}
+
+func (x *ShardMove) GetShardId() string {
+	if x != nil {
+		return x.ShardId
+	}
+	return ""
+}
+
+func (x *ShardMove) GetFrom() string {
+	if x != nil {
+		return x.From
+	}
+	return ""
+}
+
+func (x *ShardMove) GetTo() string {
+	if x != nil {
+		return x.To
+	}
+	return ""
+}
+
+func (x *ShardMove) GetBytes() int64 {
+	if x != nil {
+		return x.Bytes
+	}
+	return 0
+}
+
+func (x *ShardMove) GetSize() int64 {
+	if x != nil {
+		return x.Size
+	}
+	return 0
+}
+
+func (x *ShardMove) GetElapsedMs() int64 {
+	if x != nil {
+		return x.ElapsedMs
+	}
+	return 0
 }
 
 var File_lunora_v1_lunora_proto protoreflect.FileDescriptor
@@ -1761,20 +1878,31 @@ const file_lunora_v1_lunora_proto_rawDesc = "" +
 	"\tin_flight\x18\x05 \x01(\x03R\binFlight\x12%\n" +
 	"\x0euptime_seconds\x18\x06 \x01(\x03R\ruptimeSeconds\x12!\n" +
 	"\fnode_address\x18\a \x01(\tR\vnodeAddress\x122\n" +
-	"\acluster\x18\b \x01(\v2\x18.lunora.v1.ClusterStatusR\acluster\"\xb6\x01\n" +
+	"\acluster\x18\b \x01(\v2\x18.lunora.v1.ClusterStatusR\acluster\"\xe2\x01\n" +
 	"\rClusterStatus\x12\x1d\n" +
 	"\n" +
 	"ring_epoch\x18\x01 \x01(\x04R\tringEpoch\x12,\n" +
 	"\x05nodes\x18\x02 \x03(\v2\x16.lunora.v1.ClusterNodeR\x05nodes\x120\n" +
 	"\amembers\x18\x03 \x03(\v2\x16.lunora.v1.ClusterNodeR\amembers\x12&\n" +
-	"\x0fmoves_in_flight\x18\x04 \x01(\x03R\rmovesInFlight\"\x96\x01\n" +
+	"\x0fmoves_in_flight\x18\x04 \x01(\x03R\rmovesInFlight\x12*\n" +
+	"\x05moves\x18\x05 \x03(\v2\x14.lunora.v1.ShardMoveR\x05moves\"\xc3\x01\n" +
 	"\vClusterNode\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x16\n" +
 	"\x06weight\x18\x02 \x01(\x05R\x06weight\x12\x1b\n" +
 	"\tgrpc_addr\x18\x03 \x01(\tR\bgrpcAddr\x12\x14\n" +
 	"\x05state\x18\x04 \x01(\tR\x05state\x12\x16\n" +
 	"\x06shards\x18\x05 \x01(\x03R\x06shards\x12\x14\n" +
-	"\x05alive\x18\x06 \x01(\tR\x05alive2\xbc\x02\n" +
+	"\x05alive\x18\x06 \x01(\tR\x05alive\x12\x12\n" +
+	"\x04raft\x18\a \x01(\tR\x04raft\x12\x17\n" +
+	"\ain_ring\x18\b \x01(\bR\x06inRing\"\x93\x01\n" +
+	"\tShardMove\x12\x19\n" +
+	"\bshard_id\x18\x01 \x01(\tR\ashardId\x12\x12\n" +
+	"\x04from\x18\x02 \x01(\tR\x04from\x12\x0e\n" +
+	"\x02to\x18\x03 \x01(\tR\x02to\x12\x14\n" +
+	"\x05bytes\x18\x04 \x01(\x03R\x05bytes\x12\x12\n" +
+	"\x04size\x18\x05 \x01(\x03R\x04size\x12\x1d\n" +
+	"\n" +
+	"elapsed_ms\x18\x06 \x01(\x03R\telapsedMs2\xbc\x02\n" +
 	"\x06Lunora\x127\n" +
 	"\x04Call\x12\x16.lunora.v1.CallRequest\x1a\x17.lunora.v1.CallResponse\x124\n" +
 	"\x03Sql\x12\x15.lunora.v1.SqlRequest\x1a\x16.lunora.v1.SqlResponse\x12=\n" +
@@ -1795,7 +1923,7 @@ func file_lunora_v1_lunora_proto_rawDescGZIP() []byte {
 }
 
 var file_lunora_v1_lunora_proto_enumTypes = make([]protoimpl.EnumInfo, 4)
-var file_lunora_v1_lunora_proto_msgTypes = make([]protoimpl.MessageInfo, 21)
+var file_lunora_v1_lunora_proto_msgTypes = make([]protoimpl.MessageInfo, 22)
 var file_lunora_v1_lunora_proto_goTypes = []any{
 	(FanOutRequest_Merge)(0),     // 0: lunora.v1.FanOutRequest.Merge
 	(SubscribeEvent_Kind)(0),     // 1: lunora.v1.SubscribeEvent.Kind
@@ -1818,17 +1946,18 @@ var file_lunora_v1_lunora_proto_goTypes = []any{
 	(*StatusResponse)(nil),       // 18: lunora.v1.StatusResponse
 	(*ClusterStatus)(nil),        // 19: lunora.v1.ClusterStatus
 	(*ClusterNode)(nil),          // 20: lunora.v1.ClusterNode
-	nil,                          // 21: lunora.v1.FanOutRequest.ArgsEntry
-	nil,                          // 22: lunora.v1.SubscribeRequest.ArgsEntry
-	nil,                          // 23: lunora.v1.CallRequest.ArgsEntry
-	nil,                          // 24: lunora.v1.SqlRequest.ParamsEntry
+	(*ShardMove)(nil),            // 21: lunora.v1.ShardMove
+	nil,                          // 22: lunora.v1.FanOutRequest.ArgsEntry
+	nil,                          // 23: lunora.v1.SubscribeRequest.ArgsEntry
+	nil,                          // 24: lunora.v1.CallRequest.ArgsEntry
+	nil,                          // 25: lunora.v1.SqlRequest.ParamsEntry
 }
 var file_lunora_v1_lunora_proto_depIdxs = []int32{
-	21, // 0: lunora.v1.FanOutRequest.args:type_name -> lunora.v1.FanOutRequest.ArgsEntry
+	22, // 0: lunora.v1.FanOutRequest.args:type_name -> lunora.v1.FanOutRequest.ArgsEntry
 	0,  // 1: lunora.v1.FanOutRequest.merge:type_name -> lunora.v1.FanOutRequest.Merge
 	11, // 2: lunora.v1.FanOutResponse.rows:type_name -> lunora.v1.Row
 	6,  // 3: lunora.v1.FanOutResponse.failed:type_name -> lunora.v1.ShardFailure
-	22, // 4: lunora.v1.SubscribeRequest.args:type_name -> lunora.v1.SubscribeRequest.ArgsEntry
+	23, // 4: lunora.v1.SubscribeRequest.args:type_name -> lunora.v1.SubscribeRequest.ArgsEntry
 	1,  // 5: lunora.v1.SubscribeEvent.kind:type_name -> lunora.v1.SubscribeEvent.Kind
 	11, // 6: lunora.v1.SubscribeEvent.rows:type_name -> lunora.v1.Row
 	9,  // 7: lunora.v1.SubscribeEvent.changes:type_name -> lunora.v1.RowChange
@@ -1836,35 +1965,36 @@ var file_lunora_v1_lunora_proto_depIdxs = []int32{
 	10, // 9: lunora.v1.RowChange.key:type_name -> lunora.v1.Value
 	11, // 10: lunora.v1.RowChange.row:type_name -> lunora.v1.Row
 	10, // 11: lunora.v1.Row.values:type_name -> lunora.v1.Value
-	23, // 12: lunora.v1.CallRequest.args:type_name -> lunora.v1.CallRequest.ArgsEntry
+	24, // 12: lunora.v1.CallRequest.args:type_name -> lunora.v1.CallRequest.ArgsEntry
 	13, // 13: lunora.v1.CallRequest.read:type_name -> lunora.v1.ReadOptions
 	3,  // 14: lunora.v1.ReadOptions.consistency:type_name -> lunora.v1.ReadOptions.Consistency
 	11, // 15: lunora.v1.CallResponse.rows:type_name -> lunora.v1.Row
-	24, // 16: lunora.v1.SqlRequest.params:type_name -> lunora.v1.SqlRequest.ParamsEntry
+	25, // 16: lunora.v1.SqlRequest.params:type_name -> lunora.v1.SqlRequest.ParamsEntry
 	13, // 17: lunora.v1.SqlRequest.read:type_name -> lunora.v1.ReadOptions
 	11, // 18: lunora.v1.SqlResponse.rows:type_name -> lunora.v1.Row
 	19, // 19: lunora.v1.StatusResponse.cluster:type_name -> lunora.v1.ClusterStatus
 	20, // 20: lunora.v1.ClusterStatus.nodes:type_name -> lunora.v1.ClusterNode
 	20, // 21: lunora.v1.ClusterStatus.members:type_name -> lunora.v1.ClusterNode
-	10, // 22: lunora.v1.FanOutRequest.ArgsEntry.value:type_name -> lunora.v1.Value
-	10, // 23: lunora.v1.SubscribeRequest.ArgsEntry.value:type_name -> lunora.v1.Value
-	10, // 24: lunora.v1.CallRequest.ArgsEntry.value:type_name -> lunora.v1.Value
-	10, // 25: lunora.v1.SqlRequest.ParamsEntry.value:type_name -> lunora.v1.Value
-	12, // 26: lunora.v1.Lunora.Call:input_type -> lunora.v1.CallRequest
-	15, // 27: lunora.v1.Lunora.Sql:input_type -> lunora.v1.SqlRequest
-	17, // 28: lunora.v1.Lunora.Status:input_type -> lunora.v1.StatusRequest
-	7,  // 29: lunora.v1.Lunora.Subscribe:input_type -> lunora.v1.SubscribeRequest
-	4,  // 30: lunora.v1.Lunora.FanOut:input_type -> lunora.v1.FanOutRequest
-	14, // 31: lunora.v1.Lunora.Call:output_type -> lunora.v1.CallResponse
-	16, // 32: lunora.v1.Lunora.Sql:output_type -> lunora.v1.SqlResponse
-	18, // 33: lunora.v1.Lunora.Status:output_type -> lunora.v1.StatusResponse
-	8,  // 34: lunora.v1.Lunora.Subscribe:output_type -> lunora.v1.SubscribeEvent
-	5,  // 35: lunora.v1.Lunora.FanOut:output_type -> lunora.v1.FanOutResponse
-	31, // [31:36] is the sub-list for method output_type
-	26, // [26:31] is the sub-list for method input_type
-	26, // [26:26] is the sub-list for extension type_name
-	26, // [26:26] is the sub-list for extension extendee
-	0,  // [0:26] is the sub-list for field type_name
+	21, // 22: lunora.v1.ClusterStatus.moves:type_name -> lunora.v1.ShardMove
+	10, // 23: lunora.v1.FanOutRequest.ArgsEntry.value:type_name -> lunora.v1.Value
+	10, // 24: lunora.v1.SubscribeRequest.ArgsEntry.value:type_name -> lunora.v1.Value
+	10, // 25: lunora.v1.CallRequest.ArgsEntry.value:type_name -> lunora.v1.Value
+	10, // 26: lunora.v1.SqlRequest.ParamsEntry.value:type_name -> lunora.v1.Value
+	12, // 27: lunora.v1.Lunora.Call:input_type -> lunora.v1.CallRequest
+	15, // 28: lunora.v1.Lunora.Sql:input_type -> lunora.v1.SqlRequest
+	17, // 29: lunora.v1.Lunora.Status:input_type -> lunora.v1.StatusRequest
+	7,  // 30: lunora.v1.Lunora.Subscribe:input_type -> lunora.v1.SubscribeRequest
+	4,  // 31: lunora.v1.Lunora.FanOut:input_type -> lunora.v1.FanOutRequest
+	14, // 32: lunora.v1.Lunora.Call:output_type -> lunora.v1.CallResponse
+	16, // 33: lunora.v1.Lunora.Sql:output_type -> lunora.v1.SqlResponse
+	18, // 34: lunora.v1.Lunora.Status:output_type -> lunora.v1.StatusResponse
+	8,  // 35: lunora.v1.Lunora.Subscribe:output_type -> lunora.v1.SubscribeEvent
+	5,  // 36: lunora.v1.Lunora.FanOut:output_type -> lunora.v1.FanOutResponse
+	32, // [32:37] is the sub-list for method output_type
+	27, // [27:32] is the sub-list for method input_type
+	27, // [27:27] is the sub-list for extension type_name
+	27, // [27:27] is the sub-list for extension extendee
+	0,  // [0:27] is the sub-list for field type_name
 }
 
 func init() { file_lunora_v1_lunora_proto_init() }
@@ -1886,7 +2016,7 @@ func file_lunora_v1_lunora_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_lunora_v1_lunora_proto_rawDesc), len(file_lunora_v1_lunora_proto_rawDesc)),
 			NumEnums:      4,
-			NumMessages:   21,
+			NumMessages:   22,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

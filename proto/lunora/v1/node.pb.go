@@ -21,6 +21,128 @@ const (
 	_ = protoimpl.EnforceVersion(protoimpl.MaxVersion - 20)
 )
 
+type LocateShardRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	ShardId       string                 `protobuf:"bytes,1,opt,name=shard_id,json=shardId,proto3" json:"shard_id,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *LocateShardRequest) Reset() {
+	*x = LocateShardRequest{}
+	mi := &file_lunora_v1_node_proto_msgTypes[0]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *LocateShardRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*LocateShardRequest) ProtoMessage() {}
+
+func (x *LocateShardRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_lunora_v1_node_proto_msgTypes[0]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use LocateShardRequest.ProtoReflect.Descriptor instead.
+func (*LocateShardRequest) Descriptor() ([]byte, []int) {
+	return file_lunora_v1_node_proto_rawDescGZIP(), []int{0}
+}
+
+func (x *LocateShardRequest) GetShardId() string {
+	if x != nil {
+		return x.ShardId
+	}
+	return ""
+}
+
+type LocateShardResponse struct {
+	state     protoimpl.MessageState `protogen:"open.v1"`
+	ShardId   string                 `protobuf:"bytes,1,opt,name=shard_id,json=shardId,proto3" json:"shard_id,omitempty"`
+	RingEpoch uint64                 `protobuf:"varint,2,opt,name=ring_epoch,json=ringEpoch,proto3" json:"ring_epoch,omitempty"`
+	// owner is the ring's placement of the shard; holder the node with its
+	// file (the registry's record), "" when the shard is not registered.
+	Owner         string `protobuf:"bytes,3,opt,name=owner,proto3" json:"owner,omitempty"`
+	Holder        string `protobuf:"bytes,4,opt,name=holder,proto3" json:"holder,omitempty"`
+	Registered    bool   `protobuf:"varint,5,opt,name=registered,proto3" json:"registered,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *LocateShardResponse) Reset() {
+	*x = LocateShardResponse{}
+	mi := &file_lunora_v1_node_proto_msgTypes[1]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *LocateShardResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*LocateShardResponse) ProtoMessage() {}
+
+func (x *LocateShardResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_lunora_v1_node_proto_msgTypes[1]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use LocateShardResponse.ProtoReflect.Descriptor instead.
+func (*LocateShardResponse) Descriptor() ([]byte, []int) {
+	return file_lunora_v1_node_proto_rawDescGZIP(), []int{1}
+}
+
+func (x *LocateShardResponse) GetShardId() string {
+	if x != nil {
+		return x.ShardId
+	}
+	return ""
+}
+
+func (x *LocateShardResponse) GetRingEpoch() uint64 {
+	if x != nil {
+		return x.RingEpoch
+	}
+	return 0
+}
+
+func (x *LocateShardResponse) GetOwner() string {
+	if x != nil {
+		return x.Owner
+	}
+	return ""
+}
+
+func (x *LocateShardResponse) GetHolder() string {
+	if x != nil {
+		return x.Holder
+	}
+	return ""
+}
+
+func (x *LocateShardResponse) GetRegistered() bool {
+	if x != nil {
+		return x.Registered
+	}
+	return false
+}
+
 type RingRequest struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// min_epoch, when set, makes the node wait (bounded) until its replica
@@ -32,7 +154,7 @@ type RingRequest struct {
 
 func (x *RingRequest) Reset() {
 	*x = RingRequest{}
-	mi := &file_lunora_v1_node_proto_msgTypes[0]
+	mi := &file_lunora_v1_node_proto_msgTypes[2]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -44,7 +166,7 @@ func (x *RingRequest) String() string {
 func (*RingRequest) ProtoMessage() {}
 
 func (x *RingRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_lunora_v1_node_proto_msgTypes[0]
+	mi := &file_lunora_v1_node_proto_msgTypes[2]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -57,7 +179,7 @@ func (x *RingRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RingRequest.ProtoReflect.Descriptor instead.
 func (*RingRequest) Descriptor() ([]byte, []int) {
-	return file_lunora_v1_node_proto_rawDescGZIP(), []int{0}
+	return file_lunora_v1_node_proto_rawDescGZIP(), []int{2}
 }
 
 func (x *RingRequest) GetMinEpoch() uint64 {
@@ -79,7 +201,7 @@ type RingNode struct {
 
 func (x *RingNode) Reset() {
 	*x = RingNode{}
-	mi := &file_lunora_v1_node_proto_msgTypes[1]
+	mi := &file_lunora_v1_node_proto_msgTypes[3]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -91,7 +213,7 @@ func (x *RingNode) String() string {
 func (*RingNode) ProtoMessage() {}
 
 func (x *RingNode) ProtoReflect() protoreflect.Message {
-	mi := &file_lunora_v1_node_proto_msgTypes[1]
+	mi := &file_lunora_v1_node_proto_msgTypes[3]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -104,7 +226,7 @@ func (x *RingNode) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RingNode.ProtoReflect.Descriptor instead.
 func (*RingNode) Descriptor() ([]byte, []int) {
-	return file_lunora_v1_node_proto_rawDescGZIP(), []int{1}
+	return file_lunora_v1_node_proto_rawDescGZIP(), []int{3}
 }
 
 func (x *RingNode) GetId() string {
@@ -147,7 +269,7 @@ type RingResponse struct {
 
 func (x *RingResponse) Reset() {
 	*x = RingResponse{}
-	mi := &file_lunora_v1_node_proto_msgTypes[2]
+	mi := &file_lunora_v1_node_proto_msgTypes[4]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -159,7 +281,7 @@ func (x *RingResponse) String() string {
 func (*RingResponse) ProtoMessage() {}
 
 func (x *RingResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_lunora_v1_node_proto_msgTypes[2]
+	mi := &file_lunora_v1_node_proto_msgTypes[4]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -172,7 +294,7 @@ func (x *RingResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RingResponse.ProtoReflect.Descriptor instead.
 func (*RingResponse) Descriptor() ([]byte, []int) {
-	return file_lunora_v1_node_proto_rawDescGZIP(), []int{2}
+	return file_lunora_v1_node_proto_rawDescGZIP(), []int{4}
 }
 
 func (x *RingResponse) GetEpoch() uint64 {
@@ -213,7 +335,7 @@ type UpdateRingRequest struct {
 
 func (x *UpdateRingRequest) Reset() {
 	*x = UpdateRingRequest{}
-	mi := &file_lunora_v1_node_proto_msgTypes[3]
+	mi := &file_lunora_v1_node_proto_msgTypes[5]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -225,7 +347,7 @@ func (x *UpdateRingRequest) String() string {
 func (*UpdateRingRequest) ProtoMessage() {}
 
 func (x *UpdateRingRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_lunora_v1_node_proto_msgTypes[3]
+	mi := &file_lunora_v1_node_proto_msgTypes[5]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -238,7 +360,7 @@ func (x *UpdateRingRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use UpdateRingRequest.ProtoReflect.Descriptor instead.
 func (*UpdateRingRequest) Descriptor() ([]byte, []int) {
-	return file_lunora_v1_node_proto_rawDescGZIP(), []int{3}
+	return file_lunora_v1_node_proto_rawDescGZIP(), []int{5}
 }
 
 func (x *UpdateRingRequest) GetNodeId() string {
@@ -285,7 +407,7 @@ type UpdateRingResponse struct {
 
 func (x *UpdateRingResponse) Reset() {
 	*x = UpdateRingResponse{}
-	mi := &file_lunora_v1_node_proto_msgTypes[4]
+	mi := &file_lunora_v1_node_proto_msgTypes[6]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -297,7 +419,7 @@ func (x *UpdateRingResponse) String() string {
 func (*UpdateRingResponse) ProtoMessage() {}
 
 func (x *UpdateRingResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_lunora_v1_node_proto_msgTypes[4]
+	mi := &file_lunora_v1_node_proto_msgTypes[6]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -310,7 +432,7 @@ func (x *UpdateRingResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use UpdateRingResponse.ProtoReflect.Descriptor instead.
 func (*UpdateRingResponse) Descriptor() ([]byte, []int) {
-	return file_lunora_v1_node_proto_rawDescGZIP(), []int{4}
+	return file_lunora_v1_node_proto_rawDescGZIP(), []int{6}
 }
 
 func (x *UpdateRingResponse) GetEpoch() uint64 {
@@ -332,7 +454,7 @@ type MoveShardRequest struct {
 
 func (x *MoveShardRequest) Reset() {
 	*x = MoveShardRequest{}
-	mi := &file_lunora_v1_node_proto_msgTypes[5]
+	mi := &file_lunora_v1_node_proto_msgTypes[7]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -344,7 +466,7 @@ func (x *MoveShardRequest) String() string {
 func (*MoveShardRequest) ProtoMessage() {}
 
 func (x *MoveShardRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_lunora_v1_node_proto_msgTypes[5]
+	mi := &file_lunora_v1_node_proto_msgTypes[7]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -357,7 +479,7 @@ func (x *MoveShardRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use MoveShardRequest.ProtoReflect.Descriptor instead.
 func (*MoveShardRequest) Descriptor() ([]byte, []int) {
-	return file_lunora_v1_node_proto_rawDescGZIP(), []int{5}
+	return file_lunora_v1_node_proto_rawDescGZIP(), []int{7}
 }
 
 func (x *MoveShardRequest) GetShardId() string {
@@ -399,7 +521,7 @@ type MoveShardResponse struct {
 
 func (x *MoveShardResponse) Reset() {
 	*x = MoveShardResponse{}
-	mi := &file_lunora_v1_node_proto_msgTypes[6]
+	mi := &file_lunora_v1_node_proto_msgTypes[8]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -411,7 +533,7 @@ func (x *MoveShardResponse) String() string {
 func (*MoveShardResponse) ProtoMessage() {}
 
 func (x *MoveShardResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_lunora_v1_node_proto_msgTypes[6]
+	mi := &file_lunora_v1_node_proto_msgTypes[8]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -424,7 +546,7 @@ func (x *MoveShardResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use MoveShardResponse.ProtoReflect.Descriptor instead.
 func (*MoveShardResponse) Descriptor() ([]byte, []int) {
-	return file_lunora_v1_node_proto_rawDescGZIP(), []int{6}
+	return file_lunora_v1_node_proto_rawDescGZIP(), []int{8}
 }
 
 func (x *MoveShardResponse) GetHolder() string {
@@ -454,7 +576,7 @@ type ListShardsRequest struct {
 
 func (x *ListShardsRequest) Reset() {
 	*x = ListShardsRequest{}
-	mi := &file_lunora_v1_node_proto_msgTypes[7]
+	mi := &file_lunora_v1_node_proto_msgTypes[9]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -466,7 +588,7 @@ func (x *ListShardsRequest) String() string {
 func (*ListShardsRequest) ProtoMessage() {}
 
 func (x *ListShardsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_lunora_v1_node_proto_msgTypes[7]
+	mi := &file_lunora_v1_node_proto_msgTypes[9]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -479,7 +601,7 @@ func (x *ListShardsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListShardsRequest.ProtoReflect.Descriptor instead.
 func (*ListShardsRequest) Descriptor() ([]byte, []int) {
-	return file_lunora_v1_node_proto_rawDescGZIP(), []int{7}
+	return file_lunora_v1_node_proto_rawDescGZIP(), []int{9}
 }
 
 func (x *ListShardsRequest) GetGroup() string {
@@ -520,7 +642,7 @@ type ListShardsResponse struct {
 
 func (x *ListShardsResponse) Reset() {
 	*x = ListShardsResponse{}
-	mi := &file_lunora_v1_node_proto_msgTypes[8]
+	mi := &file_lunora_v1_node_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -532,7 +654,7 @@ func (x *ListShardsResponse) String() string {
 func (*ListShardsResponse) ProtoMessage() {}
 
 func (x *ListShardsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_lunora_v1_node_proto_msgTypes[8]
+	mi := &file_lunora_v1_node_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -545,7 +667,7 @@ func (x *ListShardsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListShardsResponse.ProtoReflect.Descriptor instead.
 func (*ListShardsResponse) Descriptor() ([]byte, []int) {
-	return file_lunora_v1_node_proto_rawDescGZIP(), []int{8}
+	return file_lunora_v1_node_proto_rawDescGZIP(), []int{10}
 }
 
 func (x *ListShardsResponse) GetShardIds() []string {
@@ -573,7 +695,7 @@ type PullRequest struct {
 
 func (x *PullRequest) Reset() {
 	*x = PullRequest{}
-	mi := &file_lunora_v1_node_proto_msgTypes[9]
+	mi := &file_lunora_v1_node_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -585,7 +707,7 @@ func (x *PullRequest) String() string {
 func (*PullRequest) ProtoMessage() {}
 
 func (x *PullRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_lunora_v1_node_proto_msgTypes[9]
+	mi := &file_lunora_v1_node_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -598,7 +720,7 @@ func (x *PullRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PullRequest.ProtoReflect.Descriptor instead.
 func (*PullRequest) Descriptor() ([]byte, []int) {
-	return file_lunora_v1_node_proto_rawDescGZIP(), []int{9}
+	return file_lunora_v1_node_proto_rawDescGZIP(), []int{11}
 }
 
 func (x *PullRequest) GetShardId() string {
@@ -631,7 +753,7 @@ type PullResponse struct {
 
 func (x *PullResponse) Reset() {
 	*x = PullResponse{}
-	mi := &file_lunora_v1_node_proto_msgTypes[10]
+	mi := &file_lunora_v1_node_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -643,7 +765,7 @@ func (x *PullResponse) String() string {
 func (*PullResponse) ProtoMessage() {}
 
 func (x *PullResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_lunora_v1_node_proto_msgTypes[10]
+	mi := &file_lunora_v1_node_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -656,7 +778,7 @@ func (x *PullResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PullResponse.ProtoReflect.Descriptor instead.
 func (*PullResponse) Descriptor() ([]byte, []int) {
-	return file_lunora_v1_node_proto_rawDescGZIP(), []int{10}
+	return file_lunora_v1_node_proto_rawDescGZIP(), []int{12}
 }
 
 func (x *PullResponse) GetIndex() uint64 {
@@ -681,7 +803,7 @@ type HandoffChunk struct {
 
 func (x *HandoffChunk) Reset() {
 	*x = HandoffChunk{}
-	mi := &file_lunora_v1_node_proto_msgTypes[11]
+	mi := &file_lunora_v1_node_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -693,7 +815,7 @@ func (x *HandoffChunk) String() string {
 func (*HandoffChunk) ProtoMessage() {}
 
 func (x *HandoffChunk) ProtoReflect() protoreflect.Message {
-	mi := &file_lunora_v1_node_proto_msgTypes[11]
+	mi := &file_lunora_v1_node_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -706,7 +828,7 @@ func (x *HandoffChunk) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use HandoffChunk.ProtoReflect.Descriptor instead.
 func (*HandoffChunk) Descriptor() ([]byte, []int) {
-	return file_lunora_v1_node_proto_rawDescGZIP(), []int{11}
+	return file_lunora_v1_node_proto_rawDescGZIP(), []int{13}
 }
 
 func (x *HandoffChunk) GetShardId() string {
@@ -759,7 +881,7 @@ type HandoffAck struct {
 
 func (x *HandoffAck) Reset() {
 	*x = HandoffAck{}
-	mi := &file_lunora_v1_node_proto_msgTypes[12]
+	mi := &file_lunora_v1_node_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -771,7 +893,7 @@ func (x *HandoffAck) String() string {
 func (*HandoffAck) ProtoMessage() {}
 
 func (x *HandoffAck) ProtoReflect() protoreflect.Message {
-	mi := &file_lunora_v1_node_proto_msgTypes[12]
+	mi := &file_lunora_v1_node_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -784,7 +906,7 @@ func (x *HandoffAck) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use HandoffAck.ProtoReflect.Descriptor instead.
 func (*HandoffAck) Descriptor() ([]byte, []int) {
-	return file_lunora_v1_node_proto_rawDescGZIP(), []int{12}
+	return file_lunora_v1_node_proto_rawDescGZIP(), []int{14}
 }
 
 type HandoffDoneRequest struct {
@@ -797,7 +919,7 @@ type HandoffDoneRequest struct {
 
 func (x *HandoffDoneRequest) Reset() {
 	*x = HandoffDoneRequest{}
-	mi := &file_lunora_v1_node_proto_msgTypes[13]
+	mi := &file_lunora_v1_node_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -809,7 +931,7 @@ func (x *HandoffDoneRequest) String() string {
 func (*HandoffDoneRequest) ProtoMessage() {}
 
 func (x *HandoffDoneRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_lunora_v1_node_proto_msgTypes[13]
+	mi := &file_lunora_v1_node_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -822,7 +944,7 @@ func (x *HandoffDoneRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use HandoffDoneRequest.ProtoReflect.Descriptor instead.
 func (*HandoffDoneRequest) Descriptor() ([]byte, []int) {
-	return file_lunora_v1_node_proto_rawDescGZIP(), []int{13}
+	return file_lunora_v1_node_proto_rawDescGZIP(), []int{15}
 }
 
 func (x *HandoffDoneRequest) GetShardId() string {
@@ -847,7 +969,7 @@ type HandoffDoneResponse struct {
 
 func (x *HandoffDoneResponse) Reset() {
 	*x = HandoffDoneResponse{}
-	mi := &file_lunora_v1_node_proto_msgTypes[14]
+	mi := &file_lunora_v1_node_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -859,7 +981,7 @@ func (x *HandoffDoneResponse) String() string {
 func (*HandoffDoneResponse) ProtoMessage() {}
 
 func (x *HandoffDoneResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_lunora_v1_node_proto_msgTypes[14]
+	mi := &file_lunora_v1_node_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -872,7 +994,7 @@ func (x *HandoffDoneResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use HandoffDoneResponse.ProtoReflect.Descriptor instead.
 func (*HandoffDoneResponse) Descriptor() ([]byte, []int) {
-	return file_lunora_v1_node_proto_rawDescGZIP(), []int{14}
+	return file_lunora_v1_node_proto_rawDescGZIP(), []int{16}
 }
 
 type NodeSubscribeRequest struct {
@@ -888,7 +1010,7 @@ type NodeSubscribeRequest struct {
 
 func (x *NodeSubscribeRequest) Reset() {
 	*x = NodeSubscribeRequest{}
-	mi := &file_lunora_v1_node_proto_msgTypes[15]
+	mi := &file_lunora_v1_node_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -900,7 +1022,7 @@ func (x *NodeSubscribeRequest) String() string {
 func (*NodeSubscribeRequest) ProtoMessage() {}
 
 func (x *NodeSubscribeRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_lunora_v1_node_proto_msgTypes[15]
+	mi := &file_lunora_v1_node_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -913,7 +1035,7 @@ func (x *NodeSubscribeRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use NodeSubscribeRequest.ProtoReflect.Descriptor instead.
 func (*NodeSubscribeRequest) Descriptor() ([]byte, []int) {
-	return file_lunora_v1_node_proto_rawDescGZIP(), []int{15}
+	return file_lunora_v1_node_proto_rawDescGZIP(), []int{17}
 }
 
 func (x *NodeSubscribeRequest) GetShardId() string {
@@ -963,7 +1085,7 @@ type RegisterShardRequest struct {
 
 func (x *RegisterShardRequest) Reset() {
 	*x = RegisterShardRequest{}
-	mi := &file_lunora_v1_node_proto_msgTypes[16]
+	mi := &file_lunora_v1_node_proto_msgTypes[18]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -975,7 +1097,7 @@ func (x *RegisterShardRequest) String() string {
 func (*RegisterShardRequest) ProtoMessage() {}
 
 func (x *RegisterShardRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_lunora_v1_node_proto_msgTypes[16]
+	mi := &file_lunora_v1_node_proto_msgTypes[18]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -988,7 +1110,7 @@ func (x *RegisterShardRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RegisterShardRequest.ProtoReflect.Descriptor instead.
 func (*RegisterShardRequest) Descriptor() ([]byte, []int) {
-	return file_lunora_v1_node_proto_rawDescGZIP(), []int{16}
+	return file_lunora_v1_node_proto_rawDescGZIP(), []int{18}
 }
 
 func (x *RegisterShardRequest) GetShardId() string {
@@ -1025,7 +1147,7 @@ type RegisterShardResponse struct {
 
 func (x *RegisterShardResponse) Reset() {
 	*x = RegisterShardResponse{}
-	mi := &file_lunora_v1_node_proto_msgTypes[17]
+	mi := &file_lunora_v1_node_proto_msgTypes[19]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1037,7 +1159,7 @@ func (x *RegisterShardResponse) String() string {
 func (*RegisterShardResponse) ProtoMessage() {}
 
 func (x *RegisterShardResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_lunora_v1_node_proto_msgTypes[17]
+	mi := &file_lunora_v1_node_proto_msgTypes[19]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1050,7 +1172,7 @@ func (x *RegisterShardResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RegisterShardResponse.ProtoReflect.Descriptor instead.
 func (*RegisterShardResponse) Descriptor() ([]byte, []int) {
-	return file_lunora_v1_node_proto_rawDescGZIP(), []int{17}
+	return file_lunora_v1_node_proto_rawDescGZIP(), []int{19}
 }
 
 func (x *RegisterShardResponse) GetExisted() bool {
@@ -1091,7 +1213,7 @@ type JoinRequest struct {
 
 func (x *JoinRequest) Reset() {
 	*x = JoinRequest{}
-	mi := &file_lunora_v1_node_proto_msgTypes[18]
+	mi := &file_lunora_v1_node_proto_msgTypes[20]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1103,7 +1225,7 @@ func (x *JoinRequest) String() string {
 func (*JoinRequest) ProtoMessage() {}
 
 func (x *JoinRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_lunora_v1_node_proto_msgTypes[18]
+	mi := &file_lunora_v1_node_proto_msgTypes[20]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1116,7 +1238,7 @@ func (x *JoinRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use JoinRequest.ProtoReflect.Descriptor instead.
 func (*JoinRequest) Descriptor() ([]byte, []int) {
-	return file_lunora_v1_node_proto_rawDescGZIP(), []int{18}
+	return file_lunora_v1_node_proto_rawDescGZIP(), []int{20}
 }
 
 func (x *JoinRequest) GetNodeId() string {
@@ -1170,7 +1292,7 @@ type JoinResponse struct {
 
 func (x *JoinResponse) Reset() {
 	*x = JoinResponse{}
-	mi := &file_lunora_v1_node_proto_msgTypes[19]
+	mi := &file_lunora_v1_node_proto_msgTypes[21]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1182,7 +1304,7 @@ func (x *JoinResponse) String() string {
 func (*JoinResponse) ProtoMessage() {}
 
 func (x *JoinResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_lunora_v1_node_proto_msgTypes[19]
+	mi := &file_lunora_v1_node_proto_msgTypes[21]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1195,7 +1317,7 @@ func (x *JoinResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use JoinResponse.ProtoReflect.Descriptor instead.
 func (*JoinResponse) Descriptor() ([]byte, []int) {
-	return file_lunora_v1_node_proto_rawDescGZIP(), []int{19}
+	return file_lunora_v1_node_proto_rawDescGZIP(), []int{21}
 }
 
 func (x *JoinResponse) GetLeaderId() string {
@@ -1221,7 +1343,7 @@ type RemoveNodeRequest struct {
 
 func (x *RemoveNodeRequest) Reset() {
 	*x = RemoveNodeRequest{}
-	mi := &file_lunora_v1_node_proto_msgTypes[20]
+	mi := &file_lunora_v1_node_proto_msgTypes[22]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1233,7 +1355,7 @@ func (x *RemoveNodeRequest) String() string {
 func (*RemoveNodeRequest) ProtoMessage() {}
 
 func (x *RemoveNodeRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_lunora_v1_node_proto_msgTypes[20]
+	mi := &file_lunora_v1_node_proto_msgTypes[22]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1246,7 +1368,7 @@ func (x *RemoveNodeRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RemoveNodeRequest.ProtoReflect.Descriptor instead.
 func (*RemoveNodeRequest) Descriptor() ([]byte, []int) {
-	return file_lunora_v1_node_proto_rawDescGZIP(), []int{20}
+	return file_lunora_v1_node_proto_rawDescGZIP(), []int{22}
 }
 
 func (x *RemoveNodeRequest) GetNodeId() string {
@@ -1285,7 +1407,7 @@ type RemoveNodeResponse struct {
 
 func (x *RemoveNodeResponse) Reset() {
 	*x = RemoveNodeResponse{}
-	mi := &file_lunora_v1_node_proto_msgTypes[21]
+	mi := &file_lunora_v1_node_proto_msgTypes[23]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1297,7 +1419,7 @@ func (x *RemoveNodeResponse) String() string {
 func (*RemoveNodeResponse) ProtoMessage() {}
 
 func (x *RemoveNodeResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_lunora_v1_node_proto_msgTypes[21]
+	mi := &file_lunora_v1_node_proto_msgTypes[23]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1310,7 +1432,7 @@ func (x *RemoveNodeResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RemoveNodeResponse.ProtoReflect.Descriptor instead.
 func (*RemoveNodeResponse) Descriptor() ([]byte, []int) {
-	return file_lunora_v1_node_proto_rawDescGZIP(), []int{21}
+	return file_lunora_v1_node_proto_rawDescGZIP(), []int{23}
 }
 
 type NodeCallRequest struct {
@@ -1330,7 +1452,7 @@ type NodeCallRequest struct {
 
 func (x *NodeCallRequest) Reset() {
 	*x = NodeCallRequest{}
-	mi := &file_lunora_v1_node_proto_msgTypes[22]
+	mi := &file_lunora_v1_node_proto_msgTypes[24]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1342,7 +1464,7 @@ func (x *NodeCallRequest) String() string {
 func (*NodeCallRequest) ProtoMessage() {}
 
 func (x *NodeCallRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_lunora_v1_node_proto_msgTypes[22]
+	mi := &file_lunora_v1_node_proto_msgTypes[24]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1355,7 +1477,7 @@ func (x *NodeCallRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use NodeCallRequest.ProtoReflect.Descriptor instead.
 func (*NodeCallRequest) Descriptor() ([]byte, []int) {
-	return file_lunora_v1_node_proto_rawDescGZIP(), []int{22}
+	return file_lunora_v1_node_proto_rawDescGZIP(), []int{24}
 }
 
 func (x *NodeCallRequest) GetShardId() string {
@@ -1414,7 +1536,7 @@ type NodeSqlRequest struct {
 
 func (x *NodeSqlRequest) Reset() {
 	*x = NodeSqlRequest{}
-	mi := &file_lunora_v1_node_proto_msgTypes[23]
+	mi := &file_lunora_v1_node_proto_msgTypes[25]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1426,7 +1548,7 @@ func (x *NodeSqlRequest) String() string {
 func (*NodeSqlRequest) ProtoMessage() {}
 
 func (x *NodeSqlRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_lunora_v1_node_proto_msgTypes[23]
+	mi := &file_lunora_v1_node_proto_msgTypes[25]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1439,7 +1561,7 @@ func (x *NodeSqlRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use NodeSqlRequest.ProtoReflect.Descriptor instead.
 func (*NodeSqlRequest) Descriptor() ([]byte, []int) {
-	return file_lunora_v1_node_proto_rawDescGZIP(), []int{23}
+	return file_lunora_v1_node_proto_rawDescGZIP(), []int{25}
 }
 
 func (x *NodeSqlRequest) GetShardId() string {
@@ -1488,7 +1610,18 @@ var File_lunora_v1_node_proto protoreflect.FileDescriptor
 
 const file_lunora_v1_node_proto_rawDesc = "" +
 	"\n" +
-	"\x14lunora/v1/node.proto\x12\tlunora.v1\x1a\x16lunora/v1/lunora.proto\"*\n" +
+	"\x14lunora/v1/node.proto\x12\tlunora.v1\x1a\x16lunora/v1/lunora.proto\"/\n" +
+	"\x12LocateShardRequest\x12\x19\n" +
+	"\bshard_id\x18\x01 \x01(\tR\ashardId\"\x9d\x01\n" +
+	"\x13LocateShardResponse\x12\x19\n" +
+	"\bshard_id\x18\x01 \x01(\tR\ashardId\x12\x1d\n" +
+	"\n" +
+	"ring_epoch\x18\x02 \x01(\x04R\tringEpoch\x12\x14\n" +
+	"\x05owner\x18\x03 \x01(\tR\x05owner\x12\x16\n" +
+	"\x06holder\x18\x04 \x01(\tR\x06holder\x12\x1e\n" +
+	"\n" +
+	"registered\x18\x05 \x01(\bR\n" +
+	"registered\"*\n" +
 	"\vRingRequest\x12\x1b\n" +
 	"\tmin_epoch\x18\x01 \x01(\x04R\bminEpoch\"e\n" +
 	"\bRingNode\x12\x0e\n" +
@@ -1594,7 +1727,7 @@ const file_lunora_v1_node_proto_rawDesc = "" +
 	"\tforwarded\x18\x06 \x01(\bR\tforwarded\x1aK\n" +
 	"\vParamsEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12&\n" +
-	"\x05value\x18\x02 \x01(\v2\x10.lunora.v1.ValueR\x05value:\x028\x012\xba\a\n" +
+	"\x05value\x18\x02 \x01(\v2\x10.lunora.v1.ValueR\x05value:\x028\x012\x88\b\n" +
 	"\x04Node\x12;\n" +
 	"\x04Call\x12\x1a.lunora.v1.NodeCallRequest\x1a\x17.lunora.v1.CallResponse\x128\n" +
 	"\x03Sql\x12\x19.lunora.v1.NodeSqlRequest\x1a\x16.lunora.v1.SqlResponse\x12=\n" +
@@ -1612,7 +1745,8 @@ const file_lunora_v1_node_proto_rawDesc = "" +
 	"ListShards\x12\x1c.lunora.v1.ListShardsRequest\x1a\x1d.lunora.v1.ListShardsResponse\x127\n" +
 	"\x04Pull\x12\x16.lunora.v1.PullRequest\x1a\x17.lunora.v1.PullResponse\x12;\n" +
 	"\aHandoff\x12\x17.lunora.v1.HandoffChunk\x1a\x15.lunora.v1.HandoffAck(\x01\x12L\n" +
-	"\vHandoffDone\x12\x1d.lunora.v1.HandoffDoneRequest\x1a\x1e.lunora.v1.HandoffDoneResponseB3Z1github.com/lunora/lunora/proto/lunora/v1;lunorav1b\x06proto3"
+	"\vHandoffDone\x12\x1d.lunora.v1.HandoffDoneRequest\x1a\x1e.lunora.v1.HandoffDoneResponse\x12L\n" +
+	"\vLocateShard\x12\x1d.lunora.v1.LocateShardRequest\x1a\x1e.lunora.v1.LocateShardResponseB3Z1github.com/lunora/lunora/proto/lunora/v1;lunorav1b\x06proto3"
 
 var (
 	file_lunora_v1_node_proto_rawDescOnce sync.Once
@@ -1626,84 +1760,88 @@ func file_lunora_v1_node_proto_rawDescGZIP() []byte {
 	return file_lunora_v1_node_proto_rawDescData
 }
 
-var file_lunora_v1_node_proto_msgTypes = make([]protoimpl.MessageInfo, 27)
+var file_lunora_v1_node_proto_msgTypes = make([]protoimpl.MessageInfo, 29)
 var file_lunora_v1_node_proto_goTypes = []any{
-	(*RingRequest)(nil),           // 0: lunora.v1.RingRequest
-	(*RingNode)(nil),              // 1: lunora.v1.RingNode
-	(*RingResponse)(nil),          // 2: lunora.v1.RingResponse
-	(*UpdateRingRequest)(nil),     // 3: lunora.v1.UpdateRingRequest
-	(*UpdateRingResponse)(nil),    // 4: lunora.v1.UpdateRingResponse
-	(*MoveShardRequest)(nil),      // 5: lunora.v1.MoveShardRequest
-	(*MoveShardResponse)(nil),     // 6: lunora.v1.MoveShardResponse
-	(*ListShardsRequest)(nil),     // 7: lunora.v1.ListShardsRequest
-	(*ListShardsResponse)(nil),    // 8: lunora.v1.ListShardsResponse
-	(*PullRequest)(nil),           // 9: lunora.v1.PullRequest
-	(*PullResponse)(nil),          // 10: lunora.v1.PullResponse
-	(*HandoffChunk)(nil),          // 11: lunora.v1.HandoffChunk
-	(*HandoffAck)(nil),            // 12: lunora.v1.HandoffAck
-	(*HandoffDoneRequest)(nil),    // 13: lunora.v1.HandoffDoneRequest
-	(*HandoffDoneResponse)(nil),   // 14: lunora.v1.HandoffDoneResponse
-	(*NodeSubscribeRequest)(nil),  // 15: lunora.v1.NodeSubscribeRequest
-	(*RegisterShardRequest)(nil),  // 16: lunora.v1.RegisterShardRequest
-	(*RegisterShardResponse)(nil), // 17: lunora.v1.RegisterShardResponse
-	(*JoinRequest)(nil),           // 18: lunora.v1.JoinRequest
-	(*JoinResponse)(nil),          // 19: lunora.v1.JoinResponse
-	(*RemoveNodeRequest)(nil),     // 20: lunora.v1.RemoveNodeRequest
-	(*RemoveNodeResponse)(nil),    // 21: lunora.v1.RemoveNodeResponse
-	(*NodeCallRequest)(nil),       // 22: lunora.v1.NodeCallRequest
-	(*NodeSqlRequest)(nil),        // 23: lunora.v1.NodeSqlRequest
-	nil,                           // 24: lunora.v1.NodeSubscribeRequest.ArgsEntry
-	nil,                           // 25: lunora.v1.NodeCallRequest.ArgsEntry
-	nil,                           // 26: lunora.v1.NodeSqlRequest.ParamsEntry
-	(*ReadOptions)(nil),           // 27: lunora.v1.ReadOptions
-	(*Value)(nil),                 // 28: lunora.v1.Value
-	(*StatusRequest)(nil),         // 29: lunora.v1.StatusRequest
-	(*CallResponse)(nil),          // 30: lunora.v1.CallResponse
-	(*SqlResponse)(nil),           // 31: lunora.v1.SqlResponse
-	(*StatusResponse)(nil),        // 32: lunora.v1.StatusResponse
-	(*SubscribeEvent)(nil),        // 33: lunora.v1.SubscribeEvent
+	(*LocateShardRequest)(nil),    // 0: lunora.v1.LocateShardRequest
+	(*LocateShardResponse)(nil),   // 1: lunora.v1.LocateShardResponse
+	(*RingRequest)(nil),           // 2: lunora.v1.RingRequest
+	(*RingNode)(nil),              // 3: lunora.v1.RingNode
+	(*RingResponse)(nil),          // 4: lunora.v1.RingResponse
+	(*UpdateRingRequest)(nil),     // 5: lunora.v1.UpdateRingRequest
+	(*UpdateRingResponse)(nil),    // 6: lunora.v1.UpdateRingResponse
+	(*MoveShardRequest)(nil),      // 7: lunora.v1.MoveShardRequest
+	(*MoveShardResponse)(nil),     // 8: lunora.v1.MoveShardResponse
+	(*ListShardsRequest)(nil),     // 9: lunora.v1.ListShardsRequest
+	(*ListShardsResponse)(nil),    // 10: lunora.v1.ListShardsResponse
+	(*PullRequest)(nil),           // 11: lunora.v1.PullRequest
+	(*PullResponse)(nil),          // 12: lunora.v1.PullResponse
+	(*HandoffChunk)(nil),          // 13: lunora.v1.HandoffChunk
+	(*HandoffAck)(nil),            // 14: lunora.v1.HandoffAck
+	(*HandoffDoneRequest)(nil),    // 15: lunora.v1.HandoffDoneRequest
+	(*HandoffDoneResponse)(nil),   // 16: lunora.v1.HandoffDoneResponse
+	(*NodeSubscribeRequest)(nil),  // 17: lunora.v1.NodeSubscribeRequest
+	(*RegisterShardRequest)(nil),  // 18: lunora.v1.RegisterShardRequest
+	(*RegisterShardResponse)(nil), // 19: lunora.v1.RegisterShardResponse
+	(*JoinRequest)(nil),           // 20: lunora.v1.JoinRequest
+	(*JoinResponse)(nil),          // 21: lunora.v1.JoinResponse
+	(*RemoveNodeRequest)(nil),     // 22: lunora.v1.RemoveNodeRequest
+	(*RemoveNodeResponse)(nil),    // 23: lunora.v1.RemoveNodeResponse
+	(*NodeCallRequest)(nil),       // 24: lunora.v1.NodeCallRequest
+	(*NodeSqlRequest)(nil),        // 25: lunora.v1.NodeSqlRequest
+	nil,                           // 26: lunora.v1.NodeSubscribeRequest.ArgsEntry
+	nil,                           // 27: lunora.v1.NodeCallRequest.ArgsEntry
+	nil,                           // 28: lunora.v1.NodeSqlRequest.ParamsEntry
+	(*ReadOptions)(nil),           // 29: lunora.v1.ReadOptions
+	(*Value)(nil),                 // 30: lunora.v1.Value
+	(*StatusRequest)(nil),         // 31: lunora.v1.StatusRequest
+	(*CallResponse)(nil),          // 32: lunora.v1.CallResponse
+	(*SqlResponse)(nil),           // 33: lunora.v1.SqlResponse
+	(*StatusResponse)(nil),        // 34: lunora.v1.StatusResponse
+	(*SubscribeEvent)(nil),        // 35: lunora.v1.SubscribeEvent
 }
 var file_lunora_v1_node_proto_depIdxs = []int32{
-	1,  // 0: lunora.v1.RingResponse.nodes:type_name -> lunora.v1.RingNode
-	1,  // 1: lunora.v1.RingResponse.members:type_name -> lunora.v1.RingNode
-	24, // 2: lunora.v1.NodeSubscribeRequest.args:type_name -> lunora.v1.NodeSubscribeRequest.ArgsEntry
-	25, // 3: lunora.v1.NodeCallRequest.args:type_name -> lunora.v1.NodeCallRequest.ArgsEntry
-	27, // 4: lunora.v1.NodeCallRequest.read:type_name -> lunora.v1.ReadOptions
-	26, // 5: lunora.v1.NodeSqlRequest.params:type_name -> lunora.v1.NodeSqlRequest.ParamsEntry
-	27, // 6: lunora.v1.NodeSqlRequest.read:type_name -> lunora.v1.ReadOptions
-	28, // 7: lunora.v1.NodeSubscribeRequest.ArgsEntry.value:type_name -> lunora.v1.Value
-	28, // 8: lunora.v1.NodeCallRequest.ArgsEntry.value:type_name -> lunora.v1.Value
-	28, // 9: lunora.v1.NodeSqlRequest.ParamsEntry.value:type_name -> lunora.v1.Value
-	22, // 10: lunora.v1.Node.Call:input_type -> lunora.v1.NodeCallRequest
-	23, // 11: lunora.v1.Node.Sql:input_type -> lunora.v1.NodeSqlRequest
-	29, // 12: lunora.v1.Node.Status:input_type -> lunora.v1.StatusRequest
-	18, // 13: lunora.v1.Node.Join:input_type -> lunora.v1.JoinRequest
-	20, // 14: lunora.v1.Node.RemoveNode:input_type -> lunora.v1.RemoveNodeRequest
-	16, // 15: lunora.v1.Node.RegisterShard:input_type -> lunora.v1.RegisterShardRequest
-	15, // 16: lunora.v1.Node.Subscribe:input_type -> lunora.v1.NodeSubscribeRequest
-	0,  // 17: lunora.v1.Node.Ring:input_type -> lunora.v1.RingRequest
-	3,  // 18: lunora.v1.Node.UpdateRing:input_type -> lunora.v1.UpdateRingRequest
-	5,  // 19: lunora.v1.Node.MoveShard:input_type -> lunora.v1.MoveShardRequest
-	7,  // 20: lunora.v1.Node.ListShards:input_type -> lunora.v1.ListShardsRequest
-	9,  // 21: lunora.v1.Node.Pull:input_type -> lunora.v1.PullRequest
-	11, // 22: lunora.v1.Node.Handoff:input_type -> lunora.v1.HandoffChunk
-	13, // 23: lunora.v1.Node.HandoffDone:input_type -> lunora.v1.HandoffDoneRequest
-	30, // 24: lunora.v1.Node.Call:output_type -> lunora.v1.CallResponse
-	31, // 25: lunora.v1.Node.Sql:output_type -> lunora.v1.SqlResponse
-	32, // 26: lunora.v1.Node.Status:output_type -> lunora.v1.StatusResponse
-	19, // 27: lunora.v1.Node.Join:output_type -> lunora.v1.JoinResponse
-	21, // 28: lunora.v1.Node.RemoveNode:output_type -> lunora.v1.RemoveNodeResponse
-	17, // 29: lunora.v1.Node.RegisterShard:output_type -> lunora.v1.RegisterShardResponse
-	33, // 30: lunora.v1.Node.Subscribe:output_type -> lunora.v1.SubscribeEvent
-	2,  // 31: lunora.v1.Node.Ring:output_type -> lunora.v1.RingResponse
-	4,  // 32: lunora.v1.Node.UpdateRing:output_type -> lunora.v1.UpdateRingResponse
-	6,  // 33: lunora.v1.Node.MoveShard:output_type -> lunora.v1.MoveShardResponse
-	8,  // 34: lunora.v1.Node.ListShards:output_type -> lunora.v1.ListShardsResponse
-	10, // 35: lunora.v1.Node.Pull:output_type -> lunora.v1.PullResponse
-	12, // 36: lunora.v1.Node.Handoff:output_type -> lunora.v1.HandoffAck
-	14, // 37: lunora.v1.Node.HandoffDone:output_type -> lunora.v1.HandoffDoneResponse
-	24, // [24:38] is the sub-list for method output_type
-	10, // [10:24] is the sub-list for method input_type
+	3,  // 0: lunora.v1.RingResponse.nodes:type_name -> lunora.v1.RingNode
+	3,  // 1: lunora.v1.RingResponse.members:type_name -> lunora.v1.RingNode
+	26, // 2: lunora.v1.NodeSubscribeRequest.args:type_name -> lunora.v1.NodeSubscribeRequest.ArgsEntry
+	27, // 3: lunora.v1.NodeCallRequest.args:type_name -> lunora.v1.NodeCallRequest.ArgsEntry
+	29, // 4: lunora.v1.NodeCallRequest.read:type_name -> lunora.v1.ReadOptions
+	28, // 5: lunora.v1.NodeSqlRequest.params:type_name -> lunora.v1.NodeSqlRequest.ParamsEntry
+	29, // 6: lunora.v1.NodeSqlRequest.read:type_name -> lunora.v1.ReadOptions
+	30, // 7: lunora.v1.NodeSubscribeRequest.ArgsEntry.value:type_name -> lunora.v1.Value
+	30, // 8: lunora.v1.NodeCallRequest.ArgsEntry.value:type_name -> lunora.v1.Value
+	30, // 9: lunora.v1.NodeSqlRequest.ParamsEntry.value:type_name -> lunora.v1.Value
+	24, // 10: lunora.v1.Node.Call:input_type -> lunora.v1.NodeCallRequest
+	25, // 11: lunora.v1.Node.Sql:input_type -> lunora.v1.NodeSqlRequest
+	31, // 12: lunora.v1.Node.Status:input_type -> lunora.v1.StatusRequest
+	20, // 13: lunora.v1.Node.Join:input_type -> lunora.v1.JoinRequest
+	22, // 14: lunora.v1.Node.RemoveNode:input_type -> lunora.v1.RemoveNodeRequest
+	18, // 15: lunora.v1.Node.RegisterShard:input_type -> lunora.v1.RegisterShardRequest
+	17, // 16: lunora.v1.Node.Subscribe:input_type -> lunora.v1.NodeSubscribeRequest
+	2,  // 17: lunora.v1.Node.Ring:input_type -> lunora.v1.RingRequest
+	5,  // 18: lunora.v1.Node.UpdateRing:input_type -> lunora.v1.UpdateRingRequest
+	7,  // 19: lunora.v1.Node.MoveShard:input_type -> lunora.v1.MoveShardRequest
+	9,  // 20: lunora.v1.Node.ListShards:input_type -> lunora.v1.ListShardsRequest
+	11, // 21: lunora.v1.Node.Pull:input_type -> lunora.v1.PullRequest
+	13, // 22: lunora.v1.Node.Handoff:input_type -> lunora.v1.HandoffChunk
+	15, // 23: lunora.v1.Node.HandoffDone:input_type -> lunora.v1.HandoffDoneRequest
+	0,  // 24: lunora.v1.Node.LocateShard:input_type -> lunora.v1.LocateShardRequest
+	32, // 25: lunora.v1.Node.Call:output_type -> lunora.v1.CallResponse
+	33, // 26: lunora.v1.Node.Sql:output_type -> lunora.v1.SqlResponse
+	34, // 27: lunora.v1.Node.Status:output_type -> lunora.v1.StatusResponse
+	21, // 28: lunora.v1.Node.Join:output_type -> lunora.v1.JoinResponse
+	23, // 29: lunora.v1.Node.RemoveNode:output_type -> lunora.v1.RemoveNodeResponse
+	19, // 30: lunora.v1.Node.RegisterShard:output_type -> lunora.v1.RegisterShardResponse
+	35, // 31: lunora.v1.Node.Subscribe:output_type -> lunora.v1.SubscribeEvent
+	4,  // 32: lunora.v1.Node.Ring:output_type -> lunora.v1.RingResponse
+	6,  // 33: lunora.v1.Node.UpdateRing:output_type -> lunora.v1.UpdateRingResponse
+	8,  // 34: lunora.v1.Node.MoveShard:output_type -> lunora.v1.MoveShardResponse
+	10, // 35: lunora.v1.Node.ListShards:output_type -> lunora.v1.ListShardsResponse
+	12, // 36: lunora.v1.Node.Pull:output_type -> lunora.v1.PullResponse
+	14, // 37: lunora.v1.Node.Handoff:output_type -> lunora.v1.HandoffAck
+	16, // 38: lunora.v1.Node.HandoffDone:output_type -> lunora.v1.HandoffDoneResponse
+	1,  // 39: lunora.v1.Node.LocateShard:output_type -> lunora.v1.LocateShardResponse
+	25, // [25:40] is the sub-list for method output_type
+	10, // [10:25] is the sub-list for method input_type
 	10, // [10:10] is the sub-list for extension type_name
 	10, // [10:10] is the sub-list for extension extendee
 	0,  // [0:10] is the sub-list for field type_name
@@ -1721,7 +1859,7 @@ func file_lunora_v1_node_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_lunora_v1_node_proto_rawDesc), len(file_lunora_v1_node_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   27,
+			NumMessages:   29,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

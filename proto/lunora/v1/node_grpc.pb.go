@@ -33,6 +33,7 @@ const (
 	Node_Pull_FullMethodName          = "/lunora.v1.Node/Pull"
 	Node_Handoff_FullMethodName       = "/lunora.v1.Node/Handoff"
 	Node_HandoffDone_FullMethodName   = "/lunora.v1.Node/HandoffDone"
+	Node_LocateShard_FullMethodName   = "/lunora.v1.Node/LocateShard"
 )
 
 // NodeClient is the client API for Node service.
@@ -87,6 +88,9 @@ type NodeClient interface {
 	// HandoffDone tells the receiver that the move committed at a log index
 	// of the global tier: it installs the file and serves the shard.
 	HandoffDone(ctx context.Context, in *HandoffDoneRequest, opts ...grpc.CallOption) (*HandoffDoneResponse, error)
+	// LocateShard says where a shard lives: its owner on the ring at the
+	// answering node's newest epoch and its holder in the shard registry.
+	LocateShard(ctx context.Context, in *LocateShardRequest, opts ...grpc.CallOption) (*LocateShardResponse, error)
 }
 
 type nodeClient struct {
@@ -249,6 +253,16 @@ func (c *nodeClient) HandoffDone(ctx context.Context, in *HandoffDoneRequest, op
 	return out, nil
 }
 
+func (c *nodeClient) LocateShard(ctx context.Context, in *LocateShardRequest, opts ...grpc.CallOption) (*LocateShardResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(LocateShardResponse)
+	err := c.cc.Invoke(ctx, Node_LocateShard_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 // NodeServer is the server API for Node service.
 // All implementations must embed UnimplementedNodeServer
 // for forward compatibility.
@@ -301,6 +315,9 @@ type NodeServer interface {
 	// HandoffDone tells the receiver that the move committed at a log index
 	// of the global tier: it installs the file and serves the shard.
 	HandoffDone(context.Context, *HandoffDoneRequest) (*HandoffDoneResponse, error)
+	// LocateShard says where a shard lives: its owner on the ring at the
+	// answering node's newest epoch and its holder in the shard registry.
+	LocateShard(context.Context, *LocateShardRequest) (*LocateShardResponse, error)
 	mustEmbedUnimplementedNodeServer()
 }
 
@@ -352,6 +369,9 @@ func (UnimplementedNodeServer) Handoff(grpc.ClientStreamingServer[HandoffChunk, 
 }
 func (UnimplementedNodeServer) HandoffDone(context.Context, *HandoffDoneRequest) (*HandoffDoneResponse, error) {
 	return nil, status.Errorf(codes.Unimplemented, "method HandoffDone not implemented")
+}
+func (UnimplementedNodeServer) LocateShard(context.Context, *LocateShardRequest) (*LocateShardResponse, error) {
+	return nil, status.Errorf(codes.Unimplemented, "method LocateShard not implemented")
 }
 func (UnimplementedNodeServer) mustEmbedUnimplementedNodeServer() {}
 func (UnimplementedNodeServer) testEmbeddedByValue()              {}
@@ -608,6 +628,24 @@ func _Node_HandoffDone_Handler(srv interface{}, ctx context.Context, dec func(in
 	return interceptor(ctx, in, info, handler)
 }
 
+func _Node_LocateShard_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(LocateShardRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(NodeServer).LocateShard(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: Node_LocateShard_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(NodeServer).LocateShard(ctx, req.(*LocateShardRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 // Node_ServiceDesc is the grpc.ServiceDesc for Node service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -662,6 +700,10 @@ var Node_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "HandoffDone",
 			Handler:    _Node_HandoffDone_Handler,
+		},
+		{
+			MethodName: "LocateShard",
+			Handler:    _Node_LocateShard_Handler,
 		},
 	},
 	Streams: []grpc.StreamDesc{
