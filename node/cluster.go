@@ -714,7 +714,9 @@ func (n *Node) Leave(ctx context.Context, opts LeaveOptions) (int, error) {
 	left, ringErr := n.leaveRing(ctx)
 	tctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), opts.TierTimeout)
 	defer cancel()
-	if err := n.leaveTier(tctx, opts.Force); err != nil {
+	if err := n.leaveTier(tctx, opts.Force); errors.Is(err, raftglobal.ErrWouldLoseQuorum) {
+		return left, errors.Join(ringErr, fmt.Errorf("this node stays a voter of the global tier (start it again to give the voters their quorum back, or stop it with -force-leave): %w", err))
+	} else if err != nil {
 		return left, errors.Join(ringErr, fmt.Errorf("leave the global tier: %w", err))
 	}
 	return left, ringErr
@@ -773,6 +775,10 @@ func (n *Node) leaveRing(ctx context.Context) (int, error) {
 // retrying while leadership moves (a leader leaving hands it over first).
 func (n *Node) leaveTier(ctx context.Context, force bool) error {
 	req := api.RemoveRequest{NodeID: n.cfg.NodeID, Force: force, Incarnation: n.cfg.Incarnation}
+	if servers, err := n.cfg.Global.Servers(); err == nil && len(servers) == 1 && servers[0].ID == n.cfg.NodeID {
+		n.log.Info("the only member of the global tier stays its member")
+		return nil
+	}
 	start := time.Now()
 	for backoff := 50 * time.Millisecond; ; backoff = min(2*backoff, time.Second) {
 		_, err := n.onAnyNode(ctx, func(p Peer) (uint64, error) { return 0, p.RemoveNode(ctx, req) }, func() (uint64, error) { return 0, n.RemoveNode(ctx, req) })

@@ -67,7 +67,9 @@ func main() {
 }
 
 // How a node was asked to stop: SIGTERM is a graceful leave (out of the
-// ring, every shard handed off, then exit: what a scale-down or preStop
+// ring, every shard handed off, out of the global tier's Raft group — a
+// voter replaced by a non-voter, refused if the quorum would be lost —
+// then exit: what a scale-down or preStop
 // wants); SIGINT stops without leaving (shards closed cleanly, the node
 // stays in the ring and comes back to the same place when it restarts:
 // a restart, or scripts/cluster down).
