@@ -259,6 +259,9 @@ func TestClusterLeaveRacesStartupJoin(t *testing.T) {
 		rc.WaitConverged(clusterTimeout)
 		rc.waitRing(t, 3)
 		rc.waitRaft(t, 3, 0, "n1", "n2", "n3")
+		if s := rc.nodeState(t, "n4"); s != "left" {
+			t.Fatalf("run %d: n4's recorded state after it left: %q, want left", i+1, s)
+		}
 	}
 	epoch, _ := ringWeights(t, rc)
 	t.Logf("ring epoch %d after 5 starts and leaves of n4 (was %d)", epoch, base)
@@ -284,5 +287,28 @@ func TestClusterLeaveRacesStartupJoin(t *testing.T) {
 		t.Fatalf("n4 joined again but holds no shards: %v", held)
 	}
 	rc.waitRaft(t, 3, 1, "n1", "n2", "n3")
+	if s := rc.nodeState(t, "n4"); s != "up" {
+		t.Fatalf("n4's recorded state after it joined again: %q, want up", s)
+	}
+}
+
+// nodeState reads a node's recorded state (__lunora_nodes) with a strong
+// read through n1.
+func (rc *ringCluster) nodeState(t *testing.T, id string) string {
+	t.Helper()
+	var state string
+	lunoratest.WaitFor(t, clusterTimeout, func() error {
+		res, err := rc.Node("n1").Client().Exec(ctxT(t), global, "SELECT state FROM __lunora_nodes WHERE id = :id",
+			map[string]any{"id": id}, api.ReadOptions{Consistency: api.Strong})
+		if err != nil {
+			return err
+		}
+		if len(res.Rows) != 1 {
+			return fmt.Errorf("no __lunora_nodes row for %s", id)
+		}
+		state, _ = res.Rows[0][0].(string)
+		return nil
+	})
+	return state
 }
 

@@ -630,6 +630,13 @@ func (n *Node) UpdateRing(ctx context.Context, req api.RingChange) (uint64, erro
 		case stale:
 			return 0, api.Wrap(raftglobal.ErrStaleIncarnation, fmt.Sprintf("ring change of node %s (incarnation %d, remove %v)", id, req.Incarnation, remove))
 		case created || next == nil:
+			if remove && req.Incarnation > 0 {
+				// A node's own leave: recorded as leaving (never promoted
+				// to voter meanwhile) until it is out of the Raft group.
+				if err := g.MarkNode(ctx, id, raftglobal.NodeLeaving); err != nil {
+					n.log.Warn("record a node as leaving", "node", id, "err", err)
+				}
+			}
 			return e, nil
 		}
 	}

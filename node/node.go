@@ -312,7 +312,10 @@ func (n *Node) Join(ctx context.Context, req api.JoinRequest) (string, error) {
 	if err := g.AddServer(ctx, req.NodeID, req.RaftAddr, req.Incarnation); err != nil {
 		return "", err
 	}
-	err := g.SetNodeState(ctx, raftglobal.NodeInfo{ID: req.NodeID, GRPCAddr: req.GRPCAddr, RaftAddr: req.RaftAddr, State: raftglobal.NodeUp})
+	stale, err := g.SetNodeStateFor(ctx, raftglobal.NodeInfo{ID: req.NodeID, GRPCAddr: req.GRPCAddr, RaftAddr: req.RaftAddr, State: raftglobal.NodeUp}, req.Incarnation)
+	if err == nil && stale {
+		err = api.Wrap(raftglobal.ErrStaleIncarnation, fmt.Sprintf("node %s incarnation %d", req.NodeID, req.Incarnation))
+	}
 	return n.cfg.NodeID, err
 }
 

@@ -366,6 +366,26 @@ func (s *Store) RingOps(ctx context.Context) (map[string]RingOp, error) {
 	return out, nil
 }
 
+// SetNodeStateFor is SetNodeState for a node's process (incarnation, see
+// ChangeRing): nothing is written, and stale is true, when that process is
+// superseded (it has left, or a newer one has joined).
+func (s *Store) SetNodeStateFor(ctx context.Context, n NodeInfo, incarnation uint64) (stale bool, err error) {
+	if n.ID == "" || n.State == "" {
+		return false, api.Errorf(codes.InvalidArgument, "node state needs an ID and a state")
+	}
+	res, err := s.system(ctx, map[string]any{"id": n.ID, "grpc": n.GRPCAddr, "raft": n.RaftAddr, "state": n.State,
+		"inc": int64(incarnation), "leave": false},
+		`INSERT INTO __lunora_nodes (id, grpc_addr, raft_addr, state, updated_ms)
+		 SELECT :id, :grpc, :raft, :state, lunora_now() WHERE NOT `+staleOp+`
+		 ON CONFLICT (id) DO UPDATE SET grpc_addr = excluded.grpc_addr, raft_addr = excluded.raft_addr,
+		   state = excluded.state, updated_ms = excluded.updated_ms`,
+		`SELECT `+staleOp)
+	if err != nil {
+		return false, err
+	}
+	return firstInt(res) == 1, nil
+}
+
 // MarkNode changes a recorded node's state, keeping its addresses
 // (leader only); a node not recorded yet is recorded without addresses.
 func (s *Store) MarkNode(ctx context.Context, id, state string) error {

@@ -284,8 +284,31 @@ func TestChangeRingIncarnations(t *testing.T) {
 	if err != nil || ops["b"] != (RingOp{Node: "b", Incarnation: 12, Leave: true}) || ops["a"] != (RingOp{Node: "a", Incarnation: 1}) {
 		t.Fatalf("ring ops %+v %v", ops, err)
 	}
-	// A Raft join of a process that has left is refused too.
+	// A Raft join of a process that has left is refused too, and so is
+	// its "up" record; a newer process's is written.
 	if err := s.AddServer(ctx, "b", "inmem-b", 12); !errors.Is(err, ErrStaleIncarnation) {
 		t.Fatalf("AddServer of b (12) after it left: %v, want ErrStaleIncarnation", err)
+	}
+	if err := s.MarkNode(ctx, "b", NodeLeft); err != nil {
+		t.Fatal(err)
+	}
+	state := func() string {
+		t.Helper()
+		nodes, err := s.Nodes(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, n := range nodes {
+			if n.ID == "b" {
+				return n.State
+			}
+		}
+		return ""
+	}
+	if stale, err := s.SetNodeStateFor(ctx, NodeInfo{ID: "b", GRPCAddr: "g", RaftAddr: "r", State: NodeUp}, 12); err != nil || !stale || state() != NodeLeft {
+		t.Fatalf("b (12) announcing itself up after it left: stale %v %v, state %q", stale, err, state())
+	}
+	if stale, err := s.SetNodeStateFor(ctx, NodeInfo{ID: "b", GRPCAddr: "g", RaftAddr: "r", State: NodeUp}, 13); err != nil || stale || state() != NodeUp {
+		t.Fatalf("b (13) announcing itself up: stale %v %v, state %q", stale, err, state())
 	}
 }
