@@ -311,4 +311,3 @@ func (rc *ringCluster) nodeState(t *testing.T, id string) string {
 	})
 	return state
 }
-
