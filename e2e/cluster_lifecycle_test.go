@@ -7,13 +7,16 @@ package e2e_test
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
+	"net/http"
 	"os"
 	"strings"
 	"syscall"
 	"testing"
 	"time"
 
+	"github.com/lunora/lunora/api"
 	"github.com/lunora/lunora/lunoratest"
 	"github.com/lunora/lunora/placement"
 )
@@ -148,4 +151,265 @@ func TestClusterCrashedShardsMoveAfterRestart(t *testing.T) {
 	rc.waitRing(t, 3)
 	rc.waitPlaced(t, keys, "n1", "n3", "n4")
 	rc.checkAll(t, want)
+}
+
+// TestClusterStalePointerNeverOutlivesTheRegistry (issue 10, problem 4):
+// shards move X → n4 → n5 (X keeps a forward pointer to n4), n4 leaves,
+// then n5 leaves and hands them back to X — slowly (-move-rate), so that
+// requests reach X while the streams are under way. X must never answer
+// that the shard is held by n4 (which is gone): the registry says n5, so
+// X asks n5 (SHARD_MOVING: retry) or serves. Meanwhile n5's status shows
+// its streams with their progress.
+func TestClusterStalePointerNeverOutlivesTheRegistry(t *testing.T) {
+	rc := startRingCluster(t, 3)
+	ctx, cancel := context.WithTimeout(context.Background(), 3*clusterTimeout)
+	defer cancel()
+	// Keys whose owner is n4 once n4 joins and n5 once n5 joins.
+	var keys []string
+	home := map[string]string{} // key → its owner on n1..n3 (X)
+	for i := 0; len(keys) < 6; i++ {
+		k := fmt.Sprintf("p%04d", i)
+		if ringOwner(t, "k="+k, "n1", "n2", "n3", "n4") == "n4" && ringOwner(t, "k="+k, "n1", "n2", "n3", "n4", "n5") == "n5" {
+			keys = append(keys, k)
+			home[k] = ringOwner(t, "k="+k, "n1", "n2", "n3")
+		}
+	}
+	want := rc.fillKeys(t, ctx, keys, 20, 6, strings.Repeat("v", 2000))
+	rc.waitRing(t, 3)
+
+	seed := rc.Nodes[0].GRPCAddr()
+	n4 := rc.AddNode("n4", seed)
+	rc.waitRing(t, 4)
+	rc.waitPlaced(t, keys, "n1", "n2", "n3", "n4")
+	// n5 streams slowly: its handoffs back to X take seconds.
+	n5 := rc.AddNodeArgs("n5", []string{"-move-rate", "65536"}, seed)
+	rc.waitRing(t, 5)
+	rc.waitPlaced(t, keys, "n1", "n2", "n3", "n4", "n5")
+	t.Logf("shards %v moved X → n4 → n5", keys)
+
+	n4.Signal(syscall.SIGTERM)
+	if _, ok := n4.Wait(clusterTimeout); !ok {
+		t.Fatal("n4 did not exit after SIGTERM")
+	}
+	rc.waitRing(t, 4)
+
+	// n5's status, watched while it leaves: its streams and their bytes.
+	progress := make(chan string, 1)
+	watchDone := make(chan struct{})
+	go func() {
+		defer close(progress)
+		for {
+			select {
+			case <-watchDone:
+				return
+			case <-n5.Done():
+				return
+			case <-time.After(20 * time.Millisecond):
+			}
+			st, err := n5.Client().Status(ctx)
+			if err != nil || st.Cluster == nil {
+				continue
+			}
+			for _, m := range st.Cluster.Moves {
+				if m.From == "n5" && m.Bytes > 0 && m.Bytes < m.Size {
+					progress <- fmt.Sprintf("%s → %s, %d of %d bytes after %v", m.ShardID, m.To, m.Bytes, m.Size, m.Elapsed)
+					return
+				}
+			}
+		}
+	}()
+	n5.Signal(syscall.SIGTERM)
+	left := time.Now()
+	var stale []string
+	served := map[string]bool{}
+	err := lunoratest.Poll(clusterTimeout, func() error {
+		for _, k := range keys {
+			if served[k] {
+				continue
+			}
+			x := rc.Node(home[k])
+			_, err := x.Client().Call(ctx, "k="+k, "items:list", map[string]any{"k": k}, api.ReadOptions{})
+			if err != nil && strings.Contains(err.Error(), "n4") {
+				stale = append(stale, fmt.Sprintf("%s on %s: %v", k, x.ID, err))
+			}
+			resp, gerr := rc.http.Call(ctx, "items:list", map[string]any{"k": k})
+			if gerr == nil && resp.Status != 200 && strings.Contains(resp.String(), "n4") {
+				stale = append(stale, fmt.Sprintf("%s through the gateway: %s", k, resp))
+			}
+			if err == nil {
+				served[k] = true
+			}
+		}
+		if len(served) < len(keys) {
+			return fmt.Errorf("%d of %d shards served by their home node", len(served), len(keys))
+		}
+		return nil
+	})
+	if len(stale) > 0 {
+		t.Fatalf("%d answers named n4, which left before the shards moved on from it; first: %s", len(stale), stale[0])
+	}
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("every shard served by its home node %v after n5's SIGTERM", time.Since(left).Round(time.Millisecond))
+	if _, ok := n5.Wait(clusterTimeout); !ok {
+		t.Fatal("n5 did not exit after SIGTERM")
+	}
+	close(watchDone)
+	if p, ok := <-progress; ok {
+		t.Logf("n5's status during its leave: %s", p)
+	} else {
+		t.Error("n5's status never showed a handoff stream in progress during its slow leave")
+	}
+	rc.waitRing(t, 3)
+	rc.waitPlaced(t, keys, "n1", "n2", "n3")
+	rc.checkAll(t, want)
+}
+
+// nodeStatus runs `lunora-node status -node addr args...` and returns its
+// output and, by node ID, the fields of its table rows (NODE ADDRESS ALIVE
+// RAFT IN-RING WEIGHT SHARDS).
+func nodeStatus(t *testing.T, b *lunoratest.Binaries, addr string, args ...string) (string, map[string][]string) {
+	t.Helper()
+	res := lunoratest.Run(t, lunoratest.Spec{Name: "lunora-node status", Path: b.Node, Args: append([]string{"status", "-node", addr}, args...)}, 30*time.Second)
+	if res.ExitCode != 0 {
+		t.Fatalf("lunora-node status exited %d:\n%s%s", res.ExitCode, res.Stdout, res.Stderr)
+	}
+	rows := map[string][]string{}
+	header := false
+	for _, line := range strings.Split(res.Stdout, "\n") {
+		f := strings.Fields(line)
+		switch {
+		case len(f) > 0 && f[0] == "NODE":
+			header = true
+		case header && len(f) >= 7 && strings.HasPrefix(f[0], "n"):
+			rows[f[0]] = f
+		case header:
+			header = false
+		}
+	}
+	return res.Stdout, rows
+}
+
+// TestClusterStatusTellsTheTruth (issue 10, problem 5): status names each
+// node's liveness, Raft role and ring membership; a SIGKILLed node is not
+// shown alive (also before gossip notices), a node that left is out of
+// the ring holding nothing, and -shard says who owns and holds a shard.
+// The gateway's /v1/status says the same.
+func TestClusterStatusTellsTheTruth(t *testing.T) {
+	rc := startRingCluster(t, 3)
+	b := lunoratest.Build(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 2*clusterTimeout)
+	defer cancel()
+	keys := []string{"s1", "s2", "s3", "s4", "s5", "s6", "s7", "s8", "s9"}
+	want := rc.fillKeys(t, ctx, keys, 1, 4, "v")
+	rc.waitRing(t, 3)
+	n1 := rc.Node("n1")
+
+	out, rows := nodeStatus(t, b, n1.GRPCAddr(), "-wait-ring", "3")
+	leaders := 0
+	for _, id := range []string{"n1", "n2", "n3"} {
+		r := rows[id]
+		if r == nil || r[2] != "reachable" || r[4] != "yes" || (r[3] != "leader" && r[3] != "voter") {
+			t.Fatalf("node %s: row %v, want reachable, a voter, in the ring:\n%s", id, r, out)
+		}
+		if r[3] == "leader" {
+			leaders++
+		}
+	}
+	if leaders != 1 {
+		t.Fatalf("%d leaders:\n%s", leaders, out)
+	}
+
+	// -shard: owner and holder, as the registry has them.
+	holders := rc.holders(t)
+	k := keys[0]
+	out, _ = nodeStatus(t, b, n1.GRPCAddr(), "-shard", "k="+k)
+	line := fmt.Sprintf("shard k=%s: owner %s (ring epoch", k, ringOwner(t, "k="+k, "n1", "n2", "n3"))
+	if !strings.Contains(out, line) || !strings.Contains(out, "holder "+holders["k="+k]) {
+		t.Fatalf("status -shard k=%s, want %q and holder %s:\n%s", k, line, holders["k="+k], out)
+	}
+
+	// A SIGKILLed node is not alive, at once.
+	n3 := rc.Node("n3")
+	n3.Kill()
+	out, rows = nodeStatus(t, b, n1.GRPCAddr())
+	if r := rows["n3"]; r == nil || r[2] == "alive" || r[2] == "reachable" {
+		t.Fatalf("n3 SIGKILLed: row %v:\n%s", r, out)
+	}
+	var onN3 string
+	for _, k := range keys {
+		if holders["k="+k] == "n3" {
+			onN3 = k
+		}
+	}
+	if onN3 != "" {
+		out, _ = nodeStatus(t, b, n1.GRPCAddr(), "-shard", "k="+onN3)
+		if !strings.Contains(out, "holder n3") || !strings.Contains(out, "unavailable until it is back") {
+			t.Fatalf("status -shard of a shard on the killed n3:\n%s", out)
+		}
+	}
+	gst := gatewayStatus(t, rc)
+	if a := gst.member("n3").Alive; a == "alive" || a == "reachable" || a == "" {
+		t.Fatalf("gateway /v1/status: n3 SIGKILLed is %q", a)
+	}
+	n3.Restart()
+	rc.waitRing(t, 3)
+
+	// A node that left: out of the ring, holding nothing, not alive.
+	n2 := rc.Node("n2")
+	n2.Signal(syscall.SIGTERM)
+	if _, ok := n2.Wait(clusterTimeout); !ok {
+		t.Fatal("n2 did not exit after SIGTERM")
+	}
+	rc.waitRing(t, 2)
+	out, rows = nodeStatus(t, b, n1.GRPCAddr())
+	if r := rows["n2"]; r == nil || r[2] == "alive" || r[2] == "reachable" || r[4] != "no" || r[len(r)-1] != "0" {
+		t.Fatalf("n2 left: row %v:\n%s", r, out)
+	}
+	gst = gatewayStatus(t, rc)
+	if m := gst.member("n2"); m.InRing || m.Alive == "alive" || m.Alive == "reachable" {
+		t.Fatalf("gateway /v1/status: n2 left: %+v", m)
+	}
+	if m := gst.member("n1"); !m.InRing || m.Alive != "reachable" || m.Raft == "" {
+		t.Fatalf("gateway /v1/status: n1: %+v", m)
+	}
+	rc.checkAll(t, want)
+}
+
+type gatewayStatusJSON struct {
+	Cluster struct {
+		Members []gatewayMemberJSON `json:"members"`
+	} `json:"cluster"`
+}
+
+type gatewayMemberJSON struct {
+	ID     string `json:"id"`
+	Alive  string `json:"alive"`
+	Raft   string `json:"raft"`
+	InRing bool   `json:"in_ring"`
+	Shards int64  `json:"shards"`
+}
+
+func (s *gatewayStatusJSON) member(id string) gatewayMemberJSON {
+	for _, m := range s.Cluster.Members {
+		if m.ID == id {
+			return m
+		}
+	}
+	return gatewayMemberJSON{}
+}
+
+func gatewayStatus(t *testing.T, rc *ringCluster) *gatewayStatusJSON {
+	t.Helper()
+	resp, err := http.Get("http://" + rc.gw.HTTPAddr() + "/v1/status")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	var st gatewayStatusJSON
+	if err := json.NewDecoder(resp.Body).Decode(&st); err != nil || resp.StatusCode != 200 {
+		t.Fatalf("GET /v1/status: %d %v", resp.StatusCode, err)
+	}
+	return &st
 }

@@ -149,7 +149,7 @@ func TestBadInputThroughGateway(t *testing.T) {
 func TestFullMailbox(t *testing.T) {
 	t.Parallel()
 	b := lunoratest.Build(t)
-	node := lunoratest.Start(t, lunoratest.NodeSpec(t, b, "dev", "-mailbox", "1"))
+	node := lunoratest.Start(t, lunoratest.NodeSpec(t, b, "dev", "-mailbox", "1", "-max-conns-per-ip", "2048")) // up to 512 callers at once, above the default per-client cap
 	h := lunoratest.NewHTTPClient(t, node.HTTPAddr())
 	g := lunoratest.DialGRPC(t, node.GRPCAddr())
 

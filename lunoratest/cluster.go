@@ -95,6 +95,13 @@ func (c *Cluster) AddNode(id string, seeds ...string) *ClusterNode {
 	return c.start(id, FreeAddrs(c.t, 1)[0], false, nil, "-join", strings.Join(seeds, ","))
 }
 
+// AddNodeArgs is AddNode with args added to this node's flags (besides
+// the cluster's extra arguments, which come after them).
+func (c *Cluster) AddNodeArgs(id string, args []string, seeds ...string) *ClusterNode {
+	c.t.Helper()
+	return c.start(id, FreeAddrs(c.t, 1)[0], false, nil, append([]string{"-join", strings.Join(seeds, ",")}, args...)...)
+}
+
 // AddNodeEnv is AddNode with env added to the node's environment (see
 // Process.SetEnv to change it for a restart).
 func (c *Cluster) AddNodeEnv(id string, env []string, seeds ...string) *ClusterNode {

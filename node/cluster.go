@@ -1065,6 +1065,11 @@ type limitedReader struct {
 }
 
 func (r *limitedReader) Read(p []byte) (int, error) {
+	// Small reads keep the rate smooth (and a stream's progress visible)
+	// rather than one wait per 256 KiB chunk.
+	if len(p) > 16<<10 {
+		p = p[:16<<10]
+	}
 	n, err := r.r.Read(p)
 	if n > 0 {
 		if werr := r.l.wait(r.ctx, n); werr != nil {

@@ -93,16 +93,18 @@ func (l *connLimiter) release(ip string) {
 }
 
 // wrap returns ln with its connections counted and bounded; name labels
-// the metrics ("http", "grpc").
-func (l *connLimiter) wrap(ln net.Listener, name string) net.Listener {
+// the metrics ("http", "grpc"). A positive userTimeout is set as each
+// accepted connection's TCP user timeout.
+func (l *connLimiter) wrap(ln net.Listener, name string, userTimeout time.Duration) net.Listener {
 	l.opened.WithLabelValues(name) // show 0 before the first connection
-	return &limitedListener{Listener: ln, l: l, name: name}
+	return &limitedListener{Listener: ln, l: l, name: name, userTimeout: userTimeout}
 }
 
 type limitedListener struct {
 	net.Listener
-	l    *connLimiter
-	name string
+	l           *connLimiter
+	name        string
+	userTimeout time.Duration
 }
 
 // Accept returns the next connection within the bounds; those over them
@@ -124,6 +126,7 @@ func (ln *limitedListener) Accept() (net.Conn, error) {
 			ln.l.logRefusal(ln.name, reason, ip)
 			continue
 		}
+		setUserTimeout(c, ln.userTimeout)
 		ln.l.opened.WithLabelValues(ln.name).Inc()
 		return &limitedConn{Conn: c, release: func() {
 			ln.l.release(ip)

@@ -478,3 +478,38 @@ func TestWebSocketOutlivesRequestTimeouts(t *testing.T) {
 		echo("busy")
 	}
 }
+
+// TestSlowReaderIsCutOff: a client that never reads its answer holds the
+// connection only until the write timeout: the handler's write fails then
+// and the connection is closed.
+func TestSlowReaderIsCutOff(t *testing.T) {
+	t.Parallel()
+	const writeTimeout = 300 * time.Millisecond
+	writeErr := make(chan error, 1)
+	p := start(t, server.Config{WriteTimeout: writeTimeout}, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		chunk := make([]byte, 64<<10)
+		for range 1024 { // 64 MiB: far more than the socket buffers hold
+			if _, err := w.Write(chunk); err != nil {
+				writeErr <- err
+				return
+			}
+		}
+		writeErr <- nil
+	}))
+	c := dialFrom(t, "127.0.0.1", p.httpAddr)
+	fmt.Fprintf(c, "GET /big HTTP/1.1\r\nHost: lunora\r\n\r\n")
+	began := time.Now()
+	select {
+	case err := <-writeErr:
+		if !errors.Is(err, os.ErrDeadlineExceeded) {
+			t.Fatalf("the answer's write ended with %v, want a deadline error", err)
+		}
+	case <-time.After(20 * writeTimeout):
+		t.Fatalf("the handler was still writing to a client that reads nothing after %s", 20*writeTimeout)
+	}
+	if d := time.Since(began); d > writeTimeout+time.Second {
+		t.Errorf("write cut off %s after the request, want about %s", d, writeTimeout)
+	}
+	closedByServer(t, c, 10*time.Second)
+	t.Logf("a client reading nothing was cut off %s after its request (write timeout %s)", time.Since(began).Round(time.Millisecond), writeTimeout)
+}

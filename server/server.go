@@ -114,7 +114,9 @@ func (p *Process) ServeGRPC(addr string) (net.Addr, error) {
 // the bound address before registering services.
 func (p *Process) ServeGRPCOn(ln net.Listener) {
 	p.track(ln)
-	ln = p.conns.wrap(ln, "grpc")
+	// gRPC sets its keepalive timeout as the TCP user timeout of the
+	// connections it accepts, but only on a *net.TCPConn; the wrapper does.
+	ln = p.conns.wrap(ln, "grpc", rpc.ServerKeepalive().Timeout)
 	go func() {
 		if err := p.GRPC.Serve(ln); err != nil && !errors.Is(err, grpc.ErrServerStopped) {
 			p.log.Error("gRPC server stopped", "err", err)
@@ -141,7 +143,7 @@ func (p *Process) ServeHTTP(addr string, h http.Handler) (net.Addr, error) {
 	p.mu.Lock()
 	p.httpSrv = srv
 	p.mu.Unlock()
-	ln = p.conns.wrap(ln, "http")
+	ln = p.conns.wrap(ln, "http", 0)
 	go func() {
 		if err := srv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
 			p.log.Error("HTTP server stopped", "err", err)

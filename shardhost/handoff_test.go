@@ -295,6 +295,42 @@ func TestFreezeRecoversACrashedWAL(t *testing.T) {
 	}
 }
 
+// TestRedirectCorrectsAForwardPointer: a forward pointer names where the
+// shard went; when the registry says it moved on, Redirect points it
+// there, and a shard with no pointer is left alone.
+func TestRedirectCorrectsAForwardPointer(t *testing.T) {
+	ctx := ctxT(t)
+	a, b := hostAt(t, "a", t.TempDir()), hostAt(t, "b", t.TempDir())
+	if _, err := send(ctx, a, "r1", "ada", "hi"); err != nil {
+		t.Fatal(err)
+	}
+	f, err := a.Freeze(ctx, r1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := receive(ctx, b, f, f.SHA256[:]); err != nil {
+		t.Fatal(err)
+	}
+	if err := b.Install(r1); err != nil {
+		t.Fatal(err)
+	}
+	if err := a.Drop(f, "b"); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := send(ctx, a, "r1", "ada", "x"); shardhost.HolderOf(err) != "b" {
+		t.Fatalf("after the move to b: %v", err)
+	}
+	a.Redirect(r1, "c") // it moved on from b to c
+	if _, err := send(ctx, a, "r1", "ada", "x"); shardhost.HolderOf(err) != "c" {
+		t.Fatalf("after the redirect to c: %v", err)
+	}
+	// No pointer, nothing to correct: b serves its shard.
+	b.Redirect(r1, "c")
+	if _, err := send(ctx, b, "r1", "ada", "x"); err != nil {
+		t.Fatalf("b, which holds the shard, after a redirect it had no pointer for: %v", err)
+	}
+}
+
 func ctxT(t *testing.T) context.Context {
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	t.Cleanup(cancel)

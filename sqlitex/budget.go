@@ -31,6 +31,13 @@ type Budget struct {
 // NewBudget returns a budget of max bytes.
 func NewBudget(max int64) *Budget { return &Budget{max: max} }
 
+func (b *Budget) limit() int64 {
+	if b == nil {
+		return 0
+	}
+	return b.max
+}
+
 // InUse reports the bytes reserved now.
 func (b *Budget) InUse() int64 {
 	if b == nil {

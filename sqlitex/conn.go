@@ -401,7 +401,11 @@ func (c *Conn) QueryRows(ctx context.Context, query string, args []driver.NamedV
 			return nil, nil, fmt.Errorf("%w: more than %d bytes once encoded; select fewer columns or paginate", ErrResultTooLarge, lim.MaxBytes)
 		}
 		if int64(size) > held {
-			want := int64(size) + budgetChunk
+			if lim.Budget != nil && int64(size) > lim.Budget.max {
+				// No retry could ever fit it: too large, not busy.
+				return nil, nil, fmt.Errorf("%w: more than the node's whole result budget of %d bytes; select fewer columns or paginate", ErrResultTooLarge, lim.Budget.max)
+			}
+			want := min(int64(size)+budgetChunk, max(int64(size), lim.Budget.limit()))
 			if err := lim.Budget.reserve(want - held); err != nil {
 				return nil, nil, err
 			}

@@ -3,6 +3,7 @@ package sqlitex
 import (
 	"context"
 	"database/sql/driver"
+	"errors"
 	"fmt"
 	"io"
 	"math/rand"
@@ -245,6 +246,12 @@ func TestBudgetHeldUntilReleased(t *testing.T) {
 	b.Release(held)
 	if _, _, err := c.QueryRows(ctx, q, nil, Limits{MaxRows: 1, MaxBytes: 1 << 20, Budget: b}); err != nil || b.InUse() != 0 {
 		t.Fatalf("after release: %v, in use %d", err, b.InUse())
+	}
+	// A result larger than the whole budget can never fit: too large, not
+	// busy (a retry hint would be a lie).
+	_, _, err := c.QueryRows(ctx, "SELECT printf('%.*c', 1100000, 'a')", nil, Limits{MaxRows: 1, MaxBytes: 2 << 20, Budget: b})
+	if !errors.Is(err, ErrResultTooLarge) || b.InUse() != 0 {
+		t.Fatalf("a result over the whole budget: %v (in use %d), want result too large", err, b.InUse())
 	}
 }
 
