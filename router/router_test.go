@@ -69,7 +69,7 @@ func (f *fakeNode) Status(context.Context) (*api.Status, error) {
 func (f *fakeNode) Join(context.Context, api.JoinRequest) (string, error) {
 	return "", errUnimplemented
 }
-func (f *fakeNode) RemoveNode(context.Context, string, bool) error { return errUnimplemented }
+func (f *fakeNode) RemoveNode(context.Context, api.RemoveRequest) error { return errUnimplemented }
 func (f *fakeNode) RegisterShard(context.Context, string, string, bool) (bool, string, error) {
 	return false, "", errUnimplemented
 }
@@ -82,7 +82,7 @@ func (f *fakeNode) Ring(context.Context, uint64) (*api.Ring, error) {
 	return &api.Ring{Epoch: 1, Nodes: []api.RingNode{n}, Members: []api.RingNode{n}}, nil
 }
 
-func (f *fakeNode) UpdateRing(context.Context, string, int, bool, bool) (uint64, error) {
+func (f *fakeNode) UpdateRing(context.Context, api.RingChange) (uint64, error) {
 	return 0, errUnimplemented
 }
 func (f *fakeNode) MoveShard(context.Context, string, string, string, bool) (string, uint64, error) {
