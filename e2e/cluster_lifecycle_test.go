@@ -413,3 +413,56 @@ func gatewayStatus(t *testing.T, rc *ringCluster) *gatewayStatusJSON {
 	}
 	return &st
 }
+
+// TestClusterGatewayReconnectsAfterRestart (issue 10, problem 5): a node
+// SIGKILLed and restarted several seconds later serves its shards through
+// the gateway within a second of its READY line (gRPC's default reconnect
+// backoff, grown while the node was away, kept answering "connection
+// refused" for seconds), and an error while it is down names it.
+func TestClusterGatewayReconnectsAfterRestart(t *testing.T) {
+	rc := startRingCluster(t, 3)
+	ctx, cancel := context.WithTimeout(context.Background(), 2*clusterTimeout)
+	defer cancel()
+	var k string
+	for i := 0; k == ""; i++ {
+		if c := fmt.Sprintf("g%03d", i); ringOwner(t, "k="+c, "n1", "n2", "n3") == "n3" {
+			k = c
+		}
+	}
+	rc.fillKeys(t, ctx, []string{k}, 1, 1, "v")
+	rc.waitRing(t, 3)
+	n3 := rc.Node("n3")
+	n3.Kill()
+	// Away for 8 s, with reads failing against it meanwhile.
+	away := time.Now()
+	for time.Since(away) < 8*time.Second {
+		resp, err := rc.http.Call(ctx, "items:list", map[string]any{"k": k})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if resp.Status == 200 {
+			t.Fatal("a shard of the killed n3 was served")
+		}
+		if !strings.Contains(resp.String(), "n3") {
+			t.Fatalf("the error for a shard of the killed n3 does not name it: %s", resp)
+		}
+	}
+	n3.Restart() // returns at its LUNORA_READY
+	ready := time.Now()
+	for {
+		cctx, ccancel := context.WithTimeout(ctx, 200*time.Millisecond)
+		resp, err := rc.http.Call(cctx, "items:list", map[string]any{"k": k})
+		ccancel()
+		if err == nil && resp.Status == 200 {
+			break
+		}
+		if ctx.Err() != nil {
+			t.Fatalf("n3's shard never served again: %v %v", resp, err)
+		}
+	}
+	took := time.Since(ready)
+	t.Logf("n3's shard served through the gateway %v after n3's READY", took.Round(time.Millisecond))
+	if took > time.Second {
+		t.Fatalf("n3's shard served %v after its READY, want within 1s", took)
+	}
+}

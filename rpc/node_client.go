@@ -162,6 +162,12 @@ func (c *NodeClient) fromStatus(err error) error {
 	case e.Code == codes.Unavailable && e.Reason != "":
 		return e // the node's own answer (NOT_OWNER, SHARD_MOVING, …)
 	case e.Code == codes.Unavailable:
+		if c.conn.GetState() == connectivity.TransientFailure {
+			// Callers still want this node: try to connect again now
+			// rather than at the end of the backoff, so a node that came
+			// back is reached by the next call.
+			c.conn.ResetConnectBackoff()
+		}
 		return &api.Error{Code: codes.Unavailable, Msg: "node " + c.addr + ": " + e.Msg, RetryAfter: e.RetryAfter, Err: e}
 	case e.Code == codes.DeadlineExceeded && c.conn.GetState() != connectivity.Ready:
 		// The deadline ran out while no connection was up: the node is
