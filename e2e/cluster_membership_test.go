@@ -129,7 +129,8 @@ func ringWeights(t *testing.T, rc *ringCluster) (uint64, map[string]int) {
 // group and promotes n4, so with n3 killed two of the three voters are
 // live, and a new shard (registered through the Raft log) is created at
 // once. Before, n2 stayed a voter and the kill left 1 of 3. Restarted, n3
-// takes its place back with no new ring epoch and no shard moving.
+// takes its place back with no new ring epoch and no shard moving; n2,
+// restarted, joins again as a non-voter.
 func TestClusterWalkthroughKeepsQuorum(t *testing.T) {
 	rc := startRingCluster(t, 3)
 	ctx, cancel := context.WithTimeout(context.Background(), 3*clusterTimeout)
@@ -179,6 +180,17 @@ func TestClusterWalkthroughKeepsQuorum(t *testing.T) {
 	}
 	rc.waitRaft(t, 3, 0, "n1", "n3", "n4")
 	rc.checkAll(t, want)
+
+	// n2, started again (a bootstrap voter that left the Raft group: no
+	// seeds, no leader to hear from), finds the tier through the nodes its
+	// metadata records, joins as a non-voter (there are 3 voters) and takes
+	// its share back.
+	rc.Node("n2").Restart()
+	rc.waitRing(t, 4)
+	rc.waitRaft(t, 3, 1, "n1", "n3", "n4")
+	if held := rc.shardsPerNode(t); held["n2"] == 0 {
+		t.Fatalf("n2 joined again but holds no shards: %v", held)
+	}
 }
 
 // TestClusterStopVoterRefusedWithoutQuorum: with n3 killed and no
