@@ -40,7 +40,14 @@ func main() {
 		}
 		return
 	}
-	o, err := parseFlags(os.Args[1:], os.Stderr)
+	// In a Kubernetes StatefulSet (LUNORA_K8S_SERVICE set) the pod supplies
+	// the identity, addresses and Raft role; see k8s.go.
+	args, pod, err := kubernetesArgs(os.Args[1:], os.Getenv)
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "lunora-node:", err)
+		os.Exit(2)
+	}
+	o, err := parseFlags(args, os.Stderr)
 	if errors.Is(err, flag.ErrHelp) {
 		os.Exit(0)
 	}
@@ -53,11 +60,7 @@ func main() {
 	sigs := make(chan os.Signal, 1)
 	signal.Notify(sigs, syscall.SIGINT, syscall.SIGTERM)
 	go func() {
-		if <-sigs == syscall.SIGINT {
-			cancel(errKeepRing)
-		} else {
-			cancel(errLeave)
-		}
+		cancel(stopCause(<-sigs, pod, func(msg string, args ...any) { slog.Info(msg, args...) }))
 		signal.Stop(sigs)
 	}()
 	if err := run(ctx, o, os.Stdout, os.Stderr); err != nil {
