@@ -41,11 +41,20 @@ var ErrStaleIncarnation = api.New(codes.FailedPrecondition, "stale incarnation: 
 // and the first success after failures (ResumedHeartbeatObservation). A
 // server is live when its heartbeats are not failing and this node has
 // been leader long enough for a failure to have shown (healthGrace).
+//
+// Observations are dropped when the channel is full (raft never blocks on
+// an observer), so a failure is forgotten failingFor after the last one
+// observed: heartbeats to a server that stays unreachable fail again well
+// within that (every HeartbeatTimeout/2 at most, or once per transport
+// timeout, 10 s, for a black hole), and a lost "resumed" cannot mark a
+// server dead for good.
 type health struct {
 	mu      sync.Mutex
 	since   time.Time // when this node became leader; zero when it is not
-	failing map[string]time.Time
+	failing map[string]time.Time // last failed heartbeat, by server ID
 }
+
+const failingFor = 30 * time.Second
 
 func (h *health) setLeader(leader bool) {
 	h.mu.Lock()
@@ -66,9 +75,7 @@ func (h *health) observe(o any) {
 	}
 	switch o := o.(type) {
 	case raft.FailedHeartbeatObservation:
-		if _, ok := h.failing[string(o.PeerID)]; !ok {
-			h.failing[string(o.PeerID)] = time.Now()
-		}
+		h.failing[string(o.PeerID)] = time.Now()
 	case raft.ResumedHeartbeatObservation:
 		delete(h.failing, string(o.PeerID))
 	case raft.PeerObservation:
@@ -81,8 +88,8 @@ func (h *health) observe(o any) {
 func (h *health) isFailing(id string) bool {
 	h.mu.Lock()
 	defer h.mu.Unlock()
-	_, ok := h.failing[id]
-	return ok
+	last, ok := h.failing[id]
+	return ok && time.Since(last) < failingFor
 }
 
 func (h *health) leaderSince() time.Time {
@@ -123,7 +130,7 @@ func (s *Store) live(id string) bool {
 }
 
 // Health returns, on the leader, the servers whose heartbeats are failing,
-// by ID, with when they started failing; nil on a follower.
+// by ID, with the last failure; nil on a follower.
 func (s *Store) Health() map[string]time.Time {
 	if s.raft.State() != raft.Leader {
 		return nil
@@ -132,7 +139,9 @@ func (s *Store) Health() map[string]time.Time {
 	defer s.health.mu.Unlock()
 	out := make(map[string]time.Time, len(s.health.failing))
 	for id, t := range s.health.failing {
-		out[id] = t
+		if time.Since(t) < failingFor {
+			out[id] = t
+		}
 	}
 	return out
 }
