@@ -166,13 +166,21 @@ func (s *Store) RegisterShard(ctx context.Context, shardID, owner string) (exist
 // it. It returns the holder after the call — to when the move took effect
 // now or earlier — and the log index of the write. The old holder calls it
 // once the new holder has made its copy durable; it is the move's commit
-// point.
+// point. A move to a node that is not in the newest ring epoch (when there
+// is one) does not take effect: a node that has left the ring never
+// becomes a holder after its leave's epoch, so the shards it must hand off
+// are exactly those its replica lists once it has applied that epoch (a
+// move that raced the leave stays with its sender, which moves it to the
+// shard's owner at the new epoch).
 func (s *Store) MoveShard(ctx context.Context, shardID, from, to string) (holder string, index uint64, err error) {
 	if shardID == "" || from == "" || to == "" {
 		return "", 0, api.Errorf(codes.InvalidArgument, "a shard move needs a shard ID, the current holder and the new one")
 	}
 	res, err := s.system(ctx, map[string]any{"id": shardID, "from": from, "to": to},
-		`UPDATE __lunora_shards SET owner = :to, moved_ms = lunora_now() WHERE id = :id AND owner = :from`,
+		`UPDATE __lunora_shards SET owner = :to, moved_ms = lunora_now() WHERE id = :id AND owner = :from
+		   AND (NOT EXISTS (SELECT 1 FROM __lunora_ring)
+		     OR EXISTS (SELECT 1 FROM json_each((SELECT nodes FROM __lunora_ring ORDER BY epoch DESC LIMIT 1))
+		                WHERE json_extract(value, '$.ID') = :to))`,
 		`SELECT owner FROM __lunora_shards WHERE id = :id`)
 	if err != nil {
 		return "", 0, err

@@ -312,3 +312,33 @@ func TestChangeRingIncarnations(t *testing.T) {
 		t.Fatalf("b (13) announcing itself up: stale %v %v, state %q", stale, err, state())
 	}
 }
+
+// A move to a node that the newest ring epoch no longer has does not take
+// effect: a leaving node's replica, once it has applied its leave's epoch,
+// lists every shard it holds — none can arrive after.
+func TestShardMoveToNodeOutOfRingRefused(t *testing.T) {
+	c := NewTestCluster(t, 1, 0)
+	s := c.WaitForLeader(10 * time.Second)
+	ctx := ctxT(t, 30*time.Second)
+	if _, _, _, err := s.RegisterShard(ctx, "k=1", "a"); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.SetRing(ctx, []RingNode{{ID: "a", Weight: 1}, {ID: "b", Weight: 1}}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.SetRing(ctx, []RingNode{{ID: "a", Weight: 1}}); err != nil { // b leaves
+		t.Fatal(err)
+	}
+	if holder, _, err := s.MoveShard(ctx, "k=1", "a", "b"); err != nil || holder != "a" {
+		t.Fatalf("a move to b after b left the ring: holder %q %v, want a", holder, err)
+	}
+	if holder, _, err := s.MoveShard(ctx, "k=1", "a", "a"); err != nil || holder != "a" {
+		t.Fatalf("reading the holder through the log: %q %v", holder, err)
+	}
+	if _, err := s.SetRing(ctx, []RingNode{{ID: "a", Weight: 1}, {ID: "b", Weight: 2}}); err != nil { // b is back
+		t.Fatal(err)
+	}
+	if holder, _, err := s.MoveShard(ctx, "k=1", "a", "b"); err != nil || holder != "b" {
+		t.Fatalf("a move to b in the ring: holder %q %v, want b", holder, err)
+	}
+}
