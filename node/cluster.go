@@ -81,6 +81,9 @@ type cluster struct {
 	limiter *rateLimiter
 	pulls   sync.Map // shard ID → *pullCall: one pull per shard at a time
 	leaving atomic.Bool
+	// everInRing: this process's view of the ring has had this node in it
+	// (before that, it created, pulled and received no shard).
+	everInRing atomic.Bool
 	// streams are the handoff streams under way here (sent and received),
 	// for Status: *moveProgress keyed by itself.
 	streams sync.Map
@@ -193,6 +196,9 @@ func (n *Node) refreshRing(ctx context.Context) (*ringView, error) {
 	}
 	old := c.view.Load()
 	c.view.Store(v)
+	if inRing(v, n.cfg.NodeID) {
+		c.everInRing.Store(true)
+	}
 	if v.epoch != old.epoch {
 		n.log.Info("ring epoch", "epoch", v.epoch, "nodes", len(v.nodes))
 		select {
@@ -757,6 +763,13 @@ func (n *Node) leaveRing(ctx context.Context) (int, error) {
 			return 0, nil // out of reach (removed, say) and holding nothing
 		}
 		return n.stillHeld(), fmt.Errorf("leave the ring: %w", err)
+	}
+	if !n.cluster.everInRing.Load() && n.stillHeld() == 0 {
+		// Stopped before this process ever saw itself in the ring (its
+		// replica may not even be a member yet, and never reach the
+		// leave's epoch): it holds nothing to hand off.
+		n.log.Info("left the ring before taking any shard", "epoch", epoch)
+		return 0, nil
 	}
 	for {
 		v, err := n.awaitEpoch(ctx, epoch)
