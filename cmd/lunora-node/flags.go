@@ -85,7 +85,7 @@ const usage = `lunora-node runs Lunora shard hosts.
 Usage:
   lunora-node [serve] [flags]   serve the node API to gateways
   lunora-node dev [flags]       node + gateway + data in ./lunora-data, all in one process
-  lunora-node status -node ADDR [-shard ID] [-wait-ring N [-wait D]]
+  lunora-node status -node ADDR [-shard ID] [-wait-ring N] [-wait-node ID] [-wait D]
                                 the ring epoch; every node: alive or not, Raft voter,
                                 in the ring, shards held; moves under way; with
                                 -shard, who owns and who holds that shard

@@ -17,14 +17,15 @@ import (
 // by asking every recorded node (its moves under way; whether it answers,
 // where no gossip says if it is alive):
 //
-//	lunora-node status -node ADDR [-shard ID] [-wait-ring N [-wait D]]
+//	lunora-node status -node ADDR [-shard ID] [-wait-ring N] [-wait-node ID] [-wait D]
 func showStatus(args []string, stdout, stderr io.Writer) error {
 	fs := flag.NewFlagSet("lunora-node status", flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	addr := fs.String("node", "127.0.0.1:7070", "node-API address of any running node")
 	shard := fs.String("shard", "", "also say who owns (ring) and who holds (registry) this shard, e.g. room_id=r1")
 	waitRing := fs.Int("wait-ring", 0, "first wait until the ring has at least this many nodes, every one of them alive, and the global tier a leader")
-	wait := fs.Duration("wait", 30*time.Second, "with -wait-ring: how long to wait before printing what there is and failing")
+	waitNode := fs.String("wait-node", "", "first wait until this node is in the ring and alive, and the global tier has a leader")
+	wait := fs.Duration("wait", 30*time.Second, "with -wait-ring or -wait-node: how long to wait before printing what there is and failing")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
@@ -52,13 +53,13 @@ func showStatus(args []string, stdout, stderr io.Writer) error {
 		return st, nil
 	}
 	var st *api.Status
-	if *waitRing > 0 {
+	if *waitRing > 0 || *waitNode != "" {
 		deadline := time.Now().Add(*wait)
 		for {
 			ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 			st, err = gather(ctx)
 			cancel()
-			why := ringShort(st, err, *waitRing)
+			why := ringShort(st, err, *waitRing, *waitNode)
 			if why == "" {
 				break
 			}
@@ -92,8 +93,9 @@ func showStatus(args []string, stdout, stderr io.Writer) error {
 	return nil
 }
 
-// ringShort says why st is not yet a ring of n live nodes ("" when it is).
-func ringShort(st *api.Status, err error, n int) string {
+// ringShort says why st is not yet a ring of at least n live nodes that
+// includes node id (when set) and has a leader ("" when it is).
+func ringShort(st *api.Status, err error, n int, id string) string {
 	switch {
 	case err != nil:
 		return err.Error()
@@ -102,10 +104,15 @@ func ringShort(st *api.Status, err error, n int) string {
 	case len(st.Cluster.Ring.Nodes) < n:
 		return fmt.Sprintf("the ring has %d nodes at epoch %d, want %d", len(st.Cluster.Ring.Nodes), st.Cluster.Ring.Epoch, n)
 	}
+	found := id == ""
 	for _, m := range st.Cluster.Ring.Nodes {
 		if !live(m.Alive) {
 			return fmt.Sprintf("node %s of the ring is %s", m.ID, m.Alive)
 		}
+		found = found || m.ID == id
+	}
+	if !found {
+		return fmt.Sprintf("node %s is not in the ring at epoch %d", id, st.Cluster.Ring.Epoch)
 	}
 	for _, m := range st.Cluster.Ring.Members {
 		if m.Raft == api.RaftLeader {
