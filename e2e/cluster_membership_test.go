@@ -8,10 +8,14 @@ package e2e_test
 // from cluster_test.go and cluster_more_test.go.
 
 import (
+	"bytes"
 	"context"
 	"fmt"
+	"net"
 	"os"
+	"os/exec"
 	"path/filepath"
+	"regexp"
 	"slices"
 	"strconv"
 	"strings"
@@ -384,4 +388,104 @@ func TestClusterRemoveDeadVoter(t *testing.T) {
 	}
 	t.Logf("refused: %s", strings.TrimSpace(out))
 	rc.waitRaft(t, 3, 0, "n1", "n4")
+}
+
+// TestScriptsClusterWalkthrough runs the README's cluster walkthrough with
+// scripts/cluster, as written — up 3; 50 messages; add; stop n2; kill n3;
+// start n3 — and checks that the global tier keeps its quorum: after the
+// kill a global write (users:register) and a message in a new room (a new
+// shard, registered through the Raft log) succeed at once.
+func TestScriptsClusterWalkthrough(t *testing.T) {
+	b := lunoratest.Build(t)
+	dir := t.TempDir()
+	var base, gw int
+	for range 20 { // n4's ports too
+		base, gw = freeBase(t)
+		free := true
+		for k := 0; k < 4; k++ {
+			if ln, err := net.Listen("tcp", fmt.Sprintf("127.0.0.1:%d", base+40+k)); err != nil {
+				free = false
+			} else {
+				ln.Close()
+			}
+		}
+		if free {
+			break
+		}
+	}
+	script := filepath.Join(b.ModuleRoot, "scripts", "cluster")
+	env := append(os.Environ(), "LUNORA_CLUSTER_DIR="+dir+"/c",
+		fmt.Sprintf("LUNORA_CLUSTER_PORT=%d", base), fmt.Sprintf("LUNORA_GATEWAY_PORT=%d", gw))
+	run := func(args ...string) string {
+		t.Helper()
+		ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+		defer cancel()
+		cmd := exec.CommandContext(ctx, script, args...)
+		cmd.Dir, cmd.Env = dir, env
+		var out bytes.Buffer
+		cmd.Stdout, cmd.Stderr = &out, &out
+		start := time.Now()
+		if err := cmd.Run(); err != nil {
+			t.Fatalf("scripts/cluster %s: %v\n%s", strings.Join(args, " "), err, out.String())
+		}
+		t.Logf("scripts/cluster %s: %v", strings.Join(args, " "), time.Since(start).Round(time.Millisecond))
+		return out.String()
+	}
+	t.Cleanup(func() {
+		cmd := exec.Command(script, "kill-all")
+		cmd.Env = env
+		cmd.Run()
+	})
+	hc := lunoratest.NewHTTPClient(t, fmt.Sprintf("127.0.0.1:%d", gw))
+	call := func(what string, fn string, args map[string]any, log bool) {
+		t.Helper()
+		ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+		defer cancel()
+		start := time.Now()
+		for {
+			resp, err := hc.Call(ctx, fn, args)
+			if err == nil && resp.Status == 200 {
+				if log {
+					t.Logf("%s: %v", what, time.Since(start).Round(time.Millisecond))
+				}
+				return
+			}
+			if ctx.Err() != nil || (err == nil && resp.Code() != "UNAVAILABLE") {
+				t.Fatalf("%s: %v %v", what, resp, err)
+			}
+			time.Sleep(20 * time.Millisecond)
+		}
+	}
+
+	run("up", "3")
+	for i := 1; i <= 50; i++ {
+		call(fmt.Sprintf("message %d", i), "messages:send", map[string]any{"room_id": fmt.Sprintf("r%d", i), "author": "ada", "body": "hi"}, false)
+	}
+	run("add")
+	run("stop", "n2")
+	run("kill", "n3")
+	call("a global write with n2 stopped and n3 killed", "users:register", map[string]any{"user_id": "ada", "name": "Ada"}, true)
+	// A new room whose shard does not land on the killed n3 (the gateway
+	// answers UNAVAILABLE naming n3 for those, by design).
+	for i := 0; ; i++ {
+		ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+		resp, err := hc.Call(ctx, "messages:send", map[string]any{"room_id": fmt.Sprintf("new%d", i), "author": "ada", "body": "hi"})
+		cancel()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if resp.Status == 200 {
+			t.Logf("a new shard (room new%d) with n2 stopped and n3 killed", i)
+			break
+		}
+		if !strings.Contains(fmt.Sprint(resp), "n3") || i > 20 {
+			t.Fatalf("a new room with n2 stopped and n3 killed: %v", resp)
+		}
+	}
+	run("start", "n3")
+	out := run("status")
+	if !regexp.MustCompile(`(?m)^n4\s+\S+\s+alive\s+(leader|voter)\s`).MatchString(out) || regexp.MustCompile(`(?m)^n2\s+\S+\s+\S+\s+(leader|voter)\s`).MatchString(out) {
+		t.Fatalf("after the walkthrough, want n4 a voter and n2 out of the Raft group:\n%s", out)
+	}
+	t.Logf("status:\n%s", out)
 }
