@@ -365,6 +365,30 @@ func (n *Node) RemoveNode(ctx context.Context, req api.RemoveRequest) error {
 	return g.MarkNode(ctx, req.NodeID, state)
 }
 
+// Probe reports whether node id answers its node API now. The global
+// tier's leader asks before a membership change counts a server live
+// (raftglobal.Config.Probe): its heartbeats see a process killed a moment
+// ago only at their next round. A node whose address is not recorded is
+// left to the heartbeats.
+func (n *Node) Probe(ctx context.Context, id string) bool {
+	infos, err := n.cfg.Global.Nodes(ctx)
+	if err != nil {
+		return true
+	}
+	for _, in := range infos {
+		if in.ID != id || in.GRPCAddr == "" {
+			continue
+		}
+		p, err := n.peer(in.GRPCAddr)
+		if err != nil {
+			return false
+		}
+		_, err = p.Ring(ctx, 0)
+		return err == nil
+	}
+	return true
+}
+
 // RegisterShard records a shard in the registry as held by owner
 // (create-if-absent) and reports whether it was already there and who
 // holds it; on a follower it is passed to the leader.

@@ -146,6 +146,13 @@ func Start(cfg Config) (p *Process, err error) {
 			n.PublishSelf(context.Background())
 		}
 	}
+	// Membership changes count a server live only if it answers now.
+	g.Probe = func(ctx context.Context, id string) bool {
+		if n := leader.node.Load(); n != nil {
+			return n.Probe(ctx, id)
+		}
+		return true
+	}
 	if len(g.Bootstrap) == 0 && len(cfg.Seeds) == 0 {
 		g.Bootstrap = []raftglobal.Server{{ID: cfg.NodeID}} // a one-voter group
 	}

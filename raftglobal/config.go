@@ -1,6 +1,7 @@
 package raftglobal
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"io"
@@ -46,6 +47,12 @@ type Config struct {
 	// is how often the leader checks besides after each membership change.
 	TargetVoters       int
 	VoterCheckInterval time.Duration
+	// Probe, when set, tells the leader whether a server's process answers
+	// now (the node layer asks its node API). A membership decision counts
+	// a server live only if the leader's heartbeats reach it and Probe
+	// says yes: heartbeats alone see a process killed a moment ago only
+	// at their next round.
+	Probe func(ctx context.Context, id string) bool
 
 	// Schema is idempotent DDL (CREATE TABLE IF NOT EXISTS …) for the global
 	// tables, applied outside the log when the FSM opens and after every

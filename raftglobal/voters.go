@@ -50,7 +50,7 @@ var ErrStaleIncarnation = api.New(codes.FailedPrecondition, "stale incarnation: 
 // server dead for good.
 type health struct {
 	mu      sync.Mutex
-	since   time.Time // when this node became leader; zero when it is not
+	since   time.Time            // when this node became leader; zero when it is not
 	failing map[string]time.Time // last failed heartbeat, by server ID
 }
 
@@ -124,9 +124,45 @@ func (s *Store) awaitHealth(ctx context.Context) error {
 	}
 }
 
-// live reports whether the leader can reach server id (itself included).
+// live reports whether the leader's heartbeats reach server id (itself
+// included).
 func (s *Store) live(id string) bool {
 	return id == s.cfg.NodeID || !s.health.isFailing(id)
+}
+
+// probeTimeout bounds one Config.Probe call.
+const probeTimeout = time.Second
+
+// liveness is, for one membership decision, which servers count as live:
+// those the leader's heartbeats reach and, with Config.Probe, that answer
+// it now (in parallel, each bounded by probeTimeout). Heartbeats go out
+// every HeartbeatTimeout/10, so a process killed a moment ago still looks
+// live to them; the probe sees it at once.
+func (s *Store) liveness(ctx context.Context, servers []raft.Server) map[string]bool {
+	alive := make(map[string]bool, len(servers))
+	var mu sync.Mutex
+	var wg sync.WaitGroup
+	for _, srv := range servers {
+		id := string(srv.ID)
+		if id == s.cfg.NodeID || !s.live(id) || s.cfg.Probe == nil {
+			mu.Lock()
+			alive[id] = id == s.cfg.NodeID || s.live(id)
+			mu.Unlock()
+			continue
+		}
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			pctx, cancel := context.WithTimeout(ctx, probeTimeout)
+			ok := s.cfg.Probe(pctx, id)
+			cancel()
+			mu.Lock()
+			alive[id] = ok
+			mu.Unlock()
+		}()
+	}
+	wg.Wait()
+	return alive
 }
 
 // Health returns, on the leader, the servers whose heartbeats are failing,
@@ -181,12 +217,12 @@ func (s *Store) unpromotable(ctx context.Context) map[string]bool {
 
 // promotable returns the live non-voters that may become voters, by ID,
 // leaving out except.
-func (s *Store) promotable(ctx context.Context, servers []raft.Server, except string) []raft.Server {
+func (s *Store) promotable(ctx context.Context, servers []raft.Server, except string, alive map[string]bool) []raft.Server {
 	skip := s.unpromotable(ctx)
 	var out []raft.Server
 	for _, srv := range servers {
 		id := string(srv.ID)
-		if srv.Suffrage != raft.Voter && id != except && !skip[id] && s.live(id) {
+		if srv.Suffrage != raft.Voter && id != except && !skip[id] && alive[id] {
 			out = append(out, srv)
 		}
 	}
@@ -195,13 +231,13 @@ func (s *Store) promotable(ctx context.Context, servers []raft.Server, except st
 }
 
 // voterCounts counts the voters of servers and the live ones among them.
-func (s *Store) voterCounts(servers []raft.Server) (voters, live int, down []string) {
+func (s *Store) voterCounts(servers []raft.Server, alive map[string]bool) (voters, live int, down []string) {
 	for _, srv := range servers {
 		if srv.Suffrage != raft.Voter {
 			continue
 		}
 		voters++
-		if s.live(string(srv.ID)) {
+		if alive[string(srv.ID)] {
 			live++
 		} else {
 			down = append(down, string(srv.ID))
@@ -263,14 +299,15 @@ func (s *Store) RemoveWith(ctx context.Context, id string, opts RemoveOptions) e
 	if leaving.Suffrage != raft.Voter {
 		return s.removeServer(ctx, id)
 	}
-	voters, live, down := s.voterCounts(servers)
+	alive := s.liveness(ctx, servers)
+	voters, live, down := s.voterCounts(servers, alive)
 	if voters == 1 {
 		return api.Wrap(ErrWouldLoseQuorum, fmt.Sprintf("%s is the last voter", id))
 	}
-	leavingLive := s.live(id)
+	leavingLive := alive[id]
 	var promote *raft.Server
 	if voters-1 < s.cfg.TargetVoters {
-		if c := s.promotable(ctx, servers, id); len(c) > 0 {
+		if c := s.promotable(ctx, servers, id, alive); len(c) > 0 {
 			promote = &c[0]
 		}
 	}
@@ -309,7 +346,7 @@ func (s *Store) RemoveWith(ctx context.Context, id string, opts RemoveOptions) e
 		// A leader removing itself hands leadership over first, so the
 		// others do not wait an election timeout; the caller then asks
 		// the new leader, which removes this node.
-		if err := s.transferLeadership(ctx, id); err == nil {
+		if err := s.transferLeadership(ctx, id, alive); err == nil {
 			return s.notLeader()
 		} else {
 			s.log.Warn("leadership transfer before leaving failed; removing this leader directly", "err", err)
@@ -347,16 +384,19 @@ func (s *Store) promote(ctx context.Context, srv raft.Server) error {
 
 // transferLeadership hands this leader's leadership to a live voter other
 // than except and waits until this node is no longer the leader.
-func (s *Store) transferLeadership(ctx context.Context, except string) error {
+func (s *Store) transferLeadership(ctx context.Context, except string, alive map[string]bool) error {
 	servers, err := s.configuration()
 	if err != nil {
 		return err
+	}
+	if alive == nil {
+		alive = s.liveness(ctx, servers)
 	}
 	var to *raft.Server
 	for i := range servers {
 		srv := &servers[i]
 		id := string(srv.ID)
-		if srv.Suffrage == raft.Voter && id != except && id != s.cfg.NodeID && s.live(id) {
+		if srv.Suffrage == raft.Voter && id != except && id != s.cfg.NodeID && alive[id] {
 			to = srv
 			break
 		}
@@ -392,7 +432,7 @@ func (s *Store) TransferLeadership(ctx context.Context) error {
 	if err := s.awaitHealth(ctx); err != nil {
 		return err
 	}
-	return s.transferLeadership(ctx, "")
+	return s.transferLeadership(ctx, "", nil)
 }
 
 // AddServer makes a node a member (leader only): a non-voter that
@@ -499,11 +539,12 @@ func (s *Store) ensureVoters(ctx context.Context) error {
 		if err != nil {
 			return err
 		}
-		voters, live, _ := s.voterCounts(servers)
-		if voters >= s.cfg.TargetVoters {
+		if voters, _, _ := s.voterCounts(servers, nil); voters >= s.cfg.TargetVoters {
 			return nil
 		}
-		c := s.promotable(ctx, servers, "")
+		alive := s.liveness(ctx, servers)
+		voters, live, _ := s.voterCounts(servers, alive)
+		c := s.promotable(ctx, servers, "", alive)
 		if len(c) == 0 || live+1 < quorum(voters+1) {
 			return nil
 		}

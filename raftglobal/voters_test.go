@@ -1,9 +1,12 @@
 package raftglobal
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"slices"
+	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -340,5 +343,35 @@ func TestShardMoveToNodeOutOfRingRefused(t *testing.T) {
 	}
 	if holder, _, err := s.MoveShard(ctx, "k=1", "a", "b"); err != nil || holder != "b" {
 		t.Fatalf("a move to b in the ring: holder %q %v, want b", holder, err)
+	}
+}
+
+// With a Probe, a voter killed a moment ago — before any heartbeat to it
+// has failed — already counts as dead: removing another voter is refused.
+func TestRemoveProbeSeesDeathAtOnce(t *testing.T) {
+	var cp atomic.Pointer[TestCluster]
+	probes := 0
+	var mu sync.Mutex
+	c := NewTestCluster(t, 3, 0, withSchema, func(cfg *Config) {
+		cfg.Probe = func(ctx context.Context, id string) bool {
+			mu.Lock()
+			probes++
+			mu.Unlock()
+			c := cp.Load()
+			return c == nil || c.Node(id) != nil
+		}
+	})
+	cp.Store(c)
+	leader := c.WaitForLeader(10 * time.Second)
+	followers := c.Followers()
+	c.KillNode(followers[0])
+	err := leader.Remove(ctxT(t, 30*time.Second), followers[1])
+	if !errors.Is(err, ErrWouldLoseQuorum) {
+		t.Fatalf("removing %s right after %s died: %v, want ErrWouldLoseQuorum", followers[1], followers[0], err)
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	if probes == 0 {
+		t.Fatal("the probe was never called")
 	}
 }
