@@ -388,6 +388,9 @@ func TestClusterRemoveDeadVoter(t *testing.T) {
 	}
 	t.Logf("refused: %s", strings.TrimSpace(out))
 	rc.waitRaft(t, 3, 0, "n1", "n4")
+	if _, ring := ringWeights(t, rc); ring["n4"] == 0 {
+		t.Fatalf("the refused removal took n4 out of the ring: %v", ring)
+	}
 }
 
 // TestScriptsClusterWalkthrough runs the README's cluster walkthrough with

@@ -346,8 +346,12 @@ func (n *Node) RemoveNode(ctx context.Context, req api.RemoveRequest) error {
 		req.Forwarded = true
 		return p.RemoveNode(ctx, req)
 	}
-	// Out of the ring first (its shards get new owners, which pull them
-	// if the node can still hand them off), then out of the Raft group.
+	// A removal the Raft group would refuse changes nothing. Then out of
+	// the ring first (its shards get new owners, which pull them if the
+	// node can still hand them off), then out of the Raft group.
+	if err := g.RemoveWith(ctx, req.NodeID, raftglobal.RemoveOptions{Force: req.Force, DryRun: true}); err != nil {
+		return err
+	}
 	_, err := n.UpdateRing(ctx, api.RingChange{NodeID: req.NodeID, Remove: true, Incarnation: req.Incarnation})
 	if errors.Is(err, raftglobal.ErrStaleIncarnation) {
 		return err

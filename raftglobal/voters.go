@@ -252,6 +252,10 @@ type RemoveOptions struct {
 	// quorum of live servers (the global tier is then unavailable until
 	// enough of them come back).
 	Force bool
+	// DryRun makes every check (leader, quorum) and changes nothing: a
+	// caller with other changes to make first asks whether the removal
+	// would be refused.
+	DryRun bool
 }
 
 // Remove takes a server out of the Raft configuration (leader only): on a
@@ -297,6 +301,9 @@ func (s *Store) RemoveWith(ctx context.Context, id string, opts RemoveOptions) e
 		return nil
 	}
 	if leaving.Suffrage != raft.Voter {
+		if opts.DryRun {
+			return nil
+		}
 		return s.removeServer(ctx, id)
 	}
 	alive := s.liveness(ctx, servers)
@@ -335,7 +342,12 @@ func (s *Store) RemoveWith(ctx context.Context, id string, opts RemoveOptions) e
 		if !opts.Force {
 			return api.Wrap(ErrWouldLoseQuorum, detail+"; bring them back, or force it")
 		}
-		s.log.Warn("forced removal of a voter without a quorum of live voters left", "id", id, "detail", detail)
+		if !opts.DryRun {
+			s.log.Warn("forced removal of a voter without a quorum of live voters left", "id", id, "detail", detail)
+		}
+	}
+	if opts.DryRun {
+		return nil
 	}
 	if promote != nil && leavingLive {
 		if err := s.promote(ctx, *promote); err != nil {

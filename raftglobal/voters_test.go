@@ -375,3 +375,19 @@ func TestRemoveProbeSeesDeathAtOnce(t *testing.T) {
 		t.Fatal("the probe was never called")
 	}
 }
+
+// A dry run makes the checks and changes nothing.
+func TestRemoveDryRun(t *testing.T) {
+	c := NewTestCluster(t, 3, 0, withSchema)
+	followers := c.Followers()
+	c.KillNode(followers[0])
+	leader := waitUnreachable(t, c, followers[0])
+	ctx := ctxT(t, 30*time.Second)
+	if err := leader.RemoveWith(ctx, followers[1], RemoveOptions{DryRun: true}); !errors.Is(err, ErrWouldLoseQuorum) {
+		t.Fatalf("dry run of a removal that loses the quorum: %v", err)
+	}
+	if err := leader.RemoveWith(ctx, followers[0], RemoveOptions{DryRun: true}); err != nil {
+		t.Fatalf("dry run of removing the dead voter: %v", err)
+	}
+	waitRoles(t, c, []string{"n0", "n1", "n2"}, nil)
+}
