@@ -20,8 +20,10 @@ package main
 // away and leaves (hands every shard off, leaves the ring); below it the
 // pod is being restarted (rolling update, deletion, eviction) and stops
 // without leaving, so it comes back to the same ring place with its volume
-// and no shard moves. If the API cannot be asked, the node leaves: a
-// needless handoff is safer than a volume deleted with shards on it.
+// and no shard moves. A StatefulSet that is deleted (or being deleted)
+// stops its pods without leaving: its volumes are kept. If the API cannot
+// be asked, the node leaves: a needless handoff is safer than a volume
+// deleted with shards on it.
 
 import (
 	"context"
@@ -153,6 +155,12 @@ var (
 	}
 )
 
+// errSetGone: the StatefulSet is deleted or being deleted. Its pods stop
+// without leaving: the volumes stay (whenDeleted: Retain) and a StatefulSet
+// created again brings every node back as itself; leaving would only make
+// all nodes hand shards to each other at once.
+var errSetGone = errors.New("the StatefulSet is deleted or being deleted")
+
 // scaledAway reports whether the StatefulSet no longer counts this pod:
 // its ordinal is at or above spec.replicas.
 func (p *pod) scaledAway(ctx context.Context) (bool, error) {
@@ -195,16 +203,25 @@ func (p *pod) replicas(ctx context.Context) (int, error) {
 		return 0, err
 	}
 	defer resp.Body.Close()
+	if resp.StatusCode == http.StatusNotFound {
+		return 0, errSetGone
+	}
 	if resp.StatusCode != http.StatusOK {
 		return 0, fmt.Errorf("GET statefulset %s/%s: %s", ns, p.statefulSet, resp.Status)
 	}
 	var sts struct {
+		Metadata struct {
+			DeletionTimestamp *string `json:"deletionTimestamp"`
+		} `json:"metadata"`
 		Spec struct {
 			Replicas *int `json:"replicas"`
 		} `json:"spec"`
 	}
 	if err := json.NewDecoder(resp.Body).Decode(&sts); err != nil {
 		return 0, fmt.Errorf("statefulset %s/%s: %w", ns, p.statefulSet, err)
+	}
+	if sts.Metadata.DeletionTimestamp != nil {
+		return 0, errSetGone
 	}
 	if sts.Spec.Replicas == nil {
 		return 1, nil // the API's default
@@ -226,6 +243,9 @@ func stopCause(sig os.Signal, p *pod, log func(msg string, args ...any)) error {
 	defer cancel()
 	away, err := p.scaledAway(ctx)
 	switch {
+	case errors.Is(err, errSetGone):
+		log("SIGTERM: the StatefulSet is being deleted; stopping without leaving (the volumes stay)", "ordinal", p.ordinal)
+		return errKeepRing
 	case err != nil:
 		log("SIGTERM: could not read the StatefulSet's replica count; leaving the cluster", "err", err)
 		return errLeave

@@ -123,7 +123,9 @@ func TestKubernetesArgsOffAndErrors(t *testing.T) {
 
 // fakeAPI serves one StatefulSet with the given replica count over TLS and
 // points the in-cluster configuration at it.
-func fakeAPI(t *testing.T, replicas string, status int) {
+func fakeAPI(t *testing.T, replicas string, status int) { fakeAPIMeta(t, replicas, status, "{}") }
+
+func fakeAPIMeta(t *testing.T, replicas string, status int, meta string) {
 	t.Helper()
 	srv := httptest.NewTLSServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if r.URL.Path != "/apis/apps/v1/namespaces/lunora/statefulsets/lunora-node" || r.Header.Get("Authorization") != "Bearer tok" {
@@ -131,7 +133,7 @@ func fakeAPI(t *testing.T, replicas string, status int) {
 			return
 		}
 		w.WriteHeader(status)
-		io.WriteString(w, `{"kind":"StatefulSet","spec":{"replicas":`+replicas+`}}`)
+		io.WriteString(w, `{"kind":"StatefulSet","metadata":`+meta+`,"spec":{"replicas":`+replicas+`}}`)
 	}))
 	t.Cleanup(srv.Close)
 	dir := t.TempDir()
@@ -174,5 +176,14 @@ func TestStopCause(t *testing.T) {
 	}
 	if _, err := p.scaledAway(context.Background()); err == nil {
 		t.Fatal("scaledAway: want the API's refusal as an error")
+	}
+	// The whole StatefulSet going away: stop without leaving.
+	fakeAPI(t, "3", http.StatusNotFound)
+	if got := stopCause(sigterm, p, nolog); got != errKeepRing {
+		t.Fatalf("StatefulSet gone: %v, want keep ring", got)
+	}
+	fakeAPIMeta(t, "3", http.StatusOK, `{"deletionTimestamp":"2026-11-28T03:50:00Z"}`)
+	if got := stopCause(sigterm, p, nolog); got != errKeepRing {
+		t.Fatalf("StatefulSet being deleted: %v, want keep ring", got)
 	}
 }
