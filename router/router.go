@@ -17,7 +17,6 @@ import (
 	"log/slog"
 	"math/rand/v2"
 	"strconv"
-	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -406,18 +405,9 @@ func (r *Router) do(ctx context.Context, shardID string, idempotent bool, call f
 	}
 }
 
-// unsent reports whether a transport failure happened before the request
-// could reach the node (nothing to connect to), so even a mutation may be
-// sent again.
-func unsent(err error) bool {
-	msg := err.Error()
-	for _, s := range []string{"connection refused", "no such host", "produced zero addresses", "cannot be reached"} {
-		if strings.Contains(msg, s) {
-			return true
-		}
-	}
-	return false
-}
+// unsent reports whether the request never left the gateway (gRPC had no
+// connection to carry it), so even a mutation may be sent again.
+func unsent(err error) bool { return errors.Is(err, rpc.ErrNotSent) }
 
 // Call implements gateway.Backend.
 func (r *Router) Call(ctx context.Context, shardID, function string, args map[string]any, read api.ReadOptions) (*api.Result, error) {

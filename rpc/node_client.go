@@ -71,6 +71,7 @@ func NewNodeClient(addr string, opts ...grpc.DialOption) (*NodeClient, error) {
 		grpc.WithTransportCredentials(insecure.NewCredentials()),
 		grpc.WithKeepaliveParams(keepalive.ClientParameters{Time: clientPingEvery, Timeout: clientPingTimeout}),
 		grpc.WithConnectParams(grpc.ConnectParams{Backoff: reconnectBackoff, MinConnectTimeout: 5 * time.Second}),
+		grpc.WithChainUnaryInterceptor(markNotSent),
 	}, opts...)
 	conn, err := grpc.NewClient(addr, all...)
 	if err != nil {
