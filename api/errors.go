@@ -31,16 +31,6 @@ type Error struct {
 func (e *Error) Error() string { return e.Msg }
 func (e *Error) Unwrap() error { return e.Err }
 
-// Is lets errors.Is compare coded sentinels by identity of code and message,
-// so a sentinel declared with New matches copies made by Wrap.
-func (e *Error) Is(target error) bool {
-	t, ok := target.(*Error)
-	if !ok {
-		return false
-	}
-	return t.Code == e.Code && t.Msg == e.Msg
-}
-
 // New returns a coded error; use it for a package's sentinel errors.
 func New(code codes.Code, msg string) *Error { return &Error{Code: code, Msg: msg} }
 
