@@ -194,24 +194,7 @@ func (n *Node) global(ctx context.Context, write bool, cmd raftglobal.Command, r
 		res.ShardID, res.Bookmark = schema.GlobalGroup, res.Seq
 		return res, nil
 	}
-	opts := raftglobal.ReadOptions{Bookmark: read.Bookmark, MaxStaleness: read.MaxStaleness}
-	switch read.Consistency {
-	case api.Strong:
-		opts.Consistency = raftglobal.Strong
-	case api.Bookmark:
-		opts.Consistency = raftglobal.Bookmark
-	case api.Stale:
-		opts.Consistency = raftglobal.Stale
-	default:
-		opts.Consistency = raftglobal.Strong
-		if read.Bookmark > 0 {
-			opts.Consistency = raftglobal.Bookmark
-		}
-	}
-	if opts.Consistency == raftglobal.Bookmark && read.Bookmark == 0 {
-		return nil, api.Errorf(codes.InvalidArgument, "a bookmark read needs the bookmark a write returned")
-	}
-	res, err := g.Read(ctx, opts, cmd)
+	res, err := g.Read(ctx, read, cmd)
 	if err != nil {
 		return nil, err
 	}

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"github.com/lunora/lunora/api"
 	"testing"
 	"time"
 
@@ -40,14 +41,14 @@ func TestClusterConsistency(t *testing.T) {
 	wantCode(t, err, codes.Unavailable)
 
 	// A strong read on a follower is refused the same way.
-	_, err = follower.Read(ctx, ReadOptions{Consistency: Strong}, countKV())
+	_, err = follower.Read(ctx, api.ReadOptions{Consistency: api.Strong}, countKV())
 	if _, ok := isNotLeader(err); !ok {
 		t.Fatalf("follower strong read: %v", err)
 	}
 
 	// A bookmark read on the non-voter sees the last write.
 	nv := c.Node(c.NonVoters()[0])
-	res, err := nv.Read(ctx, ReadOptions{Consistency: Bookmark, Bookmark: last}, get("k9"))
+	res, err := nv.Read(ctx, api.ReadOptions{Consistency: api.Bookmark, Bookmark: last}, get("k9"))
 	if err != nil {
 		t.Fatalf("bookmark read on non-voter: %v", err)
 	}
@@ -58,7 +59,7 @@ func TestClusterConsistency(t *testing.T) {
 	// A bookmark from the future fails fast, on the leader and elsewhere.
 	for _, s := range []*Store{leader, nv} {
 		start := time.Now()
-		_, err = s.Read(ctx, ReadOptions{Consistency: Bookmark, Bookmark: last + 1_000_000}, countKV())
+		_, err = s.Read(ctx, api.ReadOptions{Consistency: api.Bookmark, Bookmark: last + 1_000_000}, countKV())
 		if !errors.Is(err, ErrFutureBookmark) {
 			t.Fatalf("%s: future bookmark: %v", s.NodeID(), err)
 		}
@@ -76,7 +77,7 @@ func TestClusterConsistency(t *testing.T) {
 	if leader.NodeID() == old {
 		t.Fatalf("the killed node is still leader")
 	}
-	res, err = leader.Read(ctx, ReadOptions{Consistency: Strong}, countKV())
+	res, err = leader.Read(ctx, api.ReadOptions{Consistency: api.Strong}, countKV())
 	if err != nil {
 		t.Fatalf("strong read after failover: %v", err)
 	}
@@ -95,7 +96,7 @@ func TestClusterConsistency(t *testing.T) {
 	leader = c.WaitForLeader(10 * time.Second)
 	c.Partition(leader.NodeID())
 	other := c.Node(c.NonVoters()[0])
-	res, err = other.Read(ctx, ReadOptions{Consistency: Stale}, countKV())
+	res, err = other.Read(ctx, api.ReadOptions{Consistency: api.Stale}, countKV())
 	if err != nil || scalar(t, res) != 11 {
 		t.Fatalf("stale read during a partition: %+v %v", res, err)
 	}
@@ -110,7 +111,7 @@ func TestClusterConsistency(t *testing.T) {
 	})
 	// (Raft counts stepping down as contact, so the bound bites 50ms later.)
 	waitFor(t, 5*time.Second, func() error {
-		_, err := isolated.Read(ctx, ReadOptions{Consistency: Stale, MaxStaleness: 50 * time.Millisecond}, countKV())
+		_, err := isolated.Read(ctx, api.ReadOptions{Consistency: api.Stale, MaxStaleness: 50 * time.Millisecond}, countKV())
 		if !errors.Is(err, ErrTooStale) {
 			return fmt.Errorf("bounded stale read on the isolated node: %v", err)
 		}
@@ -131,7 +132,7 @@ func TestClusterConsistency(t *testing.T) {
 	}
 	c.Heal()
 	leader = c.WaitForLeader(10 * time.Second)
-	res, err = leader.Read(ctx, ReadOptions{Consistency: Strong}, countKV())
+	res, err = leader.Read(ctx, api.ReadOptions{Consistency: api.Strong}, countKV())
 	if err != nil || scalar(t, res) != 11 {
 		t.Fatalf("strong read after heal: %+v %v", res, err)
 	}
@@ -176,7 +177,7 @@ func TestNoQuorumWrite(t *testing.T) {
 	// A bookmark read it cannot satisfy is UNAVAILABLE too, not a hang.
 	rctx, cancel := context.WithTimeout(ctx, 500*time.Millisecond)
 	defer cancel()
-	_, err = s.Read(rctx, ReadOptions{Consistency: Bookmark, Bookmark: s.AppliedIndex() + 1}, countKV())
+	_, err = s.Read(rctx, api.ReadOptions{Consistency: api.Bookmark, Bookmark: s.AppliedIndex() + 1}, countKV())
 	wantCode(t, err, codes.Unavailable)
 	t.Logf("no quorum: write %v, bookmark read %v", errors.Unwrap(err), err)
 }

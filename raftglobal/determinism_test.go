@@ -2,6 +2,7 @@ package raftglobal
 
 import (
 	"errors"
+	"github.com/lunora/lunora/api"
 	"sync"
 	"testing"
 	"time"
@@ -103,7 +104,7 @@ func TestDeterminism(t *testing.T) {
 		}
 	}
 	// The draws are random-looking: 16 distinct values.
-	res, err := leader.Read(ctx, ReadOptions{Consistency: Strong}, Command{SQL: []string{
+	res, err := leader.Read(ctx, api.ReadOptions{Consistency: api.Strong}, Command{SQL: []string{
 		`SELECT count(DISTINCT r), count(DISTINCT b), min(length(b)), min(t) FROM rnd`}})
 	if err != nil {
 		t.Fatal(err)

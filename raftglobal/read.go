@@ -11,48 +11,28 @@ import (
 	"google.golang.org/grpc/codes"
 )
 
-// Consistency is what a read may see.
-type Consistency int
-
-const (
-	// Strong reads are linearizable: served by the leader after it confirms
-	// its leadership with a quorum and has applied everything committed
-	// when the read arrived (a read index; no log write).
-	Strong Consistency = iota
-	// Bookmark reads are served by any replica once it has applied the
-	// bookmark (a Write's Result.Seq): read-your-writes on any node.
-	Bookmark
-	// Stale reads are served at once from the local replica, optionally
-	// refused if it has not heard from the leader within MaxStaleness.
-	Stale
-)
-
-func (c Consistency) String() string {
-	switch c {
-	case Strong:
-		return "strong"
-	case Bookmark:
-		return "bookmark"
-	case Stale:
-		return "stale"
-	}
-	return fmt.Sprintf("Consistency(%d)", int(c))
-}
-
-// ReadOptions choose a read's consistency.
-type ReadOptions struct {
-	Consistency Consistency
-	// Bookmark is the index a Bookmark read must see (0: none).
-	Bookmark uint64
-	// MaxStaleness, when set, bounds how long ago a Stale read's replica may
-	// have last heard from the leader.
-	MaxStaleness time.Duration
-}
-
 // Read runs cmd's statements in one read transaction on a read-only
 // connection of this node's FSM (the sandbox on), at the consistency asked
-// for. Result.Seq is the applied index the read saw.
-func (s *Store) Read(ctx context.Context, opts ReadOptions, cmd Command) (*api.Result, error) {
+// for. Result.Seq is the applied index the read saw. The options are the
+// API's own (api.ReadOptions, the one type for them): api.Strong reads are
+// linearizable (served by the leader after it confirms its leadership with
+// a quorum and has applied everything committed when the read arrived: a
+// read index, no log write); api.Bookmark reads are served by any replica
+// once it has applied opts.Bookmark (a Write's Result.Seq); api.Stale
+// reads are served at once from the local replica, refused if it has not
+// heard from the leader within opts.MaxStaleness (when set). The default
+// consistency is Strong, or Bookmark when a bookmark is given.
+// opts.Forwarded is the node API's and is ignored here.
+func (s *Store) Read(ctx context.Context, opts api.ReadOptions, cmd Command) (*api.Result, error) {
+	if opts.Consistency == api.ConsistencyDefault {
+		opts.Consistency = api.Strong
+		if opts.Bookmark > 0 {
+			opts.Consistency = api.Bookmark
+		}
+	}
+	if opts.Consistency == api.Bookmark && opts.Bookmark == 0 {
+		return nil, api.Errorf(codes.InvalidArgument, "a bookmark read needs the bookmark a write returned")
+	}
 	w, err := toWire(cmd, false, s.cfg.MaxSQLLen)
 	if err != nil {
 		return nil, err
@@ -64,7 +44,7 @@ func (s *Store) Read(ctx context.Context, opts ReadOptions, cmd Command) (*api.R
 }
 
 // ready waits until this node may serve a read at opts' consistency.
-func (s *Store) ready(ctx context.Context, opts ReadOptions) error {
+func (s *Store) ready(ctx context.Context, opts api.ReadOptions) error {
 	select {
 	case <-s.closed:
 		return ErrClosed
@@ -73,11 +53,11 @@ func (s *Store) ready(ctx context.Context, opts ReadOptions) error {
 	wctx, cancel := context.WithTimeout(ctx, s.cfg.MaxReadWait)
 	defer cancel()
 	switch opts.Consistency {
-	case Strong:
+	case api.Strong:
 		return s.readIndex(wctx)
-	case Bookmark:
+	case api.Bookmark:
 		return s.awaitBookmark(ctx, wctx, opts.Bookmark)
-	case Stale:
+	case api.Stale:
 		if opts.MaxStaleness > 0 && s.raft.State() != raft.Leader {
 			last := s.raft.LastContact()
 			if last.IsZero() || time.Since(last) > opts.MaxStaleness {

@@ -1,6 +1,7 @@
 package raftglobal
 
 import (
+	"github.com/lunora/lunora/api"
 	"os"
 	"path/filepath"
 	"strings"
@@ -38,7 +39,7 @@ func TestRecoverLostQuorum(t *testing.T) {
 	if _, err := os.Stat(path + ".applied"); err != nil {
 		t.Fatalf("peers.json not marked applied: %v", err)
 	}
-	got, err := s.Read(ctx, ReadOptions{Consistency: Strong}, get("survives"))
+	got, err := s.Read(ctx, api.ReadOptions{Consistency: api.Strong}, get("survives"))
 	if err != nil || scalar(t, got) != 1 {
 		t.Fatalf("data after recovery: %+v %v", got, err)
 	}

@@ -2,6 +2,7 @@ package raftglobal
 
 import (
 	"fmt"
+	"github.com/lunora/lunora/api"
 	"os"
 	"path/filepath"
 	"testing"
@@ -55,7 +56,7 @@ func TestRestartFromSnapshotAndLog(t *testing.T) {
 		c.RestartNode(id)
 	}
 	leader = c.WaitForLeader(10 * time.Second)
-	res, err := leader.Read(ctx, ReadOptions{Consistency: Strong}, countKV())
+	res, err := leader.Read(ctx, api.ReadOptions{Consistency: api.Strong}, countKV())
 	if err != nil || scalar(t, res) != writes {
 		t.Fatalf("after a full restart: %+v %v", res, err)
 	}

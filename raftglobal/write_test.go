@@ -58,7 +58,7 @@ func TestBatching(t *testing.T) {
 	if entries >= 64 {
 		t.Fatalf("64 concurrent writes took %d entries: no batching", entries)
 	}
-	res, err := leader.Read(ctx, ReadOptions{Consistency: Strong}, countKV())
+	res, err := leader.Read(ctx, api.ReadOptions{Consistency: api.Strong}, countKV())
 	if err != nil || scalar(t, res) != 56 {
 		t.Fatalf("rows after the batch: %+v %v", res, err)
 	}
@@ -105,7 +105,7 @@ func TestBatchIsolation(t *testing.T) {
 	}
 	c.WaitForApplied(f.Index(), 10*time.Second)
 	for _, id := range c.Live() {
-		res, err := c.Node(id).Read(ctx, ReadOptions{Consistency: Stale}, Command{SQL: []string{"SELECT group_concat(k || '=' || v, ',') FROM (SELECT * FROM kv ORDER BY k)"}})
+		res, err := c.Node(id).Read(ctx, api.ReadOptions{Consistency: api.Stale}, Command{SQL: []string{"SELECT group_concat(k || '=' || v, ',') FROM (SELECT * FROM kv ORDER BY k)"}})
 		if err != nil || res.Rows[0][0] != "a=1,c=3,dup=1" {
 			t.Fatalf("%s: %+v %v", id, res, err)
 		}
@@ -146,16 +146,16 @@ func TestBadInput(t *testing.T) {
 	// one's effect is rolled back with it.
 	_, err := s.Write(ctx, Command{SQL: []string{"INSERT INTO kv (k, v) VALUES ('one', 1)", "SELEC 2"}})
 	wantCode(t, err, codes.InvalidArgument)
-	res, err := s.Read(ctx, ReadOptions{Consistency: Strong}, countKV())
+	res, err := s.Read(ctx, api.ReadOptions{Consistency: api.Strong}, countKV())
 	if err != nil || scalar(t, res) != 0 {
 		t.Fatalf("a failed command left rows: %+v %v", res, err)
 	}
 	// Reads cannot write, nor leave the sandbox.
-	_, err = s.Read(ctx, ReadOptions{Consistency: Stale}, put("r", 1))
+	_, err = s.Read(ctx, api.ReadOptions{Consistency: api.Stale}, put("r", 1))
 	if !errors.Is(err, ErrReadOnly) {
 		t.Fatalf("write through Read: %v", err)
 	}
-	_, err = s.Read(ctx, ReadOptions{Consistency: Stale}, Command{SQL: []string{"ATTACH DATABASE '/tmp/x.db' AS x"}})
+	_, err = s.Read(ctx, api.ReadOptions{Consistency: api.Stale}, Command{SQL: []string{"ATTACH DATABASE '/tmp/x.db' AS x"}})
 	wantCode(t, err, codes.PermissionDenied)
 	// Args of every supported type round-trip through the log.
 	res, err = s.Write(ctx, Command{SQL: []string{"SELECT :i, :f, :s, :b, :n, :t, typeof(:e)"}, Args: map[string]any{
