@@ -273,7 +273,7 @@ func (n *Node) onShard(ctx context.Context, shardID string, do func() error) err
 // pointer, or a replica that has not applied the latest move) the holder
 // is read through the log, and the pointer is corrected to it.
 func (n *Node) registryHolder(ctx context.Context, shardID, named string) (string, error) {
-	if h, exists, err := n.cfg.Global.ShardOwner(ctx, shardID); err == nil && exists && h == named {
+	if h, exists, err := n.cfg.Global.ShardHolder(ctx, shardID); err == nil && exists && h == named {
 		return named, nil
 	}
 	self := n.cfg.NodeID
@@ -374,7 +374,7 @@ func (n *Node) moveShard(ctx context.Context, shardID, to string, v *ringView) (
 		return 0, api.Wrap(shardhost.ErrShardMoving, "shard "+shardID+": waiting for a move slot: "+ctx.Err().Error())
 	}
 	self := n.cfg.NodeID
-	holder, exists, err := n.cfg.Global.ShardOwner(ctx, shardID)
+	holder, exists, err := n.cfg.Global.ShardHolder(ctx, shardID)
 	if err != nil {
 		return 0, err
 	}
@@ -557,7 +557,7 @@ func (n *Node) HandoffDone(ctx context.Context, shardID string, index uint64) er
 	if err := g.WaitApplied(ctx, index); err != nil {
 		return err
 	}
-	holder, _, err := g.ShardOwner(ctx, shardID)
+	holder, _, err := g.ShardHolder(ctx, shardID)
 	if err != nil {
 		return err
 	}
@@ -759,7 +759,7 @@ func (n *Node) leaveRing(ctx context.Context) (int, error) {
 		time.Sleep(backoff)
 	}
 	if err != nil {
-		if ids, _, lerr := n.cfg.Global.OwnedShards(ctx, n.cfg.NodeID, "", 1); lerr == nil && len(ids) == 0 {
+		if ids, _, lerr := n.cfg.Global.HeldShards(ctx, n.cfg.NodeID, "", 1); lerr == nil && len(ids) == 0 {
 			return 0, nil // out of reach (removed, say) and holding nothing
 		}
 		return n.stillHeld(), fmt.Errorf("leave the ring: %w", err)
@@ -846,7 +846,7 @@ func (n *Node) stillHeld() int {
 	defer cancel()
 	held, after := 0, ""
 	for {
-		ids, next, err := n.cfg.Global.OwnedShards(ctx, n.cfg.NodeID, after, 1000)
+		ids, next, err := n.cfg.Global.HeldShards(ctx, n.cfg.NodeID, after, 1000)
 		if err != nil {
 			return -1
 		}
@@ -871,7 +871,7 @@ func (n *Node) rebalance(ctx context.Context, v *ringView) (int, error) {
 		after  string
 	)
 	for {
-		ids, next, err := n.cfg.Global.OwnedShards(ctx, n.cfg.NodeID, after, 1000)
+		ids, next, err := n.cfg.Global.HeldShards(ctx, n.cfg.NodeID, after, 1000)
 		if err != nil {
 			wg.Wait()
 			return -1, err
@@ -969,7 +969,7 @@ func (n *Node) clusterStatus(ctx context.Context) (*api.ClusterStatus, error) {
 	if err != nil {
 		return nil, err
 	}
-	counts, err := n.cfg.Global.ShardsPerOwner(ctx)
+	counts, err := n.cfg.Global.ShardsPerHolder(ctx)
 	if err != nil {
 		return nil, err
 	}
@@ -1025,7 +1025,7 @@ func (n *Node) LocateShard(ctx context.Context, shardID string) (*api.ShardLocat
 	if err != nil {
 		return nil, err
 	}
-	holder, exists, err := g.ShardOwner(ctx, shardID)
+	holder, exists, err := g.ShardHolder(ctx, shardID)
 	if err != nil {
 		return nil, err
 	}
@@ -1040,7 +1040,7 @@ func (n *Node) ListShards(ctx context.Context, group, holder, after string, limi
 		return nil, "", api.Errorf(codes.FailedPrecondition, "this node runs no shard registry")
 	}
 	if holder != "" {
-		return g.OwnedShards(ctx, holder, after, limit)
+		return g.HeldShards(ctx, holder, after, limit)
 	}
 	return g.ListShards(ctx, group, after, limit)
 }

@@ -44,7 +44,7 @@ type Peer interface {
 	Exec(ctx context.Context, shardID, sql string, params map[string]any, read api.ReadOptions) (*api.Result, error)
 	Join(ctx context.Context, req api.JoinRequest) (leaderID string, err error)
 	RemoveNode(ctx context.Context, req api.RemoveRequest) error
-	RegisterShard(ctx context.Context, shardID, owner string, forwarded bool) (existed bool, holder string, err error)
+	RegisterShard(ctx context.Context, shardID, creator string, forwarded bool) (existed bool, holder string, err error)
 
 	Ring(ctx context.Context, minEpoch uint64) (*api.Ring, error)
 	UpdateRing(ctx context.Context, req api.RingChange) (uint64, error)
@@ -376,15 +376,15 @@ func (n *Node) Probe(ctx context.Context, id string) bool {
 	return true
 }
 
-// RegisterShard records a shard in the registry as held by owner
-// (create-if-absent) and reports whether it was already there and who
+// RegisterShard records a shard in the registry as held by creator, the
+// node creating it (create-if-absent) and reports whether it was already there and who
 // holds it; on a follower it is passed to the leader.
-func (n *Node) RegisterShard(ctx context.Context, shardID, owner string, forwarded bool) (bool, string, error) {
+func (n *Node) RegisterShard(ctx context.Context, shardID, creator string, forwarded bool) (bool, string, error) {
 	g := n.cfg.Global
 	if g == nil {
 		return false, "", api.Errorf(codes.FailedPrecondition, "this node runs no global tier")
 	}
-	existed, holder, _, err := g.RegisterShard(ctx, shardID, owner)
+	existed, holder, _, err := g.RegisterShard(ctx, shardID, creator)
 	if errors.As(err, new(*raftglobal.NotLeaderError)) {
 		if forwarded {
 			return false, "", api.Errorf(codes.Unavailable, "global tier: leadership moved while registering shard %s; retry", shardID)
@@ -393,18 +393,18 @@ func (n *Node) RegisterShard(ctx context.Context, shardID, owner string, forward
 		if perr != nil {
 			return false, "", perr
 		}
-		return p.RegisterShard(ctx, shardID, owner, true)
+		return p.RegisterShard(ctx, shardID, creator, true)
 	}
 	return existed, holder, err
 }
 
-// ShardOwner reports, from this node's replica of the registry, whether
-// it holds the shard and which node holds its file.
-func (n *Node) ShardOwner(ctx context.Context, shardID string) (string, bool, error) {
+// ShardHolder reports, from this node's replica of the registry, whether
+// it has the shard and which node holds its file.
+func (n *Node) ShardHolder(ctx context.Context, shardID string) (string, bool, error) {
 	if n.cfg.Global == nil {
 		return "", false, nil
 	}
-	return n.cfg.Global.ShardOwner(ctx, shardID)
+	return n.cfg.Global.ShardHolder(ctx, shardID)
 }
 
 // PublishSelf records this node's addresses in the cluster metadata; the

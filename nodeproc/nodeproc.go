@@ -369,8 +369,8 @@ type lateRegistry struct{ node atomic.Pointer[node.Node] }
 // lateNode is the node router for hooks of components built before it.
 type lateNode struct{ node atomic.Pointer[node.Node] }
 
-func (r *lateRegistry) ShardOwner(ctx context.Context, id string) (string, bool, error) {
-	return r.node.Load().ShardOwner(ctx, id)
+func (r *lateRegistry) ShardHolder(ctx context.Context, id string) (string, bool, error) {
+	return r.node.Load().ShardHolder(ctx, id)
 }
 
 func (r *lateRegistry) RegisterShard(ctx context.Context, id string) (bool, string, error) {

@@ -33,9 +33,12 @@ var systemSchema = []string{
 	`CREATE TABLE IF NOT EXISTS __lunora_ring (epoch INTEGER PRIMARY KEY, nodes TEXT NOT NULL, created_ms INTEGER NOT NULL)`,
 	`CREATE TABLE IF NOT EXISTS __lunora_nodes (id TEXT PRIMARY KEY, grpc_addr TEXT NOT NULL, raft_addr TEXT NOT NULL,
 		state TEXT NOT NULL, updated_ms INTEGER NOT NULL) WITHOUT ROWID`,
-	// owner is the node that holds the shard's file: set when the shard is
-	// created, changed only by the holder when a handoff has made the copy
-	// on the new node durable (invariant I3).
+	// The column owner is the shard's *holder*, the node with its file (the
+	// Go API says holder: ShardHolder, HeldShards; a shard's owner is its
+	// ring position). It keeps its name because existing replicas' files
+	// and snapshots have it. Set when the shard is created, changed only by
+	// the holder when a handoff has made the copy on the new node durable
+	// (invariant I3).
 	`CREATE TABLE IF NOT EXISTS __lunora_shards (id TEXT PRIMARY KEY, grp TEXT NOT NULL, created_ms INTEGER NOT NULL,
 		owner TEXT NOT NULL DEFAULT '', moved_ms INTEGER NOT NULL DEFAULT 0) WITHOUT ROWID`,
 	`CREATE INDEX IF NOT EXISTS __lunora_shards_grp ON __lunora_shards (grp, id)`,

@@ -142,17 +142,17 @@ func (s *Store) Nodes(ctx context.Context) ([]NodeInfo, error) {
 	return out, nil
 }
 
-// RegisterShard records that shardID exists and is held by owner (leader
-// only), atomically in the FSM: existed is false for the call that created
+// RegisterShard records that shardID exists and is held by creator, the
+// node creating it (leader only), atomically in the FSM: existed is false for the call that created
 // the entry and true for every later one (invariant I4: a node never
 // creates a shard the registry already holds). It returns the holder the
 // registry names after the call and the log index of the write.
-func (s *Store) RegisterShard(ctx context.Context, shardID, owner string) (existed bool, holder string, index uint64, err error) {
+func (s *Store) RegisterShard(ctx context.Context, shardID, creator string) (existed bool, holder string, index uint64, err error) {
 	if shardID == "" {
 		return false, "", 0, api.Errorf(codes.InvalidArgument, "shard ID is empty")
 	}
-	res, err := s.system(ctx, map[string]any{"id": shardID, "grp": ShardGroup(shardID), "owner": owner},
-		`INSERT INTO __lunora_shards (id, grp, created_ms, owner) VALUES (:id, :grp, lunora_now(), :owner) ON CONFLICT (id) DO NOTHING`,
+	res, err := s.system(ctx, map[string]any{"id": shardID, "grp": ShardGroup(shardID), "holder": creator},
+		`INSERT INTO __lunora_shards (id, grp, created_ms, owner) VALUES (:id, :grp, lunora_now(), :holder) ON CONFLICT (id) DO NOTHING`,
 		`SELECT changes() = 0, owner FROM __lunora_shards WHERE id = :id`)
 	if err != nil {
 		return false, "", 0, err
@@ -192,43 +192,43 @@ func (s *Store) MoveShard(ctx context.Context, shardID, from, to string) (holder
 	return holder, res.Seq, nil
 }
 
-// ShardOwner reports, from this replica, whether the registry holds
+// ShardHolder reports, from this replica, whether the registry holds
 // shardID and which node holds its file ("" for a shard registered before
 // holders were recorded).
-func (s *Store) ShardOwner(ctx context.Context, shardID string) (owner string, exists bool, err error) {
+func (s *Store) ShardHolder(ctx context.Context, shardID string) (holder string, exists bool, err error) {
 	res, err := s.systemRead(ctx, map[string]any{"id": shardID}, `SELECT owner FROM __lunora_shards WHERE id = :id`)
 	if err != nil || len(res.Rows) == 0 {
 		return "", false, err
 	}
-	owner, _ = cell(res, 0).(string)
-	return owner, true, nil
+	holder, _ = cell(res, 0).(string)
+	return holder, true, nil
 }
 
 // ShardExists reports whether this replica's registry holds shardID.
 func (s *Store) ShardExists(ctx context.Context, shardID string) (bool, error) {
-	_, ok, err := s.ShardOwner(ctx, shardID)
+	_, ok, err := s.ShardHolder(ctx, shardID)
 	return ok, err
 }
 
-// OwnedShards pages, from this replica, through the shards the registry
-// says owner holds, in ID order: up to limit IDs after after, and the
+// HeldShards pages, from this replica, through the shards the registry
+// says holder holds, in ID order: up to limit IDs after after, and the
 // cursor of the next page ("" at the end).
-func (s *Store) OwnedShards(ctx context.Context, owner, after string, limit int) (ids []string, next string, err error) {
-	return s.pageShards(ctx, `SELECT id FROM __lunora_shards WHERE owner = :key AND id > :after ORDER BY id LIMIT :limit`, owner, after, limit)
+func (s *Store) HeldShards(ctx context.Context, holder, after string, limit int) (ids []string, next string, err error) {
+	return s.pageShards(ctx, `SELECT id FROM __lunora_shards WHERE owner = :key AND id > :after ORDER BY id LIMIT :limit`, holder, after, limit)
 }
 
-// ShardsPerOwner counts, from this replica, the registered shards of each
+// ShardsPerHolder counts, from this replica, the registered shards of each
 // holder.
-func (s *Store) ShardsPerOwner(ctx context.Context) (map[string]int64, error) {
+func (s *Store) ShardsPerHolder(ctx context.Context) (map[string]int64, error) {
 	res, err := s.systemRead(ctx, nil, `SELECT owner, count(*) FROM __lunora_shards GROUP BY owner`)
 	if err != nil {
 		return nil, err
 	}
 	out := make(map[string]int64, len(res.Rows))
 	for _, r := range res.Rows {
-		owner, _ := r[0].(string)
+		holder, _ := r[0].(string)
 		n, _ := r[1].(int64)
-		out[owner] = n
+		out[holder] = n
 	}
 	return out, nil
 }

@@ -180,14 +180,14 @@ func TestShardMoveIsCompareAndSet(t *testing.T) {
 	if err := f.WaitApplied(ctx, idx); err != nil {
 		t.Fatal(err)
 	}
-	if owner, ok, err := f.ShardOwner(ctx, "room_id=m"); err != nil || !ok || owner != "b" {
-		t.Fatalf("follower's holder: %q %v %v", owner, ok, err)
+	if holder, ok, err := f.ShardHolder(ctx, "room_id=m"); err != nil || !ok || holder != "b" {
+		t.Fatalf("follower's holder: %q %v %v", holder, ok, err)
 	}
-	ids, next, err := f.OwnedShards(ctx, "b", "", 10)
+	ids, next, err := f.HeldShards(ctx, "b", "", 10)
 	if err != nil || next != "" || !reflect.DeepEqual(ids, []string{"room_id=m"}) {
 		t.Fatalf("owned by b: %q %q %v", ids, next, err)
 	}
-	counts, err := leader.ShardsPerOwner(ctx)
+	counts, err := leader.ShardsPerHolder(ctx)
 	if err != nil || counts["b"] != 1 || counts["a"] != 0 {
 		t.Fatalf("shards per owner: %v %v", counts, err)
 	}

@@ -143,9 +143,9 @@ func (c *NodeClient) RemoveNode(ctx context.Context, req api.RemoveRequest) erro
 }
 
 // RegisterShard asks the node to record a shard in the registry as held by
-// owner.
-func (c *NodeClient) RegisterShard(ctx context.Context, shardID, owner string, forwarded bool) (bool, string, error) {
-	resp, err := c.node.RegisterShard(ctx, &lunorav1.RegisterShardRequest{ShardId: shardID, Owner: owner, Forwarded: forwarded})
+// holder (the node creating it).
+func (c *NodeClient) RegisterShard(ctx context.Context, shardID, holder string, forwarded bool) (bool, string, error) {
+	resp, err := c.node.RegisterShard(ctx, &lunorav1.RegisterShardRequest{ShardId: shardID, Holder: holder, Forwarded: forwarded})
 	if err != nil {
 		return false, "", c.fromStatus(err)
 	}

@@ -31,7 +31,7 @@ type Shards interface {
 	Join(ctx context.Context, req api.JoinRequest) (leaderID string, err error)
 	RemoveNode(ctx context.Context, req api.RemoveRequest) error
 	// RegisterShard records a shard in the registry (create-if-absent).
-	RegisterShard(ctx context.Context, shardID, owner string, forwarded bool) (existed bool, holder string, err error)
+	RegisterShard(ctx context.Context, shardID, creator string, forwarded bool) (existed bool, holder string, err error)
 	// Subscribe starts a live query on a shard.
 	Subscribe(ctx context.Context, shardID, function string, args map[string]any, sinceSeq uint64) (api.Stream, error)
 }
@@ -126,7 +126,7 @@ func (s *NodeServer) RemoveNode(ctx context.Context, req *lunorav1.RemoveNodeReq
 
 // RegisterShard implements lunorav1.NodeServer.
 func (s *NodeServer) RegisterShard(ctx context.Context, req *lunorav1.RegisterShardRequest) (*lunorav1.RegisterShardResponse, error) {
-	existed, holder, err := s.shards.RegisterShard(ctx, req.GetShardId(), req.GetOwner(), req.GetForwarded())
+	existed, holder, err := s.shards.RegisterShard(ctx, req.GetShardId(), req.GetHolder(), req.GetForwarded())
 	if err != nil {
 		return nil, statusFor(ctx, s.log, "Node.RegisterShard", err)
 	}

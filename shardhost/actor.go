@@ -67,7 +67,7 @@ func (a *actor) activate() error {
 	created := false
 	_, statErr := os.Stat(a.path)
 	if reg := a.h.cfg.Registry; reg != nil {
-		holder, exists, err := reg.ShardOwner(ctx, a.id)
+		holder, exists, err := reg.ShardHolder(ctx, a.id)
 		if err != nil {
 			return api.Errorf(api.CodeOf(err), "shard %s: check the shard registry: %v", a.id, err)
 		}

@@ -107,9 +107,9 @@ type Config struct {
 // are called when a shard activates, never on the request path of an
 // active shard; RegisterShard may block on the network.
 type Registry interface {
-	// ShardOwner reports, from this node's replica, whether the registry
+	// ShardHolder reports, from this node's replica, whether the registry
 	// holds shardID and which node holds its file.
-	ShardOwner(ctx context.Context, shardID string) (holder string, exists bool, err error)
+	ShardHolder(ctx context.Context, shardID string) (holder string, exists bool, err error)
 	// RegisterShard records shardID as held by this node
 	// (create-if-absent) and reports whether it was already there and who
 	// holds it.

@@ -1077,8 +1077,9 @@ type RegisterShardRequest struct {
 	state     protoimpl.MessageState `protogen:"open.v1"`
 	ShardId   string                 `protobuf:"bytes,1,opt,name=shard_id,json=shardId,proto3" json:"shard_id,omitempty"`
 	Forwarded bool                   `protobuf:"varint,2,opt,name=forwarded,proto3" json:"forwarded,omitempty"`
-	// owner is the node creating the shard, recorded as its holder.
-	Owner         string `protobuf:"bytes,3,opt,name=owner,proto3" json:"owner,omitempty"`
+	// holder is the node creating the shard, recorded as its holder (the
+	// field was named owner; its number and wire format are unchanged).
+	Holder        string `protobuf:"bytes,3,opt,name=holder,proto3" json:"holder,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1127,9 +1128,9 @@ func (x *RegisterShardRequest) GetForwarded() bool {
 	return false
 }
 
-func (x *RegisterShardRequest) GetOwner() string {
+func (x *RegisterShardRequest) GetHolder() string {
 	if x != nil {
-		return x.Owner
+		return x.Holder
 	}
 	return ""
 }
@@ -1684,11 +1685,11 @@ const file_lunora_v1_node_proto_rawDesc = "" +
 	"\x05epoch\x18\x05 \x01(\x04R\x05epoch\x1aI\n" +
 	"\tArgsEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12&\n" +
-	"\x05value\x18\x02 \x01(\v2\x10.lunora.v1.ValueR\x05value:\x028\x01\"e\n" +
+	"\x05value\x18\x02 \x01(\v2\x10.lunora.v1.ValueR\x05value:\x028\x01\"g\n" +
 	"\x14RegisterShardRequest\x12\x19\n" +
 	"\bshard_id\x18\x01 \x01(\tR\ashardId\x12\x1c\n" +
-	"\tforwarded\x18\x02 \x01(\bR\tforwarded\x12\x14\n" +
-	"\x05owner\x18\x03 \x01(\tR\x05owner\"_\n" +
+	"\tforwarded\x18\x02 \x01(\bR\tforwarded\x12\x16\n" +
+	"\x06holder\x18\x03 \x01(\tR\x06holder\"_\n" +
 	"\x15RegisterShardResponse\x12\x18\n" +
 	"\aexisted\x18\x01 \x01(\bR\aexisted\x12\x16\n" +
 	"\x06holder\x18\x02 \x01(\tR\x06holder\x12\x14\n" +
