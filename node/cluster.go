@@ -504,14 +504,15 @@ func (n *Node) MoveShard(ctx context.Context, shardID, from, to string, forwarde
 	}
 	holder, idx, err := g.MoveShard(ctx, shardID, from, to)
 	if errors.As(err, new(*raftglobal.NotLeaderError)) {
-		if forwarded {
-			return "", 0, api.Errorf(codes.Unavailable, "global tier: leadership moved while moving shard %s; retry", shardID)
+		type answer struct {
+			holder string
+			index  uint64
 		}
-		p, perr := n.leaderPeer(ctx, err)
-		if perr != nil {
-			return "", 0, perr
-		}
-		return p.MoveShard(ctx, shardID, from, to, true)
+		a, err := forwardToLeader(ctx, n, err, forwarded, "moving shard "+shardID, func(p Peer) (answer, error) {
+			holder, idx, err := p.MoveShard(ctx, shardID, from, to, true)
+			return answer{holder, idx}, err
+		})
+		return a.holder, a.index, err
 	}
 	return holder, idx, err
 }
@@ -584,15 +585,10 @@ func (n *Node) UpdateRing(ctx context.Context, req api.RingChange) (uint64, erro
 		return 0, api.Errorf(codes.InvalidArgument, "a ring change needs a node ID and, to add it, a weight of at least 1")
 	}
 	if !g.IsLeader() {
-		if req.Forwarded {
-			return 0, api.Errorf(codes.Unavailable, "global tier: leadership moved while changing the ring; retry")
-		}
-		p, err := n.leaderPeer(ctx, g.NotLeader())
-		if err != nil {
-			return 0, err
-		}
-		req.Forwarded = true
-		return p.UpdateRing(ctx, req)
+		return forwardToLeader(ctx, n, g.NotLeader(), req.Forwarded, "the ring change", func(p Peer) (uint64, error) {
+			req.Forwarded = true
+			return p.UpdateRing(ctx, req)
+		})
 	}
 	op := raftglobal.RingOp{Node: id, Incarnation: req.Incarnation, Leave: remove}
 	for attempt := 0; attempt < 20; attempt++ {

@@ -58,8 +58,9 @@ type Peer interface {
 type Config struct {
 	App    *schema.App
 	Shards Shards
-	// Global is the global tier; nil when the app has no global tables.
-	Global *raftglobal.Store
+	// Global is the global tier (*raftglobal.Store); nil when the app has
+	// no global tables.
+	Global Global
 	// NodeID and GRPCAddr are this node's identity and node-API address,
 	// recorded in the cluster metadata so followers can reach the leader.
 	NodeID   string
@@ -96,6 +97,9 @@ type Node struct {
 
 // New returns a Node.
 func New(cfg Config) (*Node, error) {
+	if g, ok := cfg.Global.(*raftglobal.Store); ok && g == nil {
+		cfg.Global = nil // a nil *Store is no global tier
+	}
 	switch {
 	case cfg.App == nil || cfg.Shards == nil:
 		return nil, errors.New("node: App and Shards are required")
@@ -145,8 +149,9 @@ func (n *Node) Call(ctx context.Context, shardID, function string, args map[stri
 	cmd := raftglobal.Command{SQL: fn.SQL, Args: bound}
 	res, err := n.global(ctx, fn.Kind == schema.Mutation, cmd, read)
 	if errors.As(err, new(*raftglobal.NotLeaderError)) {
-		return n.forward(ctx, err, read, func(p Peer, r api.ReadOptions) (*api.Result, error) {
-			return p.Call(ctx, shardID, function, args, r)
+		return forwardToLeader(ctx, n, err, read.Forwarded, "the call", func(p Peer) (*api.Result, error) {
+			read.Forwarded = true
+			return p.Call(ctx, shardID, function, args, read)
 		})
 	}
 	return res, err
@@ -174,8 +179,9 @@ func (n *Node) Exec(ctx context.Context, shardID, sql string, params map[string]
 	write := verb != "SELECT" && verb != "VALUES"
 	res, err := n.global(ctx, write, raftglobal.Command{SQL: []string{sql}, Args: params}, read)
 	if errors.As(err, new(*raftglobal.NotLeaderError)) {
-		return n.forward(ctx, err, read, func(p Peer, r api.ReadOptions) (*api.Result, error) {
-			return p.Exec(ctx, shardID, sql, params, r)
+		return forwardToLeader(ctx, n, err, read.Forwarded, "the statement", func(p Peer) (*api.Result, error) {
+			read.Forwarded = true
+			return p.Exec(ctx, shardID, sql, params, read)
 		})
 	}
 	return res, err
@@ -200,19 +206,6 @@ func (n *Node) global(ctx context.Context, write bool, cmd raftglobal.Command, r
 	}
 	res.ShardID = schema.GlobalGroup
 	return res, nil
-}
-
-// forward passes a call this follower cannot serve to the leader, once.
-func (n *Node) forward(ctx context.Context, notLeader error, read api.ReadOptions, call func(Peer, api.ReadOptions) (*api.Result, error)) (*api.Result, error) {
-	if read.Forwarded {
-		return nil, api.Errorf(codes.Unavailable, "global tier: leadership moved while the call was being forwarded; retry")
-	}
-	p, err := n.leaderPeer(ctx, notLeader)
-	if err != nil {
-		return nil, err
-	}
-	read.Forwarded = true
-	return call(p, read)
 }
 
 // leaderPeer finds the leader's node-API address in the cluster metadata
@@ -278,16 +271,10 @@ func (n *Node) Join(ctx context.Context, req api.JoinRequest) (string, error) {
 		return "", api.Errorf(codes.InvalidArgument, "join needs node_id, raft_addr and grpc_addr")
 	}
 	if !g.IsLeader() {
-		id, _ := g.Leader()
-		if req.Forwarded {
-			return "", api.Errorf(codes.Unavailable, "global tier: leadership moved while the join was being forwarded; retry")
-		}
-		p, err := n.leaderPeer(ctx, g.NotLeader())
-		if err != nil {
-			return id, err
-		}
-		req.Forwarded = true
-		return p.Join(ctx, req)
+		return forwardToLeader(ctx, n, g.NotLeader(), req.Forwarded, "the join", func(p Peer) (string, error) {
+			req.Forwarded = true
+			return p.Join(ctx, req)
+		})
 	}
 	// A new member joins as a non-voter (the leader promotes it while
 	// there are fewer voters than its target); a member keeps its role. A
@@ -319,15 +306,11 @@ func (n *Node) RemoveNode(ctx context.Context, req api.RemoveRequest) error {
 		return api.Errorf(codes.InvalidArgument, "remove needs a node_id")
 	}
 	if !g.IsLeader() {
-		if req.Forwarded {
-			return api.Errorf(codes.Unavailable, "global tier: leadership moved while the removal was being forwarded; retry")
-		}
-		p, err := n.leaderPeer(ctx, g.NotLeader())
-		if err != nil {
-			return err
-		}
-		req.Forwarded = true
-		return p.RemoveNode(ctx, req)
+		_, err := forwardToLeader(ctx, n, g.NotLeader(), req.Forwarded, "the removal", func(p Peer) (struct{}, error) {
+			req.Forwarded = true
+			return struct{}{}, p.RemoveNode(ctx, req)
+		})
+		return err
 	}
 	// A removal the Raft group would refuse changes nothing. Then out of
 	// the ring first (its shards get new owners, which pull them if the
@@ -386,14 +369,15 @@ func (n *Node) RegisterShard(ctx context.Context, shardID, creator string, forwa
 	}
 	existed, holder, _, err := g.RegisterShard(ctx, shardID, creator)
 	if errors.As(err, new(*raftglobal.NotLeaderError)) {
-		if forwarded {
-			return false, "", api.Errorf(codes.Unavailable, "global tier: leadership moved while registering shard %s; retry", shardID)
+		type answer struct {
+			existed bool
+			holder  string
 		}
-		p, perr := n.leaderPeer(ctx, err)
-		if perr != nil {
-			return false, "", perr
-		}
-		return p.RegisterShard(ctx, shardID, creator, true)
+		a, err := forwardToLeader(ctx, n, err, forwarded, "registering shard "+shardID, func(p Peer) (answer, error) {
+			existed, holder, err := p.RegisterShard(ctx, shardID, creator, true)
+			return answer{existed, holder}, err
+		})
+		return a.existed, a.holder, err
 	}
 	return existed, holder, err
 }
