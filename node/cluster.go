@@ -27,34 +27,6 @@ import (
 // (rebalancing). Each move is a handoff (shardhost/handoff.go) whose commit
 // point is the registry's compare-and-set of the holder.
 
-// ClusterConfig configures the cluster part of a Node.
-type ClusterConfig struct {
-	// Weight is this node's share of shards relative to the others; 0
-	// keeps the node out of the ring (it only forwards).
-	Weight int
-	// MaxMoves caps the handoffs this node sends at once.
-	MaxMoves int
-	// MoveBytesPerSec limits the bytes per second this node streams to
-	// others in handoffs (0: no limit).
-	MoveBytesPerSec int64
-	// RingPoll is how often the node looks for a new ring epoch in its
-	// replica of the metadata.
-	RingPoll time.Duration
-	// RebalanceEvery re-runs rebalancing even without an epoch change, to
-	// finish moves that failed.
-	RebalanceEvery time.Duration
-	// Fault, when set, is called at the handoff's crash points
-	// ("send-after-ack", "send-after-commit", "recv-after-store") with
-	// the shard ID. Crash tests use it to stop a process exactly there.
-	Fault func(point, shardID string)
-}
-
-// DefaultClusterConfig returns weight 1, 8 concurrent moves, no rate
-// limit, a 200 ms ring poll and a rebalance pass every 10 s.
-func DefaultClusterConfig() ClusterConfig {
-	return ClusterConfig{Weight: 1, MaxMoves: 8, RingPoll: 200 * time.Millisecond, RebalanceEvery: 10 * time.Second}
-}
-
 // ringView is one ring epoch, ready for lookups.
 type ringView struct {
 	epoch uint64
@@ -77,68 +49,14 @@ type cluster struct {
 	refresh sync.Mutex // one refresh at a time
 	changed chan struct{}
 
-	moves   chan struct{} // MaxMoves tokens
-	limiter *rateLimiter
-	pulls   sync.Map // shard ID → *pullCall: one pull per shard at a time
 	leaving atomic.Bool
 	// everInRing: this process's view of the ring has had this node in it
 	// (before that, it created, pulled and received no shard).
 	everInRing atomic.Bool
-	// streams are the handoff streams under way here (sent and received),
-	// for Status: *moveProgress keyed by itself.
-	streams sync.Map
 }
 
-// moveProgress is one handoff stream under way: bytes counts what went
-// through so far.
-type moveProgress struct {
-	shardID, from, to string
-	size              int64
-	start             time.Time
-	bytes             atomic.Int64
-}
-
-// track registers a stream for Status until the returned func is called;
-// r is wrapped to count the bytes that go through it.
-func (c *cluster) track(shardID, from, to string, size int64, r io.Reader) (io.Reader, func()) {
-	p := &moveProgress{shardID: shardID, from: from, to: to, size: size, start: time.Now()}
-	c.streams.Store(p, struct{}{})
-	return &countingReader{r: r, n: &p.bytes}, func() { c.streams.Delete(p) }
-}
-
-// streamsUnderWay lists the handoff streams under way, oldest first.
-func (c *cluster) streamsUnderWay() []api.ShardMove {
-	var out []api.ShardMove
-	c.streams.Range(func(k, _ any) bool {
-		p := k.(*moveProgress)
-		out = append(out, api.ShardMove{ShardID: p.shardID, From: p.from, To: p.to, Bytes: p.bytes.Load(), Size: p.size, Elapsed: time.Since(p.start)})
-		return true
-	})
-	sort.Slice(out, func(i, j int) bool { return out[i].Elapsed > out[j].Elapsed })
-	return out
-}
-
-type countingReader struct {
-	r io.Reader
-	n *atomic.Int64
-}
-
-func (r *countingReader) Read(p []byte) (int, error) {
-	n, err := r.r.Read(p)
-	r.n.Add(int64(n))
-	return n, err
-}
-
-type pullCall struct {
-	done chan struct{}
-	err  error
-}
-
-func newCluster(cfg ClusterConfig) *cluster {
-	c := &cluster{changed: make(chan struct{}, 1), moves: make(chan struct{}, max(cfg.MaxMoves, 1))}
-	if cfg.MoveBytesPerSec > 0 {
-		c.limiter = &rateLimiter{perSec: float64(cfg.MoveBytesPerSec)}
-	}
+func newCluster() *cluster {
+	c := &cluster{changed: make(chan struct{}, 1)}
 	c.view.Store(&ringView{})
 	return c
 }
@@ -256,92 +174,15 @@ func (n *Node) onShard(ctx context.Context, shardID string, do func() error) err
 	// The holder named may be a forward pointer this node left when it
 	// handed the shard off, and the shard may have moved on since: the
 	// registry decides where to pull from.
-	if holder, err = n.registryHolder(ctx, shardID, holder); err != nil {
+	if holder, err = n.handoff.Holder(ctx, shardID, holder); err != nil {
 		return err
 	}
 	if holder != n.cfg.NodeID {
-		if err := n.pull(ctx, shardID, holder, v); err != nil {
+		if err := n.handoff.Pull(ctx, shardID, holder, v.addrs[holder], v.epoch); err != nil {
 			return err
 		}
 	}
 	return do()
-}
-
-// registryHolder returns the shard's holder in the registry, given the
-// holder a request was answered with: when this replica of the registry
-// names the same node it is the answer; otherwise (a stale forward
-// pointer, or a replica that has not applied the latest move) the holder
-// is read through the log, and the pointer is corrected to it.
-func (n *Node) registryHolder(ctx context.Context, shardID, named string) (string, error) {
-	if h, exists, err := n.cfg.Global.ShardHolder(ctx, shardID); err == nil && exists && h == named {
-		return named, nil
-	}
-	self := n.cfg.NodeID
-	holder, _, err := n.commitMove(ctx, shardID, self, self)
-	if api.CodeOf(err) == codes.NotFound {
-		holder, err = "", nil
-	}
-	if err != nil {
-		return "", err
-	}
-	if holder != named {
-		n.log.Info("forward pointer corrected from the registry", "shard", shardID, "pointer", named, "holder", holder)
-		n.cfg.Shards.Redirect(shardID, holder)
-	}
-	if holder == "" {
-		return self, nil // not registered: nothing to pull
-	}
-	return holder, nil
-}
-
-// pull asks the holder of a shard this node owns to hand it off here now.
-// Concurrent requests for one shard share one pull.
-func (n *Node) pull(ctx context.Context, shardID, holder string, v *ringView) error {
-	call := &pullCall{done: make(chan struct{})}
-	if prev, loaded := n.cluster.pulls.LoadOrStore(shardID, call); loaded {
-		p := prev.(*pullCall)
-		select {
-		case <-p.done:
-			return p.err
-		case <-ctx.Done():
-			return api.Wrap(shardhost.ErrShardMoving, "shard "+shardID+": "+ctx.Err().Error())
-		}
-	}
-	defer func() {
-		n.cluster.pulls.Delete(shardID)
-		close(call.done)
-	}()
-	call.err = n.pullOnce(ctx, shardID, holder, v)
-	return call.err
-}
-
-func (n *Node) pullOnce(ctx context.Context, shardID, holder string, v *ringView) error {
-	addr := v.addrs[holder]
-	if addr == "" {
-		return nodeDown(shardID, holder, "its address is not recorded")
-	}
-	p, err := n.peer(addr)
-	if err != nil {
-		return nodeDown(shardID, holder, err.Error())
-	}
-	if _, err := p.Pull(ctx, shardID, n.cfg.NodeID, v.epoch); err != nil {
-		if api.CodeOf(err) == codes.Unavailable {
-			if r, _ := api.ReasonOf(err); r == "" {
-				return nodeDown(shardID, holder, err.Error())
-			}
-		}
-		return err
-	}
-	return nil
-}
-
-func nodeDown(shardID, holder, why string) *api.Error {
-	return &api.Error{
-		Code:   codes.Unavailable,
-		Msg:    fmt.Sprintf("shard %s is held by node %s, which cannot be reached: %s", shardID, holder, why),
-		Reason: api.ReasonNodeDown,
-		Meta:   map[string]string{"shard": shardID, "node": holder},
-	}
 }
 
 // Pull hands a shard this node holds to the node that owns it at epoch (or
@@ -360,139 +201,7 @@ func (n *Node) Pull(ctx context.Context, shardID, to string, epoch uint64) (uint
 	if owner := v.owner(shardID); owner != to {
 		return 0, api.NotOwner(shardID, owner, v.epoch)
 	}
-	return n.moveShard(ctx, shardID, to, v)
-}
-
-// moveShard hands a shard this node holds to another node: freeze, stream,
-// commit in the registry, drop (or thaw when the move did not commit).
-func (n *Node) moveShard(ctx context.Context, shardID, to string, v *ringView) (uint64, error) {
-	c := n.cluster
-	select {
-	case c.moves <- struct{}{}:
-		defer func() { <-c.moves }()
-	case <-ctx.Done():
-		return 0, api.Wrap(shardhost.ErrShardMoving, "shard "+shardID+": waiting for a move slot: "+ctx.Err().Error())
-	}
-	self := n.cfg.NodeID
-	holder, exists, err := n.cfg.Global.ShardHolder(ctx, shardID)
-	if err != nil {
-		return 0, err
-	}
-	if exists && holder == to {
-		return 0, nil // moved already (by rebalancing, say)
-	}
-	if !exists || holder != self {
-		return 0, shardhost.Elsewhere(shardID, holder)
-	}
-	addr := v.addrs[to]
-	if addr == "" {
-		return 0, api.Errorf(codes.Unavailable, "node %s has no recorded address", to)
-	}
-	p, err := n.peer(addr)
-	if err != nil {
-		return 0, err
-	}
-	f, err := n.cfg.Shards.Freeze(ctx, shardID)
-	if shardhost.HolderOf(err) == to {
-		return 0, nil // it moved there while we looked
-	}
-	if err != nil {
-		return 0, err
-	}
-	start := time.Now()
-	if err := n.send(ctx, p, f, to, v.epoch); err != nil {
-		n.thaw(f)
-		return 0, fmt.Errorf("hand off shard %s to %s: %w", shardID, to, err)
-	}
-	n.fault("send-after-ack", shardID)
-	holder, idx, err := n.commitMove(ctx, shardID, self, to)
-	if err != nil {
-		// The outcome is unknown: the shard stays frozen until the
-		// registry says who holds it.
-		go n.settle(f, to)
-		return 0, err
-	}
-	if holder != to {
-		n.thaw(f)
-		return 0, api.Errorf(codes.Aborted, "shard %s: the registry names %q as its holder; the move did not commit", shardID, holder)
-	}
-	n.fault("send-after-commit", shardID)
-	if err := n.cfg.Shards.Drop(f, to); err != nil {
-		n.log.Error("moved shard: delete the old copy", "shard", shardID, "err", err)
-	}
-	if err := p.HandoffDone(ctx, shardID, idx); err != nil {
-		// The new holder installs its copy on first access or restart.
-		n.log.Warn("moved shard: tell the new holder", "shard", shardID, "to", to, "err", err)
-	}
-	n.log.Debug("moved shard", "shard", shardID, "to", to, "bytes", f.Size, "took", time.Since(start))
-	return idx, nil
-}
-
-func (n *Node) thaw(f *shardhost.Frozen) {
-	if err := n.cfg.Shards.Thaw(f); err != nil {
-		n.log.Error("thaw shard after a failed move", "shard", f.ShardID, "err", err)
-	}
-}
-
-// settle resolves a move whose commit outcome is unknown: it asks the
-// registry (through the log) until it answers, then drops or thaws.
-func (n *Node) settle(f *shardhost.Frozen, to string) {
-	for backoff := 100 * time.Millisecond; ; backoff = min(2*backoff, 5*time.Second) {
-		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-		holder, _, err := n.commitMove(ctx, f.ShardID, n.cfg.NodeID, n.cfg.NodeID)
-		cancel()
-		if err == nil {
-			if holder == to {
-				n.cfg.Shards.Drop(f, to)
-			} else {
-				n.thaw(f)
-			}
-			return
-		}
-		time.Sleep(backoff)
-	}
-}
-
-// send streams a frozen shard to its new holder at the configured rate,
-// bounded in time (a receiver that stops answering must not keep the
-// shard frozen): a minute, plus the stream's time at 1 MiB/s or at the
-// configured rate if lower.
-func (n *Node) send(ctx context.Context, p Peer, f *shardhost.Frozen, to string, epoch uint64) error {
-	rate := float64(1 << 20)
-	if l := n.cluster.limiter; l != nil {
-		rate = min(rate, l.perSec)
-	}
-	ctx, cancel := context.WithTimeout(ctx, time.Minute+time.Duration(float64(f.Size)/rate*float64(time.Second)))
-	defer cancel()
-	file, err := f.Open()
-	if err != nil {
-		return err
-	}
-	defer file.Close()
-	var r io.Reader = file
-	if l := n.cluster.limiter; l != nil {
-		r = &limitedReader{ctx: ctx, r: file, l: l}
-	}
-	r, done := n.cluster.track(f.ShardID, n.cfg.NodeID, to, f.Size, r)
-	defer done()
-	return p.Handoff(ctx, api.HandoffHeader{ShardID: f.ShardID, From: n.cfg.NodeID, Epoch: epoch, Size: f.Size}, r, f.SHA256[:])
-}
-
-// commitMove changes the registry's holder of a shard through the leader,
-// retrying while the global tier has no leader (bounded by ctx). from ==
-// to reads the holder through the log without changing it.
-func (n *Node) commitMove(ctx context.Context, shardID, from, to string) (string, uint64, error) {
-	for backoff := 50 * time.Millisecond; ; backoff = min(2*backoff, time.Second) {
-		holder, idx, err := n.MoveShard(ctx, shardID, from, to, false)
-		if err == nil || api.CodeOf(err) != codes.Unavailable {
-			return holder, idx, err
-		}
-		select {
-		case <-ctx.Done():
-			return "", 0, err
-		case <-time.After(backoff):
-		}
-	}
+	return n.handoff.Move(ctx, shardID, to, v.addrs[to], v.epoch)
 }
 
 // MoveShard changes a shard's holder in the registry if from holds it
@@ -533,19 +242,7 @@ func (n *Node) ReceiveHandoff(ctx context.Context, h api.HandoffHeader, r io.Rea
 	if owner := v.owner(h.ShardID); owner != n.cfg.NodeID {
 		return api.NotOwner(h.ShardID, owner, v.epoch)
 	}
-	r, done := n.cluster.track(h.ShardID, h.From, n.cfg.NodeID, h.Size, r)
-	defer done()
-	if err := n.cfg.Shards.Receive(ctx, h.ShardID, r, h.Size, sum); err != nil {
-		return err
-	}
-	n.fault("recv-after-store", h.ShardID)
-	return nil
-}
-
-func (n *Node) fault(point, shardID string) {
-	if f := n.cfg.Cluster.Fault; f != nil {
-		f(point, shardID)
-	}
+	return n.handoff.Receive(ctx, h, r, sum)
 }
 
 // HandoffDone installs a received shard once this replica has applied the
@@ -555,17 +252,7 @@ func (n *Node) HandoffDone(ctx context.Context, shardID string, index uint64) er
 	if g == nil {
 		return api.Errorf(codes.FailedPrecondition, "this node runs no cluster metadata")
 	}
-	if err := g.WaitApplied(ctx, index); err != nil {
-		return err
-	}
-	holder, _, err := g.ShardHolder(ctx, shardID)
-	if err != nil {
-		return err
-	}
-	if holder != n.cfg.NodeID {
-		return api.Errorf(codes.FailedPrecondition, "shard %s: the registry names %q as its holder at index %d, not this node", shardID, holder, index)
-	}
-	return n.cfg.Shards.Install(shardID)
+	return n.handoff.Done(ctx, shardID, index)
 }
 
 // UpdateRing adds a node to the ring with its weight (or changes its
@@ -863,7 +550,7 @@ func (n *Node) rebalance(ctx context.Context, v *ringView) (int, error) {
 	var (
 		wg     sync.WaitGroup
 		failed atomic.Int64
-		slots  = make(chan struct{}, cap(n.cluster.moves))
+		slots  = make(chan struct{}, n.handoff.MaxMoves())
 		after  string
 	)
 	for {
@@ -881,7 +568,7 @@ func (n *Node) rebalance(ctx context.Context, v *ringView) (int, error) {
 			wg.Add(1)
 			go func(id, to string) {
 				defer func() { <-slots; wg.Done() }()
-				if _, err := n.moveShard(ctx, id, to, v); err != nil {
+				if _, err := n.handoff.Move(ctx, id, to, v.addrs[to], v.epoch); err != nil {
 					failed.Add(1)
 					n.log.Debug("rebalance: move failed", "shard", id, "to", to, "err", err)
 				}
@@ -903,7 +590,7 @@ func (n *Node) Run(ctx context.Context) {
 		return
 	}
 	c := n.cluster
-	go n.resolvePending(ctx)
+	go n.handoff.ResolvePending(ctx)
 	poll := time.NewTicker(n.cfg.Cluster.RingPoll)
 	defer poll.Stop()
 	every := time.NewTicker(n.cfg.Cluster.RebalanceEvery)
@@ -923,37 +610,6 @@ func (n *Node) Run(ctx context.Context) {
 		}
 		if _, err := n.rebalance(ctx, c.view.Load()); err != nil && ctx.Err() == nil {
 			n.log.Warn("rebalance", "err", err)
-		}
-	}
-}
-
-// resolvePending settles the handoffs a crash interrupted, asking the
-// registry (through the log) who holds each shard.
-func (n *Node) resolvePending(ctx context.Context) {
-	for backoff := 100 * time.Millisecond; ; backoff = min(2*backoff, 5*time.Second) {
-		left := 0
-		for _, pm := range n.cfg.Shards.PendingMoves() {
-			holder, _, err := n.commitMove(ctx, pm.ShardID, n.cfg.NodeID, n.cfg.NodeID)
-			if api.CodeOf(err) == codes.NotFound {
-				holder, err = "", nil
-			}
-			if err == nil {
-				err = n.cfg.Shards.ResolveMove(pm.ShardID, pm.Role, holder)
-			}
-			if err != nil {
-				left++
-				n.log.Warn("resolve an interrupted handoff", "shard", pm.ShardID, "role", pm.Role, "err", err)
-				continue
-			}
-			n.log.Info("resolved an interrupted handoff", "shard", pm.ShardID, "role", pm.Role, "holder", holder)
-		}
-		if left == 0 {
-			return
-		}
-		select {
-		case <-ctx.Done():
-			return
-		case <-time.After(backoff):
 		}
 	}
 }
@@ -997,7 +653,7 @@ func (n *Node) clusterStatus(ctx context.Context) (*api.ClusterStatus, error) {
 			}
 		}
 	}
-	return &api.ClusterStatus{Ring: *r, MovesInFlight: int64(n.cfg.Shards.MovesInFlight()), Moves: n.cluster.streamsUnderWay()}, nil
+	return &api.ClusterStatus{Ring: *r, MovesInFlight: int64(n.cfg.Shards.MovesInFlight()), Moves: n.handoff.Streams()}, nil
 }
 
 // LocateShard says where a shard lives: its owner on the ring at this
@@ -1039,51 +695,4 @@ func (n *Node) ListShards(ctx context.Context, group, holder, after string, limi
 		return g.HeldShards(ctx, holder, after, limit)
 	}
 	return g.ListShards(ctx, group, after, limit)
-}
-
-// rateLimiter spaces out bytes to a rate shared by every move.
-type rateLimiter struct {
-	mu     sync.Mutex
-	perSec float64
-	next   time.Time
-}
-
-func (l *rateLimiter) wait(ctx context.Context, n int) error {
-	l.mu.Lock()
-	now := time.Now()
-	if l.next.Before(now) {
-		l.next = now
-	}
-	at := l.next
-	l.next = l.next.Add(time.Duration(float64(n) / l.perSec * float64(time.Second)))
-	l.mu.Unlock()
-	if d := time.Until(at); d > 0 {
-		select {
-		case <-ctx.Done():
-			return ctx.Err()
-		case <-time.After(d):
-		}
-	}
-	return nil
-}
-
-type limitedReader struct {
-	ctx context.Context
-	r   io.Reader
-	l   *rateLimiter
-}
-
-func (r *limitedReader) Read(p []byte) (int, error) {
-	// Small reads keep the rate smooth (and a stream's progress visible)
-	// rather than one wait per 256 KiB chunk.
-	if len(p) > 16<<10 {
-		p = p[:16<<10]
-	}
-	n, err := r.r.Read(p)
-	if n > 0 {
-		if werr := r.l.wait(r.ctx, n); werr != nil {
-			return n, werr
-		}
-	}
-	return n, err
 }

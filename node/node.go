@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/lunora/lunora/api"
+	"github.com/lunora/lunora/handoff"
 	"github.com/lunora/lunora/raftglobal"
 	"github.com/lunora/lunora/schema"
 	"github.com/lunora/lunora/shardhost"
@@ -24,18 +25,12 @@ type Shards interface {
 	Status(ctx context.Context) (*api.Status, error)
 	Subscribe(ctx context.Context, shardID, function string, args map[string]any, sinceSeq uint64) (*shardhost.Subscription, error)
 
-	// Handoffs (shardhost/handoff.go).
-	Freeze(ctx context.Context, shardID string) (*shardhost.Frozen, error)
-	Thaw(f *shardhost.Frozen) error
-	Drop(f *shardhost.Frozen, holder string) error
-	Receive(ctx context.Context, shardID string, r io.Reader, size int64, sum []byte) error
-	Install(shardID string) error
-	ResolveMove(shardID string, role shardhost.MoveRole, holder string) error
-	PendingMoves() []shardhost.PendingMove
+	// MovesInFlight counts the shards frozen or received for a handoff
+	// here (Status).
 	MovesInFlight() int
-	// Redirect corrects (or, holder "" or this node, drops) the forward
-	// pointer a handoff left for a shard, from the registry.
-	Redirect(shardID, holder string)
+	// The shard files' side of handoffs (shardhost/handoff.go), which the
+	// handoff package drives.
+	handoff.Files
 }
 
 // Peer is another node, reached over the node API: *rpc.NodeClient.
@@ -54,35 +49,6 @@ type Peer interface {
 	HandoffDone(ctx context.Context, shardID string, index uint64) error
 }
 
-// Config configures a Node.
-type Config struct {
-	App    *schema.App
-	Shards Shards
-	// Global is the global tier (*raftglobal.Store); nil when the app has
-	// no global tables.
-	Global Global
-	// NodeID and GRPCAddr are this node's identity and node-API address,
-	// recorded in the cluster metadata so followers can reach the leader.
-	NodeID   string
-	GRPCAddr string
-	// Incarnation identifies this process of the node: it must grow with
-	// every start (nodeproc persists it). Joins and leaves carry it, so a
-	// join a leave of the same process overtook is refused (cluster.go).
-	Incarnation uint64
-	// Dial returns a client for another node's node API. Clients are cached.
-	Dial func(addr string) (Peer, error)
-	// Cluster configures the ring, handoffs and rebalancing; it takes
-	// effect with a global tier.
-	Cluster ClusterConfig
-	// Liveness reports a node's liveness in this process's gossip view
-	// ("alive", "suspect", "dead", "left"; "" when unknown). Status shows
-	// it beside each node. Nil without gossip.
-	Liveness func(nodeID string) string
-	// Version is reported by Status.
-	Version string
-	Logger  *slog.Logger
-}
-
 // Node routes the node API's calls. It is safe for concurrent use.
 type Node struct {
 	cfg Config
@@ -93,37 +59,57 @@ type Node struct {
 	seeds []string // Announce's seeds, also tried by a leaving node
 
 	cluster *cluster
+	handoff *handoff.Mover
 }
 
-// New returns a Node.
+// New returns a Node. Zero fields of cfg.Cluster other than Weight take
+// DefaultClusterConfig's values (Config.withDefaults); the result must
+// pass Validate.
 func New(cfg Config) (*Node, error) {
 	if g, ok := cfg.Global.(*raftglobal.Store); ok && g == nil {
 		cfg.Global = nil // a nil *Store is no global tier
 	}
-	switch {
-	case cfg.App == nil || cfg.Shards == nil:
-		return nil, errors.New("node: App and Shards are required")
-	case len(cfg.App.Groups[schema.GlobalGroup]) > 0 && cfg.Global == nil:
-		return nil, errors.New("node: the app has global tables but no global tier is configured")
-	case cfg.Global != nil && cfg.Dial == nil:
-		return nil, errors.New("node: Dial is required with a global tier (to reach the leader)")
+	cfg = cfg.withDefaults()
+	if err := cfg.Validate(); err != nil {
+		return nil, err
 	}
 	log := cfg.Logger
 	if log == nil {
-		log = slog.New(slog.NewTextHandler(io.Discard, nil))
+		log = slog.New(slog.DiscardHandler)
 	}
-	def := DefaultClusterConfig()
-	if cfg.Cluster.MaxMoves < 1 {
-		cfg.Cluster.MaxMoves = def.MaxMoves
+	n := &Node{cfg: cfg, log: log, peers: map[string]Peer{}, cluster: newCluster()}
+	var err error
+	n.handoff, err = handoff.New(handoff.Config{
+		NodeID: cfg.NodeID, Files: cfg.Shards, Registry: registry{n}, Peers: handoffPeers{n},
+		MaxMoves: cfg.Cluster.MaxMoves, MoveBytesPerSec: cfg.Cluster.MoveBytesPerSec,
+		Fault: cfg.Cluster.Fault, Logger: log,
+	})
+	if err != nil {
+		return nil, fmt.Errorf("node: %w", err)
 	}
-	if cfg.Cluster.RingPoll <= 0 {
-		cfg.Cluster.RingPoll = def.RingPoll
-	}
-	if cfg.Cluster.RebalanceEvery <= 0 {
-		cfg.Cluster.RebalanceEvery = def.RebalanceEvery
-	}
-	return &Node{cfg: cfg, log: log, peers: map[string]Peer{}, cluster: newCluster(cfg.Cluster)}, nil
+	return n, nil
 }
+
+// registry is the shard registry as the handoff package uses it: this
+// replica's reads, and the commit point passed to the leader.
+type registry struct{ n *Node }
+
+func (r registry) ShardHolder(ctx context.Context, shardID string) (string, bool, error) {
+	return r.n.cfg.Global.ShardHolder(ctx, shardID)
+}
+
+func (r registry) MoveShard(ctx context.Context, shardID, from, to string) (string, uint64, error) {
+	return r.n.MoveShard(ctx, shardID, from, to, false)
+}
+
+func (r registry) WaitApplied(ctx context.Context, index uint64) error {
+	return r.n.cfg.Global.WaitApplied(ctx, index)
+}
+
+// handoffPeers gives the handoff package this node's cached clients.
+type handoffPeers struct{ n *Node }
+
+func (p handoffPeers) Peer(addr string) (handoff.Peer, error) { return p.n.peer(addr) }
 
 // Call runs a function: on its shard, or on the global tier.
 func (n *Node) Call(ctx context.Context, shardID, function string, args map[string]any, read api.ReadOptions) (*api.Result, error) {

@@ -1,0 +1,39 @@
+package handoff
+
+import (
+	"context"
+	"io"
+
+	"github.com/lunora/lunora/api"
+	"google.golang.org/grpc/codes"
+)
+
+// Receive stores a shard streamed by its holder h.From: durable and
+// verified when it returns (the ack), not served until Done or until the
+// registry names this node its holder. The caller has checked that this
+// node owns the shard at h.Epoch.
+func (m *Mover) Receive(ctx context.Context, h api.HandoffHeader, r io.Reader, sum []byte) error {
+	r, done := m.track(h.ShardID, h.From, m.cfg.NodeID, h.Size, r)
+	defer done()
+	if err := m.cfg.Files.Receive(ctx, h.ShardID, r, h.Size, sum); err != nil {
+		return err
+	}
+	m.fault(FaultRecvAfterStore, h.ShardID)
+	return nil
+}
+
+// Done installs a received shard once this node's replica has applied the
+// move's commit at index and its registry names this node the holder.
+func (m *Mover) Done(ctx context.Context, shardID string, index uint64) error {
+	if err := m.cfg.Registry.WaitApplied(ctx, index); err != nil {
+		return err
+	}
+	holder, _, err := m.cfg.Registry.ShardHolder(ctx, shardID)
+	if err != nil {
+		return err
+	}
+	if holder != m.cfg.NodeID {
+		return api.Errorf(codes.FailedPrecondition, "shard %s: the registry names %q as its holder at index %d, not this node", shardID, holder, index)
+	}
+	return m.cfg.Files.Install(shardID)
+}
