@@ -130,9 +130,6 @@ func Start(cfg Config) (p *Process, err error) {
 		}
 	}()
 
-	if point := os.Getenv("LUNORA_FAULT"); point != "" && cfg.Cluster.Fault == nil {
-		cfg.Cluster.Fault = haltAt(point, log)
-	}
 	g := cfg.Global
 	g.NodeID, g.Dir, g.Logger, g.Registerer = cfg.NodeID, filepath.Join(cfg.Dir, "raft"), log, cfg.Registry
 	g.BindAddr, g.AdvertiseAddr = cfg.RaftAddr, cfg.RaftAdvertise
@@ -376,25 +373,6 @@ func (r *lateRegistry) ShardHolder(ctx context.Context, id string) (string, bool
 func (r *lateRegistry) RegisterShard(ctx context.Context, id string) (bool, string, error) {
 	n := r.node.Load()
 	return n.RegisterShard(ctx, id, n.ID(), false)
-}
-
-// haltAt is the crash-test fault of LUNORA_FAULT=point: the first time a
-// handoff reaches point, the node logs it and that handoff stops there for
-// good (the test then kills the process). Never set it in production.
-func haltAt(point string, log *slog.Logger) func(string, string) {
-	var once sync.Once
-	return func(at, shardID string) {
-		if at != point {
-			return
-		}
-		hit := false
-		once.Do(func() { hit = true })
-		if !hit {
-			return
-		}
-		log.Error("LUNORA_FAULT: halted", "point", point, "shard", shardID)
-		select {}
-	}
 }
 
 // checkGlobalFunctions refuses, at start, global functions whose SQL reads

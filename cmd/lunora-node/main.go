@@ -115,12 +115,14 @@ func run(ctx context.Context, o *options, stdout, stderr io.Writer) error {
 	sc.Synchronous, sc.IdleTimeout, sc.MaxActive = o.synchronous, o.idleTimeout, o.maxActive
 	sc.MailboxSize, sc.MaxInFlight = o.mailbox, o.maxInFlight
 	sc.StatementTimeout, sc.ResultBudget = o.stmtTimeout, o.resultBudget
+	cluster := o.clusterConfig()
+	cluster.Fault = faultHook(log) // nil unless built with -tags lunorafault
 	p, err := nodeproc.Start(nodeproc.Config{
 		Dev: o.dev, Shards: sc, Global: o.globalConfig(),
 		App: app, Dir: o.dataDir, NodeID: o.nodeID,
 		GRPCAddr: o.grpcAddr, GRPCAdvertise: o.grpcAdvertise, HTTPAddr: o.httpAddr,
 		RaftAddr: o.raftAddr, RaftAdvertise: o.raftAdvertise, Bootstrap: o.bootstrap, Seeds: o.join,
-		Cluster: o.clusterConfig(), Gossip: o.gossipConfig(), Server: o.server, ForceLeave: o.forceLeave,
+		Cluster: cluster, Gossip: o.gossipConfig(), Server: o.server, ForceLeave: o.forceLeave,
 		Logger: log,
 	})
 	if err != nil {
