@@ -13,7 +13,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"io"
 	"log/slog"
 	"math/rand/v2"
 	"strconv"
@@ -28,27 +27,6 @@ import (
 	"github.com/lunora/lunora/schema"
 	"google.golang.org/grpc/codes"
 )
-
-// Config configures a Router.
-type Config struct {
-	// App tells queries (retried after a lost connection) from mutations
-	// (never retried once sent). Required.
-	App *schema.App
-	// Seeds are node-API addresses the first ring is read from. Required
-	// unless Gossip is set.
-	Seeds []string
-	// Gossip, when set, is the gossip view of the cluster
-	// (*membership.Membership): it adds node addresses and makes dead
-	// nodes fail fast.
-	Gossip Gossip
-	// ConnsPerNode is how many gRPC connections each node gets.
-	ConnsPerNode int
-	// MaxAttempts bounds the tries of one request.
-	MaxAttempts int
-	// RingRefresh is how often the ring is re-read in the background.
-	RingRefresh time.Duration
-	Logger      *slog.Logger
-}
 
 // Gossip is the part of *membership.Membership the router reads.
 type Gossip interface {
@@ -91,24 +69,13 @@ func (p *pool) get() *rpc.NodeClient {
 
 // New returns a Router; Start begins the background ring refresh.
 func New(cfg Config) (*Router, error) {
-	if cfg.App == nil {
-		return nil, errors.New("router: App is required")
-	}
-	if len(cfg.Seeds) == 0 && cfg.Gossip == nil {
-		return nil, errors.New("router: Seeds or Gossip is required")
-	}
-	if cfg.ConnsPerNode < 1 {
-		cfg.ConnsPerNode = 2
-	}
-	if cfg.MaxAttempts < 1 {
-		cfg.MaxAttempts = 8
-	}
-	if cfg.RingRefresh <= 0 {
-		cfg.RingRefresh = time.Second
+	cfg = cfg.withDefaults()
+	if err := cfg.Validate(); err != nil {
+		return nil, err
 	}
 	log := cfg.Logger
 	if log == nil {
-		log = slog.New(slog.NewTextHandler(io.Discard, nil))
+		log = slog.New(slog.DiscardHandler)
 	}
 	r := &Router{cfg: cfg, log: log, pools: map[string]*pool{}, stop: make(chan struct{}), done: make(chan struct{})}
 	r.view.Store(&view{addrs: map[string]string{}})

@@ -50,7 +50,8 @@ func run(ctx context.Context, o *options, stdout, stderr io.Writer) error {
 	if err != nil {
 		return err
 	}
-	rc := router.Config{App: app, Seeds: cli.SplitList(o.nodeAddr), Logger: log}
+	rc := router.DefaultConfig()
+	rc.App, rc.Seeds, rc.Logger = app, cli.SplitList(o.nodeAddr), log
 	var members *membership.Membership
 	if o.gossipAddr != "" {
 		members, err = membership.Start(membership.Config{
