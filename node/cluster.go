@@ -24,7 +24,8 @@ import (
 // only when it owns it at its newest epoch and holds it; when it owns a
 // shard another node holds, it pulls the shard (lazy pull), and after every
 // epoch change it pushes the shards it holds but no longer owns
-// (rebalancing). Each move is a handoff (shardhost/handoff.go) whose commit
+// (rebalancing). Each move is a handoff (package handoff, handoff/DESIGN.md;
+// the files' side in shardhost/handoff.go) whose commit
 // point is the registry's compare-and-set of the holder.
 
 // ringView is one ring epoch, ready for lookups.
