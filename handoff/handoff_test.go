@@ -1,0 +1,566 @@
+package handoff
+
+import (
+	"bytes"
+	"context"
+	"crypto/sha256"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"slices"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/lunora/lunora/api"
+	"github.com/lunora/lunora/shardhost"
+	"google.golang.org/grpc/codes"
+)
+
+// memFiles is a node's shard files in memory, with the journal rules of
+// shardhost/handoff.go (the files themselves are what Files promises).
+type memFiles struct {
+	dir, node string
+
+	mu        sync.Mutex
+	held      map[string][]byte
+	incoming  map[string][]byte
+	frozen    map[string]bool
+	moved     map[string]string
+	journal   map[string]shardhost.MoveRole
+	recovered map[string]shardhost.MoveRole
+	thaws     int
+
+	beforeFreeze  func(shardID string)       // test hook
+	beforeReceive func(shardID string) error // test hook
+}
+
+func newMemFiles(t *testing.T, node string) *memFiles {
+	return &memFiles{dir: t.TempDir(), node: node, held: map[string][]byte{}, incoming: map[string][]byte{},
+		frozen: map[string]bool{}, moved: map[string]string{}, journal: map[string]shardhost.MoveRole{}, recovered: map[string]shardhost.MoveRole{}}
+}
+
+func (f *memFiles) Freeze(ctx context.Context, shardID string) (*shardhost.Frozen, error) {
+	if f.beforeFreeze != nil {
+		f.beforeFreeze(shardID)
+	}
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	data, ok := f.held[shardID]
+	switch {
+	case f.frozen[shardID]:
+		return nil, api.Wrap(shardhost.ErrShardMoving, "already frozen")
+	case !ok && f.moved[shardID] != "":
+		return nil, shardhost.Elsewhere(shardID, f.moved[shardID])
+	case !ok:
+		return nil, api.Errorf(codes.NotFound, "shard %s: no file", shardID)
+	}
+	path := filepath.Join(f.dir, shardID)
+	if err := os.WriteFile(path, data, 0o644); err != nil {
+		return nil, err
+	}
+	f.frozen[shardID], f.journal[shardID] = true, shardhost.MoveSend
+	return &shardhost.Frozen{ShardID: shardID, Path: path, Size: int64(len(data)), SHA256: sha256.Sum256(data)}, nil
+}
+
+func (f *memFiles) Thaw(fr *shardhost.Frozen) error {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	delete(f.frozen, fr.ShardID)
+	delete(f.journal, fr.ShardID)
+	f.thaws++
+	return nil
+}
+
+func (f *memFiles) Drop(fr *shardhost.Frozen, holder string) error {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	delete(f.held, fr.ShardID)
+	delete(f.frozen, fr.ShardID)
+	delete(f.journal, fr.ShardID)
+	f.moved[fr.ShardID] = holder
+	return nil
+}
+
+func (f *memFiles) Receive(ctx context.Context, shardID string, r io.Reader, size int64, sum []byte) error {
+	if f.beforeReceive != nil {
+		if err := f.beforeReceive(shardID); err != nil {
+			return err
+		}
+	}
+	data, err := io.ReadAll(r)
+	if err != nil {
+		return err
+	}
+	if got := sha256.Sum256(data); int64(len(data)) != size || !bytes.Equal(got[:], sum) {
+		return api.Errorf(codes.DataLoss, "shard %s: size or sum mismatch", shardID)
+	}
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.incoming[shardID], f.journal[shardID] = data, shardhost.MoveRecv
+	return nil
+}
+
+func (f *memFiles) Install(shardID string) error {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	data, ok := f.incoming[shardID]
+	if !ok {
+		return api.Errorf(codes.NotFound, "shard %s: no incoming copy", shardID)
+	}
+	f.held[shardID] = data
+	delete(f.incoming, shardID)
+	delete(f.journal, shardID)
+	delete(f.moved, shardID)
+	return nil
+}
+
+func (f *memFiles) ResolveMove(shardID string, role shardhost.MoveRole, holder string) error {
+	self := holder == f.node || (role == shardhost.MoveSend && holder == "")
+	if role == shardhost.MoveRecv && self {
+		if err := f.Install(shardID); err != nil {
+			return err
+		}
+	}
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	switch {
+	case role == shardhost.MoveRecv:
+		delete(f.incoming, shardID)
+	case !self:
+		delete(f.held, shardID)
+		f.moved[shardID] = holder
+	}
+	delete(f.recovered, shardID)
+	return nil
+}
+
+func (f *memFiles) PendingMoves() []shardhost.PendingMove {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	var out []shardhost.PendingMove
+	for id, role := range f.recovered {
+		out = append(out, shardhost.PendingMove{ShardID: id, Role: role})
+	}
+	return out
+}
+
+func (f *memFiles) Redirect(shardID, holder string) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if _, ok := f.moved[shardID]; !ok {
+		return
+	}
+	if holder == "" || holder == f.node {
+		delete(f.moved, shardID)
+		return
+	}
+	f.moved[shardID] = holder
+}
+
+func (f *memFiles) snapshot() (held, incoming map[string][]byte, journal map[string]shardhost.MoveRole) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return maps(f.held), maps(f.incoming), maps(f.journal)
+}
+
+func maps[V any](m map[string]V) map[string]V {
+	out := make(map[string]V, len(m))
+	for k, v := range m {
+		out[k] = v
+	}
+	return out
+}
+
+// memRegistry is the shard registry: a compare-and-set per shard and a log
+// index that grows with every write.
+type memRegistry struct {
+	mu     sync.Mutex
+	holder map[string]string
+	index  uint64
+	// onMove, when set, answers a move (from != to) instead of the
+	// compare-and-set when it returns handled.
+	onMove func(shardID, from, to string) (holder string, err error, handled bool)
+}
+
+func (r *memRegistry) ShardHolder(ctx context.Context, shardID string) (string, bool, error) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	h, ok := r.holder[shardID]
+	return h, ok, nil
+}
+
+func (r *memRegistry) MoveShard(ctx context.Context, shardID, from, to string) (string, uint64, error) {
+	if r.onMove != nil && from != to {
+		if h, err, handled := r.onMove(shardID, from, to); handled {
+			return h, 0, err
+		}
+	}
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	h, ok := r.holder[shardID]
+	if !ok {
+		return "", 0, api.Errorf(codes.NotFound, "shard %s is not in the registry", shardID)
+	}
+	r.index++
+	if h == from {
+		r.holder[shardID] = to
+	}
+	return r.holder[shardID], r.index, nil
+}
+
+func (r *memRegistry) WaitApplied(ctx context.Context, index uint64) error { return nil }
+
+func (r *memRegistry) get(shardID string) string {
+	h, _, _ := r.ShardHolder(context.Background(), shardID)
+	return h
+}
+
+// memNet routes Peer calls to the Movers by address (the node ID).
+type memNet struct {
+	mu     sync.Mutex
+	movers map[string]*Mover
+	pulls  atomic.Int64
+}
+
+type memPeer struct {
+	net *memNet
+	to  *Mover
+}
+
+func (n *memNet) Peer(addr string) (Peer, error) {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	m, ok := n.movers[addr]
+	if !ok {
+		return nil, fmt.Errorf("no node at %s", addr)
+	}
+	return memPeer{n, m}, nil
+}
+
+func (p memPeer) Handoff(ctx context.Context, h api.HandoffHeader, r io.Reader, sum []byte) error {
+	return p.to.Receive(ctx, h, r, sum)
+}
+
+func (p memPeer) HandoffDone(ctx context.Context, shardID string, index uint64) error {
+	return p.to.Done(ctx, shardID, index)
+}
+
+func (p memPeer) Pull(ctx context.Context, shardID, to string, epoch uint64) (uint64, error) {
+	p.net.pulls.Add(1)
+	return p.to.Move(ctx, shardID, to, to, epoch)
+}
+
+// world is nodes a and b (and whatever else a test adds) sharing a
+// registry and a network.
+type world struct {
+	reg    *memRegistry
+	net    *memNet
+	files  map[string]*memFiles
+	movers map[string]*Mover
+
+	mu     sync.Mutex
+	faults []string
+}
+
+func newWorld(t *testing.T, maxMoves int, nodes ...string) *world {
+	w := &world{reg: &memRegistry{holder: map[string]string{}}, net: &memNet{movers: map[string]*Mover{}}, files: map[string]*memFiles{}, movers: map[string]*Mover{}}
+	for _, id := range nodes {
+		f := newMemFiles(t, id)
+		m, err := New(Config{NodeID: id, Files: f, Registry: w.reg, Peers: w.net, MaxMoves: maxMoves, Fault: func(point, shardID string) {
+			w.mu.Lock()
+			w.faults = append(w.faults, id+":"+point+":"+shardID)
+			w.mu.Unlock()
+		}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		w.files[id], w.movers[id] = f, m
+		w.net.movers[id] = m
+	}
+	return w
+}
+
+// create puts a shard on node with data and registers it there.
+func (w *world) create(node, shardID, data string) {
+	f := w.files[node]
+	f.mu.Lock()
+	f.held[shardID] = []byte(data)
+	f.mu.Unlock()
+	w.reg.mu.Lock()
+	w.reg.holder[shardID] = node
+	w.reg.mu.Unlock()
+}
+
+func waitFor(t *testing.T, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(5 * time.Second)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out waiting for %s", what)
+		}
+		time.Sleep(2 * time.Millisecond)
+	}
+}
+
+func TestMoveCommits(t *testing.T) {
+	w := newWorld(t, 4, "a", "b")
+	w.create("a", "s1", "shard one")
+	idx, err := w.movers["a"].Move(context.Background(), "s1", "b", "b", 7)
+	if err != nil || idx == 0 {
+		t.Fatalf("Move: %d %v", idx, err)
+	}
+	if h := w.reg.get("s1"); h != "b" {
+		t.Fatalf("holder after the move: %q", h)
+	}
+	aHeld, _, aJournal := w.files["a"].snapshot()
+	bHeld, bIncoming, bJournal := w.files["b"].snapshot()
+	if _, ok := aHeld["s1"]; ok || len(aJournal) != 0 || w.files["a"].moved["s1"] != "b" {
+		t.Fatalf("sender: held %v journal %v pointer %q", aHeld, aJournal, w.files["a"].moved["s1"])
+	}
+	if string(bHeld["s1"]) != "shard one" || len(bIncoming) != 0 || len(bJournal) != 0 {
+		t.Fatalf("receiver: held %q incoming %v journal %v", bHeld["s1"], bIncoming, bJournal)
+	}
+	want := []string{"b:" + FaultRecvAfterStore + ":s1", "a:" + FaultSendAfterAck + ":s1", "a:" + FaultSendAfterCommit + ":s1"}
+	if !slices.Equal(w.faults, want) {
+		t.Fatalf("crash points reached %v, want %v", w.faults, want)
+	}
+	if len(w.movers["a"].Streams()) != 0 || len(w.movers["b"].Streams()) != 0 {
+		t.Fatal("streams still listed after the move")
+	}
+}
+
+func TestMoveNothingToDo(t *testing.T) {
+	w := newWorld(t, 4, "a", "b", "c")
+	w.create("a", "s1", "x")
+	w.reg.holder["s1"] = "b" // moved there already
+	if idx, err := w.movers["a"].Move(context.Background(), "s1", "b", "b", 1); err != nil || idx != 0 {
+		t.Fatalf("move to the holder: %d %v", idx, err)
+	}
+	w.reg.holder["s1"] = "c"
+	_, err := w.movers["a"].Move(context.Background(), "s1", "b", "b", 1)
+	if shardhost.HolderOf(err) != "c" {
+		t.Fatalf("move of a shard c holds: %v", err)
+	}
+	if w.files["a"].thaws != 0 || len(w.faults) != 0 {
+		t.Fatal("a shard this node does not hold was frozen")
+	}
+	if _, err := w.movers["a"].Move(context.Background(), "s1", "b", "", 1); err == nil {
+		w.reg.holder["s1"] = "a"
+		t.Fatal("a move to a node without an address went ahead")
+	}
+}
+
+func TestMoveStreamFailsThaws(t *testing.T) {
+	w := newWorld(t, 4, "a", "b")
+	w.create("a", "s1", "x")
+	w.files["b"].beforeReceive = func(string) error { return api.Errorf(codes.Unavailable, "receiver gone") }
+	if _, err := w.movers["a"].Move(context.Background(), "s1", "b", "b", 1); err == nil {
+		t.Fatal("Move succeeded without an ack")
+	}
+	held, _, journal := w.files["a"].snapshot()
+	if w.reg.get("s1") != "a" || held["s1"] == nil || len(journal) != 0 || w.files["a"].thaws != 1 || w.files["a"].frozen["s1"] {
+		t.Fatalf("after a failed stream: holder %q held %v journal %v thaws %d", w.reg.get("s1"), held, journal, w.files["a"].thaws)
+	}
+}
+
+func TestMoveNotCommittedThaws(t *testing.T) {
+	w := newWorld(t, 4, "a", "b")
+	w.create("a", "s1", "x")
+	// The registry refuses the move (b left the ring meanwhile, say).
+	w.reg.onMove = func(shardID, from, to string) (string, error, bool) { return "a", nil, true }
+	_, err := w.movers["a"].Move(context.Background(), "s1", "b", "b", 1)
+	if api.CodeOf(err) != codes.Aborted {
+		t.Fatalf("Move: %v, want ABORTED", err)
+	}
+	held, _, _ := w.files["a"].snapshot()
+	_, incoming, _ := w.files["b"].snapshot()
+	if held["s1"] == nil || w.files["a"].thaws != 1 || incoming["s1"] == nil {
+		t.Fatalf("sender held %v thaws %d, receiver incoming %v", held, w.files["a"].thaws, incoming)
+	}
+	// The receiver never installs a copy the registry does not give it.
+	if err := w.movers["b"].Done(context.Background(), "s1", 1); api.CodeOf(err) != codes.FailedPrecondition {
+		t.Fatalf("Done without the commit: %v", err)
+	}
+}
+
+func TestMoveUnknownOutcomeSettles(t *testing.T) {
+	for _, committed := range []bool{true, false} {
+		t.Run(fmt.Sprint("committed=", committed), func(t *testing.T) {
+			w := newWorld(t, 4, "a", "b")
+			w.create("a", "s1", "x")
+			var once sync.Once
+			w.reg.onMove = func(shardID, from, to string) (string, error, bool) {
+				handled := false
+				once.Do(func() {
+					handled = true
+					if committed {
+						w.reg.mu.Lock()
+						w.reg.holder[shardID] = to
+						w.reg.mu.Unlock()
+					}
+				})
+				return "", errors.New("connection reset while committing"), handled
+			}
+			if _, err := w.movers["a"].Move(context.Background(), "s1", "b", "b", 1); err == nil {
+				t.Fatal("Move succeeded with its commit's answer lost")
+			}
+			waitFor(t, "the sender to settle", func() bool {
+				w.files["a"].mu.Lock()
+				defer w.files["a"].mu.Unlock()
+				return !w.files["a"].frozen["s1"]
+			})
+			held, _, journal := w.files["a"].snapshot()
+			if _, ok := held["s1"]; ok == committed || len(journal) != 0 {
+				t.Fatalf("settled: held %v journal %v (committed %v)", held, journal, committed)
+			}
+		})
+	}
+}
+
+func TestPullSharesOneCall(t *testing.T) {
+	w := newWorld(t, 4, "a", "b")
+	w.create("a", "s1", "x")
+	gate := make(chan struct{})
+	w.files["a"].beforeFreeze = func(string) { <-gate }
+	var wg sync.WaitGroup
+	errs := make(chan error, 5)
+	for range 5 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			errs <- w.movers["b"].Pull(context.Background(), "s1", "a", "a", 1)
+		}()
+	}
+	waitFor(t, "the first pull to reach the holder", func() bool { return w.net.pulls.Load() == 1 })
+	time.Sleep(20 * time.Millisecond) // the others join the first
+	close(gate)
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+	if n := w.net.pulls.Load(); n != 1 {
+		t.Fatalf("%d pulls reached the holder, want 1", n)
+	}
+	if w.reg.get("s1") != "b" {
+		t.Fatalf("holder after the pull: %q", w.reg.get("s1"))
+	}
+}
+
+func TestPullNodeDown(t *testing.T) {
+	w := newWorld(t, 4, "b")
+	for _, addr := range []string{"", "gone"} {
+		err := w.movers["b"].Pull(context.Background(), "s1", "a", addr, 1)
+		if r, meta := api.ReasonOf(err); r != api.ReasonNodeDown || meta["node"] != "a" || api.CodeOf(err) != codes.Unavailable {
+			t.Fatalf("pull from an unreachable holder (addr %q): %v", addr, err)
+		}
+	}
+}
+
+func TestResolvePending(t *testing.T) {
+	w := newWorld(t, 4, "a", "b")
+	f := w.files["a"]
+	// s1: sent, committed to b before the crash. s2: sent, not committed.
+	// s3: received, committed to a. s4: received, not committed. s5: sent,
+	// never registered.
+	f.held["s1"], f.held["s2"], f.held["s5"] = []byte("1"), []byte("2"), []byte("5")
+	f.incoming["s3"], f.incoming["s4"] = []byte("3"), []byte("4")
+	f.recovered = map[string]shardhost.MoveRole{"s1": shardhost.MoveSend, "s2": shardhost.MoveSend, "s3": shardhost.MoveRecv, "s4": shardhost.MoveRecv, "s5": shardhost.MoveSend}
+	w.reg.holder = map[string]string{"s1": "b", "s2": "a", "s3": "a", "s4": "b"}
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	w.movers["a"].ResolvePending(ctx)
+	held, incoming, _ := f.snapshot()
+	var got []string
+	for id := range held {
+		got = append(got, id)
+	}
+	slices.Sort(got)
+	if !slices.Equal(got, []string{"s2", "s3", "s5"}) || len(incoming) != 0 || len(f.PendingMoves()) != 0 || f.moved["s1"] != "b" {
+		t.Fatalf("after resolution: held %v incoming %v pending %v pointer %q", got, incoming, f.PendingMoves(), f.moved["s1"])
+	}
+}
+
+func TestHolderCorrectsPointer(t *testing.T) {
+	w := newWorld(t, 4, "a")
+	f := w.files["a"]
+	f.moved["s1"] = "b" // a sent s1 to b; it went on to c
+	w.reg.holder["s1"] = "c"
+	if h, err := w.movers["a"].Holder(context.Background(), "s1", "b"); err != nil || h != "c" || f.moved["s1"] != "c" {
+		t.Fatalf("Holder: %q %v, pointer %q", h, err, f.moved["s1"])
+	}
+	if h, err := w.movers["a"].Holder(context.Background(), "s1", "c"); err != nil || h != "c" {
+		t.Fatalf("Holder agreeing with the replica: %q %v", h, err)
+	}
+	// Not registered: nothing to pull, the pointer goes.
+	f.moved["s2"] = "b"
+	if h, err := w.movers["a"].Holder(context.Background(), "s2", "b"); err != nil || h != "a" || f.moved["s2"] != "" {
+		t.Fatalf("Holder of an unregistered shard: %q %v, pointer %q", h, err, f.moved["s2"])
+	}
+}
+
+func TestMaxMoves(t *testing.T) {
+	w := newWorld(t, 2, "a", "b")
+	var in, most atomic.Int64
+	release := make(chan struct{})
+	w.files["b"].beforeReceive = func(string) error {
+		n := in.Add(1)
+		for {
+			m := most.Load()
+			if n <= m || most.CompareAndSwap(m, n) {
+				break
+			}
+		}
+		<-release
+		in.Add(-1)
+		return nil
+	}
+	var wg sync.WaitGroup
+	for i := range 6 {
+		id := fmt.Sprintf("s%d", i)
+		w.create("a", id, id)
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			if _, err := w.movers["a"].Move(context.Background(), id, "b", "b", 1); err != nil {
+				t.Error(err)
+			}
+		}()
+	}
+	waitFor(t, "two streams", func() bool { return in.Load() == 2 })
+	time.Sleep(20 * time.Millisecond) // a third would start now if it could
+	close(release)
+	wg.Wait()
+	if m := most.Load(); m != 2 {
+		t.Fatalf("%d moves at once, MaxMoves 2", m)
+	}
+	// A move waiting for a slot gives up with its context.
+	w2 := newWorld(t, 1, "a", "b")
+	w2.create("a", "x", "x")
+	w2.movers["a"].moves <- struct{}{}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Millisecond)
+	defer cancel()
+	if _, err := w2.movers["a"].Move(ctx, "x", "b", "b", 1); !errors.Is(err, shardhost.ErrShardMoving) {
+		t.Fatalf("a move without a slot: %v", err)
+	}
+}
+
+func TestConfigRefused(t *testing.T) {
+	f, r, p := newMemFiles(t, "a"), &memRegistry{}, &memNet{}
+	for _, c := range []Config{
+		{Files: f, Registry: r, Peers: p, MaxMoves: 1},
+		{NodeID: "a", Registry: r, Peers: p, MaxMoves: 1},
+		{NodeID: "a", Files: f, Registry: r, Peers: p},
+		{NodeID: "a", Files: f, Registry: r, Peers: p, MaxMoves: 1, MoveBytesPerSec: -1},
+	} {
+		if _, err := New(c); err == nil {
+			t.Errorf("New(%+v) accepted", c)
+		}
+	}
+}
