@@ -6,9 +6,11 @@ package main
 // everything else follows:
 //
 //   - node ID: the pod name (lunora-node-4);
-//   - node-API address others use: <pod>.<service>:<grpc port> (stable
-//     across restarts; resolved through the Service's search domain);
-//   - Raft and gossip addresses advertised: the pod IP;
+//   - node-API, Raft and gossip addresses advertised: the pod IP. A pod
+//     that restarts gets a new IP and announces it when it starts, so
+//     gateways and peers use it at once (a per-pod DNS name would be
+//     stable, but gRPC re-resolves names at most every 30 s and a name
+//     disappears from DNS while its pod is down);
 //   - gossip seeds: the headless Service (all its pods);
 //   - the global tier: ordinals below LUNORA_K8S_VOTERS (default 3) are
 //     its voters and bootstrap it together; higher ordinals join it through
@@ -87,7 +89,7 @@ func kubernetesArgs(args []string, getenv func(string) string) ([]string, *pod, 
 	}
 	def := []string{
 		"-node-id=" + p.name,
-		"-grpc-advertise=" + net.JoinHostPort(p.name+"."+service, grpcPort),
+		"-grpc-advertise=" + net.JoinHostPort(podIP, grpcPort),
 		"-raft-advertise=" + net.JoinHostPort(podIP, raftPort),
 		"-gossip-advertise=" + net.JoinHostPort(podIP, gossipPort),
 		"-gossip-seeds=" + net.JoinHostPort(service, gossipPort),

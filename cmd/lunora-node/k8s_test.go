@@ -44,7 +44,7 @@ func TestKubernetesArgsVoter(t *testing.T) {
 	if err != nil {
 		t.Fatalf("parseFlags(%q): %v", args, err)
 	}
-	if o.nodeID != "lunora-node-1" || o.grpcAdvertise != "lunora-node-1.lunora-node:7070" ||
+	if o.nodeID != "lunora-node-1" || o.grpcAdvertise != "10.244.0.7:7070" ||
 		o.raftAdvertise != "10.244.0.7:7072" || o.gossipAdv != "10.244.0.7:7073" {
 		t.Fatalf("identity: id=%q grpc=%q raft=%q gossip=%q", o.nodeID, o.grpcAdvertise, o.raftAdvertise, o.gossipAdv)
 	}
@@ -95,7 +95,7 @@ func TestKubernetesArgsOneVoterAndOverrides(t *testing.T) {
 	if o.nodeID != "custom" {
 		t.Fatalf("an explicit -node-id must win, got %q", o.nodeID)
 	}
-	if o.grpcAdvertise != "db-0.db:9000" || o.raftAdvertise != "10.244.0.7:9002" {
+	if o.grpcAdvertise != "10.244.0.7:9000" || o.raftAdvertise != "10.244.0.7:9002" {
 		t.Fatalf("ports not taken from the flags: %q %q", o.grpcAdvertise, o.raftAdvertise)
 	}
 	if !reflect.DeepEqual(o.bootstrap, []raftglobal.Server{{ID: "db-0", Addr: "db-0.db:9002"}}) {

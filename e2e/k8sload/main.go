@@ -120,6 +120,9 @@ type phaseCounts struct {
 	last    time.Time
 	byCode  map[string]int
 	lastErr string
+	// call durations: acknowledged and failed calls apart
+	okSum, errSum time.Duration
+	okMax, errMax time.Duration
 }
 
 func write(args []string) error {
@@ -185,6 +188,7 @@ func write(args []string) error {
 				body := fmt.Sprintf("w%d-%d-%d", i, n, time.Now().UnixNano())
 				var res result
 				cctx, ccancel := context.WithTimeout(ctx, 12*time.Second)
+				began := time.Now()
 				outcome, err := post(cctx, *gateway+"/v1/call", map[string]any{
 					"function": "messages:send",
 					"args":     map[string]any{"room_id": room, "author": "k8s-e2e", "body": body},
@@ -197,6 +201,11 @@ func write(args []string) error {
 				p := phase()
 				p.byCode[outcome]++
 				p.last = time.Now()
+				if took := p.last.Sub(began); outcome == "ok" {
+					p.okSum, p.okMax = p.okSum+took, max(p.okMax, took)
+				} else {
+					p.errSum, p.errMax = p.errSum+took, max(p.errMax, took)
+				}
 				if err != nil {
 					p.lastErr = err.Error()
 				}
@@ -224,7 +233,7 @@ func write(args []string) error {
 	if err := lf.Sync(); err != nil {
 		return err
 	}
-	fmt.Printf("%-18s %8s %9s %10s  %s\n", "phase", "seconds", "acked", "writes/s", "errors by code")
+	fmt.Printf("%-18s %8s %9s %10s %15s %15s  %s\n", "phase", "seconds", "acked", "writes/s", "ok ms mean/max", "err ms mean/max", "errors by code")
 	for _, p := range phases {
 		secs := p.last.Sub(p.start).Seconds()
 		var errs []string
@@ -246,9 +255,24 @@ func write(args []string) error {
 		if len(errs) > 0 {
 			e = strings.Join(errs, " ") + "  (last: " + clip(p.lastErr, 120) + ")"
 		}
-		fmt.Printf("%-18s %8.1f %9d %10.1f  %s\n", p.name, secs, p.byCode["ok"], rate, e)
+		nerr := 0
+		for c, n := range p.byCode {
+			if c != "ok" {
+				nerr += n
+			}
+		}
+		fmt.Printf("%-18s %8.1f %9d %10.1f %15s %15s  %s\n", p.name, secs, p.byCode["ok"], rate,
+			meanMax(p.okSum, p.okMax, p.byCode["ok"]), meanMax(p.errSum, p.errMax, nerr), e)
 	}
 	return nil
+}
+
+func meanMax(sum, most time.Duration, n int) string {
+	if n == 0 {
+		return "-"
+	}
+	ms := func(d time.Duration) float64 { return float64(d) / float64(time.Millisecond) }
+	return fmt.Sprintf("%.0f/%.0f", ms(sum)/float64(n), ms(most))
 }
 
 func clip(s string, n int) string {
