@@ -59,7 +59,7 @@ type Node struct {
 	seeds []string // Announce's seeds, also tried by a leaving node
 
 	cluster *cluster
-	handoff *handoff.Mover
+	handoff *handoff.Mover // nil without a global tier
 }
 
 // New returns a Node. Zero fields of cfg.Cluster other than Weight take
@@ -78,6 +78,9 @@ func New(cfg Config) (*Node, error) {
 		log = slog.New(slog.DiscardHandler)
 	}
 	n := &Node{cfg: cfg, log: log, peers: map[string]Peer{}, cluster: newCluster()}
+	if cfg.Global == nil {
+		return n, nil // no cluster: no handoffs (every entry point checks)
+	}
 	var err error
 	n.handoff, err = handoff.New(handoff.Config{
 		NodeID: cfg.NodeID, Files: cfg.Shards, Registry: registry{n}, Peers: handoffPeers{n},
