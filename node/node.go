@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"io"
 	"log/slog"
 	"slices"
 	"sync"
@@ -33,7 +32,8 @@ type Shards interface {
 	handoff.Files
 }
 
-// Peer is another node, reached over the node API: *rpc.NodeClient.
+// Peer is another node, reached over the node API: *rpc.NodeClient. Its
+// methods are safe for concurrent use and honour ctx.
 type Peer interface {
 	Call(ctx context.Context, shardID, function string, args map[string]any, read api.ReadOptions) (*api.Result, error)
 	Exec(ctx context.Context, shardID, sql string, params map[string]any, read api.ReadOptions) (*api.Result, error)
@@ -44,9 +44,8 @@ type Peer interface {
 	Ring(ctx context.Context, minEpoch uint64) (*api.Ring, error)
 	UpdateRing(ctx context.Context, req api.RingChange) (uint64, error)
 	MoveShard(ctx context.Context, shardID, from, to string, forwarded bool) (holder string, index uint64, err error)
-	Pull(ctx context.Context, shardID, to string, epoch uint64) (uint64, error)
-	Handoff(ctx context.Context, h api.HandoffHeader, r io.Reader, sum []byte) error
-	HandoffDone(ctx context.Context, shardID string, index uint64) error
+	// Pull, Handoff and HandoffDone: the handoff protocol's messages.
+	handoff.Peer
 }
 
 // Node routes the node API's calls. It is safe for concurrent use.
