@@ -218,7 +218,7 @@ func (n *Node) MoveShard(ctx context.Context, shardID, from, to string, forwarde
 			holder string
 			index  uint64
 		}
-		a, err := forwardToLeader(ctx, n, err, forwarded, "moving shard "+shardID, func(p Peer) (answer, error) {
+		a, err := forwardToLeader(ctx, n, err, forwarded, "the move of shard "+shardID, func(p Peer) (answer, error) {
 			holder, idx, err := p.MoveShard(ctx, shardID, from, to, true)
 			return answer{holder, idx}, err
 		})

@@ -361,7 +361,7 @@ func (n *Node) RegisterShard(ctx context.Context, shardID, creator string, forwa
 			existed bool
 			holder  string
 		}
-		a, err := forwardToLeader(ctx, n, err, forwarded, "registering shard "+shardID, func(p Peer) (answer, error) {
+		a, err := forwardToLeader(ctx, n, err, forwarded, "the registration of shard "+shardID, func(p Peer) (answer, error) {
 			existed, holder, err := p.RegisterShard(ctx, shardID, creator, true)
 			return answer{existed, holder}, err
 		})
