@@ -15,7 +15,9 @@ import (
 	"google.golang.org/grpc/status"
 )
 
-type unavailableNode struct{ lunorav1.UnimplementedNodeServer }
+type unavailableNode struct {
+	lunorav1.UnimplementedNodeServer
+}
 
 func (unavailableNode) Call(context.Context, *lunorav1.NodeCallRequest) (*lunorav1.CallResponse, error) {
 	return nil, status.Error(codes.Unavailable, "connection refused by something the node called")
