@@ -9,10 +9,12 @@
 // write sends messages:send calls of the example chat app (one shard per
 // room) until the stop file exists. Each acknowledged call (HTTP 200 with a
 // row id) is appended to the log as "room<TAB>id<TAB>body"; every answer is
-// counted under the phase named in the phase file at the time (the e2e
-// script writes the step it is in), by outcome: ok, the error code of the
-// JSON answer, or the transport error. At the end it prints one line per
-// phase, in order of first appearance.
+// counted under the phase named in the phase file when the answer came (the
+// e2e script writes the step it is in), by outcome: ok, the error code of
+// the JSON answer, or the transport error. At the end it prints one line per
+// phase, in order: its length (from the first answer under it to the first
+// answer under the next), acknowledged writes, mean and longest call time
+// (acknowledged and failed apart), errors by code.
 //
 // verify reads every room's rows with admin SQL through the gateway and
 // fails if an acknowledged (id, body) is missing or different; it then
@@ -116,8 +118,8 @@ type result struct {
 
 type phaseCounts struct {
 	name    string
-	start   time.Time
-	last    time.Time
+	start   time.Time // first seen
+	end     time.Time // the next phase first seen, or the stop
 	byCode  map[string]int
 	lastErr string
 	// call durations: acknowledged and failed calls apart
@@ -163,7 +165,11 @@ func write(args []string) error {
 		}
 		p := byName[name]
 		if p == nil {
-			p = &phaseCounts{name: name, start: time.Now(), byCode: map[string]int{}}
+			now := time.Now()
+			if len(phases) > 0 && phases[len(phases)-1].end.IsZero() {
+				phases[len(phases)-1].end = now
+			}
+			p = &phaseCounts{name: name, start: now, byCode: map[string]int{}}
 			byName[name] = p
 			phases = append(phases, p)
 		}
@@ -200,8 +206,7 @@ func write(args []string) error {
 				mu.Lock()
 				p := phase()
 				p.byCode[outcome]++
-				p.last = time.Now()
-				if took := p.last.Sub(began); outcome == "ok" {
+				if took := time.Since(began); outcome == "ok" {
 					p.okSum, p.okMax = p.okSum+took, max(p.okMax, took)
 				} else {
 					p.errSum, p.errMax = p.errSum+took, max(p.errMax, took)
@@ -227,6 +232,9 @@ func write(args []string) error {
 	wg.Wait()
 	mu.Lock()
 	defer mu.Unlock()
+	if len(phases) > 0 && phases[len(phases)-1].end.IsZero() {
+		phases[len(phases)-1].end = time.Now()
+	}
 	if err := w.Flush(); err != nil {
 		return err
 	}
@@ -235,7 +243,7 @@ func write(args []string) error {
 	}
 	fmt.Printf("%-18s %8s %9s %10s %15s %15s  %s\n", "phase", "seconds", "acked", "writes/s", "ok ms mean/max", "err ms mean/max", "errors by code")
 	for _, p := range phases {
-		secs := p.last.Sub(p.start).Seconds()
+		secs := p.end.Sub(p.start).Seconds()
 		var errs []string
 		codes := make([]string, 0, len(p.byCode))
 		for c := range p.byCode {
