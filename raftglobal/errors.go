@@ -1,6 +1,8 @@
 package raftglobal
 
 import (
+	"time"
+
 	"github.com/lunora/lunora/api"
 	"github.com/lunora/lunora/sqlitex"
 	"google.golang.org/grpc/codes"
@@ -36,6 +38,9 @@ var (
 	ErrNonDeterministic = api.New(codes.InvalidArgument, "non-deterministic SQL")
 	// ErrBusy: too many Writes are queued on the leader.
 	ErrBusy = &api.Error{Code: codes.ResourceExhausted, Msg: "global tier is busy: too many writes queued", RetryAfter: busyRetryAfter}
+	// ErrNotInRing: a node that is not in the newest ring epoch (it left)
+	// cannot create a shard; its owner at that epoch does.
+	ErrNotInRing = &api.Error{Code: codes.Unavailable, Msg: "the node is not in the newest ring epoch", Reason: api.ReasonNotOwner, RetryAfter: 50 * time.Millisecond}
 	// ErrClosed: the store is shut down.
 	ErrClosed = api.New(codes.Unavailable, "global tier is shutting down")
 	// ErrSandbox: user SQL tried something the sandbox refuses.

@@ -3,6 +3,7 @@ package raftglobal
 import (
 	"context"
 	"encoding/json"
+	"fmt"
 	"sort"
 	"strings"
 
@@ -145,17 +146,30 @@ func (s *Store) Nodes(ctx context.Context) ([]NodeInfo, error) {
 // RegisterShard records that shardID exists and is held by creator, the
 // node creating it (leader only), atomically in the FSM: existed is false for the call that created
 // the entry and true for every later one (invariant I4: a node never
-// creates a shard the registry already holds). It returns the holder the
+// creates a shard the registry already holds). A creator that is not in
+// the newest ring epoch (when there is one) creates nothing
+// (ErrNotInRing): like MoveShard's check, it makes a leaving node's
+// replica, once at its leave's epoch, list every shard the node must hand
+// off — a creation that raced the leave would otherwise commit after the
+// leave's last handoff pass and strand the shard on a node outside the
+// ring. It returns the holder the
 // registry names after the call and the log index of the write.
 func (s *Store) RegisterShard(ctx context.Context, shardID, creator string) (existed bool, holder string, index uint64, err error) {
 	if shardID == "" {
 		return false, "", 0, api.Errorf(codes.InvalidArgument, "shard ID is empty")
 	}
 	res, err := s.system(ctx, map[string]any{"id": shardID, "grp": ShardGroup(shardID), "holder": creator},
-		`INSERT INTO __lunora_shards (id, grp, created_ms, owner) VALUES (:id, :grp, lunora_now(), :holder) ON CONFLICT (id) DO NOTHING`,
+		`INSERT INTO __lunora_shards (id, grp, created_ms, owner) SELECT :id, :grp, lunora_now(), :holder
+		   WHERE NOT EXISTS (SELECT 1 FROM __lunora_ring)
+		      OR EXISTS (SELECT 1 FROM json_each((SELECT nodes FROM __lunora_ring ORDER BY epoch DESC LIMIT 1))
+		                 WHERE json_extract(value, '$.ID') = :holder)
+		 ON CONFLICT (id) DO NOTHING`,
 		`SELECT changes() = 0, owner FROM __lunora_shards WHERE id = :id`)
 	if err != nil {
 		return false, "", 0, err
+	}
+	if len(res.Rows) == 0 {
+		return false, "", res.Seq, api.Wrap(ErrNotInRing, fmt.Sprintf("node %s cannot create shard %s", creator, shardID))
 	}
 	holder, _ = cell(res, 1).(string)
 	return firstInt(res) == 1, holder, res.Seq, nil

@@ -1,6 +1,7 @@
 package raftglobal
 
 import (
+	"errors"
 	"fmt"
 	"github.com/lunora/lunora/api"
 	"reflect"
@@ -211,5 +212,41 @@ func TestRingCompareAndSet(t *testing.T) {
 	epoch, nodes, err := s.Ring(ctx)
 	if err != nil || epoch != 2 || !reflect.DeepEqual(nodes, []RingNode{{"a", 1}, {"b", 1}}) {
 		t.Fatalf("ring: %d %v %v", epoch, nodes, err)
+	}
+}
+
+// TestRegisterShardNeedsRingMembership: once there is a ring, only a node
+// in its newest epoch creates shards — a creation that raced its node's
+// leave does not commit after the leave's epoch (found by the randomized
+// cluster test, node/nodetest TestChaos -seed 11: the shard stayed with a
+// node that had left, unservable).
+func TestRegisterShardNeedsRingMembership(t *testing.T) {
+	c := NewTestCluster(t, 1, 0)
+	ctx := ctxT(t, 30*time.Second)
+	s := c.WaitForLeader(10 * time.Second)
+	// No ring yet: anyone creates (a single node before its join).
+	if existed, holder, _, err := s.RegisterShard(ctx, "k=early", "x"); err != nil || existed || holder != "x" {
+		t.Fatalf("register before any ring: %v %q %v", existed, holder, err)
+	}
+	if _, _, err := s.CASRing(ctx, 0, true, []RingNode{{"a", 1}, {"b", 1}}); err != nil {
+		t.Fatal(err)
+	}
+	if existed, holder, _, err := s.RegisterShard(ctx, "k=1", "a"); err != nil || existed || holder != "a" {
+		t.Fatalf("register by a ring member: %v %q %v", existed, holder, err)
+	}
+	// b leaves: epoch 2 without it.
+	if _, _, err := s.CASRing(ctx, 1, true, []RingNode{{"a", 1}}); err != nil {
+		t.Fatal(err)
+	}
+	_, _, _, err := s.RegisterShard(ctx, "k=2", "b")
+	if !errors.Is(err, ErrNotInRing) || api.CodeOf(err) != codes.Unavailable {
+		t.Fatalf("register by a node that left the ring: %v", err)
+	}
+	if _, exists, err := s.ShardHolder(ctx, "k=2"); err != nil || exists {
+		t.Fatalf("the refused shard is in the registry: %v %v", exists, err)
+	}
+	// An existing shard is still reported to anyone who asks.
+	if existed, holder, _, err := s.RegisterShard(ctx, "k=1", "b"); err != nil || !existed || holder != "a" {
+		t.Fatalf("register an existing shard: %v %q %v", existed, holder, err)
 	}
 }
