@@ -3,6 +3,7 @@ package nodetest
 import (
 	"fmt"
 
+	"github.com/lunora/lunora/placement"
 	"github.com/lunora/lunora/schema"
 )
 
@@ -50,3 +51,29 @@ func App() (*schema.App, error) {
 
 // ShardID is the ID of the items shard of key k.
 func ShardID(k string) string { return "k=" + k }
+
+// Owner is the owner of shardID on a ring of the nodes named, each of
+// weight 1 (what a Cluster's ring is): tests use it to pick keys that a
+// join or leave moves.
+func Owner(shardID string, nodeIDs ...string) string {
+	members := make([]placement.Member, len(nodeIDs))
+	for i, id := range nodeIDs {
+		members[i] = placement.Member{ID: placement.NodeID(id), Weight: 1}
+	}
+	r, err := placement.NewRing(members)
+	if err != nil {
+		panic(fmt.Sprintf("nodetest: ring of %v: %v", nodeIDs, err))
+	}
+	return string(r.Owner(shardID))
+}
+
+// KeyMovedBy returns the first key k0, k1, … whose shard is owned by
+// from on the ring before and by to on the ring after.
+func KeyMovedBy(before, after []string, from, to string) string {
+	for i := 0; ; i++ {
+		k := fmt.Sprintf("k%d", i)
+		if Owner(ShardID(k), before...) == from && Owner(ShardID(k), after...) == to {
+			return k
+		}
+	}
+}

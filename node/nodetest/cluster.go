@@ -74,7 +74,8 @@ type Cluster struct {
 	mu          sync.Mutex
 	nodes       []*Node
 	boot        []raftglobal.Server
-	groups      map[string]int
+	groups      map[string]int // partition groups: Raft and node API
+	apiGroups   map[string]int // partition groups of the node API alone
 	incarnation uint64
 }
 
@@ -129,7 +130,7 @@ func Start(t testing.TB, n int, cfg Config) *Cluster {
 	if cfg.Cluster.RebalanceEvery == 0 {
 		cfg.Cluster.RebalanceEvery = 300 * time.Millisecond
 	}
-	c := &Cluster{t: t, cfg: cfg, App: cfg.App, Net: NewNetwork(cfg.Seed), base: t.TempDir(), groups: map[string]int{}}
+	c := &Cluster{t: t, cfg: cfg, App: cfg.App, Net: NewNetwork(cfg.Seed), base: t.TempDir(), groups: map[string]int{}, apiGroups: map[string]int{}}
 	c.logOn.Store(true)
 	t.Cleanup(c.close)
 	for i := 0; i < n; i++ {
@@ -297,7 +298,11 @@ func (c *Cluster) reconnectLocked() {
 			}
 		}
 	}
-	c.Net.SetGroups(c.groups)
+	net := map[string]int{}
+	for _, nd := range c.nodes {
+		net[nd.ID] = c.groups[nd.ID]*1000 + c.apiGroups[nd.ID]
+	}
+	c.Net.SetGroups(net)
 }
 
 // Node returns node i.
@@ -392,11 +397,28 @@ func (c *Cluster) Partition(idx ...int) {
 	c.reconnectLocked()
 }
 
+// PartitionNodeAPI is Partition for the node API alone: the Raft
+// transport still connects everyone, so the nodes named follow the ring
+// and the registry but cannot call, or be called by, the others.
+func (c *Cluster) PartitionNodeAPI(idx ...int) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	g := 1
+	for _, v := range c.apiGroups {
+		g = max(g, v+1)
+	}
+	for _, i := range idx {
+		c.apiGroups[c.nodes[i].ID] = g
+	}
+	c.reconnectLocked()
+}
+
 // Heal removes every partition.
 func (c *Cluster) Heal() {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	c.groups = map[string]int{}
+	c.apiGroups = map[string]int{}
 	c.reconnectLocked()
 }
 
