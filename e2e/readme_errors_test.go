@@ -169,6 +169,14 @@ var readmeSchema = string(chat.Schema) + `
       n: int
     sql:
       - SELECT printf('%.*c', :n, 'a') AS blob
+  test:slowbig:
+    kind: query
+    shard_by: room_id
+    args:
+      room_id: text
+      n: int
+    sql:
+      - SELECT printf('%.*c', :n, 'a') AS blob UNION ALL SELECT count(*) FROM (WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM c WHERE x < 2000000) SELECT x FROM c)
 `
 
 // readmeNode is an in-process node with the gateway (dev wiring) serving
@@ -389,7 +397,30 @@ func TestREADMEErrorTable(t *testing.T) {
 			waitInFlight(t, a, 0)
 			return got
 		}},
-		{"RESOURCE_EXHAUSTED 429", "node's result memory budget (`-result-budget`) in use", call(b, "test:big", map[string]any{"room_id": "r1", "n": 1 << 20})},
+		{"RESOURCE_EXHAUSTED 429", "node's result memory budget (`-result-budget`) in use", func(t *testing.T) answer {
+			// A query holds 200 kB of B's 256 KiB budget while it counts
+			// on; a 100 kB result, which alone would fit, finds it in use.
+			done := make(chan struct{})
+			go func() {
+				defer close(done)
+				body := `{"function":"test:slowbig","args":{"room_id":"r2","n":200000}}`
+				if resp, err := http.Post(b.url+"/v1/call", "application/json", strings.NewReader(body)); err == nil {
+					io.Copy(io.Discard, resp.Body)
+					resp.Body.Close()
+				}
+			}()
+			deadline := time.Now().Add(callTimeout)
+			for b.Host.ResultBytesInUse() < 200000 {
+				if time.Now().After(deadline) {
+					t.Fatalf("the slow query never held its result: %d bytes in use", b.Host.ResultBytesInUse())
+				}
+				time.Sleep(time.Millisecond)
+			}
+			got := b.call(t, "test:big", map[string]any{"room_id": "r1", "n": 100000})
+			<-done
+			return got
+		}},
+		{"OUT_OF_RANGE 400", "result larger than the node's whole result budget", call(b, "test:big", map[string]any{"room_id": "r1", "n": 1 << 20})},
 
 		{"DEADLINE_EXCEEDED 504", "a statement past its time limit", sqlOn(a, "room_id=r1", "WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM c) SELECT count(*) FROM c")},
 		{"DEADLINE_EXCEEDED 504", "a function call past its time limit", call(a, "test:spin", map[string]any{"room_id": "r1"})},

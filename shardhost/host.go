@@ -18,6 +18,7 @@ import (
 	"github.com/lunora/lunora/api"
 	"github.com/lunora/lunora/schema"
 	"github.com/lunora/lunora/sqlitex"
+	"github.com/prometheus/client_golang/prometheus"
 	"google.golang.org/grpc/codes"
 )
 
@@ -81,6 +82,11 @@ func New(cfg Config) (*Host, error) {
 	}
 	if cfg.ResultBudget > 0 {
 		h.budget = sqlitex.NewBudget(cfg.ResultBudget)
+	}
+	if cfg.Registerer != nil {
+		cfg.Registerer.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+			Name: "lunora_result_budget_bytes_in_use", Help: "Bytes of results (as encoded) the node holds now, out of -result-budget.",
+		}, func() float64 { return float64(h.budget.InUse()) }))
 	}
 	if err := h.loadJournal(); err != nil {
 		return nil, fmt.Errorf("shardhost: read the handoff journal: %w", err)
@@ -213,6 +219,9 @@ func (h *Host) Exec(ctx context.Context, shardID, sql string, params map[string]
 	})
 	return res, err
 }
+
+// ResultBytesInUse reports the bytes of the result budget held now.
+func (h *Host) ResultBytesInUse() int64 { return h.budget.InUse() }
 
 // Status reports the node's shard counts.
 func (h *Host) Status(ctx context.Context) (*api.Status, error) {

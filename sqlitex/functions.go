@@ -22,8 +22,8 @@ import (
 
 const (
 	// checkEvery is how many matching steps run between two looks at the
-	// statement's context (about 0.1 ms of work).
-	checkEvery = 1 << 14
+	// statement's context (some tens of microseconds of work).
+	checkEvery = 1 << 12
 	// maxPatternLen is SQLite's default SQLITE_MAX_LIKE_PATTERN_LENGTH.
 	maxPatternLen = 50000
 	// maxValueLen is the SQLITE_LIMIT_LENGTH Open sets.
