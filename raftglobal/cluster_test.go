@@ -4,10 +4,10 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"github.com/lunora/lunora/api"
 	"testing"
 	"time"
 
+	"github.com/lunora/lunora/api"
 	"google.golang.org/grpc/codes"
 )
 
@@ -55,6 +55,20 @@ func TestClusterConsistency(t *testing.T) {
 	if scalar(t, res) != 9 || res.Seq < last {
 		t.Fatalf("bookmark read: %+v", res)
 	}
+
+	// The default consistency (api.ReadOptions is the one options type):
+	// Bookmark when a bookmark is given, else Strong; Bookmark without a
+	// bookmark is refused.
+	if res, err := nv.Read(ctx, api.ReadOptions{Bookmark: last}, get("k9")); err != nil || scalar(t, res) != 9 {
+		t.Fatalf("default read with a bookmark on the non-voter: %+v %v", res, err)
+	}
+	if _, err := follower.Read(ctx, api.ReadOptions{}, countKV()); err == nil {
+		t.Fatal("default read without a bookmark served by a follower (want strong: the leader)")
+	} else if _, ok := isNotLeader(err); !ok {
+		t.Fatalf("default read on a follower: %v", err)
+	}
+	_, err = nv.Read(ctx, api.ReadOptions{Consistency: api.Bookmark}, countKV())
+	wantCode(t, err, codes.InvalidArgument)
 
 	// A bookmark from the future fails fast, on the leader and elsewhere.
 	for _, s := range []*Store{leader, nv} {

@@ -2,11 +2,11 @@ package raftglobal
 
 import (
 	"errors"
-	"github.com/lunora/lunora/api"
 	"sync"
 	"testing"
 	"time"
 
+	"github.com/lunora/lunora/api"
 	"google.golang.org/grpc/codes"
 )
 

@@ -3,13 +3,13 @@ package raftglobal
 import (
 	"errors"
 	"fmt"
-	"github.com/lunora/lunora/api"
 	"reflect"
 	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
 
+	"github.com/lunora/lunora/api"
 	"google.golang.org/grpc/codes"
 )
 

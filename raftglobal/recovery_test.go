@@ -1,13 +1,13 @@
 package raftglobal
 
 import (
-	"github.com/lunora/lunora/api"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
 	"time"
 
+	"github.com/lunora/lunora/api"
 	"github.com/prometheus/client_golang/prometheus"
 )
 

@@ -2,11 +2,12 @@ package raftglobal
 
 import (
 	"fmt"
-	"github.com/lunora/lunora/api"
 	"os"
 	"path/filepath"
 	"testing"
 	"time"
+
+	"github.com/lunora/lunora/api"
 )
 
 // TestRestartFromSnapshotAndLog: with a log much longer than the snapshot
