@@ -17,7 +17,10 @@ import (
 	"google.golang.org/grpc/codes"
 )
 
-// Shards is the shard runtime: *shardhost.Host.
+// Shards is the shard runtime: *shardhost.Host. Its methods are safe for
+// concurrent use and honour ctx; Call, Exec and Subscribe answer
+// shardhost.Elsewhere (see shardhost.HolderOf) for a shard another node
+// holds, which the Node turns into a pull.
 type Shards interface {
 	Call(ctx context.Context, shardID, function string, args map[string]any) (*api.Result, error)
 	Exec(ctx context.Context, shardID, sql string, params map[string]any) (*api.Result, error)
