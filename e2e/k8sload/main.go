@@ -136,6 +136,7 @@ func write(args []string) error {
 	rooms := fs.Int("rooms", 200, "rooms (shards) written to")
 	workers := fs.Int("workers", 8, "concurrent writers")
 	maxDur := fs.Duration("max", 30*time.Minute, "stop after this long in any case")
+	errPath := fs.String("errors", "", "file every failed call is written to (phase, code, message)")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
@@ -147,6 +148,17 @@ func write(args []string) error {
 		return err
 	}
 	defer lf.Close()
+	ew := io.Discard
+	if *errPath != "" {
+		ef, err := os.Create(*errPath)
+		if err != nil {
+			return err
+		}
+		defer ef.Close()
+		bw := bufio.NewWriter(ef)
+		defer bw.Flush()
+		ew = bw
+	}
 	ctx, cancel := context.WithTimeout(context.Background(), *maxDur)
 	defer cancel()
 	ctx, stop := signal.NotifyContext(ctx, syscall.SIGINT, syscall.SIGTERM)
@@ -213,6 +225,7 @@ func write(args []string) error {
 				}
 				if err != nil {
 					p.lastErr = err.Error()
+					fmt.Fprintf(ew, "%s\t%s\t%s\t%s\n", time.Now().UTC().Format(time.RFC3339Nano), p.name, outcome, err)
 				}
 				if outcome == "ok" {
 					if len(res.Rows) != 1 || len(res.Rows[0]) != 1 {
