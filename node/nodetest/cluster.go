@@ -41,8 +41,9 @@ type Config struct {
 	// pass every 300 ms, 4 concurrent moves, weight 1).
 	Cluster node.ClusterConfig
 	// Fault, when set, is called at the handoffs' crash points with the
-	// node's ID (node.ClusterConfig.Fault); a test can block there and
-	// Kill the node.
+	// node's ID (node.ClusterConfig.Fault). A test can block in it and
+	// Kill the node meanwhile: when it returns after the kill, that
+	// handoff halts there for good, as the killed process would have.
 	Fault func(nodeID, point, shardID string)
 	// Shards and Global adjust each node's shard host and global-tier
 	// configuration (they start from the packages' DefaultLocalConfig).
@@ -200,7 +201,6 @@ func (c *Cluster) start(nd *Node) {
 	if err != nil {
 		c.t.Fatalf("nodetest: start %s: %v", nd.ID, err)
 	}
-	p.alive, p.stop = context.WithCancel(context.Background())
 	if !c.cfg.NoGateway {
 		ln := nd.ln
 		nd.ln = nil
@@ -209,7 +209,7 @@ func (c *Cluster) start(nd *Node) {
 				c.t.Fatalf("nodetest: restart %s: %v", nd.ID, err)
 			}
 		}
-		p.grpc = grpc.NewServer(rpc.ServerOptions()...)
+		p.grpc = grpc.NewServer(append(rpc.ServerOptions(), grpc.WaitForHandlers(true))...)
 		rpc.RegisterNodeServer(p.grpc, rpc.NewNodeServer(p.Node, c.logger(nd.ID)))
 		go p.grpc.Serve(ln)
 	}
@@ -259,16 +259,30 @@ func (c *Cluster) stop(nd *Node) {
 	if p == nil {
 		return
 	}
-	c.Net.Unregister(nd.GRPCAddr)
+	handlers := c.Net.Unregister(nd.GRPCAddr)
 	p.stop()
 	if p.grpc != nil {
-		p.grpc.Stop()
+		p.grpc.Stop() // waits for its handlers (WaitForHandlers)
 	}
 	c.mu.Lock()
 	c.reconnectLocked()
 	c.mu.Unlock()
 	p.trans.Close()
-	p.wg.Wait()
+	waited := make(chan struct{})
+	go func() { p.wg.Wait(); close(waited) }()
+	select {
+	case <-waited:
+	case <-time.After(3 * time.Second):
+		// A goroutine halted by Config.Fault never returns, as in a
+		// process stopped there; the rest of the process is closed.
+		c.logf("nodetest: %s: background work still running 3s after the kill", nd.ID)
+	}
+	// The process's calls must be over before it is closed and, above
+	// all, before a new process of the node opens its directory: a
+	// killed process never touches its files again.
+	if !handlers(3 * time.Second) {
+		c.logf("nodetest: %s: node-API calls still running 3s after the kill", nd.ID)
+	}
 	if err := p.Global.Close(); err != nil {
 		c.logf("nodetest: close the global tier of %s: %v", nd.ID, err)
 	}

@@ -35,8 +35,8 @@ type Server interface {
 
 // Network is an in-memory network between the nodes' node APIs, with
 // fault hooks in the manner of hashicorp/raft's InmemTransport. A call
-// from one node to another runs the target's method in the caller's
-// goroutine with what a gRPC hop gives the server: a fresh context that
+// from one node to another runs the target's method in a goroutine of its
+// own with what a gRPC hop gives the server: a fresh context that
 // keeps only the caller's deadline and cancellation (and, for Call and
 // Exec, the ring epoch the request carries), arguments and results
 // through their protobuf conversions, and errors through
@@ -77,6 +77,7 @@ type endpoint struct {
 	id, addr string
 	srv      Server
 	alive    context.Context // ends when the process dies
+	handlers sync.WaitGroup  // calls the target is running
 }
 
 // NewNetwork returns an empty network whose faults draw from seed.
@@ -98,11 +99,27 @@ func (n *Network) Register(id, addr string, srv Server, alive context.Context) {
 }
 
 // Unregister takes the node at addr off the network: calls to it are
-// refused from now on.
-func (n *Network) Unregister(addr string) {
+// refused from now on. It returns a func that waits, up to timeout, for
+// the calls the node is still running (their contexts end with its
+// process) and reports whether they all returned.
+func (n *Network) Unregister(addr string) (wait func(timeout time.Duration) bool) {
 	n.mu.Lock()
-	defer n.mu.Unlock()
+	ep := n.byAddr[addr]
 	delete(n.byAddr, addr)
+	n.mu.Unlock()
+	return func(timeout time.Duration) bool {
+		if ep == nil {
+			return true
+		}
+		done := make(chan struct{})
+		go func() { ep.handlers.Wait(); close(done) }()
+		select {
+		case <-done:
+			return true
+		case <-time.After(timeout):
+			return false
+		}
+	}
 }
 
 // SetGroups sets the partition groups: nodes in different groups do not
@@ -205,6 +222,13 @@ func (n *Network) route(ctx context.Context, from, addr string) (plan, error) {
 		case <-t.C:
 		}
 	}
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	if n.byAddr[addr] != ep {
+		n.refused.Add(1)
+		return p, notSent(addr, "connection refused")
+	}
+	ep.handlers.Add(1) // under mu: Unregister's wait sees it
 	p.ep = ep
 	return p, nil
 }
@@ -274,7 +298,28 @@ func invoke[T any](ctx context.Context, p *peer, call func(ctx context.Context, 
 	}
 	sctx, cancel := serverContext(ctx, pl.ep.alive)
 	defer cancel()
-	v, err := call(sctx, pl.ep.srv)
+	// The target runs the call in a goroutine of its own, as a gRPC
+	// server does: a caller whose context ends, or whose target dies (a
+	// goroutine of a killed process may never return), has its answer at
+	// once.
+	type answer struct {
+		v   T
+		err error
+	}
+	done := make(chan answer, 1)
+	go func() {
+		defer pl.ep.handlers.Done()
+		v, err := call(sctx, pl.ep.srv)
+		done <- answer{v, err}
+	}()
+	var v T
+	select {
+	case a := <-done:
+		v, err = a.v, a.err
+	case <-pl.ep.alive.Done():
+	case <-ctx.Done():
+		return zero, fromContext(ctx.Err())
+	}
 	switch {
 	case pl.ep.alive.Err() != nil:
 		return zero, lost(p.addr, "the node went away during the call")
@@ -413,8 +458,10 @@ const handoffChunk = 64 << 10
 // ReceiveHandoff, as the gRPC client stream does.
 func (p *peer) Handoff(ctx context.Context, h api.HandoffHeader, r io.Reader, sum []byte) error {
 	sum = append([]byte(nil), sum...)
+	pr, pw := io.Pipe()
+	// An answer that comes early (the receiver died) unblocks the copy.
+	defer pr.CloseWithError(io.ErrClosedPipe)
 	_, err := invoke(ctx, p, func(ctx context.Context, s Server) (struct{}, error) {
-		pr, pw := io.Pipe()
 		var readErr error
 		done := make(chan struct{})
 		go func() {

@@ -96,9 +96,17 @@ func (c *Cluster) build(n *Node, boot []raftglobal.Server, incarnation uint64) (
 		return nil, fmt.Errorf("shard host of %s: %w", n.ID, err)
 	}
 
+	p.alive, p.stop = context.WithCancel(context.Background())
 	cc := c.cfg.Cluster
 	if f := c.cfg.Fault; f != nil {
-		cc.Fault = func(point, shardID string) { f(n.ID, point, shardID) }
+		cc.Fault = func(point, shardID string) {
+			f(n.ID, point, shardID)
+			if p.alive.Err() != nil {
+				// The process was killed while the hook held it: like a
+				// process stopped at this point, it never goes on.
+				select {}
+			}
+		}
 	}
 	p.Node, err = node.New(node.Config{
 		App:         c.App,
