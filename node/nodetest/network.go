@@ -175,7 +175,16 @@ func (n *Network) Stats() NetworkStats {
 // Peer returns node from's client for the node API at addr (a node.Peer,
 // what Config.Dial returns). It finds the target at each call, so it
 // reaches the node's next process after a restart.
-func (n *Network) Peer(from, addr string) node.Peer { return &peer{net: n, from: from, addr: addr} }
+func (n *Network) Peer(from, addr string) node.Peer {
+	return &peer{net: n, from: from, addr: addr, alive: context.Background()}
+}
+
+// ProcessPeer is Peer for a client inside a process that can die: once
+// alive ends, the process's calls are refused before they leave it — a
+// killed process reaches no one, whatever its goroutines still try.
+func (n *Network) ProcessPeer(from string, alive context.Context, addr string) node.Peer {
+	return &peer{net: n, from: from, addr: addr, alive: alive}
+}
 
 // plan is what the network decided for one call.
 type plan struct {
@@ -292,6 +301,10 @@ func serverContext(caller, alive context.Context) (context.Context, context.Canc
 // invoke delivers one call from p's node to its target.
 func invoke[T any](ctx context.Context, p *peer, call func(ctx context.Context, s Server) (T, error)) (T, error) {
 	var zero T
+	if p.alive.Err() != nil {
+		p.net.refused.Add(1)
+		return zero, notSent(p.addr, "the calling process is dead")
+	}
 	pl, err := p.net.route(ctx, p.from, p.addr)
 	if err != nil {
 		return zero, err
@@ -340,9 +353,10 @@ func invoke[T any](ctx context.Context, p *peer, call func(ctx context.Context, 
 
 // peer is one node's client for another node's API: a node.Peer.
 type peer struct {
-	net  *Network
-	from string // the calling node's ID
-	addr string
+	net   *Network
+	from  string // the calling node's ID
+	addr  string
+	alive context.Context // the calling process's life
 }
 
 var _ node.Peer = (*peer)(nil)

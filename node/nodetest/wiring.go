@@ -115,7 +115,7 @@ func (c *Cluster) build(n *Node, boot []raftglobal.Server, incarnation uint64) (
 		NodeID:      n.ID,
 		GRPCAddr:    n.GRPCAddr,
 		Incarnation: incarnation,
-		Dial:        func(addr string) (node.Peer, error) { return c.Net.Peer(n.ID, addr), nil },
+		Dial:        func(addr string) (node.Peer, error) { return c.Net.ProcessPeer(n.ID, p.alive, addr), nil },
 		Cluster:     cc,
 		Liveness:    c.liveness,
 		Version:     "nodetest",
