@@ -27,6 +27,8 @@ type options struct {
 	gossipAdv   string
 	gossipSeeds []string
 	gossipKey   []byte
+
+	validate bool // -validate: check everything, serve nothing
 }
 
 func parseFlags(args []string, stderr io.Writer) (*options, error) {
@@ -50,6 +52,7 @@ func parseFlags(args []string, stderr io.Writer) (*options, error) {
 	gossipSeeds := fs.String("gossip-seeds", "", "gossip seeds host:port,... — a DNS name (a Kubernetes headless Service) stands for all its addresses")
 	gossipKey := fs.String("gossip-key", os.Getenv("LUNORA_GOSSIP_KEY"), "base64 AES key (16, 24 or 32 bytes) encrypting gossip; default $LUNORA_GOSSIP_KEY")
 	o.server.RegisterFlags(fs)
+	fs.BoolVar(&o.validate, "validate", false, "check the flags and the schema, print a summary and exit 0 — or name the problem and exit 2 — without listening, gossiping or dialing a node")
 	if err := fs.Parse(args); err != nil {
 		return nil, err
 	}

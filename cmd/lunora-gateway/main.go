@@ -32,6 +32,13 @@ func main() {
 		fmt.Fprintln(os.Stderr, "lunora-gateway:", err)
 		os.Exit(2)
 	}
+	if o.validate {
+		if err := validate(o, os.Stdout); err != nil {
+			fmt.Fprintln(os.Stderr, "lunora-gateway:", err)
+			os.Exit(2)
+		}
+		return
+	}
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
 	defer stop()
 	if err := run(ctx, o, os.Stdout, os.Stderr); err != nil {

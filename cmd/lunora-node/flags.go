@@ -54,6 +54,8 @@ type options struct {
 	gossipKey    []byte
 
 	server server.Config // listener bounds: timeouts, connection caps
+
+	validate bool // -validate: check everything, serve nothing
 }
 
 func (o *options) clusterConfig() node.ClusterConfig {
@@ -147,6 +149,7 @@ func parseFlags(args []string, stderr io.Writer) (*options, error) {
 	gossipSeeds := fs.String("gossip-seeds", "", "cluster: gossip seeds host:port,... — a DNS name (a Kubernetes headless Service) stands for all its addresses")
 	gossipKey := fs.String("gossip-key", os.Getenv("LUNORA_GOSSIP_KEY"), "cluster: base64 AES key (16, 24 or 32 bytes) encrypting gossip; default $LUNORA_GOSSIP_KEY")
 	o.server.RegisterFlags(fs)
+	fs.BoolVar(&o.validate, "validate", false, "check the flags, the schema and the derived configuration (Kubernetes env included), print a summary and exit 0 — or name the problem and exit 2 — without listening, opening -data or joining")
 	if err := fs.Parse(args); err != nil {
 		return nil, err
 	}

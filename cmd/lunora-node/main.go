@@ -55,6 +55,13 @@ func main() {
 		fmt.Fprintln(os.Stderr, "lunora-node:", err)
 		os.Exit(2)
 	}
+	if o.validate {
+		if err := validate(o, os.Stdout); err != nil {
+			fmt.Fprintln(os.Stderr, "lunora-node:", err)
+			os.Exit(2)
+		}
+		return
+	}
 	ctx, cancel := context.WithCancelCause(context.Background())
 	defer cancel(nil)
 	sigs := make(chan os.Signal, 1)

@@ -362,12 +362,14 @@ func expand(args []string, env map[string]string) []string {
 	return out
 }
 
-// runFlags starts bin with the container's args and "-h" appended: the flag
-// package parses every argument before it (an unknown flag or a bad value
-// is an error, exit 2) and stops at -h with exit 0 without serving.
+// runFlags starts bin with the container's args and "-validate" appended:
+// the binary parses every argument (an unknown flag or a bad value is an
+// error, exit 2), derives its configuration from the pod's env as it would
+// in the pod, loads the app's schema and validates everything it would
+// start with, then exits 0 without listening, opening its data or joining.
 func runFlags(t *testing.T, bin string, args []string, env map[string]string) {
 	t.Helper()
-	cmd := exec.Command(bin, append(slices.Clone(args), "-h")...)
+	cmd := exec.Command(bin, append(slices.Clone(args), "-validate")...)
 	cmd.Env = []string{"PATH=/usr/bin:/bin", "HOME=" + t.TempDir()}
 	for k, v := range env {
 		cmd.Env = append(cmd.Env, k+"="+v)
@@ -380,6 +382,36 @@ func runFlags(t *testing.T, bin string, args []string, env map[string]string) {
 	}
 }
 
+// mountConfigMaps writes the ConfigMaps container c mounts (as rendered)
+// into temporary directories and returns args with each mount path
+// replaced by its directory, so -schema=/etc/lunora/lunora.yaml names the
+// overlay's own lunora.yaml.
+func mountConfigMaps(t *testing.T, spec corev1.PodSpec, c corev1.Container, args []string, r *rendered) []string {
+	t.Helper()
+	out := slices.Clone(args)
+	for _, m := range c.VolumeMounts {
+		for _, v := range spec.Volumes {
+			if v.Name != m.Name || v.ConfigMap == nil {
+				continue
+			}
+			cm := r.config[v.ConfigMap.Name]
+			if cm == nil {
+				t.Fatalf("volume %s: ConfigMap %s is not rendered", v.Name, v.ConfigMap.Name)
+			}
+			dir := t.TempDir()
+			for name, data := range cm.Data {
+				if err := os.WriteFile(filepath.Join(dir, name), []byte(data), 0o644); err != nil {
+					t.Fatal(err)
+				}
+			}
+			for i := range out {
+				out[i] = strings.ReplaceAll(out[i], strings.TrimSuffix(m.MountPath, "/")+"/", dir+"/")
+			}
+		}
+	}
+	return out
+}
+
 func checkFlags(t *testing.T, sts *appsv1.StatefulSet, dep *appsv1.Deployment, r *rendered) {
 	dir := binaries(t)
 	node := sts.Spec.Template.Spec.Containers[0]
@@ -388,17 +420,39 @@ func checkFlags(t *testing.T, sts *appsv1.StatefulSet, dep *appsv1.Deployment, r
 	for _, ord := range []int{0, int(*sts.Spec.Replicas) + 1} {
 		pod := fmt.Sprintf("%s-%d", sts.Name, ord)
 		env := podEnv(t, node, pod, r)
-		runFlags(t, filepath.Join(dir, "lunora-node"), expand(append(slices.Clone(node.Command), node.Args...), env), env)
+		args := mountConfigMaps(t, sts.Spec.Template.Spec, node, expand(append(slices.Clone(node.Command), node.Args...), env), r)
+		runFlags(t, filepath.Join(dir, "lunora-node"), args, env)
 	}
 	gw := dep.Spec.Template.Spec.Containers[0]
 	env := podEnv(t, gw, dep.Name+"-abc12-xyz34", r)
-	runFlags(t, filepath.Join(dir, "lunora-gateway"), expand(append(slices.Clone(gw.Command), gw.Args...), env), env)
+	runFlags(t, filepath.Join(dir, "lunora-gateway"), mountConfigMaps(t, dep.Spec.Template.Spec, gw, expand(append(slices.Clone(gw.Command), gw.Args...), env), r), env)
 
 	// The check itself fails on a flag the binary lacks.
 	t.Run("unknown flag fails", func(t *testing.T) {
-		cmd := exec.Command(filepath.Join(dir, "lunora-gateway"), "-no-such-flag=1", "-h")
+		cmd := exec.Command(filepath.Join(dir, "lunora-gateway"), "-no-such-flag=1", "-validate")
 		if err := cmd.Run(); err == nil {
 			t.Fatal("lunora-gateway accepted -no-such-flag")
+		}
+	})
+	// -validate checks more than the flags' syntax: a value only the
+	// shard host's configuration refuses, a schema that does not load.
+	t.Run("invalid configuration fails", func(t *testing.T) {
+		good := filepath.Join("..", "base", "lunora.yaml")
+		bad := filepath.Join(t.TempDir(), "lunora.yaml")
+		if err := os.WriteFile(bad, []byte("tables: [\n"), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		for _, args := range [][]string{
+			{"serve", "-schema=" + good, "-synchronous=SOMETIMES"},
+			{"serve", "-schema=" + bad},
+		} {
+			cmd := exec.Command(filepath.Join(dir, "lunora-node"), append(args, "-validate")...)
+			if out, err := cmd.CombinedOutput(); err == nil {
+				t.Errorf("lunora-node %v -validate passed: %s", args, out)
+			}
+		}
+		if err := exec.Command(filepath.Join(dir, "lunora-node"), "serve", "-schema="+good, "-validate").Run(); err != nil {
+			t.Errorf("lunora-node serve -schema=%s -validate: %v", good, err)
 		}
 	})
 }
