@@ -237,7 +237,7 @@ func Start(cfg Config) (p *Process, err error) {
 	} else if api != nil {
 		h = p.Server.Handler(cfg.Registry, api.Handler())
 	}
-	httpAddr, err := p.Server.ServeHTTP(cfg.HTTPAddr, h)
+	httpAddr, err := p.Server.ServeHTTP(cfg.HTTPAddr, p.backupHandler(cfg.NodeID, cfg.Dir, log, h))
 	if err != nil {
 		return nil, err
 	}

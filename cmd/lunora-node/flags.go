@@ -96,6 +96,12 @@ Usage:
                                 a voter is replaced by a live non-voter, and a removal
                                 that would lose the global tier's quorum is refused
                                 unless -force
+  lunora-node backup -http ADDR -out DIR
+                                copy a running node's global tier replica and every
+                                shard it holds (each consistent, while it serves) into
+                                DIR with a manifest (see docs/operations.md)
+  lunora-node restore -from DIR (-data NEWDIR | -verify)
+                                check a backup; make NEWDIR a data directory holding it
 
 Signals: SIGTERM is a graceful leave (out of the ring, every shard handed
 off, then exit); SIGINT stops without leaving the ring (shards closed

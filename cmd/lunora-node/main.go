@@ -33,6 +33,14 @@ func main() {
 		}
 		return
 	}
+	if len(os.Args) > 1 && (os.Args[1] == "backup" || os.Args[1] == "restore") {
+		cmd := map[string]func([]string, io.Writer, io.Writer) error{"backup": runBackup, "restore": runRestore}[os.Args[1]]
+		if err := cmd(os.Args[2:], os.Stdout, os.Stderr); err != nil {
+			fmt.Fprintf(os.Stderr, "lunora-node %s: %v\n", os.Args[1], err)
+			os.Exit(1)
+		}
+		return
+	}
 	if len(os.Args) > 1 && os.Args[1] == "remove-node" {
 		if err := removeNode(os.Args[2:], os.Stderr); err != nil {
 			fmt.Fprintln(os.Stderr, "lunora-node remove-node:", err)
