@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/lunora/lunora/examples/chat"
+	"github.com/lunora/lunora/node"
 	"github.com/lunora/lunora/nodeproc"
 	"github.com/lunora/lunora/raftglobal"
 	"github.com/lunora/lunora/schema"
@@ -260,5 +261,94 @@ func copyTree(t *testing.T, from, to string) {
 	})
 	if err != nil {
 		t.Fatal(err)
+	}
+}
+
+// TestBackupServeNode backs up a node as lunora-node serve runs it (a lone
+// node: its own ring and one-voter global tier, the backup endpoint on its
+// ops port) holding N shards ($LUNORA_BACKUP_SHARDS, default 40), restores
+// it and checks every shard's rows and seq on a node started on the copy.
+// It logs the backup's time and size (figures in BENCHMARKS.md).
+func TestBackupServeNode(t *testing.T) {
+	shards := 40
+	if s := os.Getenv("LUNORA_BACKUP_SHARDS"); s != "" {
+		fmt.Sscan(s, &shards)
+	}
+	app, err := schema.Parse(chat.SchemaName, chat.Schema)
+	if err != nil {
+		t.Fatal(err)
+	}
+	start := func(dir string) *nodeproc.Process {
+		p, err := nodeproc.Start(nodeproc.Config{
+			Shards: shardhost.DefaultLocalConfig(), Global: raftglobal.DefaultLocalConfig(), Cluster: node.DefaultClusterConfig(),
+			App: app, Dir: dir, NodeID: "n1", GRPCAddr: "127.0.0.1:0", HTTPAddr: "127.0.0.1:0", RaftAddr: "127.0.0.1:0",
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return p
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
+	defer cancel()
+	p := start(t.TempDir())
+	for { // the node puts itself in the ring after it starts
+		if epoch, _, err := p.Global.Ring(ctx); err == nil && epoch > 0 {
+			break
+		}
+		if ctx.Err() != nil {
+			t.Fatal("the node never joined its ring")
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	seqs := map[string]uint64{}
+	for i := range shards {
+		id := fmt.Sprintf("room_id=r%d", i)
+		for j := range 1 + i%3 {
+			res, err := p.Host.Call(ctx, id, "messages:send", map[string]any{"room_id": fmt.Sprintf("r%d", i), "author": "a", "body": fmt.Sprint(j)})
+			if err != nil {
+				t.Fatal(err)
+			}
+			seqs[id] = res.Seq
+		}
+	}
+	out := filepath.Join(t.TempDir(), "backup")
+	began := time.Now()
+	var stdout bytes.Buffer
+	if err := runBackup([]string{"-http", p.HTTPAddr, "-out", out}, &stdout, io.Discard); err != nil {
+		t.Fatal(err)
+	}
+	took := time.Since(began)
+	p.Shutdown(context.Background())
+	m, err := verifyBackup(out)
+	if err != nil {
+		t.Fatal(err)
+	}
+	size := m.Global.Size
+	for _, s := range m.Shards {
+		size += s.Size
+		if s.Seq != seqs[s.ID] {
+			t.Errorf("shard %s: seq %d in the manifest, %d acknowledged", s.ID, s.Seq, seqs[s.ID])
+		}
+	}
+	if len(m.Shards) != shards || m.RingEpoch == 0 || !m.Global.Strong {
+		t.Fatalf("manifest: %d shards (want %d), ring epoch %d, strong %v", len(m.Shards), shards, m.RingEpoch, m.Global.Strong)
+	}
+	t.Logf("%d shards: backup %v, %d bytes (%d global), ring epoch %d", shards, took.Round(time.Millisecond), size, m.Global.Size, m.RingEpoch)
+
+	data := filepath.Join(t.TempDir(), "restored")
+	if err := runRestore([]string{"-from", out, "-data", data}, io.Discard, io.Discard); err != nil {
+		t.Fatal(err)
+	}
+	q := start(data)
+	defer q.Shutdown(context.Background())
+	for i := range shards {
+		id := fmt.Sprintf("room_id=r%d", i)
+		res, err := q.Host.Call(ctx, id, "messages:list", map[string]any{"room_id": fmt.Sprintf("r%d", i)})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(res.Rows) != 1+i%3 || res.Seq != seqs[id] {
+			t.Errorf("shard %s after restore: %d rows at seq %d, want %d at %d", id, len(res.Rows), res.Seq, 1+i%3, seqs[id])
+		}
 	}
 }
