@@ -82,7 +82,8 @@ var backupMu sync.Mutex
 // registry says this node holds (shards/…, each a consistent copy taken
 // while it serves, see shardhost.Host.Backup), then manifest.json. Copies
 // are staged one at a time in <dir>/backup.tmp. before is called before
-// each file is written (the HTTP handler extends its write deadline).
+// each copy is taken and each file written, with the file's size (the
+// HTTP handler extends its write deadline).
 func (p *Process) Backup(ctx context.Context, nodeID, dir string, w io.Writer, before func(size int64)) (*BackupManifest, error) {
 	if !backupMu.TryLock() {
 		return nil, api.Errorf(codes.ResourceExhausted, "a backup of this node is already running")
@@ -117,6 +118,9 @@ func (p *Process) Backup(ctx context.Context, nodeID, dir string, w io.Writer, b
 	}
 
 	gpath := filepath.Join(tmp, "global.db")
+	if before != nil {
+		before(0)
+	}
 	idx, strong, err := p.Global.Backup(ctx, gpath)
 	if err != nil {
 		return nil, err
@@ -141,6 +145,9 @@ func (p *Process) Backup(ctx context.Context, nodeID, dir string, w io.Writer, b
 		}
 		for _, id := range ids {
 			path := filepath.Join(tmp, "shard.db")
+			if before != nil {
+				before(0)
+			}
 			seq, size, err := p.Host.Backup(ctx, id, path)
 			switch {
 			case errors.Is(err, shardhost.ErrNoShardFile):
@@ -185,21 +192,18 @@ func (p *Process) backupHandler(nodeID, dir string, log interface{ Info(string, 
 	mux.Handle("/", next)
 	mux.HandleFunc("GET "+BackupPath, func(w http.ResponseWriter, r *http.Request) {
 		rc := http.NewResponseController(w)
-		started := false
+		w.Header().Set("Content-Type", "application/x-tar")
+		cw := &countingWriter{w: w}
 		before := func(size int64) {
-			if !started {
-				w.Header().Set("Content-Type", "application/x-tar")
-				w.WriteHeader(http.StatusOK)
-				started = true
-			}
-			// At least 10 MB/s, and never less than 2 minutes a file.
+			// Before each copy and each file sent: at least 10 MB/s, and
+			// never less than 2 minutes for either.
 			rc.SetWriteDeadline(time.Now().Add(2*time.Minute + time.Duration(size/10_000_000)*time.Second))
 		}
 		start := time.Now()
-		m, err := p.Backup(r.Context(), nodeID, dir, w, before)
+		m, err := p.Backup(r.Context(), nodeID, dir, cw, before)
 		if err != nil {
 			log.Info("backup failed", "err", err)
-			if !started {
+			if cw.n == 0 {
 				status := http.StatusInternalServerError
 				switch api.CodeOf(err) {
 				case codes.ResourceExhausted:
@@ -219,4 +223,15 @@ func (p *Process) backupHandler(nodeID, dir string, log interface{ Info(string, 
 		log.Info("backup sent", "shards", len(m.Shards), "skipped", len(m.Skipped), "bytes", bytes, "global_index", m.Global.Index, "took", time.Since(start))
 	})
 	return mux
+}
+
+type countingWriter struct {
+	w io.Writer
+	n int64
+}
+
+func (c *countingWriter) Write(b []byte) (int, error) {
+	n, err := c.w.Write(b)
+	c.n += int64(n)
+	return n, err
 }

@@ -1,0 +1,55 @@
+package main
+
+import (
+	"bytes"
+	"io"
+	"path/filepath"
+	"strings"
+	"testing"
+)
+
+// serve -validate checks what serve would start with, the pod's derived
+// configuration included, and names the problem.
+func TestValidate(t *testing.T) {
+	schemaPath := filepath.Join("..", "..", "examples", "chat", "lunora.yaml")
+	pod := map[string]string{"LUNORA_K8S_SERVICE": "lunora-node", "POD_NAME": "lunora-node-4", "POD_NAMESPACE": "lunora", "POD_IP": "10.0.0.9"}
+	for _, c := range []struct {
+		args []string
+		env  map[string]string
+		want string // "" for valid, else a part of the error
+	}{
+		{args: []string{"serve", "-schema", schemaPath}},
+		{args: []string{"serve", "-schema", schemaPath, "-data", "/var/lib/lunora", "-raft-addr", ":7072"}, env: pod},
+		{args: []string{"serve", "-schema", schemaPath, "-synchronous", "SOMETIMES"}, want: "Synchronous"},
+		{args: []string{"serve", "-schema", schemaPath, "-idle-timeout", "0s"}, want: "IdleTimeout"},
+		{args: []string{"serve", "-schema", schemaPath, "-log-level", "loud"}, want: "-log-level"},
+		{args: []string{"serve", "-schema", filepath.Join(t.TempDir(), "none.yaml")}, want: "none.yaml"},
+		{args: []string{"serve", "-schema", schemaPath, "-raft-addr", ":7072"}, env: map[string]string{"LUNORA_K8S_SERVICE": "lunora-node", "POD_NAME": "web", "POD_IP": "10.0.0.9"}, want: "POD_NAME"},
+	} {
+		getenv := func(k string) string { return c.env[k] }
+		err := func() error {
+			args, _, err := kubernetesArgs(c.args, getenv)
+			if err != nil {
+				return err
+			}
+			o, err := parseFlags(args, io.Discard)
+			if err != nil {
+				return err
+			}
+			var out bytes.Buffer
+			if err := validate(o, &out); err != nil {
+				return err
+			}
+			if !strings.HasPrefix(out.String(), "lunora-node: valid: ") {
+				t.Errorf("%v: printed %q", c.args, out.String())
+			}
+			return nil
+		}()
+		switch {
+		case c.want == "" && err != nil:
+			t.Errorf("%v %v: %v", c.args, c.env, err)
+		case c.want != "" && (err == nil || !strings.Contains(err.Error(), c.want)):
+			t.Errorf("%v %v: got %v, want an error naming %q", c.args, c.env, err, c.want)
+		}
+	}
+}
