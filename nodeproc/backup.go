@@ -89,7 +89,7 @@ func (p *Process) Backup(ctx context.Context, nodeID, dir string, w io.Writer, b
 		return nil, api.Errorf(codes.ResourceExhausted, "a backup of this node is already running")
 	}
 	defer backupMu.Unlock()
-	m := &BackupManifest{Format: BackupFormat, NodeID: nodeID, RaftAddr: p.RaftAddr, Started: time.Now().UTC()}
+	m := &BackupManifest{Format: BackupFormat, NodeID: nodeID, RaftAddr: p.RaftAddr, Started: time.Now().UTC(), Shards: []BackupShard{}}
 	tmp := filepath.Join(dir, "backup.tmp")
 	os.RemoveAll(tmp)
 	if err := os.MkdirAll(tmp, 0o755); err != nil {
