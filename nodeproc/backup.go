@@ -74,8 +74,9 @@ type BackupSkip struct {
 	Reason string `json:"reason"`
 }
 
-// backupMu lets one backup run at a time in a process.
-var backupMu sync.Mutex
+// backups holds the nodes (*Process) a backup is running on: one at a
+// time per node.
+var backups sync.Map
 
 // Backup writes a tar of this node's data to w: global.db (the global
 // tier's state machine, see raftglobal.Store.Backup), then every shard the
@@ -85,10 +86,10 @@ var backupMu sync.Mutex
 // each copy is taken and each file written, with the file's size (the
 // HTTP handler extends its write deadline).
 func (p *Process) Backup(ctx context.Context, nodeID, dir string, w io.Writer, before func(size int64)) (*BackupManifest, error) {
-	if !backupMu.TryLock() {
+	if _, running := backups.LoadOrStore(p, true); running {
 		return nil, api.Errorf(codes.ResourceExhausted, "a backup of this node is already running")
 	}
-	defer backupMu.Unlock()
+	defer backups.Delete(p)
 	m := &BackupManifest{Format: BackupFormat, NodeID: nodeID, RaftAddr: p.RaftAddr, Started: time.Now().UTC(), Shards: []BackupShard{}}
 	tmp := filepath.Join(dir, "backup.tmp")
 	os.RemoveAll(tmp)
