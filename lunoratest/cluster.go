@@ -5,8 +5,10 @@ import (
 	"context"
 	"fmt"
 	"io"
+	"math/rand/v2"
 	"net"
 	"net/http"
+	"os"
 	"path/filepath"
 	"strconv"
 	"strings"
@@ -26,7 +28,10 @@ import (
 // listeners, its port cannot be left to the OS. This leaves a small race:
 // another process may bind one of the ports between the close here and the
 // node's own bind. The node then fails to start ("address already in use")
-// and the test fails with its stderr; it is not retried.
+// and the test fails with its stderr; it is not retried. To keep that race
+// small the ports come from below the kernel's ephemeral range: every
+// listener on port 0 and every outgoing connection of every process draws
+// from that range, and one of them once took a port picked here.
 func FreeAddrs(t testing.TB, n int) []string {
 	t.Helper()
 	out := make([]string, 0, n)
@@ -36,8 +41,19 @@ func FreeAddrs(t testing.TB, n int) []string {
 			ln.Close()
 		}
 	}()
+	lo, hi := 10000, ephemeralLow()-1
 	for range n {
-		ln, err := net.Listen("tcp", "127.0.0.1:0")
+		var ln net.Listener
+		var err error
+		for try := 0; try < 64 && hi-lo > 1000; try++ {
+			ln, err = net.Listen("tcp", fmt.Sprintf("127.0.0.1:%d", lo+rand.IntN(hi-lo)))
+			if err == nil {
+				break
+			}
+		}
+		if ln == nil {
+			ln, err = net.Listen("tcp", "127.0.0.1:0")
+		}
 		if err != nil {
 			t.Fatalf("pick a free port: %v", err)
 		}
@@ -45,6 +61,20 @@ func FreeAddrs(t testing.TB, n int) []string {
 		out = append(out, ln.Addr().String())
 	}
 	return out
+}
+
+// ephemeralLow is the first port of the kernel's ephemeral range (Linux;
+// 32768, its default, elsewhere).
+func ephemeralLow() int {
+	b, err := os.ReadFile("/proc/sys/net/ipv4/ip_local_port_range")
+	if err != nil {
+		return 32768
+	}
+	var lo, hi int
+	if _, err := fmt.Sscan(string(b), &lo, &hi); err != nil || lo < 1024 {
+		return 32768
+	}
+	return lo
 }
 
 // ClusterNode is one lunora-node process of a Cluster.

@@ -124,9 +124,11 @@ func Start(cfg Config) (p *Process, err error) {
 	p = &Process{log: log, joined: make(chan struct{}), forceLeave: cfg.ForceLeave}
 	ctx, cancel := context.WithCancel(context.Background())
 	p.cancel = cancel
+	// The error returns below set p to nil: clean up through a copy of it.
+	started := p
 	defer func() {
 		if err != nil {
-			p.Shutdown(context.Background())
+			started.Shutdown(context.Background())
 		}
 	}()
 

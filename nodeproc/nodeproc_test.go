@@ -3,6 +3,7 @@ package nodeproc_test
 import (
 	"context"
 	"errors"
+	"net"
 	"os"
 	"path/filepath"
 	"strings"
@@ -104,5 +105,27 @@ func TestNeverCreateWhatExists(t *testing.T) {
 	}
 	if err := send(p, "kept"); !errors.Is(err, shardhost.ErrShardElsewhere) {
 		t.Fatalf("after refused registry writes: %v", err)
+	}
+}
+
+// TestStartFailureIsAnError: a node whose Raft address is taken fails to
+// start with an error naming it — it used to panic cleaning up (the
+// deferred Shutdown ran on the nil *Process the error return had set).
+func TestStartFailureIsAnError(t *testing.T) {
+	app, err := schema.Parse(chat.SchemaName, chat.Schema)
+	if err != nil {
+		t.Fatal(err)
+	}
+	taken, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer taken.Close()
+	p, err := nodeproc.Start(nodeproc.Config{
+		Shards: shardhost.DefaultLocalConfig(), Global: raftglobal.DefaultLocalConfig(),
+		App: app, Dir: t.TempDir(), NodeID: "n1", GRPCAddr: "127.0.0.1:0", HTTPAddr: "127.0.0.1:0", RaftAddr: taken.Addr().String(),
+	})
+	if err == nil || p != nil {
+		t.Fatalf("Start with a taken Raft address: %v, %v; want an error", p, err)
 	}
 }
