@@ -72,34 +72,8 @@ func (s *fsmSnapshot) Persist(sink raft.SnapshotSink) error {
 func (s *fsmSnapshot) persist(sink raft.SnapshotSink) (int64, error) {
 	tmp := filepath.Join(s.f.dir, fmt.Sprintf("snapshot-%d.tmp", s.index))
 	defer os.Remove(tmp)
-	os.Remove(tmp)
-	dc, err := sqliteDriver.Open("file:" + tmp + "?_journal_mode=OFF&_sync=OFF")
-	if err != nil {
-		return 0, fmt.Errorf("open snapshot file: %w", err)
-	}
-	dest := dc.(*sqlite3.SQLiteConn)
-	b, err := dest.Backup("main", s.c.C, "main")
-	if err != nil {
-		dest.Close()
-		return 0, fmt.Errorf("start backup: %w", err)
-	}
-	for {
-		done, err := b.Step(-1)
-		if err != nil {
-			b.Close()
-			dest.Close()
-			return 0, fmt.Errorf("backup: %w", err)
-		}
-		if done {
-			break
-		}
-	}
-	if err := b.Close(); err != nil {
-		dest.Close()
-		return 0, fmt.Errorf("finish backup: %w", err)
-	}
-	if err := dest.Close(); err != nil {
-		return 0, err
+	if _, err := sqlitex.BackupInto(s.c, tmp); err != nil {
+		return 0, fmt.Errorf("snapshot: %w", err)
 	}
 	in, err := os.Open(tmp)
 	if err != nil {
