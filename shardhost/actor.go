@@ -75,7 +75,14 @@ func (a *actor) activate() error {
 		switch {
 		case exists && holder != "" && holder != self:
 			// Another node holds it: this node's copy, if any, is one a
-			// handoff left behind and is never served (I3).
+			// handoff left behind and is never served (I3) — or one this
+			// node created whose registration lost the race; never
+			// registered, it was never served, and goes.
+			if statErr == nil && !registeredFile(a.path) {
+				if err := a.h.removeShardFiles(a.id); err != nil {
+					return err
+				}
+			}
 			return Elsewhere(a.id, holder)
 		case exists && holder == self && hasFile(a.path+".incoming"):
 			// A handoff to this node committed, but the sender's "done"
@@ -127,7 +134,15 @@ func (a *actor) activate() error {
 	if reg := a.h.cfg.Registry; reg != nil && !registered {
 		existed, holder, err := reg.RegisterShard(ctx, a.id)
 		if err != nil {
-			removeNew()
+			// The registration may have committed even though it failed
+			// here (leadership lost in flight, a deadline after the Raft
+			// entry): deleting the new file could leave the registry naming
+			// this node as the holder of a file that no longer exists, a
+			// shard unservable for good (I4 forbids recreating it). Keep
+			// it, unregistered: the next activation registers it again
+			// (create-if-absent) or, if another node holds the shard,
+			// removes it then.
+			w.Close()
 			return api.Errorf(api.CodeOf(err), "shard %s: register in the shard registry: %v", a.id, err)
 		}
 		if existed && holder != a.h.cfg.NodeID {
@@ -151,6 +166,22 @@ func (a *actor) activate() error {
 	go a.runWriter()
 	a.h.m.activations.Inc()
 	return nil
+}
+
+// registeredFile reports whether the shard file at path records its
+// registration (__lunora_meta 'registered'); a file that cannot be read is
+// treated as registered, so that it is never deleted on a guess.
+func registeredFile(path string) bool {
+	c, err := sqlitex.Open(path, sqlitex.Options{Synchronous: "FULL", CacheKiB: 64, ReadOnly: true, MaxSQLLen: 1 << 10})
+	if err != nil {
+		return true
+	}
+	defer c.Close()
+	_, rows, err := c.QueryRows(context.Background(), "SELECT v FROM __lunora_meta WHERE k = 'registered'", nil, sqlitex.Limits{MaxRows: 1, MaxBytes: 64})
+	if err != nil {
+		return true
+	}
+	return len(rows) == 1
 }
 
 func hasFile(path string) bool {

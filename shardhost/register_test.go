@@ -1,0 +1,101 @@
+package shardhost_test
+
+import (
+	"context"
+	"errors"
+	"sync"
+	"testing"
+
+	"github.com/lunora/lunora/api"
+	"github.com/lunora/lunora/shardhost"
+	"google.golang.org/grpc/codes"
+)
+
+// ambiguousRegistry commits every registration but answers the first one
+// with an error, as a Raft write does when leadership is lost after the
+// entry was committed.
+type ambiguousRegistry struct {
+	mu      sync.Mutex
+	holders map[string]string
+	failed  bool
+}
+
+func (r *ambiguousRegistry) ShardHolder(_ context.Context, id string) (string, bool, error) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	h, ok := r.holders[id]
+	return h, ok, nil
+}
+
+func (r *ambiguousRegistry) RegisterShard(_ context.Context, id string) (bool, string, error) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if h, ok := r.holders[id]; ok {
+		return true, h, nil
+	}
+	r.holders[id] = "n1"
+	if !r.failed {
+		r.failed = true
+		return false, "", api.Errorf(codes.Unavailable, "leadership lost while the write was in flight: it may or may not have been applied")
+	}
+	return false, "n1", nil
+}
+
+// TestAmbiguousRegistrationKeepsTheFile: a new shard whose registration
+// failed with an unknown outcome — it had in fact committed — must stay
+// servable. The file used to be deleted on any registration error, leaving
+// the registry naming this node as the holder of a file that was gone: the
+// shard refused for good (the randomized cluster test's open bug).
+func TestAmbiguousRegistrationKeepsTheFile(t *testing.T) {
+	reg := &ambiguousRegistry{holders: map[string]string{}}
+	h := newHost(t, func(c *shardhost.Config) {
+		c.NodeID = "n1"
+		c.Registry = reg
+	})
+	ctx := context.Background()
+	if _, err := send(ctx, h, "amb", "a", "first"); api.CodeOf(err) != codes.Unavailable {
+		t.Fatalf("first write: %v, want the registration's UNAVAILABLE", err)
+	}
+	res, err := send(ctx, h, "amb", "a", "second")
+	if err != nil {
+		t.Fatalf("the shard is not servable after an ambiguous registration: %v", err)
+	}
+	if res.Seq != 1 || count(t, h, "amb") != 1 {
+		t.Fatalf("after the retry: seq %d, %d rows; want the one acknowledged write", res.Seq, count(t, h, "amb"))
+	}
+}
+
+// TestUnregisteredFileGoesWhenAnotherNodeHoldsTheShard: the file a failed
+// registration left is removed once the registry names another holder
+// (it was never served), so no stray copy is left behind.
+func TestUnregisteredFileGoesWhenAnotherNodeHoldsTheShard(t *testing.T) {
+	reg := &ambiguousRegistry{holders: map[string]string{}}
+	dir := t.TempDir()
+	h := newHost(t, func(c *shardhost.Config) {
+		c.Dir = dir
+		c.NodeID = "n1"
+		c.Registry = reg
+	})
+	ctx := context.Background()
+	// The registration fails, its outcome unknown; here it did not commit
+	// for n1 after all: another node registered the shard meanwhile.
+	reg.mu.Lock()
+	reg.failed = false
+	reg.mu.Unlock()
+	if _, err := send(ctx, h, "amb2", "a", "first"); err == nil {
+		t.Fatal("first write succeeded; want the registration's error")
+	}
+	reg.mu.Lock()
+	reg.holders["room_id=amb2"] = "n9"
+	reg.mu.Unlock()
+	if n := len(shardFiles(t, dir)); n != 1 {
+		t.Fatalf("%d shard files after the failed registration, want the one kept", n)
+	}
+	_, err := send(ctx, h, "amb2", "a", "second")
+	if !errors.Is(err, shardhost.ErrShardElsewhere) && api.CodeOf(err) != codes.Unavailable {
+		t.Fatalf("second write: %v, want the shard answered elsewhere", err)
+	}
+	if n := len(shardFiles(t, dir)); n != 0 {
+		t.Fatalf("%d shard files after another node took the shard, want none (it was never registered here)", n)
+	}
+}
