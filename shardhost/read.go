@@ -22,6 +22,11 @@ func (a *actor) query(ctx context.Context, stmts []string, args []driver.NamedVa
 		return nil, err
 	}
 	defer func() { a.readers <- r }()
+	return a.queryOn(ctx, r, stmts, args, held)
+}
+
+// queryOn is query on the read connection r, checked out by the caller.
+func (a *actor) queryOn(ctx context.Context, r *sqlitex.Conn, stmts []string, args []driver.NamedValue, held *int64) (*api.Result, error) {
 	ctx, cancel := context.WithTimeout(ctx, a.h.cfg.StatementTimeout)
 	defer cancel()
 	r.Reset()
@@ -60,6 +65,7 @@ func (a *actor) adminRead(ctx context.Context, sql string, args []driver.NamedVa
 	if err != nil {
 		return nil, false, err
 	}
+	defer func() { a.readers <- r }()
 	r.Reset()
 	r.User = true
 	ro, err := r.ReadOnly(sql)
@@ -67,11 +73,12 @@ func (a *actor) adminRead(ctx context.Context, sql string, args []driver.NamedVa
 		err = r.Classify(err, a.id)
 	}
 	r.User = false
-	a.readers <- r
 	if err != nil || !ro {
 		return nil, false, err
 	}
-	res, err = a.query(ctx, []string{sql}, args, held)
+	// The same connection runs it: the statement ReadOnly prepared is in
+	// its cache.
+	res, err = a.queryOn(ctx, r, []string{sql}, args, held)
 	return res, true, err
 }
 

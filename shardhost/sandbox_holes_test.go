@@ -216,47 +216,38 @@ func TestResultBoundCountsEncodedBytes(t *testing.T) {
 // TestResultBudgetIsNodeWide: results held at once share one budget; over
 // it a call is refused with a retry hint, and the budget comes back.
 func TestResultBudgetIsNodeWide(t *testing.T) {
-	hook, held, release := holdWriter("room_id=b1")
 	h := newHost(t, func(c *shardhost.Config) {
 		c.ResultBudget = 3 << 20
-		c.BeforeBatch = hook
+		c.StatementTimeout = 3 * time.Second
 	})
-	defer release()
 	ctx := context.Background()
-	for i := 0; i < 3; i++ {
-		if _, err := h.Exec(ctx, fmt.Sprint("room_id=b", i), "SELECT printf('%.*c', 1000000, 'a')", nil); err != nil {
-			t.Fatalf("a result within the budget: %v", err)
+	// A query holds 2 MB of the 3 MiB budget while it goes on counting
+	// (until its time limit); meanwhile a 1.5 MB result on another shard,
+	// which alone would fit, is refused with a retry hint.
+	slow := make(chan error, 1)
+	go func() {
+		_, err := h.Exec(ctx, "room_id=b1", "SELECT printf('%.*c', 2000000, 'a') UNION ALL SELECT count(*) FROM (WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i+1 FROM n) SELECT i FROM n)", nil)
+		slow <- err
+	}()
+	waitFor(t, 10*time.Second, func() error {
+		if n := h.ResultBytesInUse(); n < 2000000 {
+			return fmt.Errorf("%d bytes in use", n)
 		}
+		return nil
+	})
+	_, err := h.Exec(ctx, "room_id=b2", "SELECT printf('%.*c', 1500000, 'a')", nil)
+	var ae *api.Error
+	if api.CodeOf(err) != codes.ResourceExhausted || !errors.As(err, &ae) || ae.RetryAfter == 0 {
+		t.Fatalf("a result over what is left of the budget: %v, want RESOURCE_EXHAUSTED with a retry hint", err)
 	}
-	// A mutation whose writer is held keeps nothing reserved; queries
-	// collecting at once do. Run many 1 MB reads at once on distinct
-	// shards: with a 3 MiB budget some must be refused RESOURCE_EXHAUSTED
-	// with a retry hint, none may fail otherwise, and afterwards the
-	// budget is whole again.
-	var wg sync.WaitGroup
-	errs := make(chan error, 32)
-	for i := 0; i < 32; i++ {
-		wg.Add(1)
-		go func(i int) {
-			defer wg.Done()
-			_, err := h.Exec(ctx, fmt.Sprint("room_id=c", i%8), "WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i+1 FROM n WHERE i < 20) SELECT printf('%.*c', 50000, 'a') FROM n", nil)
-			errs <- err
-		}(i)
+	if err := <-slow; api.CodeOf(err) != codes.DeadlineExceeded {
+		t.Fatalf("the holding query: %v, want its time limit", err)
 	}
-	wg.Wait()
-	close(errs)
-	for err := range errs {
-		if err == nil {
-			continue
-		}
-		var ae *api.Error
-		if api.CodeOf(err) != codes.ResourceExhausted || !errors.As(err, &ae) || ae.RetryAfter == 0 {
-			t.Fatalf("got %v, want success or RESOURCE_EXHAUSTED with a retry hint", err)
-		}
+	// Every reservation comes back, and the same result now fits.
+	if n := h.ResultBytesInUse(); n != 0 {
+		t.Fatalf("%d bytes still reserved after every call returned", n)
 	}
-	go func() { <-held }()
-	release()
-	if _, err := h.Exec(ctx, "room_id=b9", "SELECT printf('%.*c', 2500000, 'a')", nil); err != nil {
+	if _, err := h.Exec(ctx, "room_id=b2", "SELECT printf('%.*c', 1500000, 'a')", nil); err != nil {
 		t.Fatalf("budget not returned: %v", err)
 	}
 }

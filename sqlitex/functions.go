@@ -61,15 +61,6 @@ func (c *Conn) interrupted() bool {
 	return c.stmtCtx != nil && c.stmtCtx.Err() != nil
 }
 
-// isNull reports whether a function argument is SQL NULL, which the driver
-// passes as a nil []byte (an empty blob is a non-nil one).
-func isNull(v any) bool {
-	if b, ok := v.([]byte); ok {
-		return b == nil
-	}
-	return v == nil
-}
-
 // text converts a SQL value to text as SQLite does; ok is false for NULL.
 func text(v any) (string, bool) {
 	switch x := v.(type) {
@@ -78,16 +69,13 @@ func text(v any) (string, bool) {
 	case string:
 		return x, true
 	case []byte:
+		// The driver passes SQL NULL as a nil []byte; an empty blob is
+		// non-nil.
 		return string(x), x != nil
 	case int64:
 		return strconv.FormatInt(x, 10), true
 	case float64:
 		return realText(x), true
-	case bool:
-		if x {
-			return "1", true
-		}
-		return "0", true
 	}
 	return fmt.Sprint(v), true
 }
