@@ -78,7 +78,7 @@ func (a *actor) activate() error {
 			// handoff left behind and is never served (I3) — or one this
 			// node created whose registration lost the race; never
 			// registered, it was never served, and goes.
-			if statErr == nil && !registeredFile(a.path) {
+			if statErr == nil && neverServed(a.path) {
 				if err := a.h.removeShardFiles(a.id); err != nil {
 					return err
 				}
@@ -168,20 +168,22 @@ func (a *actor) activate() error {
 	return nil
 }
 
-// registeredFile reports whether the shard file at path records its
-// registration (__lunora_meta 'registered'); a file that cannot be read is
-// treated as registered, so that it is never deleted on a guess.
-func registeredFile(path string) bool {
+// neverServed reports whether the shard file at path was never served:
+// it does not record a registration (__lunora_meta 'registered') and holds
+// no committed mutation (seq 0) — a file a failed registration left. A
+// file that cannot be read counts as served, so nothing is deleted on a
+// guess; neither is any file with data in it.
+func neverServed(path string) bool {
 	c, err := sqlitex.Open(path, sqlitex.Options{Synchronous: "FULL", CacheKiB: 64, ReadOnly: true, MaxSQLLen: 1 << 10})
 	if err != nil {
-		return true
+		return false
 	}
 	defer c.Close()
-	_, rows, err := c.QueryRows(context.Background(), "SELECT v FROM __lunora_meta WHERE k = 'registered'", nil, sqlitex.Limits{MaxRows: 1, MaxBytes: 64})
-	if err != nil {
-		return true
+	_, rows, err := c.QueryRows(context.Background(), "SELECT (SELECT v FROM __lunora_meta WHERE k = 'registered'), (SELECT v FROM __lunora_meta WHERE k = 'seq')", nil, sqlitex.Limits{MaxRows: 1, MaxBytes: 64})
+	if err != nil || len(rows) != 1 {
+		return false
 	}
-	return len(rows) == 1
+	return rows[0][0] == nil && rows[0][1] == int64(0)
 }
 
 func hasFile(path string) bool {
