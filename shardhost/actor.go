@@ -64,6 +64,15 @@ func newActor(h *Host, id, group string, key any) *actor {
 func (a *actor) activate() error {
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
+	// Shutdown waits for the janitor, which may be activating a shard to
+	// settle its registration: end the wait on the registry then.
+	go func() {
+		select {
+		case <-a.h.stop:
+			cancel()
+		case <-ctx.Done():
+		}
+	}()
 	created := false
 	_, statErr := os.Stat(a.path)
 	if reg := a.h.cfg.Registry; reg != nil {
@@ -141,8 +150,10 @@ func (a *actor) activate() error {
 			// shard unservable for good (I4 forbids recreating it). Keep
 			// it, unregistered: the next activation registers it again
 			// (create-if-absent) or, if another node holds the shard,
-			// removes it then.
+			// removes it then — and the janitor makes sure a next
+			// activation comes (register.go).
 			w.Close()
+			a.h.noteUnregistered(a.id)
 			return api.Errorf(api.CodeOf(err), "shard %s: register in the shard registry: %v", a.id, err)
 		}
 		if existed && holder != a.h.cfg.NodeID {

@@ -124,13 +124,18 @@ func (h *Host) loadJournal() error {
 }
 
 func (h *Host) writeJournal(shardID string, role MoveRole) error {
-	p := h.journalPath(shardID, role)
-	tmp := p + ".tmp"
+	return writeMarker(h.movesDir(), h.journalPath(shardID, role), shardID)
+}
+
+// writeMarker durably writes a small file holding content at path (in
+// dir): written to a temporary name, synced, renamed, dir synced.
+func writeMarker(dir, path, content string) error {
+	tmp := path + ".tmp"
 	f, err := os.Create(tmp)
 	if err != nil {
 		return err
 	}
-	if _, err := f.WriteString(shardID); err != nil {
+	if _, err := f.WriteString(content); err != nil {
 		f.Close()
 		return err
 	}
@@ -141,10 +146,10 @@ func (h *Host) writeJournal(shardID string, role MoveRole) error {
 	if err := f.Close(); err != nil {
 		return err
 	}
-	if err := os.Rename(tmp, p); err != nil {
+	if err := os.Rename(tmp, path); err != nil {
 		return err
 	}
-	return syncDirs(h.movesDir(), h.movesDir())
+	return syncDirs(dir, dir)
 }
 
 func (h *Host) clearJournal(shardID string, role MoveRole) error {

@@ -16,6 +16,7 @@ func (h *Host) runJanitor() {
 	}
 	t := time.NewTicker(period)
 	defer t.Stop()
+	var lastSettle time.Time
 	for {
 		select {
 		case <-h.stop:
@@ -26,6 +27,17 @@ func (h *Host) runJanitor() {
 			// hand it back to the OS here, off the request path.
 			if h.closedSinceTrim.Swap(0) > 0 {
 				sqlitex.TrimMemory()
+			}
+			// Settling may wait on the registry: off this loop, one
+			// round at a time.
+			if now.Sub(lastSettle) >= resolveEvery && len(h.Unsettled()) > 0 && h.settling.CompareAndSwap(false, true) {
+				lastSettle = now
+				h.janitor.Add(1)
+				go func() {
+					defer h.janitor.Done()
+					defer h.settling.Store(false)
+					h.settleRegistrations()
+				}()
 			}
 		}
 	}

@@ -43,6 +43,9 @@ type Host struct {
 	moved     map[string]string
 	recovered map[string]MoveRole
 	receiving int
+	// Shards whose registration outcome is unknown (register.go).
+	unregistered map[string]bool
+	settling     atomic.Bool
 
 	inFlight        atomic.Int64
 	onDisk          atomic.Int64
@@ -79,6 +82,8 @@ func New(cfg Config) (*Host, error) {
 		frozen:    map[string]chan struct{}{},
 		moved:     map[string]string{},
 		recovered: map[string]MoveRole{},
+
+		unregistered: map[string]bool{},
 	}
 	if cfg.ResultBudget > 0 {
 		h.budget = sqlitex.NewBudget(cfg.ResultBudget)
@@ -90,6 +95,9 @@ func New(cfg Config) (*Host, error) {
 	}
 	if err := h.loadJournal(); err != nil {
 		return nil, fmt.Errorf("shardhost: read the handoff journal: %w", err)
+	}
+	if err := h.loadUnregistered(); err != nil {
+		return nil, fmt.Errorf("shardhost: read the unsettled registrations: %w", err)
 	}
 	root := filepath.Join(cfg.Dir, "shards")
 	if err := os.MkdirAll(root, 0o755); err != nil {

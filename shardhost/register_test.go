@@ -3,8 +3,10 @@ package shardhost_test
 import (
 	"context"
 	"errors"
+	"fmt"
 	"sync"
 	"testing"
+	"time"
 
 	"github.com/lunora/lunora/api"
 	"github.com/lunora/lunora/shardhost"
@@ -97,5 +99,87 @@ func TestUnregisteredFileGoesWhenAnotherNodeHoldsTheShard(t *testing.T) {
 	}
 	if n := len(shardFiles(t, dir)); n != 0 {
 		t.Fatalf("%d shard files after another node took the shard, want none (it was never registered here)", n)
+	}
+}
+
+// TestUnsettledRegistrationIsSettledWithoutARequest: no later request may
+// ever reach the node that kept a file after a failed registration (the
+// router asks the registry first), so the host settles it itself, and
+// after a restart too: the copy goes once the registry names another
+// holder — the randomized cluster test's stray never-served copy.
+func TestUnsettledRegistrationIsSettledWithoutARequest(t *testing.T) {
+	for _, restart := range []bool{false, true} {
+		t.Run(map[bool]string{false: "running", true: "restarted"}[restart], func(t *testing.T) {
+			reg := &ambiguousRegistry{holders: map[string]string{}}
+			dir := t.TempDir()
+			cfgMod := func(c *shardhost.Config) {
+				c.Dir = dir
+				c.NodeID = "n1"
+				c.Registry = reg
+			}
+			h := newHost(t, cfgMod)
+			ctx := context.Background()
+			reg.mu.Lock()
+			reg.failed = false
+			reg.mu.Unlock()
+			if _, err := send(ctx, h, "amb3", "a", "first"); err == nil {
+				t.Fatal("first write succeeded; want the registration's error")
+			}
+			if got := h.Unsettled(); len(got) != 1 {
+				t.Fatalf("unsettled registrations %v, want the one that failed", got)
+			}
+			reg.mu.Lock()
+			reg.holders["room_id=amb3"] = "n9"
+			reg.mu.Unlock()
+			if restart {
+				sctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+				defer cancel()
+				if err := h.Shutdown(sctx); err != nil {
+					t.Fatal(err)
+				}
+				h = newHost(t, cfgMod)
+				if got := h.Unsettled(); len(got) != 1 {
+					t.Fatalf("after a restart, unsettled registrations %v, want the one that failed", got)
+				}
+			}
+			waitFor(t, 15*time.Second, func() error {
+				if n := len(shardFiles(t, dir)); n != 0 {
+					return fmt.Errorf("%d shard files, want none", n)
+				}
+				if got := h.Unsettled(); len(got) != 0 {
+					return fmt.Errorf("unsettled registrations %v", got)
+				}
+				return nil
+			})
+		})
+	}
+}
+
+// TestUnsettledRegistrationThatCommittedIsKept: when the failed
+// registration had in fact committed, settling keeps the file and the
+// shard serves the next write.
+func TestUnsettledRegistrationThatCommittedIsKept(t *testing.T) {
+	reg := &ambiguousRegistry{holders: map[string]string{}}
+	dir := t.TempDir()
+	h := newHost(t, func(c *shardhost.Config) {
+		c.Dir = dir
+		c.NodeID = "n1"
+		c.Registry = reg
+	})
+	ctx := context.Background()
+	if _, err := send(ctx, h, "amb4", "a", "first"); err == nil {
+		t.Fatal("first write succeeded; want the registration's error")
+	}
+	waitFor(t, 15*time.Second, func() error {
+		if got := h.Unsettled(); len(got) != 0 {
+			return fmt.Errorf("unsettled registrations %v", got)
+		}
+		return nil
+	})
+	if n := len(shardFiles(t, dir)); n != 1 {
+		t.Fatalf("%d shard files, want the registered shard's", n)
+	}
+	if res, err := send(ctx, h, "amb4", "a", "second"); err != nil || res.Seq != 1 {
+		t.Fatalf("write after settling: %v, %v", res, err)
 	}
 }

@@ -1,0 +1,131 @@
+package shardhost
+
+import (
+	"context"
+	"errors"
+	"os"
+	"path/filepath"
+	"time"
+)
+
+// Registrations with an unknown outcome.
+//
+// A new shard's registration can fail without saying whether it committed
+// (leadership lost in flight, a deadline after the Raft entry). Its file
+// is kept (activate explains why), and the shard is remembered here —
+// durably, under <Dir>/unregistered, so a restart does not forget it —
+// until a later activation settles the outcome: the registry names this
+// node (the file is the shard's, kept), names another node (the file was
+// never served and goes), or names no one (the registration is retried;
+// create-if-absent, so it cannot create the shard twice).
+//
+// A request to the shard settles it too, but none may ever come to this
+// node (the router asks the registry first): the janitor retries every
+// unsettled registration in the background, so no never-served copy is
+// left behind for good.
+
+// resolveEvery is how often the janitor retries unsettled registrations.
+const resolveEvery = 2 * time.Second
+
+func (h *Host) unregisteredDir() string { return filepath.Join(h.cfg.Dir, "unregistered") }
+
+func (h *Host) unregisteredPath(shardID string) string {
+	return filepath.Join(h.unregisteredDir(), filepath.Base(h.shardPath(shardID))+".reg")
+}
+
+// loadUnregistered reads the unsettled registrations an earlier run left.
+func (h *Host) loadUnregistered() error {
+	dir := h.unregisteredDir()
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return err
+	}
+	ents, err := os.ReadDir(dir)
+	if err != nil {
+		return err
+	}
+	for _, e := range ents {
+		p := filepath.Join(dir, e.Name())
+		if filepath.Ext(p) != ".reg" {
+			os.Remove(p) // a .tmp a crash left: its registration never began
+			continue
+		}
+		id, err := os.ReadFile(p)
+		if err != nil {
+			return err
+		}
+		if len(id) == 0 {
+			os.Remove(p)
+			continue
+		}
+		h.unregistered[string(id)] = true
+	}
+	return nil
+}
+
+// noteUnregistered remembers that shardID's registration failed with an
+// unknown outcome and its file was kept.
+func (h *Host) noteUnregistered(shardID string) {
+	if err := writeMarker(h.unregisteredDir(), h.unregisteredPath(shardID), shardID); err != nil {
+		// In memory it is still retried; only a restart would forget it.
+		h.log.Warn("record an unsettled shard registration", "shard", shardID, "err", err)
+	}
+	h.mu.Lock()
+	h.unregistered[shardID] = true
+	h.mu.Unlock()
+}
+
+func (h *Host) settled(shardID string) {
+	if err := os.Remove(h.unregisteredPath(shardID)); err != nil && !os.IsNotExist(err) {
+		h.log.Warn("clear a settled shard registration", "shard", shardID, "err", err)
+	}
+	h.mu.Lock()
+	delete(h.unregistered, shardID)
+	h.mu.Unlock()
+}
+
+// Unsettled returns the shards whose registration outcome is still
+// unknown here.
+func (h *Host) Unsettled() []string {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	out := make([]string, 0, len(h.unregistered))
+	for id := range h.unregistered {
+		out = append(out, id)
+	}
+	return out
+}
+
+// settleRegistrations activates each unsettled shard once, which settles
+// its registration (see above). A shard whose outcome is still unknown
+// (the registry unreachable) stays for the next round. It runs on the
+// janitor's goroutine; h.stop ends it.
+func (h *Host) settleRegistrations() {
+	for _, id := range h.Unsettled() {
+		select {
+		case <-h.stop:
+			return
+		default:
+		}
+		group, key, err := h.cfg.App.ParseShardID(id)
+		if err != nil {
+			h.settled(id) // not a shard of this app (any more): nothing to serve
+			continue
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		a, err := h.acquire(ctx, id, group, key)
+		cancel()
+		switch {
+		case err == nil:
+			h.release(a)
+			h.settled(id)
+		case errors.Is(err, ErrShardElsewhere):
+			// Another node holds it; activate removed the file if it was
+			// never served.
+			h.settled(id)
+		case errors.Is(err, ErrClosed):
+			return
+		default:
+			h.log.Debug("shard registration still unsettled", "shard", id, "err", err)
+		}
+	}
+}
