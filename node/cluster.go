@@ -462,6 +462,10 @@ func (n *Node) leaveRing(ctx context.Context) (int, error) {
 		}
 		left, err := n.rebalance(ctx, v)
 		if err == nil && left == 0 {
+			// The leave's epoch is applied: a registration of this node's
+			// still in doubt is now refused for good, or committed and
+			// handed off by the pass above.
+			n.cfg.Shards.SettleRegistrations()
 			n.log.Info("left the ring; every shard handed off", "epoch", v.epoch)
 			return 0, nil
 		}

@@ -30,6 +30,10 @@ type Shards interface {
 	// MovesInFlight counts the shards frozen or received for a handoff
 	// here (Status).
 	MovesInFlight() int
+	// SettleRegistrations settles, once, the registrations of new shards
+	// whose outcome is still unknown (shardhost/register.go): a leaving
+	// node's last step, so no never-served copy stays behind.
+	SettleRegistrations()
 	// The shard files' side of handoffs (shardhost/handoff.go), which the
 	// handoff package drives.
 	handoff.Files

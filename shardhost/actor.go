@@ -92,6 +92,7 @@ func (a *actor) activate() error {
 					return err
 				}
 			}
+			a.h.settled(a.id)
 			return Elsewhere(a.id, holder)
 		case exists && holder == self && hasFile(a.path+".incoming"):
 			// A handoff to this node committed, but the sender's "done"
@@ -142,6 +143,18 @@ func (a *actor) activate() error {
 	}
 	if reg := a.h.cfg.Registry; reg != nil && !registered {
 		existed, holder, err := reg.RegisterShard(ctx, a.id)
+		if err != nil && registrationRefused(err) {
+			// Applied and refused (this node is not in the ring, say): it
+			// can never commit, and the file was never served.
+			w.Close()
+			if created || neverServed(a.path) {
+				if rmErr := a.h.removeShardFiles(a.id); rmErr != nil {
+					return rmErr
+				}
+			}
+			a.h.settled(a.id)
+			return api.Errorf(api.CodeOf(err), "shard %s: register in the shard registry: %v", a.id, err)
+		}
 		if err != nil {
 			// The registration may have committed even though it failed
 			// here (leadership lost in flight, a deadline after the Raft
@@ -163,12 +176,14 @@ func (a *actor) activate() error {
 			} else {
 				w.Close()
 			}
+			a.h.settled(a.id)
 			return Elsewhere(a.id, holder)
 		}
 		if _, err := w.Exec(ctx, "INSERT OR REPLACE INTO __lunora_meta(k, v) VALUES ('registered', 1)"); err != nil {
 			removeNew()
 			return api.Errorf(codes.Internal, "shard %s: record registration: %v", a.id, err)
 		}
+		a.h.settled(a.id)
 	}
 	a.w = w
 	a.seq = seq

@@ -393,7 +393,13 @@ func (h *Host) Receive(ctx context.Context, shardID string, r io.Reader, size in
 	h.mu.Lock()
 	a := h.actors[shardID]
 	_, recovered := h.recovered[shardID]
+	_, frozen := h.frozen[shardID]
 	h.mu.Unlock()
+	if frozen {
+		// This node is sending the shard away: a copy received now would
+		// be replaced, or deleted, by that send's outcome.
+		return api.Errorf(codes.FailedPrecondition, "shard %s is frozen on node %s for its own handoff; it cannot receive it", shardID, h.cfg.NodeID)
+	}
 	if recovered {
 		// Resolving the old entry must not delete a new copy.
 		return api.Wrap(ErrShardMoving, "shard "+shardID+": a handoff interrupted by a restart is being resolved")
@@ -459,6 +465,12 @@ func writeSynced(path string, r io.Reader, size int64, want []byte) error {
 // stale copy of the shard on this node is replaced. Installing a shard
 // that is already installed is a no-op.
 func (h *Host) Install(shardID string) error {
+	h.mu.Lock()
+	_, frozen := h.frozen[shardID]
+	h.mu.Unlock()
+	if frozen {
+		return api.Errorf(codes.FailedPrecondition, "shard %s is frozen on node %s for its own handoff; it cannot be installed", shardID, h.cfg.NodeID)
+	}
 	path := h.shardPath(shardID)
 	if _, err := os.Stat(path + ".incoming"); os.IsNotExist(err) {
 		h.mu.Lock()

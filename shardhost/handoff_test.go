@@ -336,3 +336,39 @@ func ctxT(t *testing.T) context.Context {
 	t.Cleanup(cancel)
 	return ctx
 }
+
+// TestFrozenShardReceivesNothing: a node sending a shard away refuses a
+// copy of the same shard streamed to it meanwhile (and its install): the
+// send's outcome would replace or delete it.
+func TestFrozenShardReceivesNothing(t *testing.T) {
+	ctx := ctxT(t)
+	a, b := hostAt(t, "a", t.TempDir()), hostAt(t, "b", t.TempDir())
+	for _, h := range []*shardhost.Host{a, b} {
+		if _, err := send(ctx, h, "r1", "ada", "hi"); err != nil {
+			t.Fatal(err)
+		}
+	}
+	fa, err := a.Freeze(ctx, r1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	fb, err := b.Freeze(ctx, r1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := receive(ctx, a, fb, fb.SHA256[:]); api.CodeOf(err) != codes.FailedPrecondition {
+		t.Fatalf("receive on a node sending the same shard: %v, want FAILED_PRECONDITION", err)
+	}
+	if err := a.Install(r1); api.CodeOf(err) == codes.OK {
+		t.Fatal("install on a node sending the same shard succeeded")
+	}
+	if err := a.Thaw(fa); err != nil {
+		t.Fatal(err)
+	}
+	if err := b.Thaw(fb); err != nil {
+		t.Fatal(err)
+	}
+	if n := count(t, a, "r1"); n != 1 {
+		t.Fatalf("a has %d messages after the refused stream, want its own 1", n)
+	}
+}

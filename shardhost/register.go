@@ -6,6 +6,9 @@ import (
 	"os"
 	"path/filepath"
 	"time"
+
+	"github.com/lunora/lunora/api"
+	"google.golang.org/grpc/codes"
 )
 
 // Registrations with an unknown outcome.
@@ -95,10 +98,27 @@ func (h *Host) Unsettled() []string {
 	return out
 }
 
-// settleRegistrations activates each unsettled shard once, which settles
-// its registration (see above). A shard whose outcome is still unknown
-// (the registry unreachable) stays for the next round. It runs on the
-// janitor's goroutine; h.stop ends it.
+// registrationRefused reports whether a failed registration is known not
+// to have committed: the registry applied it and said no (this node is
+// in the newest ring epoch, the ID is invalid). Anything else — unavailable, a
+// deadline, leadership lost — leaves the outcome unknown.
+func registrationRefused(err error) bool {
+	if r, _ := api.ReasonOf(err); r == api.ReasonNotOwner {
+		// The registry applied the entry and created nothing: the node
+		// is not in the newest ring epoch (raftglobal.ErrNotInRing).
+		return true
+	}
+	switch api.CodeOf(err) {
+	case codes.FailedPrecondition, codes.InvalidArgument, codes.PermissionDenied, codes.AlreadyExists, codes.NotFound, codes.OutOfRange:
+		return true
+	}
+	return false
+}
+
+// settleRegistrations activates each unsettled shard once; activation
+// settles the registration (see above) and clears the entry. A shard
+// whose outcome is still unknown (the registry unreachable) stays for
+// the next round. It runs off the janitor's loop; h.stop ends it.
 func (h *Host) settleRegistrations() {
 	for _, id := range h.Unsettled() {
 		select {
@@ -114,18 +134,24 @@ func (h *Host) settleRegistrations() {
 		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 		a, err := h.acquire(ctx, id, group, key)
 		cancel()
-		switch {
-		case err == nil:
+		if err == nil {
 			h.release(a)
-			h.settled(id)
-		case errors.Is(err, ErrShardElsewhere):
-			// Another node holds it; activate removed the file if it was
-			// never served.
-			h.settled(id)
-		case errors.Is(err, ErrClosed):
-			return
-		default:
-			h.log.Debug("shard registration still unsettled", "shard", id, "err", err)
+			h.settled(id) // registered, or registered before the restart
+			continue
 		}
+		if errors.Is(err, ErrClosed) {
+			return
+		}
+		h.log.Debug("shard registration", "shard", id, "err", err, "settled", !h.isUnsettled(id))
 	}
+}
+
+// SettleRegistrations settles what it can now, once: a leaving node calls
+// it after its last handoff, so no never-served copy stays behind.
+func (h *Host) SettleRegistrations() { h.settleRegistrations() }
+
+func (h *Host) isUnsettled(id string) bool {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	return h.unregistered[id]
 }

@@ -183,3 +183,36 @@ func TestUnsettledRegistrationThatCommittedIsKept(t *testing.T) {
 		t.Fatalf("write after settling: %v, %v", res, err)
 	}
 }
+
+// refusingRegistry applies every registration and refuses it, as the
+// registry does for a node outside the newest ring epoch.
+type refusingRegistry struct{}
+
+func (refusingRegistry) ShardHolder(context.Context, string) (string, bool, error) {
+	return "", false, nil
+}
+
+func (refusingRegistry) RegisterShard(_ context.Context, id string) (bool, string, error) {
+	return false, "", &api.Error{Code: codes.Unavailable, Reason: api.ReasonNotOwner, Msg: "the node is not in the newest ring epoch: node n1 cannot create shard " + id}
+}
+
+// TestRefusedRegistrationLeavesNothing: a registration the registry
+// applied and refused can never commit later, so the new file goes at
+// once and nothing is left to settle.
+func TestRefusedRegistrationLeavesNothing(t *testing.T) {
+	dir := t.TempDir()
+	h := newHost(t, func(c *shardhost.Config) {
+		c.Dir = dir
+		c.NodeID = "n1"
+		c.Registry = refusingRegistry{}
+	})
+	if _, err := send(context.Background(), h, "gone", "a", "first"); api.CodeOf(err) != codes.Unavailable {
+		t.Fatalf("write on a node outside the ring: %v, want UNAVAILABLE", err)
+	}
+	if n := len(shardFiles(t, dir)); n != 0 {
+		t.Fatalf("%d shard files after a refused registration, want none", n)
+	}
+	if got := h.Unsettled(); len(got) != 0 {
+		t.Fatalf("unsettled registrations %v after a refusal, want none", got)
+	}
+}
