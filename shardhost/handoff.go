@@ -395,9 +395,10 @@ func (h *Host) Receive(ctx context.Context, shardID string, r io.Reader, size in
 	_, recovered := h.recovered[shardID]
 	_, frozen := h.frozen[shardID]
 	h.mu.Unlock()
-	if frozen {
-		// This node is sending the shard away: a copy received now would
-		// be replaced, or deleted, by that send's outcome.
+	if frozen || hasFile(h.journalPath(shardID, MoveSend)) {
+		// This node is sending the shard away, or a send of it is still
+		// journaled: a copy received now would be replaced, or deleted,
+		// by that send's outcome.
 		return api.Errorf(codes.FailedPrecondition, "shard %s is frozen on node %s for its own handoff; it cannot receive it", shardID, h.cfg.NodeID)
 	}
 	if recovered {
