@@ -464,6 +464,9 @@ func (p *parser) function(name string, k, v *yaml.Node) (*Function, error) {
 				line = sqlNode.Content[i].Line
 			}
 		}
+		if strings.Contains(strings.ToLower(stmt), "lunora_auth") {
+			f.ReadsCaller = true
+		}
 		params, err := scanSQL(stmt)
 		if err != nil {
 			return nil, &LineError{File: p.file, Line: line, Msg: fmt.Sprintf("function %s statement %d: %v", name, i+1, err)}

@@ -147,6 +147,11 @@ type Function struct {
 	// Auth says which callers besides admin and service may call the
 	// function; nil: admin and service only.
 	Auth *FunctionAuth
+	// ReadsCaller is true when a statement may call lunora_auth (its text
+	// names it, case-insensitively — an over-approximation): the result
+	// then depends on who calls, and live queries are not shared between
+	// callers.
+	ReadsCaller bool
 
 	args map[string]*Arg
 }
