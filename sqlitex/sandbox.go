@@ -124,6 +124,9 @@ func (c *Conn) authorize(action int, arg1, arg2, arg3 string) int {
 		if deniedFunctions[strings.ToLower(arg2)] {
 			return deny("function %s() is not allowed", arg2)
 		}
+		if c.NoCaller != "" && strings.EqualFold(arg2, "lunora_auth") {
+			return deny("lunora_auth() is not available here: %s", c.NoCaller)
+		}
 		return sqliteOK
 	case authPragma:
 		if readOnlyPragmas[strings.ToLower(arg1)] && arg2 == "" {
