@@ -310,7 +310,7 @@ func TestREADMEErrorTable(t *testing.T) {
 	}
 	defer deadNode.Close()
 	gc := gateway.DefaultConfig()
-	gc.App, gc.Backend = a.app, deadNode
+	gc.App, gc.Backend, gc.AuthOff = a.app, deadNode, true // a loopback gateway in the test process
 	lonely, err := gateway.New(gc)
 	if err != nil {
 		t.Fatal(err)

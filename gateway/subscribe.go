@@ -28,6 +28,10 @@ func (g *Gateway) subscribe(ctx context.Context, protocol, function string, args
 		label = subscribePrefix + label
 	}
 	defer func() { g.metrics.observe(protocol, label, err, time.Since(start)) }()
+	ctx, id, err := g.identify(ctx)
+	if err != nil {
+		return nil, err
+	}
 	if function == "" {
 		return nil, api.New(codes.InvalidArgument, "function must be set: name a query function declared in the app schema")
 	}
@@ -45,6 +49,9 @@ func (g *Gateway) subscribe(ctx context.Context, protocol, function string, args
 	if err != nil {
 		return nil, err
 	}
+	if err := g.authorizeCall(id, fn.Name, shardID); err != nil {
+		return nil, err
+	}
 	bound, err := fn.BindArgs(args)
 	if err != nil {
 		return nil, err
@@ -52,6 +59,10 @@ func (g *Gateway) subscribe(ctx context.Context, protocol, function string, args
 	st, err = g.backend.Subscribe(ctx, shardID, fn.Name, bound, sinceSeq)
 	if err != nil {
 		return nil, g.backendError(ctx, err, "subscription to "+fn.Name, shardID)
+	}
+	if !id.Expires.IsZero() {
+		// A subscription never outlives its caller's credential.
+		st = &expiringStream{Stream: st, expires: id.Expires}
 	}
 	return st, nil
 }

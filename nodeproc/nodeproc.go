@@ -212,7 +212,9 @@ func Start(cfg Config) (p *Process, err error) {
 	var api *gateway.Gateway
 	if cfg.Dev {
 		gc := gateway.DefaultConfig()
-		gc.App, gc.Backend, gc.Logger, gc.Registerer = cfg.App, devBackend{p.Node}, log, cfg.Registry
+		// Dev mode is anonymous: every caller is an admin. The binary
+		// binds dev mode to loopback only (cmd/lunora-node).
+		gc.App, gc.Backend, gc.Logger, gc.Registerer, gc.AuthOff = cfg.App, devBackend{p.Node}, log, cfg.Registry, true
 		if api, err = gateway.New(gc); err != nil {
 			return nil, err
 		}
