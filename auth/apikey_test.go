@@ -99,6 +99,13 @@ func TestNewKeyFormat(t *testing.T) {
 	if !ok || id != rec.ID || string(hash[:]) != string(rec.Hash) {
 		t.Fatalf("ParseKey(%q) = %q, %x, %v", tok, id, hash, ok)
 	}
+	// The last character carries two unused bits: a spelling that sets
+	// them is not the same key.
+	const alphabet = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_"
+	last := strings.IndexByte(alphabet, tok[len(tok)-1])
+	if _, _, ok := ParseKey(tok[:len(tok)-1] + string(alphabet[last^1])); ok {
+		t.Fatal("a non-canonical spelling of the secret parsed")
+	}
 	tok2, rec2, _ := NewKey("ci", RoleService, now)
 	if tok2 == tok || rec2.ID == rec.ID {
 		t.Fatal("two keys are equal")

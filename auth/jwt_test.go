@@ -274,6 +274,7 @@ func TestJWTRefused(t *testing.T) {
 		{"header not json", base64.RawURLEncoding.EncodeToString([]byte("nope")) + ".e30.sig", "malformed token"},
 		{"alg none", noneToken(map[string]any{"iss": testIssuer, "aud": testAudience, "sub": "x", "exp": now.Add(time.Hour).Unix()}), `algorithm "none" is not accepted`},
 		{"HS256 not configured", confused, `algorithm "HS256" is not accepted`},
+		{"RS384", sign(t, signingKey{kid: "r1", alg: jose.RS384, priv: testRSA(t, 0)}, goodClaims(now, "alice"), nil), `algorithm "RS384" is not accepted`},
 		{"tampered payload", tamperedPayload, "signature does not verify"},
 		{"tampered signature", tamperedSig, "signature does not verify"},
 		{"wrong key", sign(t, other, goodClaims(now, "alice"), nil), "signature does not verify"},
