@@ -198,6 +198,14 @@ func (s *jwksSource) current(ctx context.Context) (*keySet, error) {
 	return s.refreshForKid(ctx, "")
 }
 
+// loadError is why the last load of the file or URL failed; nil if it
+// succeeded.
+func (s *jwksSource) loadError() error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.lastErr
+}
+
 // refreshForKid fetches a JWKS URL again because a token names a kid it
 // does not hold (or no set is loaded yet), at most once per JWKSMinRefresh.
 func (s *jwksSource) refreshForKid(ctx context.Context, kid string) (*keySet, error) {

@@ -203,10 +203,14 @@ func (v *jwtVerifier) verifyWithJWKS(ctx context.Context, tok *jwt.JSONWebToken,
 		cands = set.candidates(kid, alg)
 	}
 	if len(cands) == 0 {
-		if kid != "" {
-			return refuse("token key id %q is not in the JWKS", kid)
+		why := ""
+		if err := v.keys.loadError(); err != nil {
+			why = fmt.Sprintf(" (the JWKS's last update did not load: %v)", err)
 		}
-		return refuse("no key in the JWKS fits the token's algorithm %s", alg)
+		if kid != "" {
+			return refuse("token key id %q is not in the JWKS%s", kid, why)
+		}
+		return refuse("no key in the JWKS fits the token's algorithm %s%s", alg, why)
 	}
 	var err2 error
 	for _, k := range cands {

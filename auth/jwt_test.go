@@ -365,11 +365,14 @@ func TestJWKSFileRotation(t *testing.T) {
 	writeJWKS(t, path, jwksJSON(t, k2))
 	_, err = a.Authenticate(ctx, tok1)
 	wantUnauthenticated(t, err, `"2026-01" is not in the JWKS`)
-	// A broken file keeps the last good key set.
+	// A broken file keeps the last good key set, and a refusal says the
+	// update did not load.
 	writeJWKS(t, path, []byte("{not json"))
 	if _, err := a.Authenticate(ctx, tok2); err != nil {
 		t.Fatalf("after a broken write: %v", err)
 	}
+	_, err = a.Authenticate(ctx, tok1)
+	wantUnauthenticated(t, err, "the JWKS's last update did not load: not a JWKS JSON document")
 }
 
 // jwksServer serves a swappable JWKS and counts fetches.
