@@ -164,6 +164,13 @@ func (v *jwtVerifier) verify(ctx context.Context, token string) (*Identity, erro
 	if err != nil {
 		return nil, refuse("malformed token: %v", err)
 	}
+	// From here on, the header as go-jose read it — the one it verifies
+	// with — picks the key.
+	if len(tok.Headers) != 1 {
+		return nil, refuse("malformed token: %d signatures", len(tok.Headers))
+	}
+	alg = jose.SignatureAlgorithm(tok.Headers[0].Algorithm)
+	hdr.Kid = tok.Headers[0].KeyID
 	var std jwt.Claims
 	var claims map[string]any
 	if alg == jose.HS256 {
