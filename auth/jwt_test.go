@@ -326,6 +326,9 @@ func TestJWTConfigRefused(t *testing.T) {
 		{JWTConfig{Issuer: "i", Audience: []string{"a"}, HS256Secret: []byte("short")}, "at least 32"},
 		{JWTConfig{Issuer: "i", Audience: []string{"a"}, JWKSFile: path, Leeway: 6 * time.Minute}, "leeway"},
 		{JWTConfig{Issuer: "i", Audience: []string{"a"}, JWKSFile: path + ".missing"}, "JWKS file"},
+		{JWTConfig{Issuer: "i", Audience: []string{"a"}, JWKSURL: "http://idp.example.com/jwks"}, "use https"},
+		{JWTConfig{Issuer: "i", Audience: []string{"a"}, JWKSURL: "ftp://idp.example.com/jwks"}, "scheme must be https"},
+		{JWTConfig{Issuer: "i", Audience: []string{"a"}, JWKSURL: "https:///jwks"}, "names no host"},
 	} {
 		cfg := tc.cfg
 		_, err := New(Config{JWT: &cfg})
