@@ -502,3 +502,17 @@ func waitFor(t *testing.T, cond func() bool) {
 		time.Sleep(5 * time.Millisecond)
 	}
 }
+
+// TestJWKSURLRedirectDowngrade: a redirect from the JWKS URL to a plain
+// http host is not followed.
+func TestJWKSURLRedirectDowngrade(t *testing.T) {
+	srv := httptest.NewServer(http.RedirectHandler("http://idp.example.com/jwks.json", http.StatusFound))
+	defer srv.Close()
+	clock := newFakeClock()
+	a := newJWTAuth(t, JWTConfig{JWKSURL: srv.URL, JWKSRefresh: time.Hour}, clock)
+	k := edKey(t, "k")
+	_, err := a.Authenticate(context.Background(), sign(t, k, goodClaims(clock.Now(), "a"), nil))
+	if api.CodeOf(err) != codes.Unavailable || !strings.Contains(err.Error(), "use https") {
+		t.Fatalf("redirect to http: %v (%v); want UNAVAILABLE saying use https", err, api.CodeOf(err))
+	}
+}
