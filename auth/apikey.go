@@ -79,7 +79,8 @@ func ParseKey(token string) (id string, hash [32]byte, ok bool) {
 		}
 	}
 	var secret [keySecretLen]byte
-	n, err := base64.RawURLEncoding.Decode(secret[:], []byte(token[len(KeyPrefix)+keyIDLen+1:]))
+	// Strict: one spelling per secret (no ignored trailing bits).
+	n, err := base64.RawURLEncoding.Strict().Decode(secret[:], []byte(token[len(KeyPrefix)+keyIDLen+1:]))
 	if err != nil || n != keySecretLen {
 		return "", hash, false
 	}

@@ -133,7 +133,16 @@ func newJWKSSource(cfg JWTConfig, now func() time.Time) (*jwksSource, error) {
 	}
 	// A URL may be down for a while when the gateway starts; API keys keep
 	// working, tokens answer UNAVAILABLE until a fetch succeeds.
-	s.client = &http.Client{Timeout: jwksFetchTimeout}
+	s.client = &http.Client{
+		Timeout: jwksFetchTimeout,
+		// A redirect must meet the URL's own rule: no downgrade to http.
+		CheckRedirect: func(req *http.Request, via []*http.Request) error {
+			if len(via) >= 5 {
+				return fmt.Errorf("more than 5 redirects")
+			}
+			return checkJWKSURL(req.URL.String())
+		},
+	}
 	s.stop, s.done = make(chan struct{}), make(chan struct{})
 	ctx, cancel := context.WithTimeout(context.Background(), jwksFetchTimeout)
 	s.mu.Lock()
@@ -196,6 +205,14 @@ func (s *jwksSource) current(ctx context.Context) (*keySet, error) {
 		return set, nil
 	}
 	return s.refreshForKid(ctx, "")
+}
+
+// loadError is why the last load of the file or URL failed; nil if it
+// succeeded.
+func (s *jwksSource) loadError() error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.lastErr
 }
 
 // refreshForKid fetches a JWKS URL again because a token names a kid it

@@ -6,6 +6,8 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"net"
+	"net/url"
 	"strings"
 	"time"
 
@@ -25,9 +27,11 @@ type JWTConfig struct {
 	// JWKSFile is a JWKS JSON file, re-read when its modification time or
 	// size changes.
 	JWKSFile string
-	// JWKSURL serves the JWKS over HTTPS (or http, for tests); it is
-	// fetched every JWKSRefresh and when a token names an unknown kid (at
-	// most once per JWKSMinRefresh).
+	// JWKSURL serves the JWKS over HTTPS (http only to a loopback host,
+	// for tests or a local sidecar); it is fetched every JWKSRefresh and
+	// when a token names an unknown kid (at most once per JWKSMinRefresh).
+	// While it cannot be fetched the last good set keeps serving; before
+	// the first good fetch, tokens answer UNAVAILABLE.
 	JWKSURL string
 	// JWKSRefresh is how often JWKSURL is fetched; default 5m.
 	JWKSRefresh time.Duration
@@ -88,6 +92,11 @@ func newJWTVerifier(cfg JWTConfig, now func() time.Time) (*jwtVerifier, error) {
 	for _, a := range cfg.Audience {
 		if a == "" {
 			return nil, bad("an audience must not be empty")
+		}
+	}
+	if cfg.JWKSURL != "" {
+		if err := checkJWKSURL(cfg.JWKSURL); err != nil {
+			return nil, bad("%v", err)
 		}
 	}
 	if cfg.Leeway == 0 {
@@ -164,6 +173,13 @@ func (v *jwtVerifier) verify(ctx context.Context, token string) (*Identity, erro
 	if err != nil {
 		return nil, refuse("malformed token: %v", err)
 	}
+	// From here on, the header as go-jose read it — the one it verifies
+	// with — picks the key.
+	if len(tok.Headers) != 1 {
+		return nil, refuse("malformed token: %d signatures", len(tok.Headers))
+	}
+	alg = jose.SignatureAlgorithm(tok.Headers[0].Algorithm)
+	hdr.Kid = tok.Headers[0].KeyID
 	var std jwt.Claims
 	var claims map[string]any
 	if alg == jose.HS256 {
@@ -177,6 +193,29 @@ func (v *jwtVerifier) verify(ctx context.Context, token string) (*Identity, erro
 		return nil, err
 	}
 	return v.identity(&std, claims)
+}
+
+// checkJWKSURL accepts https, and http only to a loopback host (tests, a
+// sidecar): keys fetched in the clear could be replaced on the way.
+func checkJWKSURL(raw string) error {
+	u, err := url.Parse(raw)
+	if err != nil {
+		return fmt.Errorf("JWKS URL %q: %v", raw, err)
+	}
+	switch u.Scheme {
+	case "https":
+	case "http":
+		host := u.Hostname()
+		if ip := net.ParseIP(host); host != "localhost" && (ip == nil || !ip.IsLoopback()) {
+			return fmt.Errorf("JWKS URL %q: use https (http is accepted only for a loopback host)", raw)
+		}
+	default:
+		return fmt.Errorf("JWKS URL %q: the scheme must be https", raw)
+	}
+	if u.Host == "" {
+		return fmt.Errorf("JWKS URL %q names no host", raw)
+	}
+	return nil
 }
 
 func algIn(a jose.SignatureAlgorithm, list []jose.SignatureAlgorithm) bool {
@@ -203,10 +242,14 @@ func (v *jwtVerifier) verifyWithJWKS(ctx context.Context, tok *jwt.JSONWebToken,
 		cands = set.candidates(kid, alg)
 	}
 	if len(cands) == 0 {
-		if kid != "" {
-			return refuse("token key id %q is not in the JWKS", kid)
+		why := ""
+		if err := v.keys.loadError(); err != nil {
+			why = fmt.Sprintf(" (the JWKS's last update did not load: %v)", err)
 		}
-		return refuse("no key in the JWKS fits the token's algorithm %s", alg)
+		if kid != "" {
+			return refuse("token key id %q is not in the JWKS%s", kid, why)
+		}
+		return refuse("no key in the JWKS fits the token's algorithm %s%s", alg, why)
 	}
 	var err2 error
 	for _, k := range cands {

@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"strconv"
 	"strings"
 
 	"github.com/lunora/lunora/auth"
@@ -21,18 +22,21 @@ func callerOf(ctx context.Context) sqlitex.Caller {
 	return sqlitex.Caller{Known: true, Subject: id.Subject, Claims: id.Claims}
 }
 
-// callerKey extends a live query's key with what lunora_auth can read of
-// id — its subject and claims — so that only subscribers who would see
-// the same result share an evaluation. Claims marshal with sorted keys.
+// callerKey extends a live query's key (queryKey) with what lunora_auth
+// can read of id — its subject and claims — so that only subscribers who
+// would see the same result share an evaluation. Claims marshal with
+// sorted keys. It starts with two NULs, which queryKey never writes (its
+// argument names are identifiers, its values quoted), and holds no raw NUL
+// after them (a quoted subject, JSON claims).
 func callerKey(id *auth.Identity) string {
 	var b strings.Builder
-	b.WriteString("\x00caller=")
+	b.WriteString("\x00\x00caller:")
 	if id == nil {
 		b.WriteString("none")
 		return b.String()
 	}
-	b.WriteString(id.Subject)
-	b.WriteByte(0)
+	b.WriteString(strconv.Quote(id.Subject))
+	b.WriteByte(' ')
 	claims, err := json.Marshal(id.Claims)
 	if err != nil {
 		// Claims that do not marshal cannot be compared: a key of this
