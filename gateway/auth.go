@@ -41,8 +41,9 @@ type Authenticator interface {
 }
 
 // DevIdentity is every caller's identity when authentication is off: an
-// admin (auth.MethodDev) with no claims.
-var DevIdentity = &auth.Identity{Method: auth.MethodDev, Role: auth.RoleAdmin, Subject: "dev"}
+// admin (auth.MethodDev) whose lunora_auth('sub') is "dev".
+var DevIdentity = &auth.Identity{Method: auth.MethodDev, Role: auth.RoleAdmin, Subject: "dev",
+	Claims: map[string]any{"sub": "dev", "role": string(auth.RoleAdmin)}}
 
 // AccessTokenParam is the query parameter a WebSocket upgrade may carry
 // its credential in instead of the Authorization header.
