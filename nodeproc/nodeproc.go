@@ -445,3 +445,10 @@ func nextIncarnation(dir string) (uint64, error) {
 	}
 	return inc, nil
 }
+
+// The node API serves API keys from the global tier, and dev mode's
+// gateway manages them through its backend.
+var (
+	_ rpc.Keys         = (*node.Node)(nil)
+	_ gateway.KeyAdmin = devBackend{}
+)
