@@ -45,6 +45,10 @@ type Authenticator interface {
 var DevIdentity = &auth.Identity{Method: auth.MethodDev, Role: auth.RoleAdmin, Subject: "dev",
 	Claims: map[string]any{"sub": "dev", "role": string(auth.RoleAdmin)}}
 
+// authLabel is the function label of HTTP requests refused before they
+// were routed: no credential, or one that does not check out.
+const authLabel = "auth"
+
 // AccessTokenParam is the query parameter a WebSocket upgrade may carry
 // its credential in instead of the Authorization header.
 const AccessTokenParam = "access_token"
@@ -132,8 +136,12 @@ func (g *Gateway) withAuth(h http.Handler) http.Handler {
 		if cred == "" && r.URL.Path == "/v1/subscribe" {
 			cred = r.URL.Query().Get(AccessTokenParam)
 		}
+		start := time.Now()
 		ctx, err := g.authenticate(r.Context(), cred)
 		if err != nil {
+			// Counted under the "auth" function label: the request was
+			// refused before it named anything the app declares.
+			g.metrics.observe(protocolHTTP, authLabel, err, time.Since(start))
 			g.writeAuthError(w, r, err)
 			return
 		}

@@ -26,6 +26,7 @@ import (
 	lunorav1 "github.com/lunora/lunora/proto/lunora/v1"
 	"github.com/lunora/lunora/rpc"
 	"github.com/lunora/lunora/schema"
+	"github.com/prometheus/client_golang/prometheus"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/credentials/insecure"
@@ -197,6 +198,7 @@ func (f *fixedAuth) Authenticate(ctx context.Context, cred string) (*auth.Identi
 }
 
 type authEnv struct {
+	reg     *prometheus.Registry
 	gw      *gateway.Gateway
 	backend *authBackend
 	url     string
@@ -226,13 +228,15 @@ func newAuthEnv(t *testing.T, keyTTL time.Duration) *authEnv {
 	cfg := gateway.DefaultConfig()
 	cfg.App, cfg.Backend, cfg.Auth = app, be, &fixedAuth{fixed: fixed, next: real}
 	cfg.Logger = slog.New(slog.NewTextHandler(testLogWriter{t}, nil))
+	reg := prometheus.NewRegistry()
+	cfg.Registerer = reg
 	gw, err := gateway.New(cfg)
 	if err != nil {
 		t.Fatal(err)
 	}
 	srv := httptest.NewServer(gw.Handler())
 	t.Cleanup(srv.Close)
-	return &authEnv{gw: gw, backend: be, url: srv.URL, admin: admin, fixed: fixed}
+	return &authEnv{reg: reg, gw: gw, backend: be, url: srv.URL, admin: admin, fixed: fixed}
 }
 
 // clientToken signs an HS256 JWT for a client with the claims given.
@@ -386,6 +390,12 @@ func TestNoCredentialIsUnauthenticated(t *testing.T) {
 	}
 	if n := e.backend.count(); n != 0 {
 		t.Fatalf("%d unauthenticated requests reached the backend", n)
+	}
+	// Refusals are counted: HTTP under the "auth" label (before routing),
+	// gRPC under the function asked for.
+	counts := requestCounts(t, &env{reg: e.reg})
+	if counts["http auth UNAUTHENTICATED"] != float64(4*len(requests)+1) || counts["grpc messages:list UNAUTHENTICATED"] != 2 {
+		t.Fatalf("request counts: %v", counts)
 	}
 }
 
