@@ -52,6 +52,9 @@ func (g *Gateway) subscribe(ctx context.Context, protocol, function string, args
 	if err := g.authorizeCall(id, fn.Name, shardID); err != nil {
 		return nil, err
 	}
+	if !id.Expires.IsZero() && !time.Now().Before(id.Expires) {
+		return nil, expiredError(id.Expires)
+	}
 	bound, err := fn.BindArgs(args)
 	if err != nil {
 		return nil, err
