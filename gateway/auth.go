@@ -167,6 +167,12 @@ func (g *Gateway) writeAuthError(w http.ResponseWriter, r *http.Request, err err
 type expiringStream struct {
 	api.Stream
 	expires time.Time
+	cancel  context.CancelFunc // ends the stream's context (deadline: expires)
+}
+
+func (s *expiringStream) Close() {
+	s.Stream.Close()
+	s.cancel()
 }
 
 func (s *expiringStream) Next(ctx context.Context) (*api.Update, error) {

@@ -176,7 +176,25 @@ func (b *authBackend) Exec(ctx context.Context, shardID, sql string, params map[
 
 func (b *authBackend) Subscribe(ctx context.Context, shardID, function string, args map[string]any, sinceSeq uint64) (api.Stream, error) {
 	b.saw(ctx)
-	return b.fakeBackend.Subscribe(ctx, shardID, function, args, sinceSeq)
+	st, err := b.fakeBackend.Subscribe(ctx, shardID, function, args, sinceSeq)
+	if err != nil {
+		return nil, err
+	}
+	return &openCtxStream{Stream: st, ctx: ctx}, nil
+}
+
+// openCtxStream waits, like a node's stream (rpc.NodeClient), only on the
+// context the stream was opened with, not on the one Next is given.
+type openCtxStream struct {
+	api.Stream
+	ctx context.Context
+}
+
+func (s *openCtxStream) Next(ctx context.Context) (*api.Update, error) {
+	if err := ctx.Err(); err != nil {
+		return nil, err
+	}
+	return s.Stream.Next(s.ctx)
 }
 
 func (b *authBackend) ListShards(ctx context.Context, group, after string, limit int) ([]string, string, error) {

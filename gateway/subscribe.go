@@ -59,13 +59,22 @@ func (g *Gateway) subscribe(ctx context.Context, protocol, function string, args
 	if err != nil {
 		return nil, err
 	}
-	st, err = g.backend.Subscribe(ctx, shardID, fn.Name, bound, sinceSeq)
+	if id.Expires.IsZero() {
+		st, err = g.backend.Subscribe(ctx, shardID, fn.Name, bound, sinceSeq)
+		if err != nil {
+			return nil, g.backendError(ctx, err, "subscription to "+fn.Name, shardID)
+		}
+		return st, nil
+	}
+	// A subscription never outlives its caller's credential: the stream
+	// to the node is opened with the credential's expiry as deadline (a
+	// node stream ends with the context it was opened with), and Next
+	// says why it ended.
+	sctx, cancel := context.WithDeadline(ctx, id.Expires)
+	st, err = g.backend.Subscribe(sctx, shardID, fn.Name, bound, sinceSeq)
 	if err != nil {
+		cancel()
 		return nil, g.backendError(ctx, err, "subscription to "+fn.Name, shardID)
 	}
-	if !id.Expires.IsZero() {
-		// A subscription never outlives its caller's credential.
-		st = &expiringStream{Stream: st, expires: id.Expires}
-	}
-	return st, nil
+	return &expiringStream{Stream: st, expires: id.Expires, cancel: cancel}, nil
 }
