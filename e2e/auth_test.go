@@ -3,6 +3,7 @@ package e2e_test
 import (
 	"bytes"
 	"encoding/json"
+	"fmt"
 	"io"
 	"net/http"
 	"os"
@@ -13,6 +14,7 @@ import (
 	"time"
 
 	"github.com/coder/websocket"
+	"github.com/coder/websocket/wsjson"
 	"github.com/go-jose/go-jose/v4"
 	"github.com/go-jose/go-jose/v4/jwt"
 	"github.com/lunora/lunora/lunoratest"
@@ -78,8 +80,14 @@ const (
 
 var e2eSecret = []byte("e2e-shared-secret-0123456789abcdef-0123")
 
-// userToken is an HS256 JWT for a client user allowed in rooms.
+// userToken is an HS256 JWT for a client user allowed in rooms, valid
+// for an hour.
 func userToken(t *testing.T, sub string, rooms ...string) string {
+	t.Helper()
+	return userTokenUntil(t, time.Now().Add(time.Hour), sub, rooms...)
+}
+
+func userTokenUntil(t *testing.T, exp time.Time, sub string, rooms ...string) string {
 	t.Helper()
 	sig, err := jose.NewSigner(jose.SigningKey{Algorithm: jose.HS256, Key: e2eSecret}, (&jose.SignerOptions{}).WithType("JWT"))
 	if err != nil {
@@ -89,7 +97,7 @@ func userToken(t *testing.T, sub string, rooms ...string) string {
 	for i, x := range rooms {
 		r[i] = x
 	}
-	std := jwt.Claims{Issuer: e2eIssuer, Subject: sub, Audience: jwt.Audience{e2eAudience}, Expiry: jwt.NewNumericDate(time.Now().Add(time.Hour))}
+	std := jwt.Claims{Issuer: e2eIssuer, Subject: sub, Audience: jwt.Audience{e2eAudience}, Expiry: jwt.NewNumericDate(exp)}
 	tok, err := jwt.Signed(sig).Claims(std).Claims(map[string]any{"rooms": r}).Serialize()
 	if err != nil {
 		t.Fatal(err)
@@ -196,6 +204,44 @@ func TestAuthThroughGateway(t *testing.T) {
 	}
 	if _, err := g.Call(gctx, &lunorav1.CallRequest{Function: "messages:list", Args: lunoratest.Args(map[string]any{"room_id": "r1"})}); err != nil {
 		t.Fatalf("gRPC: ada lists r1: %v", err)
+	}
+
+	// A browser's WebSocket: the token in the query string, live rows of
+	// its room only, and the socket closed when the token expires.
+	exp := time.Now().Add(3 * time.Second).Truncate(time.Second).Add(time.Second)
+	ws, _, err := websocket.Dial(ctxT(t), "ws://"+addr+"/v1/subscribe?access_token="+userTokenUntil(t, exp, "ada", "r1"), nil)
+	if err != nil {
+		t.Fatalf("WebSocket with ?access_token=: %v", err)
+	}
+	defer ws.CloseNow()
+	wsSend := func(v any) {
+		if err := wsjson.Write(ctxT(t), ws, v); err != nil {
+			t.Fatal(err)
+		}
+	}
+	wsSend(map[string]any{"type": "subscribe", "id": "r2", "function": "messages:list", "args": map[string]any{"room_id": "r2"}})
+	wsSend(map[string]any{"type": "subscribe", "id": "r1", "function": "messages:list", "args": map[string]any{"room_id": "r1"}})
+	var denied, data, expired bool
+	for {
+		var f map[string]any
+		err := wsjson.Read(ctxT(t), ws, &f)
+		if err != nil {
+			if websocket.CloseStatus(err) != websocket.StatusPolicyViolation {
+				t.Fatalf("the WebSocket ended with %v, want close 1008 at the token's expiry", err)
+			}
+			break
+		}
+		switch {
+		case f["type"] == "error" && f["id"] == "r2" && f["code"] == "PERMISSION_DENIED":
+			denied = true
+		case f["type"] == "data" && f["id"] == "r1" && strings.Contains(fmt.Sprint(f["rows"]), "hello, edited"):
+			data = true
+		case f["type"] == "error" && f["code"] == "UNAUTHENTICATED":
+			expired = true
+		}
+	}
+	if !denied || !data || !expired || time.Now().Before(exp) {
+		t.Fatalf("WebSocket: denied r2 %v, data of r1 %v, expiry frame %v, closed at %v (token exp %v)", denied, data, expired, time.Now(), exp)
 	}
 
 	// Revoke the service key with the CLI; measure until the gateway
