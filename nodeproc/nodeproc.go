@@ -17,6 +17,7 @@ import (
 
 	"github.com/lunora/lunora/examples/chat"
 	"github.com/lunora/lunora/gateway"
+	"github.com/lunora/lunora/internal/cli"
 	"github.com/lunora/lunora/membership"
 	"github.com/lunora/lunora/node"
 	"github.com/lunora/lunora/raftglobal"
@@ -113,6 +114,10 @@ func Start(cfg Config) (p *Process, err error) {
 	}
 	if err := checkGlobalFunctions(cfg.App); err != nil {
 		return nil, err
+	}
+	if cfg.Dev && (!cli.IsLoopback(cfg.GRPCAddr) || !cli.IsLoopback(cfg.HTTPAddr)) {
+		// Dev mode's public API is anonymous (every caller an admin).
+		return nil, fmt.Errorf("nodeproc: dev mode has no authentication and listens on loopback only, not on %s and %s", cfg.GRPCAddr, cfg.HTTPAddr)
 	}
 	if cfg.Registry == nil {
 		cfg.Registry = server.NewRegistry()
