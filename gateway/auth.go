@@ -293,7 +293,7 @@ func (g *Gateway) serveKeys(w http.ResponseWriter, r *http.Request) {
 		}
 		g.log.InfoContext(ctx, "API key revoked", "key", rec.ID, "name", rec.Name, "by", id.Subject)
 		g.writeJSON(w, r, http.StatusOK, toKeyJSON(rec, ""))
-	case rest == "" || (strings.HasPrefix(rest, "/") && !strings.Contains(rest[1:], "/")):
+	case rest == "" || (len(rest) > 1 && rest[0] == '/' && !strings.Contains(rest[1:], "/")):
 		allow := "GET, POST"
 		if rest != "" {
 			allow = "DELETE"

@@ -571,8 +571,16 @@ func TestAdminKeysAndRevocationBound(t *testing.T) {
 	if a := e.do(t, e.admin, "DELETE", "/v1/admin/keys/ffffffffffffffff", ""); a.status != http.StatusNotFound {
 		t.Fatalf("revoke an unknown key: %d %s", a.status, a.raw)
 	}
-	if a := e.do(t, e.admin, "PUT", "/v1/admin/keys", ""); a.status != http.StatusMethodNotAllowed {
+	if a := e.do(t, e.admin, "PUT", "/v1/admin/keys", ""); a.status != http.StatusMethodNotAllowed || a.header.Get("Allow") != "GET, POST" {
 		t.Fatalf("PUT /v1/admin/keys: %d %s", a.status, a.raw)
+	}
+	if a := e.do(t, e.admin, "GET", "/v1/admin/keys/"+id, ""); a.status != http.StatusMethodNotAllowed || a.header.Get("Allow") != "DELETE" {
+		t.Fatalf("GET /v1/admin/keys/{id}: %d %s", a.status, a.raw)
+	}
+	for _, p := range []string{"/v1/admin/keys/", "/v1/admin/keys/a/b", "/v1/admin/keysx"} {
+		if a := e.do(t, e.admin, "DELETE", p, ""); a.status != http.StatusNotFound {
+			t.Fatalf("DELETE %s: %d %s", p, a.status, a.raw)
+		}
 	}
 
 	revoked := time.Now()
