@@ -2,6 +2,7 @@ package node
 
 import (
 	"context"
+	"time"
 
 	"github.com/lunora/lunora/api"
 	"github.com/lunora/lunora/raftglobal"
@@ -52,6 +53,13 @@ type Global interface {
 	HeldShards(ctx context.Context, holder, after string, limit int) (ids []string, next string, err error)
 	ShardsPerHolder(ctx context.Context) (map[string]int64, error)
 	ListShards(ctx context.Context, group, after string, limit int) (ids []string, next string, err error)
+
+	// API keys (keys.go): PutKey and RevokeKey write (leader only),
+	// LookupKey and Keys read this replica.
+	PutKey(ctx context.Context, k raftglobal.APIKey) (raftglobal.APIKey, error)
+	RevokeKey(ctx context.Context, id string) (raftglobal.APIKey, error)
+	LookupKey(ctx context.Context, id string, maxStaleness time.Duration) (*raftglobal.APIKey, error)
+	Keys(ctx context.Context, limit int) (keys []raftglobal.APIKey, more bool, err error)
 }
 
 var _ Global = (*raftglobal.Store)(nil)

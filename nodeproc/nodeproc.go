@@ -17,6 +17,7 @@ import (
 
 	"github.com/lunora/lunora/examples/chat"
 	"github.com/lunora/lunora/gateway"
+	"github.com/lunora/lunora/internal/cli"
 	"github.com/lunora/lunora/membership"
 	"github.com/lunora/lunora/node"
 	"github.com/lunora/lunora/raftglobal"
@@ -113,6 +114,10 @@ func Start(cfg Config) (p *Process, err error) {
 	}
 	if err := checkGlobalFunctions(cfg.App); err != nil {
 		return nil, err
+	}
+	if cfg.Dev && (!cli.IsLoopback(cfg.GRPCAddr) || !cli.IsLoopback(cfg.HTTPAddr)) {
+		// Dev mode's public API is anonymous (every caller an admin).
+		return nil, fmt.Errorf("nodeproc: dev mode has no authentication and listens on loopback only, not on %s and %s", cfg.GRPCAddr, cfg.HTTPAddr)
 	}
 	if cfg.Registry == nil {
 		cfg.Registry = server.NewRegistry()
@@ -212,7 +217,9 @@ func Start(cfg Config) (p *Process, err error) {
 	var api *gateway.Gateway
 	if cfg.Dev {
 		gc := gateway.DefaultConfig()
-		gc.App, gc.Backend, gc.Logger, gc.Registerer = cfg.App, devBackend{p.Node}, log, cfg.Registry
+		// Dev mode is anonymous: every caller is an admin. The binary
+		// binds dev mode to loopback only (cmd/lunora-node).
+		gc.App, gc.Backend, gc.Logger, gc.Registerer, gc.AuthOff = cfg.App, devBackend{p.Node}, log, cfg.Registry, true
 		if api, err = gateway.New(gc); err != nil {
 			return nil, err
 		}
@@ -443,3 +450,10 @@ func nextIncarnation(dir string) (uint64, error) {
 	}
 	return inc, nil
 }
+
+// The node API serves API keys from the global tier, and dev mode's
+// gateway manages them through its backend.
+var (
+	_ rpc.Keys         = (*node.Node)(nil)
+	_ gateway.KeyAdmin = devBackend{}
+)

@@ -14,6 +14,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/lunora/lunora/auth"
 	"github.com/lunora/lunora/gateway"
 	"github.com/lunora/lunora/internal/cli"
 	"github.com/lunora/lunora/membership"
@@ -82,6 +83,25 @@ func run(ctx context.Context, o *options, stdout, stderr io.Writer) error {
 	gcfg := gateway.DefaultConfig()
 	gcfg.App, gcfg.Backend, gcfg.Logger, gcfg.Registerer = app, rt, log, reg
 	gcfg.RequestTimeout, gcfg.MaxBodyBytes = o.requestTimeout, o.maxBodyBytes
+	authOn, err := o.auth.enabled(o.httpAddr, o.grpcAddr)
+	if err != nil {
+		return err
+	}
+	if authOn {
+		acfg, err := o.auth.config(rt)
+		if err != nil {
+			return err
+		}
+		authn, err := auth.New(acfg)
+		if err != nil {
+			return fmt.Errorf("authentication: %w", err)
+		}
+		defer authn.Close()
+		gcfg.Auth = authn
+	} else {
+		gcfg.AuthOff = true
+		log.Warn("authentication is OFF: every caller is an admin; the public listeners are loopback only")
+	}
 	gw, err := gateway.New(gcfg)
 	if err != nil {
 		return err
@@ -110,7 +130,7 @@ func run(ctx context.Context, o *options, stdout, stderr io.Writer) error {
 	if members != nil {
 		defer members.Leave(2 * time.Second)
 	}
-	log.Info("lunora-gateway serving", "grpc", grpcAddr.String(), "http", httpAddr.String(), "node", o.nodeAddr)
+	log.Info("lunora-gateway serving", "grpc", grpcAddr.String(), "http", httpAddr.String(), "node", o.nodeAddr, "auth", o.auth.describe(authOn))
 	<-ctx.Done()
 	log.Info("shutting down")
 	sctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)

@@ -91,6 +91,12 @@ Usage:
                                 the ring epoch; every node: alive or not, Raft voter,
                                 in the ring, shards held; moves under way; with
                                 -shard, who owns and who holds that shard
+  lunora-node keys create -node ADDR -name NAME -role admin|service|client
+  lunora-node keys list -node ADDR
+  lunora-node keys revoke -node ADDR ID
+                                manage the API keys gateways accept (the token of a
+                                new key is printed once); how the first admin key
+                                is made
   lunora-node remove-node -node ADDR [-force] ID
                                 remove a (dead) node from the ring and the global tier;
                                 a voter is replaced by a live non-voter, and a removal
@@ -160,7 +166,7 @@ func parseFlags(args []string, stderr io.Writer) (*options, error) {
 		return nil, err
 	}
 	if fs.NArg() > 0 {
-		return nil, fmt.Errorf("unexpected argument %q (subcommands: serve, dev, status, remove-node)", fs.Arg(0))
+		return nil, fmt.Errorf("unexpected argument %q (subcommands: serve, dev, status, keys, remove-node, backup, restore)", fs.Arg(0))
 	}
 	if o.voters < 1 {
 		return nil, fmt.Errorf("-voters must be at least 1")
@@ -190,6 +196,15 @@ func parseFlags(args []string, stderr io.Writer) (*options, error) {
 		o.raftAddr = "127.0.0.1:0" // a lone node: a one-voter global tier
 	default:
 		return nil, fmt.Errorf("-raft-addr is required with -bootstrap or -join")
+	}
+	if o.dev {
+		// Dev mode is anonymous (every caller an admin): only this machine
+		// may reach it.
+		for _, f := range []struct{ flag, addr string }{{"-http-addr", o.httpAddr}, {"-grpc-addr", o.grpcAddr}} {
+			if !cli.IsLoopback(f.addr) {
+				return nil, fmt.Errorf("dev mode has no authentication, so it listens on loopback only: %s %s is not a loopback address (use 127.0.0.1:PORT, or run lunora-node serve behind lunora-gateway)", f.flag, f.addr)
+			}
+		}
 	}
 	if !o.dev && o.schemaPath == "" {
 		return nil, fmt.Errorf("-schema is required: the path of the app's lunora.yaml")

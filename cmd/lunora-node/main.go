@@ -41,6 +41,15 @@ func main() {
 		}
 		return
 	}
+	if len(os.Args) > 1 && os.Args[1] == "keys" {
+		if err := runKeys(os.Args[2:], os.Stdout, os.Stderr); err != nil {
+			if !errors.Is(err, flag.ErrHelp) {
+				fmt.Fprintln(os.Stderr, "lunora-node keys:", err)
+			}
+			os.Exit(1)
+		}
+		return
+	}
 	if len(os.Args) > 1 && os.Args[1] == "remove-node" {
 		if err := removeNode(os.Args[2:], os.Stderr); err != nil {
 			fmt.Fprintln(os.Stderr, "lunora-node remove-node:", err)
@@ -209,6 +218,8 @@ func removeNode(args []string, stderr io.Writer) error {
 
 func printDevBanner(w io.Writer, httpAddr, grpcAddr, data, schemaName string) {
 	fmt.Fprintf(w, `Lunora dev mode: node + gateway + a one-voter global tier in one process
+  auth     OFF: every caller is an anonymous admin; listening on loopback only
+           (lunora-gateway in front of lunora-node serve authenticates; see README "Security")
   data     %s
   schema   %s
   HTTP     http://%s   (POST /v1/call, POST /v1/sql, GET /v1/status, /metrics, /healthz, /readyz)
