@@ -49,7 +49,10 @@ func reloader(t *testing.T, f files, every time.Duration) *tlsconf.Reloader {
 
 type testWriter struct{ t *testing.T }
 
-func (w testWriter) Write(b []byte) (int, error) { w.t.Log(strings.TrimSpace(string(b))); return len(b), nil }
+func (w testWriter) Write(b []byte) (int, error) {
+	w.t.Log(strings.TrimSpace(string(b)))
+	return len(b), nil
+}
 
 // serve accepts TLS connections with cfg, completes each handshake and
 // answers "ok"; handshake errors go to errs.
