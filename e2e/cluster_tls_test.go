@@ -282,3 +282,30 @@ func TestPlaintextNodeWarns(t *testing.T) {
 		t.Fatalf("a loopback-only node warned:\n%s", p2.Stderr())
 	}
 }
+
+// TestGatewayTLSStartupErrors: the gateway's certificate problems, and
+// mutual TLS with plaintext gossip, stop it at start naming the problem.
+func TestGatewayTLSStartupErrors(t *testing.T) {
+	b := lunoratest.Build(t)
+	schemaPath := writeClusterSchema(t)
+	ctls := lunoratest.NewClusterTLS(t)
+	ctls.GatewayArgs()
+	cert, key := ctls.Paths("gateway")
+	pcert, pkey := ctls.Paths("public")
+	for _, tc := range []struct {
+		name string
+		args []string
+		want string
+	}{
+		{"half the flags", []string{"-tls-ca", ctls.CAFile}, "go together"},
+		{"key of another certificate", []string{"-tls-ca", ctls.CAFile, "-tls-cert", cert, "-tls-key", pkey}, "private key does not match"},
+		{"public certificate unreadable", []string{"-public-tls-cert", pcert + ".missing", "-public-tls-key", pkey}, "read the certificate file"},
+		{"client certificate as the public one", []string{"-public-tls-cert", cert, "-public-tls-key", key}, "does not allow serverAuth"},
+		{"plaintext gossip", []string{"-tls-ca", ctls.CAFile, "-tls-cert", cert, "-tls-key", key, "-gossip-addr", "127.0.0.1:0"}, "gossip would be plaintext"},
+	} {
+		r := lunoratest.Run(t, lunoratest.GatewaySpec(t, b, schemaPath, "127.0.0.1:1", tc.args...), 60*time.Second)
+		if r.ExitCode == 0 || !strings.Contains(r.Stderr, tc.want) {
+			t.Errorf("%s: exit %d, stderr %q; want a failure naming %q", tc.name, r.ExitCode, r.Stderr, tc.want)
+		}
+	}
+}

@@ -13,6 +13,7 @@ import (
 	"os"
 	"os/signal"
 	"path/filepath"
+	"strings"
 	"syscall"
 	"time"
 
@@ -154,7 +155,15 @@ func run(ctx context.Context, o *options, stdout, stderr io.Writer) error {
 	}
 	if o.dev {
 		abs, _ := filepath.Abs(o.dataDir)
-		printDevBanner(stdout, p.HTTPAddr, p.GRPCAddr, abs, schemaName)
+		var banner strings.Builder
+		printDevBanner(&banner, p.HTTPAddr, p.GRPCAddr, abs, schemaName)
+		text := banner.String()
+		if publicTLS != nil {
+			// The listeners speak TLS (-public-tls-cert): so do the examples.
+			text = strings.ReplaceAll(text, "http://", "https://")
+			text = strings.ReplaceAll(text, "grpcurl -plaintext ", "grpcurl ")
+		}
+		fmt.Fprint(stdout, text)
 	}
 	gossip := ""
 	if p.Members != nil {
