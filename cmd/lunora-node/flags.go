@@ -107,6 +107,10 @@ Usage:
   lunora-node restore -from DIR (-data NEWDIR | -verify)
                                 check a backup; make NEWDIR a data directory holding it
 
+With mutual TLS (-tls-ca, -tls-cert, -tls-key on every node), status,
+remove-node and backup take the same three flags: a client certificate of
+the cluster CA (README "TLS and mTLS").
+
 Signals: SIGTERM is a graceful leave (out of the ring, every shard handed
 off, then exit); SIGINT stops without leaving the ring (shards closed
 cleanly; the node takes its place back when it restarts).
