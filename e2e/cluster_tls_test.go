@@ -166,6 +166,22 @@ func TestClusterMTLSRefusesStrangers(t *testing.T) {
 		resp.Body.Close()
 		t.Fatalf("backup with another CA's certificate: %s", resp.Status)
 	}
+
+	// lunora-node backup: with an operator's certificate it completes;
+	// without the flags it speaks plaintext HTTP, which the HTTPS listener
+	// answers with 400.
+	backup := func(args ...string) lunoratest.Result {
+		return lunoratest.Run(t, lunoratest.Spec{Name: "lunora-node backup", Path: b.Node, CheckRace: b.Race,
+			Args: append([]string{"backup", "-http", n1.HTTPAddr(), "-out", t.TempDir()}, args...)}, 2*time.Minute)
+	}
+	if r := backup(c.TLS.ClientArgs()...); r.ExitCode != 0 {
+		t.Fatalf("lunora-node backup with an operator certificate: exit %d\n%s%s", r.ExitCode, r.Stdout, r.Stderr)
+	}
+	if r := backup(); r.ExitCode == 0 {
+		t.Fatal("lunora-node backup without a certificate succeeded")
+	} else if !strings.Contains(r.Stderr, "400 Bad Request") {
+		t.Fatalf("plaintext backup: %s, want the HTTPS listener's 400", r.Stderr)
+	}
 }
 
 // TestClusterMTLSCertificateSwappedOnDisk: a node's certificate replaced
