@@ -65,7 +65,9 @@ type NodeClient struct {
 
 // NewNodeClient prepares a client for the node at addr ("host:port"). Like
 // grpc.NewClient it does not connect until the first call. opts are added
-// after the defaults (insecure transport credentials and keepalive).
+// after the defaults (insecure transport credentials and keepalive): in a
+// cluster with mutual TLS, tlsconf.DialOption of the caller's client
+// configuration replaces the plaintext transport.
 func NewNodeClient(addr string, opts ...grpc.DialOption) (*NodeClient, error) {
 	all := append([]grpc.DialOption{
 		grpc.WithTransportCredentials(insecure.NewCredentials()),

@@ -29,6 +29,8 @@ type options struct {
 	gossipSeeds []string
 	gossipKey   []byte
 
+	tls tlsOptions // -tls-* (to the nodes) and -public-tls-* (tls.go)
+
 	validate bool // -validate: check everything, serve nothing
 }
 
@@ -52,6 +54,7 @@ func parseFlags(args []string, stderr io.Writer) (*options, error) {
 	fs.StringVar(&o.gossipAdv, "gossip-advertise", "", "gossip address others reach this gateway at (default: the bound one)")
 	gossipSeeds := fs.String("gossip-seeds", "", "gossip seeds host:port,... — a DNS name (a Kubernetes headless Service) stands for all its addresses")
 	gossipKey := fs.String("gossip-key", os.Getenv("LUNORA_GOSSIP_KEY"), "base64 AES key (16, 24 or 32 bytes) encrypting gossip; default $LUNORA_GOSSIP_KEY")
+	o.tls.register(fs)
 	o.server.RegisterFlags(fs)
 	o.auth.register(fs)
 	fs.BoolVar(&o.validate, "validate", false, "check the flags and the schema, print a summary and exit 0 — or name the problem and exit 2 — without listening, gossiping or dialing a node")
@@ -68,6 +71,9 @@ func parseFlags(args []string, stderr io.Writer) (*options, error) {
 	}
 	if fs.NArg() > 0 {
 		return nil, fmt.Errorf("unexpected argument %q", fs.Arg(0))
+	}
+	if err := o.tls.check(o); err != nil {
+		return nil, err
 	}
 	if o.schemaPath == "" {
 		return nil, fmt.Errorf("-schema is required: the path of the app's lunora.yaml")

@@ -22,6 +22,7 @@ import (
 	"github.com/lunora/lunora/rpc"
 	"github.com/lunora/lunora/schema"
 	"github.com/lunora/lunora/server"
+	"github.com/lunora/lunora/tlsconf"
 )
 
 func main() {
@@ -58,8 +59,12 @@ func run(ctx context.Context, o *options, stdout, stderr io.Writer) error {
 	if err != nil {
 		return err
 	}
+	dial, publicTLS, err := o.tls.load(log)
+	if err != nil {
+		return err
+	}
 	rc := router.DefaultConfig()
-	rc.App, rc.Seeds, rc.Logger = app, cli.SplitList(o.nodeAddr), log
+	rc.App, rc.Seeds, rc.Logger, rc.DialOptions = app, cli.SplitList(o.nodeAddr), log, dial
 	var members *membership.Membership
 	if o.gossipAddr != "" {
 		members, err = membership.Start(membership.Config{
@@ -116,7 +121,15 @@ func run(ctx context.Context, o *options, stdout, stderr io.Writer) error {
 		_, err := rt.Refresh(cctx, 1)
 		return err
 	}
-	proc := server.New(reg, log, ready, o.server)
+	srvCfg := o.server
+	if publicTLS != nil {
+		pub, err := publicTLS.ServerConfig(tlsconf.NoClientCert)
+		if err != nil {
+			return err
+		}
+		srvCfg.GRPCTLS, srvCfg.HTTPTLS = pub, pub
+	}
+	proc := server.New(reg, log, ready, srvCfg)
 	rpc.RegisterPublicServer(proc.GRPC, rpc.NewPublicServer(gw, nil))
 	grpcAddr, err := proc.ServeGRPC(o.grpcAddr)
 	if err != nil {

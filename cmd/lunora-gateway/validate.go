@@ -32,6 +32,9 @@ func validate(o *options, stdout io.Writer) error {
 			return err
 		}
 	}
+	if _, _, err := o.tls.load(nil); err != nil {
+		return err
+	}
 	if o.requestTimeout <= 0 || o.maxBodyBytes <= 0 {
 		return fmt.Errorf("-request-timeout and -max-body-bytes must be positive")
 	}

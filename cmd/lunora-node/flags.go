@@ -53,6 +53,10 @@ type options struct {
 	gossipSeeds  []string
 	gossipKey    []byte
 
+	tls                  clusterTLSFlags // -tls-ca -tls-cert -tls-key (tls.go)
+	publicTLS            publicTLSFlags  // -public-tls-cert -public-tls-key (dev)
+	gossipAllowPlaintext bool
+
 	server server.Config // listener bounds: timeouts, connection caps
 
 	validate bool // -validate: check everything, serve nothing
@@ -109,6 +113,10 @@ Usage:
   lunora-node restore -from DIR (-data NEWDIR | -verify)
                                 check a backup; make NEWDIR a data directory holding it
 
+With mutual TLS (-tls-ca, -tls-cert, -tls-key on every node), status,
+remove-node and backup take the same three flags: a client certificate of
+the cluster CA (README "TLS and mTLS").
+
 Signals: SIGTERM is a graceful leave (out of the ring, every shard handed
 off, then exit); SIGINT stops without leaving the ring (shards closed
 cleanly; the node takes its place back when it restarts).
@@ -160,6 +168,9 @@ func parseFlags(args []string, stderr io.Writer) (*options, error) {
 	fs.StringVar(&o.gossipAdv, "gossip-advertise", "", "cluster: gossip address others reach this node at (default: the bound one)")
 	gossipSeeds := fs.String("gossip-seeds", "", "cluster: gossip seeds host:port,... — a DNS name (a Kubernetes headless Service) stands for all its addresses")
 	gossipKey := fs.String("gossip-key", os.Getenv("LUNORA_GOSSIP_KEY"), "cluster: base64 AES key (16, 24 or 32 bytes) encrypting gossip; default $LUNORA_GOSSIP_KEY")
+	fs.BoolVar(&o.gossipAllowPlaintext, "gossip-allow-plaintext", false, "cluster: with mutual TLS (-tls-*), gossip without -gossip-key (refused otherwise)")
+	o.tls.register(fs)
+	o.publicTLS.register(fs)
 	o.server.RegisterFlags(fs)
 	fs.BoolVar(&o.validate, "validate", false, "check the flags, the schema and the derived configuration (Kubernetes env included), print a summary and exit 0 — or name the problem and exit 2 — without listening, opening -data or joining")
 	if err := fs.Parse(args); err != nil {
@@ -205,6 +216,9 @@ func parseFlags(args []string, stderr io.Writer) (*options, error) {
 				return nil, fmt.Errorf("dev mode has no authentication, so it listens on loopback only: %s %s is not a loopback address (use 127.0.0.1:PORT, or run lunora-node serve behind lunora-gateway)", f.flag, f.addr)
 			}
 		}
+	}
+	if err := checkSecurityFlags(o); err != nil {
+		return nil, err
 	}
 	if !o.dev && o.schemaPath == "" {
 		return nil, fmt.Errorf("-schema is required: the path of the app's lunora.yaml")
