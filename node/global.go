@@ -47,7 +47,8 @@ type Global interface {
 
 	// The shard registry: which shards exist and which node holds each.
 	RegisterShard(ctx context.Context, shardID, creator string) (existed bool, holder string, index uint64, err error)
-	MoveShard(ctx context.Context, shardID, from, to string) (holder string, index uint64, err error)
+	MoveShard(ctx context.Context, shardID, from, to string, toIncarnation uint64) (holder string, index uint64, err error)
+	NodeIncarnation(ctx context.Context, id string) (uint64, error)
 	WaitApplied(ctx context.Context, index uint64) error
 	ShardHolder(ctx context.Context, shardID string) (holder string, exists bool, err error)
 	HeldShards(ctx context.Context, holder, after string, limit int) (ids []string, next string, err error)

@@ -1018,11 +1018,16 @@ func (x *UpdateRingResponse) GetEpoch() uint64 {
 }
 
 type MoveShardRequest struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	ShardId       string                 `protobuf:"bytes,1,opt,name=shard_id,json=shardId,proto3" json:"shard_id,omitempty"`
-	FromNode      string                 `protobuf:"bytes,2,opt,name=from_node,json=fromNode,proto3" json:"from_node,omitempty"`
-	ToNode        string                 `protobuf:"bytes,3,opt,name=to_node,json=toNode,proto3" json:"to_node,omitempty"`
-	Forwarded     bool                   `protobuf:"varint,4,opt,name=forwarded,proto3" json:"forwarded,omitempty"`
+	state     protoimpl.MessageState `protogen:"open.v1"`
+	ShardId   string                 `protobuf:"bytes,1,opt,name=shard_id,json=shardId,proto3" json:"shard_id,omitempty"`
+	FromNode  string                 `protobuf:"bytes,2,opt,name=from_node,json=fromNode,proto3" json:"from_node,omitempty"`
+	ToNode    string                 `protobuf:"bytes,3,opt,name=to_node,json=toNode,proto3" json:"to_node,omitempty"`
+	Forwarded bool                   `protobuf:"varint,4,opt,name=forwarded,proto3" json:"forwarded,omitempty"`
+	// to_incarnation fences the move: it commits only while the receiver's
+	// newest recorded process incarnation is this one (0: no fence). A
+	// receiver that restarted after taking the stream may have discarded
+	// its copy; the move must not name it the holder then.
+	ToIncarnation uint64 `protobuf:"varint,5,opt,name=to_incarnation,json=toIncarnation,proto3" json:"to_incarnation,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1083,6 +1088,13 @@ func (x *MoveShardRequest) GetForwarded() bool {
 		return x.Forwarded
 	}
 	return false
+}
+
+func (x *MoveShardRequest) GetToIncarnation() uint64 {
+	if x != nil {
+		return x.ToIncarnation
+	}
+	return 0
 }
 
 type MoveShardResponse struct {
@@ -2276,12 +2288,13 @@ const file_lunora_v1_node_proto_rawDesc = "" +
 	"\tforwarded\x18\x04 \x01(\bR\tforwarded\x12 \n" +
 	"\vincarnation\x18\x05 \x01(\x04R\vincarnation\"*\n" +
 	"\x12UpdateRingResponse\x12\x14\n" +
-	"\x05epoch\x18\x01 \x01(\x04R\x05epoch\"\x81\x01\n" +
+	"\x05epoch\x18\x01 \x01(\x04R\x05epoch\"\xa8\x01\n" +
 	"\x10MoveShardRequest\x12\x19\n" +
 	"\bshard_id\x18\x01 \x01(\tR\ashardId\x12\x1b\n" +
 	"\tfrom_node\x18\x02 \x01(\tR\bfromNode\x12\x17\n" +
 	"\ato_node\x18\x03 \x01(\tR\x06toNode\x12\x1c\n" +
-	"\tforwarded\x18\x04 \x01(\bR\tforwarded\"A\n" +
+	"\tforwarded\x18\x04 \x01(\bR\tforwarded\x12%\n" +
+	"\x0eto_incarnation\x18\x05 \x01(\x04R\rtoIncarnation\"A\n" +
 	"\x11MoveShardResponse\x12\x16\n" +
 	"\x06holder\x18\x01 \x01(\tR\x06holder\x12\x14\n" +
 	"\x05index\x18\x02 \x01(\x04R\x05index\"m\n" +
