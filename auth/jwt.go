@@ -315,7 +315,9 @@ func (v *jwtVerifier) identity(std *jwt.Claims, claims map[string]any) (*Identit
 		Role:    role,
 		Subject: std.Subject,
 		Claims:  claims,
-		Expires: exp,
+		// The token is accepted until exp plus the leeway; a live query
+		// lasts as long as a call would be accepted, and no longer.
+		Expires: exp.Add(lw),
 	}, nil
 }
 

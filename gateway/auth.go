@@ -73,9 +73,9 @@ func (g *Gateway) authenticate(ctx context.Context, credential string) (context.
 	if id == nil {
 		return ctx, auth.ErrBadCredential
 	}
-	// Whether the credential is still valid is the authenticator's call
-	// (a JWT within the clock-skew leeway past its exp passes); a live
-	// query, which lasts, ends at Expires itself (subscribe).
+	// Whether the credential is still valid is the authenticator's call;
+	// a live query, which lasts, ends at Expires (for a JWT, exp plus the
+	// clock-skew leeway: as long as a call would be accepted).
 	return auth.NewContext(ctx, id), nil
 }
 

@@ -616,8 +616,7 @@ func TestSubscriptionEndsAtExpiry(t *testing.T) {
 	e.fixed["short"] = &auth.Identity{Method: auth.MethodJWT, Role: auth.RoleAdmin, Subject: "ops", Expires: expires}
 	e.fixed["stale"] = &auth.Identity{Method: auth.MethodJWT, Role: auth.RoleAdmin, Subject: "ops", Expires: time.Now().Add(-time.Second)}
 	c := e.grpcClient(t)
-	// An identity the authenticator let through past its Expires (a JWT
-	// within the clock-skew leeway) cannot start a live query.
+	// An identity already past its Expires cannot start a live query.
 	stale, err := c.Subscribe(bearer(testCtx(t), "stale"), &lunorav1.SubscribeRequest{Function: "messages:list", Args: map[string]*lunorav1.Value{"room_id": text("r1")}})
 	if err == nil {
 		_, err = stale.Recv()
