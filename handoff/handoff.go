@@ -42,6 +42,9 @@ type Files interface {
 	ResolveMove(shardID string, role shardhost.MoveRole, holder string) error
 	// PendingMoves lists the journal entries not resolved yet.
 	PendingMoves() []shardhost.PendingMove
+	// ReceivedCopies lists the shards with a received copy not installed
+	// yet, journaled in this run or an earlier one.
+	ReceivedCopies() []string
 	// Redirect corrects (or, holder "" or this node, drops) the forward
 	// pointer a handoff left for a shard.
 	Redirect(shardID, holder string)

@@ -130,6 +130,7 @@ func (f *memFiles) ResolveMove(shardID string, role shardhost.MoveRole, holder s
 	switch {
 	case role == shardhost.MoveRecv:
 		delete(f.incoming, shardID)
+		delete(f.journal, shardID)
 	case !self:
 		delete(f.held, shardID)
 		f.moved[shardID] = holder
@@ -144,6 +145,23 @@ func (f *memFiles) PendingMoves() []shardhost.PendingMove {
 	var out []shardhost.PendingMove
 	for id, role := range f.recovered {
 		out = append(out, shardhost.PendingMove{ShardID: id, Role: role})
+	}
+	return out
+}
+
+func (f *memFiles) ReceivedCopies() []string {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	var out []string
+	for id, role := range f.journal {
+		if role == shardhost.MoveRecv {
+			out = append(out, id)
+		}
+	}
+	for id, role := range f.recovered {
+		if _, ok := f.journal[id]; !ok && role == shardhost.MoveRecv {
+			out = append(out, id)
+		}
 	}
 	return out
 }
@@ -642,5 +660,24 @@ func TestReceiverRestartFencesALateCommit(t *testing.T) {
 	}
 	if held, _, _ := w.files["a"].snapshot(); string(held["s1"]) != "shard one" {
 		t.Fatalf("sender's copy after the refused commit: %q", held["s1"])
+	}
+}
+
+// TestResolveReceivedSettlesLiveCopies: a node that has left the ring
+// settles the copies it received in this run whose moves never committed
+// (the senders' commits were refused once it left): the copy the registry
+// names it the holder of is installed, the others go.
+func TestResolveReceivedSettlesLiveCopies(t *testing.T) {
+	w := newWorld(t, 4, "a", "b")
+	f := w.files["b"]
+	f.incoming["s1"], f.incoming["s2"] = []byte("1"), []byte("2")
+	f.journal["s1"], f.journal["s2"] = shardhost.MoveRecv, shardhost.MoveRecv
+	w.reg.holder = map[string]string{"s1": "a", "s2": "b"}
+	if left := w.movers["b"].ResolveReceived(context.Background()); left != 0 {
+		t.Fatalf("%d copies not settled", left)
+	}
+	held, incoming, journal := f.snapshot()
+	if len(incoming) != 0 || len(journal) != 0 || string(held["s2"]) != "2" || held["s1"] != nil {
+		t.Fatalf("after settling: held %v incoming %v journal %v; want s2 installed, s1 gone", held, incoming, journal)
 	}
 }

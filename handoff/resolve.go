@@ -55,6 +55,32 @@ func (m *Mover) ResolvePending(ctx context.Context) {
 	}
 }
 
+// ResolveReceived settles every received copy not installed yet — the
+// ones this run journaled too, not only a crash's: the holder the registry
+// names (through the log) installs it, any other node deletes it. Only a
+// node that has left the ring may call it: no move to it can commit any
+// more (MoveShard refuses a receiver outside the newest epoch), so the
+// registry's answer is final. It returns how many it could not settle.
+func (m *Mover) ResolveReceived(ctx context.Context) int {
+	left := 0
+	for _, id := range m.cfg.Files.ReceivedCopies() {
+		holder, _, err := m.commit(ctx, id, m.cfg.NodeID, m.cfg.NodeID, 0)
+		if api.CodeOf(err) == codes.NotFound {
+			holder, err = "", nil
+		}
+		if err == nil {
+			err = m.cfg.Files.ResolveMove(id, shardhost.MoveRecv, holder)
+		}
+		if err != nil {
+			left++
+			m.log.Warn("settle a received copy", "shard", id, "err", err)
+			continue
+		}
+		m.log.Info("settled a received copy", "shard", id, "holder", holder)
+	}
+	return left
+}
+
 // Holder returns the shard's holder in the registry, given the holder a
 // request was answered with (named, a forward pointer this node's Files
 // keep): when this replica of the registry names the same node it is the

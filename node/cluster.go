@@ -450,6 +450,17 @@ func (n *Node) leaveRing(ctx context.Context) (int, error) {
 		}
 		return n.stillHeld(), fmt.Errorf("leave the ring: %w", err)
 	}
+	// The leave's epoch is committed: no move to this node and no
+	// registration by it can take effect any more, so the registry's
+	// answers about its received copies and its registrations in doubt
+	// are final. A received copy the registry names it the holder of is
+	// installed (and handed off below); the others go, and so do copies
+	// of new shards whose registration did not commit — a node that left
+	// keeps no copy of anything.
+	rctx, rcancel := context.WithTimeout(ctx, 5*time.Second)
+	n.handoff.ResolveReceived(rctx)
+	rcancel()
+	defer n.cfg.Shards.SettleRegistrations()
 	if !n.cluster.everInRing.Load() && n.stillHeld() == 0 {
 		// Stopped before this process ever saw itself in the ring (its
 		// replica may not even be a member yet, and never reach the
@@ -464,10 +475,6 @@ func (n *Node) leaveRing(ctx context.Context) (int, error) {
 		}
 		left, err := n.rebalance(ctx, v)
 		if err == nil && left == 0 {
-			// The leave's epoch is applied: a registration of this node's
-			// still in doubt is now refused for good, or committed and
-			// handed off by the pass above.
-			n.cfg.Shards.SettleRegistrations()
 			n.log.Info("left the ring; every shard handed off", "epoch", v.epoch)
 			return 0, nil
 		}

@@ -175,6 +175,26 @@ func (h *Host) PendingMoves() []PendingMove {
 	return out
 }
 
+// ReceivedCopies lists the shards this node holds a received, not yet
+// installed copy of (a receive journaled in this run or an earlier one).
+func (h *Host) ReceivedCopies() []string {
+	ents, err := os.ReadDir(h.movesDir())
+	if err != nil {
+		return nil
+	}
+	var out []string
+	for _, e := range ents {
+		if filepath.Ext(e.Name()) != "."+string(MoveRecv) {
+			continue
+		}
+		id, err := os.ReadFile(filepath.Join(h.movesDir(), e.Name()))
+		if err == nil && len(id) > 0 {
+			out = append(out, string(id))
+		}
+	}
+	return out
+}
+
 // MovesInFlight counts the handoffs under way here: shards frozen to be
 // sent, streams being received, and moves an earlier run left unresolved.
 // (A copy received for a move whose sender then died before the commit

@@ -75,8 +75,14 @@ func TestHandoffMovesAShard(t *testing.T) {
 	if err := receive(ctx, b, f, f.SHA256[:]); err != nil {
 		t.Fatal(err)
 	}
+	if got := b.ReceivedCopies(); len(got) != 1 || got[0] != r1 {
+		t.Fatalf("received copies before the install: %v, want [%s]", got, r1)
+	}
 	if err := b.Install(r1); err != nil {
 		t.Fatal(err)
+	}
+	if got := b.ReceivedCopies(); len(got) != 0 {
+		t.Fatalf("received copies after the install: %v, want none", got)
 	}
 	if err := a.Drop(f, "b"); err != nil {
 		t.Fatal(err)
