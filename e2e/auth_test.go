@@ -123,7 +123,7 @@ func TestAuthThroughGateway(t *testing.T) {
 	const ttl = time.Second
 	node := lunoratest.Start(t, lunoratest.NodeSpec(t, b, "serve", "-schema", schema))
 	gw := lunoratest.Start(t, lunoratest.GatewaySpec(t, b, schema, node.GRPCAddr(), "-auth=on",
-		"-key-cache-ttl", ttl.String(), "-jwt-issuer", e2eIssuer, "-jwt-audience", e2eAudience, "-jwt-hs256-secret-file", secret))
+		"-key-cache-ttl", ttl.String(), "-jwt-issuer", e2eIssuer, "-jwt-audience", e2eAudience, "-jwt-hs256-secret-file", secret, "-jwt-leeway", "1s"))
 	addr := gw.HTTPAddr()
 
 	// No credential: 401 on every endpoint, WebSocket and gRPC included.
@@ -207,7 +207,8 @@ func TestAuthThroughGateway(t *testing.T) {
 	}
 
 	// A browser's WebSocket: the token in the query string, live rows of
-	// its room only, and the socket closed when the token expires.
+	// its room only, and the socket closed when the token expires (at exp
+	// plus the gateway's 1 s leeway, when a call would be refused too).
 	exp := time.Now().Add(3 * time.Second).Truncate(time.Second).Add(time.Second)
 	ws, _, err := websocket.Dial(ctxT(t), "ws://"+addr+"/v1/subscribe?access_token="+userTokenUntil(t, exp, "ada", "r1"), nil)
 	if err != nil {
