@@ -62,6 +62,8 @@ type Config struct {
 	// MaxFanOutRows bounds a fan-out's limit and the rows of a concat
 	// fan-out without one; 0 means DefaultMaxFanOutRows.
 	MaxFanOutRows int
+	// Blobs, when set, serves the blob endpoints (gateway/blob.go).
+	Blobs *BlobConfig
 }
 
 // DefaultConfig returns a Config with 1 MiB bodies, a 10s request timeout
@@ -96,6 +98,8 @@ func (c Config) Validate() error {
 		return errors.New("gateway: MaxSubscriptionsPerConn, MaxFrameBytes and PingInterval must be positive")
 	case c.MaxFanOutShards < 0 || c.MaxFanOutRows < 0:
 		return errors.New("gateway: MaxFanOutShards and MaxFanOutRows must not be negative")
+	case c.Blobs != nil && c.Blobs.validate() != nil:
+		return c.Blobs.validate()
 	}
 	return nil
 }

@@ -176,6 +176,7 @@ func (g *Gateway) Handler() http.Handler {
 	mux.Handle("/v1/fanout", g.only(http.MethodPost, g.serveFanOut))
 	mux.Handle("/v1/status", g.only(http.MethodGet, g.serveStatus))
 	mux.Handle("/v1/subscribe", g.only(http.MethodGet, g.serveSubscribe))
+	g.handleBlobs(mux)
 	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
 		g.writeError(w, r, api.Errorf(codes.NotFound, "no endpoint %s: use POST /v1/call, POST /v1/sql or GET /v1/status", clip(r.URL.Path)))
 	})
