@@ -139,6 +139,7 @@ type meter struct {
 	n   int64
 	max int64
 	err error // the first failure Read returned, but the source's io.EOF
+	eof bool  // the source ended
 }
 
 // newMeter meters an upload: at most opts.MaxSize bytes, and no more than
@@ -166,7 +167,9 @@ func (m *meter) Read(p []byte) (int, error) {
 		m.err = api.Wrap(ErrTooLarge, fmt.Sprintf("the body runs past %d bytes", m.max))
 		return n, m.err
 	}
-	if err != nil && err != io.EOF {
+	if err == io.EOF {
+		m.eof = true
+	} else if err != nil {
 		m.err = err
 	}
 	return n, err

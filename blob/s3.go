@@ -123,6 +123,9 @@ func (s *S3) Put(ctx context.Context, id string, r io.Reader, opts PutOptions) (
 		if m.err != nil {
 			return Meta{}, m.err
 		}
+		if lerr := checkLength(m, opts); m.eof && lerr != nil {
+			return Meta{}, lerr
+		}
 		if cerr := ctx.Err(); cerr != nil {
 			return Meta{}, cerr
 		}
