@@ -38,15 +38,20 @@ type BlobConfig struct {
 	// DefaultTTL is how long a URL stays valid when the request does not
 	// say; MaxTTL bounds what a request may ask.
 	DefaultTTL, MaxTTL time.Duration
+	// IdleTimeout replaces the listener's whole-request deadlines
+	// (server.Config BodyTimeout, WriteTimeout) on a blob transfer: a
+	// transfer may take as long as it needs while its bytes keep moving,
+	// and is cut once none has moved for this long.
+	IdleTimeout time.Duration
 }
 
 // DefaultBlobMaxBytes is the default cap on one blob (100 MiB).
 const DefaultBlobMaxBytes = 100 << 20
 
-// NewBlobConfig returns a BlobConfig with a 100 MiB cap and URLs valid
-// for 15 minutes by default, 24 hours at most.
+// NewBlobConfig returns a BlobConfig with a 100 MiB cap, URLs valid for
+// 15 minutes by default and 24 hours at most, and a 30 s idle timeout.
 func NewBlobConfig(store blob.Store, signer *blob.Signer) *BlobConfig {
-	return &BlobConfig{Store: store, Signer: signer, MaxBytes: DefaultBlobMaxBytes, DefaultTTL: 15 * time.Minute, MaxTTL: 24 * time.Hour}
+	return &BlobConfig{Store: store, Signer: signer, MaxBytes: DefaultBlobMaxBytes, DefaultTTL: 15 * time.Minute, MaxTTL: 24 * time.Hour, IdleTimeout: 30 * time.Second}
 }
 
 func (c *BlobConfig) validate() error {
@@ -57,6 +62,8 @@ func (c *BlobConfig) validate() error {
 		return errors.New("gateway: BlobConfig.MaxBytes must be positive")
 	case c.DefaultTTL <= 0 || c.MaxTTL < c.DefaultTTL:
 		return errors.New("gateway: BlobConfig.DefaultTTL must be positive and at most MaxTTL")
+	case c.IdleTimeout <= 0:
+		return errors.New("gateway: BlobConfig.IdleTimeout must be positive")
 	}
 	return nil
 }
@@ -264,7 +271,8 @@ func (g *Gateway) serveBlobPut(w http.ResponseWriter, r *http.Request, id string
 		g.writeError(w, r, err)
 		return
 	}
-	body := http.MaxBytesReader(w, r.Body, grant.MaxSize)
+	rc := http.NewResponseController(w)
+	body := http.MaxBytesReader(w, &progressBody{r: r.Body, p: progress{rc: rc, idle: c.IdleTimeout}}, grant.MaxSize)
 	meta, err := c.Store.Put(r.Context(), id, body, blob.PutOptions{
 		Size: r.ContentLength, MaxSize: grant.MaxSize, ContentType: grant.ContentType, Owner: grant.Owner,
 	})
@@ -295,6 +303,7 @@ func (g *Gateway) serveBlobGet(w http.ResponseWriter, r *http.Request, id string
 	// page of the gateway's origin.
 	h.Set("Content-Security-Policy", "sandbox")
 	h.Set("Cache-Control", "private, max-age=3600")
+	w = &progressWriter{ResponseWriter: w, p: progress{rc: http.NewResponseController(w), idle: c.IdleTimeout}}
 	if rs, ok := rc.(io.ReadSeeker); ok {
 		http.ServeContent(w, r, "", meta.Created, rs) // Range, If-None-Match, HEAD
 		return
@@ -343,6 +352,56 @@ func (g *Gateway) serveBlobDelete(w http.ResponseWriter, r *http.Request, id str
 	}
 	w.WriteHeader(http.StatusNoContent)
 }
+
+// progress moves a connection's deadlines forward while a blob's bytes
+// move: to idle from now, at most once a second.
+type progress struct {
+	rc   *http.ResponseController
+	idle time.Duration
+	next time.Time
+}
+
+func (p *progress) moved(read bool) {
+	now := time.Now()
+	if now.Before(p.next) {
+		return
+	}
+	p.next = now.Add(time.Second)
+	// Not every ResponseWriter supports deadlines; then the listener's own
+	// bounds stay.
+	if read {
+		_ = p.rc.SetReadDeadline(now.Add(p.idle))
+	}
+	// The answer comes after the body: the write deadline moves too.
+	_ = p.rc.SetWriteDeadline(now.Add(p.idle))
+}
+
+// progressBody is an upload's body, moving the deadlines as it arrives.
+type progressBody struct {
+	r io.ReadCloser
+	p progress
+}
+
+func (b *progressBody) Read(buf []byte) (int, error) {
+	b.p.moved(true)
+	return b.r.Read(buf)
+}
+
+func (b *progressBody) Close() error { return b.r.Close() }
+
+// progressWriter is a download's ResponseWriter, moving the write deadline
+// as the answer goes out.
+type progressWriter struct {
+	http.ResponseWriter
+	p progress
+}
+
+func (w *progressWriter) Write(b []byte) (int, error) {
+	w.p.moved(false)
+	return w.ResponseWriter.Write(b)
+}
+
+func (w *progressWriter) Unwrap() http.ResponseWriter { return w.ResponseWriter }
 
 // blobError codes a Store's error for the client: an oversized body is
 // 413, a backend failure INTERNAL (logged by writeError, not shown).

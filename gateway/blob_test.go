@@ -6,6 +6,7 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
+	"errors"
 	"io"
 	"math/rand/v2"
 	"net/http"
@@ -21,6 +22,7 @@ import (
 	"github.com/lunora/lunora/auth"
 	"github.com/lunora/lunora/blob"
 	"github.com/lunora/lunora/gateway"
+	"github.com/lunora/lunora/server"
 )
 
 // identityHeader names the identity the test middleware puts in a
@@ -378,5 +380,113 @@ func TestBlobStreamMemory(t *testing.T) {
 		size>>20, upTime.Round(time.Millisecond), (time.Since(start) - upTime).Round(time.Millisecond), base>>20, float64(growth)/(1<<20))
 	if growth >= 64<<20 {
 		t.Fatalf("RSS grew by %.1f MiB streaming %d MiB; want < 64 MiB", float64(growth)/(1<<20), size>>20)
+	}
+}
+
+// slowReader yields n bytes in chunks, pausing between them.
+type slowReader struct {
+	n     int
+	chunk int
+	pause time.Duration
+}
+
+func (s *slowReader) Read(p []byte) (int, error) {
+	if s.n == 0 {
+		return 0, io.EOF
+	}
+	time.Sleep(s.pause)
+	k := min(len(p), s.chunk, s.n)
+	for i := range p[:k] {
+		p[i] = 'z'
+	}
+	s.n -= k
+	return k, nil
+}
+
+// TestBlobSlowTransfer: behind the real listener (package server) with
+// 400 ms body and write timeouts, an upload and a download that take
+// seconds go through while their bytes keep moving, and a stalled upload
+// is cut after the blob idle timeout.
+func TestBlobSlowTransfer(t *testing.T) {
+	store, err := blob.OpenLocal(t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	signer, err := blob.NewSigner([]byte("a test secret of at least 32 bytes......"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	e := newEnv(t, func(c *gateway.Config) {
+		c.Blobs = gateway.NewBlobConfig(store, signer)
+		c.Blobs.IdleTimeout = 1500 * time.Millisecond
+	})
+	h := e.gw.Handler()
+	proc := server.New(server.NewRegistry(), nil, nil, server.Config{BodyTimeout: 400 * time.Millisecond, WriteTimeout: 400 * time.Millisecond})
+	putDone := make(chan time.Time, 10) // when each PUT's handler returned
+	addr, err := proc.ServeHTTP("127.0.0.1:0", http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		r = r.WithContext(auth.NewContext(r.Context(), &auth.Identity{Method: auth.MethodAPIKey, Role: auth.RoleService, Subject: "svc"}))
+		h.ServeHTTP(w, r)
+		if r.Method == http.MethodPut {
+			putDone <- time.Now()
+		}
+	}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { proc.Shutdown(context.Background()) })
+	be := &blobEnv{url: "http://" + addr.String(), store: store, signer: signer, client: &http.Client{}}
+
+	// 2 s of upload, 100 ms between chunks.
+	_, up := be.uploadURL(t, "", `{"content_type":"text/plain"}`)
+	a := be.do(t, http.MethodPut, up, "", map[string]string{"Content-Type": "text/plain"}, &slowReader{n: 20 << 10, chunk: 1 << 10, pause: 100 * time.Millisecond}, -1)
+	expect(t, "slow upload", a, http.StatusCreated, "")
+
+	// A download read slowly: 32 MiB, 1 MiB every 80 ms.
+	bigID, bigUp := be.uploadURL(t, "", `{"content_type":"application/octet-stream"}`)
+	a = be.do(t, http.MethodPut, bigUp, "", map[string]string{"Content-Type": "application/octet-stream"}, newGenReader(32<<20), 32<<20)
+	expect(t, "upload", a, http.StatusCreated, "")
+	a = be.downloadURL(t, "", bigID)
+	resp, err := http.Get(be.url + a.json(t)["url"].(string))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var got int64
+	buf := make([]byte, 1<<20)
+	for {
+		n, err := io.ReadFull(resp.Body, buf)
+		got += int64(n)
+		if err != nil {
+			break
+		}
+		time.Sleep(80 * time.Millisecond)
+	}
+	resp.Body.Close()
+	if got != 32<<20 {
+		t.Fatalf("slow download got %d bytes, want %d", got, 32<<20)
+	}
+
+	<-putDone
+	<-putDone
+
+	// An upload that stalls for longer than the idle timeout fails.
+	stalledID, up := be.uploadURL(t, "", `{"content_type":"text/plain"}`)
+	pr, pw := io.Pipe()
+	go func() {
+		pw.Write([]byte("a start"))
+		time.Sleep(4 * time.Second)
+		pw.CloseWithError(errors.New("client gave up"))
+	}()
+	req, _ := http.NewRequest(http.MethodPut, be.url+up, pr)
+	req.Header.Set("Content-Type", "text/plain")
+	start := time.Now()
+	resp, err = http.DefaultClient.Do(req)
+	if err == nil {
+		resp.Body.Close()
+	}
+	if d := (<-putDone).Sub(start); d > 3*time.Second {
+		t.Fatalf("a stalled upload was cut after %v, want about the 1.5 s idle timeout", d)
+	}
+	if _, err := store.Stat(context.Background(), stalledID); err == nil {
+		t.Fatal("a stalled upload was stored")
 	}
 }
