@@ -77,6 +77,8 @@ type Config struct {
 
 	Logger   *slog.Logger
 	Registry *prometheus.Registry
+	// Blobs, in dev mode, serves the blob endpoints.
+	Blobs *gateway.BlobConfig
 }
 
 // Process is a running node.
@@ -213,6 +215,7 @@ func Start(cfg Config) (p *Process, err error) {
 	if cfg.Dev {
 		gc := gateway.DefaultConfig()
 		gc.App, gc.Backend, gc.Logger, gc.Registerer = cfg.App, devBackend{p.Node}, log, cfg.Registry
+		gc.Blobs = cfg.Blobs
 		if api, err = gateway.New(gc); err != nil {
 			return nil, err
 		}

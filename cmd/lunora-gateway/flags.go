@@ -29,6 +29,7 @@ type options struct {
 	gossipKey   []byte
 
 	validate bool // -validate: check everything, serve nothing
+	blob     *cli.BlobFlags
 }
 
 func parseFlags(args []string, stderr io.Writer) (*options, error) {
@@ -52,6 +53,7 @@ func parseFlags(args []string, stderr io.Writer) (*options, error) {
 	gossipSeeds := fs.String("gossip-seeds", "", "gossip seeds host:port,... — a DNS name (a Kubernetes headless Service) stands for all its addresses")
 	gossipKey := fs.String("gossip-key", os.Getenv("LUNORA_GOSSIP_KEY"), "base64 AES key (16, 24 or 32 bytes) encrypting gossip; default $LUNORA_GOSSIP_KEY")
 	o.server.RegisterFlags(fs)
+	o.blob = cli.RegisterBlobFlags(fs, false)
 	fs.BoolVar(&o.validate, "validate", false, "check the flags and the schema, print a summary and exit 0 — or name the problem and exit 2 — without listening, gossiping or dialing a node")
 	if err := fs.Parse(args); err != nil {
 		return nil, err
@@ -66,6 +68,9 @@ func parseFlags(args []string, stderr io.Writer) (*options, error) {
 	}
 	if fs.NArg() > 0 {
 		return nil, fmt.Errorf("unexpected argument %q", fs.Arg(0))
+	}
+	if err := o.blob.Check(); err != nil {
+		return nil, err
 	}
 	if o.schemaPath == "" {
 		return nil, fmt.Errorf("-schema is required: the path of the app's lunora.yaml")

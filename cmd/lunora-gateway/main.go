@@ -82,6 +82,9 @@ func run(ctx context.Context, o *options, stdout, stderr io.Writer) error {
 	gcfg := gateway.DefaultConfig()
 	gcfg.App, gcfg.Backend, gcfg.Logger, gcfg.Registerer = app, rt, log, reg
 	gcfg.RequestTimeout, gcfg.MaxBodyBytes = o.requestTimeout, o.maxBodyBytes
+	if gcfg.Blobs, err = o.blob.Open(ctx, ""); err != nil {
+		return err
+	}
 	gw, err := gateway.New(gcfg)
 	if err != nil {
 		return err

@@ -56,6 +56,7 @@ type options struct {
 	server server.Config // listener bounds: timeouts, connection caps
 
 	validate bool // -validate: check everything, serve nothing
+	blob     *cli.BlobFlags // dev mode only (blobflags.go)
 }
 
 func (o *options) clusterConfig() node.ClusterConfig {
@@ -155,6 +156,7 @@ func parseFlags(args []string, stderr io.Writer) (*options, error) {
 	gossipSeeds := fs.String("gossip-seeds", "", "cluster: gossip seeds host:port,... — a DNS name (a Kubernetes headless Service) stands for all its addresses")
 	gossipKey := fs.String("gossip-key", os.Getenv("LUNORA_GOSSIP_KEY"), "cluster: base64 AES key (16, 24 or 32 bytes) encrypting gossip; default $LUNORA_GOSSIP_KEY")
 	o.server.RegisterFlags(fs)
+	o.registerBlobFlags(fs)
 	fs.BoolVar(&o.validate, "validate", false, "check the flags, the schema and the derived configuration (Kubernetes env included), print a summary and exit 0 — or name the problem and exit 2 — without listening, opening -data or joining")
 	if err := fs.Parse(args); err != nil {
 		return nil, err
@@ -193,6 +195,11 @@ func parseFlags(args []string, stderr io.Writer) (*options, error) {
 	}
 	if !o.dev && o.schemaPath == "" {
 		return nil, fmt.Errorf("-schema is required: the path of the app's lunora.yaml")
+	}
+	if o.blob != nil {
+		if err := o.blob.Check(); err != nil {
+			return nil, err
+		}
 	}
 	return o, nil
 }

@@ -132,13 +132,17 @@ func run(ctx context.Context, o *options, stdout, stderr io.Writer) error {
 	sc.StatementTimeout, sc.ResultBudget = o.stmtTimeout, o.resultBudget
 	cluster := o.clusterConfig()
 	cluster.Fault = faultHook(log) // nil unless built with -tags lunorafault
+	blobs, err := o.devBlobs(ctx)
+	if err != nil {
+		return err
+	}
 	p, err := nodeproc.Start(nodeproc.Config{
 		Dev: o.dev, Shards: sc, Global: o.globalConfig(),
 		App: app, Dir: o.dataDir, NodeID: o.nodeID,
 		GRPCAddr: o.grpcAddr, GRPCAdvertise: o.grpcAdvertise, HTTPAddr: o.httpAddr,
 		RaftAddr: o.raftAddr, RaftAdvertise: o.raftAdvertise, Bootstrap: o.bootstrap, Seeds: o.join,
 		Cluster: cluster, Gossip: o.gossipConfig(), Server: o.server, ForceLeave: o.forceLeave,
-		Logger: log,
+		Logger: log, Blobs: blobs,
 	})
 	if err != nil {
 		return err
