@@ -56,7 +56,8 @@ type options struct {
 	server server.Config // listener bounds: timeouts, connection caps
 
 	validate bool // -validate: check everything, serve nothing
-	blob     *cli.BlobFlags // dev mode only (blobflags.go)
+
+	blob *cli.BlobFlags // dev mode only (blobflags.go)
 }
 
 func (o *options) clusterConfig() node.ClusterConfig {
