@@ -260,12 +260,12 @@ func (g *Gateway) serveBlobPut(w http.ResponseWriter, r *http.Request, id string
 	if err == nil && !blob.SameMediaType(r.Header.Get("Content-Type"), grant.ContentType) {
 		err = api.Errorf(codes.PermissionDenied, "Content-Type %q does not match the upload URL's signed content type %q", clip(r.Header.Get("Content-Type")), grant.ContentType)
 	}
+	if err == nil && grant.MaxSize > c.MaxBytes {
+		// Signed under a larger cap than today's: today's holds.
+		grant.MaxSize = c.MaxBytes
+	}
 	if err == nil && r.ContentLength > grant.MaxSize {
 		err = &api.Error{Code: codes.ResourceExhausted, Msg: fmt.Sprintf("Content-Length %d is over the upload URL's maximum of %d bytes", r.ContentLength, grant.MaxSize), Err: ErrBodyTooLarge}
-	}
-	if err == nil && grant.MaxSize > c.MaxBytes {
-		// Signed under a larger cap than today's.
-		grant.MaxSize = c.MaxBytes
 	}
 	if err != nil {
 		g.writeError(w, r, err)
