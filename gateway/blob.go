@@ -78,6 +78,20 @@ func (g *Gateway) handleBlobs(mux *http.ServeMux) {
 	}
 }
 
+// SignedBlobRequest reports whether r uses a signed blob URL (PUT, GET or
+// HEAD /v1/blobs/{id} with a sig parameter): its credential is the URL's
+// signature, which the blob handler checks, so authentication lets it
+// through without an API key or token. A forged one is refused (403) there.
+func SignedBlobRequest(r *http.Request) bool {
+	switch r.Method {
+	case http.MethodPut, http.MethodGet, http.MethodHead:
+	default:
+		return false
+	}
+	id, ok := strings.CutPrefix(r.URL.Path, blobPrefix)
+	return ok && blob.ValidID(id) && r.URL.Query().Has("sig")
+}
+
 type blobURLRequest struct {
 	ID               string `json:"id"`           // download-url
 	ContentType      string `json:"content_type"` // upload-url

@@ -316,6 +316,26 @@ func TestBlobS3(t *testing.T) {
 	expect(t, "DELETE", e.do(t, http.MethodDelete, "/v1/blobs/"+id, svc, nil, nil, 0), http.StatusNotFound, "")
 }
 
+func TestSignedBlobRequest(t *testing.T) {
+	for _, tc := range []struct {
+		method, target string
+		want           bool
+	}{
+		{"PUT", "/v1/blobs/b1?exp=1&sig=x", true},
+		{"GET", "/v1/blobs/b1?exp=1&sig=x", true},
+		{"HEAD", "/v1/blobs/b1?sig=", true},
+		{"DELETE", "/v1/blobs/b1?sig=x", false},
+		{"POST", "/v1/blobs/upload-url?sig=x", false},
+		{"GET", "/v1/blobs/b1/meta?sig=x", false},
+		{"GET", "/v1/blobs/b1", false},
+		{"GET", "/v1/call?sig=x", false},
+	} {
+		if got := gateway.SignedBlobRequest(httptest.NewRequest(tc.method, tc.target, nil)); got != tc.want {
+			t.Errorf("%s %s: %v, want %v", tc.method, tc.target, got, tc.want)
+		}
+	}
+}
+
 // vmRSS is this process's resident set size in bytes.
 func vmRSS(t *testing.T) int64 {
 	f, err := os.Open("/proc/self/status")
