@@ -3,6 +3,8 @@ package blob
 import (
 	"bytes"
 	"context"
+	"crypto/rand"
+	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -41,9 +43,12 @@ const DefaultS3PartSize = 16 << 20
 
 // S3 is a Store in an S3-compatible object store (AWS S3, MinIO,
 // versitygw, Ceph RGW, ...), for clusters: every gateway sees the same
-// blobs. A blob is two objects, <prefix>data/<id> and <prefix>meta/<id>
-// (its Meta as JSON); the metadata object, written after the bytes, is what
-// makes a blob exist.
+// blobs. A blob is two objects: its bytes, <prefix>data/<id>/<upload>
+// (<upload> random per upload), and its metadata, <prefix>meta/<id> (Meta
+// as JSON, naming the bytes' object). The metadata object, written after
+// the bytes and only if it does not exist yet (If-None-Match: *), is what
+// makes a blob exist: of two uploads to one ID exactly one wins, and the
+// other removes its bytes.
 type S3 struct {
 	c        *minio.Client
 	bucket   string
@@ -83,8 +88,13 @@ func OpenS3(ctx context.Context, cfg S3Config) (*S3, error) {
 	return &S3{c: c, bucket: cfg.Bucket, prefix: cfg.Prefix, partSize: ps, now: time.Now}, nil
 }
 
-func (s *S3) dataKey(id string) string { return s.prefix + "data/" + id }
 func (s *S3) metaKey(id string) string { return s.prefix + "meta/" + id }
+
+// s3Meta is the metadata object: Meta and the object holding the bytes.
+type s3Meta struct {
+	Meta
+	Object string `json:"object"`
+}
 
 func isNoSuchKey(err error) bool {
 	code := minio.ToErrorResponse(err).Code
@@ -102,19 +112,24 @@ func (s *S3) Put(ctx context.Context, id string, r io.Reader, opts PutOptions) (
 	} else if !errors.Is(err, ErrNotFound) {
 		return Meta{}, err
 	}
+	var token [8]byte
+	if _, err := rand.Read(token[:]); err != nil {
+		return Meta{}, err
+	}
+	dataKey := s.prefix + "data/" + id + "/" + hex.EncodeToString(token[:])
 	m := newMeter(ctx, r, opts)
 	size := opts.Size
 	if size < 0 {
 		size = -1
 	}
-	_, err := s.c.PutObject(ctx, s.bucket, s.dataKey(id), m, size, minio.PutObjectOptions{
+	_, err := s.c.PutObject(ctx, s.bucket, dataKey, m, size, minio.PutObjectOptions{
 		ContentType: opts.ContentType,
 		PartSize:    s.partSize,
 	})
 	if err == nil {
 		err = checkLength(m, opts)
 		if err != nil {
-			_ = s.c.RemoveObject(context.WithoutCancel(ctx), s.bucket, s.dataKey(id), minio.RemoveObjectOptions{})
+			s.remove(ctx, dataKey)
 		}
 	}
 	if err != nil {
@@ -132,37 +147,52 @@ func (s *S3) Put(ctx context.Context, id string, r io.Reader, opts PutOptions) (
 		return Meta{}, fmt.Errorf("blob: S3 upload of %s: %w", id, err)
 	}
 	meta := Meta{ID: id, Size: m.n, ContentType: opts.ContentType, SHA256: m.sum(), Created: s.now().UTC().Truncate(time.Second), Owner: opts.Owner}
-	b, err := json.Marshal(meta)
+	b, err := json.Marshal(s3Meta{Meta: meta, Object: dataKey})
 	if err != nil {
 		return Meta{}, err
 	}
-	if _, err := s.c.PutObject(ctx, s.bucket, s.metaKey(id), bytes.NewReader(b), int64(len(b)), minio.PutObjectOptions{ContentType: "application/json"}); err != nil {
-		_ = s.c.RemoveObject(context.WithoutCancel(ctx), s.bucket, s.dataKey(id), minio.RemoveObjectOptions{})
+	po := minio.PutObjectOptions{ContentType: "application/json"}
+	po.SetMatchETagExcept("*") // create only
+	if _, err := s.c.PutObject(ctx, s.bucket, s.metaKey(id), bytes.NewReader(b), int64(len(b)), po); err != nil {
+		s.remove(ctx, dataKey)
+		if minio.ToErrorResponse(err).StatusCode == http.StatusPreconditionFailed || minio.ToErrorResponse(err).Code == "PreconditionFailed" {
+			return Meta{}, ErrExists
+		}
 		return Meta{}, fmt.Errorf("blob: S3 metadata of %s: %w", id, err)
 	}
 	return meta, nil
 }
 
+// remove deletes an object best-effort, even when ctx is done.
+func (s *S3) remove(ctx context.Context, key string) {
+	_ = s.c.RemoveObject(context.WithoutCancel(ctx), s.bucket, key, minio.RemoveObjectOptions{})
+}
+
 // Stat implements Store.
 func (s *S3) Stat(ctx context.Context, id string) (Meta, error) {
+	m, err := s.stat(ctx, id)
+	return m.Meta, err
+}
+
+func (s *S3) stat(ctx context.Context, id string) (s3Meta, error) {
 	if !ValidID(id) {
-		return Meta{}, ErrInvalidID
+		return s3Meta{}, ErrInvalidID
 	}
 	o, err := s.c.GetObject(ctx, s.bucket, s.metaKey(id), minio.GetObjectOptions{})
 	if err != nil {
-		return Meta{}, fmt.Errorf("blob: S3 metadata of %s: %w", id, err)
+		return s3Meta{}, fmt.Errorf("blob: S3 metadata of %s: %w", id, err)
 	}
 	defer o.Close()
 	b, err := io.ReadAll(io.LimitReader(o, 64<<10))
 	if err != nil {
 		if isNoSuchKey(err) {
-			return Meta{}, ErrNotFound
+			return s3Meta{}, ErrNotFound
 		}
-		return Meta{}, fmt.Errorf("blob: S3 metadata of %s: %w", id, err)
+		return s3Meta{}, fmt.Errorf("blob: S3 metadata of %s: %w", id, err)
 	}
-	var m Meta
-	if err := json.Unmarshal(b, &m); err != nil {
-		return Meta{}, fmt.Errorf("blob: S3 metadata of %s: %w", id, err)
+	var m s3Meta
+	if err := json.Unmarshal(b, &m); err != nil || m.Object == "" {
+		return s3Meta{}, fmt.Errorf("blob: S3 metadata of %s is not valid (%v)", id, err)
 	}
 	return m, nil
 }
@@ -170,11 +200,11 @@ func (s *S3) Stat(ctx context.Context, id string) (Meta, error) {
 // Get implements Store; the reader is a *minio.Object, which seeks with
 // ranged requests.
 func (s *S3) Get(ctx context.Context, id string) (io.ReadCloser, Meta, error) {
-	m, err := s.Stat(ctx, id)
+	m, err := s.stat(ctx, id)
 	if err != nil {
 		return nil, Meta{}, err
 	}
-	o, err := s.c.GetObject(ctx, s.bucket, s.dataKey(id), minio.GetObjectOptions{})
+	o, err := s.c.GetObject(ctx, s.bucket, m.Object, minio.GetObjectOptions{})
 	if err != nil {
 		return nil, Meta{}, fmt.Errorf("blob: S3 get %s: %w", id, err)
 	}
@@ -186,18 +216,19 @@ func (s *S3) Get(ctx context.Context, id string) (io.ReadCloser, Meta, error) {
 		}
 		return nil, Meta{}, fmt.Errorf("blob: S3 get %s: %w", id, err)
 	}
-	return o, m, nil
+	return o, m.Meta, nil
 }
 
 // Delete implements Store: the metadata object first, then the bytes.
 func (s *S3) Delete(ctx context.Context, id string) error {
-	if _, err := s.Stat(ctx, id); err != nil {
+	m, err := s.stat(ctx, id)
+	if err != nil {
 		return err
 	}
 	if err := s.c.RemoveObject(ctx, s.bucket, s.metaKey(id), minio.RemoveObjectOptions{}); err != nil {
 		return fmt.Errorf("blob: S3 delete %s: %w", id, err)
 	}
-	if err := s.c.RemoveObject(ctx, s.bucket, s.dataKey(id), minio.RemoveObjectOptions{}); err != nil {
+	if err := s.c.RemoveObject(ctx, s.bucket, m.Object, minio.RemoveObjectOptions{}); err != nil {
 		return fmt.Errorf("blob: S3 delete %s: %w", id, err)
 	}
 	return nil

@@ -14,6 +14,7 @@ import (
 	"os"
 	"os/exec"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -184,6 +185,8 @@ func Conformance(t *testing.T, s blob.Store) {
 		t.Fatalf("Put with a path as ID: %v, want blob.ErrInvalidID", err)
 	}
 
+	racePuts(t, s)
+
 	if err := s.Delete(ctx, id); err != nil {
 		t.Fatalf("Delete: %v", err)
 	}
@@ -192,5 +195,67 @@ func Conformance(t *testing.T, s blob.Store) {
 	}
 	if err := s.Delete(ctx, id); !errors.Is(err, blob.ErrNotFound) {
 		t.Fatalf("second Delete: %v, want blob.ErrNotFound", err)
+	}
+}
+
+// gate is a body whose first Read says it started and then waits for go.
+type gate struct {
+	r       io.Reader
+	started chan<- struct{}
+	goAhead <-chan struct{}
+	once    sync.Once
+}
+
+func (g *gate) Read(p []byte) (int, error) {
+	g.once.Do(func() {
+		g.started <- struct{}{}
+		<-g.goAhead
+	})
+	return g.r.Read(p)
+}
+
+// racePuts: two uploads to one ID, both under way before either ends:
+// exactly one wins, and the blob is entirely the winner's.
+func racePuts(t *testing.T, s blob.Store) {
+	ctx := context.Background()
+	id := blob.NewID()
+	bodies := []string{strings.Repeat("first ", 50_000), strings.Repeat("second ", 50_000)}
+	started, goAhead := make(chan struct{}, 2), make(chan struct{})
+	type result struct {
+		m   blob.Meta
+		err error
+	}
+	results := make(chan result, 2)
+	for _, b := range bodies {
+		go func() {
+			m, err := s.Put(ctx, id, &gate{r: strings.NewReader(b), started: started, goAhead: goAhead}, blob.PutOptions{Size: -1, MaxSize: 1 << 20, ContentType: "text/plain"})
+			results <- result{m, err}
+		}()
+	}
+	<-started
+	<-started
+	close(goAhead)
+	var won []blob.Meta
+	for range bodies {
+		r := <-results
+		switch {
+		case r.err == nil:
+			won = append(won, r.m)
+		case !errors.Is(r.err, blob.ErrExists):
+			t.Fatalf("racing Put: %v, want success or ErrExists", r.err)
+		}
+	}
+	if len(won) != 1 {
+		t.Fatalf("%d of two racing Puts won, want exactly one", len(won))
+	}
+	rc, m, err := s.Get(ctx, id)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer rc.Close()
+	got, err := io.ReadAll(rc)
+	sum := sha256.Sum256(got)
+	if err != nil || m != won[0] || hex.EncodeToString(sum[:]) != m.SHA256 || int64(len(got)) != m.Size {
+		t.Fatalf("after the race: %d bytes (err %v), sha256 %x; meta %+v, winner %+v", len(got), err, sum, m, won[0])
 	}
 }
