@@ -110,51 +110,75 @@ type blobURLJSON struct {
 	ContentType string `json:"content_type,omitempty"`
 }
 
+// Values of the function label of blob requests in the gateway's
+// request metrics.
+const (
+	blobUploadURLLabel   = "blob:upload-url"
+	blobDownloadURLLabel = "blob:download-url"
+	blobPutLabel         = "blob:put"
+	blobGetLabel         = "blob:get"
+	blobMetaLabel        = "blob:meta"
+	blobDeleteLabel      = "blob:delete"
+	blobOtherLabel       = "blob:other"
+)
+
 func (g *Gateway) serveBlobs(w http.ResponseWriter, r *http.Request) {
+	start := time.Now()
+	label, err := g.routeBlob(w, r)
+	if err != nil {
+		g.writeError(w, r, err)
+	}
+	g.metrics.observe(protocolHTTP, label, err, time.Since(start))
+}
+
+// routeBlob serves one blob request and returns its metrics label and the
+// error to answer, if any (nothing has been written then).
+func (g *Gateway) routeBlob(w http.ResponseWriter, r *http.Request) (string, error) {
 	rest := strings.TrimPrefix(r.URL.Path, blobPrefix)
 	switch {
 	case rest == "upload-url":
-		if g.blobMethod(w, r, http.MethodPost) {
-			g.serveUploadURL(w, r)
+		if err := blobMethod(w, r, http.MethodPost); err != nil {
+			return blobUploadURLLabel, err
 		}
+		return blobUploadURLLabel, g.serveUploadURL(w, r)
 	case rest == "download-url":
-		if g.blobMethod(w, r, http.MethodPost) {
-			g.serveDownloadURL(w, r)
+		if err := blobMethod(w, r, http.MethodPost); err != nil {
+			return blobDownloadURLLabel, err
 		}
+		return blobDownloadURLLabel, g.serveDownloadURL(w, r)
 	case strings.HasSuffix(rest, "/meta") && blob.ValidID(strings.TrimSuffix(rest, "/meta")):
-		if g.blobMethod(w, r, http.MethodGet) {
-			g.serveBlobMeta(w, r, strings.TrimSuffix(rest, "/meta"))
+		if err := blobMethod(w, r, http.MethodGet); err != nil {
+			return blobMetaLabel, err
 		}
+		return blobMetaLabel, g.serveBlobMeta(w, r, strings.TrimSuffix(rest, "/meta"))
 	case blob.ValidID(rest):
 		switch r.Method {
 		case http.MethodPut:
-			g.serveBlobPut(w, r, rest)
+			return blobPutLabel, g.serveBlobPut(w, r, rest)
 		case http.MethodGet, http.MethodHead:
-			g.serveBlobGet(w, r, rest)
+			return blobGetLabel, g.serveBlobGet(w, r, rest)
 		case http.MethodDelete:
-			g.serveBlobDelete(w, r, rest)
-		default:
-			g.blobMethod(w, r, "PUT, GET, HEAD, DELETE")
+			return blobDeleteLabel, g.serveBlobDelete(w, r, rest)
 		}
-	default:
-		g.writeError(w, r, api.Errorf(codes.NotFound, "no blob endpoint %s: blob IDs are 1 to %d characters of A-Z a-z 0-9 _ -", clip(r.URL.Path), blob.MaxIDLen))
+		return blobOtherLabel, blobMethod(w, r, "PUT, GET, HEAD, DELETE")
 	}
+	return blobOtherLabel, api.Errorf(codes.NotFound, "no blob endpoint %s: blob IDs are 1 to %d characters of A-Z a-z 0-9 _ -", clip(r.URL.Path), blob.MaxIDLen)
 }
 
-// blobMethod answers 405 unless r uses one of allowed.
-func (g *Gateway) blobMethod(w http.ResponseWriter, r *http.Request, allowed string) bool {
+// blobMethod is a 405 error (with its Allow header set) unless r uses one
+// of allowed.
+func blobMethod(w http.ResponseWriter, r *http.Request, allowed string) error {
 	for _, m := range strings.Split(allowed, ", ") {
 		if r.Method == m {
-			return true
+			return nil
 		}
 	}
 	w.Header().Set("Allow", allowed)
-	g.writeError(w, r, &api.Error{
+	return &api.Error{
 		Code: codes.Unimplemented,
 		Msg:  fmt.Sprintf("method %s is not allowed on %s: use %s", clip(r.Method), r.URL.Path, allowed),
 		Err:  ErrMethodNotAllowed,
-	})
-	return false
+	}
 }
 
 // blobCaller returns the authenticated identity, or an error.
@@ -196,7 +220,7 @@ func signedURL(id string, q url.Values) string {
 	return blobPrefix + id + "?" + q.Encode()
 }
 
-func (g *Gateway) serveUploadURL(w http.ResponseWriter, r *http.Request) {
+func (g *Gateway) serveUploadURL(w http.ResponseWriter, r *http.Request) error {
 	c := g.cfg.Blobs
 	who, err := blobCaller(r)
 	var req blobURLRequest
@@ -218,8 +242,7 @@ func (g *Gateway) serveUploadURL(w http.ResponseWriter, r *http.Request) {
 		err = api.Errorf(codes.InvalidArgument, "max_bytes must be between 1 and %d (the gateway's cap), got %d", c.MaxBytes, req.MaxBytes)
 	}
 	if err != nil {
-		g.writeError(w, r, err)
-		return
+		return err
 	}
 	max := req.MaxBytes
 	if max == 0 {
@@ -230,9 +253,10 @@ func (g *Gateway) serveUploadURL(w http.ResponseWriter, r *http.Request) {
 		ID: grant.ID, URL: signedURL(grant.ID, c.Signer.Query(grant)), Method: http.MethodPut,
 		ExpiresAt: grant.Expires.UTC().Format(time.RFC3339), MaxBytes: max, ContentType: ct,
 	})
+	return nil
 }
 
-func (g *Gateway) serveDownloadURL(w http.ResponseWriter, r *http.Request) {
+func (g *Gateway) serveDownloadURL(w http.ResponseWriter, r *http.Request) error {
 	c := g.cfg.Blobs
 	who, err := blobCaller(r)
 	var req blobURLRequest
@@ -258,17 +282,17 @@ func (g *Gateway) serveDownloadURL(w http.ResponseWriter, r *http.Request) {
 		err = api.Wrap(blob.ErrNotFound, "no blob "+req.ID+" uploaded by you")
 	}
 	if err != nil {
-		g.writeError(w, r, blobError(err))
-		return
+		return blobError(err)
 	}
 	grant := blob.Grant{Method: http.MethodGet, ID: req.ID, Expires: time.Now().Add(ttl).Truncate(time.Second)}
 	g.writeJSON(w, r, http.StatusOK, blobURLJSON{
 		ID: grant.ID, URL: signedURL(grant.ID, c.Signer.Query(grant)), Method: http.MethodGet,
 		ExpiresAt: grant.Expires.UTC().Format(time.RFC3339), ContentType: meta.ContentType,
 	})
+	return nil
 }
 
-func (g *Gateway) serveBlobPut(w http.ResponseWriter, r *http.Request, id string) {
+func (g *Gateway) serveBlobPut(w http.ResponseWriter, r *http.Request, id string) error {
 	c := g.cfg.Blobs
 	grant, err := c.Signer.Verify(http.MethodPut, id, r.URL.Query())
 	if err == nil && !blob.SameMediaType(r.Header.Get("Content-Type"), grant.ContentType) {
@@ -282,8 +306,7 @@ func (g *Gateway) serveBlobPut(w http.ResponseWriter, r *http.Request, id string
 		err = &api.Error{Code: codes.ResourceExhausted, Msg: fmt.Sprintf("Content-Length %d is over the upload URL's maximum of %d bytes", r.ContentLength, grant.MaxSize), Err: ErrBodyTooLarge}
 	}
 	if err != nil {
-		g.writeError(w, r, err)
-		return
+		return err
 	}
 	rc := http.NewResponseController(w)
 	body := http.MaxBytesReader(w, &progressBody{r: r.Body, p: progress{rc: rc, idle: c.IdleTimeout}}, grant.MaxSize)
@@ -291,22 +314,20 @@ func (g *Gateway) serveBlobPut(w http.ResponseWriter, r *http.Request, id string
 		Size: r.ContentLength, MaxSize: grant.MaxSize, ContentType: grant.ContentType, Owner: grant.Owner,
 	})
 	if err != nil {
-		g.writeError(w, r, blobError(err))
-		return
+		return blobError(err)
 	}
 	g.writeJSON(w, r, http.StatusCreated, meta)
+	return nil
 }
 
-func (g *Gateway) serveBlobGet(w http.ResponseWriter, r *http.Request, id string) {
+func (g *Gateway) serveBlobGet(w http.ResponseWriter, r *http.Request, id string) error {
 	c := g.cfg.Blobs
 	if _, err := c.Signer.Verify(http.MethodGet, id, r.URL.Query()); err != nil {
-		g.writeError(w, r, err)
-		return
+		return err
 	}
 	rc, meta, err := c.Store.Get(r.Context(), id)
 	if err != nil {
-		g.writeError(w, r, blobError(err))
-		return
+		return blobError(err)
 	}
 	defer rc.Close()
 	h := w.Header()
@@ -320,7 +341,7 @@ func (g *Gateway) serveBlobGet(w http.ResponseWriter, r *http.Request, id string
 	w = &progressWriter{ResponseWriter: w, p: progress{rc: http.NewResponseController(w), idle: c.IdleTimeout}}
 	if rs, ok := rc.(io.ReadSeeker); ok {
 		http.ServeContent(w, r, "", meta.Created, rs) // Range, If-None-Match, HEAD
-		return
+		return nil
 	}
 	h.Set("Content-Length", strconv.FormatInt(meta.Size, 10))
 	w.WriteHeader(http.StatusOK)
@@ -329,9 +350,10 @@ func (g *Gateway) serveBlobGet(w http.ResponseWriter, r *http.Request, id string
 			g.log.WarnContext(r.Context(), "blob download cut short", "id", id, "err", err)
 		}
 	}
+	return nil
 }
 
-func (g *Gateway) serveBlobMeta(w http.ResponseWriter, r *http.Request, id string) {
+func (g *Gateway) serveBlobMeta(w http.ResponseWriter, r *http.Request, id string) error {
 	who, err := blobCaller(r)
 	var meta blob.Meta
 	if err == nil {
@@ -341,13 +363,13 @@ func (g *Gateway) serveBlobMeta(w http.ResponseWriter, r *http.Request, id strin
 		err = api.Wrap(blob.ErrNotFound, "no blob "+id+" uploaded by you")
 	}
 	if err != nil {
-		g.writeError(w, r, blobError(err))
-		return
+		return blobError(err)
 	}
 	g.writeJSON(w, r, http.StatusOK, meta)
+	return nil
 }
 
-func (g *Gateway) serveBlobDelete(w http.ResponseWriter, r *http.Request, id string) {
+func (g *Gateway) serveBlobDelete(w http.ResponseWriter, r *http.Request, id string) error {
 	s := g.cfg.Blobs.Store
 	who, err := blobCaller(r)
 	var meta blob.Meta
@@ -361,10 +383,10 @@ func (g *Gateway) serveBlobDelete(w http.ResponseWriter, r *http.Request, id str
 		err = s.Delete(r.Context(), id)
 	}
 	if err != nil {
-		g.writeError(w, r, blobError(err))
-		return
+		return blobError(err)
 	}
 	w.WriteHeader(http.StatusNoContent)
+	return nil
 }
 
 // progress moves a connection's deadlines forward while a blob's bytes

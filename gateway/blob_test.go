@@ -24,6 +24,7 @@ import (
 	"github.com/lunora/lunora/blob/blobtest"
 	"github.com/lunora/lunora/gateway"
 	"github.com/lunora/lunora/server"
+	"github.com/prometheus/client_golang/prometheus"
 )
 
 // identityHeader names the identity the test middleware puts in a
@@ -32,6 +33,7 @@ import (
 const identityHeader = "X-Test-Identity"
 
 type blobEnv struct {
+	reg    *prometheus.Registry
 	url    string
 	store  blob.Store
 	signer *blob.Signer
@@ -68,7 +70,7 @@ func newBlobEnvWith(t *testing.T, store blob.Store, maxBytes int64) *blobEnv {
 		h.ServeHTTP(w, r)
 	}))
 	t.Cleanup(srv.Close)
-	return &blobEnv{url: srv.URL, store: store, signer: signer, client: srv.Client()}
+	return &blobEnv{reg: e.reg, url: srv.URL, store: store, signer: signer, client: srv.Client()}
 }
 
 type blobAnswer struct {
@@ -271,6 +273,19 @@ func TestBlobRefusals(t *testing.T) {
 	expect(t, "expired download", e.do(t, http.MethodGet, "/v1/blobs/"+id+"?"+e.signer.Query(blob.Grant{Method: http.MethodGet, ID: id, Expires: time.Now().Add(-time.Second).Truncate(time.Second)}).Encode(), "", nil, nil, 0), http.StatusForbidden, "expired")
 	expect(t, "bad ID", e.do(t, http.MethodGet, "/v1/blobs/a.b", "", nil, nil, 0), http.StatusNotFound, "blob IDs")
 	expect(t, "download-url of nothing", e.downloadURL(t, "admin:root", "bnothing"), http.StatusNotFound, "not found")
+
+	// Every blob request is counted with its canonical code.
+	got := e.requests(t)
+	for k, want := range map[string]float64{
+		"blob:upload-url UNAUTHENTICATED": 1, "blob:upload-url INVALID_ARGUMENT": 4, "blob:upload-url UNIMPLEMENTED": 1, "blob:upload-url OK": 1,
+		"blob:put PERMISSION_DENIED": 7, "blob:put RESOURCE_EXHAUSTED": 2, "blob:put OK": 1,
+		"blob:get PERMISSION_DENIED": 2, "blob:other NOT_FOUND": 1, "blob:download-url NOT_FOUND": 1,
+		"blob:meta UNAUTHENTICATED": 1, "blob:delete UNAUTHENTICATED": 1,
+	} {
+		if got[k] != want {
+			t.Errorf("lunora_gateway_requests_total{function, code} %s = %v, want %v (all: %v)", k, got[k], want, got)
+		}
+	}
 }
 
 // TestBlobS3: the endpoints over the S3 backend, against a real S3
@@ -334,6 +349,32 @@ func TestSignedBlobRequest(t *testing.T) {
 			t.Errorf("%s %s: %v, want %v", tc.method, tc.target, got, tc.want)
 		}
 	}
+}
+
+// requests reads lunora_gateway_requests_total{protocol="http"} by
+// "function code".
+func (e *blobEnv) requests(t *testing.T) map[string]float64 {
+	t.Helper()
+	families, err := e.reg.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	out := map[string]float64{}
+	for _, f := range families {
+		if f.GetName() != "lunora_gateway_requests_total" {
+			continue
+		}
+		for _, m := range f.GetMetric() {
+			l := map[string]string{}
+			for _, p := range m.GetLabel() {
+				l[p.GetName()] = p.GetValue()
+			}
+			if l["protocol"] == "http" {
+				out[l["function"]+" "+l["code"]] = m.GetCounter().GetValue()
+			}
+		}
+	}
+	return out
 }
 
 // vmRSS is this process's resident set size in bytes.
