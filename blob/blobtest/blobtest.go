@@ -9,6 +9,7 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"errors"
+	"fmt"
 	"io"
 	"net"
 	"os"
@@ -45,6 +46,25 @@ func StartS3(t testing.TB) blob.S3Config {
 	} else if _, err := os.Stat(bin); err != nil {
 		t.Fatalf("LUNORA_VERSITYGW=%s: %v", bin, err)
 	}
+	// The port is picked free and then handed to versitygw: another
+	// process may take it in between, so a server that exits at once is
+	// started again on another port.
+	for attempt := 1; ; attempt++ {
+		cfg, exitErr := startVersityGW(t, bin)
+		if exitErr == nil {
+			return cfg
+		}
+		if attempt == 3 {
+			t.Fatalf("versitygw exited at start, 3 times; last: %v", exitErr)
+		}
+		t.Logf("versitygw exited at start (%v); again on another port", exitErr)
+	}
+}
+
+// startVersityGW starts one versitygw and waits for it to answer; an
+// error means it exited first.
+func startVersityGW(t testing.TB, bin string) (blob.S3Config, error) {
+	t.Helper()
 	l, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
@@ -61,7 +81,11 @@ func StartS3(t testing.TB) blob.S3Config {
 	}
 	exited := make(chan error, 1)
 	go func() { exited <- cmd.Wait() }()
+	stopped := false
 	t.Cleanup(func() {
+		if stopped {
+			return
+		}
 		cmd.Process.Kill()
 		<-exited
 		if t.Failed() {
@@ -83,7 +107,8 @@ func StartS3(t testing.TB) blob.S3Config {
 		}
 		select {
 		case err := <-exited:
-			t.Fatalf("versitygw exited: %v\n%s", err, logBuf.String())
+			stopped = true
+			return blob.S3Config{}, fmt.Errorf("%v: %s", err, strings.TrimSpace(logBuf.String()))
 		case <-ctx.Done():
 			t.Fatalf("versitygw at %s did not answer: %v", addr, err)
 		case <-time.After(50 * time.Millisecond):
@@ -92,7 +117,7 @@ func StartS3(t testing.TB) blob.S3Config {
 	if err := c.MakeBucket(ctx, "lunora", minio.MakeBucketOptions{}); err != nil {
 		t.Fatal(err)
 	}
-	return blob.S3Config{Endpoint: addr, Bucket: "lunora", Prefix: "blobs/", AccessKey: access, SecretKey: secret, PartSize: 5 << 20}
+	return blob.S3Config{Endpoint: addr, Bucket: "lunora", Prefix: "blobs/", AccessKey: access, SecretKey: secret, PartSize: 5 << 20}, nil
 }
 
 // Conformance runs the behaviour every blob.Store must have against s.
