@@ -11,7 +11,6 @@ import (
 	"image/color"
 	"image/png"
 	"net/http"
-	"net/http/httptest"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -19,7 +18,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/lunora/lunora/auth"
 	"github.com/lunora/lunora/blob"
 	"github.com/lunora/lunora/examples/chat"
 	"github.com/lunora/lunora/gateway"
@@ -34,9 +32,8 @@ import (
 // sends a message; the page uploads it through a signed URL, sends the blob
 // ID with the message, and the image shows — loaded through a signed
 // download URL — in the page that sent it and in a page that loads the room
-// afterwards. The page talks to a dev-mode gateway with blobs on; every
-// request carries dev mode's identity (an admin), as authentication gives
-// it in dev mode.
+// afterwards. The page talks to a dev-mode node with blobs on, as
+// "lunora-node dev" runs it.
 func TestChatBrowserImage(t *testing.T) {
 	for _, p := range []string{chromedriverPath, chromiumPath} {
 		if _, err := os.Stat(p); err != nil {
@@ -69,15 +66,7 @@ func TestChatBrowserImage(t *testing.T) {
 		defer cancel()
 		p.Shutdown(ctx)
 	})
-	api := p.Gateway.Handler()
-	mux := http.NewServeMux()
-	mux.Handle("GET /chat/", http.StripPrefix("/chat", chat.Page()))
-	mux.Handle("/", http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		dev := &auth.Identity{Method: auth.MethodDev, Role: auth.RoleAdmin, Subject: "dev"}
-		api.ServeHTTP(w, r.WithContext(auth.NewContext(r.Context(), dev)))
-	}))
-	srv := httptest.NewServer(mux)
-	t.Cleanup(srv.Close)
+	base := "http://" + p.HTTPAddr // dev mode: anonymous, every caller the dev admin
 
 	// A real 24x16 PNG.
 	img := image.NewRGBA(image.Rect(0, 0, 24, 16))
@@ -100,7 +89,7 @@ func TestChatBrowserImage(t *testing.T) {
 	a, err := wd.newSession(t, "A")
 	wdMust(t, err)
 	room := "pictures-" + strconv.FormatInt(time.Now().UnixNano(), 36)
-	wdMust(t, a.navigate(srv.URL+"/chat/?room="+room))
+	wdMust(t, a.navigate(base+"/chat/?room="+room))
 	a.waitLive(t, 0)
 	a.setField(t, "#author", "ada")
 	a.setField(t, "#body", "my picture")
@@ -128,7 +117,7 @@ func TestChatBrowserImage(t *testing.T) {
 	// A page opened afterwards gets the row in its snapshot and shows the image.
 	b, err := wd.newSession(t, "B")
 	wdMust(t, err)
-	wdMust(t, b.navigate(srv.URL+"/chat/?room="+room))
+	wdMust(t, b.navigate(base+"/chat/?room="+room))
 	b.waitLive(t, 0)
 	if got := waitImage(t, b, 24); got != blobID {
 		t.Fatalf("page B shows blob %s, want %s", got, blobID)

@@ -418,9 +418,14 @@ func gatewayStatus(t *testing.T, rc *ringCluster) *gatewayStatusJSON {
 // SIGKILLed and restarted several seconds later serves its shards through
 // the gateway within a second of its READY line (gRPC's default reconnect
 // backoff, grown while the node was away, kept answering "connection
-// refused" for seconds), and an error while it is down names it.
+// refused" for seconds), and an error while it is down names it. It runs
+// in plaintext and with mutual TLS (forEachTransport).
 func TestClusterGatewayReconnectsAfterRestart(t *testing.T) {
-	rc := startRingCluster(t, 3)
+	forEachTransport(t, testClusterGatewayReconnectsAfterRestart)
+}
+
+func testClusterGatewayReconnectsAfterRestart(t *testing.T, mtls bool) {
+	rc := startRingClusterWith(t, mtls, 3)
 	ctx, cancel := context.WithTimeout(context.Background(), 2*clusterTimeout)
 	defer cancel()
 	var k string

@@ -333,17 +333,26 @@ func (rc *ringCluster) nodeState(t *testing.T, id string) string {
 func (rc *ringCluster) removeNode(t *testing.T, via *lunoratest.ClusterNode, args ...string) (int, string) {
 	t.Helper()
 	b := lunoratest.Build(t)
+	all := []string{"remove-node", "-node", via.GRPCAddr()}
+	if rc.TLS != nil {
+		all = append(all, rc.TLS.ClientArgs()...)
+	}
 	r := lunoratest.Run(t, lunoratest.Spec{Name: "lunora-node remove-node", Path: b.Node,
-		Args: append([]string{"remove-node", "-node", via.GRPCAddr()}, args...), CheckRace: b.Race}, 60*time.Second)
+		Args: append(all, args...), CheckRace: b.Race}, 60*time.Second)
 	return r.ExitCode, r.Stdout + r.Stderr
 }
 
 // TestClusterRemoveDeadVoter: "lunora-node remove-node" of a dead voter
 // takes it out of the ring and the Raft group and promotes the non-voter,
 // so the global tier survives one more death; removing a live voter when
-// that would leave no quorum of live voters is refused, saying so.
+// that would leave no quorum of live voters is refused, saying so. It runs
+// in plaintext and with mutual TLS (the CLI with an operator certificate).
 func TestClusterRemoveDeadVoter(t *testing.T) {
-	rc := startRingCluster(t, 3)
+	forEachTransport(t, testClusterRemoveDeadVoter)
+}
+
+func testClusterRemoveDeadVoter(t *testing.T, mtls bool) {
+	rc := startRingClusterWith(t, mtls, 3)
 	ctx, cancel := context.WithTimeout(context.Background(), 2*clusterTimeout)
 	defer cancel()
 	rc.fill(t, ctx, "d%02d", 20, 1, 8, "x")

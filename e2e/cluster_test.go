@@ -73,17 +73,47 @@ type ringCluster struct {
 
 func startRingCluster(t *testing.T, voters int, extra ...string) *ringCluster {
 	t.Helper()
+	return startRingClusterWith(t, false, voters, extra...)
+}
+
+// startRingClusterWith is startRingCluster with mutual TLS between every
+// process and TLS on the gateway's public listeners when mtls is set.
+func startRingClusterWith(t *testing.T, mtls bool, voters int, extra ...string) *ringCluster {
+	t.Helper()
 	b := lunoratest.Build(t)
 	schemaPath := writeClusterSchema(t)
-	c := lunoratest.StartCluster(t, b, schemaPath, voters, extra...)
+	opts := lunoratest.ClusterOptions{Args: extra}
+	if mtls {
+		opts.TLS = lunoratest.NewClusterTLS(t)
+	}
+	c := lunoratest.StartClusterWith(t, b, schemaPath, voters, opts)
 	var addrs []string
 	for _, n := range c.Nodes {
 		addrs = append(addrs, n.GRPCAddr())
 	}
-	gw := lunoratest.Start(t, lunoratest.GatewaySpec(t, b, schemaPath, strings.Join(addrs, ",")))
+	var gwArgs []string
+	if mtls {
+		gwArgs = c.TLS.GatewayArgs()
+	}
+	gw := lunoratest.Start(t, lunoratest.GatewaySpec(t, b, schemaPath, strings.Join(addrs, ","), gwArgs...))
 	rc := &ringCluster{Cluster: c, gw: gw, http: lunoratest.NewHTTPClient(t, gw.HTTPAddr()), schemaPath: schemaPath}
+	if mtls {
+		rc.http = lunoratest.NewHTTPSClient(t, gw.HTTPAddr(), c.TLS)
+	}
 	rc.waitRing(t, voters)
 	return rc
+}
+
+// forEachTransport runs f as two subtests: "plaintext", and "mtls" — the
+// same cluster with mutual TLS between nodes, gateway and CLI, TLS on the
+// gateway's public API and an encrypted gossip key.
+func forEachTransport(t *testing.T, f func(t *testing.T, mtls bool)) {
+	for _, tc := range []struct {
+		name string
+		mtls bool
+	}{{"plaintext", false}, {"mtls", true}} {
+		t.Run(tc.name, func(t *testing.T) { f(t, tc.mtls) })
+	}
 }
 
 // status asks a running node for the cluster status.
@@ -329,8 +359,14 @@ func (rc *ringCluster) checkAll(t *testing.T, want map[string][]int64) {
 // shards written; node 4 joins and takes its share with every row; node 2
 // is stopped with SIGTERM and hands its shards off first. Writers on 20
 // shards run throughout and check their seqs only increase.
+//
+// It runs in plaintext and with mutual TLS (forEachTransport).
 func TestClusterScaleOutAndGracefulLeave(t *testing.T) {
-	rc := startRingCluster(t, 3)
+	forEachTransport(t, testClusterScaleOutAndGracefulLeave)
+}
+
+func testClusterScaleOutAndGracefulLeave(t *testing.T, mtls bool) {
+	rc := startRingClusterWith(t, mtls, 3)
 	const shards = 1000
 	ctx, cancel := context.WithTimeout(context.Background(), 2*clusterTimeout)
 	defer cancel()

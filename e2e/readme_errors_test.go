@@ -10,6 +10,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"net/http/httptest"
 	"os"
 	"path/filepath"
 	"regexp"
@@ -19,6 +20,9 @@ import (
 	"testing"
 	"time"
 
+	"github.com/go-jose/go-jose/v4"
+	"github.com/go-jose/go-jose/v4/jwt"
+	"github.com/lunora/lunora/auth"
 	"github.com/lunora/lunora/examples/chat"
 	"github.com/lunora/lunora/gateway"
 	"github.com/lunora/lunora/lunoratest"
@@ -310,7 +314,7 @@ func TestREADMEErrorTable(t *testing.T) {
 	}
 	defer deadNode.Close()
 	gc := gateway.DefaultConfig()
-	gc.App, gc.Backend = a.app, deadNode
+	gc.App, gc.Backend, gc.AuthOff = a.app, deadNode, true // a loopback gateway in the test process
 	lonely, err := gateway.New(gc)
 	if err != nil {
 		t.Fatal(err)
@@ -322,6 +326,10 @@ func TestREADMEErrorTable(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer lonelyProc.Shutdown(context.Background())
+
+	// A gateway with authentication on in front of node A: API keys from
+	// A's global tier, HS256 client tokens.
+	authed := startAuthedGateway(t, a)
 
 	call := func(n *readmeNode, function string, args map[string]any) func(*testing.T) answer {
 		return func(t *testing.T) answer { return n.call(t, function, args) }
@@ -369,6 +377,20 @@ func TestREADMEErrorTable(t *testing.T) {
 		{"PERMISSION_DENIED 403", "transaction control", sqlOn(a, "room_id=r1", "SAVEPOINT s")},
 		{"PERMISSION_DENIED 403", "a write to `sqlite_*` or `__lunora_*` tables", sqlOn(a, "room_id=r1", "UPDATE sqlite_master SET sql = sql")},
 		{"PERMISSION_DENIED 403", "a write to `sqlite_*` or `__lunora_*` tables", sqlOn(a, "room_id=r1", "INSERT OR REPLACE INTO __lunora_meta(k, v) VALUES ('registered', 1)")},
+
+		{"UNAUTHENTICATED 401", "no credential", authed.ask("", "/v1/call", `{"function":"messages:list","args":{"room_id":"r1"}}`)},
+		{"UNAUTHENTICATED 401", "an unknown or malformed credential", authed.ask("lk_0123456789abcdef_AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA", "/v1/call", `{"function":"messages:list","args":{"room_id":"r1"}}`)},
+		{"UNAUTHENTICATED 401", "an unknown or malformed credential", authed.ask("not a credential", "/v1/call", `{"function":"messages:list","args":{"room_id":"r1"}}`)},
+		{"UNAUTHENTICATED 401", "a revoked API key", func(t *testing.T) answer {
+			return authed.ask(authed.revoked, "/v1/call", `{"function":"messages:list","args":{"room_id":"r1"}}`)(t)
+		}},
+		{"UNAUTHENTICATED 401", "an expired token", func(t *testing.T) answer {
+			return authed.ask(readmeToken(t, time.Now().Add(-2*time.Hour), "r1"), "/v1/call", `{"function":"messages:list","args":{"room_id":"r1"}}`)(t)
+		}},
+		{"PERMISSION_DENIED 403", "a credential whose role does not allow the request", authed.ask(authed.client, "/v1/sql", `{"shard_id":"room_id=r1","sql":"SELECT 1"}`)},
+		{"PERMISSION_DENIED 403", "a client outside its `shard_key_claim`", func(t *testing.T) answer {
+			return authed.ask(readmeToken(t, time.Now().Add(time.Hour), "r1"), "/v1/call", `{"function":"messages:list","args":{"room_id":"r2"}}`)(t)
+		}},
 
 		{"NOT_FOUND 404", "unknown function", call(a, "messages:nope", map[string]any{"room_id": "r1"})},
 		{"NOT_FOUND 404", "unknown endpoint", post(a, "/v1/nope", `{}`)},
@@ -536,4 +558,83 @@ func waitInFlight(t *testing.T, n *readmeNode, want int64) {
 		}
 		return nil
 	})
+}
+
+var readmeSecret = []byte("readme-table-secret-0123456789abcdef-0123")
+
+// authedGateway is a gateway with authentication on in front of a
+// readmeNode, with a live client key and a revoked one.
+type authedGateway struct {
+	url     string
+	client  string // a live API key of role client
+	revoked string // a revoked API key
+}
+
+func startAuthedGateway(t *testing.T, n *readmeNode) *authedGateway {
+	t.Helper()
+	authn, err := auth.New(auth.Config{Keys: n.Node, KeyCacheTTL: time.Second,
+		JWT: &auth.JWTConfig{Issuer: "https://idp.readme", Audience: []string{"lunora"}, HS256Secret: readmeSecret}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { authn.Close() })
+	gc := gateway.DefaultConfig()
+	gc.App, gc.Backend, gc.Auth = n.app, n.Node, authn
+	gw, err := gateway.New(gc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := httptest.NewServer(gw.Handler())
+	t.Cleanup(srv.Close)
+	client, _, err := n.Node.CreateKey(ctxT(t), "readme client", auth.RoleClient)
+	if err != nil {
+		t.Fatal(err)
+	}
+	revoked, rec, err := n.Node.CreateKey(ctxT(t), "readme revoked", auth.RoleService)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := n.Node.RevokeKey(ctxT(t), rec.ID, false); err != nil {
+		t.Fatal(err)
+	}
+	return &authedGateway{url: srv.URL, client: client, revoked: revoked}
+}
+
+// ask posts body to path with the credential token ("" for none).
+func (g *authedGateway) ask(token, path, body string) func(*testing.T) answer {
+	return func(t *testing.T) answer {
+		req, err := http.NewRequestWithContext(ctxT(t), http.MethodPost, g.url+path, strings.NewReader(body))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if token != "" {
+			req.Header.Set("Authorization", "Bearer "+token)
+		}
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatalf("POST %s: %v", path, err)
+		}
+		defer resp.Body.Close()
+		raw, _ := io.ReadAll(resp.Body)
+		a := decodeAnswer(resp, raw)
+		if a.status == http.StatusUnauthorized && !strings.HasPrefix(resp.Header.Get("WWW-Authenticate"), "Bearer") {
+			t.Errorf("POST %s: 401 without a Bearer challenge", path)
+		}
+		return a
+	}
+}
+
+// readmeToken is a client JWT allowed in rooms, expiring at exp.
+func readmeToken(t *testing.T, exp time.Time, rooms ...any) string {
+	t.Helper()
+	sig, err := jose.NewSigner(jose.SigningKey{Algorithm: jose.HS256, Key: readmeSecret}, (&jose.SignerOptions{}).WithType("JWT"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	std := jwt.Claims{Issuer: "https://idp.readme", Subject: "ada", Audience: jwt.Audience{"lunora"}, Expiry: jwt.NewNumericDate(exp), IssuedAt: jwt.NewNumericDate(exp.Add(-time.Hour))}
+	tok, err := jwt.Signed(sig).Claims(std).Claims(map[string]any{"rooms": rooms}).Serialize()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return tok
 }

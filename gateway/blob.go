@@ -78,18 +78,18 @@ func (g *Gateway) handleBlobs(mux *http.ServeMux) {
 	}
 }
 
-// SignedBlobRequest reports whether r uses a signed blob URL (PUT, GET or
-// HEAD /v1/blobs/{id} with a sig parameter): its credential is the URL's
-// signature, which the blob handler checks, so authentication lets it
-// through without an API key or token. A forged one is refused (403) there.
-func SignedBlobRequest(r *http.Request) bool {
+// BlobURLRequest reports whether r is a request on a blob URL (PUT, GET
+// or HEAD /v1/blobs/{id}), whose only credential is the URL's signature:
+// authentication lets it through without an API key or token, and the
+// blob handler refuses it (403) unless its signature checks out.
+func BlobURLRequest(r *http.Request) bool {
 	switch r.Method {
 	case http.MethodPut, http.MethodGet, http.MethodHead:
 	default:
 		return false
 	}
 	id, ok := strings.CutPrefix(r.URL.Path, blobPrefix)
-	return ok && blob.ValidID(id) && r.URL.Query().Has("sig")
+	return ok && blob.ValidID(id)
 }
 
 type blobURLRequest struct {

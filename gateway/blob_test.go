@@ -27,10 +27,17 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 )
 
-// identityHeader names the identity the test middleware puts in a
-// request's context ("role:subject"), standing in for the gateway's
-// authentication.
-const identityHeader = "X-Test-Identity"
+// bearerAuth authenticates "Authorization: Bearer role:subject" as that
+// role and subject: the test's stand-in for API keys.
+type bearerAuth struct{}
+
+func (bearerAuth) Authenticate(_ context.Context, cred string) (*auth.Identity, error) {
+	role, sub, ok := strings.Cut(cred, ":")
+	if !ok || !auth.Role(role).Valid() {
+		return nil, auth.ErrBadCredential
+	}
+	return &auth.Identity{Method: auth.MethodAPIKey, Role: auth.Role(role), Subject: sub}, nil
+}
 
 type blobEnv struct {
 	reg    *prometheus.Registry
@@ -49,28 +56,20 @@ func newBlobEnv(t *testing.T, maxBytes int64) *blobEnv {
 	return newBlobEnvWith(t, store, maxBytes)
 }
 
+// newBlobEnvWith serves the gateway with blobs on store and
+// authentication on (bearerAuth).
 func newBlobEnvWith(t *testing.T, store blob.Store, maxBytes int64) *blobEnv {
 	t.Helper()
 	signer, err := blob.NewSigner([]byte("a test secret of at least 32 bytes......"))
 	if err != nil {
 		t.Fatal(err)
 	}
-	var gw *gateway.Gateway
 	e := newEnv(t, func(c *gateway.Config) {
+		c.AuthOff, c.Auth = false, bearerAuth{}
 		c.Blobs = gateway.NewBlobConfig(store, signer)
 		c.Blobs.MaxBytes = maxBytes
 	})
-	gw = e.gw
-	h := gw.Handler()
-	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		if v := r.Header.Get(identityHeader); v != "" {
-			role, sub, _ := strings.Cut(v, ":")
-			r = r.WithContext(auth.NewContext(r.Context(), &auth.Identity{Method: auth.MethodAPIKey, Role: auth.Role(role), Subject: sub}))
-		}
-		h.ServeHTTP(w, r)
-	}))
-	t.Cleanup(srv.Close)
-	return &blobEnv{reg: e.reg, url: srv.URL, store: store, signer: signer, client: srv.Client()}
+	return &blobEnv{reg: e.reg, url: e.url, store: store, signer: signer, client: &http.Client{}}
 }
 
 type blobAnswer struct {
@@ -106,7 +105,7 @@ func (e *blobEnv) do(t *testing.T, method, path, who string, hdr map[string]stri
 	}
 	req.ContentLength = size
 	if who != "" {
-		req.Header.Set(identityHeader, who)
+		req.Header.Set("Authorization", "Bearer "+who)
 	}
 	for k, v := range hdr {
 		req.Header.Set(k, v)
@@ -224,8 +223,9 @@ func TestBlobRefusals(t *testing.T) {
 	const alice = "client:alice"
 	png := map[string]string{"Content-Type": "image/png"}
 
-	// Issuing URLs is an authenticated call.
-	expect(t, "anonymous upload-url", e.post(t, "/v1/blobs/upload-url", "", `{"content_type":"image/png"}`), http.StatusUnauthorized, "authenticated")
+	// Issuing URLs, metadata and delete are authenticated calls; the
+	// signed PUT and GET below carry no credential.
+	expect(t, "anonymous upload-url", e.post(t, "/v1/blobs/upload-url", "", `{"content_type":"image/png"}`), http.StatusUnauthorized, "authentication required")
 	expect(t, "anonymous meta", e.do(t, http.MethodGet, "/v1/blobs/b1/meta", "", nil, nil, 0), http.StatusUnauthorized, "")
 	expect(t, "anonymous delete", e.do(t, http.MethodDelete, "/v1/blobs/b1", "", nil, nil, 0), http.StatusUnauthorized, "")
 	expect(t, "max over the cap", e.post(t, "/v1/blobs/upload-url", alice, `{"content_type":"image/png","max_bytes":2000000}`), http.StatusBadRequest, "cap")
@@ -271,16 +271,15 @@ func TestBlobRefusals(t *testing.T) {
 	expect(t, "upload", a, http.StatusCreated, "")
 
 	expect(t, "expired download", e.do(t, http.MethodGet, "/v1/blobs/"+id+"?"+e.signer.Query(blob.Grant{Method: http.MethodGet, ID: id, Expires: time.Now().Add(-time.Second).Truncate(time.Second)}).Encode(), "", nil, nil, 0), http.StatusForbidden, "expired")
-	expect(t, "bad ID", e.do(t, http.MethodGet, "/v1/blobs/a.b", "", nil, nil, 0), http.StatusNotFound, "blob IDs")
+	expect(t, "bad ID", e.do(t, http.MethodGet, "/v1/blobs/a.b", alice, nil, nil, 0), http.StatusNotFound, "blob IDs")
 	expect(t, "download-url of nothing", e.downloadURL(t, "admin:root", "bnothing"), http.StatusNotFound, "not found")
 
 	// Every blob request is counted with its canonical code.
 	got := e.requests(t)
 	for k, want := range map[string]float64{
-		"blob:upload-url UNAUTHENTICATED": 1, "blob:upload-url INVALID_ARGUMENT": 4, "blob:upload-url UNIMPLEMENTED": 1, "blob:upload-url OK": 1,
+		"auth UNAUTHENTICATED": 3, "blob:upload-url INVALID_ARGUMENT": 4, "blob:upload-url UNIMPLEMENTED": 1, "blob:upload-url OK": 1,
 		"blob:put PERMISSION_DENIED": 7, "blob:put RESOURCE_EXHAUSTED": 2, "blob:put OK": 1,
 		"blob:get PERMISSION_DENIED": 2, "blob:other NOT_FOUND": 1, "blob:download-url NOT_FOUND": 1,
-		"blob:meta UNAUTHENTICATED": 1, "blob:delete UNAUTHENTICATED": 1,
 	} {
 		if got[k] != want {
 			t.Errorf("lunora_gateway_requests_total{function, code} %s = %v, want %v (all: %v)", k, got[k], want, got)
@@ -331,7 +330,7 @@ func TestBlobS3(t *testing.T) {
 	expect(t, "DELETE", e.do(t, http.MethodDelete, "/v1/blobs/"+id, svc, nil, nil, 0), http.StatusNotFound, "")
 }
 
-func TestSignedBlobRequest(t *testing.T) {
+func TestBlobURLRequest(t *testing.T) {
 	for _, tc := range []struct {
 		method, target string
 		want           bool
@@ -342,10 +341,10 @@ func TestSignedBlobRequest(t *testing.T) {
 		{"DELETE", "/v1/blobs/b1?sig=x", false},
 		{"POST", "/v1/blobs/upload-url?sig=x", false},
 		{"GET", "/v1/blobs/b1/meta?sig=x", false},
-		{"GET", "/v1/blobs/b1", false},
+		{"GET", "/v1/blobs/b1", true},
 		{"GET", "/v1/call?sig=x", false},
 	} {
-		if got := gateway.SignedBlobRequest(httptest.NewRequest(tc.method, tc.target, nil)); got != tc.want {
+		if got := gateway.BlobURLRequest(httptest.NewRequest(tc.method, tc.target, nil)); got != tc.want {
 			t.Errorf("%s %s: %v, want %v", tc.method, tc.target, got, tc.want)
 		}
 	}

@@ -62,6 +62,13 @@ type Config struct {
 	// MaxFanOutRows bounds a fan-out's limit and the rows of a concat
 	// fan-out without one; 0 means DefaultMaxFanOutRows.
 	MaxFanOutRows int
+
+	// Auth authenticates callers (auth.go). Required unless AuthOff.
+	Auth Authenticator
+	// AuthOff turns authentication off: every caller is DevIdentity, an
+	// admin. Only for a gateway nobody but this machine reaches (dev mode
+	// on loopback); the binaries refuse it on any other address.
+	AuthOff bool
 	// Blobs, when set, serves the blob endpoints (gateway/blob.go).
 	Blobs *BlobConfig
 }
@@ -98,6 +105,10 @@ func (c Config) Validate() error {
 		return errors.New("gateway: MaxSubscriptionsPerConn, MaxFrameBytes and PingInterval must be positive")
 	case c.MaxFanOutShards < 0 || c.MaxFanOutRows < 0:
 		return errors.New("gateway: MaxFanOutShards and MaxFanOutRows must not be negative")
+	case c.Auth == nil && !c.AuthOff:
+		return errors.New("gateway: Config.Auth is required (or AuthOff, for a loopback-only dev gateway)")
+	case c.Auth != nil && c.AuthOff:
+		return errors.New("gateway: Config.Auth and AuthOff exclude each other")
 	case c.Blobs != nil && c.Blobs.validate() != nil:
 		return c.Blobs.validate()
 	}

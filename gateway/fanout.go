@@ -157,8 +157,15 @@ func (g *Gateway) maxFanOutRows() int {
 func (g *Gateway) fanOut(ctx context.Context, protocol string, start time.Time, req FanOutRequest) (res *FanOutResult, err error) {
 	defer func() { g.metrics.observe(protocol, fanoutLabel, err, time.Since(start)) }()
 
+	ctx, id, err := g.identify(ctx)
+	if err != nil {
+		return nil, err
+	}
 	p, err := g.planFanOut(req)
 	if err != nil {
+		return nil, err
+	}
+	if err := g.authorizeFanOut(id, p); err != nil {
 		return nil, err
 	}
 	caller := ctx

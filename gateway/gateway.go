@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/lunora/lunora/api"
+	"github.com/lunora/lunora/auth"
 	"github.com/lunora/lunora/schema"
 	"google.golang.org/grpc/codes"
 )
@@ -71,12 +72,19 @@ func (g *Gateway) call(ctx context.Context, protocol string, start time.Time, fu
 	if function == "" {
 		return nil, api.New(codes.InvalidArgument, "function must be set: name a function declared in the app schema")
 	}
+	ctx, id, err := g.identify(ctx)
+	if err != nil {
+		return nil, err
+	}
 	fn := g.app.Function(function)
 	if fn == nil {
 		return nil, &api.Error{Code: codes.NotFound, Msg: fmt.Sprintf("unknown function %q", clip(function)), Err: ErrUnknownFunction}
 	}
 	shardID, args, err := g.app.ResolveShard(fn, args, shardKey)
 	if err != nil {
+		return nil, err
+	}
+	if err := g.authorizeCall(id, fn.Name, shardID); err != nil {
 		return nil, err
 	}
 	bound, err := fn.BindArgs(args)
@@ -99,6 +107,13 @@ func (g *Gateway) call(ctx context.Context, protocol string, start time.Time, fu
 func (g *Gateway) sql(ctx context.Context, protocol string, start time.Time, shardID, sql string, params map[string]any, read api.ReadOptions) (res *api.Result, err error) {
 	defer func() { g.metrics.observe(protocol, sqlLabel, err, time.Since(start)) }()
 
+	ctx, id, err := g.identify(ctx)
+	if err != nil {
+		return nil, err
+	}
+	if err := auth.AuthorizeSQL(id); err != nil {
+		return nil, err
+	}
 	if _, _, err := g.app.ParseShardID(shardID); err != nil {
 		return nil, err
 	}
@@ -128,6 +143,10 @@ func (g *Gateway) sql(ctx context.Context, protocol string, start time.Time, sha
 func (g *Gateway) status(ctx context.Context, protocol string, start time.Time) (st *api.Status, err error) {
 	defer func() { g.metrics.observe(protocol, statusLabel, err, time.Since(start)) }()
 
+	ctx, _, err = g.identify(ctx)
+	if err != nil {
+		return nil, err
+	}
 	ctx, cancel := context.WithTimeout(ctx, g.cfg.RequestTimeout)
 	defer cancel()
 	st, err = g.backend.Status(ctx)

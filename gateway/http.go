@@ -165,6 +165,11 @@ type errorBody struct {
 //	                    "next_cursor"}; see Gateway.FanOut
 //	GET  /v1/status
 //	GET  /v1/subscribe (WebSocket; see websocket.go)
+//	POST /v1/admin/keys, GET /v1/admin/keys, DELETE /v1/admin/keys/{id}
+//	                 (API keys; admin only; see auth.go)
+//
+// Every request needs "Authorization: Bearer <API key or JWT>" (auth.go)
+// unless Config.AuthOff: without it the answer is 401.
 //
 // Errors are {"error": {"code": "INVALID_ARGUMENT", "message": "..."}} with
 // the status HTTPStatus gives, and a Retry-After header when the error
@@ -176,11 +181,13 @@ func (g *Gateway) Handler() http.Handler {
 	mux.Handle("/v1/fanout", g.only(http.MethodPost, g.serveFanOut))
 	mux.Handle("/v1/status", g.only(http.MethodGet, g.serveStatus))
 	mux.Handle("/v1/subscribe", g.only(http.MethodGet, g.serveSubscribe))
+	mux.HandleFunc("/v1/admin/keys", g.serveKeys)
+	mux.HandleFunc("/v1/admin/keys/", g.serveKeys)
 	g.handleBlobs(mux)
 	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
 		g.writeError(w, r, api.Errorf(codes.NotFound, "no endpoint %s: use POST /v1/call, POST /v1/sql or GET /v1/status", clip(r.URL.Path)))
 	})
-	return mux
+	return g.withAuth(mux)
 }
 
 // only answers 405 to any method but method.

@@ -49,6 +49,7 @@ func newEnv(t *testing.T, tweak func(*gateway.Config)) *env {
 	cfg.Backend = be
 	cfg.Registerer = reg
 	cfg.Logger = slog.New(slog.NewTextHandler(testLogWriter{t}, nil))
+	cfg.AuthOff = true // auth_test.go tests authentication
 	if tweak != nil {
 		tweak(&cfg)
 	}
@@ -328,7 +329,7 @@ func TestConfigValidate(t *testing.T) {
 		t.Fatal(err)
 	}
 	good := gateway.DefaultConfig()
-	good.App, good.Backend = app, &fakeBackend{}
+	good.App, good.Backend, good.AuthOff = app, &fakeBackend{}, true
 	if err := good.Validate(); err != nil {
 		t.Fatalf("valid config: %v", err)
 	}

@@ -28,6 +28,10 @@ func (g *Gateway) subscribe(ctx context.Context, protocol, function string, args
 		label = subscribePrefix + label
 	}
 	defer func() { g.metrics.observe(protocol, label, err, time.Since(start)) }()
+	ctx, id, err := g.identify(ctx)
+	if err != nil {
+		return nil, err
+	}
 	if function == "" {
 		return nil, api.New(codes.InvalidArgument, "function must be set: name a query function declared in the app schema")
 	}
@@ -45,13 +49,32 @@ func (g *Gateway) subscribe(ctx context.Context, protocol, function string, args
 	if err != nil {
 		return nil, err
 	}
+	if err := g.authorizeCall(id, fn.Name, shardID); err != nil {
+		return nil, err
+	}
+	if !id.Expires.IsZero() && !time.Now().Before(id.Expires) {
+		return nil, expiredError(id.Expires)
+	}
 	bound, err := fn.BindArgs(args)
 	if err != nil {
 		return nil, err
 	}
-	st, err = g.backend.Subscribe(ctx, shardID, fn.Name, bound, sinceSeq)
+	if id.Expires.IsZero() {
+		st, err = g.backend.Subscribe(ctx, shardID, fn.Name, bound, sinceSeq)
+		if err != nil {
+			return nil, g.backendError(ctx, err, "subscription to "+fn.Name, shardID)
+		}
+		return st, nil
+	}
+	// A subscription never outlives its caller's credential: the stream
+	// to the node is opened with the credential's expiry as deadline (a
+	// node stream ends with the context it was opened with), and Next
+	// says why it ended.
+	sctx, cancel := context.WithDeadline(ctx, id.Expires)
+	st, err = g.backend.Subscribe(sctx, shardID, fn.Name, bound, sinceSeq)
 	if err != nil {
+		cancel()
 		return nil, g.backendError(ctx, err, "subscription to "+fn.Name, shardID)
 	}
-	return st, nil
+	return &expiringStream{Stream: st, expires: id.Expires, cancel: cancel}, nil
 }

@@ -12,6 +12,7 @@ import (
 	"github.com/coder/websocket"
 	"github.com/coder/websocket/wsjson"
 	"github.com/lunora/lunora/api"
+	"github.com/lunora/lunora/auth"
 	"github.com/lunora/lunora/schema"
 	"google.golang.org/genproto/googleapis/rpc/code"
 	"google.golang.org/grpc/codes"
@@ -35,8 +36,13 @@ import (
 //	{"type":"pong"}
 //
 // A bad subscribe gets an error frame for its id and the socket stays open;
-// the socket closes only for a frame over the size limit (1009) or one
-// that is not JSON (1003).
+// the socket closes only for a frame over the size limit (1009), one that
+// is not JSON (1003), or when the credential it was opened with expires:
+// an error frame without an id (code UNAUTHENTICATED) and then close 1008.
+//
+// The credential comes with the upgrade request: an "Authorization: Bearer"
+// header, or, from a browser (which cannot set one), the query parameter
+// ?access_token=<credential>. Without one the upgrade is answered 401.
 type wsIn struct {
 	Type     string          `json:"type"`
 	ID       string          `json:"id"`
@@ -87,6 +93,10 @@ func (g *Gateway) serveSubscribe(w http.ResponseWriter, r *http.Request) {
 	ws := &wsConn{g: g, c: c, out: make(chan wsOut, 64), subs: map[string]context.CancelFunc{}}
 	writerDone := make(chan struct{})
 	go func() { defer close(writerDone); ws.writeLoop(ctx) }()
+	if id := auth.FromContext(r.Context()); id != nil && !id.Expires.IsZero() {
+		// The connection never outlives its credential (auth.go).
+		defer time.AfterFunc(time.Until(id.Expires), func() { ws.expire(id.Expires) }).Stop()
+	}
 	status, reason := ws.readLoop(ctx)
 	cancel()
 	ws.wg.Wait()
@@ -272,4 +282,12 @@ func jsonRow(r []any) []any {
 
 func errFrame(id string, err error) wsOut {
 	return wsOut{Type: "error", ID: id, Code: code.Code(api.CodeOf(err)).String(), Message: err.Error()}
+}
+
+// expire ends the connection because its credential expired at.
+func (ws *wsConn) expire(at time.Time) {
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	_ = wsjson.Write(ctx, ws.c, errFrame("", expiredError(at)))
+	_ = ws.c.Close(websocket.StatusPolicyViolation, "credential expired")
 }

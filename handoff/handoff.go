@@ -59,8 +59,17 @@ type Registry interface {
 	// call and the log index of the write; from == to reads the holder
 	// through the log without changing it. It answers NOT_FOUND for a
 	// shard that is not registered and UNAVAILABLE while there is no
-	// leader (the handoff retries those).
-	MoveShard(ctx context.Context, shardID, from, to string) (holder string, index uint64, err error)
+	// leader (the handoff retries those). toIncarnation, when not 0,
+	// fences the move to that process of to: it does not take effect once
+	// a newer process of to has been recorded.
+	MoveShard(ctx context.Context, shardID, from, to string, toIncarnation uint64) (holder string, index uint64, err error)
+	// Incarnation reads, from this node's replica, the newest recorded
+	// process incarnation of node (0: none).
+	Incarnation(ctx context.Context, node string) (uint64, error)
+	// Recorded reports whether this node's replica holds the record of
+	// this process's incarnation: no move fenced to an earlier process of
+	// this node can commit any more.
+	Recorded(ctx context.Context) (bool, error)
 	// WaitApplied waits until this node's replica has applied the log up
 	// to index.
 	WaitApplied(ctx context.Context, index uint64) error

@@ -184,6 +184,22 @@ type memRegistry struct {
 	// onMove, when set, answers a move (from != to) instead of the
 	// compare-and-set when it returns handled.
 	onMove func(shardID, from, to string) (holder string, err error, handled bool)
+	// incarnation is each node's newest recorded process (0: none);
+	// unrecorded, when true, makes Recorded answer false.
+	incarnation map[string]uint64
+	unrecorded  bool
+}
+
+func (r *memRegistry) Incarnation(ctx context.Context, node string) (uint64, error) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.incarnation[node], nil
+}
+
+func (r *memRegistry) Recorded(ctx context.Context) (bool, error) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return !r.unrecorded, nil
 }
 
 func (r *memRegistry) ShardHolder(ctx context.Context, shardID string) (string, bool, error) {
@@ -193,7 +209,7 @@ func (r *memRegistry) ShardHolder(ctx context.Context, shardID string) (string, 
 	return h, ok, nil
 }
 
-func (r *memRegistry) MoveShard(ctx context.Context, shardID, from, to string) (string, uint64, error) {
+func (r *memRegistry) MoveShard(ctx context.Context, shardID, from, to string, toInc uint64) (string, uint64, error) {
 	if r.onMove != nil && from != to {
 		if h, err, handled := r.onMove(shardID, from, to); handled {
 			return h, 0, err
@@ -206,7 +222,7 @@ func (r *memRegistry) MoveShard(ctx context.Context, shardID, from, to string) (
 		return "", 0, api.Errorf(codes.NotFound, "shard %s is not in the registry", shardID)
 	}
 	r.index++
-	if h == from {
+	if h == from && (toInc == 0 || r.incarnation[to] == toInc) {
 		r.holder[shardID] = to
 	}
 	return r.holder[shardID], r.index, nil
@@ -267,7 +283,7 @@ type world struct {
 }
 
 func newWorld(t *testing.T, maxMoves int, nodes ...string) *world {
-	w := &world{reg: &memRegistry{holder: map[string]string{}}, net: &memNet{movers: map[string]*Mover{}}, files: map[string]*memFiles{}, movers: map[string]*Mover{}}
+	w := &world{reg: &memRegistry{holder: map[string]string{}, incarnation: map[string]uint64{}}, net: &memNet{movers: map[string]*Mover{}}, files: map[string]*memFiles{}, movers: map[string]*Mover{}}
 	for _, id := range nodes {
 		f := newMemFiles(t, id)
 		m, err := New(Config{NodeID: id, Files: f, Registry: w.reg, Peers: w.net, MaxMoves: maxMoves, Fault: func(point, shardID string) {
@@ -562,5 +578,69 @@ func TestConfigRefused(t *testing.T) {
 		if _, err := New(c); err == nil {
 			t.Errorf("New(%+v) accepted", c)
 		}
+	}
+}
+
+// TestReceiverRestartFencesALateCommit: the sender has the receiver's ack
+// but is cut off before it commits; the receiver restarts and finds the
+// copy it received unresolved, with the registry still naming the sender.
+// It must not discard the copy until its new process is recorded — and
+// once it is, the sender's late commit, fenced to the receiver's earlier
+// process, does not take effect: the sender keeps the shard (it was the
+// randomized cluster test's seed 39: the commit landed after the receiver
+// had discarded its copy, and the shard was lost).
+func TestReceiverRestartFencesALateCommit(t *testing.T) {
+	w := newWorld(t, 4, "a", "b")
+	w.create("a", "s1", "shard one")
+	w.reg.incarnation["b"] = 1
+	cut := make(chan struct{})
+	resume := make(chan struct{})
+	w.movers["a"].cfg.Fault = func(point, shardID string) {
+		if point == FaultSendAfterAck {
+			close(cut)
+			<-resume
+		}
+	}
+	done := make(chan error, 1)
+	go func() {
+		_, err := w.movers["a"].Move(context.Background(), "s1", "b", "b", 1)
+		done <- err
+	}()
+	<-cut
+	// b restarts: its copy is an interrupted receive; its new process is
+	// not recorded yet.
+	fb := w.files["b"]
+	fb.mu.Lock()
+	fb.recovered["s1"] = shardhost.MoveRecv
+	fb.mu.Unlock()
+	w.reg.mu.Lock()
+	w.reg.unrecorded = true
+	w.reg.mu.Unlock()
+	ctx, cancel := context.WithTimeout(context.Background(), 300*time.Millisecond)
+	w.movers["b"].ResolvePending(ctx)
+	cancel()
+	if _, incoming, _ := fb.snapshot(); len(incoming) != 1 || len(fb.PendingMoves()) != 1 {
+		t.Fatalf("before b's new process is recorded: incoming %v pending %v; want the copy kept", incoming, fb.PendingMoves())
+	}
+	// b's new process is recorded (it joined the ring); the resolution
+	// reads the sender as the holder and discards the copy.
+	w.reg.mu.Lock()
+	w.reg.incarnation["b"] = 2
+	w.reg.unrecorded = false
+	w.reg.mu.Unlock()
+	w.movers["b"].ResolvePending(context.Background())
+	if _, incoming, _ := fb.snapshot(); len(incoming) != 0 || len(fb.PendingMoves()) != 0 {
+		t.Fatalf("after b's new process is recorded: incoming %v pending %v; want the copy discarded", incoming, fb.PendingMoves())
+	}
+	// The sender comes back: its commit is fenced to b's first process.
+	close(resume)
+	if err := <-done; api.CodeOf(err) != codes.Aborted {
+		t.Fatalf("late commit: %v, want ABORTED (the move did not commit)", err)
+	}
+	if h := w.reg.get("s1"); h != "a" {
+		t.Fatalf("holder after the late commit: %q, want a", h)
+	}
+	if held, _, _ := w.files["a"].snapshot(); string(held["s1"]) != "shard one" {
+		t.Fatalf("sender's copy after the refused commit: %q", held["s1"])
 	}
 }

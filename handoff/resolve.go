@@ -5,6 +5,7 @@ import (
 	"time"
 
 	"github.com/lunora/lunora/api"
+	"github.com/lunora/lunora/shardhost"
 	"google.golang.org/grpc/codes"
 )
 
@@ -16,7 +17,20 @@ func (m *Mover) ResolvePending(ctx context.Context) {
 	for backoff := 100 * time.Millisecond; ; backoff = min(2*backoff, 5*time.Second) {
 		left := 0
 		for _, pm := range m.cfg.Files.PendingMoves() {
-			holder, _, err := m.commit(ctx, pm.ShardID, m.cfg.NodeID, m.cfg.NodeID)
+			if pm.Role == shardhost.MoveRecv {
+				// A received copy is discarded if the registry names
+				// another holder — but a sender cut off since the stream
+				// may still be about to commit the move to this node.
+				// Once this process's incarnation is recorded, no move
+				// fenced to an earlier process can commit (MoveShard), so
+				// the registry read below is final.
+				if ok, err := m.cfg.Registry.Recorded(ctx); err != nil || !ok {
+					left++
+					m.log.Debug("interrupted handoff: waiting for this process's incarnation to be recorded", "shard", pm.ShardID, "err", err)
+					continue
+				}
+			}
+			holder, _, err := m.commit(ctx, pm.ShardID, m.cfg.NodeID, m.cfg.NodeID, 0)
 			if api.CodeOf(err) == codes.NotFound {
 				holder, err = "", nil
 			}
@@ -53,7 +67,7 @@ func (m *Mover) Holder(ctx context.Context, shardID, named string) (string, erro
 		return named, nil
 	}
 	self := m.cfg.NodeID
-	holder, _, err := m.commit(ctx, shardID, self, self)
+	holder, _, err := m.commit(ctx, shardID, self, self, 0)
 	if api.CodeOf(err) == codes.NotFound {
 		holder, err = "", nil
 	}

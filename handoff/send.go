@@ -41,6 +41,15 @@ func (m *Mover) Move(ctx context.Context, shardID, to, addr string, epoch uint64
 	if err != nil {
 		return 0, err
 	}
+	// The commit is fenced to the receiver's process as this replica
+	// knows it: one that restarts after taking the stream (and may then
+	// discard the copy; ResolvePending) is never named the holder. A
+	// replica behind the receiver's newest start makes the commit refuse
+	// a move that was safe; the move is retried.
+	toInc, err := m.cfg.Registry.Incarnation(ctx, to)
+	if err != nil {
+		return 0, err
+	}
 	f, err := m.cfg.Files.Freeze(ctx, shardID)
 	if shardhost.HolderOf(err) == to {
 		return 0, nil // it moved there while we looked
@@ -54,7 +63,7 @@ func (m *Mover) Move(ctx context.Context, shardID, to, addr string, epoch uint64
 		return 0, fmt.Errorf("hand off shard %s to %s: %w", shardID, to, err)
 	}
 	m.fault(FaultSendAfterAck, shardID)
-	holder, idx, err := m.commit(ctx, shardID, self, to)
+	holder, idx, err := m.commit(ctx, shardID, self, to, toInc)
 	if err != nil {
 		// The outcome is unknown: the shard stays frozen until the
 		// registry says who holds it.
@@ -88,7 +97,7 @@ func (m *Mover) thaw(f *shardhost.Frozen) {
 func (m *Mover) settle(f *shardhost.Frozen, to string) {
 	for backoff := 100 * time.Millisecond; ; backoff = min(2*backoff, 5*time.Second) {
 		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-		holder, _, err := m.commit(ctx, f.ShardID, m.cfg.NodeID, m.cfg.NodeID)
+		holder, _, err := m.commit(ctx, f.ShardID, m.cfg.NodeID, m.cfg.NodeID, 0)
 		cancel()
 		if err == nil {
 			if holder == to {
@@ -130,9 +139,9 @@ func (m *Mover) send(ctx context.Context, p Peer, f *shardhost.Frozen, to string
 // commit changes the registry's holder of a shard through the leader,
 // retrying while the global tier has no leader (bounded by ctx). from ==
 // to reads the holder through the log without changing it.
-func (m *Mover) commit(ctx context.Context, shardID, from, to string) (string, uint64, error) {
+func (m *Mover) commit(ctx context.Context, shardID, from, to string, toInc uint64) (string, uint64, error) {
 	for backoff := 50 * time.Millisecond; ; backoff = min(2*backoff, time.Second) {
-		holder, idx, err := m.cfg.Registry.MoveShard(ctx, shardID, from, to)
+		holder, idx, err := m.cfg.Registry.MoveShard(ctx, shardID, from, to, toInc)
 		if err == nil || api.CodeOf(err) != codes.Unavailable {
 			return holder, idx, err
 		}

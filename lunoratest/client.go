@@ -18,6 +18,7 @@ import (
 type HTTPClient struct {
 	Addr   string // host:port
 	Client *http.Client
+	Scheme string // "http" when empty (see NewHTTPSClient)
 }
 
 // NewHTTPClient returns a client of the API at addr whose idle connections
@@ -109,7 +110,7 @@ func (c *HTTPClient) SQL(ctx context.Context, shardID, sql string, params map[st
 // Post sends body as is to path and decodes the answer. An error means no
 // HTTP answer at all.
 func (c *HTTPClient) Post(ctx context.Context, path string, body []byte) (*Response, error) {
-	req, err := http.NewRequestWithContext(ctx, http.MethodPost, "http://"+c.Addr+path, bytes.NewReader(body))
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, c.url(path), bytes.NewReader(body))
 	if err != nil {
 		return nil, err
 	}
@@ -119,7 +120,7 @@ func (c *HTTPClient) Post(ctx context.Context, path string, body []byte) (*Respo
 
 // Status gets /v1/status.
 func (c *HTTPClient) Status(ctx context.Context) (*StatusResult, error) {
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, "http://"+c.Addr+"/v1/status", nil)
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, c.url("/v1/status"), nil)
 	if err != nil {
 		return nil, err
 	}

@@ -16,6 +16,7 @@ import (
 	"time"
 
 	"github.com/lunora/lunora/rpc"
+	"google.golang.org/grpc"
 )
 
 // FreeAddrs returns n distinct loopback addresses ("127.0.0.1:port") whose
@@ -86,6 +87,7 @@ type ClusterNode struct {
 	Voter bool
 
 	client *rpc.NodeClient
+	tls    *ClusterTLS // nil: plaintext
 }
 
 // Cluster is a global tier of real lunora-node processes on loopback: the
@@ -97,6 +99,19 @@ type Cluster struct {
 	schema string
 	extra  []string
 	Nodes  []*ClusterNode
+	// TLS is the cluster's CA and certificates when it runs with mutual
+	// TLS (ClusterOptions.TLS); nil for plaintext.
+	TLS *ClusterTLS
+}
+
+// ClusterOptions are StartClusterWith's choices.
+type ClusterOptions struct {
+	// TLS, when set, runs the cluster with mutual TLS: every node gets a
+	// certificate of TLS's CA (-tls-ca, -tls-cert, -tls-key) and its gossip
+	// key; node clients (ClusterNode.Client, Metrics) present one.
+	TLS *ClusterTLS
+	// Args are added to every node's flags.
+	Args []string
 }
 
 // StartCluster starts voters lunora-node serve processes with IDs n1, n2,
@@ -106,7 +121,13 @@ type Cluster struct {
 // WaitForLeader). Everything is killed when the test ends.
 func StartCluster(t testing.TB, b *Binaries, schemaPath string, voters int, extraArgs ...string) *Cluster {
 	t.Helper()
-	c := &Cluster{t: t, b: b, schema: schemaPath, extra: extraArgs}
+	return StartClusterWith(t, b, schemaPath, voters, ClusterOptions{Args: extraArgs})
+}
+
+// StartClusterWith is StartCluster with options (mutual TLS).
+func StartClusterWith(t testing.TB, b *Binaries, schemaPath string, voters int, opts ClusterOptions) *Cluster {
+	t.Helper()
+	c := &Cluster{t: t, b: b, schema: schemaPath, extra: opts.Args, TLS: opts.TLS}
 	addrs := FreeAddrs(t, voters)
 	boot := make([]string, voters)
 	for i := range voters {
@@ -143,14 +164,21 @@ func (c *Cluster) start(id, raftAddr string, voter bool, env []string, args ...s
 	c.t.Helper()
 	all := append([]string{"serve", "-schema", c.schema, "-node-id", id, "-raft-addr", raftAddr}, args...)
 	all = append(all, c.extra...)
+	if c.TLS != nil {
+		all = append(all, c.TLS.NodeArgs(id)...)
+	}
 	spec := NodeSpec(c.t, c.b, all...)
 	spec.Name = "lunora-node/" + id
 	spec.Env = env
-	n := &ClusterNode{Process: Start(c.t, spec), ID: id, RaftAddr: raftAddr, Voter: voter}
+	n := &ClusterNode{Process: Start(c.t, spec), ID: id, RaftAddr: raftAddr, Voter: voter, tls: c.TLS}
 	if got := n.Ready().Fields["raft"]; got != raftAddr {
 		c.t.Fatalf("%s: LUNORA_READY says raft=%s, want %s", id, got, raftAddr)
 	}
-	cl, err := rpc.NewNodeClient(n.GRPCAddr())
+	var dial []grpc.DialOption
+	if c.TLS != nil {
+		dial = c.TLS.DialOptions()
+	}
+	cl, err := rpc.NewNodeClient(n.GRPCAddr(), dial...)
 	if err != nil {
 		c.t.Fatal(err)
 	}
@@ -205,11 +233,15 @@ func (n *ClusterNode) Announced() bool {
 // its name and labels as written, e.g.
 // `lunora_global_raft_state{state="Leader"}`.
 func (n *ClusterNode) Metrics(ctx context.Context) (map[string]float64, error) {
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, "http://"+n.HTTPAddr()+"/metrics", nil)
+	scheme, hc := "http", http.DefaultClient
+	if n.tls != nil {
+		scheme, hc = "https", n.tls.HTTPClient()
+	}
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, scheme+"://"+n.HTTPAddr()+"/metrics", nil)
 	if err != nil {
 		return nil, err
 	}
-	resp, err := http.DefaultClient.Do(req)
+	resp, err := hc.Do(req)
 	if err != nil {
 		return nil, err
 	}

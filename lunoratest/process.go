@@ -63,10 +63,15 @@ func NodeSpec(t testing.TB, b *Binaries, args ...string) Spec {
 
 // GatewaySpec is a Spec for lunora-gateway in front of the node at
 // nodeAddr, with "-http-addr 127.0.0.1:0 -grpc-addr 127.0.0.1:0" unless
-// args set them.
+// args set them, and "-auth=off" (anonymous, which the gateway allows on
+// loopback addresses only) unless args set -auth: tests of authentication
+// pass -auth=on.
 func GatewaySpec(t testing.TB, b *Binaries, schemaPath, nodeAddr string, args ...string) Spec {
 	t.Helper()
 	args = append([]string{"-schema", schemaPath, "-node", nodeAddr}, args...)
+	if _, ok := FlagValue(args, "auth"); !ok {
+		args = append(args, "-auth=off")
+	}
 	return Spec{Name: "lunora-gateway", Path: b.Gateway, Args: withLoopbackAddrs(args), CheckRace: b.Race}
 }
 

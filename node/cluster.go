@@ -206,20 +206,22 @@ func (n *Node) Pull(ctx context.Context, shardID, to string, epoch uint64) (uint
 }
 
 // MoveShard changes a shard's holder in the registry if from holds it
-// (passed to the leader) and returns the holder after the call.
-func (n *Node) MoveShard(ctx context.Context, shardID, from, to string, forwarded bool) (string, uint64, error) {
+// (and, toIncarnation not 0, while to's newest recorded process is that
+// one; raftglobal.Store.MoveShard), passed to the leader, and returns the
+// holder after the call.
+func (n *Node) MoveShard(ctx context.Context, shardID, from, to string, toIncarnation uint64, forwarded bool) (string, uint64, error) {
 	g := n.cfg.Global
 	if g == nil {
 		return "", 0, api.Errorf(codes.FailedPrecondition, "this node runs no cluster metadata")
 	}
-	holder, idx, err := g.MoveShard(ctx, shardID, from, to)
+	holder, idx, err := g.MoveShard(ctx, shardID, from, to, toIncarnation)
 	if errors.As(err, new(*raftglobal.NotLeaderError)) {
 		type answer struct {
 			holder string
 			index  uint64
 		}
 		a, err := forwardToLeader(ctx, n, err, forwarded, "the move of shard "+shardID, func(p Peer) (answer, error) {
-			holder, idx, err := p.MoveShard(ctx, shardID, from, to, true)
+			holder, idx, err := p.MoveShard(ctx, shardID, from, to, toIncarnation, true)
 			return answer{holder, idx}, err
 		})
 		return a.holder, a.index, err

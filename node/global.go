@@ -2,6 +2,7 @@ package node
 
 import (
 	"context"
+	"time"
 
 	"github.com/lunora/lunora/api"
 	"github.com/lunora/lunora/raftglobal"
@@ -46,12 +47,20 @@ type Global interface {
 
 	// The shard registry: which shards exist and which node holds each.
 	RegisterShard(ctx context.Context, shardID, creator string) (existed bool, holder string, index uint64, err error)
-	MoveShard(ctx context.Context, shardID, from, to string) (holder string, index uint64, err error)
+	MoveShard(ctx context.Context, shardID, from, to string, toIncarnation uint64) (holder string, index uint64, err error)
+	NodeIncarnation(ctx context.Context, id string) (uint64, error)
 	WaitApplied(ctx context.Context, index uint64) error
 	ShardHolder(ctx context.Context, shardID string) (holder string, exists bool, err error)
 	HeldShards(ctx context.Context, holder, after string, limit int) (ids []string, next string, err error)
 	ShardsPerHolder(ctx context.Context) (map[string]int64, error)
 	ListShards(ctx context.Context, group, after string, limit int) (ids []string, next string, err error)
+
+	// API keys (keys.go): PutKey and RevokeKey write (leader only),
+	// LookupKey and Keys read this replica.
+	PutKey(ctx context.Context, k raftglobal.APIKey) (raftglobal.APIKey, error)
+	RevokeKey(ctx context.Context, id string) (raftglobal.APIKey, error)
+	LookupKey(ctx context.Context, id string, maxStaleness time.Duration) (*raftglobal.APIKey, error)
+	Keys(ctx context.Context, limit int) (keys []raftglobal.APIKey, more bool, err error)
 }
 
 var _ Global = (*raftglobal.Store)(nil)

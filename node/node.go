@@ -50,7 +50,7 @@ type Peer interface {
 
 	Ring(ctx context.Context, minEpoch uint64) (*api.Ring, error)
 	UpdateRing(ctx context.Context, req api.RingChange) (uint64, error)
-	MoveShard(ctx context.Context, shardID, from, to string, forwarded bool) (holder string, index uint64, err error)
+	MoveShard(ctx context.Context, shardID, from, to string, toIncarnation uint64, forwarded bool) (holder string, index uint64, err error)
 	// Pull, Handoff and HandoffDone: the handoff protocol's messages.
 	handoff.Peer
 }
@@ -107,8 +107,24 @@ func (r registry) ShardHolder(ctx context.Context, shardID string) (string, bool
 	return r.n.cfg.Global.ShardHolder(ctx, shardID)
 }
 
-func (r registry) MoveShard(ctx context.Context, shardID, from, to string) (string, uint64, error) {
-	return r.n.MoveShard(ctx, shardID, from, to, false)
+func (r registry) MoveShard(ctx context.Context, shardID, from, to string, toIncarnation uint64) (string, uint64, error) {
+	return r.n.MoveShard(ctx, shardID, from, to, toIncarnation, false)
+}
+
+func (r registry) Incarnation(ctx context.Context, node string) (uint64, error) {
+	return r.n.cfg.Global.NodeIncarnation(ctx, node)
+}
+
+// Recorded reports whether this replica has applied a record of this
+// process's incarnation (its join of, or leave from, the ring): from
+// then on no move fenced to an earlier process of this node can commit.
+// A node run without incarnations (0) has nothing to wait for.
+func (r registry) Recorded(ctx context.Context) (bool, error) {
+	if r.n.cfg.Incarnation == 0 {
+		return true, nil
+	}
+	inc, err := r.n.cfg.Global.NodeIncarnation(ctx, r.n.cfg.NodeID)
+	return inc >= r.n.cfg.Incarnation, err
 }
 
 func (r registry) WaitApplied(ctx context.Context, index uint64) error {

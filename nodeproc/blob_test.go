@@ -7,7 +7,6 @@ import (
 	"io"
 	"net/http"
 	"net/http/httptest"
-	"strings"
 	"testing"
 	"time"
 
@@ -21,9 +20,11 @@ import (
 	"github.com/lunora/lunora/shardhost"
 )
 
-// TestDevChatImage: in dev mode the chat example carries an image blob: a
-// client uploads it with a signed URL, sends a message whose image column
-// holds the blob ID, and reads it back through a signed download URL.
+// TestDevChatImage: the chat example carries an image blob. On the dev
+// listener (anonymous: the dev admin) an image is uploaded with a signed
+// URL and sent with messages:send; through the same gateway a client
+// identity posts one with messages:post. messages:list returns the blob
+// IDs in the image column, and a signed download URL serves the bytes.
 func TestDevChatImage(t *testing.T) {
 	app, err := schema.Parse(chat.SchemaName, chat.Schema)
 	if err != nil {
@@ -50,27 +51,18 @@ func TestDevChatImage(t *testing.T) {
 	defer cancel()
 	t.Cleanup(func() { p.Shutdown(context.Background()) })
 
-	// The process's own listener serves the blob endpoints: without an
-	// identity in the request's context 401; with dev mode's (an admin,
-	// once authentication sets one) 200 — never "no endpoint".
-	resp, err := http.Post("http://"+p.HTTPAddr+"/v1/blobs/upload-url", "application/json", strings.NewReader(`{"content_type":"image/png"}`))
-	if err != nil {
-		t.Fatal(err)
-	}
-	resp.Body.Close()
-	if resp.StatusCode != http.StatusUnauthorized && resp.StatusCode != http.StatusOK {
-		t.Fatalf("upload-url on the dev listener: %d, want 401 or 200", resp.StatusCode)
-	}
-
-	// The same gateway, with an authenticated client in front.
+	// The dev listener, and the same gateway with a client identity (a
+	// client key's, room r1 granted) put in the request's context in front.
+	dev := "http://" + p.HTTPAddr
 	h := p.Gateway.Handler()
 	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		h.ServeHTTP(w, r.WithContext(auth.NewContext(r.Context(), &auth.Identity{Method: auth.MethodAPIKey, Role: auth.RoleClient, Subject: "ada"})))
+		ada := &auth.Identity{Method: auth.MethodJWT, Role: auth.RoleClient, Subject: "ada", Claims: map[string]any{"sub": "ada", "rooms": []any{"pics"}}}
+		h.ServeHTTP(w, r.WithContext(auth.NewContext(r.Context(), ada)))
 	}))
 	defer srv.Close()
-	do := func(method, path, ct string, body []byte) (int, []byte) {
+	do := func(base, method, path, ct string, body []byte) (int, []byte) {
 		t.Helper()
-		req, err := http.NewRequestWithContext(ctx, method, srv.URL+path, bytes.NewReader(body))
+		req, err := http.NewRequestWithContext(ctx, method, base+path, bytes.NewReader(body))
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -93,50 +85,68 @@ func TestDevChatImage(t *testing.T) {
 		return m
 	}
 
-	png := []byte("\x89PNG\r\n\x1a\n not really a picture")
-	code, b := do(http.MethodPost, "/v1/blobs/upload-url", "application/json", []byte(`{"content_type":"image/png","max_bytes":1000}`))
-	if code != http.StatusOK {
-		t.Fatalf("upload-url: %d %s", code, b)
+	upload := func(base string, png []byte) string {
+		t.Helper()
+		code, b := do(base, http.MethodPost, "/v1/blobs/upload-url", "application/json", []byte(`{"content_type":"image/png","max_bytes":1000}`))
+		if code != http.StatusOK {
+			t.Fatalf("upload-url at %s: %d %s", base, code, b)
+		}
+		up := decode(b)
+		if code, b = do(base, http.MethodPut, up["url"].(string), "image/png", png); code != http.StatusCreated {
+			t.Fatalf("PUT at %s: %d %s", base, code, b)
+		}
+		return up["id"].(string)
 	}
-	up := decode(b)
-	id := up["id"].(string)
-	if code, b = do(http.MethodPut, up["url"].(string), "image/png", png); code != http.StatusCreated {
-		t.Fatalf("PUT: %d %s", code, b)
+	devPNG := []byte("\x89PNG\r\n\x1a\n the dev admin's picture")
+	adaPNG := []byte("\x89PNG\r\n\x1a\n ada's picture")
+	devID, adaID := upload(dev, devPNG), upload(srv.URL, adaPNG)
+	call := func(base, body string) []byte {
+		t.Helper()
+		code, b := do(base, http.MethodPost, "/v1/call", "application/json", []byte(body))
+		if code != http.StatusOK {
+			t.Fatalf("%s: %d %s", body, code, b)
+		}
+		return b
 	}
-	call := `{"function":"messages:send","args":{"room_id":"pics","author":"ada","body":"look","image":"` + id + `"}}`
-	if code, b = do(http.MethodPost, "/v1/call", "application/json", []byte(call)); code != http.StatusOK {
-		t.Fatalf("messages:send: %d %s", code, b)
-	}
-	code, b = do(http.MethodPost, "/v1/call", "application/json", []byte(`{"function":"messages:list","args":{"room_id":"pics"}}`))
-	if code != http.StatusOK {
-		t.Fatalf("messages:list: %d %s", code, b)
-	}
+	call(dev, `{"function":"messages:send","args":{"room_id":"pics","author":"dev","body":"look","image":"`+devID+`"}}`)
+	call(srv.URL, `{"function":"messages:post","args":{"room_id":"pics","body":"mine","image":"`+adaID+`"}}`)
 	var list struct {
 		Columns []string
 		Rows    [][]any
 	}
-	if err := json.Unmarshal(b, &list); err != nil {
+	if err := json.Unmarshal(call(srv.URL, `{"function":"messages:list","args":{"room_id":"pics"}}`), &list); err != nil {
 		t.Fatal(err)
 	}
-	col := -1
+	col := map[string]int{}
 	for i, c := range list.Columns {
-		if c == "image" {
-			col = i
+		col[c] = i
+	}
+	images := map[string]any{}
+	for _, r := range list.Rows {
+		images[r[col["author"]].(string)] = r[col["image"]]
+	}
+	if len(list.Rows) != 2 || images["dev"] != devID || images["ada"] != adaID {
+		t.Fatalf("messages:list = %+v; want dev's image %s and ada's %s", list, devID, adaID)
+	}
+	for _, c := range []struct {
+		base, id string
+		png      []byte
+	}{{dev, devID, devPNG}, {srv.URL, adaID, adaPNG}} {
+		code, b := do(c.base, http.MethodPost, "/v1/blobs/download-url", "application/json", []byte(`{"id":"`+c.id+`"}`))
+		if code != http.StatusOK {
+			t.Fatalf("download-url: %d %s", code, b)
+		}
+		if code, b = do(c.base, http.MethodGet, decode(b)["url"].(string), "", nil); code != http.StatusOK || !bytes.Equal(b, c.png) {
+			t.Fatalf("GET: %d %q", code, b)
 		}
 	}
-	if col < 0 || len(list.Rows) != 1 || list.Rows[0][col] != id {
-		t.Fatalf("messages:list = %s; want one row whose image is %s", b, id)
-	}
-	code, b = do(http.MethodPost, "/v1/blobs/download-url", "application/json", []byte(`{"id":"`+list.Rows[0][col].(string)+`"}`))
-	if code != http.StatusOK {
-		t.Fatalf("download-url: %d %s", code, b)
-	}
-	if code, b = do(http.MethodGet, decode(b)["url"].(string), "", nil); code != http.StatusOK || !bytes.Equal(b, png) {
-		t.Fatalf("GET: %d %q", code, b)
+	// The client may not read the dev admin's blob.
+	if code, b := do(srv.URL, http.MethodPost, "/v1/blobs/download-url", "application/json", []byte(`{"id":"`+devID+`"}`)); code != http.StatusNotFound {
+		t.Fatalf("ada's download-url of another's blob: %d %s, want 404", code, b)
 	}
 
 	// The page has the image picker.
-	resp, err = http.Get("http://" + p.HTTPAddr + "/chat/")
+	resp, err := http.Get(dev + "/chat/")
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -17,6 +17,7 @@ import (
 
 	"github.com/lunora/lunora/examples/chat"
 	"github.com/lunora/lunora/gateway"
+	"github.com/lunora/lunora/internal/cli"
 	"github.com/lunora/lunora/membership"
 	"github.com/lunora/lunora/node"
 	"github.com/lunora/lunora/raftglobal"
@@ -24,6 +25,7 @@ import (
 	"github.com/lunora/lunora/schema"
 	"github.com/lunora/lunora/server"
 	"github.com/lunora/lunora/shardhost"
+	"github.com/lunora/lunora/tlsconf"
 	"github.com/prometheus/client_golang/prometheus"
 )
 
@@ -74,6 +76,19 @@ type Config struct {
 	// (discovery and failure detection for gateways); ID, Role, GRPCAddr,
 	// Weight and Logger are filled from this Config.
 	Gossip *membership.Config
+	// ClusterTLS, when set, is the cluster's mutual TLS (certificate files
+	// of this node and the cluster CA): the node API and the Raft
+	// transport accept only peers with a certificate of the cluster CA,
+	// the node dials its peers with its own, and the HTTP listener is
+	// HTTPS (backups need a cluster certificate). Without it everything
+	// is plaintext, and a listener not on loopback is warned about.
+	ClusterTLS *tlsconf.Reloader
+	// PublicTLS, in dev mode, serves the public API (HTTP and gRPC) over
+	// TLS with this certificate.
+	PublicTLS *tlsconf.Reloader
+	// AllowPlaintextGossip lets a node with ClusterTLS gossip without
+	// Gossip.SecretKey (refused otherwise).
+	AllowPlaintextGossip bool
 
 	Logger   *slog.Logger
 	Registry *prometheus.Registry
@@ -105,6 +120,7 @@ type Process struct {
 	forceLeave bool
 	peers      []*rpc.NodeClient
 	peersMu    sync.Mutex
+	tls        *clusterTLS // nil: plaintext
 	log        *slog.Logger
 }
 
@@ -116,6 +132,13 @@ func Start(cfg Config) (p *Process, err error) {
 	if err := checkGlobalFunctions(cfg.App); err != nil {
 		return nil, err
 	}
+	if cfg.Dev && (!cli.IsLoopback(cfg.GRPCAddr) || !cli.IsLoopback(cfg.HTTPAddr)) {
+		// Dev mode's public API is anonymous (every caller an admin).
+		return nil, fmt.Errorf("nodeproc: dev mode has no authentication and listens on loopback only, not on %s and %s", cfg.GRPCAddr, cfg.HTTPAddr)
+	}
+	if err := cfg.checkSecurity(); err != nil {
+		return nil, err
+	}
 	if cfg.Registry == nil {
 		cfg.Registry = server.NewRegistry()
 	}
@@ -124,6 +147,11 @@ func Start(cfg Config) (p *Process, err error) {
 		log = slog.New(slog.DiscardHandler)
 	}
 	p = &Process{log: log, joined: make(chan struct{}), forceLeave: cfg.ForceLeave}
+	if cfg.ClusterTLS != nil {
+		if p.tls, err = newClusterTLS(cfg.ClusterTLS); err != nil {
+			return nil, err
+		}
+	}
 	ctx, cancel := context.WithCancel(context.Background())
 	p.cancel = cancel
 	// The error returns below set p to nil: clean up through a copy of it.
@@ -139,6 +167,9 @@ func Start(cfg Config) (p *Process, err error) {
 	g.BindAddr, g.AdvertiseAddr = cfg.RaftAddr, cfg.RaftAdvertise
 	g.Schema = cfg.App.GroupDDL(schema.GlobalGroup)
 	g.Bootstrap = cfg.Bootstrap
+	if p.tls != nil {
+		g.TLSServer, g.TLSClient = p.tls.raftServer, p.tls.client
+	}
 	// A new leader publishes its own address at once, so followers can
 	// forward to it without waiting for its announce loop.
 	leader := &lateNode{}
@@ -180,7 +211,18 @@ func Start(cfg Config) (p *Process, err error) {
 		return nil, err
 	}
 
-	p.Server = server.New(cfg.Registry, log, nil, cfg.Server)
+	srvCfg := cfg.Server
+	switch {
+	case p.tls != nil:
+		srvCfg.GRPCTLS, srvCfg.HTTPTLS = p.tls.grpcServer, p.tls.httpServer
+	case cfg.PublicTLS != nil:
+		pub, err := cfg.PublicTLS.ServerConfig(tlsconf.NoClientCert)
+		if err != nil {
+			return nil, err
+		}
+		srvCfg.GRPCTLS, srvCfg.HTTPTLS = pub, pub
+	}
+	p.Server = server.New(cfg.Registry, log, nil, srvCfg)
 	grpcLn, err := net.Listen("tcp", cfg.GRPCAddr)
 	if err != nil {
 		return nil, fmt.Errorf("listen gRPC %s: %w", cfg.GRPCAddr, err)
@@ -214,7 +256,9 @@ func Start(cfg Config) (p *Process, err error) {
 	var api *gateway.Gateway
 	if cfg.Dev {
 		gc := gateway.DefaultConfig()
-		gc.App, gc.Backend, gc.Logger, gc.Registerer = cfg.App, devBackend{p.Node}, log, cfg.Registry
+		// Dev mode is anonymous: every caller is an admin. The binary
+		// binds dev mode to loopback only (cmd/lunora-node).
+		gc.App, gc.Backend, gc.Logger, gc.Registerer, gc.AuthOff = cfg.App, devBackend{p.Node}, log, cfg.Registry, true
 		gc.Blobs = cfg.Blobs
 		if api, err = gateway.New(gc); err != nil {
 			return nil, err
@@ -242,11 +286,18 @@ func Start(cfg Config) (p *Process, err error) {
 	} else if api != nil {
 		h = p.Server.Handler(cfg.Registry, api.Handler())
 	}
-	httpAddr, err := p.Server.ServeHTTP(cfg.HTTPAddr, p.backupHandler(cfg.NodeID, cfg.Dir, log, h))
+	h = p.backupHandler(cfg.NodeID, cfg.Dir, log, h)
+	if p.tls != nil {
+		h = requireClusterCert(BackupPath, h)
+	}
+	httpAddr, err := p.Server.ServeHTTP(cfg.HTTPAddr, h)
 	if err != nil {
 		return nil, err
 	}
 	p.HTTPAddr = httpAddr.String()
+	if p.tls == nil && !cfg.Dev {
+		warnPlaintext(log, map[string]string{"node-API (gRPC)": p.GRPCAddr, "Raft": p.RaftAddr, "HTTP (backups)": p.HTTPAddr})
+	}
 
 	if cfg.Gossip != nil {
 		mc := *cfg.Gossip
@@ -286,7 +337,7 @@ func Start(cfg Config) (p *Process, err error) {
 }
 
 func (p *Process) dial(addr string) (node.Peer, error) {
-	c, err := rpc.NewNodeClient(addr)
+	c, err := rpc.NewNodeClient(addr, p.tls.dialOptions()...)
 	if err != nil {
 		return nil, err
 	}
@@ -446,3 +497,10 @@ func nextIncarnation(dir string) (uint64, error) {
 	}
 	return inc, nil
 }
+
+// The node API serves API keys from the global tier, and dev mode's
+// gateway manages them through its backend.
+var (
+	_ rpc.Keys         = (*node.Node)(nil)
+	_ gateway.KeyAdmin = devBackend{}
+)

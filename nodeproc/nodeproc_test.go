@@ -129,3 +129,19 @@ func TestStartFailureIsAnError(t *testing.T) {
 		t.Fatalf("Start with a taken Raft address: %v, %v; want an error", p, err)
 	}
 }
+
+// Dev mode is anonymous: it is refused on any address but loopback,
+// before anything listens or opens the data directory.
+func TestDevModeRefusesNonLoopback(t *testing.T) {
+	app, err := schema.Parse(chat.SchemaName, chat.Schema)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, addrs := range [][2]string{{":0", "127.0.0.1:0"}, {"127.0.0.1:0", "0.0.0.0:0"}} {
+		_, err := nodeproc.Start(nodeproc.Config{Dev: true, App: app, Dir: t.TempDir(), NodeID: "dev",
+			GRPCAddr: addrs[0], HTTPAddr: addrs[1], RaftAddr: "127.0.0.1:0"})
+		if err == nil || !strings.Contains(err.Error(), "loopback") {
+			t.Fatalf("dev mode on %v: %v", addrs, err)
+		}
+	}
+}

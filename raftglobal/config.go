@@ -2,6 +2,7 @@ package raftglobal
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"io"
@@ -31,6 +32,11 @@ type Config struct {
 	Transport     raft.Transport
 	BindAddr      string
 	AdvertiseAddr string
+	// TLSServer and TLSClient, when set (both), make the transport Open
+	// listens with speak TLS (see NewTLSTransport): TLSServer for the
+	// connections it accepts — it should require a client certificate of
+	// the cluster CA — and TLSClient for those it makes.
+	TLSServer, TLSClient *tls.Config
 
 	// Bootstrap is the initial voter set. A node whose ID is in it
 	// bootstraps the cluster with exactly this set if it has no Raft state;
@@ -185,6 +191,8 @@ func (c *Config) Validate() error {
 		return errors.New("raftglobal: Dir is required")
 	case c.Transport == nil && c.BindAddr == "":
 		return errors.New("raftglobal: Transport or BindAddr is required")
+	case (c.TLSServer == nil) != (c.TLSClient == nil):
+		return errors.New("raftglobal: TLSServer and TLSClient go together")
 	case c.SnapshotThreshold < 1 || c.SnapshotInterval <= 0 || c.SnapshotRetain < 1:
 		return errors.New("raftglobal: SnapshotThreshold, SnapshotInterval and SnapshotRetain must be positive")
 	case c.TargetVoters < 1 || c.VoterCheckInterval <= 0:

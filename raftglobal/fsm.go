@@ -48,6 +48,11 @@ var systemSchema = []string{
 	// process has left. A join or leave of an older process is refused.
 	`CREATE TABLE IF NOT EXISTS __lunora_ring_ops (id TEXT PRIMARY KEY, incarnation INTEGER NOT NULL,
 		has_left INTEGER NOT NULL, updated_ms INTEGER NOT NULL) WITHOUT ROWID`,
+	// The API keys (keys.go): only the SHA-256 of each secret is stored;
+	// revoked_ms 0 is a live key. User SQL cannot read this table (the
+	// sandbox refuses it, see sqlitex).
+	`CREATE TABLE IF NOT EXISTS __lunora_keys (id TEXT PRIMARY KEY, name TEXT NOT NULL, role TEXT NOT NULL,
+		hash BLOB NOT NULL, created_ms INTEGER NOT NULL, revoked_ms INTEGER NOT NULL DEFAULT 0) WITHOUT ROWID`,
 }
 
 // cmdResult is what one command of an entry produced.

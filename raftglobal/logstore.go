@@ -10,9 +10,9 @@ import (
 )
 
 // walStore is the Raft log and stable store: a raft-wal WAL and the bbolt
-// metadata file it keeps beside its segments. raft-wal v0.4.0's Close does
-// not close that file (its flock would block a reopen in the same
-// process), so walStore closes it.
+// metadata file it keeps beside its segments. Close closes both: raft-wal
+// v0.4.0 left the metadata file open (its flock blocked a reopen in the
+// same process); v0.4.1 closes it itself, and closing it again is a no-op.
 type walStore struct {
 	*raftwal.WAL
 	meta *metadb.BoltMetaDB

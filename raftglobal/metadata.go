@@ -186,15 +186,23 @@ func (s *Store) RegisterShard(ctx context.Context, shardID, creator string) (exi
 // are exactly those its replica lists once it has applied that epoch (a
 // move that raced the leave stays with its sender, which moves it to the
 // shard's owner at the new epoch).
-func (s *Store) MoveShard(ctx context.Context, shardID, from, to string) (holder string, index uint64, err error) {
+//
+// toIncarnation, when not 0, fences the move to one process of the
+// receiver: it takes effect only while to's newest recorded incarnation
+// (NodeIncarnation) is toIncarnation. A receiver that restarts records
+// its new incarnation before it discards a copy it received but that no
+// move had committed yet, so a commit delayed past that (a sender cut off
+// by a partition) cannot name it the holder of a copy it no longer has.
+func (s *Store) MoveShard(ctx context.Context, shardID, from, to string, toIncarnation uint64) (holder string, index uint64, err error) {
 	if shardID == "" || from == "" || to == "" {
 		return "", 0, api.Errorf(codes.InvalidArgument, "a shard move needs a shard ID, the current holder and the new one")
 	}
-	res, err := s.system(ctx, map[string]any{"id": shardID, "from": from, "to": to},
+	res, err := s.system(ctx, map[string]any{"id": shardID, "from": from, "to": to, "inc": int64(toIncarnation)},
 		`UPDATE __lunora_shards SET owner = :to, moved_ms = lunora_now() WHERE id = :id AND owner = :from
 		   AND (NOT EXISTS (SELECT 1 FROM __lunora_ring)
 		     OR EXISTS (SELECT 1 FROM json_each((SELECT nodes FROM __lunora_ring ORDER BY epoch DESC LIMIT 1))
-		                WHERE json_extract(value, '$.ID') = :to))`,
+		                WHERE json_extract(value, '$.ID') = :to))
+		   AND (:inc = 0 OR coalesce((SELECT incarnation FROM __lunora_ring_ops WHERE id = :to), 0) = :inc)`,
 		`SELECT owner FROM __lunora_shards WHERE id = :id`)
 	if err != nil {
 		return "", 0, err
@@ -204,6 +212,18 @@ func (s *Store) MoveShard(ctx context.Context, shardID, from, to string) (holder
 	}
 	holder, _ = cell(res, 0).(string)
 	return holder, res.Seq, nil
+}
+
+// NodeIncarnation reports, from this replica, the newest incarnation of
+// node id's processes that the log has recorded (a join or leave of the
+// ring records it), or 0.
+func (s *Store) NodeIncarnation(ctx context.Context, id string) (uint64, error) {
+	res, err := s.systemRead(ctx, map[string]any{"id": id}, `SELECT incarnation FROM __lunora_ring_ops WHERE id = :id`)
+	if err != nil || len(res.Rows) == 0 {
+		return 0, err
+	}
+	inc, _ := cell(res, 0).(int64)
+	return uint64(inc), nil
 }
 
 // ShardHolder reports, from this replica, whether the registry holds

@@ -163,17 +163,17 @@ func TestShardMoveIsCompareAndSet(t *testing.T) {
 		t.Fatal(err)
 	}
 	// Only the holder's move takes effect; a repeat reports the new holder.
-	if holder, _, err := leader.MoveShard(ctx, "room_id=m", "b", "c"); err != nil || holder != "a" {
+	if holder, _, err := leader.MoveShard(ctx, "room_id=m", "b", "c", 0); err != nil || holder != "a" {
 		t.Fatalf("move from a non-holder: holder=%q err=%v", holder, err)
 	}
-	holder, idx, err := leader.MoveShard(ctx, "room_id=m", "a", "b")
+	holder, idx, err := leader.MoveShard(ctx, "room_id=m", "a", "b", 0)
 	if err != nil || holder != "b" {
 		t.Fatalf("move a→b: holder=%q err=%v", holder, err)
 	}
-	if holder, _, err := leader.MoveShard(ctx, "room_id=m", "a", "b"); err != nil || holder != "b" {
+	if holder, _, err := leader.MoveShard(ctx, "room_id=m", "a", "b", 0); err != nil || holder != "b" {
 		t.Fatalf("repeated move a→b: holder=%q err=%v", holder, err)
 	}
-	if _, _, err := leader.MoveShard(ctx, "room_id=none", "a", "b"); api.CodeOf(err) != codes.NotFound {
+	if _, _, err := leader.MoveShard(ctx, "room_id=none", "a", "b", 0); api.CodeOf(err) != codes.NotFound {
 		t.Fatalf("move of an unregistered shard: %v", err)
 	}
 	// A follower that waited for the move's index reads the new holder.

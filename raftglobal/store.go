@@ -138,7 +138,13 @@ func Open(cfg Config) (*Store, error) {
 			}
 			advAddr = a
 		}
-		nt, err := raft.NewTCPTransportWithLogger(cfg.BindAddr, advAddr, 3, 10*time.Second, newHCLogger(log.With("component", "raft-net"), "raft-net"))
+		netLog := newHCLogger(log.With("component", "raft-net"), "raft-net")
+		var nt *raft.NetworkTransport
+		if cfg.TLSServer != nil {
+			nt, err = NewTLSTransport(cfg.BindAddr, advAddr, cfg.TLSServer, cfg.TLSClient, 3, 10*time.Second, netLog)
+		} else {
+			nt, err = raft.NewTCPTransportWithLogger(cfg.BindAddr, advAddr, 3, 10*time.Second, netLog)
+		}
 		if err != nil {
 			return nil, fmt.Errorf("raftglobal: listen on %s: %w", cfg.BindAddr, err)
 		}

@@ -332,16 +332,16 @@ func TestShardMoveToNodeOutOfRingRefused(t *testing.T) {
 	if _, err := s.SetRing(ctx, []RingNode{{ID: "a", Weight: 1}}); err != nil { // b leaves
 		t.Fatal(err)
 	}
-	if holder, _, err := s.MoveShard(ctx, "k=1", "a", "b"); err != nil || holder != "a" {
+	if holder, _, err := s.MoveShard(ctx, "k=1", "a", "b", 0); err != nil || holder != "a" {
 		t.Fatalf("a move to b after b left the ring: holder %q %v, want a", holder, err)
 	}
-	if holder, _, err := s.MoveShard(ctx, "k=1", "a", "a"); err != nil || holder != "a" {
+	if holder, _, err := s.MoveShard(ctx, "k=1", "a", "a", 0); err != nil || holder != "a" {
 		t.Fatalf("reading the holder through the log: %q %v", holder, err)
 	}
 	if _, err := s.SetRing(ctx, []RingNode{{ID: "a", Weight: 1}, {ID: "b", Weight: 2}}); err != nil { // b is back
 		t.Fatal(err)
 	}
-	if holder, _, err := s.MoveShard(ctx, "k=1", "a", "b"); err != nil || holder != "b" {
+	if holder, _, err := s.MoveShard(ctx, "k=1", "a", "b", 0); err != nil || holder != "b" {
 		t.Fatalf("a move to b in the ring: holder %q %v, want b", holder, err)
 	}
 }
@@ -390,4 +390,45 @@ func TestRemoveDryRun(t *testing.T) {
 		t.Fatalf("dry run of removing the dead voter: %v", err)
 	}
 	waitRoles(t, c, []string{"n0", "n1", "n2"}, nil)
+}
+
+// TestMoveShardFencedToTheReceiversProcess: a move fenced to incarnation I
+// of its receiver takes effect only while I is the receiver's newest
+// recorded process; NodeIncarnation reads that record.
+func TestMoveShardFencedToTheReceiversProcess(t *testing.T) {
+	c := NewTestCluster(t, 1, 0, withSchema)
+	s := c.WaitForLeader(10 * time.Second)
+	ctx := ctxT(t, 30*time.Second)
+	join := func(node string, inc uint64) {
+		t.Helper()
+		epoch, nodes, err := s.Ring(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !slices.ContainsFunc(nodes, func(n RingNode) bool { return n.ID == node }) {
+			nodes = append(nodes, RingNode{ID: node, Weight: 1})
+		}
+		if _, _, stale, err := s.ChangeRing(ctx, epoch, nodes, RingOp{Node: node, Incarnation: inc}); err != nil || stale {
+			t.Fatalf("join of %s (%d): stale %v %v", node, inc, stale, err)
+		}
+	}
+	join("a", 1)
+	join("b", 10)
+	if inc, err := s.NodeIncarnation(ctx, "b"); err != nil || inc != 10 {
+		t.Fatalf("NodeIncarnation(b) = %d %v, want 10", inc, err)
+	}
+	if inc, err := s.NodeIncarnation(ctx, "nobody"); err != nil || inc != 0 {
+		t.Fatalf("NodeIncarnation(nobody) = %d %v, want 0", inc, err)
+	}
+	if _, _, _, err := s.RegisterShard(ctx, "k=1", "a"); err != nil {
+		t.Fatal(err)
+	}
+	// b restarts (11) after taking the stream: a move fenced to 10 fails.
+	join("b", 11)
+	if holder, _, err := s.MoveShard(ctx, "k=1", "a", "b", 10); err != nil || holder != "a" {
+		t.Fatalf("move fenced to b's earlier process: holder %q %v, want a", holder, err)
+	}
+	if holder, _, err := s.MoveShard(ctx, "k=1", "a", "b", 11); err != nil || holder != "b" {
+		t.Fatalf("move fenced to b's current process: holder %q %v, want b", holder, err)
+	}
 }

@@ -6,6 +6,7 @@ import (
 	"time"
 
 	"github.com/lunora/lunora/schema"
+	"google.golang.org/grpc"
 )
 
 // Config configures a Router.
@@ -28,6 +29,10 @@ type Config struct {
 	MaxAttempts int
 	// RingRefresh is how often the ring is re-read in the background.
 	RingRefresh time.Duration
+	// DialOptions are added to every node-API connection's (after
+	// rpc.NewNodeClient's defaults): the gateway's client certificate
+	// when the cluster has mutual TLS.
+	DialOptions []grpc.DialOption
 	Logger      *slog.Logger
 }
 

@@ -136,7 +136,7 @@ func (r *Router) client(addr string) (*rpc.NodeClient, error) {
 	}
 	p := &pool{}
 	for i := 0; i < r.cfg.ConnsPerNode; i++ {
-		c, err := rpc.NewNodeClient(addr)
+		c, err := rpc.NewNodeClient(addr, r.cfg.DialOptions...)
 		if err != nil {
 			for _, c := range p.conns {
 				c.Close()

@@ -85,7 +85,7 @@ func (f *fakeNode) Ring(context.Context, uint64) (*api.Ring, error) {
 func (f *fakeNode) UpdateRing(context.Context, api.RingChange) (uint64, error) {
 	return 0, errUnimplemented
 }
-func (f *fakeNode) MoveShard(context.Context, string, string, string, bool) (string, uint64, error) {
+func (f *fakeNode) MoveShard(context.Context, string, string, string, uint64, bool) (string, uint64, error) {
 	return "", 0, errUnimplemented
 }
 func (f *fakeNode) ListShards(context.Context, string, string, string, int) ([]string, string, error) {

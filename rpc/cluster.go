@@ -17,7 +17,7 @@ import (
 type Cluster interface {
 	Ring(ctx context.Context, minEpoch uint64) (*api.Ring, error)
 	UpdateRing(ctx context.Context, req api.RingChange) (uint64, error)
-	MoveShard(ctx context.Context, shardID, from, to string, forwarded bool) (holder string, index uint64, err error)
+	MoveShard(ctx context.Context, shardID, from, to string, toIncarnation uint64, forwarded bool) (holder string, index uint64, err error)
 	ListShards(ctx context.Context, group, holder, after string, limit int) ([]string, string, error)
 	Pull(ctx context.Context, shardID, to string, epoch uint64) (uint64, error)
 	ReceiveHandoff(ctx context.Context, h api.HandoffHeader, r io.Reader, sum []byte) error
@@ -93,7 +93,7 @@ func (s *NodeServer) MoveShard(ctx context.Context, req *lunorav1.MoveShardReque
 	if err != nil {
 		return nil, err
 	}
-	holder, idx, err := c.MoveShard(ctx, req.GetShardId(), req.GetFromNode(), req.GetToNode(), req.GetForwarded())
+	holder, idx, err := c.MoveShard(ctx, req.GetShardId(), req.GetFromNode(), req.GetToNode(), req.GetToIncarnation(), req.GetForwarded())
 	if err != nil {
 		return nil, statusFor(ctx, s.log, "Node.MoveShard", err)
 	}
@@ -219,8 +219,8 @@ func (c *NodeClient) UpdateRing(ctx context.Context, req api.RingChange) (uint64
 }
 
 // MoveShard asks the node to change a shard's holder in the registry.
-func (c *NodeClient) MoveShard(ctx context.Context, shardID, from, to string, forwarded bool) (string, uint64, error) {
-	resp, err := c.node.MoveShard(ctx, &lunorav1.MoveShardRequest{ShardId: shardID, FromNode: from, ToNode: to, Forwarded: forwarded})
+func (c *NodeClient) MoveShard(ctx context.Context, shardID, from, to string, toIncarnation uint64, forwarded bool) (string, uint64, error) {
+	resp, err := c.node.MoveShard(ctx, &lunorav1.MoveShardRequest{ShardId: shardID, FromNode: from, ToNode: to, ToIncarnation: toIncarnation, Forwarded: forwarded})
 	if err != nil {
 		return "", 0, c.fromStatus(err)
 	}

@@ -65,7 +65,9 @@ type NodeClient struct {
 
 // NewNodeClient prepares a client for the node at addr ("host:port"). Like
 // grpc.NewClient it does not connect until the first call. opts are added
-// after the defaults (insecure transport credentials and keepalive).
+// after the defaults (insecure transport credentials and keepalive): in a
+// cluster with mutual TLS, tlsconf.DialOption of the caller's client
+// configuration replaces the plaintext transport.
 func NewNodeClient(addr string, opts ...grpc.DialOption) (*NodeClient, error) {
 	all := append([]grpc.DialOption{
 		grpc.WithTransportCredentials(insecure.NewCredentials()),
@@ -86,26 +88,36 @@ func (c *NodeClient) Addr() string { return c.addr }
 // Close closes the connection; calls in flight fail with CANCELED.
 func (c *NodeClient) Close() error { return c.conn.Close() }
 
-// Call runs a function on a shard of the node.
+// Call runs a function on a shard of the node, as the caller ctx carries
+// (auth.FromContext), if any.
 func (c *NodeClient) Call(ctx context.Context, shardID, function string, args map[string]any, read api.ReadOptions) (*api.Result, error) {
 	pargs, err := ArgsToProto(args)
 	if err != nil {
 		return nil, err
 	}
-	resp, err := c.node.Call(ctx, &lunorav1.NodeCallRequest{ShardId: shardID, Function: function, Args: pargs, Read: ReadOptionsToProto(read), Forwarded: read.Forwarded, Epoch: api.RingEpochOf(ctx)})
+	caller, err := callerOf(ctx)
+	if err != nil {
+		return nil, err
+	}
+	resp, err := c.node.Call(ctx, &lunorav1.NodeCallRequest{ShardId: shardID, Function: function, Args: pargs, Read: ReadOptionsToProto(read), Forwarded: read.Forwarded, Epoch: api.RingEpochOf(ctx), Caller: caller})
 	if err != nil {
 		return nil, c.fromStatus(err)
 	}
 	return ResultFromCallResponse(resp), nil
 }
 
-// Exec runs one admin statement on a shard of the node.
+// Exec runs one admin statement on a shard of the node, as the caller ctx
+// carries, if any.
 func (c *NodeClient) Exec(ctx context.Context, shardID, sql string, params map[string]any, read api.ReadOptions) (*api.Result, error) {
 	pparams, err := ArgsToProto(params)
 	if err != nil {
 		return nil, err
 	}
-	resp, err := c.node.Sql(ctx, &lunorav1.NodeSqlRequest{ShardId: shardID, Sql: sql, Params: pparams, Read: ReadOptionsToProto(read), Forwarded: read.Forwarded, Epoch: api.RingEpochOf(ctx)})
+	caller, err := callerOf(ctx)
+	if err != nil {
+		return nil, err
+	}
+	resp, err := c.node.Sql(ctx, &lunorav1.NodeSqlRequest{ShardId: shardID, Sql: sql, Params: pparams, Read: ReadOptionsToProto(read), Forwarded: read.Forwarded, Epoch: api.RingEpochOf(ctx), Caller: caller})
 	if err != nil {
 		return nil, c.fromStatus(err)
 	}

@@ -58,9 +58,13 @@ func RegisterNodeServer(s grpc.ServiceRegistrar, srv *NodeServer) {
 }
 
 // Call implements lunorav1.NodeServer. The request's ring epoch reaches
-// Shards in ctx (api.RingEpochOf).
+// Shards in ctx (api.RingEpochOf), and so does its caller (auth.FromContext).
 func (s *NodeServer) Call(ctx context.Context, req *lunorav1.NodeCallRequest) (*lunorav1.CallResponse, error) {
 	ctx = api.WithRingEpoch(ctx, req.GetEpoch())
+	ctx, err := withCaller(ctx, req.GetCaller())
+	if err != nil {
+		return nil, statusFor(ctx, s.log, "Node.Call", err)
+	}
 	read := ReadOptionsFromProto(req.GetRead())
 	read.Forwarded = req.GetForwarded()
 	res, err := s.shards.Call(ctx, req.GetShardId(), req.GetFunction(), ArgsFromProto(req.GetArgs()), read)
@@ -77,6 +81,10 @@ func (s *NodeServer) Call(ctx context.Context, req *lunorav1.NodeCallRequest) (*
 // Sql implements lunorav1.NodeServer.
 func (s *NodeServer) Sql(ctx context.Context, req *lunorav1.NodeSqlRequest) (*lunorav1.SqlResponse, error) {
 	ctx = api.WithRingEpoch(ctx, req.GetEpoch())
+	ctx, err := withCaller(ctx, req.GetCaller())
+	if err != nil {
+		return nil, statusFor(ctx, s.log, "Node.Sql", err)
+	}
 	read := ReadOptionsFromProto(req.GetRead())
 	read.Forwarded = req.GetForwarded()
 	res, err := s.shards.Exec(ctx, req.GetShardId(), req.GetSql(), ArgsFromProto(req.GetParams()), read)

@@ -101,7 +101,10 @@ func pump(ctx context.Context, st api.Stream, send func(*lunorav1.SubscribeEvent
 
 // Subscribe implements lunorav1.NodeServer.
 func (s *NodeServer) Subscribe(req *lunorav1.NodeSubscribeRequest, out grpc.ServerStreamingServer[lunorav1.SubscribeEvent]) error {
-	ctx := api.WithRingEpoch(out.Context(), req.GetEpoch())
+	ctx, err := withCaller(api.WithRingEpoch(out.Context(), req.GetEpoch()), req.GetCaller())
+	if err != nil {
+		return statusFor(ctx, s.log, "Node.Subscribe", err)
+	}
 	st, err := s.shards.Subscribe(ctx, req.GetShardId(), req.GetFunction(), ArgsFromProto(req.GetArgs()), req.GetSinceSeq())
 	if err != nil {
 		return statusFor(ctx, s.log, "Node.Subscribe", err)
@@ -119,14 +122,19 @@ func (s *PublicServer) Subscribe(req *lunorav1.SubscribeRequest, out grpc.Server
 	return pump(ctx, st, out.Send)
 }
 
-// Subscribe starts a live query on a shard of the node.
+// Subscribe starts a live query on a shard of the node, as the caller ctx
+// carries, if any.
 func (c *NodeClient) Subscribe(ctx context.Context, shardID, function string, args map[string]any, sinceSeq uint64) (api.Stream, error) {
 	pargs, err := ArgsToProto(args)
 	if err != nil {
 		return nil, err
 	}
+	caller, err := callerOf(ctx)
+	if err != nil {
+		return nil, err
+	}
 	sctx, cancel := context.WithCancel(ctx)
-	stream, err := c.node.Subscribe(sctx, &lunorav1.NodeSubscribeRequest{ShardId: shardID, Function: function, Args: pargs, SinceSeq: sinceSeq, Epoch: api.RingEpochOf(ctx)})
+	stream, err := c.node.Subscribe(sctx, &lunorav1.NodeSubscribeRequest{ShardId: shardID, Function: function, Args: pargs, SinceSeq: sinceSeq, Epoch: api.RingEpochOf(ctx), Caller: caller})
 	if err != nil {
 		cancel()
 		return nil, c.fromStatus(err)

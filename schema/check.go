@@ -30,6 +30,10 @@ func checkSQL(file string, a *App) error {
 				return &LineError{File: file, Msg: fmt.Sprintf("group %s: %v", f.ShardBy, err)}
 			}
 		}
+		c.NoCaller = ""
+		if f.Global() {
+			c.NoCaller = "global functions run through the global tier's Raft log, which does not carry the caller; check the caller in a shard function"
+		}
 		for i, stmt := range f.SQL {
 			c.Reset()
 			if _, err := c.TablesRead([]string{stmt}); err != nil {

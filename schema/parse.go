@@ -400,7 +400,7 @@ func (p *parser) function(name string, k, v *yaml.Node) (*Function, error) {
 	var sqlNode *yaml.Node
 	var global bool
 	var globalNode *yaml.Node
-	err := p.mapping(v, "function "+name, []string{"kind", "shard_by", "global", "args", "sql"}, func(key string, k, v *yaml.Node) error {
+	err := p.mapping(v, "function "+name, []string{"kind", "shard_by", "global", "args", "sql", "auth"}, func(key string, k, v *yaml.Node) error {
 		var err error
 		switch key {
 		case "kind":
@@ -431,6 +431,8 @@ func (p *parser) function(name string, k, v *yaml.Node) (*Function, error) {
 		case "sql":
 			sqlNode = v
 			f.SQL, err = p.stringList(v, "sql of "+name)
+		case "auth":
+			f.Auth, err = p.auth(name, k, v)
 		}
 		return err
 	})
@@ -448,6 +450,9 @@ func (p *parser) function(name string, k, v *yaml.Node) (*Function, error) {
 	case f.ShardBy == "":
 		f.ShardBy = RootShard
 	}
+	if fa := f.Auth; fa != nil && fa.ShardKeyClaim != "" && (f.ShardBy == GlobalGroup || f.ShardBy == RootShard) {
+		return nil, &LineError{File: p.file, Line: fa.Line, Msg: fmt.Sprintf("function %s: auth.shard_key_claim scopes a caller to shard keys, but the function runs %s, which has no shard key; add shard_by or drop shard_key_claim", name, placeName(f.ShardBy))}
+	}
 	if len(f.SQL) == 0 {
 		return nil, p.errf(k, "function %s: sql needs at least one statement", name)
 	}
@@ -458,6 +463,9 @@ func (p *parser) function(name string, k, v *yaml.Node) (*Function, error) {
 			if sqlNode.Kind == yaml.SequenceNode {
 				line = sqlNode.Content[i].Line
 			}
+		}
+		if strings.Contains(strings.ToLower(stmt), "lunora_auth") {
+			f.ReadsCaller = true
 		}
 		params, err := scanSQL(stmt)
 		if err != nil {
@@ -470,6 +478,66 @@ func (p *parser) function(name string, k, v *yaml.Node) (*Function, error) {
 		}
 	}
 	return f, nil
+}
+
+// Roles a function's auth block may grant (the auth package's roles).
+var authRoles = []string{"admin", "service", "client"}
+
+// claimRe is the shape of a claim name: a JSON object key a provider
+// would use (letters, digits, _ - . : /).
+var claimRe = regexp.MustCompile(`^[A-Za-z0-9_.:/-]{1,128}$`)
+
+// auth parses a function's auth block: {roles: [client], shard_key_claim: sub}.
+func (p *parser) auth(fn string, k, v *yaml.Node) (*FunctionAuth, error) {
+	fa := &FunctionAuth{Line: k.Line}
+	var rolesNode *yaml.Node
+	err := p.mapping(v, "auth of "+fn, []string{"roles", "shard_key_claim"}, func(key string, k, v *yaml.Node) error {
+		var err error
+		switch key {
+		case "roles":
+			rolesNode = v
+			fa.Roles, err = p.stringList(v, "auth.roles of "+fn)
+			if err != nil {
+				return err
+			}
+			seen := map[string]bool{}
+			for _, r := range fa.Roles {
+				if !contains(authRoles, r) {
+					return p.errf(v, "function %s: auth.roles: unknown role %q (allowed: %s)", fn, r, strings.Join(authRoles, ", "))
+				}
+				if seen[r] {
+					return p.errf(v, "function %s: auth.roles names %q twice", fn, r)
+				}
+				seen[r] = true
+			}
+		case "shard_key_claim":
+			fa.ShardKeyClaim, err = p.scalar(v, "auth.shard_key_claim of "+fn)
+			if err == nil && !claimRe.MatchString(fa.ShardKeyClaim) {
+				err = p.errf(v, "function %s: auth.shard_key_claim %q must name a claim (1-128 letters, digits, _ . : / -)", fn, fa.ShardKeyClaim)
+			}
+		}
+		return err
+	})
+	if err != nil {
+		return nil, err
+	}
+	if len(fa.Roles) == 0 {
+		if rolesNode == nil {
+			rolesNode = v
+		}
+		return nil, p.errf(rolesNode, "function %s: auth.roles must list at least one role (%s); without an auth block only admin and service may call it", fn, strings.Join(authRoles, ", "))
+	}
+	if fa.ShardKeyClaim != "" && !contains(fa.Roles, "client") {
+		return nil, p.errf(v, "function %s: auth.shard_key_claim scopes clients, but auth.roles does not list client", fn)
+	}
+	return fa, nil
+}
+
+func placeName(shardBy string) string {
+	if shardBy == GlobalGroup {
+		return "on the global tier"
+	}
+	return "in the root shard"
 }
 
 func (p *parser) arg(fn, name string, k, v *yaml.Node) (*Arg, error) {

@@ -144,8 +144,33 @@ type Function struct {
 	Args    []*Arg
 	SQL     []string
 	Line    int
+	// Auth says which callers besides admin and service may call the
+	// function; nil: admin and service only.
+	Auth *FunctionAuth
+	// ReadsCaller is true when a statement may call lunora_auth (its text
+	// names it, case-insensitively — an over-approximation): the result
+	// then depends on who calls, and live queries are not shared between
+	// callers.
+	ReadsCaller bool
 
 	args map[string]*Arg
+}
+
+// FunctionAuth is a function's `auth:` block: the roles that may call it
+// and the claim that scopes a client to its shard keys.
+type FunctionAuth struct {
+	// Roles that may call the function (admin, service, client). Admin
+	// and service may call every function whether listed or not.
+	Roles []string
+	// ShardKeyClaim, when set, names the token claim a client's shard key
+	// must equal (a string claim) or be an element of (a list claim).
+	ShardKeyClaim string
+	Line          int
+}
+
+// Allows reports whether role is listed in Roles.
+func (fa *FunctionAuth) Allows(role string) bool {
+	return fa != nil && contains(fa.Roles, role)
 }
 
 // Arg returns the named argument or nil.

@@ -1,6 +1,7 @@
 package server
 
 import (
+	"crypto/tls"
 	"flag"
 	"fmt"
 	"time"
@@ -46,6 +47,12 @@ type Config struct {
 	// (RLIMIT_NOFILE): half of it, so that shard files, the global tier
 	// and outgoing connections keep the other half.
 	MaxConns int
+
+	// GRPCTLS, when set, makes the gRPC listener speak TLS with it (and
+	// gRPC handlers see the peer's certificate); HTTPTLS the same for the
+	// HTTP listener. Nil: plaintext. Not flags: the binaries build them
+	// from their certificate files (package tlsconf).
+	GRPCTLS, HTTPTLS *tls.Config
 }
 
 // Defaults of Config.

@@ -14,6 +14,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/health"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 	"google.golang.org/grpc/reflection"
@@ -65,6 +66,9 @@ func New(reg *prometheus.Registry, log *slog.Logger, ready func() error, cfg Con
 		ka := rpc.ServerKeepalive()
 		ka.MaxConnectionIdle = d
 		opts = append(opts, grpc.KeepaliveParams(ka))
+	}
+	if cfg.GRPCTLS != nil {
+		opts = append(opts, grpc.Creds(credentials.NewTLS(cfg.GRPCTLS)))
 	}
 	gs := grpc.NewServer(opts...)
 	hs := health.NewServer()
@@ -144,8 +148,13 @@ func (p *Process) ServeHTTP(addr string, h http.Handler) (net.Addr, error) {
 	p.httpSrv = srv
 	p.mu.Unlock()
 	ln = p.conns.wrap(ln, "http", 0)
+	serve := srv.Serve
+	if p.cfg.HTTPTLS != nil {
+		srv.TLSConfig = p.cfg.HTTPTLS.Clone()
+		serve = func(ln net.Listener) error { return srv.ServeTLS(ln, "", "") }
+	}
 	go func() {
-		if err := srv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
+		if err := serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
 			p.log.Error("HTTP server stopped", "err", err)
 		}
 	}()

@@ -244,7 +244,7 @@ func (n *notifier) rerunDirty() bool {
 // subscriptions with the error and is dropped.
 func (n *notifier) rerun(q *liveQuery) bool {
 	n.a.h.m.reruns.Inc()
-	res, err := n.a.query(context.Background(), q.spec.fn.SQL, q.spec.args, nil)
+	res, err := n.a.query(q.spec.callerContext(context.Background()), q.spec.fn.SQL, q.spec.args, nil)
 	if err != nil {
 		n.fail(q, err)
 		return false
@@ -320,7 +320,7 @@ func (n *notifier) start(spec querySpec) (*liveQuery, error) {
 	if err != nil {
 		return nil, err
 	}
-	res, err := n.a.query(ctx, spec.fn.SQL, spec.args, nil)
+	res, err := n.a.query(spec.callerContext(ctx), spec.fn.SQL, spec.args, nil)
 	if err != nil {
 		return nil, err
 	}

@@ -40,7 +40,8 @@ func (a *actor) queryOn(ctx context.Context, r *sqlitex.Conn, stmts []string, ar
 	}
 	res := &api.Result{Seq: uint64(asInt(seqRows[0][0])), ShardID: a.id}
 	r.Now = time.Now()
-	defer func() { r.User, r.Now = false, time.Time{} }()
+	r.Caller = callerOf(ctx)
+	defer func() { r.User, r.Now, r.Caller = false, time.Time{}, sqlitex.Caller{} }()
 	for i, stmt := range stmts {
 		r.User = true
 		lim := a.h.limits()

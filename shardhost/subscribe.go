@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/lunora/lunora/api"
+	"github.com/lunora/lunora/auth"
 	"github.com/lunora/lunora/schema"
 	"google.golang.org/grpc/codes"
 )
@@ -330,6 +331,12 @@ func (h *Host) Subscribe(ctx context.Context, shardID, function string, args map
 	h.m.subscriptions.Inc()
 	sub = newSubscription(h)
 	spec := querySpec{key: queryKey(fn.Name, bound), fn: fn, args: namedArgs(bound)}
+	if fn.ReadsCaller {
+		// The result depends on who asks: subscribers share an evaluation
+		// only with the same identity, and re-runs see that identity.
+		spec.caller = auth.FromContext(ctx)
+		spec.key += callerKey(spec.caller)
+	}
 	err = h.withShard(ctx, shardID, group, key, func(a *actor) error {
 		n, err := a.liveQueries()
 		if err != nil {
@@ -377,9 +384,20 @@ func (a *actor) tablesRead(ctx context.Context, stmts []string) ([]string, error
 // querySpec identifies a live query on a shard: the function and its bound
 // arguments.
 type querySpec struct {
-	key  string // function name and canonical arguments
+	key  string // function name and canonical arguments (and caller)
 	fn   *schema.Function
 	args []driver.NamedValue
+	// caller is the subscriber's identity when fn reads it (lunora_auth);
+	// nil otherwise, so that callers share the evaluation.
+	caller *auth.Identity
+}
+
+// callerContext is ctx carrying the spec's caller, for running its query.
+func (s querySpec) callerContext(ctx context.Context) context.Context {
+	if s.caller == nil {
+		return ctx
+	}
+	return auth.NewContext(ctx, s.caller)
 }
 
 // queryKey is the function's name and its bound arguments in a canonical

@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/lunora/lunora/api"
+	"github.com/lunora/lunora/sqlitex"
 	"google.golang.org/grpc/codes"
 )
 
@@ -186,7 +187,8 @@ func (a *actor) run(m *mutation) (*api.Result, bool, error) {
 	}
 	c.Reset()
 	c.Now = a.h.cfg.Now()
-	defer func() { c.User, c.Now = false, time.Time{} }()
+	c.Caller = callerOf(m.ctx)
+	defer func() { c.User, c.Now, c.Caller = false, time.Time{}, sqlitex.Caller{} }()
 	res := &api.Result{}
 	// Every statement goes through QueryRows: the driver's Exec with a
 	// cancellable context starts a goroutine per statement, QueryRows does

@@ -22,6 +22,13 @@ type Conn struct {
 	User bool
 	// Now is the time lunora_now() reports; the wall clock when zero.
 	Now time.Time
+	// Caller is who lunora_auth() reports, set like Now around a call's
+	// statements; the zero Caller is no one (lunora_auth gives NULL).
+	Caller Caller
+	// NoCaller, when non-empty, makes the sandbox refuse lunora_auth with
+	// this reason: schema checking sets it for SQL that runs where no
+	// caller is known (the global tier).
+	NoCaller string
 
 	denied     string // the sandbox's reason for its last refusal
 	assertMsg  string // set when lunora_assert fails
@@ -143,6 +150,8 @@ func (c *Conn) register() error {
 		}
 		return c.Now.UnixMilli()
 	}
+	authClaim := func(name any) (any, error) { return c.Caller.claim(name) }
+	authSubject := func() any { return c.Caller.subject() }
 	foreign := func(table string, value any) (int64, error) {
 		c.foreignRow = fmt.Sprintf("table %s: a row with %v", table, value)
 		return 0, errors.New(c.foreignRow)
@@ -150,12 +159,18 @@ func (c *Conn) register() error {
 	for _, f := range []struct {
 		name string
 		impl any
+		pure bool
 	}{
-		{"lunora_assert", assert},
-		{"lunora_now", now},
-		{"__lunora_foreign_row", foreign},
+		{"lunora_assert", assert, false},
+		{"lunora_now", now, false},
+		{"__lunora_foreign_row", foreign, false},
+		// lunora_auth is constant while a statement runs; registered
+		// deterministic, SQLite evaluates a call with constant arguments
+		// once per run of the statement, not once per row (caller.go).
+		{"lunora_auth", authClaim, true},
+		{"lunora_auth", authSubject, true},
 	} {
-		if err := c.C.RegisterFunc(f.name, f.impl, false); err != nil {
+		if err := c.C.RegisterFunc(f.name, f.impl, f.pure); err != nil {
 			return fmt.Errorf("register %s: %w", f.name, err)
 		}
 	}

@@ -103,6 +103,9 @@ func (c *Conn) authorize(action int, arg1, arg2, arg3 string) int {
 	case authSelect, authRecursive, authAnalyze:
 		return sqliteOK
 	case authRead:
+		if strings.EqualFold(arg1, secretTable) {
+			return deny("reading %s is not allowed", arg1)
+		}
 		return sqliteOK
 	case authInsert, authUpdate:
 		if systemTable(arg1) {
@@ -120,6 +123,9 @@ func (c *Conn) authorize(action int, arg1, arg2, arg3 string) int {
 	case authFunction:
 		if deniedFunctions[strings.ToLower(arg2)] {
 			return deny("function %s() is not allowed", arg2)
+		}
+		if c.NoCaller != "" && strings.EqualFold(arg2, "lunora_auth") {
+			return deny("lunora_auth() is not available here: %s", c.NoCaller)
 		}
 		return sqliteOK
 	case authPragma:
@@ -155,6 +161,10 @@ func (c *Conn) noteRead(table string) {
 	}
 	*c.reads = append(*c.reads, table)
 }
+
+// secretTable is the global tier's table of API keys (hashes of their
+// secrets): not even read by user SQL.
+const secretTable = "__lunora_keys"
 
 func systemTable(name string) bool {
 	l := strings.ToLower(name)

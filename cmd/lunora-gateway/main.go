@@ -14,6 +14,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/lunora/lunora/auth"
 	"github.com/lunora/lunora/gateway"
 	"github.com/lunora/lunora/internal/cli"
 	"github.com/lunora/lunora/membership"
@@ -21,6 +22,7 @@ import (
 	"github.com/lunora/lunora/rpc"
 	"github.com/lunora/lunora/schema"
 	"github.com/lunora/lunora/server"
+	"github.com/lunora/lunora/tlsconf"
 )
 
 func main() {
@@ -57,8 +59,12 @@ func run(ctx context.Context, o *options, stdout, stderr io.Writer) error {
 	if err != nil {
 		return err
 	}
+	dial, publicTLS, err := o.tls.load(log)
+	if err != nil {
+		return err
+	}
 	rc := router.DefaultConfig()
-	rc.App, rc.Seeds, rc.Logger = app, cli.SplitList(o.nodeAddr), log
+	rc.App, rc.Seeds, rc.Logger, rc.DialOptions = app, cli.SplitList(o.nodeAddr), log, dial
 	var members *membership.Membership
 	if o.gossipAddr != "" {
 		members, err = membership.Start(membership.Config{
@@ -82,6 +88,25 @@ func run(ctx context.Context, o *options, stdout, stderr io.Writer) error {
 	gcfg := gateway.DefaultConfig()
 	gcfg.App, gcfg.Backend, gcfg.Logger, gcfg.Registerer = app, rt, log, reg
 	gcfg.RequestTimeout, gcfg.MaxBodyBytes = o.requestTimeout, o.maxBodyBytes
+	authOn, err := o.auth.enabled(o.httpAddr, o.grpcAddr)
+	if err != nil {
+		return err
+	}
+	if authOn {
+		acfg, err := o.auth.config(rt)
+		if err != nil {
+			return err
+		}
+		authn, err := auth.New(acfg)
+		if err != nil {
+			return fmt.Errorf("authentication: %w", err)
+		}
+		defer authn.Close()
+		gcfg.Auth = authn
+	} else {
+		gcfg.AuthOff = true
+		log.Warn("authentication is OFF: every caller is an admin; the public listeners are loopback only")
+	}
 	if gcfg.Blobs, err = o.blob.Open(ctx, ""); err != nil {
 		return err
 	}
@@ -99,7 +124,15 @@ func run(ctx context.Context, o *options, stdout, stderr io.Writer) error {
 		_, err := rt.Refresh(cctx, 1)
 		return err
 	}
-	proc := server.New(reg, log, ready, o.server)
+	srvCfg := o.server
+	if publicTLS != nil {
+		pub, err := publicTLS.ServerConfig(tlsconf.NoClientCert)
+		if err != nil {
+			return err
+		}
+		srvCfg.GRPCTLS, srvCfg.HTTPTLS = pub, pub
+	}
+	proc := server.New(reg, log, ready, srvCfg)
 	rpc.RegisterPublicServer(proc.GRPC, rpc.NewPublicServer(gw, nil))
 	grpcAddr, err := proc.ServeGRPC(o.grpcAddr)
 	if err != nil {
@@ -113,7 +146,7 @@ func run(ctx context.Context, o *options, stdout, stderr io.Writer) error {
 	if members != nil {
 		defer members.Leave(2 * time.Second)
 	}
-	log.Info("lunora-gateway serving", "grpc", grpcAddr.String(), "http", httpAddr.String(), "node", o.nodeAddr)
+	log.Info("lunora-gateway serving", "grpc", grpcAddr.String(), "http", httpAddr.String(), "node", o.nodeAddr, "auth", o.auth.describe(authOn))
 	<-ctx.Done()
 	log.Info("shutting down")
 	sctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)

@@ -31,6 +31,8 @@ func runBackup(args []string, stdout, stderr io.Writer) error {
 	addr := fs.String("http", "127.0.0.1:7071", "the node's HTTP (ops) address, its -http-addr")
 	out := fs.String("out", "", "directory to write the backup to (created; must be empty)")
 	timeout := fs.Duration("timeout", time.Hour, "give up after this long")
+	var tlsFlags clusterTLSFlags
+	tlsFlags.register(fs)
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
@@ -40,10 +42,14 @@ func runBackup(args []string, stdout, stderr io.Writer) error {
 	if err := emptyDir(*out); err != nil {
 		return err
 	}
+	_, hc, scheme, err := tlsFlags.client()
+	if err != nil {
+		return err
+	}
 	ctx, cancel := context.WithTimeout(context.Background(), *timeout)
 	defer cancel()
 	start := time.Now()
-	m, err := fetchBackup(ctx, "http://"+*addr+nodeproc.BackupPath, *out)
+	m, err := fetchBackup(ctx, hc, scheme+"://"+*addr+nodeproc.BackupPath, *out)
 	if err != nil {
 		return err
 	}
@@ -74,12 +80,12 @@ func emptyDir(dir string) error {
 }
 
 // fetchBackup reads the node's tar into dir and checks it.
-func fetchBackup(ctx context.Context, url, dir string) (*nodeproc.BackupManifest, error) {
+func fetchBackup(ctx context.Context, hc *http.Client, url, dir string) (*nodeproc.BackupManifest, error) {
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
 	if err != nil {
 		return nil, err
 	}
-	resp, err := http.DefaultClient.Do(req)
+	resp, err := hc.Do(req)
 	if err != nil {
 		return nil, err
 	}

@@ -53,6 +53,10 @@ type options struct {
 	gossipSeeds  []string
 	gossipKey    []byte
 
+	tls                  clusterTLSFlags // -tls-ca -tls-cert -tls-key (tls.go)
+	publicTLS            publicTLSFlags  // -public-tls-cert -public-tls-key (dev)
+	gossipAllowPlaintext bool
+
 	server server.Config // listener bounds: timeouts, connection caps
 
 	validate bool // -validate: check everything, serve nothing
@@ -93,6 +97,12 @@ Usage:
                                 the ring epoch; every node: alive or not, Raft voter,
                                 in the ring, shards held; moves under way; with
                                 -shard, who owns and who holds that shard
+  lunora-node keys create -node ADDR -name NAME -role admin|service|client
+  lunora-node keys list -node ADDR
+  lunora-node keys revoke -node ADDR ID
+                                manage the API keys gateways accept (the token of a
+                                new key is printed once); how the first admin key
+                                is made
   lunora-node remove-node -node ADDR [-force] ID
                                 remove a (dead) node from the ring and the global tier;
                                 a voter is replaced by a live non-voter, and a removal
@@ -104,6 +114,10 @@ Usage:
                                 DIR with a manifest (see docs/operations.md)
   lunora-node restore -from DIR (-data NEWDIR | -verify)
                                 check a backup; make NEWDIR a data directory holding it
+
+With mutual TLS (-tls-ca, -tls-cert, -tls-key on every node), status,
+remove-node and backup take the same three flags: a client certificate of
+the cluster CA (README "TLS and mTLS").
 
 Signals: SIGTERM is a graceful leave (out of the ring, every shard handed
 off, then exit); SIGINT stops without leaving the ring (shards closed
@@ -156,6 +170,9 @@ func parseFlags(args []string, stderr io.Writer) (*options, error) {
 	fs.StringVar(&o.gossipAdv, "gossip-advertise", "", "cluster: gossip address others reach this node at (default: the bound one)")
 	gossipSeeds := fs.String("gossip-seeds", "", "cluster: gossip seeds host:port,... — a DNS name (a Kubernetes headless Service) stands for all its addresses")
 	gossipKey := fs.String("gossip-key", os.Getenv("LUNORA_GOSSIP_KEY"), "cluster: base64 AES key (16, 24 or 32 bytes) encrypting gossip; default $LUNORA_GOSSIP_KEY")
+	fs.BoolVar(&o.gossipAllowPlaintext, "gossip-allow-plaintext", false, "cluster: with mutual TLS (-tls-*), gossip without -gossip-key (refused otherwise)")
+	o.tls.register(fs)
+	o.publicTLS.register(fs)
 	o.server.RegisterFlags(fs)
 	o.registerBlobFlags(fs)
 	fs.BoolVar(&o.validate, "validate", false, "check the flags, the schema and the derived configuration (Kubernetes env included), print a summary and exit 0 — or name the problem and exit 2 — without listening, opening -data or joining")
@@ -163,7 +180,7 @@ func parseFlags(args []string, stderr io.Writer) (*options, error) {
 		return nil, err
 	}
 	if fs.NArg() > 0 {
-		return nil, fmt.Errorf("unexpected argument %q (subcommands: serve, dev, status, remove-node)", fs.Arg(0))
+		return nil, fmt.Errorf("unexpected argument %q (subcommands: serve, dev, status, keys, remove-node, backup, restore)", fs.Arg(0))
 	}
 	if o.voters < 1 {
 		return nil, fmt.Errorf("-voters must be at least 1")
@@ -193,6 +210,18 @@ func parseFlags(args []string, stderr io.Writer) (*options, error) {
 		o.raftAddr = "127.0.0.1:0" // a lone node: a one-voter global tier
 	default:
 		return nil, fmt.Errorf("-raft-addr is required with -bootstrap or -join")
+	}
+	if o.dev {
+		// Dev mode is anonymous (every caller an admin): only this machine
+		// may reach it.
+		for _, f := range []struct{ flag, addr string }{{"-http-addr", o.httpAddr}, {"-grpc-addr", o.grpcAddr}} {
+			if !cli.IsLoopback(f.addr) {
+				return nil, fmt.Errorf("dev mode has no authentication, so it listens on loopback only: %s %s is not a loopback address (use 127.0.0.1:PORT, or run lunora-node serve behind lunora-gateway)", f.flag, f.addr)
+			}
+		}
+	}
+	if err := checkSecurityFlags(o); err != nil {
+		return nil, err
 	}
 	if !o.dev && o.schemaPath == "" {
 		return nil, fmt.Errorf("-schema is required: the path of the app's lunora.yaml")

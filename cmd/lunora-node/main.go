@@ -13,6 +13,7 @@ import (
 	"os"
 	"os/signal"
 	"path/filepath"
+	"strings"
 	"syscall"
 	"time"
 
@@ -37,6 +38,15 @@ func main() {
 		cmd := map[string]func([]string, io.Writer, io.Writer) error{"backup": runBackup, "restore": runRestore}[os.Args[1]]
 		if err := cmd(os.Args[2:], os.Stdout, os.Stderr); err != nil {
 			fmt.Fprintf(os.Stderr, "lunora-node %s: %v\n", os.Args[1], err)
+			os.Exit(1)
+		}
+		return
+	}
+	if len(os.Args) > 1 && os.Args[1] == "keys" {
+		if err := runKeys(os.Args[2:], os.Stdout, os.Stderr); err != nil {
+			if !errors.Is(err, flag.ErrHelp) {
+				fmt.Fprintln(os.Stderr, "lunora-node keys:", err)
+			}
 			os.Exit(1)
 		}
 		return
@@ -130,6 +140,14 @@ func run(ctx context.Context, o *options, stdout, stderr io.Writer) error {
 	sc.Synchronous, sc.IdleTimeout, sc.MaxActive = o.synchronous, o.idleTimeout, o.maxActive
 	sc.MailboxSize, sc.MaxInFlight = o.mailbox, o.maxInFlight
 	sc.StatementTimeout, sc.ResultBudget = o.stmtTimeout, o.resultBudget
+	clusterTLS, err := o.tls.reloader(log)
+	if err != nil {
+		return err
+	}
+	publicTLS, err := o.publicTLS.reloader(log)
+	if err != nil {
+		return err
+	}
 	cluster := o.clusterConfig()
 	cluster.Fault = faultHook(log) // nil unless built with -tags lunorafault
 	blobs, err := o.devBlobs(ctx)
@@ -142,6 +160,7 @@ func run(ctx context.Context, o *options, stdout, stderr io.Writer) error {
 		GRPCAddr: o.grpcAddr, GRPCAdvertise: o.grpcAdvertise, HTTPAddr: o.httpAddr,
 		RaftAddr: o.raftAddr, RaftAdvertise: o.raftAdvertise, Bootstrap: o.bootstrap, Seeds: o.join,
 		Cluster: cluster, Gossip: o.gossipConfig(), Server: o.server, ForceLeave: o.forceLeave,
+		ClusterTLS: clusterTLS, PublicTLS: publicTLS, AllowPlaintextGossip: o.gossipAllowPlaintext,
 		Logger: log, Blobs: blobs,
 	})
 	if err != nil {
@@ -149,7 +168,15 @@ func run(ctx context.Context, o *options, stdout, stderr io.Writer) error {
 	}
 	if o.dev {
 		abs, _ := filepath.Abs(o.dataDir)
-		printDevBanner(stdout, p.HTTPAddr, p.GRPCAddr, abs, schemaName)
+		var banner strings.Builder
+		printDevBanner(&banner, p.HTTPAddr, p.GRPCAddr, abs, schemaName)
+		text := banner.String()
+		if publicTLS != nil {
+			// The listeners speak TLS (-public-tls-cert): so do the examples.
+			text = strings.ReplaceAll(text, "http://", "https://")
+			text = strings.ReplaceAll(text, "grpcurl -plaintext ", "grpcurl ")
+		}
+		fmt.Fprint(stdout, text)
 	}
 	gossip := ""
 	if p.Members != nil {
@@ -184,6 +211,8 @@ func removeNode(args []string, stderr io.Writer) error {
 	fs := flag.NewFlagSet("lunora-node remove-node", flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	addr := fs.String("node", "127.0.0.1:7070", "node-API address of any running node")
+	var tlsFlags clusterTLSFlags
+	tlsFlags.register(fs)
 	force := fs.Bool("force", false, "remove a voter even if the voters left would have no quorum of live servers (the global tier is then unavailable until enough of them come back)")
 	if err := fs.Parse(args); err != nil {
 		return err
@@ -191,7 +220,11 @@ func removeNode(args []string, stderr io.Writer) error {
 	if fs.NArg() != 1 {
 		return errors.New("usage: lunora-node remove-node -node ADDR [-force] NODE_ID")
 	}
-	c, err := rpc.NewNodeClient(*addr)
+	dial, _, _, err := tlsFlags.client()
+	if err != nil {
+		return err
+	}
+	c, err := rpc.NewNodeClient(*addr, dial...)
 	if err != nil {
 		return err
 	}
@@ -213,6 +246,8 @@ func removeNode(args []string, stderr io.Writer) error {
 
 func printDevBanner(w io.Writer, httpAddr, grpcAddr, data, schemaName string) {
 	fmt.Fprintf(w, `Lunora dev mode: node + gateway + a one-voter global tier in one process
+  auth     OFF: every caller is an anonymous admin; listening on loopback only
+           (lunora-gateway in front of lunora-node serve authenticates; see README "Security")
   data     %s
   schema   %s
   HTTP     http://%s   (POST /v1/call, POST /v1/sql, GET /v1/status, /metrics, /healthz, /readyz)

@@ -11,6 +11,7 @@ import (
 
 	"github.com/lunora/lunora/api"
 	"github.com/lunora/lunora/rpc"
+	"google.golang.org/grpc"
 )
 
 // showStatus prints the cluster: the ring as one node knows it, completed
@@ -25,6 +26,8 @@ func showStatus(args []string, stdout, stderr io.Writer) error {
 	shard := fs.String("shard", "", "also say who owns (ring) and who holds (registry) this shard, e.g. room_id=r1")
 	waitRing := fs.Int("wait-ring", 0, "first wait until the ring has at least this many nodes, every one of them alive, and the global tier a leader")
 	waitNode := fs.String("wait-node", "", "first wait until this node is in the ring and alive, and the global tier has a leader")
+	var tlsFlags clusterTLSFlags
+	tlsFlags.register(fs)
 	wait := fs.Duration("wait", 30*time.Second, "with -wait-ring or -wait-node: how long to wait before printing what there is and failing")
 	if err := fs.Parse(args); err != nil {
 		return err
@@ -32,7 +35,11 @@ func showStatus(args []string, stdout, stderr io.Writer) error {
 	if fs.NArg() > 0 {
 		return fmt.Errorf("unexpected argument %q", fs.Arg(0))
 	}
-	nodes := &nodeClients{m: map[string]*rpc.NodeClient{}}
+	dial, _, _, err := tlsFlags.client()
+	if err != nil {
+		return err
+	}
+	nodes := &nodeClients{m: map[string]*rpc.NodeClient{}, dial: dial}
 	defer nodes.close()
 	c, err := nodes.get(*addr)
 	if err != nil {
@@ -197,8 +204,9 @@ func dash(s string) string {
 
 // nodeClients caches one client per node address.
 type nodeClients struct {
-	mu sync.Mutex
-	m  map[string]*rpc.NodeClient
+	mu   sync.Mutex
+	m    map[string]*rpc.NodeClient
+	dial []grpc.DialOption
 }
 
 func (n *nodeClients) get(addr string) (*rpc.NodeClient, error) {
@@ -210,7 +218,7 @@ func (n *nodeClients) get(addr string) (*rpc.NodeClient, error) {
 	if addr == "" {
 		return nil, errors.New("no address")
 	}
-	c, err := rpc.NewNodeClient(addr)
+	c, err := rpc.NewNodeClient(addr, n.dial...)
 	if err != nil {
 		return nil, err
 	}

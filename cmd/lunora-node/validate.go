@@ -45,6 +45,13 @@ func validate(o *options, stdout io.Writer) error {
 	if err := o.clusterConfig().Validate(); err != nil {
 		return err
 	}
+	// The certificate files load and match (they are read, not used).
+	if _, err := o.tls.reloader(nil); err != nil {
+		return err
+	}
+	if _, err := o.publicTLS.reloader(nil); err != nil {
+		return err
+	}
 	voters := "a lone node (one-voter global tier)"
 	switch {
 	case len(o.bootstrap) > 0:

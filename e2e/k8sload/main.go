@@ -70,6 +70,16 @@ func main() {
 
 var httpClient = &http.Client{Timeout: 15 * time.Second}
 
+// apiKey is the credential sent with every request ($LUNORA_API_KEY; the
+// gateway authenticates every call).
+var apiKey = os.Getenv("LUNORA_API_KEY")
+
+func authorize(req *http.Request) {
+	if apiKey != "" {
+		req.Header.Set("Authorization", "Bearer "+apiKey)
+	}
+}
+
 type callError struct {
 	Error struct {
 		Code    string `json:"code"`
@@ -86,6 +96,7 @@ func post(ctx context.Context, url string, body any, out any) (outcome string, e
 		return "CLIENT", err
 	}
 	req.Header.Set("Content-Type", "application/json")
+	authorize(req)
 	resp, err := httpClient.Do(req)
 	if err != nil {
 		var ne interface{ Timeout() bool }
@@ -429,6 +440,7 @@ func pollRing(ctx context.Context, gateway string, n, rooms int, timeout time.Du
 	for {
 		st = statusJSON{}
 		req, _ := http.NewRequestWithContext(ctx, http.MethodGet, gateway+"/v1/status", nil)
+		authorize(req)
 		resp, err := httpClient.Do(req)
 		if err == nil {
 			err = json.NewDecoder(resp.Body).Decode(&st)

@@ -2,6 +2,7 @@
 package cli
 
 import (
+	"net"
 	"os"
 	"strings"
 )
@@ -23,4 +24,19 @@ func HostnameOr(def string) string {
 		return h
 	}
 	return def
+}
+
+// IsLoopback reports whether a listen address ("host:port") can be reached
+// only from this machine: its host is a loopback IP or "localhost". An
+// empty host (":8080") listens on every interface and is not.
+func IsLoopback(addr string) bool {
+	host, _, err := net.SplitHostPort(addr)
+	if err != nil {
+		return false
+	}
+	if strings.EqualFold(host, "localhost") {
+		return true
+	}
+	ip := net.ParseIP(host)
+	return ip != nil && ip.IsLoopback()
 }

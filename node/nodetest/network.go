@@ -27,7 +27,7 @@ type Server interface {
 	RegisterShard(ctx context.Context, shardID, owner string, forwarded bool) (bool, string, error)
 	Ring(ctx context.Context, minEpoch uint64) (*api.Ring, error)
 	UpdateRing(ctx context.Context, req api.RingChange) (uint64, error)
-	MoveShard(ctx context.Context, shardID, from, to string, forwarded bool) (string, uint64, error)
+	MoveShard(ctx context.Context, shardID, from, to string, toIncarnation uint64, forwarded bool) (string, uint64, error)
 	Pull(ctx context.Context, shardID, to string, epoch uint64) (uint64, error)
 	ReceiveHandoff(ctx context.Context, h api.HandoffHeader, r io.Reader, sum []byte) error
 	HandoffDone(ctx context.Context, shardID string, index uint64) error
@@ -444,9 +444,9 @@ type moved struct {
 	index  uint64
 }
 
-func (p *peer) MoveShard(ctx context.Context, shardID, from, to string, forwarded bool) (string, uint64, error) {
+func (p *peer) MoveShard(ctx context.Context, shardID, from, to string, toIncarnation uint64, forwarded bool) (string, uint64, error) {
 	m, err := invoke(ctx, p, func(ctx context.Context, s Server) (moved, error) {
-		holder, idx, err := s.MoveShard(ctx, shardID, from, to, forwarded)
+		holder, idx, err := s.MoveShard(ctx, shardID, from, to, toIncarnation, forwarded)
 		return moved{holder, idx}, err
 	})
 	return m.holder, m.index, err

@@ -21,6 +21,581 @@ const (
 	_ = protoimpl.EnforceVersion(protoimpl.MaxVersion - 20)
 )
 
+// Caller is the authenticated caller of a public API request, as the
+// gateway established it: the node runs the function as that caller
+// (lunora_auth() reads it).
+type Caller struct {
+	state   protoimpl.MessageState `protogen:"open.v1"`
+	Method  string                 `protobuf:"bytes,1,opt,name=method,proto3" json:"method,omitempty"` // api_key, jwt or dev
+	Role    string                 `protobuf:"bytes,2,opt,name=role,proto3" json:"role,omitempty"`     // admin, service or client
+	Subject string                 `protobuf:"bytes,3,opt,name=subject,proto3" json:"subject,omitempty"`
+	// claims is a JSON object of the caller's claims.
+	Claims []byte `protobuf:"bytes,4,opt,name=claims,proto3" json:"claims,omitempty"`
+	// expires_unix_ms is when the credential expires; 0: never.
+	ExpiresUnixMs int64 `protobuf:"varint,5,opt,name=expires_unix_ms,json=expiresUnixMs,proto3" json:"expires_unix_ms,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *Caller) Reset() {
+	*x = Caller{}
+	mi := &file_lunora_v1_node_proto_msgTypes[0]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Caller) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Caller) ProtoMessage() {}
+
+func (x *Caller) ProtoReflect() protoreflect.Message {
+	mi := &file_lunora_v1_node_proto_msgTypes[0]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Caller.ProtoReflect.Descriptor instead.
+func (*Caller) Descriptor() ([]byte, []int) {
+	return file_lunora_v1_node_proto_rawDescGZIP(), []int{0}
+}
+
+func (x *Caller) GetMethod() string {
+	if x != nil {
+		return x.Method
+	}
+	return ""
+}
+
+func (x *Caller) GetRole() string {
+	if x != nil {
+		return x.Role
+	}
+	return ""
+}
+
+func (x *Caller) GetSubject() string {
+	if x != nil {
+		return x.Subject
+	}
+	return ""
+}
+
+func (x *Caller) GetClaims() []byte {
+	if x != nil {
+		return x.Claims
+	}
+	return nil
+}
+
+func (x *Caller) GetExpiresUnixMs() int64 {
+	if x != nil {
+		return x.ExpiresUnixMs
+	}
+	return 0
+}
+
+type ApiKey struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	Id    string                 `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"`
+	Name  string                 `protobuf:"bytes,2,opt,name=name,proto3" json:"name,omitempty"`
+	Role  string                 `protobuf:"bytes,3,opt,name=role,proto3" json:"role,omitempty"`
+	// hash is the SHA-256 of the key's secret (LookupKey and a forwarded
+	// CreateKey only).
+	Hash          []byte `protobuf:"bytes,4,opt,name=hash,proto3" json:"hash,omitempty"`
+	CreatedUnixMs int64  `protobuf:"varint,5,opt,name=created_unix_ms,json=createdUnixMs,proto3" json:"created_unix_ms,omitempty"`
+	// revoked_unix_ms is 0 while the key is live.
+	RevokedUnixMs int64 `protobuf:"varint,6,opt,name=revoked_unix_ms,json=revokedUnixMs,proto3" json:"revoked_unix_ms,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ApiKey) Reset() {
+	*x = ApiKey{}
+	mi := &file_lunora_v1_node_proto_msgTypes[1]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ApiKey) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ApiKey) ProtoMessage() {}
+
+func (x *ApiKey) ProtoReflect() protoreflect.Message {
+	mi := &file_lunora_v1_node_proto_msgTypes[1]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ApiKey.ProtoReflect.Descriptor instead.
+func (*ApiKey) Descriptor() ([]byte, []int) {
+	return file_lunora_v1_node_proto_rawDescGZIP(), []int{1}
+}
+
+func (x *ApiKey) GetId() string {
+	if x != nil {
+		return x.Id
+	}
+	return ""
+}
+
+func (x *ApiKey) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+func (x *ApiKey) GetRole() string {
+	if x != nil {
+		return x.Role
+	}
+	return ""
+}
+
+func (x *ApiKey) GetHash() []byte {
+	if x != nil {
+		return x.Hash
+	}
+	return nil
+}
+
+func (x *ApiKey) GetCreatedUnixMs() int64 {
+	if x != nil {
+		return x.CreatedUnixMs
+	}
+	return 0
+}
+
+func (x *ApiKey) GetRevokedUnixMs() int64 {
+	if x != nil {
+		return x.RevokedUnixMs
+	}
+	return 0
+}
+
+type CreateKeyRequest struct {
+	state     protoimpl.MessageState `protogen:"open.v1"`
+	Name      string                 `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
+	Role      string                 `protobuf:"bytes,2,opt,name=role,proto3" json:"role,omitempty"`
+	Forwarded bool                   `protobuf:"varint,3,opt,name=forwarded,proto3" json:"forwarded,omitempty"`
+	// key is the record the node the operator called made (forwarded
+	// requests only): the leader stores it as is.
+	Key           *ApiKey `protobuf:"bytes,4,opt,name=key,proto3" json:"key,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *CreateKeyRequest) Reset() {
+	*x = CreateKeyRequest{}
+	mi := &file_lunora_v1_node_proto_msgTypes[2]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *CreateKeyRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*CreateKeyRequest) ProtoMessage() {}
+
+func (x *CreateKeyRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_lunora_v1_node_proto_msgTypes[2]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use CreateKeyRequest.ProtoReflect.Descriptor instead.
+func (*CreateKeyRequest) Descriptor() ([]byte, []int) {
+	return file_lunora_v1_node_proto_rawDescGZIP(), []int{2}
+}
+
+func (x *CreateKeyRequest) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+func (x *CreateKeyRequest) GetRole() string {
+	if x != nil {
+		return x.Role
+	}
+	return ""
+}
+
+func (x *CreateKeyRequest) GetForwarded() bool {
+	if x != nil {
+		return x.Forwarded
+	}
+	return false
+}
+
+func (x *CreateKeyRequest) GetKey() *ApiKey {
+	if x != nil {
+		return x.Key
+	}
+	return nil
+}
+
+type CreateKeyResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// token is the key to hand out ("lk_<id>_<secret>"): shown once, never
+	// stored. Empty in the leader's answer to a forwarded request.
+	Token         string  `protobuf:"bytes,1,opt,name=token,proto3" json:"token,omitempty"`
+	Key           *ApiKey `protobuf:"bytes,2,opt,name=key,proto3" json:"key,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *CreateKeyResponse) Reset() {
+	*x = CreateKeyResponse{}
+	mi := &file_lunora_v1_node_proto_msgTypes[3]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *CreateKeyResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*CreateKeyResponse) ProtoMessage() {}
+
+func (x *CreateKeyResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_lunora_v1_node_proto_msgTypes[3]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use CreateKeyResponse.ProtoReflect.Descriptor instead.
+func (*CreateKeyResponse) Descriptor() ([]byte, []int) {
+	return file_lunora_v1_node_proto_rawDescGZIP(), []int{3}
+}
+
+func (x *CreateKeyResponse) GetToken() string {
+	if x != nil {
+		return x.Token
+	}
+	return ""
+}
+
+func (x *CreateKeyResponse) GetKey() *ApiKey {
+	if x != nil {
+		return x.Key
+	}
+	return nil
+}
+
+type RevokeKeyRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Id            string                 `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"`
+	Forwarded     bool                   `protobuf:"varint,2,opt,name=forwarded,proto3" json:"forwarded,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RevokeKeyRequest) Reset() {
+	*x = RevokeKeyRequest{}
+	mi := &file_lunora_v1_node_proto_msgTypes[4]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RevokeKeyRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RevokeKeyRequest) ProtoMessage() {}
+
+func (x *RevokeKeyRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_lunora_v1_node_proto_msgTypes[4]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RevokeKeyRequest.ProtoReflect.Descriptor instead.
+func (*RevokeKeyRequest) Descriptor() ([]byte, []int) {
+	return file_lunora_v1_node_proto_rawDescGZIP(), []int{4}
+}
+
+func (x *RevokeKeyRequest) GetId() string {
+	if x != nil {
+		return x.Id
+	}
+	return ""
+}
+
+func (x *RevokeKeyRequest) GetForwarded() bool {
+	if x != nil {
+		return x.Forwarded
+	}
+	return false
+}
+
+type RevokeKeyResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Key           *ApiKey                `protobuf:"bytes,1,opt,name=key,proto3" json:"key,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RevokeKeyResponse) Reset() {
+	*x = RevokeKeyResponse{}
+	mi := &file_lunora_v1_node_proto_msgTypes[5]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RevokeKeyResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RevokeKeyResponse) ProtoMessage() {}
+
+func (x *RevokeKeyResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_lunora_v1_node_proto_msgTypes[5]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RevokeKeyResponse.ProtoReflect.Descriptor instead.
+func (*RevokeKeyResponse) Descriptor() ([]byte, []int) {
+	return file_lunora_v1_node_proto_rawDescGZIP(), []int{5}
+}
+
+func (x *RevokeKeyResponse) GetKey() *ApiKey {
+	if x != nil {
+		return x.Key
+	}
+	return nil
+}
+
+type ListKeysRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// limit bounds the keys answered (0: the node's default).
+	Limit         uint32 `protobuf:"varint,1,opt,name=limit,proto3" json:"limit,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ListKeysRequest) Reset() {
+	*x = ListKeysRequest{}
+	mi := &file_lunora_v1_node_proto_msgTypes[6]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ListKeysRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ListKeysRequest) ProtoMessage() {}
+
+func (x *ListKeysRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_lunora_v1_node_proto_msgTypes[6]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ListKeysRequest.ProtoReflect.Descriptor instead.
+func (*ListKeysRequest) Descriptor() ([]byte, []int) {
+	return file_lunora_v1_node_proto_rawDescGZIP(), []int{6}
+}
+
+func (x *ListKeysRequest) GetLimit() uint32 {
+	if x != nil {
+		return x.Limit
+	}
+	return 0
+}
+
+type ListKeysResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	Keys  []*ApiKey              `protobuf:"bytes,1,rep,name=keys,proto3" json:"keys,omitempty"`
+	// more is true when there are keys beyond limit.
+	More          bool `protobuf:"varint,2,opt,name=more,proto3" json:"more,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ListKeysResponse) Reset() {
+	*x = ListKeysResponse{}
+	mi := &file_lunora_v1_node_proto_msgTypes[7]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ListKeysResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ListKeysResponse) ProtoMessage() {}
+
+func (x *ListKeysResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_lunora_v1_node_proto_msgTypes[7]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ListKeysResponse.ProtoReflect.Descriptor instead.
+func (*ListKeysResponse) Descriptor() ([]byte, []int) {
+	return file_lunora_v1_node_proto_rawDescGZIP(), []int{7}
+}
+
+func (x *ListKeysResponse) GetKeys() []*ApiKey {
+	if x != nil {
+		return x.Keys
+	}
+	return nil
+}
+
+func (x *ListKeysResponse) GetMore() bool {
+	if x != nil {
+		return x.More
+	}
+	return false
+}
+
+type LookupKeyRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Id            string                 `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *LookupKeyRequest) Reset() {
+	*x = LookupKeyRequest{}
+	mi := &file_lunora_v1_node_proto_msgTypes[8]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *LookupKeyRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*LookupKeyRequest) ProtoMessage() {}
+
+func (x *LookupKeyRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_lunora_v1_node_proto_msgTypes[8]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use LookupKeyRequest.ProtoReflect.Descriptor instead.
+func (*LookupKeyRequest) Descriptor() ([]byte, []int) {
+	return file_lunora_v1_node_proto_rawDescGZIP(), []int{8}
+}
+
+func (x *LookupKeyRequest) GetId() string {
+	if x != nil {
+		return x.Id
+	}
+	return ""
+}
+
+type LookupKeyResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// key is unset when no key has this ID.
+	Key           *ApiKey `protobuf:"bytes,1,opt,name=key,proto3" json:"key,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *LookupKeyResponse) Reset() {
+	*x = LookupKeyResponse{}
+	mi := &file_lunora_v1_node_proto_msgTypes[9]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *LookupKeyResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*LookupKeyResponse) ProtoMessage() {}
+
+func (x *LookupKeyResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_lunora_v1_node_proto_msgTypes[9]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use LookupKeyResponse.ProtoReflect.Descriptor instead.
+func (*LookupKeyResponse) Descriptor() ([]byte, []int) {
+	return file_lunora_v1_node_proto_rawDescGZIP(), []int{9}
+}
+
+func (x *LookupKeyResponse) GetKey() *ApiKey {
+	if x != nil {
+		return x.Key
+	}
+	return nil
+}
+
 type LocateShardRequest struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	ShardId       string                 `protobuf:"bytes,1,opt,name=shard_id,json=shardId,proto3" json:"shard_id,omitempty"`
@@ -30,7 +605,7 @@ type LocateShardRequest struct {
 
 func (x *LocateShardRequest) Reset() {
 	*x = LocateShardRequest{}
-	mi := &file_lunora_v1_node_proto_msgTypes[0]
+	mi := &file_lunora_v1_node_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -42,7 +617,7 @@ func (x *LocateShardRequest) String() string {
 func (*LocateShardRequest) ProtoMessage() {}
 
 func (x *LocateShardRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_lunora_v1_node_proto_msgTypes[0]
+	mi := &file_lunora_v1_node_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -55,7 +630,7 @@ func (x *LocateShardRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use LocateShardRequest.ProtoReflect.Descriptor instead.
 func (*LocateShardRequest) Descriptor() ([]byte, []int) {
-	return file_lunora_v1_node_proto_rawDescGZIP(), []int{0}
+	return file_lunora_v1_node_proto_rawDescGZIP(), []int{10}
 }
 
 func (x *LocateShardRequest) GetShardId() string {
@@ -80,7 +655,7 @@ type LocateShardResponse struct {
 
 func (x *LocateShardResponse) Reset() {
 	*x = LocateShardResponse{}
-	mi := &file_lunora_v1_node_proto_msgTypes[1]
+	mi := &file_lunora_v1_node_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -92,7 +667,7 @@ func (x *LocateShardResponse) String() string {
 func (*LocateShardResponse) ProtoMessage() {}
 
 func (x *LocateShardResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_lunora_v1_node_proto_msgTypes[1]
+	mi := &file_lunora_v1_node_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -105,7 +680,7 @@ func (x *LocateShardResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use LocateShardResponse.ProtoReflect.Descriptor instead.
 func (*LocateShardResponse) Descriptor() ([]byte, []int) {
-	return file_lunora_v1_node_proto_rawDescGZIP(), []int{1}
+	return file_lunora_v1_node_proto_rawDescGZIP(), []int{11}
 }
 
 func (x *LocateShardResponse) GetShardId() string {
@@ -154,7 +729,7 @@ type RingRequest struct {
 
 func (x *RingRequest) Reset() {
 	*x = RingRequest{}
-	mi := &file_lunora_v1_node_proto_msgTypes[2]
+	mi := &file_lunora_v1_node_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -166,7 +741,7 @@ func (x *RingRequest) String() string {
 func (*RingRequest) ProtoMessage() {}
 
 func (x *RingRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_lunora_v1_node_proto_msgTypes[2]
+	mi := &file_lunora_v1_node_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -179,7 +754,7 @@ func (x *RingRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RingRequest.ProtoReflect.Descriptor instead.
 func (*RingRequest) Descriptor() ([]byte, []int) {
-	return file_lunora_v1_node_proto_rawDescGZIP(), []int{2}
+	return file_lunora_v1_node_proto_rawDescGZIP(), []int{12}
 }
 
 func (x *RingRequest) GetMinEpoch() uint64 {
@@ -201,7 +776,7 @@ type RingNode struct {
 
 func (x *RingNode) Reset() {
 	*x = RingNode{}
-	mi := &file_lunora_v1_node_proto_msgTypes[3]
+	mi := &file_lunora_v1_node_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -213,7 +788,7 @@ func (x *RingNode) String() string {
 func (*RingNode) ProtoMessage() {}
 
 func (x *RingNode) ProtoReflect() protoreflect.Message {
-	mi := &file_lunora_v1_node_proto_msgTypes[3]
+	mi := &file_lunora_v1_node_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -226,7 +801,7 @@ func (x *RingNode) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RingNode.ProtoReflect.Descriptor instead.
 func (*RingNode) Descriptor() ([]byte, []int) {
-	return file_lunora_v1_node_proto_rawDescGZIP(), []int{3}
+	return file_lunora_v1_node_proto_rawDescGZIP(), []int{13}
 }
 
 func (x *RingNode) GetId() string {
@@ -269,7 +844,7 @@ type RingResponse struct {
 
 func (x *RingResponse) Reset() {
 	*x = RingResponse{}
-	mi := &file_lunora_v1_node_proto_msgTypes[4]
+	mi := &file_lunora_v1_node_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -281,7 +856,7 @@ func (x *RingResponse) String() string {
 func (*RingResponse) ProtoMessage() {}
 
 func (x *RingResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_lunora_v1_node_proto_msgTypes[4]
+	mi := &file_lunora_v1_node_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -294,7 +869,7 @@ func (x *RingResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RingResponse.ProtoReflect.Descriptor instead.
 func (*RingResponse) Descriptor() ([]byte, []int) {
-	return file_lunora_v1_node_proto_rawDescGZIP(), []int{4}
+	return file_lunora_v1_node_proto_rawDescGZIP(), []int{14}
 }
 
 func (x *RingResponse) GetEpoch() uint64 {
@@ -335,7 +910,7 @@ type UpdateRingRequest struct {
 
 func (x *UpdateRingRequest) Reset() {
 	*x = UpdateRingRequest{}
-	mi := &file_lunora_v1_node_proto_msgTypes[5]
+	mi := &file_lunora_v1_node_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -347,7 +922,7 @@ func (x *UpdateRingRequest) String() string {
 func (*UpdateRingRequest) ProtoMessage() {}
 
 func (x *UpdateRingRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_lunora_v1_node_proto_msgTypes[5]
+	mi := &file_lunora_v1_node_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -360,7 +935,7 @@ func (x *UpdateRingRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use UpdateRingRequest.ProtoReflect.Descriptor instead.
 func (*UpdateRingRequest) Descriptor() ([]byte, []int) {
-	return file_lunora_v1_node_proto_rawDescGZIP(), []int{5}
+	return file_lunora_v1_node_proto_rawDescGZIP(), []int{15}
 }
 
 func (x *UpdateRingRequest) GetNodeId() string {
@@ -407,7 +982,7 @@ type UpdateRingResponse struct {
 
 func (x *UpdateRingResponse) Reset() {
 	*x = UpdateRingResponse{}
-	mi := &file_lunora_v1_node_proto_msgTypes[6]
+	mi := &file_lunora_v1_node_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -419,7 +994,7 @@ func (x *UpdateRingResponse) String() string {
 func (*UpdateRingResponse) ProtoMessage() {}
 
 func (x *UpdateRingResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_lunora_v1_node_proto_msgTypes[6]
+	mi := &file_lunora_v1_node_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -432,7 +1007,7 @@ func (x *UpdateRingResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use UpdateRingResponse.ProtoReflect.Descriptor instead.
 func (*UpdateRingResponse) Descriptor() ([]byte, []int) {
-	return file_lunora_v1_node_proto_rawDescGZIP(), []int{6}
+	return file_lunora_v1_node_proto_rawDescGZIP(), []int{16}
 }
 
 func (x *UpdateRingResponse) GetEpoch() uint64 {
@@ -443,18 +1018,23 @@ func (x *UpdateRingResponse) GetEpoch() uint64 {
 }
 
 type MoveShardRequest struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	ShardId       string                 `protobuf:"bytes,1,opt,name=shard_id,json=shardId,proto3" json:"shard_id,omitempty"`
-	FromNode      string                 `protobuf:"bytes,2,opt,name=from_node,json=fromNode,proto3" json:"from_node,omitempty"`
-	ToNode        string                 `protobuf:"bytes,3,opt,name=to_node,json=toNode,proto3" json:"to_node,omitempty"`
-	Forwarded     bool                   `protobuf:"varint,4,opt,name=forwarded,proto3" json:"forwarded,omitempty"`
+	state     protoimpl.MessageState `protogen:"open.v1"`
+	ShardId   string                 `protobuf:"bytes,1,opt,name=shard_id,json=shardId,proto3" json:"shard_id,omitempty"`
+	FromNode  string                 `protobuf:"bytes,2,opt,name=from_node,json=fromNode,proto3" json:"from_node,omitempty"`
+	ToNode    string                 `protobuf:"bytes,3,opt,name=to_node,json=toNode,proto3" json:"to_node,omitempty"`
+	Forwarded bool                   `protobuf:"varint,4,opt,name=forwarded,proto3" json:"forwarded,omitempty"`
+	// to_incarnation fences the move: it commits only while the receiver's
+	// newest recorded process incarnation is this one (0: no fence). A
+	// receiver that restarted after taking the stream may have discarded
+	// its copy; the move must not name it the holder then.
+	ToIncarnation uint64 `protobuf:"varint,5,opt,name=to_incarnation,json=toIncarnation,proto3" json:"to_incarnation,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
 func (x *MoveShardRequest) Reset() {
 	*x = MoveShardRequest{}
-	mi := &file_lunora_v1_node_proto_msgTypes[7]
+	mi := &file_lunora_v1_node_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -466,7 +1046,7 @@ func (x *MoveShardRequest) String() string {
 func (*MoveShardRequest) ProtoMessage() {}
 
 func (x *MoveShardRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_lunora_v1_node_proto_msgTypes[7]
+	mi := &file_lunora_v1_node_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -479,7 +1059,7 @@ func (x *MoveShardRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use MoveShardRequest.ProtoReflect.Descriptor instead.
 func (*MoveShardRequest) Descriptor() ([]byte, []int) {
-	return file_lunora_v1_node_proto_rawDescGZIP(), []int{7}
+	return file_lunora_v1_node_proto_rawDescGZIP(), []int{17}
 }
 
 func (x *MoveShardRequest) GetShardId() string {
@@ -510,6 +1090,13 @@ func (x *MoveShardRequest) GetForwarded() bool {
 	return false
 }
 
+func (x *MoveShardRequest) GetToIncarnation() uint64 {
+	if x != nil {
+		return x.ToIncarnation
+	}
+	return 0
+}
+
 type MoveShardResponse struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// holder is the registry's holder after the call.
@@ -521,7 +1108,7 @@ type MoveShardResponse struct {
 
 func (x *MoveShardResponse) Reset() {
 	*x = MoveShardResponse{}
-	mi := &file_lunora_v1_node_proto_msgTypes[8]
+	mi := &file_lunora_v1_node_proto_msgTypes[18]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -533,7 +1120,7 @@ func (x *MoveShardResponse) String() string {
 func (*MoveShardResponse) ProtoMessage() {}
 
 func (x *MoveShardResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_lunora_v1_node_proto_msgTypes[8]
+	mi := &file_lunora_v1_node_proto_msgTypes[18]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -546,7 +1133,7 @@ func (x *MoveShardResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use MoveShardResponse.ProtoReflect.Descriptor instead.
 func (*MoveShardResponse) Descriptor() ([]byte, []int) {
-	return file_lunora_v1_node_proto_rawDescGZIP(), []int{8}
+	return file_lunora_v1_node_proto_rawDescGZIP(), []int{18}
 }
 
 func (x *MoveShardResponse) GetHolder() string {
@@ -576,7 +1163,7 @@ type ListShardsRequest struct {
 
 func (x *ListShardsRequest) Reset() {
 	*x = ListShardsRequest{}
-	mi := &file_lunora_v1_node_proto_msgTypes[9]
+	mi := &file_lunora_v1_node_proto_msgTypes[19]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -588,7 +1175,7 @@ func (x *ListShardsRequest) String() string {
 func (*ListShardsRequest) ProtoMessage() {}
 
 func (x *ListShardsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_lunora_v1_node_proto_msgTypes[9]
+	mi := &file_lunora_v1_node_proto_msgTypes[19]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -601,7 +1188,7 @@ func (x *ListShardsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListShardsRequest.ProtoReflect.Descriptor instead.
 func (*ListShardsRequest) Descriptor() ([]byte, []int) {
-	return file_lunora_v1_node_proto_rawDescGZIP(), []int{9}
+	return file_lunora_v1_node_proto_rawDescGZIP(), []int{19}
 }
 
 func (x *ListShardsRequest) GetGroup() string {
@@ -642,7 +1229,7 @@ type ListShardsResponse struct {
 
 func (x *ListShardsResponse) Reset() {
 	*x = ListShardsResponse{}
-	mi := &file_lunora_v1_node_proto_msgTypes[10]
+	mi := &file_lunora_v1_node_proto_msgTypes[20]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -654,7 +1241,7 @@ func (x *ListShardsResponse) String() string {
 func (*ListShardsResponse) ProtoMessage() {}
 
 func (x *ListShardsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_lunora_v1_node_proto_msgTypes[10]
+	mi := &file_lunora_v1_node_proto_msgTypes[20]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -667,7 +1254,7 @@ func (x *ListShardsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListShardsResponse.ProtoReflect.Descriptor instead.
 func (*ListShardsResponse) Descriptor() ([]byte, []int) {
-	return file_lunora_v1_node_proto_rawDescGZIP(), []int{10}
+	return file_lunora_v1_node_proto_rawDescGZIP(), []int{20}
 }
 
 func (x *ListShardsResponse) GetShardIds() []string {
@@ -695,7 +1282,7 @@ type PullRequest struct {
 
 func (x *PullRequest) Reset() {
 	*x = PullRequest{}
-	mi := &file_lunora_v1_node_proto_msgTypes[11]
+	mi := &file_lunora_v1_node_proto_msgTypes[21]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -707,7 +1294,7 @@ func (x *PullRequest) String() string {
 func (*PullRequest) ProtoMessage() {}
 
 func (x *PullRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_lunora_v1_node_proto_msgTypes[11]
+	mi := &file_lunora_v1_node_proto_msgTypes[21]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -720,7 +1307,7 @@ func (x *PullRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PullRequest.ProtoReflect.Descriptor instead.
 func (*PullRequest) Descriptor() ([]byte, []int) {
-	return file_lunora_v1_node_proto_rawDescGZIP(), []int{11}
+	return file_lunora_v1_node_proto_rawDescGZIP(), []int{21}
 }
 
 func (x *PullRequest) GetShardId() string {
@@ -753,7 +1340,7 @@ type PullResponse struct {
 
 func (x *PullResponse) Reset() {
 	*x = PullResponse{}
-	mi := &file_lunora_v1_node_proto_msgTypes[12]
+	mi := &file_lunora_v1_node_proto_msgTypes[22]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -765,7 +1352,7 @@ func (x *PullResponse) String() string {
 func (*PullResponse) ProtoMessage() {}
 
 func (x *PullResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_lunora_v1_node_proto_msgTypes[12]
+	mi := &file_lunora_v1_node_proto_msgTypes[22]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -778,7 +1365,7 @@ func (x *PullResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PullResponse.ProtoReflect.Descriptor instead.
 func (*PullResponse) Descriptor() ([]byte, []int) {
-	return file_lunora_v1_node_proto_rawDescGZIP(), []int{12}
+	return file_lunora_v1_node_proto_rawDescGZIP(), []int{22}
 }
 
 func (x *PullResponse) GetIndex() uint64 {
@@ -803,7 +1390,7 @@ type HandoffChunk struct {
 
 func (x *HandoffChunk) Reset() {
 	*x = HandoffChunk{}
-	mi := &file_lunora_v1_node_proto_msgTypes[13]
+	mi := &file_lunora_v1_node_proto_msgTypes[23]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -815,7 +1402,7 @@ func (x *HandoffChunk) String() string {
 func (*HandoffChunk) ProtoMessage() {}
 
 func (x *HandoffChunk) ProtoReflect() protoreflect.Message {
-	mi := &file_lunora_v1_node_proto_msgTypes[13]
+	mi := &file_lunora_v1_node_proto_msgTypes[23]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -828,7 +1415,7 @@ func (x *HandoffChunk) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use HandoffChunk.ProtoReflect.Descriptor instead.
 func (*HandoffChunk) Descriptor() ([]byte, []int) {
-	return file_lunora_v1_node_proto_rawDescGZIP(), []int{13}
+	return file_lunora_v1_node_proto_rawDescGZIP(), []int{23}
 }
 
 func (x *HandoffChunk) GetShardId() string {
@@ -881,7 +1468,7 @@ type HandoffAck struct {
 
 func (x *HandoffAck) Reset() {
 	*x = HandoffAck{}
-	mi := &file_lunora_v1_node_proto_msgTypes[14]
+	mi := &file_lunora_v1_node_proto_msgTypes[24]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -893,7 +1480,7 @@ func (x *HandoffAck) String() string {
 func (*HandoffAck) ProtoMessage() {}
 
 func (x *HandoffAck) ProtoReflect() protoreflect.Message {
-	mi := &file_lunora_v1_node_proto_msgTypes[14]
+	mi := &file_lunora_v1_node_proto_msgTypes[24]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -906,7 +1493,7 @@ func (x *HandoffAck) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use HandoffAck.ProtoReflect.Descriptor instead.
 func (*HandoffAck) Descriptor() ([]byte, []int) {
-	return file_lunora_v1_node_proto_rawDescGZIP(), []int{14}
+	return file_lunora_v1_node_proto_rawDescGZIP(), []int{24}
 }
 
 type HandoffDoneRequest struct {
@@ -919,7 +1506,7 @@ type HandoffDoneRequest struct {
 
 func (x *HandoffDoneRequest) Reset() {
 	*x = HandoffDoneRequest{}
-	mi := &file_lunora_v1_node_proto_msgTypes[15]
+	mi := &file_lunora_v1_node_proto_msgTypes[25]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -931,7 +1518,7 @@ func (x *HandoffDoneRequest) String() string {
 func (*HandoffDoneRequest) ProtoMessage() {}
 
 func (x *HandoffDoneRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_lunora_v1_node_proto_msgTypes[15]
+	mi := &file_lunora_v1_node_proto_msgTypes[25]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -944,7 +1531,7 @@ func (x *HandoffDoneRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use HandoffDoneRequest.ProtoReflect.Descriptor instead.
 func (*HandoffDoneRequest) Descriptor() ([]byte, []int) {
-	return file_lunora_v1_node_proto_rawDescGZIP(), []int{15}
+	return file_lunora_v1_node_proto_rawDescGZIP(), []int{25}
 }
 
 func (x *HandoffDoneRequest) GetShardId() string {
@@ -969,7 +1556,7 @@ type HandoffDoneResponse struct {
 
 func (x *HandoffDoneResponse) Reset() {
 	*x = HandoffDoneResponse{}
-	mi := &file_lunora_v1_node_proto_msgTypes[16]
+	mi := &file_lunora_v1_node_proto_msgTypes[26]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -981,7 +1568,7 @@ func (x *HandoffDoneResponse) String() string {
 func (*HandoffDoneResponse) ProtoMessage() {}
 
 func (x *HandoffDoneResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_lunora_v1_node_proto_msgTypes[16]
+	mi := &file_lunora_v1_node_proto_msgTypes[26]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -994,7 +1581,7 @@ func (x *HandoffDoneResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use HandoffDoneResponse.ProtoReflect.Descriptor instead.
 func (*HandoffDoneResponse) Descriptor() ([]byte, []int) {
-	return file_lunora_v1_node_proto_rawDescGZIP(), []int{16}
+	return file_lunora_v1_node_proto_rawDescGZIP(), []int{26}
 }
 
 type NodeSubscribeRequest struct {
@@ -1004,13 +1591,14 @@ type NodeSubscribeRequest struct {
 	Args          map[string]*Value      `protobuf:"bytes,3,rep,name=args,proto3" json:"args,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
 	SinceSeq      uint64                 `protobuf:"varint,4,opt,name=since_seq,json=sinceSeq,proto3" json:"since_seq,omitempty"`
 	Epoch         uint64                 `protobuf:"varint,5,opt,name=epoch,proto3" json:"epoch,omitempty"`
+	Caller        *Caller                `protobuf:"bytes,6,opt,name=caller,proto3" json:"caller,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
 func (x *NodeSubscribeRequest) Reset() {
 	*x = NodeSubscribeRequest{}
-	mi := &file_lunora_v1_node_proto_msgTypes[17]
+	mi := &file_lunora_v1_node_proto_msgTypes[27]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1022,7 +1610,7 @@ func (x *NodeSubscribeRequest) String() string {
 func (*NodeSubscribeRequest) ProtoMessage() {}
 
 func (x *NodeSubscribeRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_lunora_v1_node_proto_msgTypes[17]
+	mi := &file_lunora_v1_node_proto_msgTypes[27]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1035,7 +1623,7 @@ func (x *NodeSubscribeRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use NodeSubscribeRequest.ProtoReflect.Descriptor instead.
 func (*NodeSubscribeRequest) Descriptor() ([]byte, []int) {
-	return file_lunora_v1_node_proto_rawDescGZIP(), []int{17}
+	return file_lunora_v1_node_proto_rawDescGZIP(), []int{27}
 }
 
 func (x *NodeSubscribeRequest) GetShardId() string {
@@ -1073,6 +1661,13 @@ func (x *NodeSubscribeRequest) GetEpoch() uint64 {
 	return 0
 }
 
+func (x *NodeSubscribeRequest) GetCaller() *Caller {
+	if x != nil {
+		return x.Caller
+	}
+	return nil
+}
+
 type RegisterShardRequest struct {
 	state     protoimpl.MessageState `protogen:"open.v1"`
 	ShardId   string                 `protobuf:"bytes,1,opt,name=shard_id,json=shardId,proto3" json:"shard_id,omitempty"`
@@ -1086,7 +1681,7 @@ type RegisterShardRequest struct {
 
 func (x *RegisterShardRequest) Reset() {
 	*x = RegisterShardRequest{}
-	mi := &file_lunora_v1_node_proto_msgTypes[18]
+	mi := &file_lunora_v1_node_proto_msgTypes[28]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1098,7 +1693,7 @@ func (x *RegisterShardRequest) String() string {
 func (*RegisterShardRequest) ProtoMessage() {}
 
 func (x *RegisterShardRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_lunora_v1_node_proto_msgTypes[18]
+	mi := &file_lunora_v1_node_proto_msgTypes[28]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1111,7 +1706,7 @@ func (x *RegisterShardRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RegisterShardRequest.ProtoReflect.Descriptor instead.
 func (*RegisterShardRequest) Descriptor() ([]byte, []int) {
-	return file_lunora_v1_node_proto_rawDescGZIP(), []int{18}
+	return file_lunora_v1_node_proto_rawDescGZIP(), []int{28}
 }
 
 func (x *RegisterShardRequest) GetShardId() string {
@@ -1148,7 +1743,7 @@ type RegisterShardResponse struct {
 
 func (x *RegisterShardResponse) Reset() {
 	*x = RegisterShardResponse{}
-	mi := &file_lunora_v1_node_proto_msgTypes[19]
+	mi := &file_lunora_v1_node_proto_msgTypes[29]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1160,7 +1755,7 @@ func (x *RegisterShardResponse) String() string {
 func (*RegisterShardResponse) ProtoMessage() {}
 
 func (x *RegisterShardResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_lunora_v1_node_proto_msgTypes[19]
+	mi := &file_lunora_v1_node_proto_msgTypes[29]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1173,7 +1768,7 @@ func (x *RegisterShardResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RegisterShardResponse.ProtoReflect.Descriptor instead.
 func (*RegisterShardResponse) Descriptor() ([]byte, []int) {
-	return file_lunora_v1_node_proto_rawDescGZIP(), []int{19}
+	return file_lunora_v1_node_proto_rawDescGZIP(), []int{29}
 }
 
 func (x *RegisterShardResponse) GetExisted() bool {
@@ -1214,7 +1809,7 @@ type JoinRequest struct {
 
 func (x *JoinRequest) Reset() {
 	*x = JoinRequest{}
-	mi := &file_lunora_v1_node_proto_msgTypes[20]
+	mi := &file_lunora_v1_node_proto_msgTypes[30]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1226,7 +1821,7 @@ func (x *JoinRequest) String() string {
 func (*JoinRequest) ProtoMessage() {}
 
 func (x *JoinRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_lunora_v1_node_proto_msgTypes[20]
+	mi := &file_lunora_v1_node_proto_msgTypes[30]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1239,7 +1834,7 @@ func (x *JoinRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use JoinRequest.ProtoReflect.Descriptor instead.
 func (*JoinRequest) Descriptor() ([]byte, []int) {
-	return file_lunora_v1_node_proto_rawDescGZIP(), []int{20}
+	return file_lunora_v1_node_proto_rawDescGZIP(), []int{30}
 }
 
 func (x *JoinRequest) GetNodeId() string {
@@ -1293,7 +1888,7 @@ type JoinResponse struct {
 
 func (x *JoinResponse) Reset() {
 	*x = JoinResponse{}
-	mi := &file_lunora_v1_node_proto_msgTypes[21]
+	mi := &file_lunora_v1_node_proto_msgTypes[31]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1305,7 +1900,7 @@ func (x *JoinResponse) String() string {
 func (*JoinResponse) ProtoMessage() {}
 
 func (x *JoinResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_lunora_v1_node_proto_msgTypes[21]
+	mi := &file_lunora_v1_node_proto_msgTypes[31]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1318,7 +1913,7 @@ func (x *JoinResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use JoinResponse.ProtoReflect.Descriptor instead.
 func (*JoinResponse) Descriptor() ([]byte, []int) {
-	return file_lunora_v1_node_proto_rawDescGZIP(), []int{21}
+	return file_lunora_v1_node_proto_rawDescGZIP(), []int{31}
 }
 
 func (x *JoinResponse) GetLeaderId() string {
@@ -1344,7 +1939,7 @@ type RemoveNodeRequest struct {
 
 func (x *RemoveNodeRequest) Reset() {
 	*x = RemoveNodeRequest{}
-	mi := &file_lunora_v1_node_proto_msgTypes[22]
+	mi := &file_lunora_v1_node_proto_msgTypes[32]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1356,7 +1951,7 @@ func (x *RemoveNodeRequest) String() string {
 func (*RemoveNodeRequest) ProtoMessage() {}
 
 func (x *RemoveNodeRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_lunora_v1_node_proto_msgTypes[22]
+	mi := &file_lunora_v1_node_proto_msgTypes[32]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1369,7 +1964,7 @@ func (x *RemoveNodeRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RemoveNodeRequest.ProtoReflect.Descriptor instead.
 func (*RemoveNodeRequest) Descriptor() ([]byte, []int) {
-	return file_lunora_v1_node_proto_rawDescGZIP(), []int{22}
+	return file_lunora_v1_node_proto_rawDescGZIP(), []int{32}
 }
 
 func (x *RemoveNodeRequest) GetNodeId() string {
@@ -1408,7 +2003,7 @@ type RemoveNodeResponse struct {
 
 func (x *RemoveNodeResponse) Reset() {
 	*x = RemoveNodeResponse{}
-	mi := &file_lunora_v1_node_proto_msgTypes[23]
+	mi := &file_lunora_v1_node_proto_msgTypes[33]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1420,7 +2015,7 @@ func (x *RemoveNodeResponse) String() string {
 func (*RemoveNodeResponse) ProtoMessage() {}
 
 func (x *RemoveNodeResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_lunora_v1_node_proto_msgTypes[23]
+	mi := &file_lunora_v1_node_proto_msgTypes[33]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1433,7 +2028,7 @@ func (x *RemoveNodeResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RemoveNodeResponse.ProtoReflect.Descriptor instead.
 func (*RemoveNodeResponse) Descriptor() ([]byte, []int) {
-	return file_lunora_v1_node_proto_rawDescGZIP(), []int{23}
+	return file_lunora_v1_node_proto_rawDescGZIP(), []int{33}
 }
 
 type NodeCallRequest struct {
@@ -1446,14 +2041,16 @@ type NodeCallRequest struct {
 	Epoch uint64       `protobuf:"varint,4,opt,name=epoch,proto3" json:"epoch,omitempty"`
 	Read  *ReadOptions `protobuf:"bytes,5,opt,name=read,proto3" json:"read,omitempty"`
 	// forwarded marks a global-tier call a follower passed to the leader.
-	Forwarded     bool `protobuf:"varint,6,opt,name=forwarded,proto3" json:"forwarded,omitempty"`
+	Forwarded bool `protobuf:"varint,6,opt,name=forwarded,proto3" json:"forwarded,omitempty"`
+	// caller is who the gateway authenticated (unset: no identity).
+	Caller        *Caller `protobuf:"bytes,7,opt,name=caller,proto3" json:"caller,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
 func (x *NodeCallRequest) Reset() {
 	*x = NodeCallRequest{}
-	mi := &file_lunora_v1_node_proto_msgTypes[24]
+	mi := &file_lunora_v1_node_proto_msgTypes[34]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1465,7 +2062,7 @@ func (x *NodeCallRequest) String() string {
 func (*NodeCallRequest) ProtoMessage() {}
 
 func (x *NodeCallRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_lunora_v1_node_proto_msgTypes[24]
+	mi := &file_lunora_v1_node_proto_msgTypes[34]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1478,7 +2075,7 @@ func (x *NodeCallRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use NodeCallRequest.ProtoReflect.Descriptor instead.
 func (*NodeCallRequest) Descriptor() ([]byte, []int) {
-	return file_lunora_v1_node_proto_rawDescGZIP(), []int{24}
+	return file_lunora_v1_node_proto_rawDescGZIP(), []int{34}
 }
 
 func (x *NodeCallRequest) GetShardId() string {
@@ -1523,6 +2120,13 @@ func (x *NodeCallRequest) GetForwarded() bool {
 	return false
 }
 
+func (x *NodeCallRequest) GetCaller() *Caller {
+	if x != nil {
+		return x.Caller
+	}
+	return nil
+}
+
 type NodeSqlRequest struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	ShardId       string                 `protobuf:"bytes,1,opt,name=shard_id,json=shardId,proto3" json:"shard_id,omitempty"`
@@ -1531,13 +2135,14 @@ type NodeSqlRequest struct {
 	Epoch         uint64                 `protobuf:"varint,4,opt,name=epoch,proto3" json:"epoch,omitempty"`
 	Read          *ReadOptions           `protobuf:"bytes,5,opt,name=read,proto3" json:"read,omitempty"`
 	Forwarded     bool                   `protobuf:"varint,6,opt,name=forwarded,proto3" json:"forwarded,omitempty"`
+	Caller        *Caller                `protobuf:"bytes,7,opt,name=caller,proto3" json:"caller,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
 func (x *NodeSqlRequest) Reset() {
 	*x = NodeSqlRequest{}
-	mi := &file_lunora_v1_node_proto_msgTypes[25]
+	mi := &file_lunora_v1_node_proto_msgTypes[35]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1549,7 +2154,7 @@ func (x *NodeSqlRequest) String() string {
 func (*NodeSqlRequest) ProtoMessage() {}
 
 func (x *NodeSqlRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_lunora_v1_node_proto_msgTypes[25]
+	mi := &file_lunora_v1_node_proto_msgTypes[35]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1562,7 +2167,7 @@ func (x *NodeSqlRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use NodeSqlRequest.ProtoReflect.Descriptor instead.
 func (*NodeSqlRequest) Descriptor() ([]byte, []int) {
-	return file_lunora_v1_node_proto_rawDescGZIP(), []int{25}
+	return file_lunora_v1_node_proto_rawDescGZIP(), []int{35}
 }
 
 func (x *NodeSqlRequest) GetShardId() string {
@@ -1607,11 +2212,53 @@ func (x *NodeSqlRequest) GetForwarded() bool {
 	return false
 }
 
+func (x *NodeSqlRequest) GetCaller() *Caller {
+	if x != nil {
+		return x.Caller
+	}
+	return nil
+}
+
 var File_lunora_v1_node_proto protoreflect.FileDescriptor
 
 const file_lunora_v1_node_proto_rawDesc = "" +
 	"\n" +
-	"\x14lunora/v1/node.proto\x12\tlunora.v1\x1a\x16lunora/v1/lunora.proto\"/\n" +
+	"\x14lunora/v1/node.proto\x12\tlunora.v1\x1a\x16lunora/v1/lunora.proto\"\x8e\x01\n" +
+	"\x06Caller\x12\x16\n" +
+	"\x06method\x18\x01 \x01(\tR\x06method\x12\x12\n" +
+	"\x04role\x18\x02 \x01(\tR\x04role\x12\x18\n" +
+	"\asubject\x18\x03 \x01(\tR\asubject\x12\x16\n" +
+	"\x06claims\x18\x04 \x01(\fR\x06claims\x12&\n" +
+	"\x0fexpires_unix_ms\x18\x05 \x01(\x03R\rexpiresUnixMs\"\xa4\x01\n" +
+	"\x06ApiKey\x12\x0e\n" +
+	"\x02id\x18\x01 \x01(\tR\x02id\x12\x12\n" +
+	"\x04name\x18\x02 \x01(\tR\x04name\x12\x12\n" +
+	"\x04role\x18\x03 \x01(\tR\x04role\x12\x12\n" +
+	"\x04hash\x18\x04 \x01(\fR\x04hash\x12&\n" +
+	"\x0fcreated_unix_ms\x18\x05 \x01(\x03R\rcreatedUnixMs\x12&\n" +
+	"\x0frevoked_unix_ms\x18\x06 \x01(\x03R\rrevokedUnixMs\"}\n" +
+	"\x10CreateKeyRequest\x12\x12\n" +
+	"\x04name\x18\x01 \x01(\tR\x04name\x12\x12\n" +
+	"\x04role\x18\x02 \x01(\tR\x04role\x12\x1c\n" +
+	"\tforwarded\x18\x03 \x01(\bR\tforwarded\x12#\n" +
+	"\x03key\x18\x04 \x01(\v2\x11.lunora.v1.ApiKeyR\x03key\"N\n" +
+	"\x11CreateKeyResponse\x12\x14\n" +
+	"\x05token\x18\x01 \x01(\tR\x05token\x12#\n" +
+	"\x03key\x18\x02 \x01(\v2\x11.lunora.v1.ApiKeyR\x03key\"@\n" +
+	"\x10RevokeKeyRequest\x12\x0e\n" +
+	"\x02id\x18\x01 \x01(\tR\x02id\x12\x1c\n" +
+	"\tforwarded\x18\x02 \x01(\bR\tforwarded\"8\n" +
+	"\x11RevokeKeyResponse\x12#\n" +
+	"\x03key\x18\x01 \x01(\v2\x11.lunora.v1.ApiKeyR\x03key\"'\n" +
+	"\x0fListKeysRequest\x12\x14\n" +
+	"\x05limit\x18\x01 \x01(\rR\x05limit\"M\n" +
+	"\x10ListKeysResponse\x12%\n" +
+	"\x04keys\x18\x01 \x03(\v2\x11.lunora.v1.ApiKeyR\x04keys\x12\x12\n" +
+	"\x04more\x18\x02 \x01(\bR\x04more\"\"\n" +
+	"\x10LookupKeyRequest\x12\x0e\n" +
+	"\x02id\x18\x01 \x01(\tR\x02id\"8\n" +
+	"\x11LookupKeyResponse\x12#\n" +
+	"\x03key\x18\x01 \x01(\v2\x11.lunora.v1.ApiKeyR\x03key\"/\n" +
 	"\x12LocateShardRequest\x12\x19\n" +
 	"\bshard_id\x18\x01 \x01(\tR\ashardId\"\x9d\x01\n" +
 	"\x13LocateShardResponse\x12\x19\n" +
@@ -1641,12 +2288,13 @@ const file_lunora_v1_node_proto_rawDesc = "" +
 	"\tforwarded\x18\x04 \x01(\bR\tforwarded\x12 \n" +
 	"\vincarnation\x18\x05 \x01(\x04R\vincarnation\"*\n" +
 	"\x12UpdateRingResponse\x12\x14\n" +
-	"\x05epoch\x18\x01 \x01(\x04R\x05epoch\"\x81\x01\n" +
+	"\x05epoch\x18\x01 \x01(\x04R\x05epoch\"\xa8\x01\n" +
 	"\x10MoveShardRequest\x12\x19\n" +
 	"\bshard_id\x18\x01 \x01(\tR\ashardId\x12\x1b\n" +
 	"\tfrom_node\x18\x02 \x01(\tR\bfromNode\x12\x17\n" +
 	"\ato_node\x18\x03 \x01(\tR\x06toNode\x12\x1c\n" +
-	"\tforwarded\x18\x04 \x01(\bR\tforwarded\"A\n" +
+	"\tforwarded\x18\x04 \x01(\bR\tforwarded\x12%\n" +
+	"\x0eto_incarnation\x18\x05 \x01(\x04R\rtoIncarnation\"A\n" +
 	"\x11MoveShardResponse\x12\x16\n" +
 	"\x06holder\x18\x01 \x01(\tR\x06holder\x12\x14\n" +
 	"\x05index\x18\x02 \x01(\x04R\x05index\"m\n" +
@@ -1676,13 +2324,14 @@ const file_lunora_v1_node_proto_rawDesc = "" +
 	"\x12HandoffDoneRequest\x12\x19\n" +
 	"\bshard_id\x18\x01 \x01(\tR\ashardId\x12\x14\n" +
 	"\x05index\x18\x02 \x01(\x04R\x05index\"\x15\n" +
-	"\x13HandoffDoneResponse\"\x8a\x02\n" +
+	"\x13HandoffDoneResponse\"\xb5\x02\n" +
 	"\x14NodeSubscribeRequest\x12\x19\n" +
 	"\bshard_id\x18\x01 \x01(\tR\ashardId\x12\x1a\n" +
 	"\bfunction\x18\x02 \x01(\tR\bfunction\x12=\n" +
 	"\x04args\x18\x03 \x03(\v2).lunora.v1.NodeSubscribeRequest.ArgsEntryR\x04args\x12\x1b\n" +
 	"\tsince_seq\x18\x04 \x01(\x04R\bsinceSeq\x12\x14\n" +
-	"\x05epoch\x18\x05 \x01(\x04R\x05epoch\x1aI\n" +
+	"\x05epoch\x18\x05 \x01(\x04R\x05epoch\x12)\n" +
+	"\x06caller\x18\x06 \x01(\v2\x11.lunora.v1.CallerR\x06caller\x1aI\n" +
 	"\tArgsEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12&\n" +
 	"\x05value\x18\x02 \x01(\v2\x10.lunora.v1.ValueR\x05value:\x028\x01\"g\n" +
@@ -1708,27 +2357,30 @@ const file_lunora_v1_node_proto_rawDesc = "" +
 	"\tforwarded\x18\x02 \x01(\bR\tforwarded\x12\x14\n" +
 	"\x05force\x18\x03 \x01(\bR\x05force\x12 \n" +
 	"\vincarnation\x18\x04 \x01(\x04R\vincarnation\"\x14\n" +
-	"\x12RemoveNodeResponse\"\xad\x02\n" +
+	"\x12RemoveNodeResponse\"\xd8\x02\n" +
 	"\x0fNodeCallRequest\x12\x19\n" +
 	"\bshard_id\x18\x01 \x01(\tR\ashardId\x12\x1a\n" +
 	"\bfunction\x18\x02 \x01(\tR\bfunction\x128\n" +
 	"\x04args\x18\x03 \x03(\v2$.lunora.v1.NodeCallRequest.ArgsEntryR\x04args\x12\x14\n" +
 	"\x05epoch\x18\x04 \x01(\x04R\x05epoch\x12*\n" +
 	"\x04read\x18\x05 \x01(\v2\x16.lunora.v1.ReadOptionsR\x04read\x12\x1c\n" +
-	"\tforwarded\x18\x06 \x01(\bR\tforwarded\x1aI\n" +
+	"\tforwarded\x18\x06 \x01(\bR\tforwarded\x12)\n" +
+	"\x06caller\x18\a \x01(\v2\x11.lunora.v1.CallerR\x06caller\x1aI\n" +
 	"\tArgsEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12&\n" +
-	"\x05value\x18\x02 \x01(\v2\x10.lunora.v1.ValueR\x05value:\x028\x01\"\xa9\x02\n" +
+	"\x05value\x18\x02 \x01(\v2\x10.lunora.v1.ValueR\x05value:\x028\x01\"\xd4\x02\n" +
 	"\x0eNodeSqlRequest\x12\x19\n" +
 	"\bshard_id\x18\x01 \x01(\tR\ashardId\x12\x10\n" +
 	"\x03sql\x18\x02 \x01(\tR\x03sql\x12=\n" +
 	"\x06params\x18\x03 \x03(\v2%.lunora.v1.NodeSqlRequest.ParamsEntryR\x06params\x12\x14\n" +
 	"\x05epoch\x18\x04 \x01(\x04R\x05epoch\x12*\n" +
 	"\x04read\x18\x05 \x01(\v2\x16.lunora.v1.ReadOptionsR\x04read\x12\x1c\n" +
-	"\tforwarded\x18\x06 \x01(\bR\tforwarded\x1aK\n" +
+	"\tforwarded\x18\x06 \x01(\bR\tforwarded\x12)\n" +
+	"\x06caller\x18\a \x01(\v2\x11.lunora.v1.CallerR\x06caller\x1aK\n" +
 	"\vParamsEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12&\n" +
-	"\x05value\x18\x02 \x01(\v2\x10.lunora.v1.ValueR\x05value:\x028\x012\x88\b\n" +
+	"\x05value\x18\x02 \x01(\v2\x10.lunora.v1.ValueR\x05value:\x028\x012\xa5\n" +
+	"\n" +
 	"\x04Node\x12;\n" +
 	"\x04Call\x12\x1a.lunora.v1.NodeCallRequest\x1a\x17.lunora.v1.CallResponse\x128\n" +
 	"\x03Sql\x12\x19.lunora.v1.NodeSqlRequest\x1a\x16.lunora.v1.SqlResponse\x12=\n" +
@@ -1747,7 +2399,11 @@ const file_lunora_v1_node_proto_rawDesc = "" +
 	"\x04Pull\x12\x16.lunora.v1.PullRequest\x1a\x17.lunora.v1.PullResponse\x12;\n" +
 	"\aHandoff\x12\x17.lunora.v1.HandoffChunk\x1a\x15.lunora.v1.HandoffAck(\x01\x12L\n" +
 	"\vHandoffDone\x12\x1d.lunora.v1.HandoffDoneRequest\x1a\x1e.lunora.v1.HandoffDoneResponse\x12L\n" +
-	"\vLocateShard\x12\x1d.lunora.v1.LocateShardRequest\x1a\x1e.lunora.v1.LocateShardResponseB3Z1github.com/lunora/lunora/proto/lunora/v1;lunorav1b\x06proto3"
+	"\vLocateShard\x12\x1d.lunora.v1.LocateShardRequest\x1a\x1e.lunora.v1.LocateShardResponse\x12F\n" +
+	"\tCreateKey\x12\x1b.lunora.v1.CreateKeyRequest\x1a\x1c.lunora.v1.CreateKeyResponse\x12F\n" +
+	"\tRevokeKey\x12\x1b.lunora.v1.RevokeKeyRequest\x1a\x1c.lunora.v1.RevokeKeyResponse\x12C\n" +
+	"\bListKeys\x12\x1a.lunora.v1.ListKeysRequest\x1a\x1b.lunora.v1.ListKeysResponse\x12F\n" +
+	"\tLookupKey\x12\x1b.lunora.v1.LookupKeyRequest\x1a\x1c.lunora.v1.LookupKeyResponseB3Z1github.com/lunora/lunora/proto/lunora/v1;lunorav1b\x06proto3"
 
 var (
 	file_lunora_v1_node_proto_rawDescOnce sync.Once
@@ -1761,91 +2417,117 @@ func file_lunora_v1_node_proto_rawDescGZIP() []byte {
 	return file_lunora_v1_node_proto_rawDescData
 }
 
-var file_lunora_v1_node_proto_msgTypes = make([]protoimpl.MessageInfo, 29)
+var file_lunora_v1_node_proto_msgTypes = make([]protoimpl.MessageInfo, 39)
 var file_lunora_v1_node_proto_goTypes = []any{
-	(*LocateShardRequest)(nil),    // 0: lunora.v1.LocateShardRequest
-	(*LocateShardResponse)(nil),   // 1: lunora.v1.LocateShardResponse
-	(*RingRequest)(nil),           // 2: lunora.v1.RingRequest
-	(*RingNode)(nil),              // 3: lunora.v1.RingNode
-	(*RingResponse)(nil),          // 4: lunora.v1.RingResponse
-	(*UpdateRingRequest)(nil),     // 5: lunora.v1.UpdateRingRequest
-	(*UpdateRingResponse)(nil),    // 6: lunora.v1.UpdateRingResponse
-	(*MoveShardRequest)(nil),      // 7: lunora.v1.MoveShardRequest
-	(*MoveShardResponse)(nil),     // 8: lunora.v1.MoveShardResponse
-	(*ListShardsRequest)(nil),     // 9: lunora.v1.ListShardsRequest
-	(*ListShardsResponse)(nil),    // 10: lunora.v1.ListShardsResponse
-	(*PullRequest)(nil),           // 11: lunora.v1.PullRequest
-	(*PullResponse)(nil),          // 12: lunora.v1.PullResponse
-	(*HandoffChunk)(nil),          // 13: lunora.v1.HandoffChunk
-	(*HandoffAck)(nil),            // 14: lunora.v1.HandoffAck
-	(*HandoffDoneRequest)(nil),    // 15: lunora.v1.HandoffDoneRequest
-	(*HandoffDoneResponse)(nil),   // 16: lunora.v1.HandoffDoneResponse
-	(*NodeSubscribeRequest)(nil),  // 17: lunora.v1.NodeSubscribeRequest
-	(*RegisterShardRequest)(nil),  // 18: lunora.v1.RegisterShardRequest
-	(*RegisterShardResponse)(nil), // 19: lunora.v1.RegisterShardResponse
-	(*JoinRequest)(nil),           // 20: lunora.v1.JoinRequest
-	(*JoinResponse)(nil),          // 21: lunora.v1.JoinResponse
-	(*RemoveNodeRequest)(nil),     // 22: lunora.v1.RemoveNodeRequest
-	(*RemoveNodeResponse)(nil),    // 23: lunora.v1.RemoveNodeResponse
-	(*NodeCallRequest)(nil),       // 24: lunora.v1.NodeCallRequest
-	(*NodeSqlRequest)(nil),        // 25: lunora.v1.NodeSqlRequest
-	nil,                           // 26: lunora.v1.NodeSubscribeRequest.ArgsEntry
-	nil,                           // 27: lunora.v1.NodeCallRequest.ArgsEntry
-	nil,                           // 28: lunora.v1.NodeSqlRequest.ParamsEntry
-	(*ReadOptions)(nil),           // 29: lunora.v1.ReadOptions
-	(*Value)(nil),                 // 30: lunora.v1.Value
-	(*StatusRequest)(nil),         // 31: lunora.v1.StatusRequest
-	(*CallResponse)(nil),          // 32: lunora.v1.CallResponse
-	(*SqlResponse)(nil),           // 33: lunora.v1.SqlResponse
-	(*StatusResponse)(nil),        // 34: lunora.v1.StatusResponse
-	(*SubscribeEvent)(nil),        // 35: lunora.v1.SubscribeEvent
+	(*Caller)(nil),                // 0: lunora.v1.Caller
+	(*ApiKey)(nil),                // 1: lunora.v1.ApiKey
+	(*CreateKeyRequest)(nil),      // 2: lunora.v1.CreateKeyRequest
+	(*CreateKeyResponse)(nil),     // 3: lunora.v1.CreateKeyResponse
+	(*RevokeKeyRequest)(nil),      // 4: lunora.v1.RevokeKeyRequest
+	(*RevokeKeyResponse)(nil),     // 5: lunora.v1.RevokeKeyResponse
+	(*ListKeysRequest)(nil),       // 6: lunora.v1.ListKeysRequest
+	(*ListKeysResponse)(nil),      // 7: lunora.v1.ListKeysResponse
+	(*LookupKeyRequest)(nil),      // 8: lunora.v1.LookupKeyRequest
+	(*LookupKeyResponse)(nil),     // 9: lunora.v1.LookupKeyResponse
+	(*LocateShardRequest)(nil),    // 10: lunora.v1.LocateShardRequest
+	(*LocateShardResponse)(nil),   // 11: lunora.v1.LocateShardResponse
+	(*RingRequest)(nil),           // 12: lunora.v1.RingRequest
+	(*RingNode)(nil),              // 13: lunora.v1.RingNode
+	(*RingResponse)(nil),          // 14: lunora.v1.RingResponse
+	(*UpdateRingRequest)(nil),     // 15: lunora.v1.UpdateRingRequest
+	(*UpdateRingResponse)(nil),    // 16: lunora.v1.UpdateRingResponse
+	(*MoveShardRequest)(nil),      // 17: lunora.v1.MoveShardRequest
+	(*MoveShardResponse)(nil),     // 18: lunora.v1.MoveShardResponse
+	(*ListShardsRequest)(nil),     // 19: lunora.v1.ListShardsRequest
+	(*ListShardsResponse)(nil),    // 20: lunora.v1.ListShardsResponse
+	(*PullRequest)(nil),           // 21: lunora.v1.PullRequest
+	(*PullResponse)(nil),          // 22: lunora.v1.PullResponse
+	(*HandoffChunk)(nil),          // 23: lunora.v1.HandoffChunk
+	(*HandoffAck)(nil),            // 24: lunora.v1.HandoffAck
+	(*HandoffDoneRequest)(nil),    // 25: lunora.v1.HandoffDoneRequest
+	(*HandoffDoneResponse)(nil),   // 26: lunora.v1.HandoffDoneResponse
+	(*NodeSubscribeRequest)(nil),  // 27: lunora.v1.NodeSubscribeRequest
+	(*RegisterShardRequest)(nil),  // 28: lunora.v1.RegisterShardRequest
+	(*RegisterShardResponse)(nil), // 29: lunora.v1.RegisterShardResponse
+	(*JoinRequest)(nil),           // 30: lunora.v1.JoinRequest
+	(*JoinResponse)(nil),          // 31: lunora.v1.JoinResponse
+	(*RemoveNodeRequest)(nil),     // 32: lunora.v1.RemoveNodeRequest
+	(*RemoveNodeResponse)(nil),    // 33: lunora.v1.RemoveNodeResponse
+	(*NodeCallRequest)(nil),       // 34: lunora.v1.NodeCallRequest
+	(*NodeSqlRequest)(nil),        // 35: lunora.v1.NodeSqlRequest
+	nil,                           // 36: lunora.v1.NodeSubscribeRequest.ArgsEntry
+	nil,                           // 37: lunora.v1.NodeCallRequest.ArgsEntry
+	nil,                           // 38: lunora.v1.NodeSqlRequest.ParamsEntry
+	(*ReadOptions)(nil),           // 39: lunora.v1.ReadOptions
+	(*Value)(nil),                 // 40: lunora.v1.Value
+	(*StatusRequest)(nil),         // 41: lunora.v1.StatusRequest
+	(*CallResponse)(nil),          // 42: lunora.v1.CallResponse
+	(*SqlResponse)(nil),           // 43: lunora.v1.SqlResponse
+	(*StatusResponse)(nil),        // 44: lunora.v1.StatusResponse
+	(*SubscribeEvent)(nil),        // 45: lunora.v1.SubscribeEvent
 }
 var file_lunora_v1_node_proto_depIdxs = []int32{
-	3,  // 0: lunora.v1.RingResponse.nodes:type_name -> lunora.v1.RingNode
-	3,  // 1: lunora.v1.RingResponse.members:type_name -> lunora.v1.RingNode
-	26, // 2: lunora.v1.NodeSubscribeRequest.args:type_name -> lunora.v1.NodeSubscribeRequest.ArgsEntry
-	27, // 3: lunora.v1.NodeCallRequest.args:type_name -> lunora.v1.NodeCallRequest.ArgsEntry
-	29, // 4: lunora.v1.NodeCallRequest.read:type_name -> lunora.v1.ReadOptions
-	28, // 5: lunora.v1.NodeSqlRequest.params:type_name -> lunora.v1.NodeSqlRequest.ParamsEntry
-	29, // 6: lunora.v1.NodeSqlRequest.read:type_name -> lunora.v1.ReadOptions
-	30, // 7: lunora.v1.NodeSubscribeRequest.ArgsEntry.value:type_name -> lunora.v1.Value
-	30, // 8: lunora.v1.NodeCallRequest.ArgsEntry.value:type_name -> lunora.v1.Value
-	30, // 9: lunora.v1.NodeSqlRequest.ParamsEntry.value:type_name -> lunora.v1.Value
-	24, // 10: lunora.v1.Node.Call:input_type -> lunora.v1.NodeCallRequest
-	25, // 11: lunora.v1.Node.Sql:input_type -> lunora.v1.NodeSqlRequest
-	31, // 12: lunora.v1.Node.Status:input_type -> lunora.v1.StatusRequest
-	20, // 13: lunora.v1.Node.Join:input_type -> lunora.v1.JoinRequest
-	22, // 14: lunora.v1.Node.RemoveNode:input_type -> lunora.v1.RemoveNodeRequest
-	18, // 15: lunora.v1.Node.RegisterShard:input_type -> lunora.v1.RegisterShardRequest
-	17, // 16: lunora.v1.Node.Subscribe:input_type -> lunora.v1.NodeSubscribeRequest
-	2,  // 17: lunora.v1.Node.Ring:input_type -> lunora.v1.RingRequest
-	5,  // 18: lunora.v1.Node.UpdateRing:input_type -> lunora.v1.UpdateRingRequest
-	7,  // 19: lunora.v1.Node.MoveShard:input_type -> lunora.v1.MoveShardRequest
-	9,  // 20: lunora.v1.Node.ListShards:input_type -> lunora.v1.ListShardsRequest
-	11, // 21: lunora.v1.Node.Pull:input_type -> lunora.v1.PullRequest
-	13, // 22: lunora.v1.Node.Handoff:input_type -> lunora.v1.HandoffChunk
-	15, // 23: lunora.v1.Node.HandoffDone:input_type -> lunora.v1.HandoffDoneRequest
-	0,  // 24: lunora.v1.Node.LocateShard:input_type -> lunora.v1.LocateShardRequest
-	32, // 25: lunora.v1.Node.Call:output_type -> lunora.v1.CallResponse
-	33, // 26: lunora.v1.Node.Sql:output_type -> lunora.v1.SqlResponse
-	34, // 27: lunora.v1.Node.Status:output_type -> lunora.v1.StatusResponse
-	21, // 28: lunora.v1.Node.Join:output_type -> lunora.v1.JoinResponse
-	23, // 29: lunora.v1.Node.RemoveNode:output_type -> lunora.v1.RemoveNodeResponse
-	19, // 30: lunora.v1.Node.RegisterShard:output_type -> lunora.v1.RegisterShardResponse
-	35, // 31: lunora.v1.Node.Subscribe:output_type -> lunora.v1.SubscribeEvent
-	4,  // 32: lunora.v1.Node.Ring:output_type -> lunora.v1.RingResponse
-	6,  // 33: lunora.v1.Node.UpdateRing:output_type -> lunora.v1.UpdateRingResponse
-	8,  // 34: lunora.v1.Node.MoveShard:output_type -> lunora.v1.MoveShardResponse
-	10, // 35: lunora.v1.Node.ListShards:output_type -> lunora.v1.ListShardsResponse
-	12, // 36: lunora.v1.Node.Pull:output_type -> lunora.v1.PullResponse
-	14, // 37: lunora.v1.Node.Handoff:output_type -> lunora.v1.HandoffAck
-	16, // 38: lunora.v1.Node.HandoffDone:output_type -> lunora.v1.HandoffDoneResponse
-	1,  // 39: lunora.v1.Node.LocateShard:output_type -> lunora.v1.LocateShardResponse
-	25, // [25:40] is the sub-list for method output_type
-	10, // [10:25] is the sub-list for method input_type
-	10, // [10:10] is the sub-list for extension type_name
-	10, // [10:10] is the sub-list for extension extendee
-	0,  // [0:10] is the sub-list for field type_name
+	1,  // 0: lunora.v1.CreateKeyRequest.key:type_name -> lunora.v1.ApiKey
+	1,  // 1: lunora.v1.CreateKeyResponse.key:type_name -> lunora.v1.ApiKey
+	1,  // 2: lunora.v1.RevokeKeyResponse.key:type_name -> lunora.v1.ApiKey
+	1,  // 3: lunora.v1.ListKeysResponse.keys:type_name -> lunora.v1.ApiKey
+	1,  // 4: lunora.v1.LookupKeyResponse.key:type_name -> lunora.v1.ApiKey
+	13, // 5: lunora.v1.RingResponse.nodes:type_name -> lunora.v1.RingNode
+	13, // 6: lunora.v1.RingResponse.members:type_name -> lunora.v1.RingNode
+	36, // 7: lunora.v1.NodeSubscribeRequest.args:type_name -> lunora.v1.NodeSubscribeRequest.ArgsEntry
+	0,  // 8: lunora.v1.NodeSubscribeRequest.caller:type_name -> lunora.v1.Caller
+	37, // 9: lunora.v1.NodeCallRequest.args:type_name -> lunora.v1.NodeCallRequest.ArgsEntry
+	39, // 10: lunora.v1.NodeCallRequest.read:type_name -> lunora.v1.ReadOptions
+	0,  // 11: lunora.v1.NodeCallRequest.caller:type_name -> lunora.v1.Caller
+	38, // 12: lunora.v1.NodeSqlRequest.params:type_name -> lunora.v1.NodeSqlRequest.ParamsEntry
+	39, // 13: lunora.v1.NodeSqlRequest.read:type_name -> lunora.v1.ReadOptions
+	0,  // 14: lunora.v1.NodeSqlRequest.caller:type_name -> lunora.v1.Caller
+	40, // 15: lunora.v1.NodeSubscribeRequest.ArgsEntry.value:type_name -> lunora.v1.Value
+	40, // 16: lunora.v1.NodeCallRequest.ArgsEntry.value:type_name -> lunora.v1.Value
+	40, // 17: lunora.v1.NodeSqlRequest.ParamsEntry.value:type_name -> lunora.v1.Value
+	34, // 18: lunora.v1.Node.Call:input_type -> lunora.v1.NodeCallRequest
+	35, // 19: lunora.v1.Node.Sql:input_type -> lunora.v1.NodeSqlRequest
+	41, // 20: lunora.v1.Node.Status:input_type -> lunora.v1.StatusRequest
+	30, // 21: lunora.v1.Node.Join:input_type -> lunora.v1.JoinRequest
+	32, // 22: lunora.v1.Node.RemoveNode:input_type -> lunora.v1.RemoveNodeRequest
+	28, // 23: lunora.v1.Node.RegisterShard:input_type -> lunora.v1.RegisterShardRequest
+	27, // 24: lunora.v1.Node.Subscribe:input_type -> lunora.v1.NodeSubscribeRequest
+	12, // 25: lunora.v1.Node.Ring:input_type -> lunora.v1.RingRequest
+	15, // 26: lunora.v1.Node.UpdateRing:input_type -> lunora.v1.UpdateRingRequest
+	17, // 27: lunora.v1.Node.MoveShard:input_type -> lunora.v1.MoveShardRequest
+	19, // 28: lunora.v1.Node.ListShards:input_type -> lunora.v1.ListShardsRequest
+	21, // 29: lunora.v1.Node.Pull:input_type -> lunora.v1.PullRequest
+	23, // 30: lunora.v1.Node.Handoff:input_type -> lunora.v1.HandoffChunk
+	25, // 31: lunora.v1.Node.HandoffDone:input_type -> lunora.v1.HandoffDoneRequest
+	10, // 32: lunora.v1.Node.LocateShard:input_type -> lunora.v1.LocateShardRequest
+	2,  // 33: lunora.v1.Node.CreateKey:input_type -> lunora.v1.CreateKeyRequest
+	4,  // 34: lunora.v1.Node.RevokeKey:input_type -> lunora.v1.RevokeKeyRequest
+	6,  // 35: lunora.v1.Node.ListKeys:input_type -> lunora.v1.ListKeysRequest
+	8,  // 36: lunora.v1.Node.LookupKey:input_type -> lunora.v1.LookupKeyRequest
+	42, // 37: lunora.v1.Node.Call:output_type -> lunora.v1.CallResponse
+	43, // 38: lunora.v1.Node.Sql:output_type -> lunora.v1.SqlResponse
+	44, // 39: lunora.v1.Node.Status:output_type -> lunora.v1.StatusResponse
+	31, // 40: lunora.v1.Node.Join:output_type -> lunora.v1.JoinResponse
+	33, // 41: lunora.v1.Node.RemoveNode:output_type -> lunora.v1.RemoveNodeResponse
+	29, // 42: lunora.v1.Node.RegisterShard:output_type -> lunora.v1.RegisterShardResponse
+	45, // 43: lunora.v1.Node.Subscribe:output_type -> lunora.v1.SubscribeEvent
+	14, // 44: lunora.v1.Node.Ring:output_type -> lunora.v1.RingResponse
+	16, // 45: lunora.v1.Node.UpdateRing:output_type -> lunora.v1.UpdateRingResponse
+	18, // 46: lunora.v1.Node.MoveShard:output_type -> lunora.v1.MoveShardResponse
+	20, // 47: lunora.v1.Node.ListShards:output_type -> lunora.v1.ListShardsResponse
+	22, // 48: lunora.v1.Node.Pull:output_type -> lunora.v1.PullResponse
+	24, // 49: lunora.v1.Node.Handoff:output_type -> lunora.v1.HandoffAck
+	26, // 50: lunora.v1.Node.HandoffDone:output_type -> lunora.v1.HandoffDoneResponse
+	11, // 51: lunora.v1.Node.LocateShard:output_type -> lunora.v1.LocateShardResponse
+	3,  // 52: lunora.v1.Node.CreateKey:output_type -> lunora.v1.CreateKeyResponse
+	5,  // 53: lunora.v1.Node.RevokeKey:output_type -> lunora.v1.RevokeKeyResponse
+	7,  // 54: lunora.v1.Node.ListKeys:output_type -> lunora.v1.ListKeysResponse
+	9,  // 55: lunora.v1.Node.LookupKey:output_type -> lunora.v1.LookupKeyResponse
+	37, // [37:56] is the sub-list for method output_type
+	18, // [18:37] is the sub-list for method input_type
+	18, // [18:18] is the sub-list for extension type_name
+	18, // [18:18] is the sub-list for extension extendee
+	0,  // [0:18] is the sub-list for field type_name
 }
 
 func init() { file_lunora_v1_node_proto_init() }
@@ -1860,7 +2542,7 @@ func file_lunora_v1_node_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_lunora_v1_node_proto_rawDesc), len(file_lunora_v1_node_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   29,
+			NumMessages:   39,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

@@ -34,6 +34,10 @@ const (
 	Node_Handoff_FullMethodName       = "/lunora.v1.Node/Handoff"
 	Node_HandoffDone_FullMethodName   = "/lunora.v1.Node/HandoffDone"
 	Node_LocateShard_FullMethodName   = "/lunora.v1.Node/LocateShard"
+	Node_CreateKey_FullMethodName     = "/lunora.v1.Node/CreateKey"
+	Node_RevokeKey_FullMethodName     = "/lunora.v1.Node/RevokeKey"
+	Node_ListKeys_FullMethodName      = "/lunora.v1.Node/ListKeys"
+	Node_LookupKey_FullMethodName     = "/lunora.v1.Node/LookupKey"
 )
 
 // NodeClient is the client API for Node service.
@@ -91,6 +95,20 @@ type NodeClient interface {
 	// LocateShard says where a shard lives: its owner on the ring at the
 	// answering node's newest epoch and its holder in the shard registry.
 	LocateShard(ctx context.Context, in *LocateShardRequest, opts ...grpc.CallOption) (*LocateShardResponse, error)
+	// CreateKey makes an API key and stores its record (the SHA-256 of its
+	// secret, never the secret) in the global tier; the token is answered
+	// once. The node called makes the key; a follower passes the record (not
+	// the token) to the leader.
+	CreateKey(ctx context.Context, in *CreateKeyRequest, opts ...grpc.CallOption) (*CreateKeyResponse, error)
+	// RevokeKey marks a key revoked; passed to the leader like Join.
+	RevokeKey(ctx context.Context, in *RevokeKeyRequest, opts ...grpc.CallOption) (*RevokeKeyResponse, error)
+	// ListKeys lists the keys (live and revoked) from this node's replica,
+	// without their hashes.
+	ListKeys(ctx context.Context, in *ListKeysRequest, opts ...grpc.CallOption) (*ListKeysResponse, error)
+	// LookupKey reads one key's record, hash included, from this node's
+	// replica: what a gateway checks an API key against. A replica out of
+	// touch with the leader refuses (UNAVAILABLE).
+	LookupKey(ctx context.Context, in *LookupKeyRequest, opts ...grpc.CallOption) (*LookupKeyResponse, error)
 }
 
 type nodeClient struct {
@@ -263,6 +281,46 @@ func (c *nodeClient) LocateShard(ctx context.Context, in *LocateShardRequest, op
 	return out, nil
 }
 
+func (c *nodeClient) CreateKey(ctx context.Context, in *CreateKeyRequest, opts ...grpc.CallOption) (*CreateKeyResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(CreateKeyResponse)
+	err := c.cc.Invoke(ctx, Node_CreateKey_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *nodeClient) RevokeKey(ctx context.Context, in *RevokeKeyRequest, opts ...grpc.CallOption) (*RevokeKeyResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(RevokeKeyResponse)
+	err := c.cc.Invoke(ctx, Node_RevokeKey_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *nodeClient) ListKeys(ctx context.Context, in *ListKeysRequest, opts ...grpc.CallOption) (*ListKeysResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(ListKeysResponse)
+	err := c.cc.Invoke(ctx, Node_ListKeys_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *nodeClient) LookupKey(ctx context.Context, in *LookupKeyRequest, opts ...grpc.CallOption) (*LookupKeyResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(LookupKeyResponse)
+	err := c.cc.Invoke(ctx, Node_LookupKey_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 // NodeServer is the server API for Node service.
 // All implementations must embed UnimplementedNodeServer
 // for forward compatibility.
@@ -318,6 +376,20 @@ type NodeServer interface {
 	// LocateShard says where a shard lives: its owner on the ring at the
 	// answering node's newest epoch and its holder in the shard registry.
 	LocateShard(context.Context, *LocateShardRequest) (*LocateShardResponse, error)
+	// CreateKey makes an API key and stores its record (the SHA-256 of its
+	// secret, never the secret) in the global tier; the token is answered
+	// once. The node called makes the key; a follower passes the record (not
+	// the token) to the leader.
+	CreateKey(context.Context, *CreateKeyRequest) (*CreateKeyResponse, error)
+	// RevokeKey marks a key revoked; passed to the leader like Join.
+	RevokeKey(context.Context, *RevokeKeyRequest) (*RevokeKeyResponse, error)
+	// ListKeys lists the keys (live and revoked) from this node's replica,
+	// without their hashes.
+	ListKeys(context.Context, *ListKeysRequest) (*ListKeysResponse, error)
+	// LookupKey reads one key's record, hash included, from this node's
+	// replica: what a gateway checks an API key against. A replica out of
+	// touch with the leader refuses (UNAVAILABLE).
+	LookupKey(context.Context, *LookupKeyRequest) (*LookupKeyResponse, error)
 	mustEmbedUnimplementedNodeServer()
 }
 
@@ -372,6 +444,18 @@ func (UnimplementedNodeServer) HandoffDone(context.Context, *HandoffDoneRequest)
 }
 func (UnimplementedNodeServer) LocateShard(context.Context, *LocateShardRequest) (*LocateShardResponse, error) {
 	return nil, status.Errorf(codes.Unimplemented, "method LocateShard not implemented")
+}
+func (UnimplementedNodeServer) CreateKey(context.Context, *CreateKeyRequest) (*CreateKeyResponse, error) {
+	return nil, status.Errorf(codes.Unimplemented, "method CreateKey not implemented")
+}
+func (UnimplementedNodeServer) RevokeKey(context.Context, *RevokeKeyRequest) (*RevokeKeyResponse, error) {
+	return nil, status.Errorf(codes.Unimplemented, "method RevokeKey not implemented")
+}
+func (UnimplementedNodeServer) ListKeys(context.Context, *ListKeysRequest) (*ListKeysResponse, error) {
+	return nil, status.Errorf(codes.Unimplemented, "method ListKeys not implemented")
+}
+func (UnimplementedNodeServer) LookupKey(context.Context, *LookupKeyRequest) (*LookupKeyResponse, error) {
+	return nil, status.Errorf(codes.Unimplemented, "method LookupKey not implemented")
 }
 func (UnimplementedNodeServer) mustEmbedUnimplementedNodeServer() {}
 func (UnimplementedNodeServer) testEmbeddedByValue()              {}
@@ -646,6 +730,78 @@ func _Node_LocateShard_Handler(srv interface{}, ctx context.Context, dec func(in
 	return interceptor(ctx, in, info, handler)
 }
 
+func _Node_CreateKey_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(CreateKeyRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(NodeServer).CreateKey(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: Node_CreateKey_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(NodeServer).CreateKey(ctx, req.(*CreateKeyRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _Node_RevokeKey_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(RevokeKeyRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(NodeServer).RevokeKey(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: Node_RevokeKey_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(NodeServer).RevokeKey(ctx, req.(*RevokeKeyRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _Node_ListKeys_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(ListKeysRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(NodeServer).ListKeys(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: Node_ListKeys_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(NodeServer).ListKeys(ctx, req.(*ListKeysRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _Node_LookupKey_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(LookupKeyRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(NodeServer).LookupKey(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: Node_LookupKey_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(NodeServer).LookupKey(ctx, req.(*LookupKeyRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 // Node_ServiceDesc is the grpc.ServiceDesc for Node service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -704,6 +860,22 @@ var Node_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "LocateShard",
 			Handler:    _Node_LocateShard_Handler,
+		},
+		{
+			MethodName: "CreateKey",
+			Handler:    _Node_CreateKey_Handler,
+		},
+		{
+			MethodName: "RevokeKey",
+			Handler:    _Node_RevokeKey_Handler,
+		},
+		{
+			MethodName: "ListKeys",
+			Handler:    _Node_ListKeys_Handler,
+		},
+		{
+			MethodName: "LookupKey",
+			Handler:    _Node_LookupKey_Handler,
 		},
 	},
 	Streams: []grpc.StreamDesc{
