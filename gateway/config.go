@@ -69,6 +69,8 @@ type Config struct {
 	// admin. Only for a gateway nobody but this machine reaches (dev mode
 	// on loopback); the binaries refuse it on any other address.
 	AuthOff bool
+	// Blobs, when set, serves the blob endpoints (gateway/blob.go).
+	Blobs *BlobConfig
 }
 
 // DefaultConfig returns a Config with 1 MiB bodies, a 10s request timeout
@@ -107,6 +109,8 @@ func (c Config) Validate() error {
 		return errors.New("gateway: Config.Auth is required (or AuthOff, for a loopback-only dev gateway)")
 	case c.Auth != nil && c.AuthOff:
 		return errors.New("gateway: Config.Auth and AuthOff exclude each other")
+	case c.Blobs != nil && c.Blobs.validate() != nil:
+		return c.Blobs.validate()
 	}
 	return nil
 }

@@ -183,6 +183,7 @@ func (g *Gateway) Handler() http.Handler {
 	mux.Handle("/v1/subscribe", g.only(http.MethodGet, g.serveSubscribe))
 	mux.HandleFunc("/v1/admin/keys", g.serveKeys)
 	mux.HandleFunc("/v1/admin/keys/", g.serveKeys)
+	g.handleBlobs(mux)
 	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
 		g.writeError(w, r, api.Errorf(codes.NotFound, "no endpoint %s: use POST /v1/call, POST /v1/sql or GET /v1/status", clip(r.URL.Path)))
 	})

@@ -119,7 +119,7 @@ func TestHTTPCall(t *testing.T) {
 		t.Fatalf("status %d: %s", a.status, a.raw)
 	}
 	got, _ := e.backend.last()
-	want := backendCall{Method: "Call", ShardID: "room_id=r1", Name: "messages:send", Args: map[string]any{"room_id": "r1", "author": "ann", "body": "hi"}}
+	want := backendCall{Method: "Call", ShardID: "room_id=r1", Name: "messages:send", Args: map[string]any{"room_id": "r1", "author": "ann", "body": "hi", "image": nil}} // image: optional, bound to NULL
 	if !reflect.DeepEqual(got, want) {
 		t.Errorf("backend got %+v, want %+v", got, want)
 	}

@@ -92,6 +92,8 @@ type Config struct {
 
 	Logger   *slog.Logger
 	Registry *prometheus.Registry
+	// Blobs, in dev mode, serves the blob endpoints.
+	Blobs *gateway.BlobConfig
 }
 
 // Process is a running node.
@@ -257,6 +259,7 @@ func Start(cfg Config) (p *Process, err error) {
 		// Dev mode is anonymous: every caller is an admin. The binary
 		// binds dev mode to loopback only (cmd/lunora-node).
 		gc.App, gc.Backend, gc.Logger, gc.Registerer, gc.AuthOff = cfg.App, devBackend{p.Node}, log, cfg.Registry, true
+		gc.Blobs = cfg.Blobs
 		if api, err = gateway.New(gc); err != nil {
 			return nil, err
 		}

@@ -32,6 +32,7 @@ type options struct {
 	tls tlsOptions // -tls-* (to the nodes) and -public-tls-* (tls.go)
 
 	validate bool // -validate: check everything, serve nothing
+	blob     *cli.BlobFlags
 }
 
 func parseFlags(args []string, stderr io.Writer) (*options, error) {
@@ -57,6 +58,7 @@ func parseFlags(args []string, stderr io.Writer) (*options, error) {
 	o.tls.register(fs)
 	o.server.RegisterFlags(fs)
 	o.auth.register(fs)
+	o.blob = cli.RegisterBlobFlags(fs, false)
 	fs.BoolVar(&o.validate, "validate", false, "check the flags and the schema, print a summary and exit 0 — or name the problem and exit 2 — without listening, gossiping or dialing a node")
 	if err := fs.Parse(args); err != nil {
 		return nil, err
@@ -73,6 +75,9 @@ func parseFlags(args []string, stderr io.Writer) (*options, error) {
 		return nil, fmt.Errorf("unexpected argument %q", fs.Arg(0))
 	}
 	if err := o.tls.check(o); err != nil {
+		return nil, err
+	}
+	if err := o.blob.Check(); err != nil {
 		return nil, err
 	}
 	if o.schemaPath == "" {

@@ -107,6 +107,9 @@ func run(ctx context.Context, o *options, stdout, stderr io.Writer) error {
 		gcfg.AuthOff = true
 		log.Warn("authentication is OFF: every caller is an admin; the public listeners are loopback only")
 	}
+	if gcfg.Blobs, err = o.blob.Open(ctx, ""); err != nil {
+		return err
+	}
 	gw, err := gateway.New(gcfg)
 	if err != nil {
 		return err

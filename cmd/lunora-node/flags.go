@@ -60,6 +60,8 @@ type options struct {
 	server server.Config // listener bounds: timeouts, connection caps
 
 	validate bool // -validate: check everything, serve nothing
+
+	blob *cli.BlobFlags // dev mode only (blobflags.go)
 }
 
 func (o *options) clusterConfig() node.ClusterConfig {
@@ -172,6 +174,7 @@ func parseFlags(args []string, stderr io.Writer) (*options, error) {
 	o.tls.register(fs)
 	o.publicTLS.register(fs)
 	o.server.RegisterFlags(fs)
+	o.registerBlobFlags(fs)
 	fs.BoolVar(&o.validate, "validate", false, "check the flags, the schema and the derived configuration (Kubernetes env included), print a summary and exit 0 — or name the problem and exit 2 — without listening, opening -data or joining")
 	if err := fs.Parse(args); err != nil {
 		return nil, err
@@ -222,6 +225,11 @@ func parseFlags(args []string, stderr io.Writer) (*options, error) {
 	}
 	if !o.dev && o.schemaPath == "" {
 		return nil, fmt.Errorf("-schema is required: the path of the app's lunora.yaml")
+	}
+	if o.blob != nil {
+		if err := o.blob.Check(); err != nil {
+			return nil, err
+		}
 	}
 	return o, nil
 }

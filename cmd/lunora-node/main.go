@@ -150,6 +150,10 @@ func run(ctx context.Context, o *options, stdout, stderr io.Writer) error {
 	}
 	cluster := o.clusterConfig()
 	cluster.Fault = faultHook(log) // nil unless built with -tags lunorafault
+	blobs, err := o.devBlobs(ctx)
+	if err != nil {
+		return err
+	}
 	p, err := nodeproc.Start(nodeproc.Config{
 		Dev: o.dev, Shards: sc, Global: o.globalConfig(),
 		App: app, Dir: o.dataDir, NodeID: o.nodeID,
@@ -157,7 +161,7 @@ func run(ctx context.Context, o *options, stdout, stderr io.Writer) error {
 		RaftAddr: o.raftAddr, RaftAdvertise: o.raftAdvertise, Bootstrap: o.bootstrap, Seeds: o.join,
 		Cluster: cluster, Gossip: o.gossipConfig(), Server: o.server, ForceLeave: o.forceLeave,
 		ClusterTLS: clusterTLS, PublicTLS: publicTLS, AllowPlaintextGossip: o.gossipAllowPlaintext,
-		Logger: log,
+		Logger: log, Blobs: blobs,
 	})
 	if err != nil {
 		return err
