@@ -385,6 +385,41 @@ func (s *Store) removeServer(ctx context.Context, id string) error {
 	return nil
 }
 
+// demotable picks the voter to demote when there are too many: one of a
+// node recorded as leaving, left or removed (gone) if any, else an
+// unreachable one, else the highest ID; never this leader.
+func (s *Store) demotable(servers []raft.Server, alive, gone map[string]bool) (raft.Server, bool) {
+	var out []raft.Server
+	for _, srv := range servers {
+		if srv.Suffrage == raft.Voter && string(srv.ID) != s.cfg.NodeID {
+			out = append(out, srv)
+		}
+	}
+	if len(out) == 0 {
+		return raft.Server{}, false
+	}
+	sort.Slice(out, func(i, j int) bool {
+		a, b := string(out[i].ID), string(out[j].ID)
+		if gone[a] != gone[b] {
+			return gone[a]
+		}
+		if alive[a] != alive[b] {
+			return !alive[a]
+		}
+		return a > b
+	})
+	return out[0], true
+}
+
+func (s *Store) demote(ctx context.Context, srv raft.Server) error {
+	start := time.Now()
+	if err := waitFuture(ctx, s.raft.DemoteVoter(srv.ID, 0, s.cfg.ApplyTimeout)); err != nil {
+		return s.raftError(err)
+	}
+	s.log.Info("voter demoted to non-voter: more voters than the target", "id", srv.ID, "took", time.Since(start))
+	return nil
+}
+
 func (s *Store) promote(ctx context.Context, srv raft.Server) error {
 	start := time.Now()
 	if err := waitFuture(ctx, s.raft.AddVoter(srv.ID, srv.Address, 0, s.cfg.ApplyTimeout)); err != nil {
@@ -510,8 +545,9 @@ func (s *Store) kickVoters() {
 }
 
 // keepVoters runs on every node; on the leader it promotes live
-// non-voters while there are fewer than TargetVoters voters, after every
-// membership change and every VoterCheckInterval.
+// non-voters while there are fewer than TargetVoters voters, and demotes
+// voters while there are more, after every membership change and every
+// VoterCheckInterval.
 func (s *Store) keepVoters() {
 	defer s.wg.Done()
 	tick := time.NewTicker(s.cfg.VoterCheckInterval)
@@ -535,7 +571,10 @@ func (s *Store) keepVoters() {
 }
 
 // ensureVoters promotes live non-voters (by ID) until there are
-// TargetVoters voters or none is left to promote, each only if the live
+// TargetVoters voters or none is left to promote, and demotes voters
+// (unreachable ones first, never the leader) while there are more — a
+// leave that promoted a replacement and then could not remove its voter
+// (its deadline passed) leaves one too many. Each step only if the live
 // voters stay a quorum.
 func (s *Store) ensureVoters(ctx context.Context) error {
 	s.memberMu.Lock()
@@ -551,11 +590,28 @@ func (s *Store) ensureVoters(ctx context.Context) error {
 		if err != nil {
 			return err
 		}
-		if voters, _, _ := s.voterCounts(servers, nil); voters >= s.cfg.TargetVoters {
+		if voters, _, _ := s.voterCounts(servers, nil); voters == s.cfg.TargetVoters {
 			return nil
 		}
 		alive := s.liveness(ctx, servers)
 		voters, live, _ := s.voterCounts(servers, alive)
+		if voters > s.cfg.TargetVoters {
+			d, ok := s.demotable(servers, alive, s.unpromotable(ctx))
+			if !ok {
+				return nil
+			}
+			liveAfter := live
+			if alive[string(d.ID)] {
+				liveAfter--
+			}
+			if liveAfter < quorum(voters-1) {
+				return nil
+			}
+			if err := s.demote(ctx, d); err != nil {
+				return err
+			}
+			continue
+		}
 		c := s.promotable(ctx, servers, "", alive)
 		if len(c) == 0 || live+1 < quorum(voters+1) {
 			return nil

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"github.com/hashicorp/raft"
 	"slices"
 	"sync"
 	"sync/atomic"
@@ -431,4 +432,41 @@ func TestMoveShardFencedToTheReceiversProcess(t *testing.T) {
 	if holder, _, err := s.MoveShard(ctx, "k=1", "a", "b", 11); err != nil || holder != "b" {
 		t.Fatalf("move fenced to b's current process: holder %q %v, want b", holder, err)
 	}
+}
+
+// TestExtraVoterDemoted: a leave that promoted its replacement and then
+// could not remove its own voter (its deadline passed) leaves one voter
+// too many; the keeper demotes one — the leaving node's first — back to
+// the target.
+func TestExtraVoterDemoted(t *testing.T) {
+	c := NewTestCluster(t, 3, 1, withSchema)
+	leader := c.WaitForLeader(10 * time.Second)
+	ctx := ctxT(t, 30*time.Second)
+	leaving := c.Followers()[0]
+	if err := leader.MarkNode(ctx, leaving, NodeLeaving); err != nil {
+		t.Fatal(err)
+	}
+	// The first half of a live voter's removal: its replacement promoted.
+	servers, err := leader.configuration()
+	if err != nil {
+		t.Fatal(err)
+	}
+	i := slices.IndexFunc(servers, func(s raft.Server) bool { return s.ID == "n3" })
+	if i < 0 {
+		t.Fatalf("n3 is not in the configuration %v", servers)
+	}
+	leader.memberMu.Lock()
+	err = leader.promote(ctx, servers[i])
+	leader.memberMu.Unlock()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var voters []string
+	for _, id := range []string{"n0", "n1", "n2", "n3"} {
+		if id != leaving {
+			voters = append(voters, id)
+		}
+	}
+	leader.kickVoters()
+	waitRoles(t, c, voters, []string{leaving})
 }
