@@ -410,14 +410,23 @@ func TestMoveNotCommittedThaws(t *testing.T) {
 	if api.CodeOf(err) != codes.Aborted {
 		t.Fatalf("Move: %v, want ABORTED", err)
 	}
+	// The sender keeps (and thaws) the shard and tells the receiver to
+	// discard its copy, which would otherwise wait, unserved, for the
+	// receiver's next start.
 	held, _, _ := w.files["a"].snapshot()
-	_, incoming, _ := w.files["b"].snapshot()
-	if held["s1"] == nil || w.files["a"].thaws != 1 || incoming["s1"] == nil {
-		t.Fatalf("sender held %v thaws %d, receiver incoming %v", held, w.files["a"].thaws, incoming)
+	_, incoming, journal := w.files["b"].snapshot()
+	if held["s1"] == nil || w.files["a"].thaws != 1 || incoming["s1"] != nil || len(journal) != 0 {
+		t.Fatalf("sender held %v thaws %d, receiver incoming %v journal %v", held, w.files["a"].thaws, incoming, journal)
 	}
 	// The receiver never installs a copy the registry does not give it.
 	if err := w.movers["b"].Done(context.Background(), "s1", 1); api.CodeOf(err) != codes.FailedPrecondition {
 		t.Fatalf("Done without the commit: %v", err)
+	}
+	// Nor does an abort discard a shard the registry names it the holder of.
+	w.reg.holder["s2"] = "b"
+	w.files["b"].held["s2"] = []byte("y")
+	if err := w.movers["b"].Done(context.Background(), "s2", 0); api.CodeOf(err) != codes.FailedPrecondition {
+		t.Fatalf("abort of a shard the registry gives the receiver: %v", err)
 	}
 }
 

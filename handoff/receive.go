@@ -5,6 +5,7 @@ import (
 	"io"
 
 	"github.com/lunora/lunora/api"
+	"github.com/lunora/lunora/shardhost"
 	"google.golang.org/grpc/codes"
 )
 
@@ -24,7 +25,24 @@ func (m *Mover) Receive(ctx context.Context, h api.HandoffHeader, r io.Reader, s
 
 // Done installs a received shard once this node's replica has applied the
 // move's commit at index and its registry names this node the holder.
+// Index 0 is the sender's abort: its commit did not take effect (the
+// registry still names the sender, which is frozen until it has this
+// answer, so no other stream of the shard can be on its way), and the
+// copy goes rather than wait, unserved, for this node's next start.
 func (m *Mover) Done(ctx context.Context, shardID string, index uint64) error {
+	if index == 0 {
+		if err := ctx.Err(); err != nil {
+			return err // the sender has given up on this answer and may send again
+		}
+		if holder, _, err := m.cfg.Registry.ShardHolder(ctx, shardID); err == nil && holder == m.cfg.NodeID {
+			return api.Errorf(codes.FailedPrecondition, "shard %s: the registry names this node its holder; an abort cannot discard it", shardID)
+		}
+		if err := m.cfg.Files.ResolveMove(shardID, shardhost.MoveRecv, ""); err != nil {
+			return err
+		}
+		m.log.Debug("discarded a received copy: its move did not commit", "shard", shardID)
+		return nil
+	}
 	if err := m.cfg.Registry.WaitApplied(ctx, index); err != nil {
 		return err
 	}

@@ -67,10 +67,11 @@ func (m *Mover) Move(ctx context.Context, shardID, to, addr string, epoch uint64
 	if err != nil {
 		// The outcome is unknown: the shard stays frozen until the
 		// registry says who holds it.
-		go m.settle(f, to)
+		go m.settle(p, f, to)
 		return 0, err
 	}
 	if holder != to {
+		m.abort(p, shardID, to)
 		m.thaw(f)
 		return 0, api.Errorf(codes.Aborted, "shard %s: the registry names %q as its holder; the move did not commit", shardID, holder)
 	}
@@ -86,6 +87,18 @@ func (m *Mover) Move(ctx context.Context, shardID, to, addr string, epoch uint64
 	return idx, nil
 }
 
+// abort tells the receiver of a move that did not commit to discard its
+// copy (HandoffDone with index 0), before the shard is thawed and may be
+// sent again. Best effort: a receiver that does not hear it keeps the
+// copy, never served, until its next start resolves it.
+func (m *Mover) abort(p Peer, shardID, to string) {
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	if err := p.HandoffDone(ctx, shardID, 0); err != nil {
+		m.log.Debug("abort a move: tell the receiver", "shard", shardID, "to", to, "err", err)
+	}
+}
+
 func (m *Mover) thaw(f *shardhost.Frozen) {
 	if err := m.cfg.Files.Thaw(f); err != nil {
 		m.log.Error("thaw shard after a failed move", "shard", f.ShardID, "err", err)
@@ -94,7 +107,7 @@ func (m *Mover) thaw(f *shardhost.Frozen) {
 
 // settle resolves a move whose commit outcome is unknown: it asks the
 // registry (through the log) until it answers, then drops or thaws.
-func (m *Mover) settle(f *shardhost.Frozen, to string) {
+func (m *Mover) settle(p Peer, f *shardhost.Frozen, to string) {
 	for backoff := 100 * time.Millisecond; ; backoff = min(2*backoff, 5*time.Second) {
 		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 		holder, _, err := m.commit(ctx, f.ShardID, m.cfg.NodeID, m.cfg.NodeID, 0)
@@ -103,6 +116,7 @@ func (m *Mover) settle(f *shardhost.Frozen, to string) {
 			if holder == to {
 				m.cfg.Files.Drop(f, to)
 			} else {
+				m.abort(p, f.ShardID, to)
 				m.thaw(f)
 			}
 			return

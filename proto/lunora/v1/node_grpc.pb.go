@@ -90,7 +90,8 @@ type NodeClient interface {
 	// (but does not serve it) and then acknowledges.
 	Handoff(ctx context.Context, opts ...grpc.CallOption) (grpc.ClientStreamingClient[HandoffChunk, HandoffAck], error)
 	// HandoffDone tells the receiver that the move committed at a log index
-	// of the global tier: it installs the file and serves the shard.
+	// of the global tier: it installs the file and serves the shard. Index 0
+	// is the sender's abort: the move did not commit, the copy goes.
 	HandoffDone(ctx context.Context, in *HandoffDoneRequest, opts ...grpc.CallOption) (*HandoffDoneResponse, error)
 	// LocateShard says where a shard lives: its owner on the ring at the
 	// answering node's newest epoch and its holder in the shard registry.
@@ -371,7 +372,8 @@ type NodeServer interface {
 	// (but does not serve it) and then acknowledges.
 	Handoff(grpc.ClientStreamingServer[HandoffChunk, HandoffAck]) error
 	// HandoffDone tells the receiver that the move committed at a log index
-	// of the global tier: it installs the file and serves the shard.
+	// of the global tier: it installs the file and serves the shard. Index 0
+	// is the sender's abort: the move did not commit, the copy goes.
 	HandoffDone(context.Context, *HandoffDoneRequest) (*HandoffDoneResponse, error)
 	// LocateShard says where a shard lives: its owner on the ring at the
 	// answering node's newest epoch and its holder in the shard registry.
