@@ -148,6 +148,10 @@ func run(ctx context.Context, o *options, stdout, stderr io.Writer) error {
 	if err != nil {
 		return err
 	}
+	secret, err := o.tls.loadSecret()
+	if err != nil {
+		return err
+	}
 	cluster := o.clusterConfig()
 	cluster.Fault = faultHook(log) // nil unless built with -tags lunorafault
 	p, err := nodeproc.Start(nodeproc.Config{
@@ -157,6 +161,7 @@ func run(ctx context.Context, o *options, stdout, stderr io.Writer) error {
 		RaftAddr: o.raftAddr, RaftAdvertise: o.raftAdvertise, Bootstrap: o.bootstrap, Seeds: o.join,
 		Cluster: cluster, Gossip: o.gossipConfig(), Server: o.server, ForceLeave: o.forceLeave,
 		ClusterTLS: clusterTLS, PublicTLS: publicTLS, AllowPlaintextGossip: o.gossipAllowPlaintext,
+		ClusterSecret: secret, InsecureNodeAPI: o.insecureNodeAPI,
 		Logger: log,
 	})
 	if err != nil {

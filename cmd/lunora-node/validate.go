@@ -45,8 +45,20 @@ func validate(o *options, stdout io.Writer) error {
 	if err := o.clusterConfig().Validate(); err != nil {
 		return err
 	}
-	// The certificate files load and match (they are read, not used).
-	if _, err := o.tls.reloader(nil); err != nil {
+	// The certificate files load and match (they are read, not used), the
+	// cluster secret's file is long enough, and listeners beyond loopback
+	// have one of them (or -insecure-node-api).
+	clusterTLS, err := o.tls.reloader(nil)
+	if err != nil {
+		return err
+	}
+	secret, err := o.tls.loadSecret()
+	if err != nil {
+		return err
+	}
+	exposure := nodeproc.Config{Dev: o.dev, GRPCAddr: o.grpcAddr, HTTPAddr: o.httpAddr, RaftAddr: o.raftAddr,
+		ClusterTLS: clusterTLS, ClusterSecret: secret, InsecureNodeAPI: o.insecureNodeAPI}
+	if err := exposure.CheckExposure(); err != nil {
 		return err
 	}
 	if _, err := o.publicTLS.reloader(nil); err != nil {
