@@ -50,6 +50,10 @@ func (cfg *Config) CheckExposure() error {
 		return nil
 	}
 	sort.Strings(open)
-	return fmt.Errorf("nodeproc: %s not on loopback, with no cluster authentication: anyone who reaches it could move shards, remove nodes, manage API keys or copy the data. Give a cluster secret (-cluster-secret-file, at least %d bytes, the same file on every node and gateway) or mutual TLS (-tls-ca, -tls-cert, -tls-key); or bind to loopback; or accept it explicitly with -insecure-node-api",
-		strings.Join(open, ", "), clustersecret.MinLen)
+	verb := "is"
+	if len(open) > 1 {
+		verb = "are"
+	}
+	return fmt.Errorf("nodeproc: %s %s not on loopback, with no cluster authentication: anyone who reaches them could move shards, remove nodes, manage API keys or copy the data. Give a cluster secret (-cluster-secret-file, at least %d bytes, the same file on every node and gateway) or mutual TLS (-tls-ca, -tls-cert, -tls-key); or bind to loopback; or accept it explicitly with -insecure-node-api",
+		strings.Join(open, ", "), verb, clustersecret.MinLen)
 }
