@@ -73,7 +73,10 @@ func TestNodeAPINeedsClusterSecret(t *testing.T) {
 			_, _, err := c.MoveShard(ctx, "room_id=r1", "n1", "n2", 1, false)
 			return err
 		},
-		"RegisterShard": func(c *rpc.NodeClient) error { _, _, err := c.RegisterShard(ctx, "room_id=r1", "n1", false); return err },
+		"RegisterShard": func(c *rpc.NodeClient) error {
+			_, _, err := c.RegisterShard(ctx, "room_id=r1", "n1", false)
+			return err
+		},
 		"CreateKey": func(c *rpc.NodeClient) error {
 			_, _, err := c.CreateKey(ctx, "ops", auth.RoleAdmin)
 			return err
