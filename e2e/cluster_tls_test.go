@@ -285,13 +285,27 @@ func TestNodeTLSStartupErrors(t *testing.T) {
 	}
 }
 
-// TestPlaintextNodeWarns: a node without mutual TLS whose node API is not
-// on loopback says so loudly at start.
+// TestPlaintextNodeWarns: a node with neither mutual TLS nor a cluster
+// secret whose node API is not on loopback refuses to start, naming the
+// ways out; with -insecure-node-api it starts and says so loudly; with a
+// cluster secret it starts, warning that the traffic is not encrypted; on
+// loopback it needs neither and warns about nothing.
 func TestPlaintextNodeWarns(t *testing.T) {
 	b := lunoratest.Build(t)
-	p := lunoratest.Start(t, lunoratest.NodeSpec(t, b, "serve", "-schema", writeClusterSchema(t), "-node-id", "n1", "-grpc-addr", "0.0.0.0:0"))
-	if !strings.Contains(p.Stderr(), "SECURITY: the node-API (gRPC) listener") {
+	exposed := []string{"serve", "-schema", writeClusterSchema(t), "-node-id", "n1", "-grpc-addr", "0.0.0.0:0"}
+	r := lunoratest.Run(t, lunoratest.NodeSpec(t, b, exposed...), 60*time.Second)
+	if r.ExitCode == 0 || !strings.Contains(r.Stderr, "-grpc-addr (node API) 0.0.0.0:0 is not on loopback") ||
+		!strings.Contains(r.Stderr, "-cluster-secret-file") || !strings.Contains(r.Stderr, "-insecure-node-api") {
+		t.Fatalf("a plaintext node API on 0.0.0.0: exit %d: %s; want a refusal naming -cluster-secret-file and -insecure-node-api", r.ExitCode, r.Stderr)
+	}
+	p := lunoratest.Start(t, lunoratest.NodeSpec(t, b, append(exposed, "-insecure-node-api")...))
+	if !strings.Contains(p.Stderr(), "SECURITY: the node-API (gRPC) listener") || !strings.Contains(p.Stderr(), "unauthenticated") {
 		t.Fatalf("no warning about the plaintext node API on 0.0.0.0:\n%s", p.Stderr())
+	}
+	secret := lunoratest.NewClusterSecret(t)
+	ps := lunoratest.Start(t, lunoratest.NodeSpec(t, b, append(exposed, secret.Args()...)...))
+	if !strings.Contains(ps.Stderr(), "SECURITY: the node-API (gRPC) listener") || !strings.Contains(ps.Stderr(), "the cluster secret keeps out") {
+		t.Fatalf("no warning about the unencrypted node API on 0.0.0.0:\n%s", ps.Stderr())
 	}
 	p2 := lunoratest.Start(t, lunoratest.NodeSpec(t, b, "serve", "-schema", writeClusterSchema(t), "-node-id", "n1"))
 	if strings.Contains(p2.Stderr(), "SECURITY:") {
