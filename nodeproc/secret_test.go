@@ -110,6 +110,19 @@ func TestNodeAPINeedsClusterSecret(t *testing.T) {
 			}
 		}
 	}
+	// A process calling nodes for others (a gateway's router) without the
+	// secret gets INTERNAL, its own misconfiguration, not a 401 its
+	// clients would take for theirs.
+	gateway, err := rpc.NewNodeClient(p.GRPCAddr, rpc.MemberDialOptions()...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer gateway.Close()
+	for _, name := range []string{"Ring", "CreateKey", "Handoff"} {
+		if err := calls[name](gateway); api.CodeOf(err) != codes.Internal || !strings.Contains(err.Error(), "refused this process as a cluster member") {
+			t.Errorf("%s from a gateway without the secret: %v, want INTERNAL naming the misconfiguration", name, err)
+		}
+	}
 	// Health checks need no secret.
 	cc, err := grpc.NewClient(p.GRPCAddr, grpc.WithTransportCredentials(insecure.NewCredentials()))
 	if err != nil {
