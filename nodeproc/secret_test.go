@@ -20,6 +20,8 @@ import (
 	"github.com/lunora/lunora/rpc"
 	"github.com/lunora/lunora/schema"
 	"github.com/lunora/lunora/shardhost"
+	"github.com/lunora/lunora/tlsconf"
+	"github.com/lunora/lunora/tlsconf/testcerts"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/credentials/insecure"
@@ -214,5 +216,50 @@ func TestExposedNodeNeedsClusterAuth(t *testing.T) {
 		case tc.want != "" && (err == nil || !strings.Contains(err.Error(), tc.want) || !strings.Contains(err.Error(), "-cluster-secret-file") || !strings.Contains(err.Error(), "-insecure-node-api")):
 			t.Errorf("%s: %v, want a refusal naming %q, -cluster-secret-file and -insecure-node-api", tc.name, err, tc.want)
 		}
+	}
+}
+
+// TestClusterTLSAndSecret: a node with both mutual TLS and a cluster
+// secret requires both: a client with a cluster certificate but without
+// the secret is UNAUTHENTICATED, one with the secret but no certificate
+// fails the handshake, one with both is served.
+func TestClusterTLSAndSecret(t *testing.T) {
+	ca, err := testcerts.NewCA("cluster")
+	if err != nil {
+		t.Fatal(err)
+	}
+	secret := secretOf(t, strings.Repeat("both-", 8))
+	cfg := secretNodeConfig(t)
+	cfg.ClusterTLS, cfg.ClusterSecret = tlsFiles(t, ca, "n1", testcerts.ServerAndClient, true), secret
+	p, err := nodeproc.Start(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer p.Shutdown(context.Background())
+	client, err := tlsFiles(t, ca, "gateway", testcerts.ClientOnly, true).ClientConfig()
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	ring := func(opts ...grpc.DialOption) error {
+		c, err := rpc.NewNodeClient(p.GRPCAddr, opts...)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer c.Close()
+		cctx, ccancel := context.WithTimeout(ctx, 5*time.Second)
+		defer ccancel()
+		_, err = c.Ring(cctx, 0)
+		return err
+	}
+	if err := ring(tlsconf.DialOption(client)); api.CodeOf(err) != codes.Unauthenticated {
+		t.Errorf("a cluster certificate without the secret: %v, want UNAUTHENTICATED", err)
+	}
+	if err := ring(secret.DialOption()); err == nil || api.CodeOf(err) == codes.OK {
+		t.Errorf("the secret without a certificate (plaintext): %v, want a failure", err)
+	}
+	if err := ring(tlsconf.DialOption(client), secret.DialOption()); err != nil {
+		t.Errorf("both: %v", err)
 	}
 }
