@@ -15,6 +15,7 @@ import (
 	"github.com/lunora/lunora/auth"
 	"github.com/lunora/lunora/clustersecret"
 	"github.com/lunora/lunora/examples/chat"
+	"github.com/lunora/lunora/membership"
 	"github.com/lunora/lunora/nodeproc"
 	"github.com/lunora/lunora/raftglobal"
 	"github.com/lunora/lunora/rpc"
@@ -261,5 +262,36 @@ func TestClusterTLSAndSecret(t *testing.T) {
 	}
 	if err := ring(tlsconf.DialOption(client), secret.DialOption()); err != nil {
 		t.Errorf("both: %v", err)
+	}
+}
+
+// TestGossipKeyFromClusterSecret: a node with a cluster secret and gossip
+// but no gossip key encrypts gossip with the key derived from the secret
+// (as a gateway with the same secret does): a member with that key joins
+// it (an encrypting member cannot join a plaintext one).
+func TestGossipKeyFromClusterSecret(t *testing.T) {
+	secret := secretOf(t, strings.Repeat("gossip-", 6))
+	cfg := secretNodeConfig(t)
+	cfg.ClusterSecret, cfg.Gossip = secret, &membership.Config{BindAddr: "127.0.0.1:0"}
+	p, err := nodeproc.Start(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer p.Shutdown(context.Background())
+	gw, err := membership.Start(membership.Config{BindAddr: "127.0.0.1:0", Seeds: []string{p.Members.LocalAddr()},
+		SecretKey: secret.GossipKey(), Meta: membership.Meta{ID: "gw", Role: membership.RoleGateway}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer gw.Shutdown()
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		if _, ok := p.Members.Member("gw"); ok {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("a gateway with the key derived from the cluster secret never joined the node's gossip")
+		}
+		time.Sleep(20 * time.Millisecond)
 	}
 }
