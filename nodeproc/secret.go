@@ -37,7 +37,7 @@ func (cfg *Config) CheckExposure() error {
 		return nil
 	}
 	listeners := map[string]string{"-grpc-addr (node API)": cfg.GRPCAddr, "-http-addr (backups)": cfg.HTTPAddr}
-	if cfg.Global.Transport == nil {
+	if cfg.Global.Transport == nil && cfg.RaftAddr != "" { // none: raftglobal refuses it
 		listeners["-raft-addr (Raft)"] = cfg.RaftAddr
 	}
 	var open []string
