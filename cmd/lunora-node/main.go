@@ -133,13 +133,6 @@ func run(ctx context.Context, o *options, stdout, stderr io.Writer) error {
 	if err != nil {
 		return err // a *schema.LineError names file:line
 	}
-	if err := os.MkdirAll(o.dataDir, 0o755); err != nil {
-		return err
-	}
-	sc := shardhost.DefaultConfig()
-	sc.Synchronous, sc.IdleTimeout, sc.MaxActive = o.synchronous, o.idleTimeout, o.maxActive
-	sc.MailboxSize, sc.MaxInFlight = o.mailbox, o.maxInFlight
-	sc.StatementTimeout, sc.ResultBudget = o.stmtTimeout, o.resultBudget
 	clusterTLS, err := o.tls.reloader(log)
 	if err != nil {
 		return err
@@ -152,6 +145,17 @@ func run(ctx context.Context, o *options, stdout, stderr io.Writer) error {
 	if err != nil {
 		return err
 	}
+	// Refused before anything is created (nodeproc.Start checks it too).
+	if err := o.exposure(clusterTLS, secret).CheckExposure(); err != nil {
+		return err
+	}
+	if err := os.MkdirAll(o.dataDir, 0o755); err != nil {
+		return err
+	}
+	sc := shardhost.DefaultConfig()
+	sc.Synchronous, sc.IdleTimeout, sc.MaxActive = o.synchronous, o.idleTimeout, o.maxActive
+	sc.MailboxSize, sc.MaxInFlight = o.mailbox, o.maxInFlight
+	sc.StatementTimeout, sc.ResultBudget = o.stmtTimeout, o.resultBudget
 	cluster := o.clusterConfig()
 	cluster.Fault = faultHook(log) // nil unless built with -tags lunorafault
 	p, err := nodeproc.Start(nodeproc.Config{
