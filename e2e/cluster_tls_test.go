@@ -298,15 +298,25 @@ func TestPlaintextNodeWarns(t *testing.T) {
 		!strings.Contains(r.Stderr, "-cluster-secret-file") || !strings.Contains(r.Stderr, "-insecure-node-api") {
 		t.Fatalf("a plaintext node API on 0.0.0.0: exit %d: %s; want a refusal naming -cluster-secret-file and -insecure-node-api", r.ExitCode, r.Stderr)
 	}
-	p := lunoratest.Start(t, lunoratest.NodeSpec(t, b, append(exposed, "-insecure-node-api")...))
-	if !strings.Contains(p.Stderr(), "SECURITY: the node-API (gRPC) listener") || !strings.Contains(p.Stderr(), "unauthenticated") {
-		t.Fatalf("no warning about the plaintext node API on 0.0.0.0:\n%s", p.Stderr())
+	// The warning is logged before LUNORA_READY, on stderr, which the
+	// test may read a little later.
+	warned := func(p *lunoratest.Process, parts ...string) error {
+		for _, part := range parts {
+			if !strings.Contains(p.Stderr(), part) {
+				return fmt.Errorf("no %q in the node's log:\n%s", part, p.Stderr())
+			}
+		}
+		return nil
 	}
+	p := lunoratest.Start(t, lunoratest.NodeSpec(t, b, append(exposed, "-insecure-node-api")...))
+	lunoratest.WaitFor(t, 10*time.Second, func() error {
+		return warned(p, "SECURITY: the node-API (gRPC) listener", "unauthenticated")
+	})
 	secret := lunoratest.NewClusterSecret(t)
 	ps := lunoratest.Start(t, lunoratest.NodeSpec(t, b, append(exposed, secret.Args()...)...))
-	if !strings.Contains(ps.Stderr(), "SECURITY: the node-API (gRPC) listener") || !strings.Contains(ps.Stderr(), "the cluster secret keeps out") {
-		t.Fatalf("no warning about the unencrypted node API on 0.0.0.0:\n%s", ps.Stderr())
-	}
+	lunoratest.WaitFor(t, 10*time.Second, func() error {
+		return warned(ps, "SECURITY: the node-API (gRPC) listener", "the cluster secret keeps out")
+	})
 	p2 := lunoratest.Start(t, lunoratest.NodeSpec(t, b, "serve", "-schema", writeClusterSchema(t), "-node-id", "n1"))
 	if strings.Contains(p2.Stderr(), "SECURITY:") {
 		t.Fatalf("a loopback-only node warned:\n%s", p2.Stderr())

@@ -50,10 +50,10 @@ func (cfg *Config) CheckExposure() error {
 		return nil
 	}
 	sort.Strings(open)
-	verb := "is"
+	verb, them := "is", "it"
 	if len(open) > 1 {
-		verb = "are"
+		verb, them = "are", "them"
 	}
-	return fmt.Errorf("nodeproc: %s %s not on loopback, with no cluster authentication: anyone who reaches them could move shards, remove nodes, manage API keys or copy the data. Give a cluster secret (-cluster-secret-file, at least %d bytes, the same file on every node and gateway) or mutual TLS (-tls-ca, -tls-cert, -tls-key); or bind to loopback; or accept it explicitly with -insecure-node-api",
-		strings.Join(open, ", "), verb, clustersecret.MinLen)
+	return fmt.Errorf("nodeproc: %s %s not on loopback, with no cluster authentication: anyone who reaches %s could move shards, remove nodes, manage API keys or copy the data. Give a cluster secret (-cluster-secret-file, at least %d bytes, the same file on every node and gateway) or mutual TLS (-tls-ca, -tls-cert, -tls-key); or bind to loopback; or accept it explicitly with -insecure-node-api",
+		strings.Join(open, ", "), verb, them, clustersecret.MinLen)
 }
