@@ -14,11 +14,13 @@ import (
 
 // checkSecurity refuses configurations that would leave a secured
 // cluster with a plaintext part: mutual TLS without a gossip key (unless
-// AllowPlaintextGossip), or cluster TLS in dev mode (one process, no
-// peers; PublicTLS is what secures its listeners).
+// AllowPlaintextGossip), or cluster TLS or a cluster secret in dev mode
+// (one process, no peers; PublicTLS is what secures its listeners); and a
+// node exposed beyond loopback with no cluster authentication
+// (CheckExposure).
 func (cfg *Config) checkSecurity() error {
 	if cfg.Dev && cfg.ClusterSecret != nil {
-		return fmt.Errorf("nodeproc: dev mode has no peers: the cluster secret does not apply")
+		return errors.New("nodeproc: dev mode has no peers: the cluster secret does not apply")
 	}
 	if err := cfg.CheckExposure(); err != nil {
 		return err
