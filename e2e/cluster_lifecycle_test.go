@@ -419,13 +419,13 @@ func gatewayStatus(t *testing.T, rc *ringCluster) *gatewayStatusJSON {
 // the gateway within a second of its READY line (gRPC's default reconnect
 // backoff, grown while the node was away, kept answering "connection
 // refused" for seconds), and an error while it is down names it. It runs
-// in plaintext and with mutual TLS (forEachTransport).
+// in plaintext, with mutual TLS and with a cluster secret (forEachTransport).
 func TestClusterGatewayReconnectsAfterRestart(t *testing.T) {
 	forEachTransport(t, testClusterGatewayReconnectsAfterRestart)
 }
 
-func testClusterGatewayReconnectsAfterRestart(t *testing.T, mtls bool) {
-	rc := startRingClusterWith(t, mtls, 3)
+func testClusterGatewayReconnectsAfterRestart(t *testing.T, tr transport) {
+	rc := startRingClusterWith(t, tr, 3)
 	ctx, cancel := context.WithTimeout(context.Background(), 2*clusterTimeout)
 	defer cancel()
 	var k string

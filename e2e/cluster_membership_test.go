@@ -337,6 +337,9 @@ func (rc *ringCluster) removeNode(t *testing.T, via *lunoratest.ClusterNode, arg
 	if rc.TLS != nil {
 		all = append(all, rc.TLS.ClientArgs()...)
 	}
+	if rc.Secret != nil {
+		all = append(all, rc.Secret.Args()...)
+	}
 	r := lunoratest.Run(t, lunoratest.Spec{Name: "lunora-node remove-node", Path: b.Node,
 		Args: append(all, args...), CheckRace: b.Race}, 60*time.Second)
 	return r.ExitCode, r.Stdout + r.Stderr
@@ -346,13 +349,14 @@ func (rc *ringCluster) removeNode(t *testing.T, via *lunoratest.ClusterNode, arg
 // takes it out of the ring and the Raft group and promotes the non-voter,
 // so the global tier survives one more death; removing a live voter when
 // that would leave no quorum of live voters is refused, saying so. It runs
-// in plaintext and with mutual TLS (the CLI with an operator certificate).
+// in plaintext, with mutual TLS (the CLI with an operator certificate) and
+// with a cluster secret (the CLI given its file).
 func TestClusterRemoveDeadVoter(t *testing.T) {
 	forEachTransport(t, testClusterRemoveDeadVoter)
 }
 
-func testClusterRemoveDeadVoter(t *testing.T, mtls bool) {
-	rc := startRingClusterWith(t, mtls, 3)
+func testClusterRemoveDeadVoter(t *testing.T, tr transport) {
+	rc := startRingClusterWith(t, tr, 3)
 	ctx, cancel := context.WithTimeout(context.Background(), 2*clusterTimeout)
 	defer cancel()
 	rc.fill(t, ctx, "d%02d", 20, 1, 8, "x")

@@ -20,6 +20,7 @@ import (
 
 	"github.com/lunora/lunora/api"
 	"github.com/lunora/lunora/lunoratest"
+	"github.com/lunora/lunora/rpc"
 	"google.golang.org/grpc/codes"
 )
 
@@ -73,18 +74,30 @@ type ringCluster struct {
 
 func startRingCluster(t *testing.T, voters int, extra ...string) *ringCluster {
 	t.Helper()
-	return startRingClusterWith(t, false, voters, extra...)
+	return startRingClusterWith(t, plaintext, voters, extra...)
 }
 
-// startRingClusterWith is startRingCluster with mutual TLS between every
-// process and TLS on the gateway's public listeners when mtls is set.
-func startRingClusterWith(t *testing.T, mtls bool, voters int, extra ...string) *ringCluster {
+// transport is how the processes of a test cluster authenticate each
+// other (forEachTransport).
+type transport struct {
+	mtls   bool // mutual TLS between every process, TLS on the gateway's public listeners
+	secret bool // a shared cluster secret
+}
+
+var plaintext = transport{}
+
+// startRingClusterWith is startRingCluster with the cluster
+// authentication of tr.
+func startRingClusterWith(t *testing.T, tr transport, voters int, extra ...string) *ringCluster {
 	t.Helper()
 	b := lunoratest.Build(t)
 	schemaPath := writeClusterSchema(t)
 	opts := lunoratest.ClusterOptions{Args: extra}
-	if mtls {
+	if tr.mtls {
 		opts.TLS = lunoratest.NewClusterTLS(t)
+	}
+	if tr.secret {
+		opts.Secret = lunoratest.NewClusterSecret(t)
 	}
 	c := lunoratest.StartClusterWith(t, b, schemaPath, voters, opts)
 	var addrs []string
@@ -92,27 +105,44 @@ func startRingClusterWith(t *testing.T, mtls bool, voters int, extra ...string) 
 		addrs = append(addrs, n.GRPCAddr())
 	}
 	var gwArgs []string
-	if mtls {
+	if tr.mtls {
 		gwArgs = c.TLS.GatewayArgs()
+	}
+	if tr.secret {
+		gwArgs = append(gwArgs, c.Secret.Args()...)
 	}
 	gw := lunoratest.Start(t, lunoratest.GatewaySpec(t, b, schemaPath, strings.Join(addrs, ","), gwArgs...))
 	rc := &ringCluster{Cluster: c, gw: gw, http: lunoratest.NewHTTPClient(t, gw.HTTPAddr()), schemaPath: schemaPath}
-	if mtls {
+	if tr.mtls {
 		rc.http = lunoratest.NewHTTPSClient(t, gw.HTTPAddr(), c.TLS)
 	}
 	rc.waitRing(t, voters)
+	if tr.secret && !tr.mtls {
+		// The nodes require it: a node-API client without it is refused.
+		anon, err := rpc.NewNodeClient(c.Nodes[0].GRPCAddr())
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer anon.Close()
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		if _, err := anon.Ring(ctx, 0); api.CodeOf(err) != codes.Unauthenticated {
+			t.Fatalf("Ring without the cluster secret: %v, want UNAUTHENTICATED", err)
+		}
+	}
 	return rc
 }
 
-// forEachTransport runs f as two subtests: "plaintext", and "mtls" — the
+// forEachTransport runs f as three subtests: "plaintext"; "mtls" — the
 // same cluster with mutual TLS between nodes, gateway and CLI, TLS on the
-// gateway's public API and an encrypted gossip key.
-func forEachTransport(t *testing.T, f func(t *testing.T, mtls bool)) {
+// gateway's public API and an encrypted gossip key; and "secret" — with a
+// shared cluster secret instead.
+func forEachTransport(t *testing.T, f func(t *testing.T, tr transport)) {
 	for _, tc := range []struct {
 		name string
-		mtls bool
-	}{{"plaintext", false}, {"mtls", true}} {
-		t.Run(tc.name, func(t *testing.T) { f(t, tc.mtls) })
+		tr   transport
+	}{{"plaintext", plaintext}, {"mtls", transport{mtls: true}}, {"secret", transport{secret: true}}} {
+		t.Run(tc.name, func(t *testing.T) { f(t, tc.tr) })
 	}
 }
 
@@ -360,13 +390,14 @@ func (rc *ringCluster) checkAll(t *testing.T, want map[string][]int64) {
 // is stopped with SIGTERM and hands its shards off first. Writers on 20
 // shards run throughout and check their seqs only increase.
 //
-// It runs in plaintext and with mutual TLS (forEachTransport).
+// It runs in plaintext, with mutual TLS and with a cluster secret
+// (forEachTransport).
 func TestClusterScaleOutAndGracefulLeave(t *testing.T) {
 	forEachTransport(t, testClusterScaleOutAndGracefulLeave)
 }
 
-func testClusterScaleOutAndGracefulLeave(t *testing.T, mtls bool) {
-	rc := startRingClusterWith(t, mtls, 3)
+func testClusterScaleOutAndGracefulLeave(t *testing.T, tr transport) {
+	rc := startRingClusterWith(t, tr, 3)
 	const shards = 1000
 	ctx, cancel := context.WithTimeout(context.Background(), 2*clusterTimeout)
 	defer cancel()

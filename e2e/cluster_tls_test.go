@@ -285,14 +285,38 @@ func TestNodeTLSStartupErrors(t *testing.T) {
 	}
 }
 
-// TestPlaintextNodeWarns: a node without mutual TLS whose node API is not
-// on loopback says so loudly at start.
+// TestPlaintextNodeWarns: a node with neither mutual TLS nor a cluster
+// secret whose node API is not on loopback refuses to start, naming the
+// ways out; with -insecure-node-api it starts and says so loudly; with a
+// cluster secret it starts, warning that the traffic is not encrypted; on
+// loopback it needs neither and warns about nothing.
 func TestPlaintextNodeWarns(t *testing.T) {
 	b := lunoratest.Build(t)
-	p := lunoratest.Start(t, lunoratest.NodeSpec(t, b, "serve", "-schema", writeClusterSchema(t), "-node-id", "n1", "-grpc-addr", "0.0.0.0:0"))
-	if !strings.Contains(p.Stderr(), "SECURITY: the node-API (gRPC) listener") {
-		t.Fatalf("no warning about the plaintext node API on 0.0.0.0:\n%s", p.Stderr())
+	exposed := []string{"serve", "-schema", writeClusterSchema(t), "-node-id", "n1", "-grpc-addr", "0.0.0.0:0"}
+	r := lunoratest.Run(t, lunoratest.NodeSpec(t, b, exposed...), 60*time.Second)
+	if r.ExitCode == 0 || !strings.Contains(r.Stderr, "-grpc-addr (node API) 0.0.0.0:0 is not on loopback") ||
+		!strings.Contains(r.Stderr, "-cluster-secret-file") || !strings.Contains(r.Stderr, "-insecure-node-api") {
+		t.Fatalf("a plaintext node API on 0.0.0.0: exit %d: %s; want a refusal naming -cluster-secret-file and -insecure-node-api", r.ExitCode, r.Stderr)
 	}
+	// The warning is logged before LUNORA_READY, on stderr, which the
+	// test may read a little later.
+	warned := func(p *lunoratest.Process, parts ...string) error {
+		for _, part := range parts {
+			if !strings.Contains(p.Stderr(), part) {
+				return fmt.Errorf("no %q in the node's log:\n%s", part, p.Stderr())
+			}
+		}
+		return nil
+	}
+	p := lunoratest.Start(t, lunoratest.NodeSpec(t, b, append(exposed, "-insecure-node-api")...))
+	lunoratest.WaitFor(t, 10*time.Second, func() error {
+		return warned(p, "SECURITY: the node-API (gRPC) listener", "unauthenticated")
+	})
+	secret := lunoratest.NewClusterSecret(t)
+	ps := lunoratest.Start(t, lunoratest.NodeSpec(t, b, append(exposed, secret.Args()...)...))
+	lunoratest.WaitFor(t, 10*time.Second, func() error {
+		return warned(ps, "SECURITY: the node-API (gRPC) listener", "the cluster secret keeps out")
+	})
 	p2 := lunoratest.Start(t, lunoratest.NodeSpec(t, b, "serve", "-schema", writeClusterSchema(t), "-node-id", "n1"))
 	if strings.Contains(p2.Stderr(), "SECURITY:") {
 		t.Fatalf("a loopback-only node warned:\n%s", p2.Stderr())

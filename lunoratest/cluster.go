@@ -102,6 +102,9 @@ type Cluster struct {
 	// TLS is the cluster's CA and certificates when it runs with mutual
 	// TLS (ClusterOptions.TLS); nil for plaintext.
 	TLS *ClusterTLS
+	// Secret is the cluster secret when it runs with one
+	// (ClusterOptions.Secret); nil otherwise.
+	Secret *ClusterSecret
 }
 
 // ClusterOptions are StartClusterWith's choices.
@@ -110,6 +113,10 @@ type ClusterOptions struct {
 	// certificate of TLS's CA (-tls-ca, -tls-cert, -tls-key) and its gossip
 	// key; node clients (ClusterNode.Client, Metrics) present one.
 	TLS *ClusterTLS
+	// Secret, when set, gives every node the cluster secret
+	// (-cluster-secret-file); node clients (ClusterNode.Client) send it.
+	// With TLS too, both are required.
+	Secret *ClusterSecret
 	// Args are added to every node's flags.
 	Args []string
 }
@@ -124,10 +131,11 @@ func StartCluster(t testing.TB, b *Binaries, schemaPath string, voters int, extr
 	return StartClusterWith(t, b, schemaPath, voters, ClusterOptions{Args: extraArgs})
 }
 
-// StartClusterWith is StartCluster with options (mutual TLS).
+// StartClusterWith is StartCluster with options (mutual TLS, a cluster
+// secret).
 func StartClusterWith(t testing.TB, b *Binaries, schemaPath string, voters int, opts ClusterOptions) *Cluster {
 	t.Helper()
-	c := &Cluster{t: t, b: b, schema: schemaPath, extra: opts.Args, TLS: opts.TLS}
+	c := &Cluster{t: t, b: b, schema: schemaPath, extra: opts.Args, TLS: opts.TLS, Secret: opts.Secret}
 	addrs := FreeAddrs(t, voters)
 	boot := make([]string, voters)
 	for i := range voters {
@@ -167,6 +175,9 @@ func (c *Cluster) start(id, raftAddr string, voter bool, env []string, args ...s
 	if c.TLS != nil {
 		all = append(all, c.TLS.NodeArgs(id)...)
 	}
+	if c.Secret != nil {
+		all = append(all, c.Secret.Args()...)
+	}
 	spec := NodeSpec(c.t, c.b, all...)
 	spec.Name = "lunora-node/" + id
 	spec.Env = env
@@ -177,6 +188,9 @@ func (c *Cluster) start(id, raftAddr string, voter bool, env []string, args ...s
 	var dial []grpc.DialOption
 	if c.TLS != nil {
 		dial = c.TLS.DialOptions()
+	}
+	if c.Secret != nil {
+		dial = append(dial, c.Secret.DialOptions()...)
 	}
 	cl, err := rpc.NewNodeClient(n.GRPCAddr(), dial...)
 	if err != nil {

@@ -15,6 +15,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/lunora/lunora/clustersecret"
 	"github.com/lunora/lunora/examples/chat"
 	"github.com/lunora/lunora/gateway"
 	"github.com/lunora/lunora/internal/cli"
@@ -89,6 +90,18 @@ type Config struct {
 	// AllowPlaintextGossip lets a node with ClusterTLS gossip without
 	// Gossip.SecretKey (refused otherwise).
 	AllowPlaintextGossip bool
+	// ClusterSecret, when set, is the cluster's shared secret: every
+	// node-API call (lunora.v1.Node) must carry its token, and so must
+	// every Raft connection and every request to the backup endpoint;
+	// the node sends it to its peers. With ClusterTLS too, both are
+	// required. Gossip without Gossip.SecretKey is encrypted with a key
+	// derived from it.
+	ClusterSecret *clustersecret.Secret
+	// InsecureNodeAPI lets a node (not in dev mode) serve its node API,
+	// Raft and backups beyond loopback with neither ClusterTLS nor
+	// ClusterSecret — anyone who reaches them is a cluster member.
+	// Refused otherwise.
+	InsecureNodeAPI bool
 
 	Logger   *slog.Logger
 	Registry *prometheus.Registry
@@ -120,7 +133,8 @@ type Process struct {
 	forceLeave bool
 	peers      []*rpc.NodeClient
 	peersMu    sync.Mutex
-	tls        *clusterTLS // nil: plaintext
+	tls        *clusterTLS           // nil: plaintext
+	secret     *clustersecret.Secret // nil: no cluster secret
 	log        *slog.Logger
 }
 
@@ -135,6 +149,11 @@ func Start(cfg Config) (p *Process, err error) {
 	if cfg.Dev && (!cli.IsLoopback(cfg.GRPCAddr) || !cli.IsLoopback(cfg.HTTPAddr)) {
 		// Dev mode's public API is anonymous (every caller an admin).
 		return nil, fmt.Errorf("nodeproc: dev mode has no authentication and listens on loopback only, not on %s and %s", cfg.GRPCAddr, cfg.HTTPAddr)
+	}
+	if cfg.ClusterSecret != nil && cfg.Gossip != nil && len(cfg.Gossip.SecretKey) == 0 {
+		gc := *cfg.Gossip
+		gc.SecretKey = cfg.ClusterSecret.GossipKey()
+		cfg.Gossip = &gc
 	}
 	if err := cfg.checkSecurity(); err != nil {
 		return nil, err
@@ -170,6 +189,8 @@ func Start(cfg Config) (p *Process, err error) {
 	if p.tls != nil {
 		g.TLSServer, g.TLSClient = p.tls.raftServer, p.tls.client
 	}
+	g.Secret = cfg.ClusterSecret
+	p.secret = cfg.ClusterSecret
 	// A new leader publishes its own address at once, so followers can
 	// forward to it without waiting for its announce loop.
 	leader := &lateNode{}
@@ -221,6 +242,11 @@ func Start(cfg Config) (p *Process, err error) {
 			return nil, err
 		}
 		srvCfg.GRPCTLS, srvCfg.HTTPTLS = pub, pub
+	}
+	if cfg.ClusterSecret != nil {
+		// The node API only: dev mode serves the public API (with its own
+		// authentication) on the same server, and health checks stay open.
+		srvCfg.GRPCOptions = append(srvCfg.GRPCOptions, cfg.ClusterSecret.ServerOptions(NodeService)...)
 	}
 	p.Server = server.New(cfg.Registry, log, nil, srvCfg)
 	grpcLn, err := net.Listen("tcp", cfg.GRPCAddr)
@@ -287,6 +313,9 @@ func Start(cfg Config) (p *Process, err error) {
 		h = p.Server.Handler(cfg.Registry, api.Handler())
 	}
 	h = p.backupHandler(cfg.NodeID, cfg.Dir, log, h)
+	if cfg.ClusterSecret != nil {
+		h = requireClusterSecret(BackupPath, cfg.ClusterSecret, h)
+	}
 	if p.tls != nil {
 		h = requireClusterCert(BackupPath, h)
 	}
@@ -296,7 +325,7 @@ func Start(cfg Config) (p *Process, err error) {
 	}
 	p.HTTPAddr = httpAddr.String()
 	if p.tls == nil && !cfg.Dev {
-		warnPlaintext(log, map[string]string{"node-API (gRPC)": p.GRPCAddr, "Raft": p.RaftAddr, "HTTP (backups)": p.HTTPAddr})
+		warnPlaintext(log, cfg.ClusterSecret != nil, map[string]string{"node-API (gRPC)": p.GRPCAddr, "Raft": p.RaftAddr, "HTTP (backups)": p.HTTPAddr})
 	}
 
 	if cfg.Gossip != nil {
@@ -337,7 +366,11 @@ func Start(cfg Config) (p *Process, err error) {
 }
 
 func (p *Process) dial(addr string) (node.Peer, error) {
-	c, err := rpc.NewNodeClient(addr, p.tls.dialOptions()...)
+	opts := p.tls.dialOptions()
+	if p.secret != nil {
+		opts = append(opts, p.secret.DialOption())
+	}
+	c, err := rpc.NewNodeClient(addr, opts...)
 	if err != nil {
 		return nil, err
 	}

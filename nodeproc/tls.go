@@ -14,9 +14,17 @@ import (
 
 // checkSecurity refuses configurations that would leave a secured
 // cluster with a plaintext part: mutual TLS without a gossip key (unless
-// AllowPlaintextGossip), or cluster TLS in dev mode (one process, no
-// peers; PublicTLS is what secures its listeners).
+// AllowPlaintextGossip), or cluster TLS or a cluster secret in dev mode
+// (one process, no peers; PublicTLS is what secures its listeners); and a
+// node exposed beyond loopback with no cluster authentication
+// (CheckExposure).
 func (cfg *Config) checkSecurity() error {
+	if cfg.Dev && cfg.ClusterSecret != nil {
+		return errors.New("nodeproc: dev mode has no peers: the cluster secret does not apply")
+	}
+	if err := cfg.CheckExposure(); err != nil {
+		return err
+	}
 	if cfg.ClusterTLS == nil {
 		if cfg.PublicTLS != nil && !cfg.Dev {
 			return errors.New("nodeproc: PublicTLS is for dev mode's public API; a node serving the node API uses ClusterTLS")
@@ -84,8 +92,9 @@ func requireClusterCert(path string, next http.Handler) http.Handler {
 }
 
 // warnPlaintext logs, loudly, each listener of a node without cluster TLS
-// that is reachable from beyond this host.
-func warnPlaintext(log *slog.Logger, listeners map[string]string) {
+// that is reachable from beyond this host: unauthenticated, or (secret)
+// authenticated by the cluster secret but not encrypted.
+func warnPlaintext(log *slog.Logger, secret bool, listeners map[string]string) {
 	for name, addr := range listeners {
 		host, _, err := net.SplitHostPort(addr)
 		if err != nil {
@@ -94,6 +103,10 @@ func warnPlaintext(log *slog.Logger, listeners map[string]string) {
 		if ip := net.ParseIP(host); ip != nil && ip.IsLoopback() {
 			continue
 		}
-		log.Warn(fmt.Sprintf("SECURITY: the %s listener %s is plaintext and unauthenticated, and not on loopback: anyone who reaches it can act as a cluster member. Give -tls-ca, -tls-cert and -tls-key (mutual TLS) outside a trusted network.", name, addr))
+		if secret {
+			log.Warn(fmt.Sprintf("SECURITY: the %s listener %s is not on loopback and plaintext: the cluster secret keeps out whoever lacks it, but anyone who can watch this network can read the traffic and the secret's token. Give -tls-ca, -tls-cert and -tls-key (mutual TLS) outside a trusted network.", name, addr))
+			continue
+		}
+		log.Warn(fmt.Sprintf("SECURITY: the %s listener %s is plaintext and unauthenticated, and not on loopback: anyone who reaches it can act as a cluster member (-insecure-node-api). Give a cluster secret (-cluster-secret-file) or, better, -tls-ca, -tls-cert and -tls-key (mutual TLS) outside a trusted network.", name, addr))
 	}
 }

@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/hashicorp/raft"
+	"github.com/lunora/lunora/clustersecret"
 	"github.com/prometheus/client_golang/prometheus"
 )
 
@@ -37,6 +38,11 @@ type Config struct {
 	// connections it accepts — it should require a client certificate of
 	// the cluster CA — and TLSClient for those it makes.
 	TLSServer, TLSClient *tls.Config
+	// Secret, when set, makes every connection of the transport Open
+	// listens with start with the cluster token (see package
+	// clustersecret): a peer without the cluster secret is dropped. It
+	// goes with or without TLS (with both, both are required).
+	Secret *clustersecret.Secret
 
 	// Bootstrap is the initial voter set. A node whose ID is in it
 	// bootstraps the cluster with exactly this set if it has no Raft state;

@@ -140,8 +140,8 @@ func Open(cfg Config) (*Store, error) {
 		}
 		netLog := newHCLogger(log.With("component", "raft-net"), "raft-net")
 		var nt *raft.NetworkTransport
-		if cfg.TLSServer != nil {
-			nt, err = NewTLSTransport(cfg.BindAddr, advAddr, cfg.TLSServer, cfg.TLSClient, 3, 10*time.Second, netLog)
+		if cfg.TLSServer != nil || cfg.Secret != nil {
+			nt, err = newTransport(cfg.BindAddr, advAddr, cfg.TLSServer, cfg.TLSClient, cfg.Secret, 3, 10*time.Second, netLog)
 		} else {
 			nt, err = raft.NewTCPTransportWithLogger(cfg.BindAddr, advAddr, 3, 10*time.Second, netLog)
 		}

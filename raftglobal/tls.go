@@ -25,16 +25,7 @@ func NewTLSTransport(bindAddr string, advertise net.Addr, server, client *tls.Co
 	if server == nil || client == nil {
 		return nil, errors.New("raftglobal: a TLS transport needs a server and a client TLS configuration")
 	}
-	ln, err := net.Listen("tcp", bindAddr)
-	if err != nil {
-		return nil, err
-	}
-	sl := &tlsStreamLayer{ln: ln, advertise: advertise, server: server, client: client}
-	if a, ok := sl.Addr().(*net.TCPAddr); !ok || a.IP == nil || a.IP.IsUnspecified() {
-		ln.Close()
-		return nil, errors.New("raftglobal: the Raft address to advertise must name an IP (set AdvertiseAddr)")
-	}
-	return raft.NewNetworkTransportWithLogger(sl, maxPool, timeout, logger), nil
+	return newTransport(bindAddr, advertise, server, client, nil, maxPool, timeout, logger)
 }
 
 // tlsStreamLayer is a raft.StreamLayer over TLS.

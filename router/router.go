@@ -136,7 +136,9 @@ func (r *Router) client(addr string) (*rpc.NodeClient, error) {
 	}
 	p := &pool{}
 	for i := 0; i < r.cfg.ConnsPerNode; i++ {
-		c, err := rpc.NewNodeClient(addr, r.cfg.DialOptions...)
+		// The router calls nodes for its clients: a node refusing this
+		// process's cluster credentials is its misconfiguration, not theirs.
+		c, err := rpc.NewNodeClient(addr, append(rpc.MemberDialOptions(), r.cfg.DialOptions...)...)
 		if err != nil {
 			for _, c := range p.conns {
 				c.Close()

@@ -5,6 +5,8 @@ import (
 	"flag"
 	"fmt"
 	"time"
+
+	"google.golang.org/grpc"
 )
 
 // Config bounds what a client can hold of a process: how long it may take
@@ -53,6 +55,9 @@ type Config struct {
 	// HTTP listener. Nil: plaintext. Not flags: the binaries build them
 	// from their certificate files (package tlsconf).
 	GRPCTLS, HTTPTLS *tls.Config
+	// GRPCOptions are added to the gRPC server's options (such as the
+	// cluster secret's interceptors, package clustersecret). Not flags.
+	GRPCOptions []grpc.ServerOption
 }
 
 // Defaults of Config.

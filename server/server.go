@@ -70,6 +70,7 @@ func New(reg *prometheus.Registry, log *slog.Logger, ready func() error, cfg Con
 	if cfg.GRPCTLS != nil {
 		opts = append(opts, grpc.Creds(credentials.NewTLS(cfg.GRPCTLS)))
 	}
+	opts = append(opts, cfg.GRPCOptions...)
 	gs := grpc.NewServer(opts...)
 	hs := health.NewServer()
 	healthpb.RegisterHealthServer(gs, hs)

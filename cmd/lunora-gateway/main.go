@@ -59,7 +59,7 @@ func run(ctx context.Context, o *options, stdout, stderr io.Writer) error {
 	if err != nil {
 		return err
 	}
-	dial, publicTLS, err := o.tls.load(log)
+	dial, publicTLS, secret, err := o.tls.load(log)
 	if err != nil {
 		return err
 	}
@@ -67,8 +67,12 @@ func run(ctx context.Context, o *options, stdout, stderr io.Writer) error {
 	rc.App, rc.Seeds, rc.Logger, rc.DialOptions = app, cli.SplitList(o.nodeAddr), log, dial
 	var members *membership.Membership
 	if o.gossipAddr != "" {
+		gossipKey := o.gossipKey
+		if len(gossipKey) == 0 && secret != nil {
+			gossipKey = secret.GossipKey() // as the nodes derive it
+		}
 		members, err = membership.Start(membership.Config{
-			BindAddr: o.gossipAddr, AdvertiseAddr: o.gossipAdv, Seeds: o.gossipSeeds, SecretKey: o.gossipKey,
+			BindAddr: o.gossipAddr, AdvertiseAddr: o.gossipAdv, Seeds: o.gossipSeeds, SecretKey: gossipKey,
 			Meta:   membership.Meta{ID: o.gatewayID, Role: membership.RoleGateway},
 			Logger: log,
 		})

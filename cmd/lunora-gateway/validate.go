@@ -32,7 +32,7 @@ func validate(o *options, stdout io.Writer) error {
 			return err
 		}
 	}
-	if _, _, err := o.tls.load(nil); err != nil {
+	if _, _, _, err := o.tls.load(nil); err != nil {
 		return err
 	}
 	if o.requestTimeout <= 0 || o.maxBodyBytes <= 0 {

@@ -56,6 +56,7 @@ type options struct {
 	tls                  clusterTLSFlags // -tls-ca -tls-cert -tls-key (tls.go)
 	publicTLS            publicTLSFlags  // -public-tls-cert -public-tls-key (dev)
 	gossipAllowPlaintext bool
+	insecureNodeAPI      bool // -insecure-node-api
 
 	server server.Config // listener bounds: timeouts, connection caps
 
@@ -115,9 +116,11 @@ Usage:
   lunora-node restore -from DIR (-data NEWDIR | -verify)
                                 check a backup; make NEWDIR a data directory holding it
 
-With mutual TLS (-tls-ca, -tls-cert, -tls-key on every node), status,
-remove-node and backup take the same three flags: a client certificate of
-the cluster CA (README "TLS and mTLS").
+A node not in dev mode whose listeners are not all on loopback needs a
+cluster secret (-cluster-secret-file, on every node and gateway) or mutual
+TLS (-tls-ca, -tls-cert, -tls-key), or -insecure-node-api. status, keys,
+remove-node and backup take the same flags: the cluster secret's file,
+a client certificate of the cluster CA, or both (README "Security").
 
 Signals: SIGTERM is a graceful leave (out of the ring, every shard handed
 off, then exit); SIGINT stops without leaving the ring (shards closed
@@ -172,6 +175,7 @@ func parseFlags(args []string, stderr io.Writer) (*options, error) {
 	gossipKey := fs.String("gossip-key", os.Getenv("LUNORA_GOSSIP_KEY"), "cluster: base64 AES key (16, 24 or 32 bytes) encrypting gossip; default $LUNORA_GOSSIP_KEY")
 	fs.BoolVar(&o.gossipAllowPlaintext, "gossip-allow-plaintext", false, "cluster: with mutual TLS (-tls-*), gossip without -gossip-key (refused otherwise)")
 	o.tls.register(fs)
+	fs.BoolVar(&o.insecureNodeAPI, "insecure-node-api", false, "serve the node API, Raft and backups beyond loopback with neither a cluster secret nor mutual TLS: anyone who reaches them is a cluster member (refused otherwise)")
 	o.publicTLS.register(fs)
 	o.server.RegisterFlags(fs)
 	o.registerBlobFlags(fs)

@@ -44,6 +44,8 @@ func runKeys(args []string, stdout, stderr io.Writer) error {
 	name := fs.String("name", "", "create: who or what will use the key (a label)")
 	role := fs.String("role", "", "create: admin (everything, incl. keys), service (every function and admin SQL) or client (the functions lunora.yaml grants to clients)")
 	timeout := fs.Duration("timeout", 30*time.Second, "give up after this long (a cluster electing a leader is retried until then)")
+	var clusterFlags clusterTLSFlags
+	clusterFlags.register(fs)
 	if err := fs.Parse(args[1:]); err != nil {
 		return err
 	}
@@ -63,7 +65,11 @@ func runKeys(args []string, stdout, stderr io.Writer) error {
 	default:
 		return fmt.Errorf("unknown action %q: use create, list or revoke", action)
 	}
-	c, err := rpc.NewNodeClient(*addr)
+	dial, _, _, err := clusterFlags.client()
+	if err != nil {
+		return err
+	}
+	c, err := rpc.NewNodeClient(*addr, dial...)
 	if err != nil {
 		return err
 	}

@@ -133,13 +133,6 @@ func run(ctx context.Context, o *options, stdout, stderr io.Writer) error {
 	if err != nil {
 		return err // a *schema.LineError names file:line
 	}
-	if err := os.MkdirAll(o.dataDir, 0o755); err != nil {
-		return err
-	}
-	sc := shardhost.DefaultConfig()
-	sc.Synchronous, sc.IdleTimeout, sc.MaxActive = o.synchronous, o.idleTimeout, o.maxActive
-	sc.MailboxSize, sc.MaxInFlight = o.mailbox, o.maxInFlight
-	sc.StatementTimeout, sc.ResultBudget = o.stmtTimeout, o.resultBudget
 	clusterTLS, err := o.tls.reloader(log)
 	if err != nil {
 		return err
@@ -148,6 +141,21 @@ func run(ctx context.Context, o *options, stdout, stderr io.Writer) error {
 	if err != nil {
 		return err
 	}
+	secret, err := o.tls.loadSecret()
+	if err != nil {
+		return err
+	}
+	// Refused before anything is created (nodeproc.Start checks it too).
+	if err := o.exposure(clusterTLS, secret).CheckExposure(); err != nil {
+		return err
+	}
+	if err := os.MkdirAll(o.dataDir, 0o755); err != nil {
+		return err
+	}
+	sc := shardhost.DefaultConfig()
+	sc.Synchronous, sc.IdleTimeout, sc.MaxActive = o.synchronous, o.idleTimeout, o.maxActive
+	sc.MailboxSize, sc.MaxInFlight = o.mailbox, o.maxInFlight
+	sc.StatementTimeout, sc.ResultBudget = o.stmtTimeout, o.resultBudget
 	cluster := o.clusterConfig()
 	cluster.Fault = faultHook(log) // nil unless built with -tags lunorafault
 	blobs, err := o.devBlobs(ctx)
@@ -161,6 +169,7 @@ func run(ctx context.Context, o *options, stdout, stderr io.Writer) error {
 		RaftAddr: o.raftAddr, RaftAdvertise: o.raftAdvertise, Bootstrap: o.bootstrap, Seeds: o.join,
 		Cluster: cluster, Gossip: o.gossipConfig(), Server: o.server, ForceLeave: o.forceLeave,
 		ClusterTLS: clusterTLS, PublicTLS: publicTLS, AllowPlaintextGossip: o.gossipAllowPlaintext,
+		ClusterSecret: secret, InsecureNodeAPI: o.insecureNodeAPI,
 		Logger: log, Blobs: blobs,
 	})
 	if err != nil {

@@ -5,9 +5,11 @@ import (
 	"io"
 	"path/filepath"
 
+	"github.com/lunora/lunora/clustersecret"
 	"github.com/lunora/lunora/nodeproc"
 	"github.com/lunora/lunora/schema"
 	"github.com/lunora/lunora/shardhost"
+	"github.com/lunora/lunora/tlsconf"
 )
 
 // validate runs the checks serve makes after parsing its flags — the log
@@ -45,8 +47,18 @@ func validate(o *options, stdout io.Writer) error {
 	if err := o.clusterConfig().Validate(); err != nil {
 		return err
 	}
-	// The certificate files load and match (they are read, not used).
-	if _, err := o.tls.reloader(nil); err != nil {
+	// The certificate files load and match (they are read, not used), the
+	// cluster secret's file is long enough, and listeners beyond loopback
+	// have one of them (or -insecure-node-api).
+	clusterTLS, err := o.tls.reloader(nil)
+	if err != nil {
+		return err
+	}
+	secret, err := o.tls.loadSecret()
+	if err != nil {
+		return err
+	}
+	if err := o.exposure(clusterTLS, secret).CheckExposure(); err != nil {
 		return err
 	}
 	if _, err := o.publicTLS.reloader(nil); err != nil {
@@ -61,4 +73,11 @@ func validate(o *options, stdout io.Writer) error {
 	}
 	fmt.Fprintf(stdout, "lunora-node: valid: node %s, data %s, schema %s, grpc %s, raft %s, %s\n", o.nodeID, o.dataDir, schemaName, o.grpcAddr, o.raftAddr, voters)
 	return nil
+}
+
+// exposure is the part of the node's configuration that decides whether
+// its listeners may serve without cluster authentication.
+func (o *options) exposure(clusterTLS *tlsconf.Reloader, secret *clustersecret.Secret) *nodeproc.Config {
+	return &nodeproc.Config{Dev: o.dev, GRPCAddr: o.grpcAddr, HTTPAddr: o.httpAddr, RaftAddr: o.raftAddr,
+		ClusterTLS: clusterTLS, ClusterSecret: secret, InsecureNodeAPI: o.insecureNodeAPI}
 }

@@ -28,7 +28,7 @@ import (
 // overlays and what each must deploy.
 var overlays = map[string]struct {
 	nodes, voters int
-	gossipSecret  bool // the overlay renders the lunora-gossip Secret (prod expects the operator's)
+	gossipSecret  bool // the overlay renders its Secrets, lunora-gossip and lunora-cluster (prod expects the operator's)
 	pullNever     bool
 }{
 	"dev":        {nodes: 1, voters: 1, gossipSecret: true},
@@ -195,6 +195,9 @@ func TestOverlays(t *testing.T) {
 					if v.ConfigMap != nil && r.config[v.ConfigMap.Name] == nil {
 						t.Errorf("volume %s: ConfigMap %s is not rendered", v.Name, v.ConfigMap.Name)
 					}
+					if v.Secret != nil && r.secrets[v.Secret.SecretName] == nil && want.gossipSecret {
+						t.Errorf("volume %s: Secret %s is not rendered", v.Name, v.Secret.SecretName)
+					}
 				}
 				for _, c := range spec.Containers {
 					for _, e := range c.Env {
@@ -222,6 +225,22 @@ func TestOverlays(t *testing.T) {
 				if spec.SecurityContext == nil || spec.SecurityContext.RunAsNonRoot == nil || !*spec.SecurityContext.RunAsNonRoot {
 					t.Errorf("pod: want runAsNonRoot")
 				}
+			}
+			// Nodes and gateways have the cluster secret: a file of the
+			// lunora-cluster Secret, named by LUNORA_CLUSTER_SECRET_FILE
+			// (the CLI run in a node's pod reads it too). (That a node
+			// without it would not start is what checkFlags' -validate
+			// shows.)
+			for _, pod := range []struct {
+				kind string
+				spec corev1.PodSpec
+			}{{"StatefulSet", sts.Spec.Template.Spec}, {"Deployment", dep.Spec.Template.Spec}} {
+				if f := secretFile(pod.spec, pod.spec.Containers[0], envValue(t, pod.spec.Containers[0], "LUNORA_CLUSTER_SECRET_FILE")); f != "lunora-cluster/secret" {
+					t.Errorf("%s: LUNORA_CLUSTER_SECRET_FILE names %q, want the key secret of the Secret lunora-cluster, mounted", pod.kind, f)
+				}
+			}
+			if s := r.secrets["lunora-cluster"]; s != nil && len(bytes.TrimSpace(s.Data["secret"])) < 32 {
+				t.Errorf("Secret lunora-cluster: key secret has %d bytes, want at least 32", len(bytes.TrimSpace(s.Data["secret"])))
 			}
 			// The grace period covers the leave (-leave-timeout) and the
 			// shutdown after it (20 s).
@@ -382,34 +401,69 @@ func runFlags(t *testing.T, bin string, args []string, env map[string]string) {
 	}
 }
 
-// mountConfigMaps writes the ConfigMaps container c mounts (as rendered)
-// into temporary directories and returns args with each mount path
-// replaced by its directory, so -schema=/etc/lunora/lunora.yaml names the
-// overlay's own lunora.yaml.
-func mountConfigMaps(t *testing.T, spec corev1.PodSpec, c corev1.Container, args []string, r *rendered) []string {
+// mountConfigMaps writes the ConfigMaps and Secrets container c mounts
+// (as rendered; a test value for a Secret the operator creates) into
+// temporary directories and returns args with each mount path replaced by
+// its directory, so -schema=/etc/lunora/lunora.yaml names the overlay's
+// own lunora.yaml; env's values get the same replacement.
+func mountConfigMaps(t *testing.T, spec corev1.PodSpec, c corev1.Container, args []string, env map[string]string, r *rendered) []string {
 	t.Helper()
 	out := slices.Clone(args)
 	for _, m := range c.VolumeMounts {
 		for _, v := range spec.Volumes {
-			if v.Name != m.Name || v.ConfigMap == nil {
+			if v.Name != m.Name || (v.ConfigMap == nil && v.Secret == nil) {
 				continue
 			}
-			cm := r.config[v.ConfigMap.Name]
-			if cm == nil {
-				t.Fatalf("volume %s: ConfigMap %s is not rendered", v.Name, v.ConfigMap.Name)
+			files := map[string][]byte{}
+			switch {
+			case v.ConfigMap != nil:
+				cm := r.config[v.ConfigMap.Name]
+				if cm == nil {
+					t.Fatalf("volume %s: ConfigMap %s is not rendered", v.Name, v.ConfigMap.Name)
+				}
+				for name, data := range cm.Data {
+					files[name] = []byte(data)
+				}
+			case r.secrets[v.Secret.SecretName] != nil:
+				for name, data := range r.secrets[v.Secret.SecretName].Data {
+					files[name] = data
+				}
+			default: // the operator's (prod)
+				files["secret"] = []byte("0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef\n")
 			}
 			dir := t.TempDir()
-			for name, data := range cm.Data {
-				if err := os.WriteFile(filepath.Join(dir, name), []byte(data), 0o644); err != nil {
+			for name, data := range files {
+				if err := os.WriteFile(filepath.Join(dir, name), data, 0o600); err != nil {
 					t.Fatal(err)
 				}
 			}
+			from, to := strings.TrimSuffix(m.MountPath, "/")+"/", dir+"/"
 			for i := range out {
-				out[i] = strings.ReplaceAll(out[i], strings.TrimSuffix(m.MountPath, "/")+"/", dir+"/")
+				out[i] = strings.ReplaceAll(out[i], from, to)
+			}
+			for k, val := range env {
+				env[k] = strings.ReplaceAll(val, from, to)
 			}
 		}
 	}
 	return out
+}
+
+// secretFile is "SECRET/KEY" when path is the file of key KEY of Secret
+// SECRET mounted in container c, "" otherwise.
+func secretFile(spec corev1.PodSpec, c corev1.Container, path string) string {
+	for _, m := range c.VolumeMounts {
+		dir := strings.TrimSuffix(m.MountPath, "/") + "/"
+		if !strings.HasPrefix(path, dir) {
+			continue
+		}
+		for _, v := range spec.Volumes {
+			if v.Name == m.Name && v.Secret != nil {
+				return v.Secret.SecretName + "/" + strings.TrimPrefix(path, dir)
+			}
+		}
+	}
+	return ""
 }
 
 func checkFlags(t *testing.T, sts *appsv1.StatefulSet, dep *appsv1.Deployment, r *rendered) {
@@ -420,12 +474,12 @@ func checkFlags(t *testing.T, sts *appsv1.StatefulSet, dep *appsv1.Deployment, r
 	for _, ord := range []int{0, int(*sts.Spec.Replicas) + 1} {
 		pod := fmt.Sprintf("%s-%d", sts.Name, ord)
 		env := podEnv(t, node, pod, r)
-		args := mountConfigMaps(t, sts.Spec.Template.Spec, node, expand(append(slices.Clone(node.Command), node.Args...), env), r)
+		args := mountConfigMaps(t, sts.Spec.Template.Spec, node, expand(append(slices.Clone(node.Command), node.Args...), env), env, r)
 		runFlags(t, filepath.Join(dir, "lunora-node"), args, env)
 	}
 	gw := dep.Spec.Template.Spec.Containers[0]
 	env := podEnv(t, gw, dep.Name+"-abc12-xyz34", r)
-	runFlags(t, filepath.Join(dir, "lunora-gateway"), mountConfigMaps(t, dep.Spec.Template.Spec, gw, expand(append(slices.Clone(gw.Command), gw.Args...), env), r), env)
+	runFlags(t, filepath.Join(dir, "lunora-gateway"), mountConfigMaps(t, dep.Spec.Template.Spec, gw, expand(append(slices.Clone(gw.Command), gw.Args...), env), env, r), env)
 
 	// The check itself fails on a flag the binary lacks.
 	t.Run("unknown flag fails", func(t *testing.T) {
@@ -442,17 +496,23 @@ func checkFlags(t *testing.T, sts *appsv1.StatefulSet, dep *appsv1.Deployment, r
 		if err := os.WriteFile(bad, []byte("tables: [\n"), 0o644); err != nil {
 			t.Fatal(err)
 		}
+		secret := filepath.Join(t.TempDir(), "secret")
+		if err := os.WriteFile(secret, []byte(strings.Repeat("s", 32)), 0o600); err != nil {
+			t.Fatal(err)
+		}
 		for _, args := range [][]string{
-			{"serve", "-schema=" + good, "-synchronous=SOMETIMES"},
-			{"serve", "-schema=" + bad},
+			{"serve", "-schema=" + good, "-synchronous=SOMETIMES", "-cluster-secret-file=" + secret},
+			{"serve", "-schema=" + bad, "-cluster-secret-file=" + secret},
+			// On every interface with no cluster secret (nor mutual TLS).
+			{"serve", "-schema=" + good},
 		} {
 			cmd := exec.Command(filepath.Join(dir, "lunora-node"), append(args, "-validate")...)
 			if out, err := cmd.CombinedOutput(); err == nil {
 				t.Errorf("lunora-node %v -validate passed: %s", args, out)
 			}
 		}
-		if err := exec.Command(filepath.Join(dir, "lunora-node"), "serve", "-schema="+good, "-validate").Run(); err != nil {
-			t.Errorf("lunora-node serve -schema=%s -validate: %v", good, err)
+		if err := exec.Command(filepath.Join(dir, "lunora-node"), "serve", "-schema="+good, "-cluster-secret-file="+secret, "-validate").Run(); err != nil {
+			t.Errorf("lunora-node serve -schema=%s -cluster-secret-file=%s -validate: %v", good, secret, err)
 		}
 	})
 }
