@@ -524,12 +524,24 @@ func (c *Cluster) WaitFor(timeout time.Duration, cond func() error) {
 func Poll(timeout time.Duration, cond func() error) error {
 	deadline := time.Now().Add(timeout)
 	pause := 5 * time.Millisecond
+	var earlier []string // distinct errors before the last, oldest first
 	for {
 		err := cond()
 		if err == nil {
 			return nil
 		}
+		if msg := err.Error(); len(earlier) == 0 || earlier[len(earlier)-1] != msg {
+			earlier = append(earlier, msg)
+			if len(earlier) > 4 {
+				earlier = earlier[len(earlier)-4:]
+			}
+		}
 		if time.Now().After(deadline) {
+			if len(earlier) > 1 {
+				// The last answer may be a transient one (no leader for a
+				// moment) hiding what kept the condition false.
+				return fmt.Errorf("%w (before that: %s)", err, strings.Join(earlier[:len(earlier)-1], "; then "))
+			}
 			return err
 		}
 		time.Sleep(pause)
