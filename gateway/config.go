@@ -3,8 +3,10 @@ package gateway
 import (
 	"context"
 	"errors"
+	"fmt"
 	"io"
 	"log/slog"
+	"math"
 	"time"
 
 	"github.com/lunora/lunora/api"
@@ -62,10 +64,49 @@ type Config struct {
 	// MaxFanOutRows bounds a fan-out's limit and the rows of a concat
 	// fan-out without one; 0 means DefaultMaxFanOutRows.
 	MaxFanOutRows int
+
+	// RateLimit is the requests per second one client may send (HTTP
+	// requests, gRPC calls, WebSocket subscribe frames), refilling a
+	// bucket of RateBurst; over it a request is refused with
+	// RESOURCE_EXHAUSTED (HTTP 429) and a Retry-After. A client is its
+	// authenticated identity, else its address (see ClientKey). Zero: no
+	// rate limit.
+	RateLimit float64
+	// RateBurst is the client's bucket size; zero means RateLimit rounded
+	// up.
+	RateBurst int
+	// MaxConcurrentPerClient bounds the requests one client has in flight
+	// at once (RESOURCE_EXHAUSTED past it). Zero: no bound.
+	MaxConcurrentPerClient int
+	// MaxWebSocketsPerClient bounds the WebSockets and gRPC subscription
+	// streams one client holds open at once. Zero: no bound.
+	MaxWebSocketsPerClient int
+	// CORSOrigins lists the origins (scheme://host[:port], or "*" alone)
+	// whose web pages may call the API; requests from any other origin but
+	// the gateway's own are refused (see edge.go). Empty: same origin only.
+	CORSOrigins []string
+	// SchemaLimits bound the app's functions (checked by New) and admin
+	// SQL (its length and parameters, checked before it is forwarded);
+	// give the nodes the same values. Zero fields take
+	// schema.DefaultLimits' values.
+	SchemaLimits schema.Limits
 }
 
-// DefaultConfig returns a Config with 1 MiB bodies, a 10s request timeout
-// and a discarding logger; App and Backend are left to the caller.
+// Defaults of the per-client limits in DefaultConfig. RateLimit stays off
+// in DefaultConfig (lunora-gateway's -rate-limit flag defaults to
+// DefaultRateLimit): an in-process gateway — dev mode, benchmarks — serves
+// one local user.
+const (
+	DefaultRateLimit              = 1000
+	DefaultRateBurst              = 2000
+	DefaultMaxConcurrentPerClient = 256
+	DefaultMaxWebSocketsPerClient = 256
+)
+
+// DefaultConfig returns a Config with 1 MiB bodies, a 10s request timeout,
+// the per-client bounds on requests in flight and live connections, no
+// rate limit, same-origin browser access only, schema.DefaultLimits and a
+// discarding logger; App and Backend are left to the caller.
 func DefaultConfig() Config {
 	return Config{
 		Logger:         slog.New(slog.NewTextHandler(io.Discard, nil)),
@@ -78,6 +119,10 @@ func DefaultConfig() Config {
 
 		MaxFanOutShards: DefaultMaxFanOutShards,
 		MaxFanOutRows:   DefaultMaxFanOutRows,
+
+		MaxConcurrentPerClient: DefaultMaxConcurrentPerClient,
+		MaxWebSocketsPerClient: DefaultMaxWebSocketsPerClient,
+		SchemaLimits:           schema.DefaultLimits(),
 	}
 }
 
@@ -96,6 +141,31 @@ func (c Config) Validate() error {
 		return errors.New("gateway: MaxSubscriptionsPerConn, MaxFrameBytes and PingInterval must be positive")
 	case c.MaxFanOutShards < 0 || c.MaxFanOutRows < 0:
 		return errors.New("gateway: MaxFanOutShards and MaxFanOutRows must not be negative")
+	case c.RateLimit < 0 || math.IsNaN(c.RateLimit) || math.IsInf(c.RateLimit, 0) || c.RateBurst < 0:
+		return errors.New("gateway: RateLimit and RateBurst must not be negative")
+	case c.MaxConcurrentPerClient < 0 || c.MaxWebSocketsPerClient < 0:
+		return errors.New("gateway: MaxConcurrentPerClient and MaxWebSocketsPerClient must not be negative")
 	}
-	return nil
+	if _, err := ParseOrigins(c.CORSOrigins); err != nil {
+		return fmt.Errorf("gateway: %w", err)
+	}
+	return c.App.CheckLimits(c.schemaLimits())
+}
+
+// schemaLimits is SchemaLimits with zero fields defaulted.
+func (c Config) schemaLimits() schema.Limits {
+	l, def := c.SchemaLimits, schema.DefaultLimits()
+	if l.MaxStatements == 0 {
+		l.MaxStatements = def.MaxStatements
+	}
+	if l.MaxSQLLen == 0 {
+		l.MaxSQLLen = def.MaxSQLLen
+	}
+	if l.MaxParams == 0 {
+		l.MaxParams = def.MaxParams
+	}
+	if l.MaxValueBytes == 0 {
+		l.MaxValueBytes = def.MaxValueBytes
+	}
+	return l
 }

@@ -179,7 +179,7 @@ func (g *Gateway) Handler() http.Handler {
 	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
 		g.writeError(w, r, api.Errorf(codes.NotFound, "no endpoint %s: use POST /v1/call, POST /v1/sql or GET /v1/status", clip(r.URL.Path)))
 	})
-	return mux
+	return g.edge(g.limitHTTP(mux)) // edge.go, limits.go
 }
 
 // only answers 405 to any method but method.

@@ -31,7 +31,7 @@ import (
 //	{"type":"data","id":"s1","seq":7,"shard_id":"room_id=r1","columns":[...],"rows":[[...]],"keyed":true,"reset":false}
 //	{"type":"delta","id":"s1","seq":8,"changes":[{"op":"insert","key":[...],"row":[...]}]}
 //	{"type":"settled","id":"s1","seq":7}   after the first data (or resumed deltas)
-//	{"type":"error","id":"s1","code":"INVALID_ARGUMENT","message":"..."}
+//	{"type":"error","id":"s1","code":"INVALID_ARGUMENT","message":"...","retry_after_ms":N}
 //	{"type":"pong"}
 //
 // A bad subscribe gets an error frame for its id and the socket stays open;
@@ -58,6 +58,9 @@ type wsOut struct {
 	Reset   bool       `json:"reset,omitempty"`
 	Code    string     `json:"code,omitempty"`
 	Message string     `json:"message,omitempty"`
+	// RetryAfterMS is an error's retry hint (a rate limit's time to the
+	// next token), in milliseconds.
+	RetryAfterMS int64 `json:"retry_after_ms,omitempty"`
 }
 
 type wsChange struct {
@@ -75,16 +78,28 @@ type wsConn struct {
 	mu   sync.Mutex
 	subs map[string]context.CancelFunc
 	wg   sync.WaitGroup
+	// client is the key of the per-client limits (ClientKey): each
+	// subscribe frame takes a token of its rate limit.
+	client string
 }
 
 func (g *Gateway) serveSubscribe(w http.ResponseWriter, r *http.Request) {
-	c, err := websocket.Accept(w, r, nil)
+	if _, ok := g.originAllowed(r); !ok {
+		// Handler's edge refuses it first; kept here so that the upgrade
+		// never depends on being mounted behind it.
+		g.writeError(w, r, api.Wrap(ErrOriginNotAllowed, fmt.Sprintf("%q is not in the CORS allow-list", clip(r.Header.Get("Origin")))))
+		return
+	}
+	// The origin was checked above against the same allow-list the rest
+	// of the API uses (exact scheme://host:port); the library's own check
+	// matches hosts only.
+	c, err := websocket.Accept(w, r, &websocket.AcceptOptions{InsecureSkipVerify: true})
 	if err != nil {
 		return // Accept has answered the client
 	}
 	c.SetReadLimit(g.cfg.MaxFrameBytes)
 	ctx, cancel := context.WithCancel(r.Context())
-	ws := &wsConn{g: g, c: c, out: make(chan wsOut, 64), subs: map[string]context.CancelFunc{}}
+	ws := &wsConn{g: g, c: c, out: make(chan wsOut, 64), subs: map[string]context.CancelFunc{}, client: ClientKey(r.Context(), r.RemoteAddr)}
 	writerDone := make(chan struct{})
 	go func() { defer close(writerDone); ws.writeLoop(ctx) }()
 	status, reason := ws.readLoop(ctx)
@@ -149,6 +164,10 @@ func (ws *wsConn) subscribe(ctx context.Context, in wsIn) {
 		return
 	case n >= ws.g.cfg.MaxSubscriptionsPerConn:
 		ws.send(ctx, errFrame(in.ID, api.Errorf(codes.ResourceExhausted, "this connection already holds %d subscriptions, the limit", n)))
+		return
+	}
+	if err := ws.g.limits.allow(ws.client); err != nil {
+		ws.send(ctx, errFrame(in.ID, err))
 		return
 	}
 	args, err := schema.DecodeJSONArgs(in.Args)
@@ -271,5 +290,10 @@ func jsonRow(r []any) []any {
 }
 
 func errFrame(id string, err error) wsOut {
-	return wsOut{Type: "error", ID: id, Code: code.Code(api.CodeOf(err)).String(), Message: err.Error()}
+	f := wsOut{Type: "error", ID: id, Code: code.Code(api.CodeOf(err)).String(), Message: err.Error()}
+	var ae *api.Error
+	if errors.As(err, &ae) && ae.RetryAfter > 0 {
+		f.RetryAfterMS = max(1, ae.RetryAfter.Milliseconds())
+	}
+	return f
 }

@@ -213,6 +213,7 @@ func Start(cfg Config) (p *Process, err error) {
 	if cfg.Dev {
 		gc := gateway.DefaultConfig()
 		gc.App, gc.Backend, gc.Logger, gc.Registerer = cfg.App, devBackend{p.Node}, log, cfg.Registry
+		gc.SchemaLimits = schema.Limits{MaxStatements: sc.MaxStatements, MaxSQLLen: sc.MaxSQLLen, MaxParams: sc.MaxParams, MaxValueBytes: sc.MaxValueBytes}
 		if api, err = gateway.New(gc); err != nil {
 			return nil, err
 		}
@@ -239,7 +240,7 @@ func Start(cfg Config) (p *Process, err error) {
 	} else if api != nil {
 		h = p.Server.Handler(cfg.Registry, api.Handler())
 	}
-	httpAddr, err := p.Server.ServeHTTP(cfg.HTTPAddr, p.backupHandler(cfg.NodeID, cfg.Dir, log, h))
+	httpAddr, err := p.Server.ServeHTTP(cfg.HTTPAddr, gateway.SecurityHeaders(p.backupHandler(cfg.NodeID, cfg.Dir, log, h)))
 	if err != nil {
 		return nil, err
 	}

@@ -196,7 +196,7 @@ func (c *Conn) Classify(err error, shardID string) error {
 		case sqlite3.ErrInterrupt:
 			return api.Errorf(codes.DeadlineExceeded, "statement interrupted: it ran past its time limit or was canceled")
 		case sqlite3.ErrTooBig:
-			return api.Errorf(codes.InvalidArgument, "value or statement too large: %v", se)
+			return api.Errorf(codes.InvalidArgument, "value or statement too large (a string or blob may hold at most %d bytes): %v", c.maxValue, se)
 		case sqlite3.ErrBusy, sqlite3.ErrLocked:
 			return &api.Error{Code: codes.Unavailable, Msg: "shard is busy: " + se.Error(), RetryAfter: busyRetryAfter}
 		case sqlite3.ErrFull, sqlite3.ErrIoErr, sqlite3.ErrCorrupt, sqlite3.ErrNotADB, sqlite3.ErrCantOpen, sqlite3.ErrNomem:

@@ -7,8 +7,10 @@ import (
 	"os"
 	"time"
 
+	"github.com/lunora/lunora/gateway"
 	"github.com/lunora/lunora/internal/cli"
 	"github.com/lunora/lunora/membership"
+	"github.com/lunora/lunora/schema"
 	"github.com/lunora/lunora/server"
 )
 
@@ -21,6 +23,13 @@ type options struct {
 	requestTimeout time.Duration
 	maxBodyBytes   int64
 	server         server.Config // listener bounds: timeouts, connection caps
+	limits         schema.Limits // statements: -max-sql-bytes, -max-params, ...
+
+	rateLimit     float64 // per client (gateway.Config.RateLimit)
+	rateBurst     int
+	maxConcurrent int
+	maxSockets    int
+	corsOrigins   []string
 
 	gatewayID   string
 	gossipAddr  string
@@ -29,6 +38,14 @@ type options struct {
 	gossipKey   []byte
 
 	validate bool // -validate: check everything, serve nothing
+}
+
+// applyLimits sets the per-client, CORS and statement bounds of c from
+// the flags.
+func (o *options) applyLimits(c *gateway.Config) {
+	c.RateLimit, c.RateBurst = o.rateLimit, o.rateBurst
+	c.MaxConcurrentPerClient, c.MaxWebSocketsPerClient = o.maxConcurrent, o.maxSockets
+	c.CORSOrigins, c.SchemaLimits = o.corsOrigins, o.limits
 }
 
 func parseFlags(args []string, stderr io.Writer) (*options, error) {
@@ -52,11 +69,28 @@ func parseFlags(args []string, stderr io.Writer) (*options, error) {
 	gossipSeeds := fs.String("gossip-seeds", "", "gossip seeds host:port,... — a DNS name (a Kubernetes headless Service) stands for all its addresses")
 	gossipKey := fs.String("gossip-key", os.Getenv("LUNORA_GOSSIP_KEY"), "base64 AES key (16, 24 or 32 bytes) encrypting gossip; default $LUNORA_GOSSIP_KEY")
 	o.server.RegisterFlags(fs)
+	cli.RegisterSchemaLimits(fs, &o.limits)
+	fs.Float64Var(&o.rateLimit, "rate-limit", gateway.DefaultRateLimit, "requests per second one client may send (HTTP requests, gRPC calls, WebSocket subscribe frames); over it 429 / RESOURCE_EXHAUSTED with Retry-After. A client is its authenticated identity, else its IP address (an IPv6 /64) (0: no limit)")
+	fs.IntVar(&o.rateBurst, "rate-burst", gateway.DefaultRateBurst, "requests one client may send at once above -rate-limit, refilled at that rate")
+	fs.IntVar(&o.maxConcurrent, "max-concurrent-per-client", gateway.DefaultMaxConcurrentPerClient, "requests one client may have in flight at once (0: no limit)")
+	fs.IntVar(&o.maxSockets, "max-websockets-per-client", gateway.DefaultMaxWebSocketsPerClient, "WebSockets and gRPC subscription streams one client may hold open at once (0: no limit)")
+	corsOrigins := fs.String("cors-origins", "", "origins (scheme://host[:port], comma separated, or * for any) whose web pages may call the API; a browser request from any other origin but the gateway's own is refused with 403. No credentials are ever allowed cross-origin")
 	fs.BoolVar(&o.validate, "validate", false, "check the flags and the schema, print a summary and exit 0 — or name the problem and exit 2 — without listening, gossiping or dialing a node")
 	if err := fs.Parse(args); err != nil {
 		return nil, err
 	}
 	o.gossipSeeds = cli.SplitList(*gossipSeeds)
+	if err := o.limits.Validate(); err != nil {
+		return nil, err
+	}
+	if o.rateLimit < 0 || o.rateBurst < 0 || o.maxConcurrent < 0 || o.maxSockets < 0 {
+		return nil, fmt.Errorf("-rate-limit, -rate-burst, -max-concurrent-per-client and -max-websockets-per-client must not be negative")
+	}
+	origins, err := gateway.ParseOrigins(cli.SplitList(*corsOrigins))
+	if err != nil {
+		return nil, fmt.Errorf("-cors-origins: %w", err)
+	}
+	o.corsOrigins = origins
 	if *gossipKey != "" {
 		k, err := membership.ParseKey(*gossipKey)
 		if err != nil {

@@ -82,6 +82,7 @@ func run(ctx context.Context, o *options, stdout, stderr io.Writer) error {
 	gcfg := gateway.DefaultConfig()
 	gcfg.App, gcfg.Backend, gcfg.Logger, gcfg.Registerer = app, rt, log, reg
 	gcfg.RequestTimeout, gcfg.MaxBodyBytes = o.requestTimeout, o.maxBodyBytes
+	o.applyLimits(&gcfg)
 	gw, err := gateway.New(gcfg)
 	if err != nil {
 		return err
@@ -102,7 +103,7 @@ func run(ctx context.Context, o *options, stdout, stderr io.Writer) error {
 	if err != nil {
 		return err
 	}
-	httpAddr, err := proc.ServeHTTP(o.httpAddr, proc.Handler(reg, gw.Handler()))
+	httpAddr, err := proc.ServeHTTP(o.httpAddr, gateway.SecurityHeaders(proc.Handler(reg, gw.Handler())))
 	if err != nil {
 		return err
 	}
