@@ -203,4 +203,3 @@ func parseFlags(args []string, stderr io.Writer) (*options, error) {
 	}
 	return o, nil
 }
-
