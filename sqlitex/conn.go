@@ -25,6 +25,7 @@ type Conn struct {
 
 	denied     string // the sandbox's reason for its last refusal
 	assertMsg  string // set when lunora_assert fails
+	tooBig     bool   // set when a Go built-in refuses a value over maxValue
 	foreignRow string // set when a row for another shard is written (I1)
 	dirty      bool   // set by the update hook when a row changes
 	lastSQL    string // the statement last prepared for user SQL, for Classify
@@ -346,7 +347,7 @@ func (c *Conn) TablesRead(stmts []string) ([]string, error) {
 
 // Reset clears what the functions and sandbox reported.
 func (c *Conn) Reset() {
-	c.denied, c.assertMsg, c.foreignRow, c.dirty = "", "", "", false
+	c.denied, c.assertMsg, c.foreignRow, c.dirty, c.tooBig = "", "", "", false, false
 }
 
 // Exec runs the runtime's own SQL (migrations, DDL; several statements

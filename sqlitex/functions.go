@@ -288,6 +288,7 @@ func (c *Conn) replace(xv, yv, zv any) (any, error) {
 		return nil, nil
 	}
 	if n := strings.Count(x, y); len(x)+n*(len(z)-len(y)) > c.maxValue {
+		c.tooBig = true
 		return nil, errTooBig
 	}
 	return strings.ReplaceAll(x, y, z), nil

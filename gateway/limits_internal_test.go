@@ -1,0 +1,98 @@
+package gateway
+
+import (
+	"errors"
+	"fmt"
+	"testing"
+	"time"
+
+	"github.com/lunora/lunora/api"
+)
+
+// TestTokenBucketRefills drives the bucket with a fake clock: a burst, a
+// refusal whose retry hint is the time to the next token, the refill, and
+// idle clients dropped from the table.
+func TestTokenBucketRefills(t *testing.T) {
+	cfg := DefaultConfig()
+	cfg.RateLimit, cfg.RateBurst = 10, 5
+	l, err := newClientLimits(cfg, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	now := time.Unix(1000, 0)
+	l.now = func() time.Time { return now }
+	take := func() error {
+		release, err := l.admit("c")
+		if err == nil {
+			release()
+		}
+		return err
+	}
+	for i := 0; i < 5; i++ {
+		if err := take(); err != nil {
+			t.Fatalf("burst request %d: %v", i+1, err)
+		}
+	}
+	err = take()
+	if !errors.Is(err, ErrRateLimited) {
+		t.Fatalf("6th: %v", err)
+	}
+	if ra := asAPI(err).RetryAfter; ra != 100*time.Millisecond {
+		t.Errorf("retry hint %v, want 100ms (one token at 10/s)", ra)
+	}
+	now = now.Add(250 * time.Millisecond) // 2.5 tokens
+	for i := 0; i < 2; i++ {
+		if err := take(); err != nil {
+			t.Fatalf("after 250ms, request %d: %v", i+1, err)
+		}
+	}
+	if err := take(); !errors.Is(err, ErrRateLimited) {
+		t.Fatalf("third after 250ms: %v", err)
+	} else if ra := asAPI(err).RetryAfter; ra != 50*time.Millisecond {
+		t.Errorf("retry hint %v, want 50ms (half a token left)", ra)
+	}
+	now = now.Add(time.Hour) // full again, no more than the burst
+	for i := 0; i < 5; i++ {
+		if err := take(); err != nil {
+			t.Fatalf("after an hour, request %d: %v", i+1, err)
+		}
+	}
+	if err := take(); err == nil {
+		t.Fatal("the bucket held more than its burst")
+	}
+
+	// Many clients come and go; once their buckets are full again and they
+	// hold nothing, a sweep forgets them. One holding a socket stays.
+	for i := 0; i < 1000; i++ {
+		release, err := l.admit(fmt.Sprint("ip:", i))
+		if err != nil {
+			t.Fatal(err)
+		}
+		release()
+	}
+	held, err := l.admitSocket("holder")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if n := l.clients(); n != 1002 {
+		t.Fatalf("%d clients in the table, want 1002", n)
+	}
+	now = now.Add(time.Minute)
+	// 1000 new clients touch every stripe (all but certainly), each
+	// sweeping its stripe first.
+	for i := 0; i < 1000; i++ {
+		if err := l.allow(fmt.Sprint("new:", i)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if n := l.clients(); n != 1001 {
+		t.Errorf("%d clients after the sweep, want the 1000 new ones and the holder", n)
+	}
+	held()
+}
+
+func asAPI(err error) *api.Error {
+	var ae *api.Error
+	errors.As(err, &ae)
+	return ae
+}
