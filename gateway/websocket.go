@@ -111,7 +111,6 @@ func (g *Gateway) serveSubscribe(w http.ResponseWriter, r *http.Request) {
 
 func (ws *wsConn) readLoop(ctx context.Context) (websocket.StatusCode, string) {
 	for {
-		var in wsIn
 		_, data, err := ws.c.Read(ctx)
 		if err != nil {
 			if websocket.CloseStatus(err) != -1 || errors.Is(err, context.Canceled) {
@@ -125,28 +124,39 @@ func (ws *wsConn) readLoop(ctx context.Context) (websocket.StatusCode, string) {
 			// after failing the connection with 1009.
 			return websocket.StatusMessageTooBig, fmt.Sprintf("frame over %d bytes", ws.g.cfg.MaxFrameBytes)
 		}
-		if err := json.Unmarshal(data, &in); err != nil {
-			return websocket.StatusUnsupportedData, "frames must be JSON objects"
-		}
-		switch in.Type {
-		case "subscribe":
-			ws.subscribe(ctx, in)
-		case "unsubscribe":
-			ws.mu.Lock()
-			cancel, ok := ws.subs[in.ID]
-			delete(ws.subs, in.ID)
-			ws.mu.Unlock()
-			if ok {
-				cancel()
-			} else {
-				ws.send(ctx, errFrame(in.ID, api.Errorf(codes.NotFound, "no subscription %q on this connection", clip(in.ID))))
-			}
-		case "ping":
-			ws.send(ctx, wsOut{Type: "pong"})
-		default:
-			ws.send(ctx, errFrame(in.ID, api.Errorf(codes.InvalidArgument, "unknown frame type %q: use subscribe, unsubscribe or ping", clip(in.Type))))
+		if status, reason, closeConn := ws.handleFrame(ctx, data); closeConn {
+			return status, reason
 		}
 	}
+}
+
+// handleFrame acts on one frame from the client. closeConn is true (with
+// the close status and reason) when the frame ends the connection: it is
+// not a JSON object.
+func (ws *wsConn) handleFrame(ctx context.Context, data []byte) (status websocket.StatusCode, reason string, closeConn bool) {
+	var in wsIn
+	if err := json.Unmarshal(data, &in); err != nil {
+		return websocket.StatusUnsupportedData, "frames must be JSON objects", true
+	}
+	switch in.Type {
+	case "subscribe":
+		ws.subscribe(ctx, in)
+	case "unsubscribe":
+		ws.mu.Lock()
+		cancel, ok := ws.subs[in.ID]
+		delete(ws.subs, in.ID)
+		ws.mu.Unlock()
+		if ok {
+			cancel()
+		} else {
+			ws.send(ctx, errFrame(in.ID, api.Errorf(codes.NotFound, "no subscription %q on this connection", clip(in.ID))))
+		}
+	case "ping":
+		ws.send(ctx, wsOut{Type: "pong"})
+	default:
+		ws.send(ctx, errFrame(in.ID, api.Errorf(codes.InvalidArgument, "unknown frame type %q: use subscribe, unsubscribe or ping", clip(in.Type))))
+	}
+	return 0, "", false
 }
 
 func (ws *wsConn) subscribe(ctx context.Context, in wsIn) {
