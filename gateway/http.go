@@ -269,6 +269,10 @@ func (g *Gateway) serveStatus(w http.ResponseWriter, r *http.Request) {
 // decodeBody decodes exactly one JSON object of at most MaxBodyBytes into
 // dst, refusing unknown fields. Any content type is accepted.
 func (g *Gateway) decodeBody(w http.ResponseWriter, r *http.Request, dst any) error {
+	if r.ContentLength > g.cfg.MaxBodyBytes {
+		// Refused before a byte of it is read or decoded.
+		return g.bodyError(r.Context(), &http.MaxBytesError{Limit: g.cfg.MaxBodyBytes})
+	}
 	body := http.MaxBytesReader(w, r.Body, g.cfg.MaxBodyBytes)
 	dec := json.NewDecoder(body)
 	dec.DisallowUnknownFields()
