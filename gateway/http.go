@@ -168,7 +168,10 @@ type errorBody struct {
 //
 // Errors are {"error": {"code": "INVALID_ARGUMENT", "message": "..."}} with
 // the status HTTPStatus gives, and a Retry-After header when the error
-// carries a retry hint. Requests are counted with protocol="http".
+// carries a retry hint. Requests are counted with protocol="http". Every
+// answer carries the security headers, and browser requests pass the
+// origin check, of edge.go; the per-client limits of limits.go apply
+// before a request's body is read.
 func (g *Gateway) Handler() http.Handler {
 	mux := http.NewServeMux()
 	mux.Handle("/v1/call", g.only(http.MethodPost, g.serveCall))

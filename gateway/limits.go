@@ -324,6 +324,7 @@ func (g *Gateway) limitHTTP(next http.Handler) http.Handler {
 	})
 }
 
-// limitedLabel is the function label of requests refused by a per-client
-// limit before their body was read.
+// limitedLabel is the function label of HTTP requests refused before
+// their body was read: by a per-client limit, or at the edge for their
+// origin.
 const limitedLabel = "limited"
