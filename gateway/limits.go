@@ -162,7 +162,8 @@ func (l *clientLimits) takeToken(c *clientState) error {
 		c.tokens--
 		return nil
 	}
-	wait := time.Duration((1 - c.tokens) / l.rate * float64(time.Second))
+	// At most a day: a rate of a few per year must not overflow.
+	wait := time.Duration(math.Min((1-c.tokens)/l.rate, 86400) * float64(time.Second))
 	l.limited.WithLabelValues(limitRate).Inc()
 	return &api.Error{
 		Code:       codes.ResourceExhausted,

@@ -61,6 +61,18 @@ func TestTokenBucketRefills(t *testing.T) {
 		t.Fatal("the bucket held more than its burst")
 	}
 
+	// A rate of one request a year still answers a sane retry hint.
+	slow := DefaultConfig()
+	slow.RateLimit, slow.RateBurst = 1.0/(365*24*3600), 1
+	sl, err := newClientLimits(slow, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	sl.allow("x")
+	if err := sl.allow("x"); asAPI(err) == nil || asAPI(err).RetryAfter != 24*time.Hour {
+		t.Errorf("a yearly rate: %v", err)
+	}
+
 	// Many clients come and go; once their buckets are full again and they
 	// hold nothing, a sweep forgets them. One holding a socket stays.
 	for i := 0; i < 1000; i++ {

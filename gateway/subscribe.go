@@ -18,8 +18,8 @@ const subscribePrefix = "subscribe "
 // Subscribe starts a live query: it validates the function (a query on a
 // shard), resolves the shard and binds the arguments like Call, then asks
 // the Backend. The stream lives as long as ctx. It is rpc.Frontend's
-// entry point: the subscription holds one of its client's live-connection slots
-// (Config.MaxWebSocketsPerClient) until the stream is closed.
+// entry point: the subscription holds one of its client's live-connection
+// slots (Config.MaxWebSocketsPerClient) until the stream is closed.
 func (g *Gateway) Subscribe(ctx context.Context, function string, args map[string]any, shardKey string, sinceSeq uint64) (api.Stream, error) {
 	release, err := g.limits.admitSocket(grpcClientKey(ctx))
 	if err != nil {
