@@ -342,6 +342,7 @@ func TestREADMEErrorTable(t *testing.T) {
 		return srv.URL
 	}
 	rateURL := limitedGateway(func(c *gateway.Config) { c.RateLimit, c.RateBurst = 0.001, 1 }, a.Node)
+	bytesURL := limitedGateway(func(c *gateway.Config) { c.BodyBytesPerSecond, c.MaxBodyBytes = 1, 1000 }, a.Node)
 	held := &heldBackend{Backend: a.Node, function: "messages:count", entered: make(chan struct{}, 1), release: make(chan struct{})}
 	concURL := limitedGateway(func(c *gateway.Config) { c.MaxConcurrentPerClient = 1 }, held)
 	wsURL := limitedGateway(func(c *gateway.Config) { c.MaxWebSocketsPerClient = 1 }, a.Node)
@@ -413,10 +414,19 @@ func TestREADMEErrorTable(t *testing.T) {
 			return ask(t, http.MethodGet, a.url+"/v1/call", "")
 		}},
 
-		{"RESOURCE_EXHAUSTED 429", "a client over `-rate-limit`", func(t *testing.T) answer {
+		{"RESOURCE_EXHAUSTED 429", "a client over `-rate-limit` or `-rate-limit-bytes`", func(t *testing.T) answer {
 			body := `{"function":"messages:count","args":{"room_id":"r1"}}`
 			mustOK(t, ask(t, http.MethodPost, rateURL+"/v1/call", body), "the one request of the burst")
 			return ask(t, http.MethodPost, rateURL+"/v1/call", body)
+		}},
+		{"RESOURCE_EXHAUSTED 429", "a client over `-rate-limit` or `-rate-limit-bytes`", func(t *testing.T) answer {
+			// A bucket of 1,000 bytes refilled by 1 a second: two 900-byte
+			// bodies are admitted (the second into debt), the third is not.
+			body := `{"function":"messages:count","args":{"room_id":"r1"}}`
+			body += strings.Repeat(" ", 900-len(body))
+			mustOK(t, ask(t, http.MethodPost, bytesURL+"/v1/call", body), "the first body")
+			mustOK(t, ask(t, http.MethodPost, bytesURL+"/v1/call", body), "the second body")
+			return ask(t, http.MethodPost, bytesURL+"/v1/call", body)
 		}},
 		{"RESOURCE_EXHAUSTED 429", "a client over `-max-concurrent-per-client`", func(t *testing.T) answer {
 			body := `{"function":"messages:count","args":{"room_id":"r1"}}`

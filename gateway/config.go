@@ -75,6 +75,11 @@ type Config struct {
 	// RateBurst is the client's bucket size; zero means RateLimit rounded
 	// up.
 	RateBurst int
+	// BodyBytesPerSecond is the bytes of HTTP request bodies one client
+	// may send per second, refilling a bucket of this size (at least
+	// MaxBodyBytes); a client that sent more is refused like one over
+	// RateLimit until the bucket is positive again. Zero: no byte bound.
+	BodyBytesPerSecond int64
 	// MaxConcurrentPerClient bounds the requests one client has in flight
 	// at once (RESOURCE_EXHAUSTED past it). Zero: no bound.
 	MaxConcurrentPerClient int
@@ -92,13 +97,15 @@ type Config struct {
 	SchemaLimits schema.Limits
 }
 
-// Defaults of the per-client limits in DefaultConfig. RateLimit stays off
-// in DefaultConfig (lunora-gateway's -rate-limit flag defaults to
-// DefaultRateLimit): an in-process gateway — dev mode, benchmarks — serves
-// one local user.
+// Defaults of the per-client limits. RateLimit and BodyBytesPerSecond
+// stay off in DefaultConfig (lunora-gateway's -rate-limit and
+// -rate-limit-bytes flags default to DefaultRateLimit and
+// DefaultBodyBytesPerSecond): an in-process gateway — dev mode,
+// benchmarks — serves one local user.
 const (
 	DefaultRateLimit              = 1000
 	DefaultRateBurst              = 2000
+	DefaultBodyBytesPerSecond     = 32 << 20
 	DefaultMaxConcurrentPerClient = 256
 	DefaultMaxWebSocketsPerClient = 256
 )
@@ -141,8 +148,8 @@ func (c Config) Validate() error {
 		return errors.New("gateway: MaxSubscriptionsPerConn, MaxFrameBytes and PingInterval must be positive")
 	case c.MaxFanOutShards < 0 || c.MaxFanOutRows < 0:
 		return errors.New("gateway: MaxFanOutShards and MaxFanOutRows must not be negative")
-	case c.RateLimit < 0 || math.IsNaN(c.RateLimit) || math.IsInf(c.RateLimit, 0) || c.RateBurst < 0:
-		return errors.New("gateway: RateLimit and RateBurst must not be negative")
+	case c.RateLimit < 0 || math.IsNaN(c.RateLimit) || math.IsInf(c.RateLimit, 0) || c.RateBurst < 0 || c.BodyBytesPerSecond < 0:
+		return errors.New("gateway: RateLimit, RateBurst and BodyBytesPerSecond must not be negative")
 	case c.MaxConcurrentPerClient < 0 || c.MaxWebSocketsPerClient < 0:
 		return errors.New("gateway: MaxConcurrentPerClient and MaxWebSocketsPerClient must not be negative")
 	}

@@ -273,7 +273,9 @@ func (g *Gateway) serveStatus(w http.ResponseWriter, r *http.Request) {
 // dst, refusing unknown fields. Any content type is accepted.
 func (g *Gateway) decodeBody(w http.ResponseWriter, r *http.Request, dst any) error {
 	if r.ContentLength > g.cfg.MaxBodyBytes {
-		// Refused before a byte of it is read or decoded.
+		// Refused before a byte of it is read or decoded; the connection
+		// is closed rather than drained.
+		w.Header().Set("Connection", "close")
 		return g.bodyError(r.Context(), &http.MaxBytesError{Limit: g.cfg.MaxBodyBytes})
 	}
 	body := http.MaxBytesReader(w, r.Body, g.cfg.MaxBodyBytes)

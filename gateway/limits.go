@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"hash/maphash"
+	"io"
 	"math"
 	"net"
 	"net/http"
@@ -29,6 +30,11 @@ import (
 //     subscribe frame takes a token; without one the request is refused
 //     with RESOURCE_EXHAUSTED (HTTP 429) and a Retry-After of the time
 //     until the next token;
+//   - a byte bucket (Config.BodyBytesPerSecond): the bodies of its HTTP
+//     requests are charged to it — the Content-Length up front (at most
+//     Config.MaxBodyBytes), a body of unknown length as it is read — and a
+//     client in debt is refused like one without a token, before its
+//     body is read or decoded, until the debt is paid back;
 //   - a bound on its requests in flight (Config.MaxConcurrentPerClient);
 //   - a bound on its open WebSockets and gRPC subscription streams
 //     (Config.MaxWebSocketsPerClient), which do not count as requests in
@@ -39,6 +45,7 @@ import (
 // Values of the limit label of lunora_gateway_limited_total.
 const (
 	limitRate        = "rate"
+	limitBytes       = "bytes"
 	limitConcurrency = "concurrency"
 	limitSockets     = "websockets"
 )
@@ -69,7 +76,8 @@ const limitStripes = 32
 
 type clientState struct {
 	tokens   float64
-	last     time.Time // when tokens was computed
+	bytes    float64   // the byte bucket; negative: in debt
+	last     time.Time // when tokens and bytes were computed
 	inFlight int
 	sockets  int
 }
@@ -81,19 +89,24 @@ type limitStripe struct {
 }
 
 type clientLimits struct {
-	rate    float64 // tokens per second; 0: no rate limit
-	burst   float64
-	maxConc int // 0: no bound
-	maxWS   int // 0: no bound
-	now     func() time.Time
-	seed    maphash.Seed
-	stripes [limitStripes]limitStripe
-	limited *prometheus.CounterVec
+	rate  float64 // tokens per second; 0: no rate limit
+	burst float64
+	// byteRate refills the byte bucket (bytes per second; 0: no byte
+	// bound) up to byteBurst.
+	byteRate  float64
+	byteBurst float64
+	maxConc   int // 0: no bound
+	maxWS     int // 0: no bound
+	now       func() time.Time
+	seed      maphash.Seed
+	stripes   [limitStripes]limitStripe
+	limited   *prometheus.CounterVec
 }
 
 func newClientLimits(cfg Config, reg prometheus.Registerer) (*clientLimits, error) {
 	l := &clientLimits{
 		rate: cfg.RateLimit, burst: float64(cfg.RateBurst),
+		byteRate: float64(cfg.BodyBytesPerSecond), byteBurst: math.Max(float64(cfg.BodyBytesPerSecond), float64(cfg.MaxBodyBytes)),
 		maxConc: cfg.MaxConcurrentPerClient, maxWS: cfg.MaxWebSocketsPerClient,
 		now: time.Now, seed: maphash.MakeSeed(),
 		limited: prometheus.NewCounterVec(prometheus.CounterOpts{
@@ -119,7 +132,9 @@ func newClientLimits(cfg Config, reg prometheus.Registerer) (*clientLimits, erro
 	return l, nil
 }
 
-func (l *clientLimits) off() bool { return l.rate <= 0 && l.maxConc <= 0 && l.maxWS <= 0 }
+func (l *clientLimits) off() bool {
+	return l.rate <= 0 && l.byteRate <= 0 && l.maxConc <= 0 && l.maxWS <= 0
+}
 
 func (l *clientLimits) stripe(key string) *limitStripe {
 	return &l.stripes[maphash.String(l.seed, key)%limitStripes]
@@ -130,26 +145,59 @@ func (l *clientLimits) state(s *limitStripe, key string, now time.Time) *clientS
 	if now.Sub(s.lastSweep) >= sweepEvery {
 		s.lastSweep = now
 		for k, c := range s.clients {
-			if c.inFlight == 0 && c.sockets == 0 && l.refill(c, now) >= l.burst {
+			if tokens, bytes := l.refill(c, now); c.inFlight == 0 && c.sockets == 0 && tokens >= l.burst && bytes >= l.byteBurst {
 				delete(s.clients, k)
 			}
 		}
 	}
 	c := s.clients[key]
 	if c == nil {
-		c = &clientState{tokens: l.burst, last: now}
+		c = &clientState{tokens: l.burst, bytes: l.byteBurst, last: now}
 		s.clients[key] = c
 	}
-	c.tokens = l.refill(c, now)
+	c.tokens, c.bytes = l.refill(c, now)
 	c.last = now
 	return c
 }
 
-func (l *clientLimits) refill(c *clientState, now time.Time) float64 {
-	if l.rate <= 0 {
-		return l.burst
+// refill returns c's token and byte buckets as they are at now.
+func (l *clientLimits) refill(c *clientState, now time.Time) (tokens, bytes float64) {
+	elapsed := now.Sub(c.last).Seconds()
+	tokens, bytes = l.burst, l.byteBurst
+	if l.rate > 0 {
+		tokens = math.Min(l.burst, c.tokens+elapsed*l.rate)
 	}
-	return math.Min(l.burst, c.tokens+now.Sub(c.last).Seconds()*l.rate)
+	if l.byteRate > 0 {
+		bytes = math.Min(l.byteBurst, c.bytes+elapsed*l.byteRate)
+	}
+	return tokens, bytes
+}
+
+// checkBytes refuses a client whose byte bucket is in debt; s.mu held.
+func (l *clientLimits) checkBytes(c *clientState) error {
+	if l.byteRate <= 0 || c.bytes >= 0 {
+		return nil
+	}
+	wait := time.Duration(math.Min(-c.bytes/l.byteRate, 86400) * float64(time.Second))
+	l.limited.WithLabelValues(limitBytes).Inc()
+	return &api.Error{
+		Code:       codes.ResourceExhausted,
+		Msg:        fmt.Sprintf("rate limit exceeded: this client may send %s of request bodies per second; retry in %s", byteSize(int64(l.byteRate)), wait.Round(time.Millisecond)),
+		RetryAfter: max(wait, time.Millisecond),
+		Err:        ErrRateLimited,
+	}
+}
+
+// charge takes n body bytes from key's byte bucket (a body of unknown
+// length, once read).
+func (l *clientLimits) charge(key string, n int64) {
+	if l.byteRate <= 0 || n <= 0 {
+		return
+	}
+	s := l.stripe(key)
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	l.state(s, key, l.now()).bytes -= float64(n)
 }
 
 // takeToken spends one of c's tokens or says how long until there is one;
@@ -173,9 +221,9 @@ func (l *clientLimits) takeToken(c *clientState) error {
 	}
 }
 
-// admit takes a token and a request slot for key; release gives the slot
-// back.
-func (l *clientLimits) admit(key string) (release func(), err error) {
+// admit takes a token and a request slot for key, and charges body bytes
+// to it; release gives the slot back.
+func (l *clientLimits) admit(key string, body int64) (release func(), err error) {
 	if l.off() {
 		return func() {}, nil
 	}
@@ -192,8 +240,14 @@ func (l *clientLimits) admit(key string) (release func(), err error) {
 			Err:        ErrTooManyRequests,
 		}
 	}
+	if err := l.checkBytes(c); err != nil {
+		return nil, err
+	}
 	if err := l.takeToken(c); err != nil {
 		return nil, err
+	}
+	if l.byteRate > 0 {
+		c.bytes -= float64(body)
 	}
 	c.inFlight++
 	return func() {
@@ -298,7 +352,7 @@ func grpcClientKey(ctx context.Context) string {
 // admitGRPC admits a gRPC call (Call, Sql, Status, FanOut) of the client
 // ctx names.
 func (g *Gateway) admitGRPC(ctx context.Context) (func(), error) {
-	return g.limits.admit(grpcClientKey(ctx))
+	return g.limits.admit(grpcClientKey(ctx), 0)
 }
 
 // limitHTTP applies the per-client limits to the HTTP API: a WebSocket
@@ -310,19 +364,53 @@ func (g *Gateway) limitHTTP(next http.Handler) http.Handler {
 	}
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		key := ClientKey(r.Context(), r.RemoteAddr)
-		admit := g.limits.admit
-		if r.URL.Path == "/v1/subscribe" {
-			admit = g.limits.admitSocket
+		var (
+			release func()
+			err     error
+			counted *countingBody
+		)
+		switch {
+		case r.URL.Path == "/v1/subscribe":
+			release, err = g.limits.admitSocket(key)
+		case r.ContentLength >= 0:
+			// The handler reads at most MaxBodyBytes of it.
+			release, err = g.limits.admit(key, min(r.ContentLength, g.cfg.MaxBodyBytes))
+		default:
+			release, err = g.limits.admit(key, 0)
+			if err == nil && g.limits.byteRate > 0 {
+				counted = &countingBody{ReadCloser: r.Body}
+				r.Body = counted
+			}
 		}
-		release, err := admit(key)
 		if err != nil {
+			if r.ContentLength != 0 {
+				// Its body is not read: close the connection rather than
+				// receive and drain what the client keeps sending.
+				w.Header().Set("Connection", "close")
+			}
 			g.metrics.observe(protocolHTTP, limitedLabel, err, 0)
 			g.writeError(w, r, err)
 			return
 		}
 		defer release()
 		next.ServeHTTP(w, r)
+		if counted != nil {
+			g.limits.charge(key, counted.n)
+		}
 	})
+}
+
+// countingBody counts the bytes read from a request body of unknown
+// length.
+type countingBody struct {
+	io.ReadCloser
+	n int64
+}
+
+func (b *countingBody) Read(p []byte) (int, error) {
+	n, err := b.ReadCloser.Read(p)
+	b.n += int64(n)
+	return n, err
 }
 
 // limitedLabel is the function label of HTTP requests refused before

@@ -22,7 +22,7 @@ func TestTokenBucketRefills(t *testing.T) {
 	now := time.Unix(1000, 0)
 	l.now = func() time.Time { return now }
 	take := func() error {
-		release, err := l.admit("c")
+		release, err := l.admit("c", 0)
 		if err == nil {
 			release()
 		}
@@ -76,7 +76,7 @@ func TestTokenBucketRefills(t *testing.T) {
 	// Many clients come and go; once their buckets are full again and they
 	// hold nothing, a sweep forgets them. One holding a socket stays.
 	for i := 0; i < 1000; i++ {
-		release, err := l.admit(fmt.Sprint("ip:", i))
+		release, err := l.admit(fmt.Sprint("ip:", i), 0)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -107,4 +107,54 @@ func asAPI(err error) *api.Error {
 	var ae *api.Error
 	errors.As(err, &ae)
 	return ae
+}
+
+// TestByteBucket: body bytes are charged up front; a client in debt is
+// refused until the debt is paid back, with the time that takes as the
+// retry hint; bodies of unknown length are charged once read.
+func TestByteBucket(t *testing.T) {
+	cfg := DefaultConfig()
+	cfg.BodyBytesPerSecond, cfg.MaxBodyBytes = 1000, 1500
+	l, err := newClientLimits(cfg, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	now := time.Unix(1000, 0)
+	l.now = func() time.Time { return now }
+	take := func(n int64) error {
+		release, err := l.admit("c", n)
+		if err == nil {
+			release()
+		}
+		return err
+	}
+	// The bucket holds MaxBodyBytes; a client not in debt is admitted
+	// whatever its body (it is never refused halfway through one), and
+	// pays it back afterwards.
+	refused := func(want time.Duration) {
+		t.Helper()
+		err := take(0)
+		if !errors.Is(err, ErrRateLimited) || asAPI(err).RetryAfter != want {
+			t.Fatalf("want a refusal for %v: %v", want, err)
+		}
+	}
+	for _, n := range []int64{1500, 500} {
+		if err := take(n); err != nil {
+			t.Fatal(err)
+		}
+	}
+	refused(500 * time.Millisecond)
+	now = now.Add(100 * time.Millisecond)
+	refused(400 * time.Millisecond)
+	now = now.Add(400 * time.Millisecond)
+	if err := take(800); err != nil {
+		t.Fatalf("debt paid back: %v", err)
+	}
+	refused(800 * time.Millisecond)
+	now = now.Add(800 * time.Millisecond)
+	if err := take(0); err != nil {
+		t.Fatal(err)
+	}
+	l.charge("c", 3000) // a chunked body, counted once read
+	refused(3 * time.Second)
 }

@@ -66,6 +66,7 @@ func TestLimitsHoldUnderAbuse(t *testing.T) {
 	cfg := gateway.DefaultConfig()
 	cfg.App, cfg.Backend, cfg.Logger = app, p.Node, slog.New(slog.DiscardHandler)
 	cfg.RateLimit, cfg.RateBurst = 1000, 1000
+	cfg.BodyBytesPerSecond = gateway.DefaultBodyBytesPerSecond
 	cfg.MaxConcurrentPerClient = 4
 	gw, err := gateway.New(cfg)
 	if err != nil {
@@ -161,7 +162,7 @@ func TestLimitsHoldUnderAbuse(t *testing.T) {
 		{"requests in flight", 12, []request{{"/v1/sql", sqlBody(forever)}},
 			map[string]int{"RESOURCE_EXHAUSTED": 429, "DEADLINE_EXCEEDED": 504}},
 		{"SQL length and body size", 8, []request{{"/v1/sql", longSQL}, {"/v1/call", bigBody}},
-			map[string]int{"INVALID_ARGUMENT": 400, "RESOURCE_EXHAUSTED": 413}},
+			map[string]int{"INVALID_ARGUMENT": 400, "RESOURCE_EXHAUSTED": 413}}, // and 429s for the bytes
 		{"value size (randomblob, zeroblob, printf)", 4, []request{
 			{"/v1/sql", sqlBody("SELECT length(randomblob(1000000000))")},
 			{"/v1/sql", sqlBody("SELECT length(zeroblob(100000000))")},

@@ -331,3 +331,41 @@ func TestAdminSQLBoundsAtTheGateway(t *testing.T) {
 		t.Errorf("within the bounds: %d %s", a.status, a.raw)
 	}
 }
+
+func TestBodyBytesPerClient(t *testing.T) {
+	e := newEnv(t, func(c *gateway.Config) { c.BodyBytesPerSecond, c.MaxBodyBytes = 1, 2000 })
+	h := e.gw.Handler()
+	body := `{"function": "messages:send", "args": {"room_id": "r1", "author": "ann", "body": "` + strings.Repeat("x", 1400) + `"}}`
+	for i := 0; i < 2; i++ { // 2000 in the bucket: both admitted, the second into debt
+		if w := serve(h, "10.0.0.1:1", nil, "POST", "/v1/call", body, nil); w.Code != 200 {
+			t.Fatalf("body %d: %d %s", i+1, w.Code, w.Body)
+		}
+	}
+	w := serve(h, "10.0.0.1:1", nil, "POST", "/v1/call", sendBody, nil)
+	if w.Code != http.StatusTooManyRequests || !strings.Contains(w.Body.String(), "of request bodies per second") {
+		t.Fatalf("in debt: %d %s", w.Code, w.Body)
+	}
+	if ra, _ := strconv.Atoi(w.Header().Get("Retry-After")); ra < 800 {
+		t.Errorf("Retry-After %q, want the ~900 s the debt takes to pay back", w.Header().Get("Retry-After"))
+	}
+	// Bodies of unknown length are counted as they are read.
+	chunked := func() int {
+		r := httptest.NewRequest("POST", "/v1/call", strings.NewReader(body))
+		r.ContentLength = -1
+		r.RemoteAddr = "10.0.0.2:1"
+		w := httptest.NewRecorder()
+		h.ServeHTTP(w, r)
+		return w.Code
+	}
+	for i := 0; i < 2; i++ {
+		if c := chunked(); c != 200 {
+			t.Fatalf("chunked body %d: %d", i+1, c)
+		}
+	}
+	if c := chunked(); c != http.StatusTooManyRequests {
+		t.Errorf("third chunked body: %d", c)
+	}
+	if n := limited(t, e, "bytes"); n != 2 {
+		t.Errorf("limited{bytes} = %v, want 2", n)
+	}
+}

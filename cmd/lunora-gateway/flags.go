@@ -27,6 +27,7 @@ type options struct {
 
 	rateLimit     float64 // per client (gateway.Config.RateLimit)
 	rateBurst     int
+	rateBytes     int64
 	maxConcurrent int
 	maxSockets    int
 	corsOrigins   []string
@@ -43,7 +44,7 @@ type options struct {
 // applyLimits sets the per-client, CORS and statement bounds of c from
 // the flags.
 func (o *options) applyLimits(c *gateway.Config) {
-	c.RateLimit, c.RateBurst = o.rateLimit, o.rateBurst
+	c.RateLimit, c.RateBurst, c.BodyBytesPerSecond = o.rateLimit, o.rateBurst, o.rateBytes
 	c.MaxConcurrentPerClient, c.MaxWebSocketsPerClient = o.maxConcurrent, o.maxSockets
 	c.CORSOrigins, c.SchemaLimits = o.corsOrigins, o.limits
 }
@@ -72,6 +73,7 @@ func parseFlags(args []string, stderr io.Writer) (*options, error) {
 	cli.RegisterSchemaLimits(fs, &o.limits)
 	fs.Float64Var(&o.rateLimit, "rate-limit", gateway.DefaultRateLimit, "requests per second one client may send (HTTP requests, gRPC calls, WebSocket subscribe frames); over it 429 / RESOURCE_EXHAUSTED with Retry-After. A client is its authenticated identity, else its IP address (an IPv6 /64) (0: no limit)")
 	fs.IntVar(&o.rateBurst, "rate-burst", gateway.DefaultRateBurst, "requests one client may send at once above -rate-limit, refilled at that rate")
+	fs.Int64Var(&o.rateBytes, "rate-limit-bytes", gateway.DefaultBodyBytesPerSecond, "bytes of HTTP request bodies one client may send per second (a bucket of at least -max-body-bytes); a client that sent more is refused with 429 until it is paid back (0: no limit)")
 	fs.IntVar(&o.maxConcurrent, "max-concurrent-per-client", gateway.DefaultMaxConcurrentPerClient, "requests one client may have in flight at once (0: no limit)")
 	fs.IntVar(&o.maxSockets, "max-websockets-per-client", gateway.DefaultMaxWebSocketsPerClient, "WebSockets and gRPC subscription streams one client may hold open at once (0: no limit)")
 	corsOrigins := fs.String("cors-origins", "", "origins (scheme://host[:port], comma separated, or * for any) whose web pages may call the API; a browser request from any other origin but the gateway's own is refused with 403. No credentials are ever allowed cross-origin")
@@ -83,8 +85,8 @@ func parseFlags(args []string, stderr io.Writer) (*options, error) {
 	if err := o.limits.Validate(); err != nil {
 		return nil, err
 	}
-	if o.rateLimit < 0 || o.rateBurst < 0 || o.maxConcurrent < 0 || o.maxSockets < 0 {
-		return nil, fmt.Errorf("-rate-limit, -rate-burst, -max-concurrent-per-client and -max-websockets-per-client must not be negative")
+	if o.rateLimit < 0 || o.rateBurst < 0 || o.rateBytes < 0 || o.maxConcurrent < 0 || o.maxSockets < 0 {
+		return nil, fmt.Errorf("-rate-limit, -rate-burst, -rate-limit-bytes, -max-concurrent-per-client and -max-websockets-per-client must not be negative")
 	}
 	origins, err := gateway.ParseOrigins(cli.SplitList(*corsOrigins))
 	if err != nil {

@@ -22,7 +22,7 @@ func TestLimitFlags(t *testing.T) {
 	}
 	c := gateway.DefaultConfig()
 	o.applyLimits(&c)
-	if c.RateLimit != gateway.DefaultRateLimit || c.RateBurst != gateway.DefaultRateBurst ||
+	if c.RateLimit != gateway.DefaultRateLimit || c.RateBurst != gateway.DefaultRateBurst || c.BodyBytesPerSecond != gateway.DefaultBodyBytesPerSecond ||
 		c.MaxConcurrentPerClient != gateway.DefaultMaxConcurrentPerClient || c.MaxWebSocketsPerClient != gateway.DefaultMaxWebSocketsPerClient ||
 		len(c.CORSOrigins) != 0 || c.SchemaLimits.MaxSQLLen != 64<<10 {
 		t.Errorf("defaults: %+v", c)
@@ -42,6 +42,7 @@ func TestLimitFlags(t *testing.T) {
 		want string
 	}{
 		{[]string{"-rate-limit", "-1"}, "-rate-limit"},
+		{[]string{"-rate-limit-bytes", "-1"}, "-rate-limit-bytes"},
 		{[]string{"-max-websockets-per-client", "-2"}, "-max-websockets-per-client"},
 		{[]string{"-cors-origins", "app.example.com"}, "-cors-origins"},
 		{[]string{"-cors-origins", "*,https://a.example"}, "-cors-origins"},
