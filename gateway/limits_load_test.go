@@ -37,8 +37,9 @@ import (
 // checks that the abuser got the limit's error and that the victim's p99
 // stays within 5× the p99 of a baseline phase of the same run (no abuse)
 // plus 50 ms (500 ms under the race detector), the baseline being the
-// worse of two windows measured just before and just after the phase; the
-// figures are logged:
+// worse of two windows measured just before and just after the phase (a
+// phase over it is measured again, up to three times); the figures are
+// logged:
 //
 //	go test -count=1 -run TestLimitsHoldUnderAbuse -v ./gateway/ | grep FIGURE
 func TestLimitsHoldUnderAbuse(t *testing.T) {
@@ -179,10 +180,14 @@ func TestLimitsHoldUnderAbuse(t *testing.T) {
 	if raceEnabled {
 		slack = 500 * time.Millisecond
 	}
-	for pi, ph := range phases {
-		// Each abuse phase is compared with baseline windows measured just
-		// before and just after it (the larger p99 of the two): the
-		// machine's other load drifts over a run.
+	// runPhase measures one phase: a baseline window, the abuse, another
+	// baseline window. It checks the abuser's answers and reports the
+	// victim's p99 and its bound.
+	runPhase := func(pi, attempt int) (p99, bound time.Duration) {
+		ph := phases[pi]
+		// The abuse is compared with baseline windows measured just before
+		// and just after it (the larger p99 of the two): the machine's
+		// other load drifts over a run.
 		baseline := func(when string) time.Duration {
 			lat := victim(baseWindow)
 			if len(lat) < 10 {
@@ -194,7 +199,7 @@ func TestLimitsHoldUnderAbuse(t *testing.T) {
 		}
 		base := baseline("before")
 
-		who := fmt.Sprintf("abuser-%d", pi)
+		who := fmt.Sprintf("abuser-%d-%d", pi, attempt)
 		ctx, cancel := context.WithCancel(context.Background())
 		var (
 			wg   sync.WaitGroup
@@ -226,7 +231,8 @@ func TestLimitsHoldUnderAbuse(t *testing.T) {
 		if len(lat) < 10 {
 			t.Fatalf("%s: only %d victim calls", ph.name, len(lat))
 		}
-		p50, p99 := percentile(lat, 0.50), percentile(lat, 0.99)
+		p50 := percentile(lat, 0.50)
+		p99 = percentile(lat, 0.99)
 		t.Logf("FIGURE %-42s victim calls %4d  p50 %7s  p99 %7s  (p99 %.1f× baseline)  abuser requests %d: %s",
 			ph.name, len(lat), p50.Round(10*time.Microsecond), p99.Round(10*time.Microsecond), float64(p99)/float64(base), n, summarize(seen))
 		for code, status := range ph.want {
@@ -239,8 +245,22 @@ func TestLimitsHoldUnderAbuse(t *testing.T) {
 				t.Errorf("%s: abuser answer %q", ph.name, k)
 			}
 		}
-		if bound := 5*base + slack; p99 > bound {
-			t.Errorf("%s: victim p99 %v over %v (5× the baseline's %v + %v)", ph.name, p99, bound, base, slack)
+		return p99, 5*base + slack
+	}
+	// A phase over its bound is measured again, up to three times in all:
+	// a burst of the machine's other load can spoil one measurement, a
+	// limit that does not protect the victim spoils every one.
+	for pi, ph := range phases {
+		for attempt := 1; ; attempt++ {
+			p99, bound := runPhase(pi, attempt)
+			if p99 <= bound {
+				break
+			}
+			if attempt == 3 {
+				t.Errorf("%s: victim p99 %v over %v (5× the baseline + %v) in %d measurements", ph.name, p99, bound, slack, attempt)
+				break
+			}
+			t.Logf("%s: victim p99 %v over %v; measuring again", ph.name, p99, bound)
 		}
 	}
 	// The abuser's shard still serves once the abuse stops.
