@@ -97,11 +97,9 @@ type Config struct {
 	SchemaLimits schema.Limits
 }
 
-// Defaults of the per-client limits. RateLimit and BodyBytesPerSecond
-// stay off in DefaultConfig (lunora-gateway's -rate-limit and
-// -rate-limit-bytes flags default to DefaultRateLimit and
-// DefaultBodyBytesPerSecond): an in-process gateway — dev mode,
-// benchmarks — serves one local user.
+// Defaults of the per-client limits: lunora-gateway's flags. They stay
+// off in DefaultConfig: an in-process gateway — dev mode, benchmarks —
+// serves one local user.
 const (
 	DefaultRateLimit              = 1000
 	DefaultRateBurst              = 2000
@@ -111,9 +109,9 @@ const (
 )
 
 // DefaultConfig returns a Config with 1 MiB bodies, a 10s request timeout,
-// the per-client bounds on requests in flight and live connections, no
-// rate limit, same-origin browser access only, schema.DefaultLimits and a
-// discarding logger; App and Backend are left to the caller.
+// no per-client limits, same-origin browser access only,
+// schema.DefaultLimits and a discarding logger; App and Backend are left
+// to the caller.
 func DefaultConfig() Config {
 	return Config{
 		Logger:         slog.New(slog.NewTextHandler(io.Discard, nil)),
@@ -127,9 +125,7 @@ func DefaultConfig() Config {
 		MaxFanOutShards: DefaultMaxFanOutShards,
 		MaxFanOutRows:   DefaultMaxFanOutRows,
 
-		MaxConcurrentPerClient: DefaultMaxConcurrentPerClient,
-		MaxWebSocketsPerClient: DefaultMaxWebSocketsPerClient,
-		SchemaLimits:           schema.DefaultLimits(),
+		SchemaLimits: schema.DefaultLimits(),
 	}
 }
 

@@ -94,7 +94,7 @@ func FuzzWebSocketFrames(f *testing.F) {
 	}
 	f.Fuzz(func(t *testing.T, input []byte) {
 		ctx, cancel := context.WithCancel(context.Background())
-		ws := &wsConn{g: g, out: make(chan wsOut, 16), subs: map[string]context.CancelFunc{}, client: "ip:192.0.2.1"}
+		ws := &wsConn{g: g, out: make(chan wsOut, 16), subs: map[string]*wsSub{}, client: "ip:192.0.2.1"}
 		var sent []wsOut
 		drained := make(chan struct{})
 		go func() {

@@ -76,7 +76,7 @@ type wsConn struct {
 	c    *websocket.Conn
 	out  chan wsOut
 	mu   sync.Mutex
-	subs map[string]context.CancelFunc
+	subs map[string]*wsSub
 	wg   sync.WaitGroup
 	// client is the key of the per-client limits (ClientKey): each
 	// subscribe frame takes a token of its rate limit.
@@ -99,7 +99,7 @@ func (g *Gateway) serveSubscribe(w http.ResponseWriter, r *http.Request) {
 	}
 	c.SetReadLimit(g.cfg.MaxFrameBytes)
 	ctx, cancel := context.WithCancel(r.Context())
-	ws := &wsConn{g: g, c: c, out: make(chan wsOut, 64), subs: map[string]context.CancelFunc{}, client: ClientKey(r.Context(), r.RemoteAddr)}
+	ws := &wsConn{g: g, c: c, out: make(chan wsOut, 64), subs: map[string]*wsSub{}, client: ClientKey(r.Context(), r.RemoteAddr)}
 	writerDone := make(chan struct{})
 	go func() { defer close(writerDone); ws.writeLoop(ctx) }()
 	status, reason := ws.readLoop(ctx)
@@ -143,11 +143,11 @@ func (ws *wsConn) handleFrame(ctx context.Context, data []byte) (status websocke
 		ws.subscribe(ctx, in)
 	case "unsubscribe":
 		ws.mu.Lock()
-		cancel, ok := ws.subs[in.ID]
+		sub, ok := ws.subs[in.ID]
 		delete(ws.subs, in.ID)
 		ws.mu.Unlock()
 		if ok {
-			cancel()
+			sub.cancel()
 		} else {
 			ws.send(ctx, errFrame(in.ID, api.Errorf(codes.NotFound, "no subscription %q on this connection", clip(in.ID))))
 		}
@@ -192,8 +192,9 @@ func (ws *wsConn) subscribe(ctx context.Context, in wsIn) {
 		ws.send(ctx, errFrame(in.ID, err))
 		return
 	}
+	sub := &wsSub{cancel: cancel}
 	ws.mu.Lock()
-	ws.subs[in.ID] = cancel
+	ws.subs[in.ID] = sub
 	ws.mu.Unlock()
 	ws.wg.Add(1)
 	go func() {
@@ -201,11 +202,18 @@ func (ws *wsConn) subscribe(ctx context.Context, in wsIn) {
 		defer cancel()
 		defer st.Close()
 		ws.relay(sctx, in.ID, st)
+		// The id may name a newer subscription by now (unsubscribed, then
+		// subscribed again): only this one's entry is removed.
 		ws.mu.Lock()
-		delete(ws.subs, in.ID)
+		if ws.subs[in.ID] == sub {
+			delete(ws.subs, in.ID)
+		}
 		ws.mu.Unlock()
 	}()
 }
+
+// wsSub is one live subscription of a connection.
+type wsSub struct{ cancel context.CancelFunc }
 
 // relay sends a subscription's updates until it ends.
 func (ws *wsConn) relay(ctx context.Context, id string, st api.Stream) {
