@@ -20,8 +20,10 @@ import (
 	"testing"
 	"time"
 
+	"github.com/coder/websocket"
 	"github.com/go-jose/go-jose/v4"
 	"github.com/go-jose/go-jose/v4/jwt"
+	"github.com/lunora/lunora/api"
 	"github.com/lunora/lunora/auth"
 	"github.com/lunora/lunora/examples/chat"
 	"github.com/lunora/lunora/gateway"
@@ -330,6 +332,35 @@ func TestREADMEErrorTable(t *testing.T) {
 	// A gateway with authentication on in front of node A: API keys from
 	// A's global tier, HS256 client tokens.
 	authed := startAuthedGateway(t, a)
+	// Gateways in front of node A with one client limit each at its
+	// smallest; the one bounding requests in flight holds messages:count
+	// calls at its backend until released.
+	limitedGateway := func(tweak func(*gateway.Config), be gateway.Backend) string {
+		gc := gateway.DefaultConfig()
+		gc.App, gc.Backend, gc.AuthOff = a.app, be, true
+		tweak(&gc)
+		gw, err := gateway.New(gc)
+		if err != nil {
+			t.Fatal(err)
+		}
+		srv := httptest.NewServer(gw.Handler())
+		t.Cleanup(srv.Close)
+		return srv.URL
+	}
+	rateURL := limitedGateway(func(c *gateway.Config) { c.RateLimit, c.RateBurst = 0.001, 1 }, a.Node)
+	bytesURL := limitedGateway(func(c *gateway.Config) { c.BodyBytesPerSecond, c.MaxBodyBytes = 1, 1000 }, a.Node)
+	held := &heldBackend{Backend: a.Node, function: "messages:count", entered: make(chan struct{}, 1), release: make(chan struct{})}
+	concURL := limitedGateway(func(c *gateway.Config) { c.MaxConcurrentPerClient = 1 }, held)
+	wsURL := limitedGateway(func(c *gateway.Config) { c.MaxWebSocketsPerClient = 1 }, a.Node)
+	manyParams := func() string {
+		names, params := make([]string, 300), map[string]any{}
+		for i := range names {
+			names[i] = fmt.Sprintf(":p%d", i)
+			params[fmt.Sprintf("p%d", i)] = i
+		}
+		body, _ := json.Marshal(map[string]any{"shard_id": "room_id=r1", "sql": "SELECT " + strings.Join(names, ", "), "params": params})
+		return string(body)
+	}()
 
 	call := func(n *readmeNode, function string, args map[string]any) func(*testing.T) answer {
 		return func(t *testing.T) answer { return n.call(t, function, args) }
@@ -355,6 +386,11 @@ func TestREADMEErrorTable(t *testing.T) {
 		{"INVALID_ARGUMENT 400", "a request body not received within `-http-body-timeout`", func(t *testing.T) answer {
 			return stalledBody(t, a.HTTPAddr, 10*bodyTimeout)
 		}},
+
+		{"INVALID_ARGUMENT 400", "a statement over `-max-sql-bytes`", sqlOn(a, "room_id=r1", "SELECT '"+strings.Repeat("x", 65<<10)+"'")},
+		{"INVALID_ARGUMENT 400", "more parameters than `-max-params`", post(a, "/v1/sql", manyParams)},
+		{"INVALID_ARGUMENT 400", "a string or blob over `-max-value-bytes`", sqlOn(a, "room_id=r1", "SELECT length(randomblob(100000000))")},
+		{"INVALID_ARGUMENT 400", "a string or blob over `-max-value-bytes`", sqlOn(a, "room_id=r1", "SELECT length(printf('%.*c', 100000000, 'x'))")},
 
 		{"FAILED_PRECONDITION 400", "`lunora_assert` failed", call(a, "messages:send", map[string]any{"room_id": "r1", "author": "ada", "body": "  "})},
 		{"FAILED_PRECONDITION 400", "a constraint failed", sqlOn(a, "room_id=r1", "INSERT INTO messages(room_id, author, body, created_at) VALUES ('r1', 'a', NULL, 0)")},
@@ -398,6 +434,56 @@ func TestREADMEErrorTable(t *testing.T) {
 			return ask(t, http.MethodGet, a.url+"/v1/call", "")
 		}},
 
+		{"RESOURCE_EXHAUSTED 429", "a client over `-rate-limit` or `-rate-limit-bytes`", func(t *testing.T) answer {
+			body := `{"function":"messages:count","args":{"room_id":"r1"}}`
+			mustOK(t, ask(t, http.MethodPost, rateURL+"/v1/call", body), "the one request of the burst")
+			return ask(t, http.MethodPost, rateURL+"/v1/call", body)
+		}},
+		{"RESOURCE_EXHAUSTED 429", "a client over `-rate-limit` or `-rate-limit-bytes`", func(t *testing.T) answer {
+			// A bucket of 1,000 bytes refilled by 1 a second: two 900-byte
+			// bodies are admitted (the second into debt), the third is not.
+			body := `{"function":"messages:count","args":{"room_id":"r1"}}`
+			body += strings.Repeat(" ", 900-len(body))
+			mustOK(t, ask(t, http.MethodPost, bytesURL+"/v1/call", body), "the first body")
+			mustOK(t, ask(t, http.MethodPost, bytesURL+"/v1/call", body), "the second body")
+			return ask(t, http.MethodPost, bytesURL+"/v1/call", body)
+		}},
+		{"RESOURCE_EXHAUSTED 429", "a client over `-max-concurrent-per-client`", func(t *testing.T) answer {
+			body := `{"function":"messages:count","args":{"room_id":"r1"}}`
+			first := make(chan answer, 1)
+			go func() { first <- ask(t, http.MethodPost, concURL+"/v1/call", body) }()
+			select {
+			case <-held.entered:
+			case <-time.After(callTimeout):
+				t.Fatal("the first call never reached the backend")
+			}
+			got := ask(t, http.MethodPost, concURL+"/v1/call", body)
+			close(held.release)
+			mustOK(t, <-first, "the held call")
+			return got
+		}},
+		{"RESOURCE_EXHAUSTED 429", "a client over `-max-websockets-per-client`", func(t *testing.T) answer {
+			c, _, err := websocket.Dial(ctxT(t), "ws"+strings.TrimPrefix(wsURL, "http")+"/v1/subscribe", nil)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer c.CloseNow()
+			req, err := http.NewRequestWithContext(ctxT(t), http.MethodGet, wsURL+"/v1/subscribe", nil)
+			if err != nil {
+				t.Fatal(err)
+			}
+			req.Header.Set("Connection", "Upgrade")
+			req.Header.Set("Upgrade", "websocket")
+			req.Header.Set("Sec-WebSocket-Version", "13")
+			req.Header.Set("Sec-WebSocket-Key", "dGhlIHNhbXBsZSBub25jZQ==")
+			resp, err := http.DefaultClient.Do(req)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer resp.Body.Close()
+			raw, _ := io.ReadAll(resp.Body)
+			return decodeAnswer(resp, raw)
+		}},
 		{"RESOURCE_EXHAUSTED 413", "request body over 1 MiB", call(a, "messages:send", map[string]any{"room_id": "r1", "author": "ada", "body": strings.Repeat("x", 1<<20)})},
 		{"RESOURCE_EXHAUSTED 429", "shard mailbox full", func(t *testing.T) answer {
 			// m1 waits in held's writer, m2 in its one-slot mailbox: m3
@@ -499,6 +585,30 @@ func TestREADMEErrorTable(t *testing.T) {
 	if _, err := os.Stat(attached); !os.IsNotExist(err) {
 		t.Errorf("the refused ATTACH created %s (stat: %v)", attached, err)
 	}
+}
+
+// heldBackend holds calls of one function until release is closed,
+// saying on entered when the first arrives.
+type heldBackend struct {
+	gateway.Backend
+	function string
+	entered  chan struct{}
+	release  chan struct{}
+}
+
+func (h *heldBackend) Call(ctx context.Context, shardID, function string, args map[string]any, read api.ReadOptions) (*api.Result, error) {
+	if function == h.function {
+		select {
+		case h.entered <- struct{}{}:
+		default:
+		}
+		select {
+		case <-h.release:
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		}
+	}
+	return h.Backend.Call(ctx, shardID, function, args, read)
 }
 
 func contains(list []string, s string) bool {

@@ -3,8 +3,10 @@ package gateway
 import (
 	"context"
 	"errors"
+	"fmt"
 	"io"
 	"log/slog"
+	"math"
 	"time"
 
 	"github.com/lunora/lunora/api"
@@ -71,10 +73,53 @@ type Config struct {
 	AuthOff bool
 	// Blobs, when set, serves the blob endpoints (gateway/blob.go).
 	Blobs *BlobConfig
+	// RateLimit is the requests per second one client may send (HTTP
+	// requests, gRPC calls, WebSocket subscribe frames), refilling a
+	// bucket of RateBurst; over it a request is refused with
+	// RESOURCE_EXHAUSTED (HTTP 429) and a Retry-After. A client is its
+	// authenticated identity, else its address (see ClientKey). Zero: no
+	// rate limit.
+	RateLimit float64
+	// RateBurst is the client's bucket size; zero means RateLimit rounded
+	// up.
+	RateBurst int
+	// BodyBytesPerSecond is the bytes of HTTP request bodies one client
+	// may send per second, refilling a bucket of this size (at least
+	// MaxBodyBytes); a client that sent more is refused like one over
+	// RateLimit until the bucket is positive again. Zero: no byte bound.
+	BodyBytesPerSecond int64
+	// MaxConcurrentPerClient bounds the requests one client has in flight
+	// at once (RESOURCE_EXHAUSTED past it). Zero: no bound.
+	MaxConcurrentPerClient int
+	// MaxWebSocketsPerClient bounds the WebSockets and gRPC subscription
+	// streams one client holds open at once. Zero: no bound.
+	MaxWebSocketsPerClient int
+	// CORSOrigins lists the origins (scheme://host[:port], or "*" alone)
+	// whose web pages may call the API; requests from any other origin but
+	// the gateway's own are refused (see edge.go). Empty: same origin only.
+	CORSOrigins []string
+	// SchemaLimits bound the app's functions (checked by New) and admin
+	// SQL (its length and parameters, checked before it is forwarded);
+	// give the nodes the same values. Zero fields take
+	// schema.DefaultLimits' values.
+	SchemaLimits schema.Limits
 }
 
-// DefaultConfig returns a Config with 1 MiB bodies, a 10s request timeout
-// and a discarding logger; App and Backend are left to the caller.
+// Defaults of the per-client limits: lunora-gateway's flags. They stay
+// off in DefaultConfig: an in-process gateway — dev mode, benchmarks —
+// serves one local user.
+const (
+	DefaultRateLimit              = 1000
+	DefaultRateBurst              = 2000
+	DefaultBodyBytesPerSecond     = 32 << 20
+	DefaultMaxConcurrentPerClient = 256
+	DefaultMaxWebSocketsPerClient = 256
+)
+
+// DefaultConfig returns a Config with 1 MiB bodies, a 10s request timeout,
+// no per-client limits, same-origin browser access only,
+// schema.DefaultLimits and a discarding logger; App and Backend are left
+// to the caller.
 func DefaultConfig() Config {
 	return Config{
 		Logger:         slog.New(slog.NewTextHandler(io.Discard, nil)),
@@ -87,6 +132,8 @@ func DefaultConfig() Config {
 
 		MaxFanOutShards: DefaultMaxFanOutShards,
 		MaxFanOutRows:   DefaultMaxFanOutRows,
+
+		SchemaLimits: schema.DefaultLimits(),
 	}
 }
 
@@ -111,6 +158,31 @@ func (c Config) Validate() error {
 		return errors.New("gateway: Config.Auth and AuthOff exclude each other")
 	case c.Blobs != nil && c.Blobs.validate() != nil:
 		return c.Blobs.validate()
+	case c.RateLimit < 0 || math.IsNaN(c.RateLimit) || math.IsInf(c.RateLimit, 0) || c.RateBurst < 0 || c.BodyBytesPerSecond < 0:
+		return errors.New("gateway: RateLimit, RateBurst and BodyBytesPerSecond must not be negative")
+	case c.MaxConcurrentPerClient < 0 || c.MaxWebSocketsPerClient < 0:
+		return errors.New("gateway: MaxConcurrentPerClient and MaxWebSocketsPerClient must not be negative")
 	}
-	return nil
+	if _, err := ParseOrigins(c.CORSOrigins); err != nil {
+		return fmt.Errorf("gateway: %w", err)
+	}
+	return c.App.CheckLimits(c.schemaLimits())
+}
+
+// schemaLimits is SchemaLimits with zero fields defaulted.
+func (c Config) schemaLimits() schema.Limits {
+	l, def := c.SchemaLimits, schema.DefaultLimits()
+	if l.MaxStatements == 0 {
+		l.MaxStatements = def.MaxStatements
+	}
+	if l.MaxSQLLen == 0 {
+		l.MaxSQLLen = def.MaxSQLLen
+	}
+	if l.MaxParams == 0 {
+		l.MaxParams = def.MaxParams
+	}
+	if l.MaxValueBytes == 0 {
+		l.MaxValueBytes = def.MaxValueBytes
+	}
+	return l
 }

@@ -29,6 +29,11 @@ type Gateway struct {
 	log     *slog.Logger
 	cfg     Config
 	metrics *metrics
+
+	limits    *clientLimits       // per-client limits (limits.go)
+	schemaLim schema.Limits       // Config.SchemaLimits, defaulted
+	origins   []string            // Config.CORSOrigins, normalized (edge.go)
+	originSet map[string]struct{} // origins as a set
 }
 
 // New returns a Gateway for a valid cfg and registers its metrics.
@@ -43,7 +48,16 @@ func New(cfg Config) (*Gateway, error) {
 	if err != nil {
 		return nil, err
 	}
-	return &Gateway{app: cfg.App, backend: cfg.Backend, log: cfg.Logger, cfg: cfg, metrics: m}, nil
+	g := &Gateway{app: cfg.App, backend: cfg.Backend, log: cfg.Logger, cfg: cfg, metrics: m, schemaLim: cfg.schemaLimits()}
+	if g.limits, err = newClientLimits(cfg, cfg.Registerer); err != nil {
+		return nil, err
+	}
+	g.origins, _ = ParseOrigins(cfg.CORSOrigins) // checked by Validate
+	g.originSet = make(map[string]struct{}, len(g.origins))
+	for _, o := range g.origins {
+		g.originSet[o] = struct{}{}
+	}
+	return g, nil
 }
 
 // Call runs a declared function: it validates the arguments, computes the
@@ -51,17 +65,35 @@ func New(cfg Config) (*Gateway, error) {
 // Config.RequestTimeout. It is rpc.Frontend's entry point, so its requests
 // are counted with protocol="grpc"; Handler counts its own as "http".
 func (g *Gateway) Call(ctx context.Context, function string, args map[string]any, shardKey string, read api.ReadOptions) (*api.Result, error) {
+	release, err := g.admitGRPC(ctx)
+	if err != nil {
+		g.metrics.observe(protocolGRPC, g.functionLabel(function), err, 0)
+		return nil, err
+	}
+	defer release()
 	return g.call(ctx, protocolGRPC, time.Now(), function, args, shardKey, read)
 }
 
 // Sql runs one admin statement on the shard named by shardID ("" or
 // schema.RootShard for the root shard). Counted with protocol="grpc".
 func (g *Gateway) Sql(ctx context.Context, shardID, sql string, params map[string]any, read api.ReadOptions) (*api.Result, error) {
+	release, err := g.admitGRPC(ctx)
+	if err != nil {
+		g.metrics.observe(protocolGRPC, sqlLabel, err, 0)
+		return nil, err
+	}
+	defer release()
 	return g.sql(ctx, protocolGRPC, time.Now(), shardID, sql, params, read)
 }
 
 // Status reports the Backend's status. Counted with protocol="grpc".
 func (g *Gateway) Status(ctx context.Context) (*api.Status, error) {
+	release, err := g.admitGRPC(ctx)
+	if err != nil {
+		g.metrics.observe(protocolGRPC, statusLabel, err, 0)
+		return nil, err
+	}
+	defer release()
 	return g.status(ctx, protocolGRPC, time.Now())
 }
 
@@ -122,6 +154,12 @@ func (g *Gateway) sql(ctx context.Context, protocol string, start time.Time, sha
 	}
 	if strings.TrimSpace(sql) == "" {
 		return nil, api.New(codes.InvalidArgument, "sql must not be empty: send exactly one statement")
+	}
+	if len(sql) > g.schemaLim.MaxSQLLen {
+		return nil, api.Errorf(codes.InvalidArgument, "sql is %d bytes, over the limit of %d", len(sql), g.schemaLim.MaxSQLLen)
+	}
+	if len(params) > g.schemaLim.MaxParams {
+		return nil, api.Errorf(codes.InvalidArgument, "params has %d entries, over the limit of %d per statement", len(params), g.schemaLim.MaxParams)
 	}
 	params, err = normalizeParams(params)
 	if err != nil {

@@ -173,7 +173,10 @@ type errorBody struct {
 //
 // Errors are {"error": {"code": "INVALID_ARGUMENT", "message": "..."}} with
 // the status HTTPStatus gives, and a Retry-After header when the error
-// carries a retry hint. Requests are counted with protocol="http".
+// carries a retry hint. Requests are counted with protocol="http". Every
+// answer carries the security headers, and browser requests pass the
+// origin check, of edge.go; the per-client limits of limits.go apply
+// before a request's body is read.
 func (g *Gateway) Handler() http.Handler {
 	mux := http.NewServeMux()
 	mux.Handle("/v1/call", g.only(http.MethodPost, g.serveCall))
@@ -187,7 +190,7 @@ func (g *Gateway) Handler() http.Handler {
 	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
 		g.writeError(w, r, api.Errorf(codes.NotFound, "no endpoint %s: use POST /v1/call, POST /v1/sql or GET /v1/status", clip(r.URL.Path)))
 	})
-	return g.withAuth(mux)
+	return g.edge(g.withAuth(g.limitHTTP(mux))) // edge.go, auth.go, limits.go: the limiter sees the identity
 }
 
 // only answers 405 to any method but method.
@@ -277,6 +280,12 @@ func (g *Gateway) serveStatus(w http.ResponseWriter, r *http.Request) {
 // decodeBody decodes exactly one JSON object of at most MaxBodyBytes into
 // dst, refusing unknown fields. Any content type is accepted.
 func (g *Gateway) decodeBody(w http.ResponseWriter, r *http.Request, dst any) error {
+	if r.ContentLength > g.cfg.MaxBodyBytes {
+		// Refused before a byte of it is read or decoded; the connection
+		// is closed rather than drained.
+		w.Header().Set("Connection", "close")
+		return g.bodyError(r.Context(), &http.MaxBytesError{Limit: g.cfg.MaxBodyBytes})
+	}
 	body := http.MaxBytesReader(w, r.Body, g.cfg.MaxBodyBytes)
 	dec := json.NewDecoder(body)
 	dec.DisallowUnknownFields()

@@ -3,6 +3,7 @@ package gateway
 import (
 	"context"
 	"fmt"
+	"sync"
 	"time"
 
 	"github.com/lunora/lunora/api"
@@ -16,9 +17,37 @@ const subscribePrefix = "subscribe "
 
 // Subscribe starts a live query: it validates the function (a query on a
 // shard), resolves the shard and binds the arguments like Call, then asks
-// the Backend. The stream lives as long as ctx.
+// the Backend. The stream lives as long as ctx. It is rpc.Frontend's
+// entry point: the subscription holds one of its client's live-connection
+// slots (Config.MaxWebSocketsPerClient) until the stream is closed.
 func (g *Gateway) Subscribe(ctx context.Context, function string, args map[string]any, shardKey string, sinceSeq uint64) (api.Stream, error) {
-	return g.subscribe(ctx, protocolGRPC, function, args, shardKey, sinceSeq)
+	release, err := g.limits.admitSocket(grpcClientKey(ctx))
+	if err != nil {
+		label := g.functionLabel(function)
+		if label != unknownLabel {
+			label = subscribePrefix + label
+		}
+		g.metrics.observe(protocolGRPC, label, err, 0)
+		return nil, err
+	}
+	st, err := g.subscribe(ctx, protocolGRPC, function, args, shardKey, sinceSeq)
+	if err != nil {
+		release()
+		return nil, err
+	}
+	return &releasingStream{Stream: st, release: release}, nil
+}
+
+// releasingStream gives its client's slot back when closed.
+type releasingStream struct {
+	api.Stream
+	once    sync.Once
+	release func()
+}
+
+func (s *releasingStream) Close() {
+	s.Stream.Close()
+	s.once.Do(s.release)
 }
 
 func (g *Gateway) subscribe(ctx context.Context, protocol, function string, args map[string]any, shardKey string, sinceSeq uint64) (st api.Stream, err error) {

@@ -32,7 +32,7 @@ import (
 //	{"type":"data","id":"s1","seq":7,"shard_id":"room_id=r1","columns":[...],"rows":[[...]],"keyed":true,"reset":false}
 //	{"type":"delta","id":"s1","seq":8,"changes":[{"op":"insert","key":[...],"row":[...]}]}
 //	{"type":"settled","id":"s1","seq":7}   after the first data (or resumed deltas)
-//	{"type":"error","id":"s1","code":"INVALID_ARGUMENT","message":"..."}
+//	{"type":"error","id":"s1","code":"INVALID_ARGUMENT","message":"...","retry_after_ms":N}
 //	{"type":"pong"}
 //
 // A bad subscribe gets an error frame for its id and the socket stays open;
@@ -64,6 +64,9 @@ type wsOut struct {
 	Reset   bool       `json:"reset,omitempty"`
 	Code    string     `json:"code,omitempty"`
 	Message string     `json:"message,omitempty"`
+	// RetryAfterMS is an error's retry hint (a rate limit's time to the
+	// next token), in milliseconds.
+	RetryAfterMS int64 `json:"retry_after_ms,omitempty"`
 }
 
 type wsChange struct {
@@ -79,18 +82,30 @@ type wsConn struct {
 	c    *websocket.Conn
 	out  chan wsOut
 	mu   sync.Mutex
-	subs map[string]context.CancelFunc
+	subs map[string]*wsSub
 	wg   sync.WaitGroup
+	// client is the key of the per-client limits (ClientKey): each
+	// subscribe frame takes a token of its rate limit.
+	client string
 }
 
 func (g *Gateway) serveSubscribe(w http.ResponseWriter, r *http.Request) {
-	c, err := websocket.Accept(w, r, nil)
+	if _, ok := g.originAllowed(r); !ok {
+		// Handler's edge refuses it first; kept here so that the upgrade
+		// never depends on being mounted behind it.
+		g.writeError(w, r, api.Wrap(ErrOriginNotAllowed, fmt.Sprintf("%q is not in the CORS allow-list", clip(r.Header.Get("Origin")))))
+		return
+	}
+	// The origin was checked above against the same allow-list the rest
+	// of the API uses (exact scheme://host:port); the library's own check
+	// matches hosts only.
+	c, err := websocket.Accept(w, r, &websocket.AcceptOptions{InsecureSkipVerify: true})
 	if err != nil {
 		return // Accept has answered the client
 	}
 	c.SetReadLimit(g.cfg.MaxFrameBytes)
 	ctx, cancel := context.WithCancel(r.Context())
-	ws := &wsConn{g: g, c: c, out: make(chan wsOut, 64), subs: map[string]context.CancelFunc{}}
+	ws := &wsConn{g: g, c: c, out: make(chan wsOut, 64), subs: map[string]*wsSub{}, client: ClientKey(r.Context(), r.RemoteAddr)}
 	writerDone := make(chan struct{})
 	go func() { defer close(writerDone); ws.writeLoop(ctx) }()
 	if id := auth.FromContext(r.Context()); id != nil && !id.Expires.IsZero() {
@@ -106,7 +121,6 @@ func (g *Gateway) serveSubscribe(w http.ResponseWriter, r *http.Request) {
 
 func (ws *wsConn) readLoop(ctx context.Context) (websocket.StatusCode, string) {
 	for {
-		var in wsIn
 		_, data, err := ws.c.Read(ctx)
 		if err != nil {
 			if websocket.CloseStatus(err) != -1 || errors.Is(err, context.Canceled) {
@@ -120,28 +134,39 @@ func (ws *wsConn) readLoop(ctx context.Context) (websocket.StatusCode, string) {
 			// after failing the connection with 1009.
 			return websocket.StatusMessageTooBig, fmt.Sprintf("frame over %d bytes", ws.g.cfg.MaxFrameBytes)
 		}
-		if err := json.Unmarshal(data, &in); err != nil {
-			return websocket.StatusUnsupportedData, "frames must be JSON objects"
-		}
-		switch in.Type {
-		case "subscribe":
-			ws.subscribe(ctx, in)
-		case "unsubscribe":
-			ws.mu.Lock()
-			cancel, ok := ws.subs[in.ID]
-			delete(ws.subs, in.ID)
-			ws.mu.Unlock()
-			if ok {
-				cancel()
-			} else {
-				ws.send(ctx, errFrame(in.ID, api.Errorf(codes.NotFound, "no subscription %q on this connection", clip(in.ID))))
-			}
-		case "ping":
-			ws.send(ctx, wsOut{Type: "pong"})
-		default:
-			ws.send(ctx, errFrame(in.ID, api.Errorf(codes.InvalidArgument, "unknown frame type %q: use subscribe, unsubscribe or ping", clip(in.Type))))
+		if status, reason, closeConn := ws.handleFrame(ctx, data); closeConn {
+			return status, reason
 		}
 	}
+}
+
+// handleFrame acts on one frame from the client. closeConn is true (with
+// the close status and reason) when the frame ends the connection: it is
+// not a JSON object.
+func (ws *wsConn) handleFrame(ctx context.Context, data []byte) (status websocket.StatusCode, reason string, closeConn bool) {
+	var in wsIn
+	if err := json.Unmarshal(data, &in); err != nil {
+		return websocket.StatusUnsupportedData, "frames must be JSON objects", true
+	}
+	switch in.Type {
+	case "subscribe":
+		ws.subscribe(ctx, in)
+	case "unsubscribe":
+		ws.mu.Lock()
+		sub, ok := ws.subs[in.ID]
+		delete(ws.subs, in.ID)
+		ws.mu.Unlock()
+		if ok {
+			sub.cancel()
+		} else {
+			ws.send(ctx, errFrame(in.ID, api.Errorf(codes.NotFound, "no subscription %q on this connection", clip(in.ID))))
+		}
+	case "ping":
+		ws.send(ctx, wsOut{Type: "pong"})
+	default:
+		ws.send(ctx, errFrame(in.ID, api.Errorf(codes.InvalidArgument, "unknown frame type %q: use subscribe, unsubscribe or ping", clip(in.Type))))
+	}
+	return 0, "", false
 }
 
 func (ws *wsConn) subscribe(ctx context.Context, in wsIn) {
@@ -161,6 +186,10 @@ func (ws *wsConn) subscribe(ctx context.Context, in wsIn) {
 		ws.send(ctx, errFrame(in.ID, api.Errorf(codes.ResourceExhausted, "this connection already holds %d subscriptions, the limit", n)))
 		return
 	}
+	if err := ws.g.limits.allow(ws.client); err != nil {
+		ws.send(ctx, errFrame(in.ID, err))
+		return
+	}
 	args, err := schema.DecodeJSONArgs(in.Args)
 	if err != nil {
 		ws.send(ctx, errFrame(in.ID, err))
@@ -173,8 +202,9 @@ func (ws *wsConn) subscribe(ctx context.Context, in wsIn) {
 		ws.send(ctx, errFrame(in.ID, err))
 		return
 	}
+	sub := &wsSub{cancel: cancel}
 	ws.mu.Lock()
-	ws.subs[in.ID] = cancel
+	ws.subs[in.ID] = sub
 	ws.mu.Unlock()
 	ws.wg.Add(1)
 	go func() {
@@ -182,11 +212,18 @@ func (ws *wsConn) subscribe(ctx context.Context, in wsIn) {
 		defer cancel()
 		defer st.Close()
 		ws.relay(sctx, in.ID, st)
+		// The id may name a newer subscription by now (unsubscribed, then
+		// subscribed again): only this one's entry is removed.
 		ws.mu.Lock()
-		delete(ws.subs, in.ID)
+		if ws.subs[in.ID] == sub {
+			delete(ws.subs, in.ID)
+		}
 		ws.mu.Unlock()
 	}()
 }
+
+// wsSub is one live subscription of a connection.
+type wsSub struct{ cancel context.CancelFunc }
 
 // relay sends a subscription's updates until it ends.
 func (ws *wsConn) relay(ctx context.Context, id string, st api.Stream) {
@@ -281,7 +318,12 @@ func jsonRow(r []any) []any {
 }
 
 func errFrame(id string, err error) wsOut {
-	return wsOut{Type: "error", ID: id, Code: code.Code(api.CodeOf(err)).String(), Message: err.Error()}
+	f := wsOut{Type: "error", ID: id, Code: code.Code(api.CodeOf(err)).String(), Message: err.Error()}
+	var ae *api.Error
+	if errors.As(err, &ae) && ae.RetryAfter > 0 {
+		f.RetryAfterMS = max(1, ae.RetryAfter.Milliseconds())
+	}
+	return f
 }
 
 // expire ends the connection because its credential expired at.

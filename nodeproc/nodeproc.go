@@ -286,6 +286,7 @@ func Start(cfg Config) (p *Process, err error) {
 		// binds dev mode to loopback only (cmd/lunora-node).
 		gc.App, gc.Backend, gc.Logger, gc.Registerer, gc.AuthOff = cfg.App, devBackend{p.Node}, log, cfg.Registry, true
 		gc.Blobs = cfg.Blobs
+		gc.SchemaLimits = schema.Limits{MaxStatements: sc.MaxStatements, MaxSQLLen: sc.MaxSQLLen, MaxParams: sc.MaxParams, MaxValueBytes: sc.MaxValueBytes}
 		if api, err = gateway.New(gc); err != nil {
 			return nil, err
 		}
@@ -319,7 +320,7 @@ func Start(cfg Config) (p *Process, err error) {
 	if p.tls != nil {
 		h = requireClusterCert(BackupPath, h)
 	}
-	httpAddr, err := p.Server.ServeHTTP(cfg.HTTPAddr, h)
+	httpAddr, err := p.Server.ServeHTTP(cfg.HTTPAddr, gateway.SecurityHeaders(h))
 	if err != nil {
 		return nil, err
 	}

@@ -35,6 +35,9 @@ func (h *Host) checkAdminSQL(sql string, params map[string]any) ([]driver.NamedV
 	if len(sql) > h.cfg.MaxSQLLen {
 		return nil, api.Errorf(codes.InvalidArgument, "sql is %d bytes, over the limit of %d", len(sql), h.cfg.MaxSQLLen)
 	}
+	if len(params) > h.cfg.MaxParams {
+		return nil, api.Errorf(codes.InvalidArgument, "params has %d entries, over the limit of %d per statement", len(params), h.cfg.MaxParams)
+	}
 	verb := schema.FirstKeyword(sql)
 	if !adminVerbs[verb] && !refusedVerbs[verb] {
 		return nil, api.Errorf(codes.InvalidArgument, "sql: %q does not start a statement; admin SQL may SELECT, INSERT, UPDATE, DELETE, REPLACE, WITH or VALUES", verb)

@@ -54,8 +54,20 @@ type Config struct {
 	// of its encodings.
 	MaxResultRows  int
 	MaxResultBytes int
-	// MaxSQLLen bounds an admin SQL statement in bytes.
+	// MaxSQLLen bounds an admin SQL statement in bytes, and a function
+	// statement of the App (checked by Validate).
 	MaxSQLLen int
+	// MaxParams bounds the named parameters of an admin statement, the
+	// arguments a function declares, and a statement's parameters on
+	// every shard connection (SQLITE_LIMIT_VARIABLE_NUMBER).
+	MaxParams int
+	// MaxValueBytes is the largest string or blob one statement may build
+	// or bind (SQLITE_LIMIT_LENGTH): it caps what zeroblob, randomblob,
+	// printf, || and group_concat can make a statement allocate.
+	MaxValueBytes int
+	// MaxStatements bounds the statements of one function of the App
+	// (checked by Validate).
+	MaxStatements int
 	// ResultBudget bounds the bytes of results the node collects and holds
 	// at once, over all shards (each counted at its encoded size, see
 	// MaxResultBytes); past it a call answers RESOURCE_EXHAUSTED with a
@@ -131,7 +143,10 @@ func DefaultConfig() Config {
 		StatementTimeout: 5 * time.Second,
 		MaxResultRows:    10000,
 		MaxResultBytes:   8 << 20,
-		MaxSQLLen:        64 << 10,
+		MaxSQLLen:        schema.DefaultMaxSQLLen,
+		MaxParams:        schema.DefaultMaxParams,
+		MaxValueBytes:    schema.DefaultMaxValueBytes,
+		MaxStatements:    schema.DefaultMaxStatements,
 		ResultBudget:     256 << 20,
 
 		MaxSubscriptions:        100000,
@@ -173,12 +188,19 @@ func (c *Config) Validate() error {
 		return errors.New("shardhost: result and SQL bounds must be positive")
 	case c.MaxSubscriptions < 1 || c.SubscriptionBuffer < 1 || c.SubscriptionHistory < 1 || c.SubscriptionHistoryRows < 1:
 		return errors.New("shardhost: MaxSubscriptions, SubscriptionBuffer, SubscriptionHistory and SubscriptionHistoryRows must be at least 1")
+	case c.MaxParams < 1 || c.MaxValueBytes < 1 || c.MaxStatements < 1:
+		return errors.New("shardhost: MaxParams, MaxValueBytes and MaxStatements must be at least 1")
 	case c.MoveWait <= 0:
 		return errors.New("shardhost: MoveWait must be positive")
 	case c.SubscriptionGrace < 0:
 		return errors.New("shardhost: SubscriptionGrace must not be negative")
 	}
-	return nil
+	return c.App.CheckLimits(c.schemaLimits())
+}
+
+// schemaLimits are the bounds every function of the App must keep to.
+func (c *Config) schemaLimits() schema.Limits {
+	return schema.Limits{MaxStatements: c.MaxStatements, MaxSQLLen: c.MaxSQLLen, MaxParams: c.MaxParams, MaxValueBytes: c.MaxValueBytes}
 }
 
 func (c *Config) logger() *slog.Logger {
@@ -189,7 +211,8 @@ func (c *Config) logger() *slog.Logger {
 }
 
 func (h *Host) connOptions(readOnly bool) sqlitex.Options {
-	return sqlitex.Options{Synchronous: h.cfg.Synchronous, CacheKiB: h.cfg.CacheKiB, ReadOnly: readOnly, MaxSQLLen: h.cfg.MaxSQLLen}
+	return sqlitex.Options{Synchronous: h.cfg.Synchronous, CacheKiB: h.cfg.CacheKiB, ReadOnly: readOnly,
+		MaxSQLLen: h.cfg.MaxSQLLen, MaxParams: h.cfg.MaxParams, MaxValueBytes: h.cfg.MaxValueBytes}
 }
 
 func (h *Host) limits() sqlitex.Limits {

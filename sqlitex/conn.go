@@ -32,6 +32,7 @@ type Conn struct {
 
 	denied     string // the sandbox's reason for its last refusal
 	assertMsg  string // set when lunora_assert fails
+	tooBig     bool   // set when a Go built-in refuses a value over maxValue
 	foreignRow string // set when a row for another shard is written (I1)
 	dirty      bool   // set by the update hook when a row changes
 	lastSQL    string // the statement last prepared for user SQL, for Classify
@@ -52,6 +53,10 @@ type Conn struct {
 
 	match matchState // LIKE and GLOB (match.go)
 
+	// maxValue is the SQLITE_LIMIT_LENGTH Open set (Options.MaxValueBytes);
+	// the Go implementations of built-ins (functions.go) keep to it too.
+	maxValue int
+
 	// written lists, deduplicated, the tables the update hook saw change
 	// since ResetWritten. It is reused between transactions, so noting a
 	// row change allocates nothing once a table has been seen.
@@ -71,7 +76,19 @@ type Options struct {
 	ReadOnly bool
 	// MaxSQLLen bounds a statement's length.
 	MaxSQLLen int
+	// MaxValueBytes is the largest string or blob a statement may build
+	// or bind (SQLITE_LIMIT_LENGTH): zeroblob, randomblob, printf, ||,
+	// group_concat and replace over it fail with "string or blob too big"
+	// instead of growing. Zero means DefaultMaxValueBytes.
+	MaxValueBytes int
+	// MaxParams bounds the parameters of a statement
+	// (SQLITE_LIMIT_VARIABLE_NUMBER: ?NNN and named ones alike). Zero
+	// leaves SQLite's default (32766).
+	MaxParams int
 }
+
+// DefaultMaxValueBytes is Options.MaxValueBytes when zero.
+const DefaultMaxValueBytes = 16 << 20
 
 // Limits bound a result.
 type Limits struct {
@@ -123,8 +140,15 @@ func Open(path string, o Options) (*Conn, error) {
 	// No attached databases at all: the shard's own file is the only one a
 	// connection can ever see.
 	c.C.SetLimit(sqlite3.SQLITE_LIMIT_ATTACHED, 0)
-	c.C.SetLimit(sqlite3.SQLITE_LIMIT_LENGTH, 16<<20)
+	c.maxValue = o.MaxValueBytes
+	if c.maxValue <= 0 {
+		c.maxValue = DefaultMaxValueBytes
+	}
+	c.C.SetLimit(sqlite3.SQLITE_LIMIT_LENGTH, c.maxValue)
 	c.C.SetLimit(sqlite3.SQLITE_LIMIT_SQL_LENGTH, o.MaxSQLLen)
+	if o.MaxParams > 0 {
+		c.C.SetLimit(sqlite3.SQLITE_LIMIT_VARIABLE_NUMBER, o.MaxParams)
+	}
 	c.stmts.init(stmtCacheSize)
 	if err := c.register(); err != nil {
 		c.C.Close()
@@ -338,7 +362,7 @@ func (c *Conn) TablesRead(stmts []string) ([]string, error) {
 
 // Reset clears what the functions and sandbox reported.
 func (c *Conn) Reset() {
-	c.denied, c.assertMsg, c.foreignRow, c.dirty = "", "", "", false
+	c.denied, c.assertMsg, c.foreignRow, c.dirty, c.tooBig = "", "", "", false, false
 }
 
 // Exec runs the runtime's own SQL (migrations, DDL; several statements

@@ -26,8 +26,6 @@ const (
 	checkEvery = 1 << 12
 	// maxPatternLen is SQLite's default SQLITE_MAX_LIKE_PATTERN_LENGTH.
 	maxPatternLen = 50000
-	// maxValueLen is the SQLITE_LIMIT_LENGTH Open sets.
-	maxValueLen = 16 << 20
 )
 
 var (
@@ -44,7 +42,7 @@ func (c *Conn) registerBoundedFunctions() error {
 		impl any
 	}{
 		{"instr", instr},
-		{"replace", replace},
+		{"replace", c.replace},
 		{"trim", trimFunc(true, true)},
 		{"ltrim", trimFunc(true, false)},
 		{"rtrim", trimFunc(false, true)},
@@ -276,7 +274,7 @@ func instr(xv, yv any) (any, error) {
 
 // replace(X, Y, Z): X with every Y replaced by Z; X itself when Y is
 // empty; NULL if any is NULL.
-func replace(xv, yv, zv any) (any, error) {
+func (c *Conn) replace(xv, yv, zv any) (any, error) {
 	x, ok1 := text(xv)
 	y, ok2 := text(yv)
 	if !ok1 || !ok2 {
@@ -289,7 +287,8 @@ func replace(xv, yv, zv any) (any, error) {
 	if !ok3 {
 		return nil, nil
 	}
-	if n := strings.Count(x, y); len(x)+n*(len(z)-len(y)) > maxValueLen {
+	if n := strings.Count(x, y); len(x)+n*(len(z)-len(y)) > c.maxValue {
+		c.tooBig = true
 		return nil, errTooBig
 	}
 	return strings.ReplaceAll(x, y, z), nil

@@ -189,6 +189,8 @@ func (c *Conn) Classify(err error, shardID string) error {
 		return api.Wrap(ErrForeignRow, fmt.Sprintf("%s does not belong in shard %s", c.foreignRow, shardID))
 	case c.denied != "":
 		return api.Wrap(ErrSandbox, c.denied)
+	case c.tooBig:
+		return c.tooBigError(err)
 	case errors.Is(err, context.DeadlineExceeded):
 		return api.Errorf(codes.DeadlineExceeded, "statement ran past its time limit: %v", err)
 	case errors.Is(err, context.Canceled):
@@ -206,7 +208,7 @@ func (c *Conn) Classify(err error, shardID string) error {
 		case sqlite3.ErrInterrupt:
 			return api.Errorf(codes.DeadlineExceeded, "statement interrupted: it ran past its time limit or was canceled")
 		case sqlite3.ErrTooBig:
-			return api.Errorf(codes.InvalidArgument, "value or statement too large: %v", se)
+			return c.tooBigError(se)
 		case sqlite3.ErrBusy, sqlite3.ErrLocked:
 			return &api.Error{Code: codes.Unavailable, Msg: "shard is busy: " + se.Error(), RetryAfter: busyRetryAfter}
 		case sqlite3.ErrFull, sqlite3.ErrIoErr, sqlite3.ErrCorrupt, sqlite3.ErrNotADB, sqlite3.ErrCantOpen, sqlite3.ErrNomem:
@@ -223,6 +225,10 @@ func (c *Conn) Classify(err error, shardID string) error {
 		return api.Errorf(codes.Internal, "SQLite error on shard %s: %v", shardID, se)
 	}
 	return api.Errorf(codes.InvalidArgument, "SQL error: %v", err)
+}
+
+func (c *Conn) tooBigError(err error) error {
+	return api.Errorf(codes.InvalidArgument, "value or statement too large (a string or blob may hold at most %d bytes): %v", c.maxValue, err)
 }
 
 // writeTarget returns the table a statement writes (UPDATE t, INSERT INTO

@@ -7,8 +7,10 @@ import (
 	"os"
 	"time"
 
+	"github.com/lunora/lunora/gateway"
 	"github.com/lunora/lunora/internal/cli"
 	"github.com/lunora/lunora/membership"
+	"github.com/lunora/lunora/schema"
 	"github.com/lunora/lunora/server"
 )
 
@@ -22,6 +24,14 @@ type options struct {
 	maxBodyBytes   int64
 	server         server.Config // listener bounds: timeouts, connection caps
 	auth           authOptions
+	limits         schema.Limits // statements: -max-sql-bytes, -max-params, ...
+
+	rateLimit     float64 // per client (gateway.Config.RateLimit)
+	rateBurst     int
+	rateBytes     int64
+	maxConcurrent int
+	maxSockets    int
+	corsOrigins   []string
 
 	gatewayID   string
 	gossipAddr  string
@@ -33,6 +43,14 @@ type options struct {
 
 	validate bool // -validate: check everything, serve nothing
 	blob     *cli.BlobFlags
+}
+
+// applyLimits sets the per-client, CORS and statement bounds of c from
+// the flags.
+func (o *options) applyLimits(c *gateway.Config) {
+	c.RateLimit, c.RateBurst, c.BodyBytesPerSecond = o.rateLimit, o.rateBurst, o.rateBytes
+	c.MaxConcurrentPerClient, c.MaxWebSocketsPerClient = o.maxConcurrent, o.maxSockets
+	c.CORSOrigins, c.SchemaLimits = o.corsOrigins, o.limits
 }
 
 func parseFlags(args []string, stderr io.Writer) (*options, error) {
@@ -59,11 +77,29 @@ func parseFlags(args []string, stderr io.Writer) (*options, error) {
 	o.server.RegisterFlags(fs)
 	o.auth.register(fs)
 	o.blob = cli.RegisterBlobFlags(fs, false)
+	cli.RegisterSchemaLimits(fs, &o.limits)
+	fs.Float64Var(&o.rateLimit, "rate-limit", gateway.DefaultRateLimit, "requests per second one client may send (HTTP requests, gRPC calls, WebSocket subscribe frames); over it 429 / RESOURCE_EXHAUSTED with Retry-After. A client is its authenticated identity, else its IP address (an IPv6 /64) (0: no limit)")
+	fs.IntVar(&o.rateBurst, "rate-burst", gateway.DefaultRateBurst, "requests one client may send at once above -rate-limit, refilled at that rate")
+	fs.Int64Var(&o.rateBytes, "rate-limit-bytes", gateway.DefaultBodyBytesPerSecond, "bytes of HTTP request bodies one client may send per second (a bucket of at least -max-body-bytes); a client that sent more is refused with 429 until it is paid back (0: no limit)")
+	fs.IntVar(&o.maxConcurrent, "max-concurrent-per-client", gateway.DefaultMaxConcurrentPerClient, "requests one client may have in flight at once (0: no limit)")
+	fs.IntVar(&o.maxSockets, "max-websockets-per-client", gateway.DefaultMaxWebSocketsPerClient, "WebSockets and gRPC subscription streams one client may hold open at once (0: no limit)")
+	corsOrigins := fs.String("cors-origins", "", "origins (scheme://host[:port], comma separated, or * for any) whose web pages may call the API; a browser request from any other origin but the gateway's own is refused with 403. No credentials are ever allowed cross-origin")
 	fs.BoolVar(&o.validate, "validate", false, "check the flags and the schema, print a summary and exit 0 — or name the problem and exit 2 — without listening, gossiping or dialing a node")
 	if err := fs.Parse(args); err != nil {
 		return nil, err
 	}
 	o.gossipSeeds = cli.SplitList(*gossipSeeds)
+	if err := o.limits.Validate(); err != nil {
+		return nil, err
+	}
+	if o.rateLimit < 0 || o.rateBurst < 0 || o.rateBytes < 0 || o.maxConcurrent < 0 || o.maxSockets < 0 {
+		return nil, fmt.Errorf("-rate-limit, -rate-burst, -rate-limit-bytes, -max-concurrent-per-client and -max-websockets-per-client must not be negative")
+	}
+	origins, err := gateway.ParseOrigins(cli.SplitList(*corsOrigins))
+	if err != nil {
+		return nil, fmt.Errorf("-cors-origins: %w", err)
+	}
+	o.corsOrigins = origins
 	if *gossipKey != "" {
 		k, err := membership.ParseKey(*gossipKey)
 		if err != nil {

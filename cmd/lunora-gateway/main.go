@@ -114,6 +114,7 @@ func run(ctx context.Context, o *options, stdout, stderr io.Writer) error {
 	if gcfg.Blobs, err = o.blob.Open(ctx, ""); err != nil {
 		return err
 	}
+	o.applyLimits(&gcfg)
 	gw, err := gateway.New(gcfg)
 	if err != nil {
 		return err
@@ -142,7 +143,7 @@ func run(ctx context.Context, o *options, stdout, stderr io.Writer) error {
 	if err != nil {
 		return err
 	}
-	httpAddr, err := proc.ServeHTTP(o.httpAddr, proc.Handler(reg, gw.Handler()))
+	httpAddr, err := proc.ServeHTTP(o.httpAddr, gateway.SecurityHeaders(proc.Handler(reg, gw.Handler())))
 	if err != nil {
 		return err
 	}

@@ -25,6 +25,9 @@ func validate(o *options, stdout io.Writer) error {
 	if err != nil {
 		return err
 	}
+	if err := app.CheckLimits(o.limits); err != nil {
+		return err
+	}
 	rc := router.DefaultConfig()
 	rc.App, rc.Seeds = app, cli.SplitList(o.nodeAddr)
 	if len(rc.Seeds) > 0 { // otherwise gossip finds the nodes (parseFlags checked it is set)

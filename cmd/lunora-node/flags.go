@@ -12,6 +12,7 @@ import (
 	"github.com/lunora/lunora/membership"
 	"github.com/lunora/lunora/node"
 	"github.com/lunora/lunora/raftglobal"
+	"github.com/lunora/lunora/schema"
 	"github.com/lunora/lunora/server"
 	"github.com/lunora/lunora/shardhost"
 )
@@ -38,6 +39,7 @@ type options struct {
 	maxActive    int
 	mailbox      int
 	maxInFlight  int
+	limits       schema.Limits // -max-sql-bytes, -max-params, -max-value-bytes, -max-function-statements
 
 	snapshotThreshold uint64
 	batching          bool
@@ -86,6 +88,7 @@ func (o *options) globalConfig() raftglobal.Config {
 	}
 	c.Batching = o.batching
 	c.TargetVoters = o.voters
+	c.MaxSQLLen = o.limits.MaxSQLLen
 	return c
 }
 
@@ -165,6 +168,7 @@ func parseFlags(args []string, stderr io.Writer) (*options, error) {
 	fs.Int64Var(&o.resultBudget, "result-budget", def.ResultBudget, "bytes of results (as encoded) the node holds at once over all shards before RESOURCE_EXHAUSTED (0: no bound)")
 	fs.IntVar(&o.mailbox, "mailbox", def.MailboxSize, "mutations queued per shard before RESOURCE_EXHAUSTED")
 	fs.IntVar(&o.maxInFlight, "max-in-flight", def.MaxInFlight, "requests served at once before RESOURCE_EXHAUSTED")
+	cli.RegisterSchemaLimits(fs, &o.limits)
 	fs.IntVar(&o.weight, "weight", 1, "cluster: this node's share of shards relative to the others (0: hosts no shards)")
 	fs.IntVar(&o.maxMoves, "max-moves", 8, "cluster: most shard handoffs this node sends at once")
 	fs.Int64Var(&o.moveRate, "move-rate", 0, "cluster: bytes per second this node streams in handoffs (0: no limit)")
@@ -185,6 +189,9 @@ func parseFlags(args []string, stderr io.Writer) (*options, error) {
 	}
 	if fs.NArg() > 0 {
 		return nil, fmt.Errorf("unexpected argument %q (subcommands: serve, dev, status, keys, remove-node, backup, restore)", fs.Arg(0))
+	}
+	if err := o.limits.Validate(); err != nil {
+		return nil, err
 	}
 	if o.voters < 1 {
 		return nil, fmt.Errorf("-voters must be at least 1")

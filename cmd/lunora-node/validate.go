@@ -33,6 +33,7 @@ func validate(o *options, stdout io.Writer) error {
 	sc.Synchronous, sc.IdleTimeout, sc.MaxActive = o.synchronous, o.idleTimeout, o.maxActive
 	sc.MailboxSize, sc.MaxInFlight = o.mailbox, o.maxInFlight
 	sc.StatementTimeout, sc.ResultBudget = o.stmtTimeout, o.resultBudget
+	sc.MaxSQLLen, sc.MaxParams, sc.MaxValueBytes, sc.MaxStatements = o.limits.MaxSQLLen, o.limits.MaxParams, o.limits.MaxValueBytes, o.limits.MaxStatements
 	sc.Dir, sc.App, sc.NodeID = o.dataDir, app, o.nodeID
 	if err := sc.Validate(); err != nil {
 		return err

@@ -41,6 +41,10 @@ func TestValidate(t *testing.T) {
 		{args: []string{"serve", "-schema", schemaPath, "-synchronous", "SOMETIMES"}, want: "Synchronous"},
 		{args: []string{"serve", "-schema", schemaPath, "-idle-timeout", "0s"}, want: "IdleTimeout"},
 		{args: []string{"serve", "-schema", schemaPath, "-log-level", "loud"}, want: "-log-level"},
+		{args: []string{"serve", "-schema", schemaPath, "-max-function-statements", "2"}, want: "over the limit of 2 per function"},
+		{args: []string{"serve", "-schema", schemaPath, "-max-sql-bytes", "50"}, want: "over the limit of 50 (-max-sql-bytes)"},
+		{args: []string{"serve", "-schema", schemaPath, "-max-value-bytes", "100"}, want: "-max-value-bytes"},
+		{args: []string{"serve", "-schema", schemaPath, "-max-params", "0"}, want: "must be positive"},
 		{args: []string{"serve", "-schema", filepath.Join(t.TempDir(), "none.yaml")}, want: "none.yaml"},
 		{args: []string{"serve", "-schema", schemaPath, "-raft-addr", ":7072"}, env: map[string]string{"LUNORA_K8S_SERVICE": "lunora-node", "POD_NAME": "web", "POD_IP": "10.0.0.9"}, want: "POD_NAME"},
 	} {
