@@ -32,7 +32,7 @@ func FuzzHTTPEnvelope(f *testing.F) {
 	}
 	be := &fakeBackend{}
 	cfg := gateway.DefaultConfig()
-	cfg.App, cfg.Backend = app, be
+	cfg.App, cfg.Backend, cfg.AuthOff = app, be, true
 	cfg.Logger = slog.New(slog.DiscardHandler)
 	cfg.MaxBodyBytes = 64 << 10
 	gw, err := gateway.New(cfg)

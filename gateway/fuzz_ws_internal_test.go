@@ -68,7 +68,7 @@ func FuzzWebSocketFrames(f *testing.F) {
 		f.Fatal(err)
 	}
 	cfg := DefaultConfig()
-	cfg.App, cfg.Backend, cfg.Logger = app, snapshotBackend{}, slog.New(slog.DiscardHandler)
+	cfg.App, cfg.Backend, cfg.Logger, cfg.AuthOff = app, snapshotBackend{}, slog.New(slog.DiscardHandler), true
 	cfg.MaxSubscriptionsPerConn = 4
 	g, err := New(cfg)
 	if err != nil {

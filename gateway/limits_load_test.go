@@ -65,7 +65,7 @@ func TestLimitsHoldUnderAbuse(t *testing.T) {
 		p.Shutdown(ctx)
 	})
 	cfg := gateway.DefaultConfig()
-	cfg.App, cfg.Backend, cfg.Logger = app, p.Node, slog.New(slog.DiscardHandler)
+	cfg.App, cfg.Backend, cfg.Logger, cfg.AuthOff = app, p.Node, slog.New(slog.DiscardHandler), true
 	cfg.RateLimit, cfg.RateBurst = 1000, 1000
 	cfg.BodyBytesPerSecond = gateway.DefaultBodyBytesPerSecond
 	cfg.MaxConcurrentPerClient = 4

@@ -63,7 +63,7 @@ func TestRateLimitPerClient(t *testing.T) {
 	if w := serve(h, "10.0.0.2:5000", nil, "POST", "/v1/call", sendBody, nil); w.Code != 200 {
 		t.Errorf("another client: %d %s", w.Code, w.Body)
 	}
-	ann := &auth.Identity{Method: auth.MethodJWT, Role: auth.RoleClient, Subject: "ann"}
+	ann := &auth.Identity{Method: auth.MethodJWT, Role: auth.RoleService, Subject: "ann"}
 	for i := 0; i < 3; i++ {
 		if w := serve(h, "10.0.0.1:5000", ann, "POST", "/v1/call", sendBody, nil); w.Code != 200 {
 			t.Fatalf("identity ann, request %d: %d %s", i+1, w.Code, w.Body)
@@ -314,20 +314,20 @@ func TestLimitsConfigRefused(t *testing.T) {
 }
 
 func TestAdminSQLBoundsAtTheGateway(t *testing.T) {
-	e := newEnv(t, func(c *gateway.Config) { c.SchemaLimits.MaxSQLLen, c.SchemaLimits.MaxParams = 200, 3 })
+	e := newEnv(t, func(c *gateway.Config) { c.SchemaLimits.MaxSQLLen, c.SchemaLimits.MaxParams = 200, 4 })
 	long := "SELECT '" + strings.Repeat("x", 200) + "'"
 	a := e.do(t, "POST", "/v1/sql", `{"shard_id": "room_id=r1", "sql": "`+long+`"}`)
 	if code, msg := a.errorOf(t); a.status != 400 || code != "INVALID_ARGUMENT" || !strings.Contains(msg, "over the limit of 200") {
 		t.Errorf("long SQL: %d %s", a.status, a.raw)
 	}
-	a = e.do(t, "POST", "/v1/sql", `{"shard_id": "room_id=r1", "sql": "SELECT :a, :b, :c, :d", "params": {"a": 1, "b": 2, "c": 3, "d": 4}}`)
-	if code, msg := a.errorOf(t); a.status != 400 || code != "INVALID_ARGUMENT" || !strings.Contains(msg, "4 entries, over the limit of 3") {
-		t.Errorf("4 params: %d %s", a.status, a.raw)
+	a = e.do(t, "POST", "/v1/sql", `{"shard_id": "room_id=r1", "sql": "SELECT :a, :b, :c, :d, :e", "params": {"a": 1, "b": 2, "c": 3, "d": 4, "e": 5}}`)
+	if code, msg := a.errorOf(t); a.status != 400 || code != "INVALID_ARGUMENT" || !strings.Contains(msg, "5 entries, over the limit of 4") {
+		t.Errorf("5 params: %d %s", a.status, a.raw)
 	}
 	if e.backend.count() != 0 {
 		t.Errorf("the backend saw %d statements", e.backend.count())
 	}
-	if a := e.do(t, "POST", "/v1/sql", `{"shard_id": "room_id=r1", "sql": "SELECT :a, :b, :c", "params": {"a": 1, "b": 2, "c": 3}}`); a.status != 200 {
+	if a := e.do(t, "POST", "/v1/sql", `{"shard_id": "room_id=r1", "sql": "SELECT :a, :b, :c, :d", "params": {"a": 1, "b": 2, "c": 3, "d": 4}}`); a.status != 200 {
 		t.Errorf("within the bounds: %d %s", a.status, a.raw)
 	}
 }

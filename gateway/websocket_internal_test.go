@@ -54,7 +54,7 @@ func TestResubscribeSameID(t *testing.T) {
 	}
 	be := &gatedBackend{release: make(chan struct{}), closed: make(chan struct{})}
 	cfg := DefaultConfig()
-	cfg.App, cfg.Backend, cfg.Logger = app, be, slog.New(slog.DiscardHandler)
+	cfg.App, cfg.Backend, cfg.Logger, cfg.AuthOff = app, be, slog.New(slog.DiscardHandler), true
 	g, err := New(cfg)
 	if err != nil {
 		t.Fatal(err)
