@@ -277,13 +277,28 @@ func (g *Gateway) serveStatus(w http.ResponseWriter, r *http.Request) {
 	})
 }
 
+// discardBody closes the connection after the answer and, when the body's
+// declared length is at most max, first reads and drops it (for at most
+// 2 s): a server that closes a connection with unread data resets it, and
+// the client, still writing, often never reads the answer.
+func discardBody(w http.ResponseWriter, r *http.Request, max int64) {
+	w.Header().Set("Connection", "close")
+	if r.ContentLength <= 0 || r.ContentLength > max {
+		return
+	}
+	_ = http.NewResponseController(w).SetReadDeadline(time.Now().Add(2 * time.Second))
+	io.CopyN(io.Discard, r.Body, r.ContentLength)
+}
+
 // decodeBody decodes exactly one JSON object of at most MaxBodyBytes into
 // dst, refusing unknown fields. Any content type is accepted.
 func (g *Gateway) decodeBody(w http.ResponseWriter, r *http.Request, dst any) error {
 	if r.ContentLength > g.cfg.MaxBodyBytes {
-		// Refused before a byte of it is read or decoded; the connection
-		// is closed rather than drained.
-		w.Header().Set("Connection", "close")
+		// Refused before a byte of it is decoded. A body a few times the
+		// limit is read and dropped, so the client, still sending it,
+		// reads the 413 rather than a connection reset; a larger one is
+		// not, and the connection closes either way.
+		discardBody(w, r, 4*g.cfg.MaxBodyBytes)
 		return g.bodyError(r.Context(), &http.MaxBytesError{Limit: g.cfg.MaxBodyBytes})
 	}
 	body := http.MaxBytesReader(w, r.Body, g.cfg.MaxBodyBytes)

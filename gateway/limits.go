@@ -387,9 +387,11 @@ func (g *Gateway) limitHTTP(next http.Handler) http.Handler {
 		}
 		if err != nil {
 			if r.ContentLength != 0 {
-				// Its body is not read: close the connection rather than
-				// receive and drain what the client keeps sending.
-				w.Header().Set("Connection", "close")
+				// Its body is not read: the connection closes after the
+				// answer; a small body (a typical call) is dropped first
+				// so the client reads the 429, a large one is not
+				// received at all.
+				discardBody(w, r, 64<<10)
 			}
 			g.metrics.observe(protocolHTTP, limitedLabel, err, 0)
 			g.writeError(w, r, err)
