@@ -51,6 +51,9 @@ type Host struct {
 	onDisk          atomic.Int64
 	closedSinceTrim atomic.Int64
 
+	// alarms is the node's index of due alarms (alarms.go).
+	alarms *alarmIndex
+
 	stop     chan struct{}
 	janitor  sync.WaitGroup
 	shutOnce sync.Once
@@ -109,8 +112,12 @@ func New(cfg Config) (*Host, error) {
 	}
 	h.onDisk.Store(n)
 	h.m.onDisk.Set(float64(n))
-	h.janitor.Add(1)
+	if h.alarms, err = h.openAlarmIndex(); err != nil {
+		return nil, fmt.Errorf("shardhost: open the alarm index: %w", err)
+	}
+	h.janitor.Add(2)
 	go h.runJanitor()
+	go h.runAlarms()
 	return h, nil
 }
 
@@ -366,6 +373,9 @@ func (h *Host) Shutdown(ctx context.Context) error {
 		}
 		h.mu.Unlock()
 		h.closeActors(all)
+		if cerr := h.alarms.close(); cerr != nil && err == nil {
+			err = fmt.Errorf("shardhost: close the alarm index: %w", cerr)
+		}
 	})
 	return err
 }
