@@ -346,12 +346,12 @@ func (a *actor) alarmFailed(al alarmRow, now time.Time, cause error) error {
 // alarmIndex is the node's durable hint of each shard's next due alarm,
 // with its in-memory copy ordered by due time for the scheduler.
 type alarmIndex struct {
-	mu   sync.Mutex
-	db   *sqlitex.Conn
+	mu     sync.Mutex
+	db     *sqlitex.Conn
 	stored map[string]int64 // the durable entries
 	due    map[string]int64 // the entries the scheduler has yet to fire
-	q    dueHeap          // entries by due time; stale ones are skipped
-	wake chan struct{}
+	q      dueHeap          // entries by due time; stale ones are skipped
+	wake   chan struct{}
 }
 
 type dueEntry struct {
