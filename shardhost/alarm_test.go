@@ -442,3 +442,54 @@ func TestAlarmIndexCrashPoints(t *testing.T) {
 		t.Fatalf("rolled-back alarm fired: %v", f)
 	}
 }
+
+// TestAlarmMovesWithAHandoff: the alarm rows travel in the shard's file;
+// the receiver indexes them on install and fires them, the sender drops
+// its entry and never fires them.
+func TestAlarmMovesWithAHandoff(t *testing.T) {
+	ctx := context.Background()
+	cfgA, cfgB := alarmConfig(t, t.TempDir()), alarmConfig(t, t.TempDir())
+	cfgA.NodeID, cfgB.NodeID = "a", "b"
+	a, b := openAlarmHost(t, cfgA), openAlarmHost(t, cfgB)
+	for i := range 3 {
+		if _, err := addJob(a, "m", fmt.Sprint("t", i), 700, nil); err != nil {
+			t.Fatal(err)
+		}
+	}
+	f, err := a.Freeze(ctx, "job=m")
+	if err != nil {
+		t.Fatal(err)
+	}
+	file, err := f.Open()
+	if err != nil {
+		t.Fatal(err)
+	}
+	err = b.Receive(ctx, f.ShardID, file, f.Size, f.SHA256[:])
+	file.Close()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := b.Install("job=m"); err != nil {
+		t.Fatal(err)
+	}
+	if _, ok := b.AlarmIndex()["job=m"]; !ok {
+		t.Fatalf("receiver's index after the install: %v", b.AlarmIndex())
+	}
+	if err := a.Drop(f, "b"); err != nil {
+		t.Fatal(err)
+	}
+	if idx := a.AlarmIndex(); len(idx) != 0 {
+		t.Fatalf("sender's index after the drop: %v", idx)
+	}
+	waitFor(t, 10*time.Second, func() error {
+		if f := fired(t, b, "m"); len(f) != 3 {
+			return fmt.Errorf("fired on b: %v", f)
+		}
+		return nil
+	})
+	for tag, f := range fired(t, b, "m") {
+		if f.attempt != 1 {
+			t.Errorf("%s fired at attempt %d", tag, f.attempt)
+		}
+	}
+}

@@ -33,6 +33,7 @@ func validate(o *options, stdout io.Writer) error {
 	sc.Synchronous, sc.IdleTimeout, sc.MaxActive = o.synchronous, o.idleTimeout, o.maxActive
 	sc.MailboxSize, sc.MaxInFlight = o.mailbox, o.maxInFlight
 	sc.StatementTimeout, sc.ResultBudget = o.stmtTimeout, o.resultBudget
+	sc.AlarmMaxAttempts, sc.AlarmBackoff, sc.AlarmBackoffMax = o.alarmTries, o.alarmBackoff, o.alarmCap
 	sc.Dir, sc.App, sc.NodeID = o.dataDir, app, o.nodeID
 	if err := sc.Validate(); err != nil {
 		return err
