@@ -25,13 +25,13 @@ tables:
   fired:
     shard_by: job
     columns:
-      job: text
-      alarm: text
+      n: int
+      job: {type: text, not_null: true}
       tag: {type: text, not_null: true}
       attempt: {type: int, not_null: true}
       at: {type: int, not_null: true}
       due: {type: int, not_null: true}
-    primary_key: [tag]
+    primary_key: [n]
   teams:
     shard_by: team
     columns:
@@ -58,6 +58,16 @@ functions:
       - INSERT INTO ids(job, tag, alarm) VALUES (:job, :tag, lunora_schedule(:when, 'jobs:run', json_object('job', :job, 'tag', :tag, 'fail_until', :fail_until, 'due', CASE WHEN :when < 1000000000000 THEN lunora_now() + :when ELSE :when END)))
       - SELECT lunora_assert(NOT :then_fail, 'failing on purpose')
       - SELECT alarm FROM ids WHERE tag = :tag
+  jobs:add_many:
+    kind: mutation
+    shard_by: job
+    args:
+      job: text
+      count: int
+      first: int
+      step: int
+    sql:
+      - WITH RECURSIVE k(i) AS (SELECT 0 UNION ALL SELECT i + 1 FROM k WHERE i + 1 < :count) INSERT INTO ids(job, tag, alarm) SELECT :job, :job || '-' || i, lunora_schedule(:first + i * :step, 'jobs:run', json_object('job', :job, 'tag', :job || '-' || i, 'due', :first + i * :step)) FROM k
   jobs:run:
     kind: mutation
     shard_by: job

@@ -374,8 +374,14 @@ func (q *dueHeap) Pop() any {
 
 const alarmIndexDDL = `CREATE TABLE IF NOT EXISTS alarm_due (shard TEXT PRIMARY KEY, due_ms INTEGER NOT NULL) WITHOUT ROWID`
 
+// The index is written with synchronous=NORMAL — a write survives a
+// process crash but may not survive a power loss — except when an entry
+// is lowered: lower switches to FULL for that write, which also syncs
+// everything written before it. Only a lowered entry must never be lost
+// (it announces an alarm the shard is about to commit); a lost raise or
+// removal leaves an entry that is early, which is harmless.
 func alarmIndexOptions() sqlitex.Options {
-	return sqlitex.Options{Synchronous: "FULL", CacheKiB: 512, MaxSQLLen: 1 << 12}
+	return sqlitex.Options{Synchronous: "NORMAL", CacheKiB: 512, MaxSQLLen: 1 << 12}
 }
 
 // openAlarmIndex opens Dir/alarms.db, building it from the shard files
@@ -489,7 +495,14 @@ func (x *alarmIndex) lower(shard string, due int64) error {
 	if cur, ok := x.stored[shard]; ok && cur <= due {
 		return nil
 	}
-	if err := x.write(shard, due); err != nil {
+	if _, err := x.db.ExecSys("PRAGMA synchronous=FULL"); err != nil {
+		return err
+	}
+	err := x.write(shard, due)
+	if _, perr := x.db.ExecSys("PRAGMA synchronous=NORMAL"); err == nil {
+		err = perr
+	}
+	if err != nil {
 		return err
 	}
 	x.stored[shard] = due
