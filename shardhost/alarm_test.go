@@ -503,3 +503,26 @@ func TestAlarmMovesWithAHandoff(t *testing.T) {
 		}
 	}
 }
+
+// TestChatReminder: the chat example's rooms:remind posts its message
+// through an alarm.
+func TestChatReminder(t *testing.T) {
+	h := newHost(t, nil)
+	res, err := h.Call(context.Background(), "room_id=rem", "rooms:remind", map[string]any{"room_id": "rem", "body": "stand-up", "delay_ms": int64(50)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if id, _ := res.Rows[0][0].(string); !strings.HasPrefix(id, "al_") {
+		t.Fatalf("rooms:remind returned %v", res.Rows)
+	}
+	waitFor(t, 10*time.Second, func() error {
+		if n := count(t, h, "rem"); n != 1 {
+			return fmt.Errorf("%d messages", n)
+		}
+		return nil
+	})
+	rows := adminRows(t, h, "room_id=rem", "SELECT author, body FROM messages")
+	if rows[0][0] != "reminder" || rows[0][1] != "stand-up" {
+		t.Fatalf("reminder message %v", rows)
+	}
+}
