@@ -42,7 +42,8 @@ func TestAlarmBenchChild(t *testing.T) {
 // due over a 20 s window, fired by a node process (this test binary run as
 // TestAlarmBenchChild) whose shards hibernate between their alarms; the
 // process is SIGKILLed half-way through and restarted. Every alarm must
-// fire; lateness (firing time − due time) and repeated firings are logged.
+// fire (the test fails otherwise); lateness (firing time − due time) and
+// repeated firings are logged, not asserted (BENCHMARKS.md, "Alarms").
 func TestAlarmBench(t *testing.T) {
 	if os.Getenv("LUNORA_ALARM_BENCH") != "1" {
 		t.Skip("set LUNORA_ALARM_BENCH=1")
@@ -109,6 +110,7 @@ func TestAlarmBench(t *testing.T) {
 		if err := cmd.Start(); err != nil {
 			t.Fatal(err)
 		}
+		t.Cleanup(func() { cmd.Process.Kill() }) // a no-op once it has exited
 		sc := bufio.NewScanner(out)
 		if !sc.Scan() {
 			t.Fatalf("child: no ready line: %v", sc.Err())
@@ -183,11 +185,5 @@ func TestAlarmBench(t *testing.T) {
 	t.Logf("due after the restart: %d alarms, lateness p50 %d ms, p99 %d ms, max %d ms", len(after), pct(after, 0.5), pct(after, 0.99), pct(after, 1))
 	if lost != 0 {
 		t.Fatalf("%d alarms never fired", lost)
-	}
-	// The bound is for a node that is up: alarms due while it was down,
-	// and those queued behind them as it catches up, are late by the
-	// downtime and the catch-up (logged above).
-	if p := pct(before, 0.99); p > 1000 {
-		t.Errorf("p99 lateness before the SIGKILL %d ms, want at most 1000 ms", p)
 	}
 }
