@@ -48,11 +48,25 @@ func TestAlarmBench(t *testing.T) {
 	if os.Getenv("LUNORA_ALARM_BENCH") != "1" {
 		t.Skip("set LUNORA_ALARM_BENCH=1")
 	}
-	const shards, perShard = 1000, 10
-	const window = 20 * time.Second
+	alarmKillRun(t, 1000, 10, 15*time.Second, 20*time.Second, 2*time.Second)
+}
+
+// TestAlarmSurvivesSIGKILL is TestAlarmBench's small shape, run in the
+// normal suite: 40 shards × 5 alarms, the node process SIGKILLed half-way.
+func TestAlarmSurvivesSIGKILL(t *testing.T) {
+	if testing.Short() {
+		t.Skip("starts processes")
+	}
+	alarmKillRun(t, 40, 5, 3*time.Second, 3*time.Second, 500*time.Millisecond)
+}
+
+// alarmKillRun schedules perShard alarms on each of shards shards, due
+// over window starting lead from now, and serves them in a child process
+// SIGKILLed at the middle of the window and restarted after downtime.
+func alarmKillRun(t *testing.T, shards, perShard int, lead, window, downtime time.Duration) {
 	dir := t.TempDir()
-	t0 := time.Now().Add(15 * time.Second).Truncate(time.Second)
-	step := window.Milliseconds() / perShard
+	t0 := time.Now().Add(lead).Truncate(100 * time.Millisecond)
+	step := window.Milliseconds() / int64(perShard)
 
 	// Schedule, in-process, then close the host.
 	cfg := alarmConfig(t, dir)
@@ -71,7 +85,7 @@ func TestAlarmBench(t *testing.T) {
 				job := fmt.Sprint("j", i)
 				// Shards' alarms interleave: shard i's first is due at
 				// t0 + i*step/shards.
-				first := t0.UnixMilli() + int64(i)*step/shards
+				first := t0.UnixMilli() + int64(i)*step/int64(shards)
 				_, err := h.Call(context.Background(), "job="+job, "jobs:add_many", map[string]any{"job": job, "count": int64(perShard), "first": first, "step": step})
 				if err != nil {
 					errs <- err
@@ -126,7 +140,7 @@ func TestAlarmBench(t *testing.T) {
 	}
 	child.Wait()
 	killMS := time.Now().UnixMilli()
-	time.Sleep(2 * time.Second) // downtime
+	time.Sleep(downtime)
 	restartMS := time.Now().UnixMilli()
 	child, sc := start()
 	done := make(chan error, 1)
@@ -185,5 +199,8 @@ func TestAlarmBench(t *testing.T) {
 	t.Logf("due after the restart: %d alarms, lateness p50 %d ms, p99 %d ms, max %d ms", len(after), pct(after, 0.5), pct(after, 0.99), pct(after, 1))
 	if lost != 0 {
 		t.Fatalf("%d alarms never fired", lost)
+	}
+	if len(before) == 0 || len(overdue)+len(after) == 0 {
+		t.Fatalf("the SIGKILL did not land mid-run: %d alarms fired before it, %d after", len(before), len(overdue)+len(after))
 	}
 }
