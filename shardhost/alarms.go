@@ -600,6 +600,20 @@ func (x *alarmIndex) close() error {
 	return x.db.Close()
 }
 
+// StartAlarms starts the alarm scheduler (once; New does unless
+// Config.DeferAlarms). After Shutdown it does nothing.
+func (h *Host) StartAlarms() {
+	h.alarmsOnce.Do(func() {
+		h.mu.Lock()
+		defer h.mu.Unlock()
+		if h.closed {
+			return
+		}
+		h.janitor.Add(1)
+		go h.runAlarms()
+	})
+}
+
 // runAlarms is the scheduler: it sleeps until the earliest index entry and
 // fires the shards that are due.
 func (h *Host) runAlarms() {

@@ -103,6 +103,11 @@ type Config struct {
 	// with each further failure, up to AlarmBackoffMax.
 	AlarmBackoff    time.Duration
 	AlarmBackoffMax time.Duration
+	// DeferAlarms keeps the alarm scheduler from firing until StartAlarms
+	// is called: set it when the Registry cannot answer until the host's
+	// user has finished wiring (a node process builds the router after the
+	// host). Otherwise New starts it.
+	DeferAlarms bool
 
 	// BeforeBatch, when set, is called by a shard's writer goroutine before
 	// each group commit, with the shard ID. It is a fault hook for tests

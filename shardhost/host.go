@@ -54,6 +54,8 @@ type Host struct {
 	// alarms is the node's index of due alarms (alarms.go).
 	alarms *alarmIndex
 
+	alarmsOnce sync.Once
+
 	stop     chan struct{}
 	janitor  sync.WaitGroup
 	shutOnce sync.Once
@@ -115,9 +117,11 @@ func New(cfg Config) (*Host, error) {
 	if h.alarms, err = h.openAlarmIndex(); err != nil {
 		return nil, fmt.Errorf("shardhost: open the alarm index: %w", err)
 	}
-	h.janitor.Add(2)
+	h.janitor.Add(1)
 	go h.runJanitor()
-	go h.runAlarms()
+	if !cfg.DeferAlarms {
+		h.StartAlarms()
+	}
 	return h, nil
 }
 
