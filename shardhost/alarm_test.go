@@ -94,6 +94,13 @@ functions:
       job: text
     sql:
       - SELECT lunora_schedule(10, 'jobs:run', json_object('job', :job, 'tag', 'q'))
+  jobs:attempt:
+    kind: mutation
+    shard_by: job
+    args:
+      job: text
+    sql:
+      - SELECT lunora_attempt()
   jobs:bad:
     kind: mutation
     shard_by: job
@@ -266,8 +273,11 @@ func TestAlarmRefusals(t *testing.T) {
 	h := openAlarmHost(t, alarmConfig(t, t.TempDir()))
 	ctx := context.Background()
 	_, err := h.Call(ctx, "job=q", "jobs:schedule_query", map[string]any{"job": "q"})
-	if api.CodeOf(err) != codes.FailedPrecondition || !strings.Contains(err.Error(), "mutation") {
+	if api.CodeOf(err) != codes.FailedPrecondition || !strings.Contains(err.Error(), "scheduled by mutations on shards") {
 		t.Fatalf("schedule in a query: %v", err)
+	}
+	if res, err := h.Call(ctx, "job=q", "jobs:attempt", map[string]any{"job": "q"}); err != nil || res.Rows[0][0] != int64(0) {
+		t.Fatalf("lunora_attempt() in an ordinary call: %v %v, want 0", res, err)
 	}
 	for fn, want := range map[string]string{
 		"nope:x":     "not declared",

@@ -31,7 +31,7 @@ var ErrNotMutation = api.New(codes.FailedPrecondition, "lunora_schedule and luno
 func (c *Conn) registerAlarms() error {
 	schedule := func(when int64, function string, args any) (string, error) {
 		if c.Sched == nil {
-			c.fnErr = api.Wrap(ErrNotMutation, "lunora_schedule is not available here: declare the function as a mutation")
+			c.fnErr = api.Wrap(ErrNotMutation, "lunora_schedule is not available here: alarms are scheduled by mutations on shards, not by queries or global functions")
 			return "", c.fnErr
 		}
 		var a string
@@ -55,7 +55,7 @@ func (c *Conn) registerAlarms() error {
 	schedule2 := func(when int64, function string) (string, error) { return schedule(when, function, nil) }
 	cancel := func(id string) (int64, error) {
 		if c.Sched == nil {
-			c.fnErr = api.Wrap(ErrNotMutation, "lunora_cancel is not available here: declare the function as a mutation")
+			c.fnErr = api.Wrap(ErrNotMutation, "lunora_cancel is not available here: alarms are cancelled by mutations on shards, not by queries or global functions")
 			return 0, c.fnErr
 		}
 		ok, err := c.Sched.Cancel(id)
