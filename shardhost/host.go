@@ -115,7 +115,7 @@ func New(cfg Config) (*Host, error) {
 	h.onDisk.Store(n)
 	h.m.onDisk.Set(float64(n))
 	if h.alarms, err = h.openAlarmIndex(); err != nil {
-		return nil, fmt.Errorf("shardhost: open the alarm index: %w", err)
+		return nil, fmt.Errorf("shardhost: open the alarm index %s (a hint: deleted, it is rebuilt from the shard files at the next start): %w", filepath.Join(cfg.Dir, "alarms.db"), err)
 	}
 	h.janitor.Add(1)
 	go h.runJanitor()
