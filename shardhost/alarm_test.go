@@ -199,7 +199,7 @@ func adminRows(t testing.TB, h *shardhost.Host, shard, sql string) [][]any {
 func TestAlarmFiresAndRollsBack(t *testing.T) {
 	h := openAlarmHost(t, alarmConfig(t, t.TempDir()))
 	start := time.Now().UnixMilli()
-	res, err := addJob(h, "a", "t1", 150, nil)
+	res, err := addJob(h, "a", "t1", 1000, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -222,7 +222,7 @@ func TestAlarmFiresAndRollsBack(t *testing.T) {
 		return nil
 	})
 	f := fired(t, h, "a")["t1"]
-	if f.attempt != 1 || f.at < f.due || f.due < start+150 {
+	if f.attempt != 1 || f.at < f.due || f.due < start+1000 {
 		t.Fatalf("firing %+v: want attempt 1 at or after its due time", f)
 	}
 	if rows := adminRows(t, h, "job=a", "SELECT id FROM __lunora_alarms"); len(rows) != 0 {
@@ -243,7 +243,7 @@ func TestAlarmFiresAndRollsBack(t *testing.T) {
 
 func TestAlarmCancel(t *testing.T) {
 	h := openAlarmHost(t, alarmConfig(t, t.TempDir()))
-	if _, err := addJob(h, "c", "late", 300, nil); err != nil {
+	if _, err := addJob(h, "c", "late", 3000, nil); err != nil {
 		t.Fatal(err)
 	}
 	if _, err := addJob(h, "c", "soon", 50, nil); err != nil {
@@ -369,10 +369,12 @@ func TestAlarmSurvivesRestart(t *testing.T) {
 		}
 	}
 	shutdown(t, h)
+	cfg.DeferAlarms = true // look at the index before anything fires
 	h = openAlarmHost(t, cfg)
 	if len(h.AlarmIndex()) != 5 {
 		t.Fatalf("index after restart: %v", h.AlarmIndex())
 	}
+	h.StartAlarms()
 	waitFor(t, 10*time.Second, func() error {
 		for i := range 5 {
 			if f := fired(t, h, fmt.Sprint("s", i)); len(f) != 1 {
@@ -417,6 +419,7 @@ func TestAlarmIndexCrashPoints(t *testing.T) {
 		}
 	}
 	idx.Close()
+	cfg.DeferAlarms = true // look at the index before anything fires
 	h, err = shardhost.New(cfg)
 	if err != nil {
 		t.Fatal(err)
@@ -424,6 +427,7 @@ func TestAlarmIndexCrashPoints(t *testing.T) {
 	if idx := h.AlarmIndex(); len(idx) != 5 {
 		t.Fatalf("index %v, want 5 entries", idx)
 	}
+	h.StartAlarms()
 	waitFor(t, 10*time.Second, func() error {
 		idx := h.AlarmIndex()
 		if _, ok := idx["job=sp"]; ok {
@@ -447,6 +451,7 @@ func TestAlarmIndexCrashPoints(t *testing.T) {
 	if idx := h.AlarmIndex(); len(idx) != 3 {
 		t.Fatalf("rebuilt index %v, want the 3 shards with alarms", idx)
 	}
+	h.StartAlarms()
 	waitFor(t, 10*time.Second, func() error {
 		for i := range 3 {
 			if f := fired(t, h, fmt.Sprint("lost", i)); len(f) != 1 {
@@ -472,7 +477,7 @@ func TestAlarmMovesWithAHandoff(t *testing.T) {
 	cfgA.NodeID, cfgB.NodeID = "a", "b"
 	a, b := openAlarmHost(t, cfgA), openAlarmHost(t, cfgB)
 	for i := range 3 {
-		if _, err := addJob(a, "m", fmt.Sprint("t", i), 700, nil); err != nil {
+		if _, err := addJob(a, "m", fmt.Sprint("t", i), 3000, nil); err != nil {
 			t.Fatal(err)
 		}
 	}
