@@ -101,9 +101,12 @@ func TestAlarmsMoveOnScaleOut(t *testing.T) {
 	}
 	n3 := c.Node(3).Proc().Host
 	for _, k := range moved {
-		if _, ok := n3.AlarmIndex()[nodetest.ShardID(k)]; !ok {
-			t.Errorf("n3's alarm index lacks moved shard %s: %v", k, n3.AlarmIndex())
-		}
+		c.WaitFor(10*time.Second, func() error {
+			if _, ok := n3.AlarmIndex()[nodetest.ShardID(k)]; !ok {
+				return fmt.Errorf("n3's alarm index lacks moved shard %s: %v", k, n3.AlarmIndex())
+			}
+			return nil
+		})
 		c.WaitFor(10*time.Second, func() error {
 			old := c.Node(index(oldHolder[k])).Proc().Host
 			if _, ok := old.AlarmIndex()[nodetest.ShardID(k)]; ok {
