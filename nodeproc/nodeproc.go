@@ -228,6 +228,7 @@ func Start(cfg Config) (p *Process, err error) {
 	sc.Dir, sc.App, sc.NodeID, sc.Logger, sc.Registerer = cfg.Dir, cfg.App, cfg.NodeID, log, cfg.Registry
 	registry := &lateRegistry{}
 	sc.Registry = registry
+	sc.DeferAlarms = true // until the registry has its node (StartAlarms below)
 	if p.Host, err = shardhost.New(sc); err != nil {
 		return nil, err
 	}
@@ -278,6 +279,7 @@ func Start(cfg Config) (p *Process, err error) {
 	}
 	registry.node.Store(p.Node)
 	leader.node.Store(p.Node)
+	p.Host.StartAlarms()
 	rpc.RegisterNodeServer(p.Server.GRPC, rpc.NewNodeServer(p.Node, log))
 	var api *gateway.Gateway
 	if cfg.Dev {

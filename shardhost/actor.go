@@ -41,6 +41,8 @@ type actor struct {
 	live        atomic.Pointer[notifier]
 	liveStopped bool
 
+	sched alarmSched // lunora_schedule's state, owned by the writer
+
 	// Guarded by h.mu.
 	refs     int
 	lastUsed time.Time
@@ -187,6 +189,10 @@ func (a *actor) activate() error {
 	}
 	a.w = w
 	a.seq = seq
+	a.sched.a = a
+	// The shard's file is the truth about its alarms: fix the index on
+	// every activation (a shard received, restored or left early).
+	a.reindexAlarms()
 	a.mailbox = make(chan *mutation, a.h.cfg.MailboxSize)
 	a.writerDone = make(chan struct{})
 	go a.runWriter()

@@ -108,6 +108,19 @@ type Config struct {
 	// handoff before it is answered UNAVAILABLE (SHARD_MOVING).
 	MoveWait time.Duration
 
+	// AlarmMaxAttempts bounds the runs of one alarm: after that many
+	// failures it moves to __lunora_dead_alarms.
+	AlarmMaxAttempts int
+	// AlarmBackoff is the delay after an alarm's first failure; it doubles
+	// with each further failure, up to AlarmBackoffMax.
+	AlarmBackoff    time.Duration
+	AlarmBackoffMax time.Duration
+	// DeferAlarms keeps the alarm scheduler from firing until StartAlarms
+	// is called: set it when the Registry cannot answer until the host's
+	// user has finished wiring (a node process builds the router after the
+	// host). Otherwise New starts it.
+	DeferAlarms bool
+
 	// BeforeBatch, when set, is called by a shard's writer goroutine before
 	// each group commit, with the shard ID. It is a fault hook for tests
 	// (holding it fills the mailbox deterministically); it must not call the
@@ -156,6 +169,10 @@ func DefaultConfig() Config {
 		SubscriptionGrace:       30 * time.Second,
 
 		MoveWait: 5 * time.Second,
+
+		AlarmMaxAttempts: 5,
+		AlarmBackoff:     time.Second,
+		AlarmBackoffMax:  5 * time.Minute,
 	}
 }
 
@@ -180,6 +197,8 @@ func (c *Config) Validate() error {
 		return errors.New("shardhost: IdleTimeout must be positive")
 	case c.MaxActive < 1:
 		return errors.New("shardhost: MaxActive must be at least 1")
+	case c.AlarmMaxAttempts < 1 || c.AlarmBackoff <= 0 || c.AlarmBackoffMax < c.AlarmBackoff:
+		return errors.New("shardhost: AlarmMaxAttempts must be at least 1, AlarmBackoff positive and AlarmBackoffMax at least AlarmBackoff")
 	case c.MailboxSize < 1 || c.MaxBatch < 1 || c.MaxInFlight < 1 || c.ReadConns < 1:
 		return errors.New("shardhost: MailboxSize, MaxBatch, MaxInFlight and ReadConns must be at least 1")
 	case c.StatementTimeout <= 0:

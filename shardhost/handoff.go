@@ -402,6 +402,10 @@ func (h *Host) removeShardFiles(shardID string) error {
 		h.onDisk.Add(-1)
 		h.m.onDisk.Set(float64(h.onDisk.Load()))
 	}
+	// Its alarms went with it: they never fire here.
+	if err := h.alarms.remove(shardID); err != nil {
+		h.log.Warn("drop the shard's alarm index entry", "shard", shardID, "err", err)
+	}
 	return nil
 }
 
@@ -518,6 +522,12 @@ func (h *Host) Install(shardID string) error {
 func (h *Host) installIncoming(shardID string) error {
 	path := h.shardPath(shardID)
 	existed := hasFile(path)
+	// Index the copy's alarms before it is served here, so that no crash
+	// after the rename leaves them unindexed; an entry for a rename that
+	// then fails is only early.
+	if err := h.indexIncoming(shardID, path+".incoming"); err != nil {
+		return api.Errorf(codes.Internal, "shard %s: index its alarms: %v", shardID, err)
+	}
 	for _, p := range []string{path + "-wal", path + "-shm"} {
 		if err := os.Remove(p); err != nil && !os.IsNotExist(err) {
 			return api.Errorf(codes.Internal, "shard %s: %v", shardID, err)

@@ -51,6 +51,11 @@ type Host struct {
 	onDisk          atomic.Int64
 	closedSinceTrim atomic.Int64
 
+	// alarms is the node's index of due alarms (alarms.go).
+	alarms *alarmIndex
+
+	alarmsOnce sync.Once
+
 	stop     chan struct{}
 	janitor  sync.WaitGroup
 	shutOnce sync.Once
@@ -109,8 +114,14 @@ func New(cfg Config) (*Host, error) {
 	}
 	h.onDisk.Store(n)
 	h.m.onDisk.Set(float64(n))
+	if h.alarms, err = h.openAlarmIndex(); err != nil {
+		return nil, fmt.Errorf("shardhost: open the alarm index %s (a hint: deleted, it is rebuilt from the shard files at the next start): %w", filepath.Join(cfg.Dir, "alarms.db"), err)
+	}
 	h.janitor.Add(1)
 	go h.runJanitor()
+	if !cfg.DeferAlarms {
+		h.StartAlarms()
+	}
 	return h, nil
 }
 
@@ -366,6 +377,9 @@ func (h *Host) Shutdown(ctx context.Context) error {
 		}
 		h.mu.Unlock()
 		h.closeActors(all)
+		if cerr := h.alarms.close(); cerr != nil && err == nil {
+			err = fmt.Errorf("shardhost: close the alarm index: %w", cerr)
+		}
 	})
 	return err
 }

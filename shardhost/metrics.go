@@ -18,6 +18,7 @@ type metrics struct {
 	mailboxDepth  prometheus.Histogram
 	commitLatency prometheus.Histogram
 	walRecoveries prometheus.Counter
+	alarmsFired   *prometheus.CounterVec
 
 	// Live queries (subscribe.go).
 	subscriptions prometheus.Gauge
@@ -58,6 +59,9 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 			Buckets: prometheus.ExponentialBuckets(0.0001, 2, 16),
 		}),
 		walRecoveries: prometheus.NewCounter(prometheus.CounterOpts{Name: "lunora_shard_wal_recoveries_total", Help: "Shards whose write-ahead log, left by a crash, was checkpointed before a handoff."}),
+		alarmsFired: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "lunora_alarms_fired_total", Help: "Alarm runs, by outcome: ok (ran and deleted), retry (failed, due again after a back-off), dead (failed its last attempt).",
+		}, []string{"outcome"}),
 		subscriptions: prometheus.NewGauge(prometheus.GaugeOpts{Name: "lunora_subscriptions_active", Help: "Live query subscriptions held by the node."}),
 		liveQueries:   prometheus.NewGauge(prometheus.GaugeOpts{Name: "lunora_live_queries", Help: "Live query states (one per shard, function and arguments, shared by their subscribers), including those in their grace period."}),
 		reruns:        prometheus.NewCounter(prometheus.CounterOpts{Name: "lunora_live_query_reruns_total", Help: "Live queries re-run because a commit wrote a table they read."}),
@@ -69,7 +73,7 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 		}),
 	}
 	if reg != nil {
-		reg.MustRegister(m.requests, m.latency, m.active, m.onDisk, m.inFlight, m.activations, m.hibernations, m.batchSize, m.mailboxDepth, m.commitLatency, m.walRecoveries,
+		reg.MustRegister(m.requests, m.latency, m.active, m.onDisk, m.inFlight, m.activations, m.hibernations, m.batchSize, m.mailboxDepth, m.commitLatency, m.walRecoveries, m.alarmsFired,
 			m.subscriptions, m.liveQueries, m.reruns, m.updatesSent, m.cutOff, m.notifyLatency)
 	}
 	return m

@@ -23,6 +23,10 @@ type mutation struct {
 	// held is the result's reservation from the node's result budget,
 	// set by the writer; whoever takes res releases it.
 	held int64
+	// fire asks the writer to run the shard's due alarms (alarms.go);
+	// attempt is lunora_attempt() while an alarm's function runs.
+	fire    bool
+	attempt int64
 }
 
 // mutate queues a write on the shard's writer and waits for its
@@ -78,7 +82,22 @@ func (a *actor) runWriter() {
 			hook(a.id)
 		}
 		start := time.Now()
-		a.groupCommit(batch)
+		fire := false
+		calls := batch[:0:0]
+		for _, m := range batch {
+			if m.fire {
+				fire = true
+			} else {
+				calls = append(calls, m)
+			}
+		}
+		if len(calls) > 0 {
+			a.groupCommit(calls)
+			a.alarmsAfterCommit()
+		}
+		if fire {
+			a.fireAlarms()
+		}
 		a.h.m.commitLatency.Observe(time.Since(start).Seconds())
 		a.h.m.batchSize.Observe(float64(len(batch)))
 		for _, m := range batch {
@@ -157,6 +176,9 @@ func (a *actor) groupCommit(batch []*mutation) {
 }
 
 func (a *actor) commit(startSeq uint64) error {
+	if err := a.alarmsBeforeCommit(); err != nil {
+		return fmt.Errorf("write the alarm index: %w", err)
+	}
 	if a.seq != startSeq {
 		if _, err := a.w.ExecSys("UPDATE __lunora_meta SET v = ? WHERE k = 'seq'", driver.NamedValue{Ordinal: 1, Value: int64(a.seq)}); err != nil {
 			return err
@@ -188,7 +210,11 @@ func (a *actor) run(m *mutation) (*api.Result, bool, error) {
 	c.Reset()
 	c.Now = a.h.cfg.Now()
 	c.Caller = callerOf(m.ctx)
-	defer func() { c.User, c.Now, c.Caller = false, time.Time{}, sqlitex.Caller{} }()
+	c.Sched, c.Attempt = &a.sched, m.attempt
+	defer func() {
+		c.User, c.Now, c.Caller = false, time.Time{}, sqlitex.Caller{}
+		c.Sched, c.Attempt = nil, 0
+	}()
 	res := &api.Result{}
 	// Every statement goes through QueryRows: the driver's Exec with a
 	// cancellable context starts a goroutine per statement, QueryRows does

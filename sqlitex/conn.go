@@ -29,11 +29,18 @@ type Conn struct {
 	// this reason: schema checking sets it for SQL that runs where no
 	// caller is known (the global tier).
 	NoCaller string
+	// Sched serves lunora_schedule and lunora_cancel; set by the shard's
+	// writer while a mutation runs, nil otherwise (alarms.go).
+	Sched Scheduler
+	// Attempt is what lunora_attempt() reports: the attempt number while
+	// an alarm runs its function (1 on the first), 0 otherwise.
+	Attempt int64
 
 	denied     string // the sandbox's reason for its last refusal
 	assertMsg  string // set when lunora_assert fails
 	tooBig     bool   // set when a Go built-in refuses a value over maxValue
 	foreignRow string // set when a row for another shard is written (I1)
+	fnErr      error  // a coded error a lunora_* function failed with
 	dirty      bool   // set by the update hook when a row changes
 	lastSQL    string // the statement last prepared for user SQL, for Classify
 	lastUser   bool   // whether lastSQL ran sandboxed
@@ -197,6 +204,9 @@ func (c *Conn) register() error {
 		if err := c.C.RegisterFunc(f.name, f.impl, f.pure); err != nil {
 			return fmt.Errorf("register %s: %w", f.name, err)
 		}
+	}
+	if err := c.registerAlarms(); err != nil {
+		return err
 	}
 	if err := c.registerBoundedFunctions(); err != nil {
 		return err
@@ -362,7 +372,7 @@ func (c *Conn) TablesRead(stmts []string) ([]string, error) {
 
 // Reset clears what the functions and sandbox reported.
 func (c *Conn) Reset() {
-	c.denied, c.assertMsg, c.foreignRow, c.dirty, c.tooBig = "", "", "", false, false
+	c.denied, c.assertMsg, c.foreignRow, c.dirty, c.tooBig, c.fnErr = "", "", "", false, false, nil
 }
 
 // Exec runs the runtime's own SQL (migrations, DDL; several statements

@@ -185,6 +185,8 @@ func (c *Conn) Classify(err error, shardID string) error {
 	switch {
 	case c.assertMsg != "":
 		return api.Wrap(ErrAssert, c.assertMsg)
+	case c.fnErr != nil:
+		return c.fnErr
 	case c.foreignRow != "":
 		return api.Wrap(ErrForeignRow, fmt.Sprintf("%s does not belong in shard %s", c.foreignRow, shardID))
 	case c.denied != "":

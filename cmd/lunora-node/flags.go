@@ -34,6 +34,9 @@ type options struct {
 
 	synchronous  string
 	idleTimeout  time.Duration
+	alarmTries   int
+	alarmBackoff time.Duration
+	alarmCap     time.Duration
 	stmtTimeout  time.Duration
 	resultBudget int64
 	maxActive    int
@@ -163,6 +166,9 @@ func parseFlags(args []string, stderr io.Writer) (*options, error) {
 	fs.BoolVar(&o.forceLeave, "force-leave", false, "cluster: on SIGTERM, leave the global tier even if the voters left would have no quorum (by default the node then stays a voter and says so)")
 	fs.StringVar(&o.synchronous, "synchronous", def.Synchronous, "SQLite synchronous level for shard writes: FULL (acked writes survive power loss) or NORMAL")
 	fs.DurationVar(&o.idleTimeout, "idle-timeout", def.IdleTimeout, "hibernate a shard after this long without requests")
+	fs.IntVar(&o.alarmTries, "alarm-max-attempts", def.AlarmMaxAttempts, "runs of one alarm before it is moved to the shard's __lunora_dead_alarms")
+	fs.DurationVar(&o.alarmBackoff, "alarm-backoff", def.AlarmBackoff, "delay after an alarm's first failure; doubled after each further one")
+	fs.DurationVar(&o.alarmCap, "alarm-backoff-max", def.AlarmBackoffMax, "longest delay between two runs of a failing alarm")
 	fs.IntVar(&o.maxActive, "max-active", def.MaxActive, "most shards kept open at once (LRU beyond)")
 	fs.DurationVar(&o.stmtTimeout, "statement-timeout", def.StatementTimeout, "time limit of one function call or admin statement on a shard")
 	fs.Int64Var(&o.resultBudget, "result-budget", def.ResultBudget, "bytes of results (as encoded) the node holds at once over all shards before RESOURCE_EXHAUSTED (0: no bound)")

@@ -157,6 +157,7 @@ func run(ctx context.Context, o *options, stdout, stderr io.Writer) error {
 	sc.MailboxSize, sc.MaxInFlight = o.mailbox, o.maxInFlight
 	sc.StatementTimeout, sc.ResultBudget = o.stmtTimeout, o.resultBudget
 	sc.MaxSQLLen, sc.MaxParams, sc.MaxValueBytes, sc.MaxStatements = o.limits.MaxSQLLen, o.limits.MaxParams, o.limits.MaxValueBytes, o.limits.MaxStatements
+	sc.AlarmMaxAttempts, sc.AlarmBackoff, sc.AlarmBackoffMax = o.alarmTries, o.alarmBackoff, o.alarmCap
 	cluster := o.clusterConfig()
 	cluster.Fault = faultHook(log) // nil unless built with -tags lunorafault
 	blobs, err := o.devBlobs(ctx)

@@ -89,6 +89,7 @@ func (c *Cluster) build(n *Node, boot []raftglobal.Server, incarnation uint64) (
 	sc := shardhost.DefaultLocalConfig()
 	sc.Dir, sc.App, sc.NodeID, sc.Logger, sc.Registry = n.Dir, c.App, n.ID, log, late
 	sc.MoveWait = time.Second
+	sc.DeferAlarms = true // until late has its node (StartAlarms below)
 	if c.cfg.Shards != nil {
 		c.cfg.Shards(&sc)
 	}
@@ -126,5 +127,6 @@ func (c *Cluster) build(n *Node, boot []raftglobal.Server, incarnation uint64) (
 		return nil, fmt.Errorf("node %s: %w", n.ID, err)
 	}
 	late.n.Store(p.Node)
+	p.Host.StartAlarms()
 	return p, nil
 }

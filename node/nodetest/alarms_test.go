@@ -1,0 +1,146 @@
+package nodetest_test
+
+import (
+	"fmt"
+	"testing"
+	"time"
+
+	"github.com/lunora/lunora/api"
+	"github.com/lunora/lunora/node/nodetest"
+	"github.com/lunora/lunora/schema"
+)
+
+const alarmAppSchema = `
+tables:
+  fired:
+    shard_by: k
+    columns: {k: text, n: int, tag: text}
+    primary_key: [n]
+functions:
+  alarms:add:
+    kind: mutation
+    shard_by: k
+    args: {k: text, tag: text, at: int}
+    sql:
+      - SELECT lunora_schedule(:at, 'alarms:run', json_object('k', :k, 'tag', :tag))
+  alarms:run:
+    kind: mutation
+    shard_by: k
+    args: {k: text, tag: text}
+    sql:
+      - INSERT INTO fired(k, tag) VALUES (:k, :tag)
+  alarms:fired:
+    kind: query
+    shard_by: k
+    args: {k: text}
+    sql:
+      - SELECT tag, count(*) FROM fired GROUP BY tag
+`
+
+// TestAlarmsMoveOnScaleOut: shards with pending alarms are handed off when
+// a fourth node joins; the alarms fire once each, on the new holder (the
+// moves finish before any is due), and the old holders drop their index
+// entries.
+func TestAlarmsMoveOnScaleOut(t *testing.T) {
+	app, err := schema.Parse("alarms.yaml", []byte(alarmAppSchema))
+	if err != nil {
+		t.Fatal(err)
+	}
+	c := nodetest.Start(t, 3, nodetest.Config{App: app})
+	ctx := ctxT(t, 120*time.Second)
+	before := c.IDs(0, 1, 2)
+	after := append(append([]string(nil), before...), "n3")
+	var moved, stay []string
+	for i := 0; len(moved) < 4 || len(stay) < 4; i++ {
+		k := fmt.Sprintf("a%d", i)
+		if nodetest.Owner(nodetest.ShardID(k), after...) == "n3" {
+			if len(moved) < 4 {
+				moved = append(moved, k)
+			}
+		} else if len(stay) < 4 {
+			stay = append(stay, k)
+		}
+	}
+	const perShard = 3
+	due := time.Now().Add(20 * time.Second)
+	keys := append(append([]string(nil), moved...), stay...)
+	for _, k := range keys {
+		for j := range perShard {
+			at := due.Add(time.Duration(j) * 200 * time.Millisecond).UnixMilli()
+			if _, err := c.Router.Call(ctx, nodetest.ShardID(k), "alarms:add", map[string]any{"k": k, "tag": fmt.Sprint(j), "at": at}, api.ReadOptions{}); err != nil {
+				t.Fatalf("schedule on %s: %v", k, err)
+			}
+		}
+	}
+	oldHolder := map[string]string{}
+	reg, err := c.Registry(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, k := range moved {
+		oldHolder[k] = reg[nodetest.ShardID(k)]
+	}
+
+	if id := c.Node(c.Join()).ID; id != "n3" {
+		t.Fatalf("the new node is %s, want n3", id)
+	}
+	c.WaitFor(15*time.Second, func() error {
+		reg, err := c.Registry(ctx)
+		if err != nil {
+			return err
+		}
+		for _, k := range moved {
+			if h := reg[nodetest.ShardID(k)]; h != "n3" {
+				return fmt.Errorf("shard %s is held by %q", k, h)
+			}
+		}
+		return nil
+	})
+	if time.Now().After(due) {
+		t.Fatalf("the moves finished after the alarms were due; the test proves nothing")
+	}
+	n3 := c.Node(3).Proc().Host
+	for _, k := range moved {
+		c.WaitFor(10*time.Second, func() error {
+			if _, ok := n3.AlarmIndex()[nodetest.ShardID(k)]; !ok {
+				return fmt.Errorf("n3's alarm index lacks moved shard %s: %v", k, n3.AlarmIndex())
+			}
+			return nil
+		})
+		c.WaitFor(10*time.Second, func() error {
+			old := c.Node(index(oldHolder[k])).Proc().Host
+			if _, ok := old.AlarmIndex()[nodetest.ShardID(k)]; ok {
+				return fmt.Errorf("%s still indexes moved shard %s", oldHolder[k], k)
+			}
+			return nil
+		})
+	}
+	c.WaitFor(60*time.Second, func() error {
+		for _, k := range keys {
+			res, err := c.Router.Call(ctx, nodetest.ShardID(k), "alarms:fired", map[string]any{"k": k}, api.ReadOptions{})
+			if err != nil {
+				return err
+			}
+			if len(res.Rows) != perShard {
+				return fmt.Errorf("shard %s: fired %v", k, res.Rows)
+			}
+			for _, r := range res.Rows {
+				if r[1] != int64(1) {
+					return fmt.Errorf("shard %s: alarm %v fired %v times", k, r[0], r[1])
+				}
+			}
+		}
+		return nil
+	})
+	// The moved shards' alarms fired on n3: its index saw them and the old
+	// holders no longer hold the files (checked above); n3 now holds the
+	// rows.
+	for _, k := range moved {
+		if _, ok := n3.AlarmIndex()[nodetest.ShardID(k)]; ok {
+			t.Errorf("n3 still indexes %s after its alarms fired", k)
+		}
+	}
+	if err := c.CheckOneCopy(ctx); err != nil {
+		t.Fatal(err)
+	}
+}
