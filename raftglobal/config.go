@@ -178,9 +178,12 @@ func DefaultLocalConfig() Config {
 	c.VoterCheckInterval = 100 * time.Millisecond
 	c.MaxReadWait = 2 * time.Second
 	c.FutureBookmarkGrace = 300 * time.Millisecond
-	c.HeartbeatTimeout = 100 * time.Millisecond
-	c.ElectionTimeout = 100 * time.Millisecond
-	c.LeaderLeaseTimeout = 100 * time.Millisecond
+	// Short, but not so short that a leader loaded by -race and a busy
+	// 2-core machine loses its lease between two heartbeats (at 100 ms
+	// the suite's Raft tests failed now and then on "leadership lost").
+	c.HeartbeatTimeout = 250 * time.Millisecond
+	c.ElectionTimeout = 250 * time.Millisecond
+	c.LeaderLeaseTimeout = 250 * time.Millisecond
 	c.CommitTimeout = 5 * time.Millisecond
 	c.WALSegmentSize = 4 << 20
 	c.ReadConns = 2
