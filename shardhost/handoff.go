@@ -496,6 +496,11 @@ func (h *Host) Install(shardID string) error {
 	if frozen {
 		return api.Errorf(codes.FailedPrecondition, "shard %s is frozen on node %s for its own handoff; it cannot be installed", shardID, h.cfg.NodeID)
 	}
+	// One install at a time: an activation that finds the incoming copy
+	// installs it too, and two renames — or one that deletes the -wal of
+	// a database the other has just opened — must not interleave.
+	h.installMu.Lock()
+	defer h.installMu.Unlock()
 	path := h.shardPath(shardID)
 	if _, err := os.Stat(path + ".incoming"); os.IsNotExist(err) {
 		h.mu.Lock()
@@ -514,12 +519,24 @@ func (h *Host) Install(shardID string) error {
 		return api.Errorf(codes.FailedPrecondition, "shard %s is active on node %s; it cannot be replaced", shardID, h.cfg.NodeID)
 	}
 	h.mu.Unlock()
-	return h.installIncoming(shardID)
+	return h.installIncomingLocked(shardID)
 }
 
-// installIncoming renames the incoming copy into place; the caller made
-// sure no actor has the shard's file open.
+// installIncoming installs the incoming copy for an activation or a
+// freeze (the caller holds the shard: no actor has its file open). A copy
+// a concurrent Install put in place meanwhile is not installed twice.
 func (h *Host) installIncoming(shardID string) error {
+	h.installMu.Lock()
+	defer h.installMu.Unlock()
+	if !hasFile(h.shardPath(shardID) + ".incoming") {
+		return nil
+	}
+	return h.installIncomingLocked(shardID)
+}
+
+// installIncomingLocked renames the incoming copy into place; the caller
+// holds installMu and made sure no actor has the shard's file open.
+func (h *Host) installIncomingLocked(shardID string) error {
 	path := h.shardPath(shardID)
 	existed := hasFile(path)
 	// Index the copy's alarms before it is served here, so that no crash
@@ -561,7 +578,9 @@ func (h *Host) ResolveMove(shardID string, role MoveRole, holder string) error {
 	case role == MoveRecv && self:
 		return h.Install(shardID)
 	case role == MoveRecv:
+		h.installMu.Lock()
 		os.Remove(h.shardPath(shardID) + ".incoming")
+		h.installMu.Unlock()
 		return h.clearJournal(shardID, MoveRecv)
 	case self:
 		return h.clearJournal(shardID, MoveSend)

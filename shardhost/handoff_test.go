@@ -378,3 +378,48 @@ func TestFrozenShardReceivesNothing(t *testing.T) {
 		t.Fatalf("a has %d messages after the refused stream, want its own 1", n)
 	}
 }
+
+// TestConcurrentInstallsOfOneCopy: the node told that a move committed
+// (Install) and a request that activates the shard meanwhile both find the
+// incoming copy; exactly one puts it in place and neither fails — the
+// loser used to answer INTERNAL "install: rename … .incoming: no such file
+// or directory" (seen in the cluster scale test and on Kubernetes).
+func TestConcurrentInstallsOfOneCopy(t *testing.T) {
+	ctx := ctxT(t)
+	for i := 0; i < 20; i++ {
+		a, b := hostAt(t, "a", t.TempDir()), hostAt(t, "b", t.TempDir())
+		if _, err := send(ctx, a, "r1", "ada", "hi"); err != nil {
+			t.Fatal(err)
+		}
+		f, err := a.Freeze(ctx, r1)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := receive(ctx, b, f, f.SHA256[:]); err != nil {
+			t.Fatal(err)
+		}
+		// b's registry is nil in these tests: an activation with an
+		// incoming copy present installs nothing by itself, so race the
+		// two installers the host has: Install and a freeze's install.
+		errs := make(chan error, 2)
+		go func() { errs <- b.Install(r1) }()
+		go func() {
+			fb, err := b.Freeze(ctx, r1)
+			if err == nil {
+				err = b.Thaw(fb)
+			}
+			errs <- err
+		}()
+		for range 2 {
+			if err := <-errs; err != nil && api.CodeOf(err) != codes.FailedPrecondition {
+				t.Fatalf("round %d: %v", i, err)
+			}
+		}
+		if n := count(t, b, "r1"); n != 1 {
+			t.Fatalf("round %d: b has %d messages, want 1", i, n)
+		}
+		if err := a.Drop(f, "b"); err != nil {
+			t.Fatal(err)
+		}
+	}
+}

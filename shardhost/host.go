@@ -43,6 +43,8 @@ type Host struct {
 	moved     map[string]string
 	recovered map[string]MoveRole
 	receiving int
+	// installMu serializes installs of received copies (handoff.go).
+	installMu sync.Mutex
 	// Shards whose registration outcome is unknown (register.go).
 	unregistered map[string]bool
 	settling     atomic.Bool
