@@ -410,9 +410,10 @@ func TestNoCredentialIsUnauthenticated(t *testing.T) {
 		t.Fatalf("%d unauthenticated requests reached the backend", n)
 	}
 	// Refusals are counted: HTTP under the "auth" label (before routing),
-	// gRPC under the function asked for.
+	// gRPC under the function asked for (Call and FanOut of messages:list,
+	// with each of the two bad credentials).
 	counts := requestCounts(t, &env{reg: e.reg})
-	if counts["http auth UNAUTHENTICATED"] != float64(4*len(requests)+1) || counts["grpc messages:list UNAUTHENTICATED"] != 2 {
+	if counts["http auth UNAUTHENTICATED"] != float64(4*len(requests)+1) || counts["grpc messages:list UNAUTHENTICATED"] != 4 {
 		t.Fatalf("request counts: %v", counts)
 	}
 }

@@ -103,7 +103,7 @@ const (
 // Config.MaxFanOutRows; len(ShardKeys), or the shards AllShards finds, at
 // most Config.MaxFanOutShards.
 func (g *Gateway) FanOut(ctx context.Context, req FanOutRequest) (*FanOutResult, error) {
-	release, err := g.admitGRPC(ctx)
+	ctx, release, err := g.admitGRPC(ctx)
 	if err != nil {
 		g.metrics.observe(protocolGRPC, g.functionLabel(req.Function), err, 0)
 		return nil, err

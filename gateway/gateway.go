@@ -65,7 +65,7 @@ func New(cfg Config) (*Gateway, error) {
 // Config.RequestTimeout. It is rpc.Frontend's entry point, so its requests
 // are counted with protocol="grpc"; Handler counts its own as "http".
 func (g *Gateway) Call(ctx context.Context, function string, args map[string]any, shardKey string, read api.ReadOptions) (*api.Result, error) {
-	release, err := g.admitGRPC(ctx)
+	ctx, release, err := g.admitGRPC(ctx)
 	if err != nil {
 		g.metrics.observe(protocolGRPC, g.functionLabel(function), err, 0)
 		return nil, err
@@ -77,7 +77,7 @@ func (g *Gateway) Call(ctx context.Context, function string, args map[string]any
 // Sql runs one admin statement on the shard named by shardID ("" or
 // schema.RootShard for the root shard). Counted with protocol="grpc".
 func (g *Gateway) Sql(ctx context.Context, shardID, sql string, params map[string]any, read api.ReadOptions) (*api.Result, error) {
-	release, err := g.admitGRPC(ctx)
+	ctx, release, err := g.admitGRPC(ctx)
 	if err != nil {
 		g.metrics.observe(protocolGRPC, sqlLabel, err, 0)
 		return nil, err
@@ -88,7 +88,7 @@ func (g *Gateway) Sql(ctx context.Context, shardID, sql string, params map[strin
 
 // Status reports the Backend's status. Counted with protocol="grpc".
 func (g *Gateway) Status(ctx context.Context) (*api.Status, error) {
-	release, err := g.admitGRPC(ctx)
+	ctx, release, err := g.admitGRPC(ctx)
 	if err != nil {
 		g.metrics.observe(protocolGRPC, statusLabel, err, 0)
 		return nil, err

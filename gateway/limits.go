@@ -352,10 +352,16 @@ func grpcClientKey(ctx context.Context) string {
 	return ClientKey(ctx, addr)
 }
 
-// admitGRPC admits a gRPC call (Call, Sql, Status, FanOut) of the client
-// ctx names.
-func (g *Gateway) admitGRPC(ctx context.Context) (func(), error) {
-	return g.limits.admit(grpcClientKey(ctx), 0)
+// admitGRPC authenticates a gRPC call (Call, Sql, Status, FanOut) and
+// admits it for the client it names — its identity, as on HTTP, so the
+// limits key on who calls rather than on the address.
+func (g *Gateway) admitGRPC(ctx context.Context) (context.Context, func(), error) {
+	ctx, err := g.grpcAuth(ctx)
+	if err != nil {
+		return ctx, nil, err
+	}
+	release, err := g.limits.admit(grpcClientKey(ctx), 0)
+	return ctx, release, err
 }
 
 // limitHTTP applies the per-client limits to the HTTP API: a WebSocket

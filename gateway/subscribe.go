@@ -21,7 +21,11 @@ const subscribePrefix = "subscribe "
 // entry point: the subscription holds one of its client's live-connection
 // slots (Config.MaxWebSocketsPerClient) until the stream is closed.
 func (g *Gateway) Subscribe(ctx context.Context, function string, args map[string]any, shardKey string, sinceSeq uint64) (api.Stream, error) {
-	release, err := g.limits.admitSocket(grpcClientKey(ctx))
+	ctx, err := g.grpcAuth(ctx)
+	var release func()
+	if err == nil {
+		release, err = g.limits.admitSocket(grpcClientKey(ctx))
+	}
 	if err != nil {
 		label := g.functionLabel(function)
 		if label != unknownLabel {
