@@ -64,17 +64,10 @@ func newActor(h *Host, id, group string, key any) *actor {
 // activate opens (or creates) the shard's file, migrates it to the app's
 // schema and starts the writer goroutine.
 func (a *actor) activate() error {
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	// Bounded by the host's life too: Shutdown waits for the janitor,
+	// which may be activating a shard to settle its registration.
+	ctx, cancel := context.WithTimeout(a.h.life, 30*time.Second)
 	defer cancel()
-	// Shutdown waits for the janitor, which may be activating a shard to
-	// settle its registration: end the wait on the registry then.
-	go func() {
-		select {
-		case <-a.h.stop:
-			cancel()
-		case <-ctx.Done():
-		}
-	}()
 	created := false
 	_, statErr := os.Stat(a.path)
 	if reg := a.h.cfg.Registry; reg != nil {

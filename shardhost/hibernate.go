@@ -36,7 +36,7 @@ func (h *Host) runJanitor() {
 				go func() {
 					defer h.janitor.Done()
 					defer h.settling.Store(false)
-					h.settleRegistrations()
+					h.SettleRegistrations()
 				}()
 			}
 		}

@@ -59,6 +59,8 @@ type Host struct {
 	alarmsOnce sync.Once
 
 	stop     chan struct{}
+	life     context.Context // canceled by Shutdown, with stop
+	endLife  context.CancelFunc
 	janitor  sync.WaitGroup
 	shutOnce sync.Once
 }
@@ -92,6 +94,7 @@ func New(cfg Config) (*Host, error) {
 
 		unregistered: map[string]bool{},
 	}
+	h.life, h.endLife = context.WithCancel(context.Background())
 	if cfg.ResultBudget > 0 {
 		h.budget = sqlitex.NewBudget(cfg.ResultBudget)
 	}
@@ -363,6 +366,7 @@ func (h *Host) Shutdown(ctx context.Context) error {
 		h.closed = true
 		h.mu.Unlock()
 		close(h.stop)
+		h.endLife()
 		h.janitor.Wait()
 		for h.inFlight.Load() > 0 {
 			select {

@@ -115,11 +115,13 @@ func registrationRefused(err error) bool {
 	return false
 }
 
-// settleRegistrations activates each unsettled shard once; activation
+// SettleRegistrations activates each unsettled shard once; activation
 // settles the registration (see above) and clears the entry. A shard
 // whose outcome is still unknown (the registry unreachable) stays for
-// the next round. It runs off the janitor's loop; h.stop ends it.
-func (h *Host) settleRegistrations() {
+// the next round. The janitor runs it off its loop; a leaving node after
+// its last handoff pass, so no never-served copy stays behind. h.stop
+// ends it.
+func (h *Host) SettleRegistrations() {
 	for _, id := range h.Unsettled() {
 		select {
 		case <-h.stop:
@@ -145,10 +147,6 @@ func (h *Host) settleRegistrations() {
 		h.log.Debug("shard registration", "shard", id, "err", err, "settled", !h.isUnsettled(id))
 	}
 }
-
-// SettleRegistrations settles what it can now, once: a leaving node calls
-// it after its last handoff, so no never-served copy stays behind.
-func (h *Host) SettleRegistrations() { h.settleRegistrations() }
 
 func (h *Host) isUnsettled(id string) bool {
 	h.mu.Lock()
