@@ -7,6 +7,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -127,6 +128,9 @@ func TestStartFailureIsAnError(t *testing.T) {
 	})
 	if err == nil || p != nil {
 		t.Fatalf("Start with a taken Raft address: %v, %v; want an error", p, err)
+	}
+	if !errors.Is(err, syscall.EADDRINUSE) { // lunora-bench retries on it
+		t.Errorf("Start with a taken Raft address: %v; want it to wrap EADDRINUSE", err)
 	}
 }
 

@@ -10,6 +10,7 @@ import (
 	"os"
 	"path/filepath"
 	"strconv"
+	"syscall"
 	"time"
 
 	"github.com/lunora/lunora/examples/chat"
@@ -61,6 +62,12 @@ func runGlobal(ctx context.Context, o *options, dir, command string, stdout io.W
 // globalPhase starts a cluster, waits until it takes a write, and measures.
 func globalPhase(ctx context.Context, o *options, dir string, batching bool, log *slog.Logger) (r *phaseResult, err error) {
 	c, err := startCluster(dir, o.voters, batching, o.synchronous, log)
+	for try := 1; try < 5 && errors.Is(err, syscall.EADDRINUSE); try++ {
+		// A Raft port free when chosen was taken before the node bound it
+		// (the voters' addresses are fixed before any node starts).
+		dir := fmt.Sprintf("%s-retry%d", dir, try)
+		c, err = startCluster(dir, o.voters, batching, o.synchronous, log)
+	}
 	if err != nil {
 		return nil, fmt.Errorf("start the in-process cluster: %w", err)
 	}
@@ -147,7 +154,7 @@ type cluster struct {
 
 // startCluster starts n voters, all bootstrapping the same voter set; node 1
 // is also the gateway (Dev).
-func startCluster(dir string, n int, batching bool, synchronous string, log *slog.Logger) (c *cluster, err error) {
+func startCluster(dir string, n int, batching bool, synchronous string, log *slog.Logger) (_ *cluster, err error) {
 	app, err := schema.Parse(chat.SchemaName, chat.Schema)
 	if err != nil {
 		return nil, err
@@ -160,10 +167,10 @@ func startCluster(dir string, n int, batching bool, synchronous string, log *slo
 		}
 		voters[i] = raftglobal.Server{ID: "n" + strconv.Itoa(i+1), Addr: addr}
 	}
-	c = &cluster{}
+	started := &cluster{}
 	defer func() {
 		if err != nil {
-			c.shutdown(context.Background())
+			started.shutdown(context.Background())
 		}
 	}()
 	for i, v := range voters {
@@ -184,10 +191,10 @@ func startCluster(dir string, n int, batching bool, synchronous string, log *slo
 		if err != nil {
 			return nil, fmt.Errorf("node %s: %w", v.ID, err)
 		}
-		c.procs, c.regs = append(c.procs, p), append(c.regs, reg)
+		started.procs, started.regs = append(started.procs, p), append(started.regs, reg)
 	}
-	c.gateway = c.procs[0].GRPCAddr
-	return c, nil
+	started.gateway = started.procs[0].GRPCAddr
+	return started, nil
 }
 
 // freeAddr is a loopback address with a port free a moment ago.
