@@ -136,9 +136,9 @@ func (p *parser) stringList(n *yaml.Node, what string) ([]string, error) {
 }
 
 func (p *parser) app(root *yaml.Node) (*App, error) {
-	app := &App{Functions: map[string]*Function{}, Groups: map[string][]*Table{}, tables: map[string]*Table{}}
+	app := &App{Functions: map[string]*Function{}, Queues: map[string]*Queue{}, Groups: map[string][]*Table{}, tables: map[string]*Table{}}
 	var tablesNode *yaml.Node
-	err := p.mapping(root, "lunora.yaml", []string{"tables", "functions"}, func(key string, k, v *yaml.Node) error {
+	err := p.mapping(root, "lunora.yaml", []string{"tables", "functions", "queues"}, func(key string, k, v *yaml.Node) error {
 		switch key {
 		case "tables":
 			tablesNode = v
@@ -158,6 +158,15 @@ func (p *parser) app(root *yaml.Node) (*App, error) {
 					return err
 				}
 				app.Functions[name] = f
+				return nil
+			})
+		case "queues":
+			return p.mapping(v, "queues", nil, func(name string, k, v *yaml.Node) error {
+				q, err := p.queue(name, k, v)
+				if err != nil {
+					return err
+				}
+				app.Queues[name] = q
 				return nil
 			})
 		}
@@ -649,5 +658,8 @@ func (a *App) check(file string) error {
 		}
 	}
 	a.Version = hex.EncodeToString(h.Sum(nil))[:16]
+	if err := a.checkQueues(file); err != nil {
+		return err
+	}
 	return checkSQL(file, a)
 }

@@ -75,6 +75,8 @@ type App struct {
 	File      string
 	Tables    []*Table // in file order
 	Functions map[string]*Function
+	// Queues are the declared queues, by name (queues.go).
+	Queues map[string]*Queue
 	// Groups maps a shard group name — a shard_by column name, or RootShard —
 	// to the tables that live in every shard of that group.
 	Groups map[string][]*Table

@@ -186,6 +186,7 @@ func (a *actor) activate() error {
 	// The shard's file is the truth about its alarms: fix the index on
 	// every activation (a shard received, restored or left early).
 	a.reindexAlarms()
+	a.reindexQueues()
 	a.mailbox = make(chan *mutation, a.h.cfg.MailboxSize)
 	a.writerDone = make(chan struct{})
 	go a.runWriter()

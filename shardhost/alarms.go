@@ -70,6 +70,8 @@ type alarmSched struct {
 	// (0: none); touched is set by any schedule or cancel.
 	lowest  int64
 	touched bool
+	// q is what the transaction did to the shard's queues (queues.go).
+	q queueTxn
 }
 
 func newAlarmID() string {
@@ -194,27 +196,68 @@ func minDue(c *sqlitex.Conn) (int64, bool, error) {
 	return asInt(rows[0][0]), true, nil
 }
 
-// fileMinDue reads the shard ID and earliest alarm of the shard file at
-// path, without serving it.
-func fileMinDue(path string) (id string, due int64, ok bool, err error) {
+// fileIndex is what the node's index needs of a shard file: its ID, its
+// earliest alarm, and its queues' depths and dead-letter counts.
+type fileIndex struct {
+	id     string
+	due    int64
+	hasDue bool
+	ready  map[string]int64
+	dead   map[string]int64
+}
+
+// readFileIndex reads the shard file at path for the node's index,
+// without serving it.
+func readFileIndex(path string) (fi fileIndex, err error) {
 	c, err := sqlitex.Open(path, sqlitex.Options{Synchronous: "FULL", CacheKiB: 64, ReadOnly: true, MaxSQLLen: 1 << 10})
 	if err != nil {
-		return "", 0, false, err
+		return fi, err
 	}
 	defer c.Close()
-	_, rows, err := c.QueryRows(context.Background(), "SELECT v FROM __lunora_meta WHERE k = 'shard_id'", nil, sqlitex.Limits{MaxRows: 1, MaxBytes: 1 << 12})
+	ctx := context.Background()
+	_, rows, err := c.QueryRows(ctx, "SELECT v FROM __lunora_meta WHERE k = 'shard_id'", nil, sqlitex.Limits{MaxRows: 1, MaxBytes: 1 << 12})
 	if err != nil {
-		return "", 0, false, err
+		return fi, err
 	}
 	if len(rows) == 1 {
-		id, _ = rows[0][0].(string)
+		fi.id, _ = rows[0][0].(string)
 	}
-	_, rows, err = c.QueryRows(context.Background(), "SELECT name FROM sqlite_schema WHERE name = '__lunora_alarms'", nil, sqlitex.Limits{MaxRows: 1, MaxBytes: 1 << 10})
-	if err != nil || len(rows) == 0 {
-		return id, 0, false, err
+	_, rows, err = c.QueryRows(ctx, "SELECT name FROM sqlite_schema WHERE name IN ('__lunora_alarms', '__lunora_outbox', '__lunora_dead_messages')", nil, sqlitex.Limits{MaxRows: 3, MaxBytes: 1 << 10})
+	if err != nil {
+		return fi, err
 	}
-	due, ok, err = minDue(c)
-	return id, due, ok, err
+	has := map[string]bool{}
+	for _, r := range rows {
+		has[r[0].(string)] = true
+	}
+	if has["__lunora_alarms"] {
+		if fi.due, fi.hasDue, err = minDue(c); err != nil {
+			return fi, err
+		}
+	}
+	if has["__lunora_outbox"] {
+		if fi.ready, err = countByQueue(c, "__lunora_outbox"); err != nil {
+			return fi, err
+		}
+	}
+	if has["__lunora_dead_messages"] {
+		if fi.dead, err = countByQueue(c, "__lunora_dead_messages"); err != nil {
+			return fi, err
+		}
+	}
+	return fi, nil
+}
+
+func countByQueue(c *sqlitex.Conn, table string) (map[string]int64, error) {
+	_, rows, err := c.QueryRows(context.Background(), "SELECT queue, count(*) FROM "+table+" GROUP BY queue", nil, sqlitex.Limits{MaxRows: 1 << 20, MaxBytes: 1 << 30})
+	if err != nil {
+		return nil, err
+	}
+	out := make(map[string]int64, len(rows))
+	for _, r := range rows {
+		out[r[0].(string)] = asInt(r[1])
+	}
+	return out, nil
 }
 
 // alarmRow is one pending alarm as the writer fires it.
@@ -298,6 +341,7 @@ func (a *actor) fireAlarms() {
 		a.publishCommit(startSeq+1, a.seq)
 	}
 	a.alarmsAfterCommit()
+	a.queuesAfterCommit()
 }
 
 // runAlarm runs an alarm's function as a mutation with no caller.
@@ -352,6 +396,7 @@ type alarmIndex struct {
 	due    map[string]int64 // the entries the scheduler has yet to fire
 	q      dueHeap          // entries by due time; stale ones are skipped
 	wake   chan struct{}
+	queues queueIndex // queueindex.go
 }
 
 type dueEntry struct {
@@ -413,6 +458,10 @@ func (h *Host) openAlarmIndex() (*alarmIndex, error) {
 		x.q = append(x.q, dueEntry{id, due})
 	}
 	heap.Init(&x.q)
+	if err := x.loadQueues(); err != nil {
+		db.Close()
+		return nil, err
+	}
 	return x, nil
 }
 
@@ -429,7 +478,7 @@ func (h *Host) rebuildAlarmIndex(path string) error {
 		return err
 	}
 	ctx := context.Background()
-	if _, err := db.Exec(ctx, alarmIndexDDL); err != nil {
+	if _, err := db.Exec(ctx, alarmIndexDDL+";\n"+queueIndexDDL); err != nil {
 		db.Close()
 		return err
 	}
@@ -445,16 +494,30 @@ func (h *Host) rebuildAlarmIndex(path string) error {
 		if d.IsDir() || !strings.HasSuffix(p, ".db") {
 			return nil
 		}
-		id, due, ok, err := fileMinDue(p)
+		fi, err := readFileIndex(p)
 		if err != nil {
-			return fmt.Errorf("read alarms of %s: %w", p, err)
+			return fmt.Errorf("read alarms and queues of %s: %w", p, err)
 		}
-		if !ok || id == "" {
+		if fi.id == "" {
 			return nil
 		}
-		n++
-		_, err = db.Exec(ctx, "INSERT OR REPLACE INTO alarm_due(shard, due_ms) VALUES (?, ?)", driver.NamedValue{Ordinal: 1, Value: id}, driver.NamedValue{Ordinal: 2, Value: due})
-		return err
+		if fi.hasDue {
+			n++
+			if _, err = db.Exec(ctx, "INSERT OR REPLACE INTO alarm_due(shard, due_ms) VALUES (?, ?)", driver.NamedValue{Ordinal: 1, Value: fi.id}, driver.NamedValue{Ordinal: 2, Value: fi.due}); err != nil {
+				return err
+			}
+		}
+		for q, depth := range fi.ready {
+			if _, err = db.Exec(ctx, "INSERT OR REPLACE INTO queue_ready(shard, queue, depth) VALUES (?, ?, ?)", driver.NamedValue{Ordinal: 1, Value: fi.id}, driver.NamedValue{Ordinal: 2, Value: q}, driver.NamedValue{Ordinal: 3, Value: depth}); err != nil {
+				return err
+			}
+		}
+		for q, count := range fi.dead {
+			if _, err = db.Exec(ctx, "INSERT OR REPLACE INTO queue_dead(shard, queue, count) VALUES (?, ?, ?)", driver.NamedValue{Ordinal: 1, Value: fi.id}, driver.NamedValue{Ordinal: 2, Value: q}, driver.NamedValue{Ordinal: 3, Value: count}); err != nil {
+				return err
+			}
+		}
+		return nil
 	})
 	if err == nil {
 		_, err = db.Exec(ctx, "PRAGMA wal_checkpoint(TRUNCATE)")
@@ -701,15 +764,29 @@ func (h *Host) fireShard(id string) {
 	}
 }
 
-// indexIncoming lowers the index entry of a shard to the earliest alarm of
-// its incoming copy at path.
+// indexIncoming makes the node's index cover the incoming copy of a shard
+// at path: its entry lowered to the copy's earliest alarm, and hints for
+// its queues' messages and dead letters.
 func (h *Host) indexIncoming(shardID, path string) error {
-	_, due, ok, err := fileMinDue(path)
+	fi, err := readFileIndex(path)
 	for _, p := range []string{path + "-wal", path + "-shm"} {
 		os.Remove(p)
 	}
-	if err != nil || !ok {
+	if err != nil {
 		return err
 	}
-	return h.alarms.lower(shardID, due)
+	for q := range fi.ready {
+		if err := h.alarms.announceReady(shardID, q); err != nil {
+			return err
+		}
+	}
+	for q := range fi.dead {
+		if err := h.alarms.announceDead(shardID, q); err != nil {
+			return err
+		}
+	}
+	if !fi.hasDue {
+		return nil
+	}
+	return h.alarms.lower(shardID, fi.due)
 }

@@ -120,6 +120,9 @@ type Config struct {
 	// user has finished wiring (a node process builds the router after the
 	// host). Otherwise New starts it.
 	DeferAlarms bool
+	// QueueConsumers is how many messages of each queue with a consumer
+	// function this node runs at once (consume.go); 0 means 4.
+	QueueConsumers int
 
 	// BeforeBatch, when set, is called by a shard's writer goroutine before
 	// each group commit, with the shard ID. It is a fault hook for tests
@@ -173,6 +176,8 @@ func DefaultConfig() Config {
 		AlarmMaxAttempts: 5,
 		AlarmBackoff:     time.Second,
 		AlarmBackoffMax:  5 * time.Minute,
+
+		QueueConsumers: 4,
 	}
 }
 
@@ -197,6 +202,8 @@ func (c *Config) Validate() error {
 		return errors.New("shardhost: IdleTimeout must be positive")
 	case c.MaxActive < 1:
 		return errors.New("shardhost: MaxActive must be at least 1")
+	case c.QueueConsumers < 0 || c.QueueConsumers > 1024:
+		return errors.New("shardhost: QueueConsumers must be between 0 (the default, 4) and 1024")
 	case c.AlarmMaxAttempts < 1 || c.AlarmBackoff <= 0 || c.AlarmBackoffMax < c.AlarmBackoff:
 		return errors.New("shardhost: AlarmMaxAttempts must be at least 1, AlarmBackoff positive and AlarmBackoffMax at least AlarmBackoff")
 	case c.MailboxSize < 1 || c.MaxBatch < 1 || c.MaxInFlight < 1 || c.ReadConns < 1:

@@ -402,10 +402,12 @@ func (h *Host) removeShardFiles(shardID string) error {
 		h.onDisk.Add(-1)
 		h.m.onDisk.Set(float64(h.onDisk.Load()))
 	}
-	// Its alarms went with it: they never fire here.
+	// Its alarms and messages went with it: they never fire or deliver
+	// here.
 	if err := h.alarms.remove(shardID); err != nil {
 		h.log.Warn("drop the shard's alarm index entry", "shard", shardID, "err", err)
 	}
+	h.alarms.forgetShard(shardID)
 	return nil
 }
 

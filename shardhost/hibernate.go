@@ -103,6 +103,7 @@ func (h *Host) closeActors(as []*actor) {
 		go func(a *actor) {
 			defer func() { <-sem; wg.Done() }()
 			a.hibernate()
+			h.alarms.forgetDrained(a.id)
 			h.mu.Lock()
 			if h.closing[a.id] == a.closed {
 				delete(h.closing, a.id)

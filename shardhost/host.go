@@ -122,6 +122,12 @@ func New(cfg Config) (*Host, error) {
 	if h.alarms, err = h.openAlarmIndex(); err != nil {
 		return nil, fmt.Errorf("shardhost: open the alarm index %s (a hint: deleted, it is rebuilt from the shard files at the next start): %w", filepath.Join(cfg.Dir, "alarms.db"), err)
 	}
+	if cfg.Registerer != nil && len(cfg.App.Queues) > 0 {
+		if err := cfg.Registerer.Register(newQueueCollector(h)); err != nil {
+			h.alarms.close()
+			return nil, fmt.Errorf("shardhost: register the queue metrics: %w", err)
+		}
+	}
 	h.janitor.Add(1)
 	go h.runJanitor()
 	if !cfg.DeferAlarms {

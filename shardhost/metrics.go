@@ -19,6 +19,7 @@ type metrics struct {
 	commitLatency prometheus.Histogram
 	walRecoveries prometheus.Counter
 	alarmsFired   *prometheus.CounterVec
+	queueEvents   *prometheus.CounterVec
 
 	// Live queries (subscribe.go).
 	subscriptions prometheus.Gauge
@@ -62,6 +63,9 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 		alarmsFired: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "lunora_alarms_fired_total", Help: "Alarm runs, by outcome: ok (ran and deleted), retry (failed, due again after a back-off), dead (failed its last attempt).",
 		}, []string{"outcome"}),
+		queueEvents: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "lunora_queue_messages_total", Help: "Queue messages by event: enqueued, delivered (leased to a consumer), redelivered (a delivery after the first), acked, nacked, dead (dead-lettered), redriven.",
+		}, []string{"queue", "event"}),
 		subscriptions: prometheus.NewGauge(prometheus.GaugeOpts{Name: "lunora_subscriptions_active", Help: "Live query subscriptions held by the node."}),
 		liveQueries:   prometheus.NewGauge(prometheus.GaugeOpts{Name: "lunora_live_queries", Help: "Live query states (one per shard, function and arguments, shared by their subscribers), including those in their grace period."}),
 		reruns:        prometheus.NewCounter(prometheus.CounterOpts{Name: "lunora_live_query_reruns_total", Help: "Live queries re-run because a commit wrote a table they read."}),
@@ -73,7 +77,7 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 		}),
 	}
 	if reg != nil {
-		reg.MustRegister(m.requests, m.latency, m.active, m.onDisk, m.inFlight, m.activations, m.hibernations, m.batchSize, m.mailboxDepth, m.commitLatency, m.walRecoveries, m.alarmsFired,
+		reg.MustRegister(m.requests, m.latency, m.active, m.onDisk, m.inFlight, m.activations, m.hibernations, m.batchSize, m.mailboxDepth, m.commitLatency, m.walRecoveries, m.alarmsFired, m.queueEvents,
 			m.subscriptions, m.liveQueries, m.reruns, m.updatesSent, m.cutOff, m.notifyLatency)
 	}
 	return m

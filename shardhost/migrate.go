@@ -40,6 +40,9 @@ func migrate(ctx context.Context, c *sqlitex.Conn, app *schema.App, shardID, gro
 	if _, err := c.Exec(ctx, alarmsDDL); err != nil {
 		return 0, false, err
 	}
+	if _, err := c.Exec(ctx, outboxDDL); err != nil {
+		return 0, false, err
+	}
 	meta, err := readMeta(ctx, c)
 	if err != nil {
 		return 0, false, err

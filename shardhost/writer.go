@@ -27,6 +27,10 @@ type mutation struct {
 	// attempt is lunora_attempt() while an alarm's function runs.
 	fire    bool
 	attempt int64
+	// op, when set, runs in place of sql: the shard runtime's own write
+	// (a queue's lease, ack, nack — queues.go) group-committed with the
+	// mutations around it. It reports whether it changed user data.
+	op func() (bool, error)
 }
 
 // mutate queues a write on the shard's writer and waits for its
@@ -94,6 +98,7 @@ func (a *actor) runWriter() {
 		if len(calls) > 0 {
 			a.groupCommit(calls)
 			a.alarmsAfterCommit()
+			a.queuesAfterCommit()
 		}
 		if fire {
 			a.fireAlarms()
@@ -179,6 +184,9 @@ func (a *actor) commit(startSeq uint64) error {
 	if err := a.alarmsBeforeCommit(); err != nil {
 		return fmt.Errorf("write the alarm index: %w", err)
 	}
+	if err := a.queuesBeforeCommit(); err != nil {
+		return fmt.Errorf("write the queue index: %w", err)
+	}
 	if a.seq != startSeq {
 		if _, err := a.w.ExecSys("UPDATE __lunora_meta SET v = ? WHERE k = 'seq'", driver.NamedValue{Ordinal: 1, Value: int64(a.seq)}); err != nil {
 			return err
@@ -200,6 +208,10 @@ func (a *actor) failAll(ms []*mutation, err error) {
 // number of rows the mutation inserted, updated or deleted (triggers
 // included); it reports whether any row changed.
 func (a *actor) run(m *mutation) (*api.Result, bool, error) {
+	if m.op != nil {
+		dirty, err := m.op()
+		return &api.Result{}, dirty, err
+	}
 	c := a.w
 	ctx, cancel := context.WithTimeout(m.ctx, a.h.cfg.StatementTimeout)
 	defer cancel()

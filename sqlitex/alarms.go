@@ -21,13 +21,16 @@ type Scheduler interface {
 	Schedule(when int64, function, argsJSON string) (string, error)
 	// Cancel deletes a pending alarm and reports whether one was deleted.
 	Cancel(id string) (bool, error)
+	// Enqueue writes a message with bodyJSON (JSON text) to the shard's
+	// outbox for queue and returns the message's ID.
+	Enqueue(queue, bodyJSON string) (string, error)
 }
 
 // ErrNotMutation: lunora_schedule or lunora_cancel outside a mutation.
-var ErrNotMutation = api.New(codes.FailedPrecondition, "lunora_schedule and lunora_cancel are only available in mutations")
+var ErrNotMutation = api.New(codes.FailedPrecondition, "lunora_schedule, lunora_cancel and lunora_enqueue are only available in mutations")
 
 // registerAlarms adds lunora_schedule(when, function[, args_json]),
-// lunora_cancel(id) and lunora_attempt().
+// lunora_cancel(id), lunora_enqueue(queue, body_json) and lunora_attempt().
 func (c *Conn) registerAlarms() error {
 	schedule := func(when int64, function string, args any) (string, error) {
 		if c.Sched == nil {
@@ -68,6 +71,28 @@ func (c *Conn) registerAlarms() error {
 		}
 		return 0, nil
 	}
+	enqueue := func(queue string, body any) (string, error) {
+		if c.Sched == nil {
+			c.fnErr = api.Wrap(ErrNotMutation, "lunora_enqueue is not available here: messages are enqueued by mutations on shards, not by queries or global functions")
+			return "", c.fnErr
+		}
+		var b string
+		switch x := body.(type) {
+		case string:
+			b = x
+		case []byte:
+			b = string(x)
+		default:
+			c.fnErr = api.Errorf(codes.InvalidArgument, "lunora_enqueue: the body must be JSON as text, e.g. json_object('room', :room), not %T", body)
+			return "", c.fnErr
+		}
+		id, err := c.Sched.Enqueue(queue, b)
+		if err != nil {
+			c.fnErr = err
+			return "", err
+		}
+		return id, nil
+	}
 	attempt := func() int64 { return c.Attempt }
 	for _, f := range []struct {
 		name string
@@ -76,6 +101,7 @@ func (c *Conn) registerAlarms() error {
 		{"lunora_schedule", schedule},
 		{"lunora_schedule", schedule2},
 		{"lunora_cancel", cancel},
+		{"lunora_enqueue", enqueue},
 		{"lunora_attempt", attempt},
 	} {
 		if err := c.C.RegisterFunc(f.name, f.impl, false); err != nil {
