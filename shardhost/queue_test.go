@@ -578,3 +578,53 @@ func TestQueueConsumerFunction(t *testing.T) {
 		return nil
 	})
 }
+
+// TestChatNotifications: the chat example's messages:post enqueues a
+// notification (and still answers the new message's ID: lunora_enqueue
+// leaves last_insert_rowid() alone); the notifications queue's consumer
+// writes it to the activity feed in the root shard. rooms:create enqueues
+// a room-events message for external consumers.
+func TestChatNotifications(t *testing.T) {
+	h := newHost(t, nil)
+	h.StartConsumers(func(ctx context.Context, shardID, function string, args map[string]any) error {
+		_, err := h.Call(ctx, shardID, function, args)
+		return err
+	})
+	alice := as("alice", map[string]any{"rooms": []any{"r1"}})
+	var posted []int64
+	for _, body := range []string{"one", "two", "three"} {
+		res, err := h.Call(alice, "room_id=r1", "messages:post", map[string]any{"room_id": "r1", "body": body})
+		if err != nil {
+			t.Fatal(err)
+		}
+		posted = append(posted, res.Rows[0][0].(int64))
+	}
+	ids := adminRows(t, h, "room_id=r1", "SELECT id FROM messages ORDER BY id")
+	for i, row := range ids {
+		if row[0] != posted[i] {
+			t.Fatalf("messages:post answered ids %v, the messages are %v", posted, ids)
+		}
+	}
+	waitFor(t, 10*time.Second, func() error {
+		res, err := h.Call(context.Background(), "__root__", "activity:recent", map[string]any{})
+		if err != nil {
+			return err
+		}
+		if len(res.Rows) != 3 {
+			return fmt.Errorf("activity %v", res.Rows)
+		}
+		for i, row := range res.Rows { // newest first
+			if row[0] != "r1" || row[1] != "alice" || row[2] != posted[2-i] {
+				return fmt.Errorf("activity row %d: %v", i, row)
+			}
+		}
+		return nil
+	})
+	if _, err := h.Call(context.Background(), "room_id=new", "rooms:create", map[string]any{"room_id": "new", "title": "New"}); err != nil {
+		t.Fatal(err)
+	}
+	msgs, err := h.ReceiveMessages(context.Background(), "room-events", 10, 0, 0)
+	if err != nil || len(msgs) != 1 || msgs[0].Body != `{"type":"room.created","room_id":"new","title":"New"}` {
+		t.Fatalf("room-events: %+v %v", msgs, err)
+	}
+}

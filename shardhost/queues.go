@@ -42,8 +42,10 @@ import (
 // queue empty, or leaves the node. Dead letters have their own hint
 // (queue_dead), kept the same way.
 
-const outboxDDL = `CREATE TABLE IF NOT EXISTS __lunora_outbox (seq INTEGER PRIMARY KEY, id TEXT NOT NULL UNIQUE, queue TEXT NOT NULL, body TEXT NOT NULL, attempt INTEGER NOT NULL DEFAULT 0, visible_ms INTEGER NOT NULL DEFAULT 0, enqueued_ms INTEGER NOT NULL, error TEXT NOT NULL DEFAULT '');
-CREATE INDEX IF NOT EXISTS __lunora_outbox_queue ON __lunora_outbox(queue, seq);
+//
+// The outbox is WITHOUT ROWID so that lunora_enqueue leaves the
+// mutation's last_insert_rowid() alone; seq orders a queue's messages.
+const outboxDDL = `CREATE TABLE IF NOT EXISTS __lunora_outbox (queue TEXT NOT NULL, seq INTEGER NOT NULL, id TEXT NOT NULL UNIQUE, body TEXT NOT NULL, attempt INTEGER NOT NULL DEFAULT 0, visible_ms INTEGER NOT NULL DEFAULT 0, enqueued_ms INTEGER NOT NULL, error TEXT NOT NULL DEFAULT '', PRIMARY KEY (queue, seq)) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS __lunora_dead_messages (id TEXT PRIMARY KEY, queue TEXT NOT NULL, body TEXT NOT NULL, attempts INTEGER NOT NULL, enqueued_ms INTEGER NOT NULL, dead_ms INTEGER NOT NULL, error TEXT NOT NULL) WITHOUT ROWID;
 CREATE INDEX IF NOT EXISTS __lunora_dead_messages_queue ON __lunora_dead_messages(queue, dead_ms)`
 
@@ -53,6 +55,9 @@ const MaxMessageBytes = 256 << 10
 // MaxReceive bounds the messages one Receive hands out, and the IDs one
 // settle names.
 const MaxReceive = 1000
+
+// nextSeq is the seq of a message appended to queue ?1.
+const nextSeq = "(SELECT coalesce(max(seq), 0) + 1 FROM __lunora_outbox WHERE queue = ?1)"
 
 func newMessageID() string {
 	var b [12]byte
@@ -98,8 +103,8 @@ func (s *alarmSched) Enqueue(queue, body string) (string, error) {
 	}
 	now := a.h.cfg.Now().UnixMilli()
 	id := newMessageID()
-	if _, err := a.w.ExecSys("INSERT INTO __lunora_outbox(id, queue, body, attempt, visible_ms, enqueued_ms) VALUES (?, ?, ?, 0, 0, ?)",
-		driver.NamedValue{Ordinal: 1, Value: id}, driver.NamedValue{Ordinal: 2, Value: queue},
+	if _, err := a.w.ExecSys("INSERT INTO __lunora_outbox(queue, seq, id, body, attempt, visible_ms, enqueued_ms) VALUES (?1, "+nextSeq+", ?2, ?3, 0, 0, ?4)",
+		driver.NamedValue{Ordinal: 1, Value: queue}, driver.NamedValue{Ordinal: 2, Value: id},
 		driver.NamedValue{Ordinal: 3, Value: body}, driver.NamedValue{Ordinal: 4, Value: now}); err != nil {
 		return "", api.Errorf(codes.Internal, "lunora_enqueue: write the outbox: %v", err)
 	}
@@ -313,8 +318,8 @@ func (a *actor) deadLetter(q *schema.Queue, r outboxRow, cause string, now int64
 	}
 	a.h.m.queueEvents.WithLabelValues(q.Name, "dead").Inc()
 	if q.DeadLetter != "" {
-		if _, err := a.w.ExecSys("INSERT INTO __lunora_outbox(id, queue, body, attempt, visible_ms, enqueued_ms, error) VALUES (?, ?, ?, 0, 0, ?, ?)",
-			driver.NamedValue{Ordinal: 1, Value: r.id}, driver.NamedValue{Ordinal: 2, Value: q.DeadLetter},
+		if _, err := a.w.ExecSys("INSERT INTO __lunora_outbox(queue, seq, id, body, attempt, visible_ms, enqueued_ms, error) VALUES (?1, "+nextSeq+", ?2, ?3, 0, 0, ?4, ?5)",
+			driver.NamedValue{Ordinal: 1, Value: q.DeadLetter}, driver.NamedValue{Ordinal: 2, Value: r.id},
 			driver.NamedValue{Ordinal: 3, Value: r.body}, driver.NamedValue{Ordinal: 4, Value: now},
 			driver.NamedValue{Ordinal: 5, Value: truncate(cause, 1024)}); err != nil {
 			return err
@@ -416,13 +421,13 @@ func (a *actor) settle(how settleHow, ids []string, delay time.Duration, cause s
 func (a *actor) redrive(queue string, ids []string, n *int) func() (bool, error) {
 	return func() (bool, error) {
 		*n = 0
-		where, args := "queue = ?", []driver.NamedValue{{Ordinal: 1, Value: queue}}
+		where, args := "queue = ?1", []driver.NamedValue{{Ordinal: 1, Value: queue}}
 		if len(ids) > 0 {
-			where += " AND id IN (SELECT value FROM json_each(?))"
+			where += " AND id IN (SELECT value FROM json_each(?2))"
 			b, _ := json.Marshal(ids)
 			args = append(args, driver.NamedValue{Ordinal: 2, Value: string(b)})
 		}
-		moved, err := a.w.ExecSys("INSERT INTO __lunora_outbox(id, queue, body, attempt, visible_ms, enqueued_ms) SELECT id, queue, body, 0, 0, enqueued_ms FROM __lunora_dead_messages WHERE "+where+" ORDER BY dead_ms", args...)
+		moved, err := a.w.ExecSys("INSERT INTO __lunora_outbox(queue, seq, id, body, attempt, visible_ms, enqueued_ms) SELECT queue, (SELECT coalesce(max(seq), 0) FROM __lunora_outbox WHERE queue = ?1) + row_number() OVER (ORDER BY dead_ms, id), id, body, 0, 0, enqueued_ms FROM __lunora_dead_messages WHERE "+where, args...)
 		if err != nil {
 			return false, err
 		}

@@ -257,7 +257,13 @@ func (c *Conn) ExecSys(query string, args ...driver.NamedValue) (int64, error) {
 	if err != nil {
 		return 0, err
 	}
+	// Run as a system statement too: called from inside a user statement
+	// (lunora_enqueue), SQLite may re-prepare it on its first step, and
+	// the authorizer must judge it as what it is.
+	was := c.User
+	c.User = false
 	res, err := st.(driver.StmtExecContext).ExecContext(context.Background(), args)
+	c.User = was
 	if err != nil {
 		return 0, err
 	}
