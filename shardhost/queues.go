@@ -42,7 +42,6 @@ import (
 // queue empty, or leaves the node. Dead letters have their own hint
 // (queue_dead), kept the same way.
 
-//
 // The outbox is WITHOUT ROWID so that lunora_enqueue leaves the
 // mutation's last_insert_rowid() alone; seq orders a queue's messages.
 const outboxDDL = `CREATE TABLE IF NOT EXISTS __lunora_outbox (queue TEXT NOT NULL, seq INTEGER NOT NULL, id TEXT NOT NULL UNIQUE, body TEXT NOT NULL, attempt INTEGER NOT NULL DEFAULT 0, visible_ms INTEGER NOT NULL DEFAULT 0, enqueued_ms INTEGER NOT NULL, error TEXT NOT NULL DEFAULT '', PRIMARY KEY (queue, seq)) WITHOUT ROWID;
