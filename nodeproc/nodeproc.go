@@ -15,7 +15,6 @@ import (
 	"sync/atomic"
 	"time"
 
-	lunoraapi "github.com/lunora/lunora/api"
 	"github.com/lunora/lunora/clustersecret"
 	"github.com/lunora/lunora/examples/chat"
 	"github.com/lunora/lunora/gateway"
@@ -281,10 +280,10 @@ func Start(cfg Config) (p *Process, err error) {
 	registry.node.Store(p.Node)
 	leader.node.Store(p.Node)
 	p.Host.StartAlarms()
-	// Queue consumer functions run through the node's own request path,
-	// which forwards to the shard's holder wherever it is.
+	// Queue consumer functions run on the shard their message names,
+	// routed by this node's view of the ring.
 	p.Host.StartConsumers(func(ctx context.Context, shardID, function string, args map[string]any) error {
-		_, err := p.Node.Call(ctx, shardID, function, args, lunoraapi.ReadOptions{})
+		_, err := p.Node.CallRouted(ctx, shardID, function, args)
 		return err
 	})
 	rpc.RegisterNodeServer(p.Server.GRPC, rpc.NewNodeServer(p.Node, log))

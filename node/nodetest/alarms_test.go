@@ -2,6 +2,7 @@ package nodetest_test
 
 import (
 	"fmt"
+	"slices"
 	"testing"
 	"time"
 
@@ -16,6 +17,10 @@ tables:
     shard_by: k
     columns: {k: text, n: int, tag: text}
     primary_key: [n]
+queues:
+  jobs:
+  relay:
+    consumer: alarms:run
 functions:
   alarms:add:
     kind: mutation
@@ -29,6 +34,18 @@ functions:
     args: {k: text, tag: text}
     sql:
       - INSERT INTO fired(k, tag) VALUES (:k, :tag)
+  jobs:add:
+    kind: mutation
+    shard_by: k
+    args: {k: text, tag: text}
+    sql:
+      - SELECT lunora_enqueue('jobs', json_object('k', :k, 'tag', :tag))
+  relay:add:
+    kind: mutation
+    shard_by: k
+    args: {k: text, to: text, tag: text}
+    sql:
+      - SELECT lunora_enqueue('relay', json_object('k', :to, 'tag', :tag))
   alarms:fired:
     kind: query
     shard_by: k
@@ -37,11 +54,13 @@ functions:
       - SELECT tag, count(*) FROM fired GROUP BY tag
 `
 
-// TestAlarmsMoveOnScaleOut: shards with pending alarms are handed off when
-// a fourth node joins; the alarms fire once each, on the new holder (the
-// moves finish before any is due), and the old holders drop their index
-// entries.
-func TestAlarmsMoveOnScaleOut(t *testing.T) {
+// TestAlarmsAndQueuesMoveOnScaleOut: shards with pending alarms and queued
+// messages are handed off when a fourth node joins; the alarms fire once
+// each, on the new holder (the moves finish before any is due), the old
+// holders drop their index entries, and every message is delivered once,
+// by the new holder. A queue's consumer function runs on the shard its
+// message names, wherever it lives.
+func TestAlarmsAndQueuesMoveOnScaleOut(t *testing.T) {
 	app, err := schema.Parse("alarms.yaml", []byte(alarmAppSchema))
 	if err != nil {
 		t.Fatal(err)
@@ -69,6 +88,13 @@ func TestAlarmsMoveOnScaleOut(t *testing.T) {
 			at := due.Add(time.Duration(j) * 200 * time.Millisecond).UnixMilli()
 			if _, err := c.Router.Call(ctx, nodetest.ShardID(k), "alarms:add", map[string]any{"k": k, "tag": fmt.Sprint(j), "at": at}, api.ReadOptions{}); err != nil {
 				t.Fatalf("schedule on %s: %v", k, err)
+			}
+		}
+	}
+	for _, k := range keys {
+		for j := range perShard {
+			if _, err := c.Router.Call(ctx, nodetest.ShardID(k), "jobs:add", map[string]any{"k": k, "tag": fmt.Sprint(j)}, api.ReadOptions{}); err != nil {
+				t.Fatalf("enqueue on %s: %v", k, err)
 			}
 		}
 	}
@@ -140,6 +166,59 @@ func TestAlarmsMoveOnScaleOut(t *testing.T) {
 			t.Errorf("n3 still indexes %s after its alarms fired", k)
 		}
 	}
+	// Every queued message is delivered once, by the shard's holder now.
+	delivered := map[string]int{}
+	c.WaitFor(30*time.Second, func() error {
+		for _, i := range c.Running() {
+			h := c.Node(i).Proc().Host
+			msgs, err := h.ReceiveMessages(ctx, "jobs", 100, 0, 0)
+			if err != nil {
+				return err
+			}
+			for _, m := range msgs {
+				k := m.ShardID[len("k="):]
+				if holder := c.Node(i).ID; slices.Contains(moved, k) && holder != "n3" {
+					t.Errorf("message %s of moved shard %s delivered by %s", m.ID, k, holder)
+				}
+				delivered[m.Body]++
+				if _, err := h.SettleMessages(ctx, m.ShardID, api.Ack, []string{m.ID}, 0); err != nil {
+					return err
+				}
+			}
+		}
+		if len(delivered) != len(keys)*perShard {
+			return fmt.Errorf("%d of %d messages delivered", len(delivered), len(keys)*perShard)
+		}
+		return nil
+	})
+	for body, n := range delivered {
+		if n != 1 {
+			t.Errorf("message %s delivered %d times", body, n)
+		}
+	}
+	// A consumer function runs on the shard its message names.
+	for _, k := range keys {
+		if _, err := c.Router.Call(ctx, nodetest.ShardID(k), "relay:add", map[string]any{"k": k, "to": k + "-r", "tag": "relayed"}, api.ReadOptions{}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	c.WaitFor(30*time.Second, func() error {
+		for _, k := range keys {
+			res, err := c.Router.Call(ctx, nodetest.ShardID(k+"-r"), "alarms:fired", map[string]any{"k": k + "-r"}, api.ReadOptions{})
+			if err != nil {
+				return err
+			}
+			if len(res.Rows) != 1 || res.Rows[0][0] != "relayed" || res.Rows[0][1] != int64(1) {
+				var dead []api.QueueMessage
+				for _, i := range c.Running() {
+					d, _ := c.Node(i).Proc().Host.DeadMessages(ctx, "relay", 10)
+					dead = append(dead, d...)
+				}
+				return fmt.Errorf("shard %s-r: %v (dead letters: %+v)", k, res.Rows, dead)
+			}
+		}
+		return nil
+	})
 	if err := c.CheckOneCopy(ctx); err != nil {
 		t.Fatal(err)
 	}

@@ -128,5 +128,9 @@ func (c *Cluster) build(n *Node, boot []raftglobal.Server, incarnation uint64) (
 	}
 	late.n.Store(p.Node)
 	p.Host.StartAlarms()
+	p.Host.StartConsumers(func(ctx context.Context, shardID, function string, args map[string]any) error {
+		_, err := p.Node.CallRouted(ctx, shardID, function, args)
+		return err
+	})
 	return p, nil
 }
