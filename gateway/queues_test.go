@@ -328,8 +328,8 @@ func TestHTTPQueues(t *testing.T) {
 	var got struct {
 		Messages []struct {
 			ID, Queue, ShardID, Receipt, Enqueued, VisibleUntil string
-			Body                                                 map[string]any
-			Attempt                                              int
+			Body                                                map[string]any
+			Attempt                                             int
 		}
 	}
 	if err := json.Unmarshal([]byte(strings.NewReplacer("shard_id", "ShardID", "visible_until", "VisibleUntil").Replace(a.raw)), &got); err != nil {
