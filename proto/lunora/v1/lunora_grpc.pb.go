@@ -72,10 +72,11 @@ type LunoraClient interface {
 	// answered by a ConsumeSettled with the same request_id. A receipt the
 	// server cannot read is listed in that answer's failed (the stream goes
 	// on); a bad first request ends the stream with INVALID_ARGUMENT, an
-	// unknown queue with NOT_FOUND. When the stream ends, however it ends,
-	// the messages it has not settled are released for redelivery at once
-	// (their visibility timeout is the fallback). Delivery is at least once:
-	// deduplicate by message id.
+	// unknown queue with NOT_FOUND. The client closing its side ends the
+	// stream (OK). When the stream ends, however it ends, the messages it
+	// has not settled are released for redelivery at once (their visibility
+	// timeout is the fallback). Delivery is at least once: deduplicate by
+	// message id.
 	Consume(ctx context.Context, opts ...grpc.CallOption) (grpc.BidiStreamingClient[ConsumeRequest, ConsumeResponse], error)
 }
 
@@ -202,10 +203,11 @@ type LunoraServer interface {
 	// answered by a ConsumeSettled with the same request_id. A receipt the
 	// server cannot read is listed in that answer's failed (the stream goes
 	// on); a bad first request ends the stream with INVALID_ARGUMENT, an
-	// unknown queue with NOT_FOUND. When the stream ends, however it ends,
-	// the messages it has not settled are released for redelivery at once
-	// (their visibility timeout is the fallback). Delivery is at least once:
-	// deduplicate by message id.
+	// unknown queue with NOT_FOUND. The client closing its side ends the
+	// stream (OK). When the stream ends, however it ends, the messages it
+	// has not settled are released for redelivery at once (their visibility
+	// timeout is the fallback). Delivery is at least once: deduplicate by
+	// message id.
 	Consume(grpc.BidiStreamingServer[ConsumeRequest, ConsumeResponse]) error
 	mustEmbedUnimplementedLunoraServer()
 }
