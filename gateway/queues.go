@@ -363,7 +363,7 @@ func (g *Gateway) serveSettle(w http.ResponseWriter, r *http.Request, verb strin
 		}
 		byShard, receipts, bad := groupReceipts(req.Receipts)
 		if len(bad) > 0 {
-			return settled{}, api.Errorf(codes.InvalidArgument, "receipt %d: %s", indexOf(req.Receipts, bad[0].Receipt), bad[0].Message)
+			return settled{}, api.Errorf(codes.InvalidArgument, "receipts[%d]: %s", indexOf(req.Receipts, bad[0].Receipt), bad[0].Message)
 		}
 		ctx, cancel := context.WithTimeout(r.Context(), g.cfg.RequestTimeout)
 		defer cancel()

@@ -373,7 +373,7 @@ func TestHTTPQueues(t *testing.T) {
 		{"POST", "/v1/queues/jobs/receive", `{"maximum": 1}`, 400, "unknown field"},
 		{"POST", "/v1/queues/jobs/receive", `not json`, 400, "malformed JSON"},
 		{"POST", "/v1/queues/jobs/ack", `{"receipts":[]}`, 400, "ack needs receipts"},
-		{"POST", "/v1/queues/jobs/ack", `{"receipts":["` + r1 + `","bogus"]}`, 400, "receipt 1: receipt \"bogus\" is not one Lunora issued"},
+		{"POST", "/v1/queues/jobs/ack", `{"receipts":["` + r1 + `","bogus"]}`, 400, "receipts[1]: receipt \"bogus\" is not one Lunora issued"},
 		{"POST", "/v1/queues/jobs/ack", `{"receipts":["` + r1 + `"],"delay_ms":5}`, 400, "ack takes receipts only"},
 		{"POST", "/v1/queues/jobs/extend", `{"receipts":["` + r1 + `"]}`, 400, "extend needs visibility_ms"},
 		{"POST", "/v1/queues/jobs/nack", `{"receipts":["` + r1 + `"],"visibility_ms":5}`, 400, "nack takes delay_ms"},
