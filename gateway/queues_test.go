@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/lunora/lunora/api"
+	"github.com/lunora/lunora/gateway"
 	lunorav1 "github.com/lunora/lunora/proto/lunora/v1"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
@@ -445,4 +446,39 @@ func TestHTTPQueueAdmin(t *testing.T) {
 			t.Errorf("%s %s: %d %q, want %d with %q", tc.method, tc.path, a.status, msg, tc.status, tc.msgHas)
 		}
 	}
+}
+
+// TestConsumeHoldsAConnectionSlot: a Consume stream holds one of its
+// client's live-connection slots (MaxWebSocketsPerClient) until it ends,
+// as a subscription does.
+func TestConsumeHoldsAConnectionSlot(t *testing.T) {
+	e := newEnv(t, func(c *gateway.Config) { c.MaxWebSocketsPerClient = 1 })
+	c := e.grpcClient(t)
+	e.backend.put("r1", "msg_1")
+	ctx, cancel := context.WithCancel(testCtx(t))
+	first := startConsume(t, ctx, c, &lunorav1.ConsumeStart{Queue: fakeQueue})
+	recvMessages(t, first, 1) // admitted and running
+
+	second := startConsume(t, testCtx(t), c, &lunorav1.ConsumeStart{Queue: fakeQueue})
+	if _, err := second.Recv(); status.Code(err) != codes.ResourceExhausted {
+		t.Fatalf("a second stream past the limit: %v, want RESOURCE_EXHAUSTED", err)
+	}
+	cancel()
+	// Its slot is given back when it has released what it held.
+	waitFor(t, "the first stream to release its message", func() bool {
+		for _, call := range e.backend.settleCalls() {
+			if call.How == api.Nack {
+				return true
+			}
+		}
+		return false
+	})
+	e.backend.put("r1", "msg_2")
+	waitFor(t, "the first stream's slot to be given back", func() bool {
+		ctx, cancel := context.WithCancel(testCtx(t))
+		defer cancel()
+		st := startConsume(t, ctx, c, &lunorav1.ConsumeStart{Queue: fakeQueue})
+		resp, err := st.Recv()
+		return err == nil && resp.GetMessage().GetId() == "msg_2"
+	})
 }
