@@ -28,6 +28,8 @@ import (
 //	/v1/sql, Sql                auth.AuthorizeSQL (admin, service)
 //	/v1/status, Status          any valid credential
 //	/v1/admin/keys              auth.AuthorizeAdmin
+//	/v1/queues/…, Consume       authorizeQueue (admin, service)
+//	/v1/admin/queues/…, alarms  auth.AuthorizeAdmin
 //
 // No credential is UNAUTHENTICATED (HTTP 401 with WWW-Authenticate:
 // Bearer); a credential that does not allow the operation is

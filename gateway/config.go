@@ -16,7 +16,7 @@ import (
 
 // Backend runs validated calls on shards and on the global tier:
 // *node.Node in dev mode (one process), *rpc.NodeClient in front of a
-// lunora-node.
+// lunora-node, *router.Router in front of a cluster.
 //
 // Methods are called concurrently, must honour ctx (return promptly with
 // its error once it is done) and return *api.Error values with canonical
@@ -33,6 +33,28 @@ type Backend interface {
 	Status(ctx context.Context) (*api.Status, error)
 	// Subscribe starts a live query on a shard; args already bound.
 	Subscribe(ctx context.Context, shardID, function string, args map[string]any, sinceSeq uint64) (api.Stream, error)
+
+	// Queues and the alarm listings (queues.go, consume.go; ARCHITECTURE.md
+	// §8). An unknown queue is NOT_FOUND.
+
+	// ReceiveMessages leases up to max ready messages of queue (never
+	// more), waiting up to wait for one; each lease lasts visibility (0:
+	// the queue's visibility timeout).
+	ReceiveMessages(ctx context.Context, queue string, max int, visibility, wait time.Duration) ([]api.QueueMessage, error)
+	// SettleMessages acks, nacks or extends messages (by ID) of one shard
+	// and answers how many it changed.
+	SettleMessages(ctx context.Context, shardID string, how api.Settle, ids []string, delay time.Duration) (int, error)
+	// DeadMessages lists dead-letter messages of queue ("": every queue),
+	// oldest first, up to limit.
+	DeadMessages(ctx context.Context, queue string, limit int) ([]api.QueueMessage, error)
+	// Redrive puts dead-letter messages of queue (ids empty: all of them)
+	// back on the queue and answers how many.
+	Redrive(ctx context.Context, queue string, ids []string) (int, error)
+	// Alarms lists one shard's alarms: pending by due time, then dead.
+	Alarms(ctx context.Context, shardID string, limit int) ([]api.Alarm, error)
+	// AlarmsDue lists the alarm index (each shard's next alarm and its
+	// node) by due time, up to limit.
+	AlarmsDue(ctx context.Context, limit int) ([]api.AlarmDue, error)
 }
 
 // Config configures a Gateway. Start from DefaultConfig.

@@ -2,9 +2,11 @@ package gateway_test
 
 import (
 	"context"
-	"google.golang.org/grpc/codes"
 	"sort"
 	"sync"
+	"time"
+
+	"google.golang.org/grpc/codes"
 
 	"github.com/lunora/lunora/api"
 )
@@ -26,6 +28,7 @@ type fakeBackend struct {
 	calls  []backendCall
 	answer func(ctx context.Context, c backendCall) (*api.Result, error)
 	deltas chan string // feeds the streams Subscribe returns
+	fakeQueues
 }
 
 func (f *fakeBackend) setAnswer(a func(ctx context.Context, c backendCall) (*api.Result, error)) {
@@ -138,3 +141,146 @@ func (s *fakeStream) Next(ctx context.Context) (*api.Update, error) {
 }
 
 func (s *fakeStream) Close() {}
+
+// fakeQueue is the name of the one queue the fake backend declares; any
+// other is NOT_FOUND.
+const fakeQueue = "jobs"
+
+// settleCall is one SettleMessages the fake backend received.
+type settleCall struct {
+	ShardID string
+	How     api.Settle
+	IDs     []string
+	Delay   time.Duration
+}
+
+// fakeQueues is the fake backend's queue state: messages put waiting for
+// a receive, the settles and redrives it was asked for.
+type fakeQueues struct {
+	qmu      sync.Mutex
+	ready    []api.QueueMessage
+	arrived  chan struct{} // closed and replaced when put adds messages
+	settles  []settleCall
+	receives []int // the max of each receive
+	redrives [][]string
+	dead     []api.QueueMessage
+}
+
+// put makes messages ready on shard room_id=<shard> of fakeQueue.
+func (f *fakeBackend) put(shard string, ids ...string) {
+	f.qmu.Lock()
+	defer f.qmu.Unlock()
+	for _, id := range ids {
+		f.ready = append(f.ready, api.QueueMessage{ID: id, Queue: fakeQueue, ShardID: "room_id=" + shard, Body: `{"id":"` + id + `"}`, Enqueued: time.Unix(1700000000, 0)})
+	}
+	if f.arrived != nil {
+		close(f.arrived)
+		f.arrived = nil
+	}
+}
+
+func (f *fakeBackend) settleCalls() []settleCall {
+	f.qmu.Lock()
+	defer f.qmu.Unlock()
+	return append([]settleCall(nil), f.settles...)
+}
+
+func (f *fakeBackend) receiveMaxes() []int {
+	f.qmu.Lock()
+	defer f.qmu.Unlock()
+	return append([]int(nil), f.receives...)
+}
+
+func unknownQueue(q string) error {
+	return api.Errorf(codes.NotFound, "unknown queue %q", q)
+}
+
+// ReceiveMessages hands out up to max ready messages, waiting up to wait
+// for one.
+func (f *fakeBackend) ReceiveMessages(ctx context.Context, queue string, max int, visibility, wait time.Duration) ([]api.QueueMessage, error) {
+	if queue != fakeQueue {
+		return nil, unknownQueue(queue)
+	}
+	if visibility == 0 {
+		visibility = 30 * time.Second
+	}
+	timer := time.NewTimer(wait)
+	defer timer.Stop()
+	for {
+		f.qmu.Lock()
+		if len(f.ready) > 0 || wait == 0 {
+			n := min(max, len(f.ready))
+			out := append([]api.QueueMessage(nil), f.ready[:n]...)
+			f.ready = f.ready[n:]
+			f.receives = append(f.receives, max)
+			f.qmu.Unlock()
+			for i := range out {
+				out[i].Attempt++
+				out[i].Receipt = api.ReceiptOf(out[i].ShardID, out[i].ID)
+				out[i].VisibleUntil = time.Now().Add(visibility)
+			}
+			return out, nil
+		}
+		if f.arrived == nil {
+			f.arrived = make(chan struct{})
+		}
+		arrived := f.arrived
+		f.qmu.Unlock()
+		select {
+		case <-arrived:
+		case <-timer.C:
+			wait = 0
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		}
+	}
+}
+
+// SettleMessages records the settle and answers every ID settled.
+func (f *fakeBackend) SettleMessages(ctx context.Context, shardID string, how api.Settle, ids []string, delay time.Duration) (int, error) {
+	if err := ctx.Err(); err != nil {
+		return 0, err
+	}
+	f.qmu.Lock()
+	defer f.qmu.Unlock()
+	f.settles = append(f.settles, settleCall{ShardID: shardID, How: how, IDs: append([]string(nil), ids...), Delay: delay})
+	return len(ids), nil
+}
+
+func (f *fakeBackend) DeadMessages(ctx context.Context, queue string, limit int) ([]api.QueueMessage, error) {
+	if queue != fakeQueue {
+		return nil, unknownQueue(queue)
+	}
+	f.qmu.Lock()
+	defer f.qmu.Unlock()
+	return append([]api.QueueMessage(nil), f.dead[:min(limit, len(f.dead))]...), nil
+}
+
+func (f *fakeBackend) Redrive(ctx context.Context, queue string, ids []string) (int, error) {
+	if queue != fakeQueue {
+		return 0, unknownQueue(queue)
+	}
+	f.qmu.Lock()
+	defer f.qmu.Unlock()
+	f.redrives = append(f.redrives, ids)
+	if len(ids) == 0 {
+		return len(f.dead), nil
+	}
+	return len(ids), nil
+}
+
+// Alarms answers one pending and one dead alarm for room_id=r1, none for
+// other shards.
+func (f *fakeBackend) Alarms(ctx context.Context, shardID string, limit int) ([]api.Alarm, error) {
+	if shardID != "room_id=r1" {
+		return []api.Alarm{}, nil
+	}
+	return []api.Alarm{
+		{ID: "alm_1", ShardID: shardID, Function: "messages:send", Args: `{"room_id":"r1"}`, Due: time.Unix(1800000000, 0), Created: time.Unix(1700000000, 0)},
+		{ID: "alm_0", ShardID: shardID, Function: "messages:send", Args: `{}`, Due: time.Unix(1700000000, 0), Attempts: 5, Dead: true, Error: "boom", Died: time.Unix(1700000100, 0)},
+	}[:min(limit, 2)], nil
+}
+
+func (f *fakeBackend) AlarmsDue(ctx context.Context, limit int) ([]api.AlarmDue, error) {
+	return []api.AlarmDue{{ShardID: "room_id=r1", Node: "dev", Due: time.Unix(1800000000, 0)}}, nil
+}

@@ -17,7 +17,7 @@ import (
 // snapshotBackend answers every subscription with one snapshot naming its
 // shard, then waits for the end; calls are refused (the frame handler
 // makes none).
-type snapshotBackend struct{}
+type snapshotBackend struct{ noQueues }
 
 func (snapshotBackend) Call(context.Context, string, string, map[string]any, api.ReadOptions) (*api.Result, error) {
 	return nil, api.New(codes.Unimplemented, "not in this test")

@@ -167,6 +167,9 @@ type errorBody struct {
 //	GET  /v1/subscribe (WebSocket; see websocket.go)
 //	POST /v1/admin/keys, GET /v1/admin/keys, DELETE /v1/admin/keys/{id}
 //	                 (API keys; admin only; see auth.go)
+//	POST /v1/queues/{queue}/receive|ack|nack|extend (service, admin; queues.go)
+//	GET  /v1/admin/queues/{queue}/dead, POST /v1/admin/queues/{queue}/redrive,
+//	GET  /v1/admin/alarms (admin only; queues.go)
 //
 // Every request needs "Authorization: Bearer <API key or JWT>" (auth.go)
 // unless Config.AuthOff: without it the answer is 401.
@@ -186,6 +189,9 @@ func (g *Gateway) Handler() http.Handler {
 	mux.Handle("/v1/subscribe", g.only(http.MethodGet, g.serveSubscribe))
 	mux.HandleFunc("/v1/admin/keys", g.serveKeys)
 	mux.HandleFunc("/v1/admin/keys/", g.serveKeys)
+	mux.HandleFunc("/v1/queues/", g.serveQueues)
+	mux.HandleFunc("/v1/admin/queues/", g.serveAdminQueues)
+	mux.HandleFunc("/v1/admin/alarms", g.serveAdminAlarms)
 	g.handleBlobs(mux)
 	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
 		g.writeError(w, r, api.Errorf(codes.NotFound, "no endpoint %s: use POST /v1/call, POST /v1/sql or GET /v1/status", clip(r.URL.Path)))

@@ -37,6 +37,8 @@ type Shards interface {
 	// The shard files' side of handoffs (shardhost/handoff.go), which the
 	// handoff package drives.
 	handoff.Files
+	// Queues and alarm listings (node/queues.go).
+	QueueShards
 }
 
 // Peer is another node, reached over the node API: *rpc.NodeClient. Its

@@ -540,9 +540,13 @@ func nextIncarnation(dir string) (uint64, error) {
 	return inc, nil
 }
 
-// The node API serves API keys from the global tier, and dev mode's
-// gateway manages them through its backend.
+// The node API serves API keys from the global tier and its shards'
+// queues, and dev mode's gateway manages keys and serves queues through
+// its backend: in one process the node is the whole cluster, so a queue
+// fan-out is the node itself.
 var (
 	_ rpc.Keys         = (*node.Node)(nil)
+	_ rpc.Queues       = (*node.Node)(nil)
 	_ gateway.KeyAdmin = devBackend{}
+	_ gateway.Backend  = devBackend{}
 )

@@ -110,6 +110,12 @@ Usage:
                                 manage the API keys gateways accept (the token of a
                                 new key is printed once); how the first admin key
                                 is made
+  lunora-node queues dead [-gateway URL] [-api-key KEY] QUEUE
+  lunora-node queues redrive [-gateway URL] [-api-key KEY] QUEUE [ID...]
+  lunora-node alarms list [-gateway URL] [-api-key KEY] [-shard ID]
+                                a queue's dead letters, put back on the queue; the
+                                alarm index of every node, or one shard's alarms
+                                (through a gateway's admin API, admin key)
   lunora-node remove-node -node ADDR [-force] ID
                                 remove a (dead) node from the ring and the global tier;
                                 a voter is replaced by a live non-voter, and a removal
@@ -194,7 +200,7 @@ func parseFlags(args []string, stderr io.Writer) (*options, error) {
 		return nil, err
 	}
 	if fs.NArg() > 0 {
-		return nil, fmt.Errorf("unexpected argument %q (subcommands: serve, dev, status, keys, remove-node, backup, restore)", fs.Arg(0))
+		return nil, fmt.Errorf("unexpected argument %q (subcommands: serve, dev, status, keys, queues, alarms, remove-node, backup, restore)", fs.Arg(0))
 	}
 	if err := o.limits.Validate(); err != nil {
 		return nil, err

@@ -51,6 +51,16 @@ func main() {
 		}
 		return
 	}
+	if len(os.Args) > 1 && (os.Args[1] == "queues" || os.Args[1] == "alarms") {
+		cmd := map[string]func([]string, io.Writer, io.Writer) error{"queues": runQueues, "alarms": runAlarms}[os.Args[1]]
+		if err := cmd(os.Args[2:], os.Stdout, os.Stderr); err != nil {
+			if !errors.Is(err, flag.ErrHelp) {
+				fmt.Fprintf(os.Stderr, "lunora-node %s: %v\n", os.Args[1], err)
+			}
+			os.Exit(1)
+		}
+		return
+	}
 	if len(os.Args) > 1 && os.Args[1] == "remove-node" {
 		if err := removeNode(os.Args[2:], os.Stderr); err != nil {
 			fmt.Fprintln(os.Stderr, "lunora-node remove-node:", err)

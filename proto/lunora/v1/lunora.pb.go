@@ -23,6 +23,64 @@ const (
 	_ = protoimpl.EnforceVersion(protoimpl.MaxVersion - 20)
 )
 
+// SettleVerb says what becomes of received messages.
+type SettleVerb int32
+
+const (
+	SettleVerb_SETTLE_VERB_UNSPECIFIED SettleVerb = 0
+	// ACK: handled; the message is deleted.
+	SettleVerb_ACK SettleVerb = 1
+	// NACK: not handled; delivered again after delay_ms (0: the queue's
+	// back-off), or moved to the dead-letter queue when its attempts are
+	// used up.
+	SettleVerb_NACK SettleVerb = 2
+	// EXTEND: the lease is extended to delay_ms from now.
+	SettleVerb_EXTEND SettleVerb = 3
+)
+
+// Enum value maps for SettleVerb.
+var (
+	SettleVerb_name = map[int32]string{
+		0: "SETTLE_VERB_UNSPECIFIED",
+		1: "ACK",
+		2: "NACK",
+		3: "EXTEND",
+	}
+	SettleVerb_value = map[string]int32{
+		"SETTLE_VERB_UNSPECIFIED": 0,
+		"ACK":                     1,
+		"NACK":                    2,
+		"EXTEND":                  3,
+	}
+)
+
+func (x SettleVerb) Enum() *SettleVerb {
+	p := new(SettleVerb)
+	*p = x
+	return p
+}
+
+func (x SettleVerb) String() string {
+	return protoimpl.X.EnumStringOf(x.Descriptor(), protoreflect.EnumNumber(x))
+}
+
+func (SettleVerb) Descriptor() protoreflect.EnumDescriptor {
+	return file_lunora_v1_lunora_proto_enumTypes[0].Descriptor()
+}
+
+func (SettleVerb) Type() protoreflect.EnumType {
+	return &file_lunora_v1_lunora_proto_enumTypes[0]
+}
+
+func (x SettleVerb) Number() protoreflect.EnumNumber {
+	return protoreflect.EnumNumber(x)
+}
+
+// Deprecated: Use SettleVerb.Descriptor instead.
+func (SettleVerb) EnumDescriptor() ([]byte, []int) {
+	return file_lunora_v1_lunora_proto_rawDescGZIP(), []int{0}
+}
+
 type FanOutRequest_Merge int32
 
 const (
@@ -66,11 +124,11 @@ func (x FanOutRequest_Merge) String() string {
 }
 
 func (FanOutRequest_Merge) Descriptor() protoreflect.EnumDescriptor {
-	return file_lunora_v1_lunora_proto_enumTypes[0].Descriptor()
+	return file_lunora_v1_lunora_proto_enumTypes[1].Descriptor()
 }
 
 func (FanOutRequest_Merge) Type() protoreflect.EnumType {
-	return &file_lunora_v1_lunora_proto_enumTypes[0]
+	return &file_lunora_v1_lunora_proto_enumTypes[1]
 }
 
 func (x FanOutRequest_Merge) Number() protoreflect.EnumNumber {
@@ -79,7 +137,7 @@ func (x FanOutRequest_Merge) Number() protoreflect.EnumNumber {
 
 // Deprecated: Use FanOutRequest_Merge.Descriptor instead.
 func (FanOutRequest_Merge) EnumDescriptor() ([]byte, []int) {
-	return file_lunora_v1_lunora_proto_rawDescGZIP(), []int{0, 0}
+	return file_lunora_v1_lunora_proto_rawDescGZIP(), []int{7, 0}
 }
 
 type SubscribeEvent_Kind int32
@@ -117,11 +175,11 @@ func (x SubscribeEvent_Kind) String() string {
 }
 
 func (SubscribeEvent_Kind) Descriptor() protoreflect.EnumDescriptor {
-	return file_lunora_v1_lunora_proto_enumTypes[1].Descriptor()
+	return file_lunora_v1_lunora_proto_enumTypes[2].Descriptor()
 }
 
 func (SubscribeEvent_Kind) Type() protoreflect.EnumType {
-	return &file_lunora_v1_lunora_proto_enumTypes[1]
+	return &file_lunora_v1_lunora_proto_enumTypes[2]
 }
 
 func (x SubscribeEvent_Kind) Number() protoreflect.EnumNumber {
@@ -130,7 +188,7 @@ func (x SubscribeEvent_Kind) Number() protoreflect.EnumNumber {
 
 // Deprecated: Use SubscribeEvent_Kind.Descriptor instead.
 func (SubscribeEvent_Kind) EnumDescriptor() ([]byte, []int) {
-	return file_lunora_v1_lunora_proto_rawDescGZIP(), []int{4, 0}
+	return file_lunora_v1_lunora_proto_rawDescGZIP(), []int{11, 0}
 }
 
 type RowChange_Op int32
@@ -169,11 +227,11 @@ func (x RowChange_Op) String() string {
 }
 
 func (RowChange_Op) Descriptor() protoreflect.EnumDescriptor {
-	return file_lunora_v1_lunora_proto_enumTypes[2].Descriptor()
+	return file_lunora_v1_lunora_proto_enumTypes[3].Descriptor()
 }
 
 func (RowChange_Op) Type() protoreflect.EnumType {
-	return &file_lunora_v1_lunora_proto_enumTypes[2]
+	return &file_lunora_v1_lunora_proto_enumTypes[3]
 }
 
 func (x RowChange_Op) Number() protoreflect.EnumNumber {
@@ -182,7 +240,7 @@ func (x RowChange_Op) Number() protoreflect.EnumNumber {
 
 // Deprecated: Use RowChange_Op.Descriptor instead.
 func (RowChange_Op) EnumDescriptor() ([]byte, []int) {
-	return file_lunora_v1_lunora_proto_rawDescGZIP(), []int{5, 0}
+	return file_lunora_v1_lunora_proto_rawDescGZIP(), []int{12, 0}
 }
 
 type ReadOptions_Consistency int32
@@ -225,11 +283,11 @@ func (x ReadOptions_Consistency) String() string {
 }
 
 func (ReadOptions_Consistency) Descriptor() protoreflect.EnumDescriptor {
-	return file_lunora_v1_lunora_proto_enumTypes[3].Descriptor()
+	return file_lunora_v1_lunora_proto_enumTypes[4].Descriptor()
 }
 
 func (ReadOptions_Consistency) Type() protoreflect.EnumType {
-	return &file_lunora_v1_lunora_proto_enumTypes[3]
+	return &file_lunora_v1_lunora_proto_enumTypes[4]
 }
 
 func (x ReadOptions_Consistency) Number() protoreflect.EnumNumber {
@@ -238,7 +296,569 @@ func (x ReadOptions_Consistency) Number() protoreflect.EnumNumber {
 
 // Deprecated: Use ReadOptions_Consistency.Descriptor instead.
 func (ReadOptions_Consistency) EnumDescriptor() ([]byte, []int) {
-	return file_lunora_v1_lunora_proto_rawDescGZIP(), []int{9, 0}
+	return file_lunora_v1_lunora_proto_rawDescGZIP(), []int{16, 0}
+}
+
+type ConsumeRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Types that are valid to be assigned to Request:
+	//
+	//	*ConsumeRequest_Start
+	//	*ConsumeRequest_Settle
+	Request       isConsumeRequest_Request `protobuf_oneof:"request"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ConsumeRequest) Reset() {
+	*x = ConsumeRequest{}
+	mi := &file_lunora_v1_lunora_proto_msgTypes[0]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ConsumeRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ConsumeRequest) ProtoMessage() {}
+
+func (x *ConsumeRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_lunora_v1_lunora_proto_msgTypes[0]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ConsumeRequest.ProtoReflect.Descriptor instead.
+func (*ConsumeRequest) Descriptor() ([]byte, []int) {
+	return file_lunora_v1_lunora_proto_rawDescGZIP(), []int{0}
+}
+
+func (x *ConsumeRequest) GetRequest() isConsumeRequest_Request {
+	if x != nil {
+		return x.Request
+	}
+	return nil
+}
+
+func (x *ConsumeRequest) GetStart() *ConsumeStart {
+	if x != nil {
+		if x, ok := x.Request.(*ConsumeRequest_Start); ok {
+			return x.Start
+		}
+	}
+	return nil
+}
+
+func (x *ConsumeRequest) GetSettle() *ConsumeSettle {
+	if x != nil {
+		if x, ok := x.Request.(*ConsumeRequest_Settle); ok {
+			return x.Settle
+		}
+	}
+	return nil
+}
+
+type isConsumeRequest_Request interface {
+	isConsumeRequest_Request()
+}
+
+type ConsumeRequest_Start struct {
+	// start: the stream's first request, and only that one.
+	Start *ConsumeStart `protobuf:"bytes,1,opt,name=start,proto3,oneof"`
+}
+
+type ConsumeRequest_Settle struct {
+	Settle *ConsumeSettle `protobuf:"bytes,2,opt,name=settle,proto3,oneof"`
+}
+
+func (*ConsumeRequest_Start) isConsumeRequest_Request() {}
+
+func (*ConsumeRequest_Settle) isConsumeRequest_Request() {}
+
+type ConsumeStart struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// queue is a queue declared in lunora.yaml.
+	Queue string `protobuf:"bytes,1,opt,name=queue,proto3" json:"queue,omitempty"`
+	// prefetch bounds the messages the stream holds unsettled; 0 means 32,
+	// at most 1024.
+	Prefetch uint32 `protobuf:"varint,2,opt,name=prefetch,proto3" json:"prefetch,omitempty"`
+	// visibility_ms is how long a delivered message stays leased to this
+	// stream before it is delivered again; 0: the queue's visibility
+	// timeout. At most 12 hours.
+	VisibilityMs  uint64 `protobuf:"varint,3,opt,name=visibility_ms,json=visibilityMs,proto3" json:"visibility_ms,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ConsumeStart) Reset() {
+	*x = ConsumeStart{}
+	mi := &file_lunora_v1_lunora_proto_msgTypes[1]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ConsumeStart) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ConsumeStart) ProtoMessage() {}
+
+func (x *ConsumeStart) ProtoReflect() protoreflect.Message {
+	mi := &file_lunora_v1_lunora_proto_msgTypes[1]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ConsumeStart.ProtoReflect.Descriptor instead.
+func (*ConsumeStart) Descriptor() ([]byte, []int) {
+	return file_lunora_v1_lunora_proto_rawDescGZIP(), []int{1}
+}
+
+func (x *ConsumeStart) GetQueue() string {
+	if x != nil {
+		return x.Queue
+	}
+	return ""
+}
+
+func (x *ConsumeStart) GetPrefetch() uint32 {
+	if x != nil {
+		return x.Prefetch
+	}
+	return 0
+}
+
+func (x *ConsumeStart) GetVisibilityMs() uint64 {
+	if x != nil {
+		return x.VisibilityMs
+	}
+	return 0
+}
+
+type ConsumeSettle struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	Verb  SettleVerb             `protobuf:"varint,1,opt,name=verb,proto3,enum=lunora.v1.SettleVerb" json:"verb,omitempty"`
+	// receipts are the receipt fields of delivered messages.
+	Receipts []string `protobuf:"bytes,2,rep,name=receipts,proto3" json:"receipts,omitempty"`
+	// delay_ms: NACK, the wait before redelivery (0: the queue's back-off);
+	// EXTEND, the new lease from now (required). At most 12 hours.
+	DelayMs uint64 `protobuf:"varint,3,opt,name=delay_ms,json=delayMs,proto3" json:"delay_ms,omitempty"`
+	// request_id is echoed in the answer, for the client to match them.
+	RequestId     uint64 `protobuf:"varint,4,opt,name=request_id,json=requestId,proto3" json:"request_id,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ConsumeSettle) Reset() {
+	*x = ConsumeSettle{}
+	mi := &file_lunora_v1_lunora_proto_msgTypes[2]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ConsumeSettle) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ConsumeSettle) ProtoMessage() {}
+
+func (x *ConsumeSettle) ProtoReflect() protoreflect.Message {
+	mi := &file_lunora_v1_lunora_proto_msgTypes[2]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ConsumeSettle.ProtoReflect.Descriptor instead.
+func (*ConsumeSettle) Descriptor() ([]byte, []int) {
+	return file_lunora_v1_lunora_proto_rawDescGZIP(), []int{2}
+}
+
+func (x *ConsumeSettle) GetVerb() SettleVerb {
+	if x != nil {
+		return x.Verb
+	}
+	return SettleVerb_SETTLE_VERB_UNSPECIFIED
+}
+
+func (x *ConsumeSettle) GetReceipts() []string {
+	if x != nil {
+		return x.Receipts
+	}
+	return nil
+}
+
+func (x *ConsumeSettle) GetDelayMs() uint64 {
+	if x != nil {
+		return x.DelayMs
+	}
+	return 0
+}
+
+func (x *ConsumeSettle) GetRequestId() uint64 {
+	if x != nil {
+		return x.RequestId
+	}
+	return 0
+}
+
+type ConsumeResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Types that are valid to be assigned to Response:
+	//
+	//	*ConsumeResponse_Message
+	//	*ConsumeResponse_Settled
+	Response      isConsumeResponse_Response `protobuf_oneof:"response"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ConsumeResponse) Reset() {
+	*x = ConsumeResponse{}
+	mi := &file_lunora_v1_lunora_proto_msgTypes[3]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ConsumeResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ConsumeResponse) ProtoMessage() {}
+
+func (x *ConsumeResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_lunora_v1_lunora_proto_msgTypes[3]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ConsumeResponse.ProtoReflect.Descriptor instead.
+func (*ConsumeResponse) Descriptor() ([]byte, []int) {
+	return file_lunora_v1_lunora_proto_rawDescGZIP(), []int{3}
+}
+
+func (x *ConsumeResponse) GetResponse() isConsumeResponse_Response {
+	if x != nil {
+		return x.Response
+	}
+	return nil
+}
+
+func (x *ConsumeResponse) GetMessage() *QueueMessage {
+	if x != nil {
+		if x, ok := x.Response.(*ConsumeResponse_Message); ok {
+			return x.Message
+		}
+	}
+	return nil
+}
+
+func (x *ConsumeResponse) GetSettled() *ConsumeSettled {
+	if x != nil {
+		if x, ok := x.Response.(*ConsumeResponse_Settled); ok {
+			return x.Settled
+		}
+	}
+	return nil
+}
+
+type isConsumeResponse_Response interface {
+	isConsumeResponse_Response()
+}
+
+type ConsumeResponse_Message struct {
+	Message *QueueMessage `protobuf:"bytes,1,opt,name=message,proto3,oneof"`
+}
+
+type ConsumeResponse_Settled struct {
+	Settled *ConsumeSettled `protobuf:"bytes,2,opt,name=settled,proto3,oneof"`
+}
+
+func (*ConsumeResponse_Message) isConsumeResponse_Response() {}
+
+func (*ConsumeResponse_Settled) isConsumeResponse_Response() {}
+
+// QueueMessage is one message of a queue: delivered to a consumer, or
+// listed in the dead-letter queue.
+type QueueMessage struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// id is stable across deliveries: deduplicate by it.
+	Id    string `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"`
+	Queue string `protobuf:"bytes,2,opt,name=queue,proto3" json:"queue,omitempty"`
+	// shard_id is the shard whose mutation enqueued it.
+	ShardId string `protobuf:"bytes,3,opt,name=shard_id,json=shardId,proto3" json:"shard_id,omitempty"`
+	// body is the JSON text lunora_enqueue was given.
+	Body string `protobuf:"bytes,4,opt,name=body,proto3" json:"body,omitempty"`
+	// attempt is 1 on the first delivery.
+	Attempt        uint32 `protobuf:"varint,5,opt,name=attempt,proto3" json:"attempt,omitempty"`
+	EnqueuedUnixMs int64  `protobuf:"varint,6,opt,name=enqueued_unix_ms,json=enqueuedUnixMs,proto3" json:"enqueued_unix_ms,omitempty"`
+	// receipt settles the message (ack, nack, extend).
+	Receipt string `protobuf:"bytes,7,opt,name=receipt,proto3" json:"receipt,omitempty"`
+	// visible_until_unix_ms is when the lease ends: unless acknowledged or
+	// extended by then, the message is delivered again.
+	VisibleUntilUnixMs int64 `protobuf:"varint,8,opt,name=visible_until_unix_ms,json=visibleUntilUnixMs,proto3" json:"visible_until_unix_ms,omitempty"`
+	// Dead-letter messages only: the last failure and when it died.
+	Error         string `protobuf:"bytes,9,opt,name=error,proto3" json:"error,omitempty"`
+	DiedUnixMs    int64  `protobuf:"varint,10,opt,name=died_unix_ms,json=diedUnixMs,proto3" json:"died_unix_ms,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *QueueMessage) Reset() {
+	*x = QueueMessage{}
+	mi := &file_lunora_v1_lunora_proto_msgTypes[4]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *QueueMessage) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*QueueMessage) ProtoMessage() {}
+
+func (x *QueueMessage) ProtoReflect() protoreflect.Message {
+	mi := &file_lunora_v1_lunora_proto_msgTypes[4]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use QueueMessage.ProtoReflect.Descriptor instead.
+func (*QueueMessage) Descriptor() ([]byte, []int) {
+	return file_lunora_v1_lunora_proto_rawDescGZIP(), []int{4}
+}
+
+func (x *QueueMessage) GetId() string {
+	if x != nil {
+		return x.Id
+	}
+	return ""
+}
+
+func (x *QueueMessage) GetQueue() string {
+	if x != nil {
+		return x.Queue
+	}
+	return ""
+}
+
+func (x *QueueMessage) GetShardId() string {
+	if x != nil {
+		return x.ShardId
+	}
+	return ""
+}
+
+func (x *QueueMessage) GetBody() string {
+	if x != nil {
+		return x.Body
+	}
+	return ""
+}
+
+func (x *QueueMessage) GetAttempt() uint32 {
+	if x != nil {
+		return x.Attempt
+	}
+	return 0
+}
+
+func (x *QueueMessage) GetEnqueuedUnixMs() int64 {
+	if x != nil {
+		return x.EnqueuedUnixMs
+	}
+	return 0
+}
+
+func (x *QueueMessage) GetReceipt() string {
+	if x != nil {
+		return x.Receipt
+	}
+	return ""
+}
+
+func (x *QueueMessage) GetVisibleUntilUnixMs() int64 {
+	if x != nil {
+		return x.VisibleUntilUnixMs
+	}
+	return 0
+}
+
+func (x *QueueMessage) GetError() string {
+	if x != nil {
+		return x.Error
+	}
+	return ""
+}
+
+func (x *QueueMessage) GetDiedUnixMs() int64 {
+	if x != nil {
+		return x.DiedUnixMs
+	}
+	return 0
+}
+
+type ConsumeSettled struct {
+	state     protoimpl.MessageState `protogen:"open.v1"`
+	RequestId uint64                 `protobuf:"varint,1,opt,name=request_id,json=requestId,proto3" json:"request_id,omitempty"`
+	Verb      SettleVerb             `protobuf:"varint,2,opt,name=verb,proto3,enum=lunora.v1.SettleVerb" json:"verb,omitempty"`
+	// settled counts the receipts the queue changed; a receipt whose lease
+	// had already ended (the message went to another consumer) or whose
+	// message was settled before is not counted.
+	Settled uint32 `protobuf:"varint,3,opt,name=settled,proto3" json:"settled,omitempty"`
+	// failed lists the receipts that could not be settled, each with why.
+	Failed        []*ReceiptFailure `protobuf:"bytes,4,rep,name=failed,proto3" json:"failed,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ConsumeSettled) Reset() {
+	*x = ConsumeSettled{}
+	mi := &file_lunora_v1_lunora_proto_msgTypes[5]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ConsumeSettled) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ConsumeSettled) ProtoMessage() {}
+
+func (x *ConsumeSettled) ProtoReflect() protoreflect.Message {
+	mi := &file_lunora_v1_lunora_proto_msgTypes[5]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ConsumeSettled.ProtoReflect.Descriptor instead.
+func (*ConsumeSettled) Descriptor() ([]byte, []int) {
+	return file_lunora_v1_lunora_proto_rawDescGZIP(), []int{5}
+}
+
+func (x *ConsumeSettled) GetRequestId() uint64 {
+	if x != nil {
+		return x.RequestId
+	}
+	return 0
+}
+
+func (x *ConsumeSettled) GetVerb() SettleVerb {
+	if x != nil {
+		return x.Verb
+	}
+	return SettleVerb_SETTLE_VERB_UNSPECIFIED
+}
+
+func (x *ConsumeSettled) GetSettled() uint32 {
+	if x != nil {
+		return x.Settled
+	}
+	return 0
+}
+
+func (x *ConsumeSettled) GetFailed() []*ReceiptFailure {
+	if x != nil {
+		return x.Failed
+	}
+	return nil
+}
+
+type ReceiptFailure struct {
+	state   protoimpl.MessageState `protogen:"open.v1"`
+	Receipt string                 `protobuf:"bytes,1,opt,name=receipt,proto3" json:"receipt,omitempty"`
+	// code is the canonical status code (google.rpc.Code).
+	Code          uint32 `protobuf:"varint,2,opt,name=code,proto3" json:"code,omitempty"`
+	Message       string `protobuf:"bytes,3,opt,name=message,proto3" json:"message,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ReceiptFailure) Reset() {
+	*x = ReceiptFailure{}
+	mi := &file_lunora_v1_lunora_proto_msgTypes[6]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ReceiptFailure) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ReceiptFailure) ProtoMessage() {}
+
+func (x *ReceiptFailure) ProtoReflect() protoreflect.Message {
+	mi := &file_lunora_v1_lunora_proto_msgTypes[6]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ReceiptFailure.ProtoReflect.Descriptor instead.
+func (*ReceiptFailure) Descriptor() ([]byte, []int) {
+	return file_lunora_v1_lunora_proto_rawDescGZIP(), []int{6}
+}
+
+func (x *ReceiptFailure) GetReceipt() string {
+	if x != nil {
+		return x.Receipt
+	}
+	return ""
+}
+
+func (x *ReceiptFailure) GetCode() uint32 {
+	if x != nil {
+		return x.Code
+	}
+	return 0
+}
+
+func (x *ReceiptFailure) GetMessage() string {
+	if x != nil {
+		return x.Message
+	}
+	return ""
 }
 
 type FanOutRequest struct {
@@ -274,7 +894,7 @@ type FanOutRequest struct {
 
 func (x *FanOutRequest) Reset() {
 	*x = FanOutRequest{}
-	mi := &file_lunora_v1_lunora_proto_msgTypes[0]
+	mi := &file_lunora_v1_lunora_proto_msgTypes[7]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -286,7 +906,7 @@ func (x *FanOutRequest) String() string {
 func (*FanOutRequest) ProtoMessage() {}
 
 func (x *FanOutRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_lunora_v1_lunora_proto_msgTypes[0]
+	mi := &file_lunora_v1_lunora_proto_msgTypes[7]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -299,7 +919,7 @@ func (x *FanOutRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use FanOutRequest.ProtoReflect.Descriptor instead.
 func (*FanOutRequest) Descriptor() ([]byte, []int) {
-	return file_lunora_v1_lunora_proto_rawDescGZIP(), []int{0}
+	return file_lunora_v1_lunora_proto_rawDescGZIP(), []int{7}
 }
 
 func (x *FanOutRequest) GetFunction() string {
@@ -395,7 +1015,7 @@ type FanOutResponse struct {
 
 func (x *FanOutResponse) Reset() {
 	*x = FanOutResponse{}
-	mi := &file_lunora_v1_lunora_proto_msgTypes[1]
+	mi := &file_lunora_v1_lunora_proto_msgTypes[8]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -407,7 +1027,7 @@ func (x *FanOutResponse) String() string {
 func (*FanOutResponse) ProtoMessage() {}
 
 func (x *FanOutResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_lunora_v1_lunora_proto_msgTypes[1]
+	mi := &file_lunora_v1_lunora_proto_msgTypes[8]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -420,7 +1040,7 @@ func (x *FanOutResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use FanOutResponse.ProtoReflect.Descriptor instead.
 func (*FanOutResponse) Descriptor() ([]byte, []int) {
-	return file_lunora_v1_lunora_proto_rawDescGZIP(), []int{1}
+	return file_lunora_v1_lunora_proto_rawDescGZIP(), []int{8}
 }
 
 func (x *FanOutResponse) GetColumns() []string {
@@ -472,7 +1092,7 @@ type ShardFailure struct {
 
 func (x *ShardFailure) Reset() {
 	*x = ShardFailure{}
-	mi := &file_lunora_v1_lunora_proto_msgTypes[2]
+	mi := &file_lunora_v1_lunora_proto_msgTypes[9]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -484,7 +1104,7 @@ func (x *ShardFailure) String() string {
 func (*ShardFailure) ProtoMessage() {}
 
 func (x *ShardFailure) ProtoReflect() protoreflect.Message {
-	mi := &file_lunora_v1_lunora_proto_msgTypes[2]
+	mi := &file_lunora_v1_lunora_proto_msgTypes[9]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -497,7 +1117,7 @@ func (x *ShardFailure) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ShardFailure.ProtoReflect.Descriptor instead.
 func (*ShardFailure) Descriptor() ([]byte, []int) {
-	return file_lunora_v1_lunora_proto_rawDescGZIP(), []int{2}
+	return file_lunora_v1_lunora_proto_rawDescGZIP(), []int{9}
 }
 
 func (x *ShardFailure) GetShardId() string {
@@ -533,7 +1153,7 @@ type SubscribeRequest struct {
 
 func (x *SubscribeRequest) Reset() {
 	*x = SubscribeRequest{}
-	mi := &file_lunora_v1_lunora_proto_msgTypes[3]
+	mi := &file_lunora_v1_lunora_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -545,7 +1165,7 @@ func (x *SubscribeRequest) String() string {
 func (*SubscribeRequest) ProtoMessage() {}
 
 func (x *SubscribeRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_lunora_v1_lunora_proto_msgTypes[3]
+	mi := &file_lunora_v1_lunora_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -558,7 +1178,7 @@ func (x *SubscribeRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SubscribeRequest.ProtoReflect.Descriptor instead.
 func (*SubscribeRequest) Descriptor() ([]byte, []int) {
-	return file_lunora_v1_lunora_proto_rawDescGZIP(), []int{3}
+	return file_lunora_v1_lunora_proto_rawDescGZIP(), []int{10}
 }
 
 func (x *SubscribeRequest) GetFunction() string {
@@ -607,7 +1227,7 @@ type SubscribeEvent struct {
 
 func (x *SubscribeEvent) Reset() {
 	*x = SubscribeEvent{}
-	mi := &file_lunora_v1_lunora_proto_msgTypes[4]
+	mi := &file_lunora_v1_lunora_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -619,7 +1239,7 @@ func (x *SubscribeEvent) String() string {
 func (*SubscribeEvent) ProtoMessage() {}
 
 func (x *SubscribeEvent) ProtoReflect() protoreflect.Message {
-	mi := &file_lunora_v1_lunora_proto_msgTypes[4]
+	mi := &file_lunora_v1_lunora_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -632,7 +1252,7 @@ func (x *SubscribeEvent) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SubscribeEvent.ProtoReflect.Descriptor instead.
 func (*SubscribeEvent) Descriptor() ([]byte, []int) {
-	return file_lunora_v1_lunora_proto_rawDescGZIP(), []int{4}
+	return file_lunora_v1_lunora_proto_rawDescGZIP(), []int{11}
 }
 
 func (x *SubscribeEvent) GetKind() SubscribeEvent_Kind {
@@ -704,7 +1324,7 @@ type RowChange struct {
 
 func (x *RowChange) Reset() {
 	*x = RowChange{}
-	mi := &file_lunora_v1_lunora_proto_msgTypes[5]
+	mi := &file_lunora_v1_lunora_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -716,7 +1336,7 @@ func (x *RowChange) String() string {
 func (*RowChange) ProtoMessage() {}
 
 func (x *RowChange) ProtoReflect() protoreflect.Message {
-	mi := &file_lunora_v1_lunora_proto_msgTypes[5]
+	mi := &file_lunora_v1_lunora_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -729,7 +1349,7 @@ func (x *RowChange) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RowChange.ProtoReflect.Descriptor instead.
 func (*RowChange) Descriptor() ([]byte, []int) {
-	return file_lunora_v1_lunora_proto_rawDescGZIP(), []int{5}
+	return file_lunora_v1_lunora_proto_rawDescGZIP(), []int{12}
 }
 
 func (x *RowChange) GetOp() RowChange_Op {
@@ -771,7 +1391,7 @@ type Value struct {
 
 func (x *Value) Reset() {
 	*x = Value{}
-	mi := &file_lunora_v1_lunora_proto_msgTypes[6]
+	mi := &file_lunora_v1_lunora_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -783,7 +1403,7 @@ func (x *Value) String() string {
 func (*Value) ProtoMessage() {}
 
 func (x *Value) ProtoReflect() protoreflect.Message {
-	mi := &file_lunora_v1_lunora_proto_msgTypes[6]
+	mi := &file_lunora_v1_lunora_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -796,7 +1416,7 @@ func (x *Value) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Value.ProtoReflect.Descriptor instead.
 func (*Value) Descriptor() ([]byte, []int) {
-	return file_lunora_v1_lunora_proto_rawDescGZIP(), []int{6}
+	return file_lunora_v1_lunora_proto_rawDescGZIP(), []int{13}
 }
 
 func (x *Value) GetKind() isValue_Kind {
@@ -911,7 +1531,7 @@ type Row struct {
 
 func (x *Row) Reset() {
 	*x = Row{}
-	mi := &file_lunora_v1_lunora_proto_msgTypes[7]
+	mi := &file_lunora_v1_lunora_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -923,7 +1543,7 @@ func (x *Row) String() string {
 func (*Row) ProtoMessage() {}
 
 func (x *Row) ProtoReflect() protoreflect.Message {
-	mi := &file_lunora_v1_lunora_proto_msgTypes[7]
+	mi := &file_lunora_v1_lunora_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -936,7 +1556,7 @@ func (x *Row) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Row.ProtoReflect.Descriptor instead.
 func (*Row) Descriptor() ([]byte, []int) {
-	return file_lunora_v1_lunora_proto_rawDescGZIP(), []int{7}
+	return file_lunora_v1_lunora_proto_rawDescGZIP(), []int{14}
 }
 
 func (x *Row) GetValues() []*Value {
@@ -963,7 +1583,7 @@ type CallRequest struct {
 
 func (x *CallRequest) Reset() {
 	*x = CallRequest{}
-	mi := &file_lunora_v1_lunora_proto_msgTypes[8]
+	mi := &file_lunora_v1_lunora_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -975,7 +1595,7 @@ func (x *CallRequest) String() string {
 func (*CallRequest) ProtoMessage() {}
 
 func (x *CallRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_lunora_v1_lunora_proto_msgTypes[8]
+	mi := &file_lunora_v1_lunora_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -988,7 +1608,7 @@ func (x *CallRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CallRequest.ProtoReflect.Descriptor instead.
 func (*CallRequest) Descriptor() ([]byte, []int) {
-	return file_lunora_v1_lunora_proto_rawDescGZIP(), []int{8}
+	return file_lunora_v1_lunora_proto_rawDescGZIP(), []int{15}
 }
 
 func (x *CallRequest) GetFunction() string {
@@ -1034,7 +1654,7 @@ type ReadOptions struct {
 
 func (x *ReadOptions) Reset() {
 	*x = ReadOptions{}
-	mi := &file_lunora_v1_lunora_proto_msgTypes[9]
+	mi := &file_lunora_v1_lunora_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1046,7 +1666,7 @@ func (x *ReadOptions) String() string {
 func (*ReadOptions) ProtoMessage() {}
 
 func (x *ReadOptions) ProtoReflect() protoreflect.Message {
-	mi := &file_lunora_v1_lunora_proto_msgTypes[9]
+	mi := &file_lunora_v1_lunora_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1059,7 +1679,7 @@ func (x *ReadOptions) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReadOptions.ProtoReflect.Descriptor instead.
 func (*ReadOptions) Descriptor() ([]byte, []int) {
-	return file_lunora_v1_lunora_proto_rawDescGZIP(), []int{9}
+	return file_lunora_v1_lunora_proto_rawDescGZIP(), []int{16}
 }
 
 func (x *ReadOptions) GetConsistency() ReadOptions_Consistency {
@@ -1102,7 +1722,7 @@ type CallResponse struct {
 
 func (x *CallResponse) Reset() {
 	*x = CallResponse{}
-	mi := &file_lunora_v1_lunora_proto_msgTypes[10]
+	mi := &file_lunora_v1_lunora_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1114,7 +1734,7 @@ func (x *CallResponse) String() string {
 func (*CallResponse) ProtoMessage() {}
 
 func (x *CallResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_lunora_v1_lunora_proto_msgTypes[10]
+	mi := &file_lunora_v1_lunora_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1127,7 +1747,7 @@ func (x *CallResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CallResponse.ProtoReflect.Descriptor instead.
 func (*CallResponse) Descriptor() ([]byte, []int) {
-	return file_lunora_v1_lunora_proto_rawDescGZIP(), []int{10}
+	return file_lunora_v1_lunora_proto_rawDescGZIP(), []int{17}
 }
 
 func (x *CallResponse) GetColumns() []string {
@@ -1189,7 +1809,7 @@ type SqlRequest struct {
 
 func (x *SqlRequest) Reset() {
 	*x = SqlRequest{}
-	mi := &file_lunora_v1_lunora_proto_msgTypes[11]
+	mi := &file_lunora_v1_lunora_proto_msgTypes[18]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1201,7 +1821,7 @@ func (x *SqlRequest) String() string {
 func (*SqlRequest) ProtoMessage() {}
 
 func (x *SqlRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_lunora_v1_lunora_proto_msgTypes[11]
+	mi := &file_lunora_v1_lunora_proto_msgTypes[18]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1214,7 +1834,7 @@ func (x *SqlRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SqlRequest.ProtoReflect.Descriptor instead.
 func (*SqlRequest) Descriptor() ([]byte, []int) {
-	return file_lunora_v1_lunora_proto_rawDescGZIP(), []int{11}
+	return file_lunora_v1_lunora_proto_rawDescGZIP(), []int{18}
 }
 
 func (x *SqlRequest) GetShardId() string {
@@ -1259,7 +1879,7 @@ type SqlResponse struct {
 
 func (x *SqlResponse) Reset() {
 	*x = SqlResponse{}
-	mi := &file_lunora_v1_lunora_proto_msgTypes[12]
+	mi := &file_lunora_v1_lunora_proto_msgTypes[19]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1271,7 +1891,7 @@ func (x *SqlResponse) String() string {
 func (*SqlResponse) ProtoMessage() {}
 
 func (x *SqlResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_lunora_v1_lunora_proto_msgTypes[12]
+	mi := &file_lunora_v1_lunora_proto_msgTypes[19]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1284,7 +1904,7 @@ func (x *SqlResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SqlResponse.ProtoReflect.Descriptor instead.
 func (*SqlResponse) Descriptor() ([]byte, []int) {
-	return file_lunora_v1_lunora_proto_rawDescGZIP(), []int{12}
+	return file_lunora_v1_lunora_proto_rawDescGZIP(), []int{19}
 }
 
 func (x *SqlResponse) GetColumns() []string {
@@ -1337,7 +1957,7 @@ type StatusRequest struct {
 
 func (x *StatusRequest) Reset() {
 	*x = StatusRequest{}
-	mi := &file_lunora_v1_lunora_proto_msgTypes[13]
+	mi := &file_lunora_v1_lunora_proto_msgTypes[20]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1349,7 +1969,7 @@ func (x *StatusRequest) String() string {
 func (*StatusRequest) ProtoMessage() {}
 
 func (x *StatusRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_lunora_v1_lunora_proto_msgTypes[13]
+	mi := &file_lunora_v1_lunora_proto_msgTypes[20]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1362,7 +1982,7 @@ func (x *StatusRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StatusRequest.ProtoReflect.Descriptor instead.
 func (*StatusRequest) Descriptor() ([]byte, []int) {
-	return file_lunora_v1_lunora_proto_rawDescGZIP(), []int{13}
+	return file_lunora_v1_lunora_proto_rawDescGZIP(), []int{20}
 }
 
 type StatusResponse struct {
@@ -1385,7 +2005,7 @@ type StatusResponse struct {
 
 func (x *StatusResponse) Reset() {
 	*x = StatusResponse{}
-	mi := &file_lunora_v1_lunora_proto_msgTypes[14]
+	mi := &file_lunora_v1_lunora_proto_msgTypes[21]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1397,7 +2017,7 @@ func (x *StatusResponse) String() string {
 func (*StatusResponse) ProtoMessage() {}
 
 func (x *StatusResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_lunora_v1_lunora_proto_msgTypes[14]
+	mi := &file_lunora_v1_lunora_proto_msgTypes[21]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1410,7 +2030,7 @@ func (x *StatusResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StatusResponse.ProtoReflect.Descriptor instead.
 func (*StatusResponse) Descriptor() ([]byte, []int) {
-	return file_lunora_v1_lunora_proto_rawDescGZIP(), []int{14}
+	return file_lunora_v1_lunora_proto_rawDescGZIP(), []int{21}
 }
 
 func (x *StatusResponse) GetNodeId() string {
@@ -1486,7 +2106,7 @@ type ClusterStatus struct {
 
 func (x *ClusterStatus) Reset() {
 	*x = ClusterStatus{}
-	mi := &file_lunora_v1_lunora_proto_msgTypes[15]
+	mi := &file_lunora_v1_lunora_proto_msgTypes[22]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1498,7 +2118,7 @@ func (x *ClusterStatus) String() string {
 func (*ClusterStatus) ProtoMessage() {}
 
 func (x *ClusterStatus) ProtoReflect() protoreflect.Message {
-	mi := &file_lunora_v1_lunora_proto_msgTypes[15]
+	mi := &file_lunora_v1_lunora_proto_msgTypes[22]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1511,7 +2131,7 @@ func (x *ClusterStatus) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ClusterStatus.ProtoReflect.Descriptor instead.
 func (*ClusterStatus) Descriptor() ([]byte, []int) {
-	return file_lunora_v1_lunora_proto_rawDescGZIP(), []int{15}
+	return file_lunora_v1_lunora_proto_rawDescGZIP(), []int{22}
 }
 
 func (x *ClusterStatus) GetRingEpoch() uint64 {
@@ -1572,7 +2192,7 @@ type ClusterNode struct {
 
 func (x *ClusterNode) Reset() {
 	*x = ClusterNode{}
-	mi := &file_lunora_v1_lunora_proto_msgTypes[16]
+	mi := &file_lunora_v1_lunora_proto_msgTypes[23]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1584,7 +2204,7 @@ func (x *ClusterNode) String() string {
 func (*ClusterNode) ProtoMessage() {}
 
 func (x *ClusterNode) ProtoReflect() protoreflect.Message {
-	mi := &file_lunora_v1_lunora_proto_msgTypes[16]
+	mi := &file_lunora_v1_lunora_proto_msgTypes[23]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1597,7 +2217,7 @@ func (x *ClusterNode) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ClusterNode.ProtoReflect.Descriptor instead.
 func (*ClusterNode) Descriptor() ([]byte, []int) {
-	return file_lunora_v1_lunora_proto_rawDescGZIP(), []int{16}
+	return file_lunora_v1_lunora_proto_rawDescGZIP(), []int{23}
 }
 
 func (x *ClusterNode) GetId() string {
@@ -1672,7 +2292,7 @@ type ShardMove struct {
 
 func (x *ShardMove) Reset() {
 	*x = ShardMove{}
-	mi := &file_lunora_v1_lunora_proto_msgTypes[17]
+	mi := &file_lunora_v1_lunora_proto_msgTypes[24]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1684,7 +2304,7 @@ func (x *ShardMove) String() string {
 func (*ShardMove) ProtoMessage() {}
 
 func (x *ShardMove) ProtoReflect() protoreflect.Message {
-	mi := &file_lunora_v1_lunora_proto_msgTypes[17]
+	mi := &file_lunora_v1_lunora_proto_msgTypes[24]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1697,7 +2317,7 @@ func (x *ShardMove) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ShardMove.ProtoReflect.Descriptor instead.
 func (*ShardMove) Descriptor() ([]byte, []int) {
-	return file_lunora_v1_lunora_proto_rawDescGZIP(), []int{17}
+	return file_lunora_v1_lunora_proto_rawDescGZIP(), []int{24}
 }
 
 func (x *ShardMove) GetShardId() string {
@@ -1746,7 +2366,49 @@ var File_lunora_v1_lunora_proto protoreflect.FileDescriptor
 
 const file_lunora_v1_lunora_proto_rawDesc = "" +
 	"\n" +
-	"\x16lunora/v1/lunora.proto\x12\tlunora.v1\"\x8e\x04\n" +
+	"\x16lunora/v1/lunora.proto\x12\tlunora.v1\"\x80\x01\n" +
+	"\x0eConsumeRequest\x12/\n" +
+	"\x05start\x18\x01 \x01(\v2\x17.lunora.v1.ConsumeStartH\x00R\x05start\x122\n" +
+	"\x06settle\x18\x02 \x01(\v2\x18.lunora.v1.ConsumeSettleH\x00R\x06settleB\t\n" +
+	"\arequest\"e\n" +
+	"\fConsumeStart\x12\x14\n" +
+	"\x05queue\x18\x01 \x01(\tR\x05queue\x12\x1a\n" +
+	"\bprefetch\x18\x02 \x01(\rR\bprefetch\x12#\n" +
+	"\rvisibility_ms\x18\x03 \x01(\x04R\fvisibilityMs\"\x90\x01\n" +
+	"\rConsumeSettle\x12)\n" +
+	"\x04verb\x18\x01 \x01(\x0e2\x15.lunora.v1.SettleVerbR\x04verb\x12\x1a\n" +
+	"\breceipts\x18\x02 \x03(\tR\breceipts\x12\x19\n" +
+	"\bdelay_ms\x18\x03 \x01(\x04R\adelayMs\x12\x1d\n" +
+	"\n" +
+	"request_id\x18\x04 \x01(\x04R\trequestId\"\x89\x01\n" +
+	"\x0fConsumeResponse\x123\n" +
+	"\amessage\x18\x01 \x01(\v2\x17.lunora.v1.QueueMessageH\x00R\amessage\x125\n" +
+	"\asettled\x18\x02 \x01(\v2\x19.lunora.v1.ConsumeSettledH\x00R\asettledB\n" +
+	"\n" +
+	"\bresponse\"\xac\x02\n" +
+	"\fQueueMessage\x12\x0e\n" +
+	"\x02id\x18\x01 \x01(\tR\x02id\x12\x14\n" +
+	"\x05queue\x18\x02 \x01(\tR\x05queue\x12\x19\n" +
+	"\bshard_id\x18\x03 \x01(\tR\ashardId\x12\x12\n" +
+	"\x04body\x18\x04 \x01(\tR\x04body\x12\x18\n" +
+	"\aattempt\x18\x05 \x01(\rR\aattempt\x12(\n" +
+	"\x10enqueued_unix_ms\x18\x06 \x01(\x03R\x0eenqueuedUnixMs\x12\x18\n" +
+	"\areceipt\x18\a \x01(\tR\areceipt\x121\n" +
+	"\x15visible_until_unix_ms\x18\b \x01(\x03R\x12visibleUntilUnixMs\x12\x14\n" +
+	"\x05error\x18\t \x01(\tR\x05error\x12 \n" +
+	"\fdied_unix_ms\x18\n" +
+	" \x01(\x03R\n" +
+	"diedUnixMs\"\xa7\x01\n" +
+	"\x0eConsumeSettled\x12\x1d\n" +
+	"\n" +
+	"request_id\x18\x01 \x01(\x04R\trequestId\x12)\n" +
+	"\x04verb\x18\x02 \x01(\x0e2\x15.lunora.v1.SettleVerbR\x04verb\x12\x18\n" +
+	"\asettled\x18\x03 \x01(\rR\asettled\x121\n" +
+	"\x06failed\x18\x04 \x03(\v2\x19.lunora.v1.ReceiptFailureR\x06failed\"X\n" +
+	"\x0eReceiptFailure\x12\x18\n" +
+	"\areceipt\x18\x01 \x01(\tR\areceipt\x12\x12\n" +
+	"\x04code\x18\x02 \x01(\rR\x04code\x12\x18\n" +
+	"\amessage\x18\x03 \x01(\tR\amessage\"\x8e\x04\n" +
 	"\rFanOutRequest\x12\x1a\n" +
 	"\bfunction\x18\x01 \x01(\tR\bfunction\x126\n" +
 	"\x04args\x18\x02 \x03(\v2\".lunora.v1.FanOutRequest.ArgsEntryR\x04args\x12\x1d\n" +
@@ -1902,13 +2564,21 @@ const file_lunora_v1_lunora_proto_rawDesc = "" +
 	"\x05bytes\x18\x04 \x01(\x03R\x05bytes\x12\x12\n" +
 	"\x04size\x18\x05 \x01(\x03R\x04size\x12\x1d\n" +
 	"\n" +
-	"elapsed_ms\x18\x06 \x01(\x03R\telapsedMs2\xbc\x02\n" +
+	"elapsed_ms\x18\x06 \x01(\x03R\telapsedMs*H\n" +
+	"\n" +
+	"SettleVerb\x12\x1b\n" +
+	"\x17SETTLE_VERB_UNSPECIFIED\x10\x00\x12\a\n" +
+	"\x03ACK\x10\x01\x12\b\n" +
+	"\x04NACK\x10\x02\x12\n" +
+	"\n" +
+	"\x06EXTEND\x10\x032\x82\x03\n" +
 	"\x06Lunora\x127\n" +
 	"\x04Call\x12\x16.lunora.v1.CallRequest\x1a\x17.lunora.v1.CallResponse\x124\n" +
 	"\x03Sql\x12\x15.lunora.v1.SqlRequest\x1a\x16.lunora.v1.SqlResponse\x12=\n" +
 	"\x06Status\x12\x18.lunora.v1.StatusRequest\x1a\x19.lunora.v1.StatusResponse\x12E\n" +
 	"\tSubscribe\x12\x1b.lunora.v1.SubscribeRequest\x1a\x19.lunora.v1.SubscribeEvent0\x01\x12=\n" +
-	"\x06FanOut\x12\x18.lunora.v1.FanOutRequest\x1a\x19.lunora.v1.FanOutResponseB3Z1github.com/lunora/lunora/proto/lunora/v1;lunorav1b\x06proto3"
+	"\x06FanOut\x12\x18.lunora.v1.FanOutRequest\x1a\x19.lunora.v1.FanOutResponse\x12D\n" +
+	"\aConsume\x12\x19.lunora.v1.ConsumeRequest\x1a\x1a.lunora.v1.ConsumeResponse(\x010\x01B3Z1github.com/lunora/lunora/proto/lunora/v1;lunorav1b\x06proto3"
 
 var (
 	file_lunora_v1_lunora_proto_rawDescOnce sync.Once
@@ -1922,79 +2592,96 @@ func file_lunora_v1_lunora_proto_rawDescGZIP() []byte {
 	return file_lunora_v1_lunora_proto_rawDescData
 }
 
-var file_lunora_v1_lunora_proto_enumTypes = make([]protoimpl.EnumInfo, 4)
-var file_lunora_v1_lunora_proto_msgTypes = make([]protoimpl.MessageInfo, 22)
+var file_lunora_v1_lunora_proto_enumTypes = make([]protoimpl.EnumInfo, 5)
+var file_lunora_v1_lunora_proto_msgTypes = make([]protoimpl.MessageInfo, 29)
 var file_lunora_v1_lunora_proto_goTypes = []any{
-	(FanOutRequest_Merge)(0),     // 0: lunora.v1.FanOutRequest.Merge
-	(SubscribeEvent_Kind)(0),     // 1: lunora.v1.SubscribeEvent.Kind
-	(RowChange_Op)(0),            // 2: lunora.v1.RowChange.Op
-	(ReadOptions_Consistency)(0), // 3: lunora.v1.ReadOptions.Consistency
-	(*FanOutRequest)(nil),        // 4: lunora.v1.FanOutRequest
-	(*FanOutResponse)(nil),       // 5: lunora.v1.FanOutResponse
-	(*ShardFailure)(nil),         // 6: lunora.v1.ShardFailure
-	(*SubscribeRequest)(nil),     // 7: lunora.v1.SubscribeRequest
-	(*SubscribeEvent)(nil),       // 8: lunora.v1.SubscribeEvent
-	(*RowChange)(nil),            // 9: lunora.v1.RowChange
-	(*Value)(nil),                // 10: lunora.v1.Value
-	(*Row)(nil),                  // 11: lunora.v1.Row
-	(*CallRequest)(nil),          // 12: lunora.v1.CallRequest
-	(*ReadOptions)(nil),          // 13: lunora.v1.ReadOptions
-	(*CallResponse)(nil),         // 14: lunora.v1.CallResponse
-	(*SqlRequest)(nil),           // 15: lunora.v1.SqlRequest
-	(*SqlResponse)(nil),          // 16: lunora.v1.SqlResponse
-	(*StatusRequest)(nil),        // 17: lunora.v1.StatusRequest
-	(*StatusResponse)(nil),       // 18: lunora.v1.StatusResponse
-	(*ClusterStatus)(nil),        // 19: lunora.v1.ClusterStatus
-	(*ClusterNode)(nil),          // 20: lunora.v1.ClusterNode
-	(*ShardMove)(nil),            // 21: lunora.v1.ShardMove
-	nil,                          // 22: lunora.v1.FanOutRequest.ArgsEntry
-	nil,                          // 23: lunora.v1.SubscribeRequest.ArgsEntry
-	nil,                          // 24: lunora.v1.CallRequest.ArgsEntry
-	nil,                          // 25: lunora.v1.SqlRequest.ParamsEntry
+	(SettleVerb)(0),              // 0: lunora.v1.SettleVerb
+	(FanOutRequest_Merge)(0),     // 1: lunora.v1.FanOutRequest.Merge
+	(SubscribeEvent_Kind)(0),     // 2: lunora.v1.SubscribeEvent.Kind
+	(RowChange_Op)(0),            // 3: lunora.v1.RowChange.Op
+	(ReadOptions_Consistency)(0), // 4: lunora.v1.ReadOptions.Consistency
+	(*ConsumeRequest)(nil),       // 5: lunora.v1.ConsumeRequest
+	(*ConsumeStart)(nil),         // 6: lunora.v1.ConsumeStart
+	(*ConsumeSettle)(nil),        // 7: lunora.v1.ConsumeSettle
+	(*ConsumeResponse)(nil),      // 8: lunora.v1.ConsumeResponse
+	(*QueueMessage)(nil),         // 9: lunora.v1.QueueMessage
+	(*ConsumeSettled)(nil),       // 10: lunora.v1.ConsumeSettled
+	(*ReceiptFailure)(nil),       // 11: lunora.v1.ReceiptFailure
+	(*FanOutRequest)(nil),        // 12: lunora.v1.FanOutRequest
+	(*FanOutResponse)(nil),       // 13: lunora.v1.FanOutResponse
+	(*ShardFailure)(nil),         // 14: lunora.v1.ShardFailure
+	(*SubscribeRequest)(nil),     // 15: lunora.v1.SubscribeRequest
+	(*SubscribeEvent)(nil),       // 16: lunora.v1.SubscribeEvent
+	(*RowChange)(nil),            // 17: lunora.v1.RowChange
+	(*Value)(nil),                // 18: lunora.v1.Value
+	(*Row)(nil),                  // 19: lunora.v1.Row
+	(*CallRequest)(nil),          // 20: lunora.v1.CallRequest
+	(*ReadOptions)(nil),          // 21: lunora.v1.ReadOptions
+	(*CallResponse)(nil),         // 22: lunora.v1.CallResponse
+	(*SqlRequest)(nil),           // 23: lunora.v1.SqlRequest
+	(*SqlResponse)(nil),          // 24: lunora.v1.SqlResponse
+	(*StatusRequest)(nil),        // 25: lunora.v1.StatusRequest
+	(*StatusResponse)(nil),       // 26: lunora.v1.StatusResponse
+	(*ClusterStatus)(nil),        // 27: lunora.v1.ClusterStatus
+	(*ClusterNode)(nil),          // 28: lunora.v1.ClusterNode
+	(*ShardMove)(nil),            // 29: lunora.v1.ShardMove
+	nil,                          // 30: lunora.v1.FanOutRequest.ArgsEntry
+	nil,                          // 31: lunora.v1.SubscribeRequest.ArgsEntry
+	nil,                          // 32: lunora.v1.CallRequest.ArgsEntry
+	nil,                          // 33: lunora.v1.SqlRequest.ParamsEntry
 }
 var file_lunora_v1_lunora_proto_depIdxs = []int32{
-	22, // 0: lunora.v1.FanOutRequest.args:type_name -> lunora.v1.FanOutRequest.ArgsEntry
-	0,  // 1: lunora.v1.FanOutRequest.merge:type_name -> lunora.v1.FanOutRequest.Merge
-	11, // 2: lunora.v1.FanOutResponse.rows:type_name -> lunora.v1.Row
-	6,  // 3: lunora.v1.FanOutResponse.failed:type_name -> lunora.v1.ShardFailure
-	23, // 4: lunora.v1.SubscribeRequest.args:type_name -> lunora.v1.SubscribeRequest.ArgsEntry
-	1,  // 5: lunora.v1.SubscribeEvent.kind:type_name -> lunora.v1.SubscribeEvent.Kind
-	11, // 6: lunora.v1.SubscribeEvent.rows:type_name -> lunora.v1.Row
-	9,  // 7: lunora.v1.SubscribeEvent.changes:type_name -> lunora.v1.RowChange
-	2,  // 8: lunora.v1.RowChange.op:type_name -> lunora.v1.RowChange.Op
-	10, // 9: lunora.v1.RowChange.key:type_name -> lunora.v1.Value
-	11, // 10: lunora.v1.RowChange.row:type_name -> lunora.v1.Row
-	10, // 11: lunora.v1.Row.values:type_name -> lunora.v1.Value
-	24, // 12: lunora.v1.CallRequest.args:type_name -> lunora.v1.CallRequest.ArgsEntry
-	13, // 13: lunora.v1.CallRequest.read:type_name -> lunora.v1.ReadOptions
-	3,  // 14: lunora.v1.ReadOptions.consistency:type_name -> lunora.v1.ReadOptions.Consistency
-	11, // 15: lunora.v1.CallResponse.rows:type_name -> lunora.v1.Row
-	25, // 16: lunora.v1.SqlRequest.params:type_name -> lunora.v1.SqlRequest.ParamsEntry
-	13, // 17: lunora.v1.SqlRequest.read:type_name -> lunora.v1.ReadOptions
-	11, // 18: lunora.v1.SqlResponse.rows:type_name -> lunora.v1.Row
-	19, // 19: lunora.v1.StatusResponse.cluster:type_name -> lunora.v1.ClusterStatus
-	20, // 20: lunora.v1.ClusterStatus.nodes:type_name -> lunora.v1.ClusterNode
-	20, // 21: lunora.v1.ClusterStatus.members:type_name -> lunora.v1.ClusterNode
-	21, // 22: lunora.v1.ClusterStatus.moves:type_name -> lunora.v1.ShardMove
-	10, // 23: lunora.v1.FanOutRequest.ArgsEntry.value:type_name -> lunora.v1.Value
-	10, // 24: lunora.v1.SubscribeRequest.ArgsEntry.value:type_name -> lunora.v1.Value
-	10, // 25: lunora.v1.CallRequest.ArgsEntry.value:type_name -> lunora.v1.Value
-	10, // 26: lunora.v1.SqlRequest.ParamsEntry.value:type_name -> lunora.v1.Value
-	12, // 27: lunora.v1.Lunora.Call:input_type -> lunora.v1.CallRequest
-	15, // 28: lunora.v1.Lunora.Sql:input_type -> lunora.v1.SqlRequest
-	17, // 29: lunora.v1.Lunora.Status:input_type -> lunora.v1.StatusRequest
-	7,  // 30: lunora.v1.Lunora.Subscribe:input_type -> lunora.v1.SubscribeRequest
-	4,  // 31: lunora.v1.Lunora.FanOut:input_type -> lunora.v1.FanOutRequest
-	14, // 32: lunora.v1.Lunora.Call:output_type -> lunora.v1.CallResponse
-	16, // 33: lunora.v1.Lunora.Sql:output_type -> lunora.v1.SqlResponse
-	18, // 34: lunora.v1.Lunora.Status:output_type -> lunora.v1.StatusResponse
-	8,  // 35: lunora.v1.Lunora.Subscribe:output_type -> lunora.v1.SubscribeEvent
-	5,  // 36: lunora.v1.Lunora.FanOut:output_type -> lunora.v1.FanOutResponse
-	32, // [32:37] is the sub-list for method output_type
-	27, // [27:32] is the sub-list for method input_type
-	27, // [27:27] is the sub-list for extension type_name
-	27, // [27:27] is the sub-list for extension extendee
-	0,  // [0:27] is the sub-list for field type_name
+	6,  // 0: lunora.v1.ConsumeRequest.start:type_name -> lunora.v1.ConsumeStart
+	7,  // 1: lunora.v1.ConsumeRequest.settle:type_name -> lunora.v1.ConsumeSettle
+	0,  // 2: lunora.v1.ConsumeSettle.verb:type_name -> lunora.v1.SettleVerb
+	9,  // 3: lunora.v1.ConsumeResponse.message:type_name -> lunora.v1.QueueMessage
+	10, // 4: lunora.v1.ConsumeResponse.settled:type_name -> lunora.v1.ConsumeSettled
+	0,  // 5: lunora.v1.ConsumeSettled.verb:type_name -> lunora.v1.SettleVerb
+	11, // 6: lunora.v1.ConsumeSettled.failed:type_name -> lunora.v1.ReceiptFailure
+	30, // 7: lunora.v1.FanOutRequest.args:type_name -> lunora.v1.FanOutRequest.ArgsEntry
+	1,  // 8: lunora.v1.FanOutRequest.merge:type_name -> lunora.v1.FanOutRequest.Merge
+	19, // 9: lunora.v1.FanOutResponse.rows:type_name -> lunora.v1.Row
+	14, // 10: lunora.v1.FanOutResponse.failed:type_name -> lunora.v1.ShardFailure
+	31, // 11: lunora.v1.SubscribeRequest.args:type_name -> lunora.v1.SubscribeRequest.ArgsEntry
+	2,  // 12: lunora.v1.SubscribeEvent.kind:type_name -> lunora.v1.SubscribeEvent.Kind
+	19, // 13: lunora.v1.SubscribeEvent.rows:type_name -> lunora.v1.Row
+	17, // 14: lunora.v1.SubscribeEvent.changes:type_name -> lunora.v1.RowChange
+	3,  // 15: lunora.v1.RowChange.op:type_name -> lunora.v1.RowChange.Op
+	18, // 16: lunora.v1.RowChange.key:type_name -> lunora.v1.Value
+	19, // 17: lunora.v1.RowChange.row:type_name -> lunora.v1.Row
+	18, // 18: lunora.v1.Row.values:type_name -> lunora.v1.Value
+	32, // 19: lunora.v1.CallRequest.args:type_name -> lunora.v1.CallRequest.ArgsEntry
+	21, // 20: lunora.v1.CallRequest.read:type_name -> lunora.v1.ReadOptions
+	4,  // 21: lunora.v1.ReadOptions.consistency:type_name -> lunora.v1.ReadOptions.Consistency
+	19, // 22: lunora.v1.CallResponse.rows:type_name -> lunora.v1.Row
+	33, // 23: lunora.v1.SqlRequest.params:type_name -> lunora.v1.SqlRequest.ParamsEntry
+	21, // 24: lunora.v1.SqlRequest.read:type_name -> lunora.v1.ReadOptions
+	19, // 25: lunora.v1.SqlResponse.rows:type_name -> lunora.v1.Row
+	27, // 26: lunora.v1.StatusResponse.cluster:type_name -> lunora.v1.ClusterStatus
+	28, // 27: lunora.v1.ClusterStatus.nodes:type_name -> lunora.v1.ClusterNode
+	28, // 28: lunora.v1.ClusterStatus.members:type_name -> lunora.v1.ClusterNode
+	29, // 29: lunora.v1.ClusterStatus.moves:type_name -> lunora.v1.ShardMove
+	18, // 30: lunora.v1.FanOutRequest.ArgsEntry.value:type_name -> lunora.v1.Value
+	18, // 31: lunora.v1.SubscribeRequest.ArgsEntry.value:type_name -> lunora.v1.Value
+	18, // 32: lunora.v1.CallRequest.ArgsEntry.value:type_name -> lunora.v1.Value
+	18, // 33: lunora.v1.SqlRequest.ParamsEntry.value:type_name -> lunora.v1.Value
+	20, // 34: lunora.v1.Lunora.Call:input_type -> lunora.v1.CallRequest
+	23, // 35: lunora.v1.Lunora.Sql:input_type -> lunora.v1.SqlRequest
+	25, // 36: lunora.v1.Lunora.Status:input_type -> lunora.v1.StatusRequest
+	15, // 37: lunora.v1.Lunora.Subscribe:input_type -> lunora.v1.SubscribeRequest
+	12, // 38: lunora.v1.Lunora.FanOut:input_type -> lunora.v1.FanOutRequest
+	5,  // 39: lunora.v1.Lunora.Consume:input_type -> lunora.v1.ConsumeRequest
+	22, // 40: lunora.v1.Lunora.Call:output_type -> lunora.v1.CallResponse
+	24, // 41: lunora.v1.Lunora.Sql:output_type -> lunora.v1.SqlResponse
+	26, // 42: lunora.v1.Lunora.Status:output_type -> lunora.v1.StatusResponse
+	16, // 43: lunora.v1.Lunora.Subscribe:output_type -> lunora.v1.SubscribeEvent
+	13, // 44: lunora.v1.Lunora.FanOut:output_type -> lunora.v1.FanOutResponse
+	8,  // 45: lunora.v1.Lunora.Consume:output_type -> lunora.v1.ConsumeResponse
+	40, // [40:46] is the sub-list for method output_type
+	34, // [34:40] is the sub-list for method input_type
+	34, // [34:34] is the sub-list for extension type_name
+	34, // [34:34] is the sub-list for extension extendee
+	0,  // [0:34] is the sub-list for field type_name
 }
 
 func init() { file_lunora_v1_lunora_proto_init() }
@@ -2002,7 +2689,15 @@ func file_lunora_v1_lunora_proto_init() {
 	if File_lunora_v1_lunora_proto != nil {
 		return
 	}
-	file_lunora_v1_lunora_proto_msgTypes[6].OneofWrappers = []any{
+	file_lunora_v1_lunora_proto_msgTypes[0].OneofWrappers = []any{
+		(*ConsumeRequest_Start)(nil),
+		(*ConsumeRequest_Settle)(nil),
+	}
+	file_lunora_v1_lunora_proto_msgTypes[3].OneofWrappers = []any{
+		(*ConsumeResponse_Message)(nil),
+		(*ConsumeResponse_Settled)(nil),
+	}
+	file_lunora_v1_lunora_proto_msgTypes[13].OneofWrappers = []any{
 		(*Value_Null)(nil),
 		(*Value_Integer)(nil),
 		(*Value_Real)(nil),
@@ -2015,8 +2710,8 @@ func file_lunora_v1_lunora_proto_init() {
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_lunora_v1_lunora_proto_rawDesc), len(file_lunora_v1_lunora_proto_rawDesc)),
-			NumEnums:      4,
-			NumMessages:   22,
+			NumEnums:      5,
+			NumMessages:   29,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

@@ -26,6 +26,7 @@ const (
 	Lunora_Status_FullMethodName    = "/lunora.v1.Lunora/Status"
 	Lunora_Subscribe_FullMethodName = "/lunora.v1.Lunora/Subscribe"
 	Lunora_FanOut_FullMethodName    = "/lunora.v1.Lunora/FanOut"
+	Lunora_Consume_FullMethodName   = "/lunora.v1.Lunora/Consume"
 )
 
 // LunoraClient is the client API for Lunora service.
@@ -63,6 +64,20 @@ type LunoraClient interface {
 	// opaque cursor). Shards that fail are listed in failed, never hidden;
 	// the call itself fails only for a bad request or a lost caller.
 	FanOut(ctx context.Context, in *FanOutRequest, opts ...grpc.CallOption) (*FanOutResponse, error)
+	// Consume pulls messages of a queue declared in lunora.yaml (role
+	// service or admin). The first request is a ConsumeStart naming the
+	// queue; the server then streams up to prefetch messages the stream has
+	// not settled yet, and more as the client settles them. Later requests
+	// settle messages by their receipts (ack, nack, extend); each is
+	// answered by a ConsumeSettled with the same request_id. A receipt the
+	// server cannot read is listed in that answer's failed (the stream goes
+	// on); a bad first request ends the stream with INVALID_ARGUMENT, an
+	// unknown queue with NOT_FOUND. The client closing its side ends the
+	// stream (OK). When the stream ends, however it ends, the messages it
+	// has not settled are released for redelivery at once (their visibility
+	// timeout is the fallback). Delivery is at least once: deduplicate by
+	// message id.
+	Consume(ctx context.Context, opts ...grpc.CallOption) (grpc.BidiStreamingClient[ConsumeRequest, ConsumeResponse], error)
 }
 
 type lunoraClient struct {
@@ -132,6 +147,19 @@ func (c *lunoraClient) FanOut(ctx context.Context, in *FanOutRequest, opts ...gr
 	return out, nil
 }
 
+func (c *lunoraClient) Consume(ctx context.Context, opts ...grpc.CallOption) (grpc.BidiStreamingClient[ConsumeRequest, ConsumeResponse], error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	stream, err := c.cc.NewStream(ctx, &Lunora_ServiceDesc.Streams[1], Lunora_Consume_FullMethodName, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	x := &grpc.GenericClientStream[ConsumeRequest, ConsumeResponse]{ClientStream: stream}
+	return x, nil
+}
+
+// This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
+type Lunora_ConsumeClient = grpc.BidiStreamingClient[ConsumeRequest, ConsumeResponse]
+
 // LunoraServer is the server API for Lunora service.
 // All implementations must embed UnimplementedLunoraServer
 // for forward compatibility.
@@ -167,6 +195,20 @@ type LunoraServer interface {
 	// opaque cursor). Shards that fail are listed in failed, never hidden;
 	// the call itself fails only for a bad request or a lost caller.
 	FanOut(context.Context, *FanOutRequest) (*FanOutResponse, error)
+	// Consume pulls messages of a queue declared in lunora.yaml (role
+	// service or admin). The first request is a ConsumeStart naming the
+	// queue; the server then streams up to prefetch messages the stream has
+	// not settled yet, and more as the client settles them. Later requests
+	// settle messages by their receipts (ack, nack, extend); each is
+	// answered by a ConsumeSettled with the same request_id. A receipt the
+	// server cannot read is listed in that answer's failed (the stream goes
+	// on); a bad first request ends the stream with INVALID_ARGUMENT, an
+	// unknown queue with NOT_FOUND. The client closing its side ends the
+	// stream (OK). When the stream ends, however it ends, the messages it
+	// has not settled are released for redelivery at once (their visibility
+	// timeout is the fallback). Delivery is at least once: deduplicate by
+	// message id.
+	Consume(grpc.BidiStreamingServer[ConsumeRequest, ConsumeResponse]) error
 	mustEmbedUnimplementedLunoraServer()
 }
 
@@ -191,6 +233,9 @@ func (UnimplementedLunoraServer) Subscribe(*SubscribeRequest, grpc.ServerStreami
 }
 func (UnimplementedLunoraServer) FanOut(context.Context, *FanOutRequest) (*FanOutResponse, error) {
 	return nil, status.Errorf(codes.Unimplemented, "method FanOut not implemented")
+}
+func (UnimplementedLunoraServer) Consume(grpc.BidiStreamingServer[ConsumeRequest, ConsumeResponse]) error {
+	return status.Errorf(codes.Unimplemented, "method Consume not implemented")
 }
 func (UnimplementedLunoraServer) mustEmbedUnimplementedLunoraServer() {}
 func (UnimplementedLunoraServer) testEmbeddedByValue()                {}
@@ -296,6 +341,13 @@ func _Lunora_FanOut_Handler(srv interface{}, ctx context.Context, dec func(inter
 	return interceptor(ctx, in, info, handler)
 }
 
+func _Lunora_Consume_Handler(srv interface{}, stream grpc.ServerStream) error {
+	return srv.(LunoraServer).Consume(&grpc.GenericServerStream[ConsumeRequest, ConsumeResponse]{ServerStream: stream})
+}
+
+// This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
+type Lunora_ConsumeServer = grpc.BidiStreamingServer[ConsumeRequest, ConsumeResponse]
+
 // Lunora_ServiceDesc is the grpc.ServiceDesc for Lunora service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -325,6 +377,12 @@ var Lunora_ServiceDesc = grpc.ServiceDesc{
 			StreamName:    "Subscribe",
 			Handler:       _Lunora_Subscribe_Handler,
 			ServerStreams: true,
+		},
+		{
+			StreamName:    "Consume",
+			Handler:       _Lunora_Consume_Handler,
+			ServerStreams: true,
+			ClientStreams: true,
 		},
 	},
 	Metadata: "lunora/v1/lunora.proto",

@@ -21,6 +21,804 @@ const (
 	_ = protoimpl.EnforceVersion(protoimpl.MaxVersion - 20)
 )
 
+type QueueReceiveRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	Queue string                 `protobuf:"bytes,1,opt,name=queue,proto3" json:"queue,omitempty"`
+	Max   uint32                 `protobuf:"varint,2,opt,name=max,proto3" json:"max,omitempty"`
+	// visibility_ms: the lease of each message (0: the queue's own).
+	VisibilityMs  uint64 `protobuf:"varint,3,opt,name=visibility_ms,json=visibilityMs,proto3" json:"visibility_ms,omitempty"`
+	WaitMs        uint64 `protobuf:"varint,4,opt,name=wait_ms,json=waitMs,proto3" json:"wait_ms,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *QueueReceiveRequest) Reset() {
+	*x = QueueReceiveRequest{}
+	mi := &file_lunora_v1_node_proto_msgTypes[0]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *QueueReceiveRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*QueueReceiveRequest) ProtoMessage() {}
+
+func (x *QueueReceiveRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_lunora_v1_node_proto_msgTypes[0]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use QueueReceiveRequest.ProtoReflect.Descriptor instead.
+func (*QueueReceiveRequest) Descriptor() ([]byte, []int) {
+	return file_lunora_v1_node_proto_rawDescGZIP(), []int{0}
+}
+
+func (x *QueueReceiveRequest) GetQueue() string {
+	if x != nil {
+		return x.Queue
+	}
+	return ""
+}
+
+func (x *QueueReceiveRequest) GetMax() uint32 {
+	if x != nil {
+		return x.Max
+	}
+	return 0
+}
+
+func (x *QueueReceiveRequest) GetVisibilityMs() uint64 {
+	if x != nil {
+		return x.VisibilityMs
+	}
+	return 0
+}
+
+func (x *QueueReceiveRequest) GetWaitMs() uint64 {
+	if x != nil {
+		return x.WaitMs
+	}
+	return 0
+}
+
+type QueueReceiveResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Messages      []*QueueMessage        `protobuf:"bytes,1,rep,name=messages,proto3" json:"messages,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *QueueReceiveResponse) Reset() {
+	*x = QueueReceiveResponse{}
+	mi := &file_lunora_v1_node_proto_msgTypes[1]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *QueueReceiveResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*QueueReceiveResponse) ProtoMessage() {}
+
+func (x *QueueReceiveResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_lunora_v1_node_proto_msgTypes[1]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use QueueReceiveResponse.ProtoReflect.Descriptor instead.
+func (*QueueReceiveResponse) Descriptor() ([]byte, []int) {
+	return file_lunora_v1_node_proto_rawDescGZIP(), []int{1}
+}
+
+func (x *QueueReceiveResponse) GetMessages() []*QueueMessage {
+	if x != nil {
+		return x.Messages
+	}
+	return nil
+}
+
+type QueueSettleRequest struct {
+	state   protoimpl.MessageState `protogen:"open.v1"`
+	ShardId string                 `protobuf:"bytes,1,opt,name=shard_id,json=shardId,proto3" json:"shard_id,omitempty"`
+	Verb    SettleVerb             `protobuf:"varint,2,opt,name=verb,proto3,enum=lunora.v1.SettleVerb" json:"verb,omitempty"`
+	// ids are message IDs (msg_…) of the shard.
+	Ids     []string `protobuf:"bytes,3,rep,name=ids,proto3" json:"ids,omitempty"`
+	DelayMs uint64   `protobuf:"varint,4,opt,name=delay_ms,json=delayMs,proto3" json:"delay_ms,omitempty"`
+	// epoch is the ring epoch the sender routed with (0: not routed).
+	Epoch         uint64 `protobuf:"varint,5,opt,name=epoch,proto3" json:"epoch,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *QueueSettleRequest) Reset() {
+	*x = QueueSettleRequest{}
+	mi := &file_lunora_v1_node_proto_msgTypes[2]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *QueueSettleRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*QueueSettleRequest) ProtoMessage() {}
+
+func (x *QueueSettleRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_lunora_v1_node_proto_msgTypes[2]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use QueueSettleRequest.ProtoReflect.Descriptor instead.
+func (*QueueSettleRequest) Descriptor() ([]byte, []int) {
+	return file_lunora_v1_node_proto_rawDescGZIP(), []int{2}
+}
+
+func (x *QueueSettleRequest) GetShardId() string {
+	if x != nil {
+		return x.ShardId
+	}
+	return ""
+}
+
+func (x *QueueSettleRequest) GetVerb() SettleVerb {
+	if x != nil {
+		return x.Verb
+	}
+	return SettleVerb_SETTLE_VERB_UNSPECIFIED
+}
+
+func (x *QueueSettleRequest) GetIds() []string {
+	if x != nil {
+		return x.Ids
+	}
+	return nil
+}
+
+func (x *QueueSettleRequest) GetDelayMs() uint64 {
+	if x != nil {
+		return x.DelayMs
+	}
+	return 0
+}
+
+func (x *QueueSettleRequest) GetEpoch() uint64 {
+	if x != nil {
+		return x.Epoch
+	}
+	return 0
+}
+
+type QueueSettleResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Settled       uint32                 `protobuf:"varint,1,opt,name=settled,proto3" json:"settled,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *QueueSettleResponse) Reset() {
+	*x = QueueSettleResponse{}
+	mi := &file_lunora_v1_node_proto_msgTypes[3]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *QueueSettleResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*QueueSettleResponse) ProtoMessage() {}
+
+func (x *QueueSettleResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_lunora_v1_node_proto_msgTypes[3]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use QueueSettleResponse.ProtoReflect.Descriptor instead.
+func (*QueueSettleResponse) Descriptor() ([]byte, []int) {
+	return file_lunora_v1_node_proto_rawDescGZIP(), []int{3}
+}
+
+func (x *QueueSettleResponse) GetSettled() uint32 {
+	if x != nil {
+		return x.Settled
+	}
+	return 0
+}
+
+type QueueDeadRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// queue: "" lists every queue's.
+	Queue         string `protobuf:"bytes,1,opt,name=queue,proto3" json:"queue,omitempty"`
+	Limit         uint32 `protobuf:"varint,2,opt,name=limit,proto3" json:"limit,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *QueueDeadRequest) Reset() {
+	*x = QueueDeadRequest{}
+	mi := &file_lunora_v1_node_proto_msgTypes[4]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *QueueDeadRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*QueueDeadRequest) ProtoMessage() {}
+
+func (x *QueueDeadRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_lunora_v1_node_proto_msgTypes[4]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use QueueDeadRequest.ProtoReflect.Descriptor instead.
+func (*QueueDeadRequest) Descriptor() ([]byte, []int) {
+	return file_lunora_v1_node_proto_rawDescGZIP(), []int{4}
+}
+
+func (x *QueueDeadRequest) GetQueue() string {
+	if x != nil {
+		return x.Queue
+	}
+	return ""
+}
+
+func (x *QueueDeadRequest) GetLimit() uint32 {
+	if x != nil {
+		return x.Limit
+	}
+	return 0
+}
+
+type QueueDeadResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Messages      []*QueueMessage        `protobuf:"bytes,1,rep,name=messages,proto3" json:"messages,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *QueueDeadResponse) Reset() {
+	*x = QueueDeadResponse{}
+	mi := &file_lunora_v1_node_proto_msgTypes[5]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *QueueDeadResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*QueueDeadResponse) ProtoMessage() {}
+
+func (x *QueueDeadResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_lunora_v1_node_proto_msgTypes[5]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use QueueDeadResponse.ProtoReflect.Descriptor instead.
+func (*QueueDeadResponse) Descriptor() ([]byte, []int) {
+	return file_lunora_v1_node_proto_rawDescGZIP(), []int{5}
+}
+
+func (x *QueueDeadResponse) GetMessages() []*QueueMessage {
+	if x != nil {
+		return x.Messages
+	}
+	return nil
+}
+
+type QueueRedriveRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	Queue string                 `protobuf:"bytes,1,opt,name=queue,proto3" json:"queue,omitempty"`
+	// ids: empty redrives every dead-letter message of the queue.
+	Ids           []string `protobuf:"bytes,2,rep,name=ids,proto3" json:"ids,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *QueueRedriveRequest) Reset() {
+	*x = QueueRedriveRequest{}
+	mi := &file_lunora_v1_node_proto_msgTypes[6]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *QueueRedriveRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*QueueRedriveRequest) ProtoMessage() {}
+
+func (x *QueueRedriveRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_lunora_v1_node_proto_msgTypes[6]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use QueueRedriveRequest.ProtoReflect.Descriptor instead.
+func (*QueueRedriveRequest) Descriptor() ([]byte, []int) {
+	return file_lunora_v1_node_proto_rawDescGZIP(), []int{6}
+}
+
+func (x *QueueRedriveRequest) GetQueue() string {
+	if x != nil {
+		return x.Queue
+	}
+	return ""
+}
+
+func (x *QueueRedriveRequest) GetIds() []string {
+	if x != nil {
+		return x.Ids
+	}
+	return nil
+}
+
+type QueueRedriveResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Redriven      uint32                 `protobuf:"varint,1,opt,name=redriven,proto3" json:"redriven,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *QueueRedriveResponse) Reset() {
+	*x = QueueRedriveResponse{}
+	mi := &file_lunora_v1_node_proto_msgTypes[7]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *QueueRedriveResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*QueueRedriveResponse) ProtoMessage() {}
+
+func (x *QueueRedriveResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_lunora_v1_node_proto_msgTypes[7]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use QueueRedriveResponse.ProtoReflect.Descriptor instead.
+func (*QueueRedriveResponse) Descriptor() ([]byte, []int) {
+	return file_lunora_v1_node_proto_rawDescGZIP(), []int{7}
+}
+
+func (x *QueueRedriveResponse) GetRedriven() uint32 {
+	if x != nil {
+		return x.Redriven
+	}
+	return 0
+}
+
+type Alarm struct {
+	state    protoimpl.MessageState `protogen:"open.v1"`
+	Id       string                 `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"`
+	ShardId  string                 `protobuf:"bytes,2,opt,name=shard_id,json=shardId,proto3" json:"shard_id,omitempty"`
+	Function string                 `protobuf:"bytes,3,opt,name=function,proto3" json:"function,omitempty"`
+	// args is a JSON object.
+	Args          string `protobuf:"bytes,4,opt,name=args,proto3" json:"args,omitempty"`
+	DueUnixMs     int64  `protobuf:"varint,5,opt,name=due_unix_ms,json=dueUnixMs,proto3" json:"due_unix_ms,omitempty"`
+	Attempts      uint32 `protobuf:"varint,6,opt,name=attempts,proto3" json:"attempts,omitempty"`
+	CreatedUnixMs int64  `protobuf:"varint,7,opt,name=created_unix_ms,json=createdUnixMs,proto3" json:"created_unix_ms,omitempty"`
+	Dead          bool   `protobuf:"varint,8,opt,name=dead,proto3" json:"dead,omitempty"`
+	Error         string `protobuf:"bytes,9,opt,name=error,proto3" json:"error,omitempty"`
+	DiedUnixMs    int64  `protobuf:"varint,10,opt,name=died_unix_ms,json=diedUnixMs,proto3" json:"died_unix_ms,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *Alarm) Reset() {
+	*x = Alarm{}
+	mi := &file_lunora_v1_node_proto_msgTypes[8]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Alarm) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Alarm) ProtoMessage() {}
+
+func (x *Alarm) ProtoReflect() protoreflect.Message {
+	mi := &file_lunora_v1_node_proto_msgTypes[8]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Alarm.ProtoReflect.Descriptor instead.
+func (*Alarm) Descriptor() ([]byte, []int) {
+	return file_lunora_v1_node_proto_rawDescGZIP(), []int{8}
+}
+
+func (x *Alarm) GetId() string {
+	if x != nil {
+		return x.Id
+	}
+	return ""
+}
+
+func (x *Alarm) GetShardId() string {
+	if x != nil {
+		return x.ShardId
+	}
+	return ""
+}
+
+func (x *Alarm) GetFunction() string {
+	if x != nil {
+		return x.Function
+	}
+	return ""
+}
+
+func (x *Alarm) GetArgs() string {
+	if x != nil {
+		return x.Args
+	}
+	return ""
+}
+
+func (x *Alarm) GetDueUnixMs() int64 {
+	if x != nil {
+		return x.DueUnixMs
+	}
+	return 0
+}
+
+func (x *Alarm) GetAttempts() uint32 {
+	if x != nil {
+		return x.Attempts
+	}
+	return 0
+}
+
+func (x *Alarm) GetCreatedUnixMs() int64 {
+	if x != nil {
+		return x.CreatedUnixMs
+	}
+	return 0
+}
+
+func (x *Alarm) GetDead() bool {
+	if x != nil {
+		return x.Dead
+	}
+	return false
+}
+
+func (x *Alarm) GetError() string {
+	if x != nil {
+		return x.Error
+	}
+	return ""
+}
+
+func (x *Alarm) GetDiedUnixMs() int64 {
+	if x != nil {
+		return x.DiedUnixMs
+	}
+	return 0
+}
+
+type ListAlarmsRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	ShardId       string                 `protobuf:"bytes,1,opt,name=shard_id,json=shardId,proto3" json:"shard_id,omitempty"`
+	Limit         uint32                 `protobuf:"varint,2,opt,name=limit,proto3" json:"limit,omitempty"`
+	Epoch         uint64                 `protobuf:"varint,3,opt,name=epoch,proto3" json:"epoch,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ListAlarmsRequest) Reset() {
+	*x = ListAlarmsRequest{}
+	mi := &file_lunora_v1_node_proto_msgTypes[9]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ListAlarmsRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ListAlarmsRequest) ProtoMessage() {}
+
+func (x *ListAlarmsRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_lunora_v1_node_proto_msgTypes[9]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ListAlarmsRequest.ProtoReflect.Descriptor instead.
+func (*ListAlarmsRequest) Descriptor() ([]byte, []int) {
+	return file_lunora_v1_node_proto_rawDescGZIP(), []int{9}
+}
+
+func (x *ListAlarmsRequest) GetShardId() string {
+	if x != nil {
+		return x.ShardId
+	}
+	return ""
+}
+
+func (x *ListAlarmsRequest) GetLimit() uint32 {
+	if x != nil {
+		return x.Limit
+	}
+	return 0
+}
+
+func (x *ListAlarmsRequest) GetEpoch() uint64 {
+	if x != nil {
+		return x.Epoch
+	}
+	return 0
+}
+
+type ListAlarmsResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Alarms        []*Alarm               `protobuf:"bytes,1,rep,name=alarms,proto3" json:"alarms,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ListAlarmsResponse) Reset() {
+	*x = ListAlarmsResponse{}
+	mi := &file_lunora_v1_node_proto_msgTypes[10]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ListAlarmsResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ListAlarmsResponse) ProtoMessage() {}
+
+func (x *ListAlarmsResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_lunora_v1_node_proto_msgTypes[10]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ListAlarmsResponse.ProtoReflect.Descriptor instead.
+func (*ListAlarmsResponse) Descriptor() ([]byte, []int) {
+	return file_lunora_v1_node_proto_rawDescGZIP(), []int{10}
+}
+
+func (x *ListAlarmsResponse) GetAlarms() []*Alarm {
+	if x != nil {
+		return x.Alarms
+	}
+	return nil
+}
+
+type AlarmsDueRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Limit         uint32                 `protobuf:"varint,1,opt,name=limit,proto3" json:"limit,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *AlarmsDueRequest) Reset() {
+	*x = AlarmsDueRequest{}
+	mi := &file_lunora_v1_node_proto_msgTypes[11]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *AlarmsDueRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*AlarmsDueRequest) ProtoMessage() {}
+
+func (x *AlarmsDueRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_lunora_v1_node_proto_msgTypes[11]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use AlarmsDueRequest.ProtoReflect.Descriptor instead.
+func (*AlarmsDueRequest) Descriptor() ([]byte, []int) {
+	return file_lunora_v1_node_proto_rawDescGZIP(), []int{11}
+}
+
+func (x *AlarmsDueRequest) GetLimit() uint32 {
+	if x != nil {
+		return x.Limit
+	}
+	return 0
+}
+
+type AlarmDue struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	ShardId       string                 `protobuf:"bytes,1,opt,name=shard_id,json=shardId,proto3" json:"shard_id,omitempty"`
+	Node          string                 `protobuf:"bytes,2,opt,name=node,proto3" json:"node,omitempty"`
+	DueUnixMs     int64                  `protobuf:"varint,3,opt,name=due_unix_ms,json=dueUnixMs,proto3" json:"due_unix_ms,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *AlarmDue) Reset() {
+	*x = AlarmDue{}
+	mi := &file_lunora_v1_node_proto_msgTypes[12]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *AlarmDue) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*AlarmDue) ProtoMessage() {}
+
+func (x *AlarmDue) ProtoReflect() protoreflect.Message {
+	mi := &file_lunora_v1_node_proto_msgTypes[12]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use AlarmDue.ProtoReflect.Descriptor instead.
+func (*AlarmDue) Descriptor() ([]byte, []int) {
+	return file_lunora_v1_node_proto_rawDescGZIP(), []int{12}
+}
+
+func (x *AlarmDue) GetShardId() string {
+	if x != nil {
+		return x.ShardId
+	}
+	return ""
+}
+
+func (x *AlarmDue) GetNode() string {
+	if x != nil {
+		return x.Node
+	}
+	return ""
+}
+
+func (x *AlarmDue) GetDueUnixMs() int64 {
+	if x != nil {
+		return x.DueUnixMs
+	}
+	return 0
+}
+
+type AlarmsDueResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Due           []*AlarmDue            `protobuf:"bytes,1,rep,name=due,proto3" json:"due,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *AlarmsDueResponse) Reset() {
+	*x = AlarmsDueResponse{}
+	mi := &file_lunora_v1_node_proto_msgTypes[13]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *AlarmsDueResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*AlarmsDueResponse) ProtoMessage() {}
+
+func (x *AlarmsDueResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_lunora_v1_node_proto_msgTypes[13]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use AlarmsDueResponse.ProtoReflect.Descriptor instead.
+func (*AlarmsDueResponse) Descriptor() ([]byte, []int) {
+	return file_lunora_v1_node_proto_rawDescGZIP(), []int{13}
+}
+
+func (x *AlarmsDueResponse) GetDue() []*AlarmDue {
+	if x != nil {
+		return x.Due
+	}
+	return nil
+}
+
 // Caller is the authenticated caller of a public API request, as the
 // gateway established it: the node runs the function as that caller
 // (lunora_auth() reads it).
@@ -39,7 +837,7 @@ type Caller struct {
 
 func (x *Caller) Reset() {
 	*x = Caller{}
-	mi := &file_lunora_v1_node_proto_msgTypes[0]
+	mi := &file_lunora_v1_node_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -51,7 +849,7 @@ func (x *Caller) String() string {
 func (*Caller) ProtoMessage() {}
 
 func (x *Caller) ProtoReflect() protoreflect.Message {
-	mi := &file_lunora_v1_node_proto_msgTypes[0]
+	mi := &file_lunora_v1_node_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -64,7 +862,7 @@ func (x *Caller) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Caller.ProtoReflect.Descriptor instead.
 func (*Caller) Descriptor() ([]byte, []int) {
-	return file_lunora_v1_node_proto_rawDescGZIP(), []int{0}
+	return file_lunora_v1_node_proto_rawDescGZIP(), []int{14}
 }
 
 func (x *Caller) GetMethod() string {
@@ -119,7 +917,7 @@ type ApiKey struct {
 
 func (x *ApiKey) Reset() {
 	*x = ApiKey{}
-	mi := &file_lunora_v1_node_proto_msgTypes[1]
+	mi := &file_lunora_v1_node_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -131,7 +929,7 @@ func (x *ApiKey) String() string {
 func (*ApiKey) ProtoMessage() {}
 
 func (x *ApiKey) ProtoReflect() protoreflect.Message {
-	mi := &file_lunora_v1_node_proto_msgTypes[1]
+	mi := &file_lunora_v1_node_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -144,7 +942,7 @@ func (x *ApiKey) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ApiKey.ProtoReflect.Descriptor instead.
 func (*ApiKey) Descriptor() ([]byte, []int) {
-	return file_lunora_v1_node_proto_rawDescGZIP(), []int{1}
+	return file_lunora_v1_node_proto_rawDescGZIP(), []int{15}
 }
 
 func (x *ApiKey) GetId() string {
@@ -203,7 +1001,7 @@ type CreateKeyRequest struct {
 
 func (x *CreateKeyRequest) Reset() {
 	*x = CreateKeyRequest{}
-	mi := &file_lunora_v1_node_proto_msgTypes[2]
+	mi := &file_lunora_v1_node_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -215,7 +1013,7 @@ func (x *CreateKeyRequest) String() string {
 func (*CreateKeyRequest) ProtoMessage() {}
 
 func (x *CreateKeyRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_lunora_v1_node_proto_msgTypes[2]
+	mi := &file_lunora_v1_node_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -228,7 +1026,7 @@ func (x *CreateKeyRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CreateKeyRequest.ProtoReflect.Descriptor instead.
 func (*CreateKeyRequest) Descriptor() ([]byte, []int) {
-	return file_lunora_v1_node_proto_rawDescGZIP(), []int{2}
+	return file_lunora_v1_node_proto_rawDescGZIP(), []int{16}
 }
 
 func (x *CreateKeyRequest) GetName() string {
@@ -271,7 +1069,7 @@ type CreateKeyResponse struct {
 
 func (x *CreateKeyResponse) Reset() {
 	*x = CreateKeyResponse{}
-	mi := &file_lunora_v1_node_proto_msgTypes[3]
+	mi := &file_lunora_v1_node_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -283,7 +1081,7 @@ func (x *CreateKeyResponse) String() string {
 func (*CreateKeyResponse) ProtoMessage() {}
 
 func (x *CreateKeyResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_lunora_v1_node_proto_msgTypes[3]
+	mi := &file_lunora_v1_node_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -296,7 +1094,7 @@ func (x *CreateKeyResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CreateKeyResponse.ProtoReflect.Descriptor instead.
 func (*CreateKeyResponse) Descriptor() ([]byte, []int) {
-	return file_lunora_v1_node_proto_rawDescGZIP(), []int{3}
+	return file_lunora_v1_node_proto_rawDescGZIP(), []int{17}
 }
 
 func (x *CreateKeyResponse) GetToken() string {
@@ -323,7 +1121,7 @@ type RevokeKeyRequest struct {
 
 func (x *RevokeKeyRequest) Reset() {
 	*x = RevokeKeyRequest{}
-	mi := &file_lunora_v1_node_proto_msgTypes[4]
+	mi := &file_lunora_v1_node_proto_msgTypes[18]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -335,7 +1133,7 @@ func (x *RevokeKeyRequest) String() string {
 func (*RevokeKeyRequest) ProtoMessage() {}
 
 func (x *RevokeKeyRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_lunora_v1_node_proto_msgTypes[4]
+	mi := &file_lunora_v1_node_proto_msgTypes[18]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -348,7 +1146,7 @@ func (x *RevokeKeyRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RevokeKeyRequest.ProtoReflect.Descriptor instead.
 func (*RevokeKeyRequest) Descriptor() ([]byte, []int) {
-	return file_lunora_v1_node_proto_rawDescGZIP(), []int{4}
+	return file_lunora_v1_node_proto_rawDescGZIP(), []int{18}
 }
 
 func (x *RevokeKeyRequest) GetId() string {
@@ -374,7 +1172,7 @@ type RevokeKeyResponse struct {
 
 func (x *RevokeKeyResponse) Reset() {
 	*x = RevokeKeyResponse{}
-	mi := &file_lunora_v1_node_proto_msgTypes[5]
+	mi := &file_lunora_v1_node_proto_msgTypes[19]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -386,7 +1184,7 @@ func (x *RevokeKeyResponse) String() string {
 func (*RevokeKeyResponse) ProtoMessage() {}
 
 func (x *RevokeKeyResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_lunora_v1_node_proto_msgTypes[5]
+	mi := &file_lunora_v1_node_proto_msgTypes[19]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -399,7 +1197,7 @@ func (x *RevokeKeyResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RevokeKeyResponse.ProtoReflect.Descriptor instead.
 func (*RevokeKeyResponse) Descriptor() ([]byte, []int) {
-	return file_lunora_v1_node_proto_rawDescGZIP(), []int{5}
+	return file_lunora_v1_node_proto_rawDescGZIP(), []int{19}
 }
 
 func (x *RevokeKeyResponse) GetKey() *ApiKey {
@@ -419,7 +1217,7 @@ type ListKeysRequest struct {
 
 func (x *ListKeysRequest) Reset() {
 	*x = ListKeysRequest{}
-	mi := &file_lunora_v1_node_proto_msgTypes[6]
+	mi := &file_lunora_v1_node_proto_msgTypes[20]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -431,7 +1229,7 @@ func (x *ListKeysRequest) String() string {
 func (*ListKeysRequest) ProtoMessage() {}
 
 func (x *ListKeysRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_lunora_v1_node_proto_msgTypes[6]
+	mi := &file_lunora_v1_node_proto_msgTypes[20]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -444,7 +1242,7 @@ func (x *ListKeysRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListKeysRequest.ProtoReflect.Descriptor instead.
 func (*ListKeysRequest) Descriptor() ([]byte, []int) {
-	return file_lunora_v1_node_proto_rawDescGZIP(), []int{6}
+	return file_lunora_v1_node_proto_rawDescGZIP(), []int{20}
 }
 
 func (x *ListKeysRequest) GetLimit() uint32 {
@@ -465,7 +1263,7 @@ type ListKeysResponse struct {
 
 func (x *ListKeysResponse) Reset() {
 	*x = ListKeysResponse{}
-	mi := &file_lunora_v1_node_proto_msgTypes[7]
+	mi := &file_lunora_v1_node_proto_msgTypes[21]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -477,7 +1275,7 @@ func (x *ListKeysResponse) String() string {
 func (*ListKeysResponse) ProtoMessage() {}
 
 func (x *ListKeysResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_lunora_v1_node_proto_msgTypes[7]
+	mi := &file_lunora_v1_node_proto_msgTypes[21]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -490,7 +1288,7 @@ func (x *ListKeysResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListKeysResponse.ProtoReflect.Descriptor instead.
 func (*ListKeysResponse) Descriptor() ([]byte, []int) {
-	return file_lunora_v1_node_proto_rawDescGZIP(), []int{7}
+	return file_lunora_v1_node_proto_rawDescGZIP(), []int{21}
 }
 
 func (x *ListKeysResponse) GetKeys() []*ApiKey {
@@ -516,7 +1314,7 @@ type LookupKeyRequest struct {
 
 func (x *LookupKeyRequest) Reset() {
 	*x = LookupKeyRequest{}
-	mi := &file_lunora_v1_node_proto_msgTypes[8]
+	mi := &file_lunora_v1_node_proto_msgTypes[22]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -528,7 +1326,7 @@ func (x *LookupKeyRequest) String() string {
 func (*LookupKeyRequest) ProtoMessage() {}
 
 func (x *LookupKeyRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_lunora_v1_node_proto_msgTypes[8]
+	mi := &file_lunora_v1_node_proto_msgTypes[22]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -541,7 +1339,7 @@ func (x *LookupKeyRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use LookupKeyRequest.ProtoReflect.Descriptor instead.
 func (*LookupKeyRequest) Descriptor() ([]byte, []int) {
-	return file_lunora_v1_node_proto_rawDescGZIP(), []int{8}
+	return file_lunora_v1_node_proto_rawDescGZIP(), []int{22}
 }
 
 func (x *LookupKeyRequest) GetId() string {
@@ -561,7 +1359,7 @@ type LookupKeyResponse struct {
 
 func (x *LookupKeyResponse) Reset() {
 	*x = LookupKeyResponse{}
-	mi := &file_lunora_v1_node_proto_msgTypes[9]
+	mi := &file_lunora_v1_node_proto_msgTypes[23]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -573,7 +1371,7 @@ func (x *LookupKeyResponse) String() string {
 func (*LookupKeyResponse) ProtoMessage() {}
 
 func (x *LookupKeyResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_lunora_v1_node_proto_msgTypes[9]
+	mi := &file_lunora_v1_node_proto_msgTypes[23]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -586,7 +1384,7 @@ func (x *LookupKeyResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use LookupKeyResponse.ProtoReflect.Descriptor instead.
 func (*LookupKeyResponse) Descriptor() ([]byte, []int) {
-	return file_lunora_v1_node_proto_rawDescGZIP(), []int{9}
+	return file_lunora_v1_node_proto_rawDescGZIP(), []int{23}
 }
 
 func (x *LookupKeyResponse) GetKey() *ApiKey {
@@ -605,7 +1403,7 @@ type LocateShardRequest struct {
 
 func (x *LocateShardRequest) Reset() {
 	*x = LocateShardRequest{}
-	mi := &file_lunora_v1_node_proto_msgTypes[10]
+	mi := &file_lunora_v1_node_proto_msgTypes[24]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -617,7 +1415,7 @@ func (x *LocateShardRequest) String() string {
 func (*LocateShardRequest) ProtoMessage() {}
 
 func (x *LocateShardRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_lunora_v1_node_proto_msgTypes[10]
+	mi := &file_lunora_v1_node_proto_msgTypes[24]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -630,7 +1428,7 @@ func (x *LocateShardRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use LocateShardRequest.ProtoReflect.Descriptor instead.
 func (*LocateShardRequest) Descriptor() ([]byte, []int) {
-	return file_lunora_v1_node_proto_rawDescGZIP(), []int{10}
+	return file_lunora_v1_node_proto_rawDescGZIP(), []int{24}
 }
 
 func (x *LocateShardRequest) GetShardId() string {
@@ -655,7 +1453,7 @@ type LocateShardResponse struct {
 
 func (x *LocateShardResponse) Reset() {
 	*x = LocateShardResponse{}
-	mi := &file_lunora_v1_node_proto_msgTypes[11]
+	mi := &file_lunora_v1_node_proto_msgTypes[25]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -667,7 +1465,7 @@ func (x *LocateShardResponse) String() string {
 func (*LocateShardResponse) ProtoMessage() {}
 
 func (x *LocateShardResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_lunora_v1_node_proto_msgTypes[11]
+	mi := &file_lunora_v1_node_proto_msgTypes[25]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -680,7 +1478,7 @@ func (x *LocateShardResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use LocateShardResponse.ProtoReflect.Descriptor instead.
 func (*LocateShardResponse) Descriptor() ([]byte, []int) {
-	return file_lunora_v1_node_proto_rawDescGZIP(), []int{11}
+	return file_lunora_v1_node_proto_rawDescGZIP(), []int{25}
 }
 
 func (x *LocateShardResponse) GetShardId() string {
@@ -729,7 +1527,7 @@ type RingRequest struct {
 
 func (x *RingRequest) Reset() {
 	*x = RingRequest{}
-	mi := &file_lunora_v1_node_proto_msgTypes[12]
+	mi := &file_lunora_v1_node_proto_msgTypes[26]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -741,7 +1539,7 @@ func (x *RingRequest) String() string {
 func (*RingRequest) ProtoMessage() {}
 
 func (x *RingRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_lunora_v1_node_proto_msgTypes[12]
+	mi := &file_lunora_v1_node_proto_msgTypes[26]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -754,7 +1552,7 @@ func (x *RingRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RingRequest.ProtoReflect.Descriptor instead.
 func (*RingRequest) Descriptor() ([]byte, []int) {
-	return file_lunora_v1_node_proto_rawDescGZIP(), []int{12}
+	return file_lunora_v1_node_proto_rawDescGZIP(), []int{26}
 }
 
 func (x *RingRequest) GetMinEpoch() uint64 {
@@ -776,7 +1574,7 @@ type RingNode struct {
 
 func (x *RingNode) Reset() {
 	*x = RingNode{}
-	mi := &file_lunora_v1_node_proto_msgTypes[13]
+	mi := &file_lunora_v1_node_proto_msgTypes[27]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -788,7 +1586,7 @@ func (x *RingNode) String() string {
 func (*RingNode) ProtoMessage() {}
 
 func (x *RingNode) ProtoReflect() protoreflect.Message {
-	mi := &file_lunora_v1_node_proto_msgTypes[13]
+	mi := &file_lunora_v1_node_proto_msgTypes[27]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -801,7 +1599,7 @@ func (x *RingNode) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RingNode.ProtoReflect.Descriptor instead.
 func (*RingNode) Descriptor() ([]byte, []int) {
-	return file_lunora_v1_node_proto_rawDescGZIP(), []int{13}
+	return file_lunora_v1_node_proto_rawDescGZIP(), []int{27}
 }
 
 func (x *RingNode) GetId() string {
@@ -844,7 +1642,7 @@ type RingResponse struct {
 
 func (x *RingResponse) Reset() {
 	*x = RingResponse{}
-	mi := &file_lunora_v1_node_proto_msgTypes[14]
+	mi := &file_lunora_v1_node_proto_msgTypes[28]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -856,7 +1654,7 @@ func (x *RingResponse) String() string {
 func (*RingResponse) ProtoMessage() {}
 
 func (x *RingResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_lunora_v1_node_proto_msgTypes[14]
+	mi := &file_lunora_v1_node_proto_msgTypes[28]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -869,7 +1667,7 @@ func (x *RingResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RingResponse.ProtoReflect.Descriptor instead.
 func (*RingResponse) Descriptor() ([]byte, []int) {
-	return file_lunora_v1_node_proto_rawDescGZIP(), []int{14}
+	return file_lunora_v1_node_proto_rawDescGZIP(), []int{28}
 }
 
 func (x *RingResponse) GetEpoch() uint64 {
@@ -910,7 +1708,7 @@ type UpdateRingRequest struct {
 
 func (x *UpdateRingRequest) Reset() {
 	*x = UpdateRingRequest{}
-	mi := &file_lunora_v1_node_proto_msgTypes[15]
+	mi := &file_lunora_v1_node_proto_msgTypes[29]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -922,7 +1720,7 @@ func (x *UpdateRingRequest) String() string {
 func (*UpdateRingRequest) ProtoMessage() {}
 
 func (x *UpdateRingRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_lunora_v1_node_proto_msgTypes[15]
+	mi := &file_lunora_v1_node_proto_msgTypes[29]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -935,7 +1733,7 @@ func (x *UpdateRingRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use UpdateRingRequest.ProtoReflect.Descriptor instead.
 func (*UpdateRingRequest) Descriptor() ([]byte, []int) {
-	return file_lunora_v1_node_proto_rawDescGZIP(), []int{15}
+	return file_lunora_v1_node_proto_rawDescGZIP(), []int{29}
 }
 
 func (x *UpdateRingRequest) GetNodeId() string {
@@ -982,7 +1780,7 @@ type UpdateRingResponse struct {
 
 func (x *UpdateRingResponse) Reset() {
 	*x = UpdateRingResponse{}
-	mi := &file_lunora_v1_node_proto_msgTypes[16]
+	mi := &file_lunora_v1_node_proto_msgTypes[30]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -994,7 +1792,7 @@ func (x *UpdateRingResponse) String() string {
 func (*UpdateRingResponse) ProtoMessage() {}
 
 func (x *UpdateRingResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_lunora_v1_node_proto_msgTypes[16]
+	mi := &file_lunora_v1_node_proto_msgTypes[30]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1007,7 +1805,7 @@ func (x *UpdateRingResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use UpdateRingResponse.ProtoReflect.Descriptor instead.
 func (*UpdateRingResponse) Descriptor() ([]byte, []int) {
-	return file_lunora_v1_node_proto_rawDescGZIP(), []int{16}
+	return file_lunora_v1_node_proto_rawDescGZIP(), []int{30}
 }
 
 func (x *UpdateRingResponse) GetEpoch() uint64 {
@@ -1034,7 +1832,7 @@ type MoveShardRequest struct {
 
 func (x *MoveShardRequest) Reset() {
 	*x = MoveShardRequest{}
-	mi := &file_lunora_v1_node_proto_msgTypes[17]
+	mi := &file_lunora_v1_node_proto_msgTypes[31]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1046,7 +1844,7 @@ func (x *MoveShardRequest) String() string {
 func (*MoveShardRequest) ProtoMessage() {}
 
 func (x *MoveShardRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_lunora_v1_node_proto_msgTypes[17]
+	mi := &file_lunora_v1_node_proto_msgTypes[31]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1059,7 +1857,7 @@ func (x *MoveShardRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use MoveShardRequest.ProtoReflect.Descriptor instead.
 func (*MoveShardRequest) Descriptor() ([]byte, []int) {
-	return file_lunora_v1_node_proto_rawDescGZIP(), []int{17}
+	return file_lunora_v1_node_proto_rawDescGZIP(), []int{31}
 }
 
 func (x *MoveShardRequest) GetShardId() string {
@@ -1108,7 +1906,7 @@ type MoveShardResponse struct {
 
 func (x *MoveShardResponse) Reset() {
 	*x = MoveShardResponse{}
-	mi := &file_lunora_v1_node_proto_msgTypes[18]
+	mi := &file_lunora_v1_node_proto_msgTypes[32]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1120,7 +1918,7 @@ func (x *MoveShardResponse) String() string {
 func (*MoveShardResponse) ProtoMessage() {}
 
 func (x *MoveShardResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_lunora_v1_node_proto_msgTypes[18]
+	mi := &file_lunora_v1_node_proto_msgTypes[32]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1133,7 +1931,7 @@ func (x *MoveShardResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use MoveShardResponse.ProtoReflect.Descriptor instead.
 func (*MoveShardResponse) Descriptor() ([]byte, []int) {
-	return file_lunora_v1_node_proto_rawDescGZIP(), []int{18}
+	return file_lunora_v1_node_proto_rawDescGZIP(), []int{32}
 }
 
 func (x *MoveShardResponse) GetHolder() string {
@@ -1163,7 +1961,7 @@ type ListShardsRequest struct {
 
 func (x *ListShardsRequest) Reset() {
 	*x = ListShardsRequest{}
-	mi := &file_lunora_v1_node_proto_msgTypes[19]
+	mi := &file_lunora_v1_node_proto_msgTypes[33]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1175,7 +1973,7 @@ func (x *ListShardsRequest) String() string {
 func (*ListShardsRequest) ProtoMessage() {}
 
 func (x *ListShardsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_lunora_v1_node_proto_msgTypes[19]
+	mi := &file_lunora_v1_node_proto_msgTypes[33]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1188,7 +1986,7 @@ func (x *ListShardsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListShardsRequest.ProtoReflect.Descriptor instead.
 func (*ListShardsRequest) Descriptor() ([]byte, []int) {
-	return file_lunora_v1_node_proto_rawDescGZIP(), []int{19}
+	return file_lunora_v1_node_proto_rawDescGZIP(), []int{33}
 }
 
 func (x *ListShardsRequest) GetGroup() string {
@@ -1229,7 +2027,7 @@ type ListShardsResponse struct {
 
 func (x *ListShardsResponse) Reset() {
 	*x = ListShardsResponse{}
-	mi := &file_lunora_v1_node_proto_msgTypes[20]
+	mi := &file_lunora_v1_node_proto_msgTypes[34]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1241,7 +2039,7 @@ func (x *ListShardsResponse) String() string {
 func (*ListShardsResponse) ProtoMessage() {}
 
 func (x *ListShardsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_lunora_v1_node_proto_msgTypes[20]
+	mi := &file_lunora_v1_node_proto_msgTypes[34]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1254,7 +2052,7 @@ func (x *ListShardsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListShardsResponse.ProtoReflect.Descriptor instead.
 func (*ListShardsResponse) Descriptor() ([]byte, []int) {
-	return file_lunora_v1_node_proto_rawDescGZIP(), []int{20}
+	return file_lunora_v1_node_proto_rawDescGZIP(), []int{34}
 }
 
 func (x *ListShardsResponse) GetShardIds() []string {
@@ -1282,7 +2080,7 @@ type PullRequest struct {
 
 func (x *PullRequest) Reset() {
 	*x = PullRequest{}
-	mi := &file_lunora_v1_node_proto_msgTypes[21]
+	mi := &file_lunora_v1_node_proto_msgTypes[35]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1294,7 +2092,7 @@ func (x *PullRequest) String() string {
 func (*PullRequest) ProtoMessage() {}
 
 func (x *PullRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_lunora_v1_node_proto_msgTypes[21]
+	mi := &file_lunora_v1_node_proto_msgTypes[35]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1307,7 +2105,7 @@ func (x *PullRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PullRequest.ProtoReflect.Descriptor instead.
 func (*PullRequest) Descriptor() ([]byte, []int) {
-	return file_lunora_v1_node_proto_rawDescGZIP(), []int{21}
+	return file_lunora_v1_node_proto_rawDescGZIP(), []int{35}
 }
 
 func (x *PullRequest) GetShardId() string {
@@ -1340,7 +2138,7 @@ type PullResponse struct {
 
 func (x *PullResponse) Reset() {
 	*x = PullResponse{}
-	mi := &file_lunora_v1_node_proto_msgTypes[22]
+	mi := &file_lunora_v1_node_proto_msgTypes[36]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1352,7 +2150,7 @@ func (x *PullResponse) String() string {
 func (*PullResponse) ProtoMessage() {}
 
 func (x *PullResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_lunora_v1_node_proto_msgTypes[22]
+	mi := &file_lunora_v1_node_proto_msgTypes[36]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1365,7 +2163,7 @@ func (x *PullResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PullResponse.ProtoReflect.Descriptor instead.
 func (*PullResponse) Descriptor() ([]byte, []int) {
-	return file_lunora_v1_node_proto_rawDescGZIP(), []int{22}
+	return file_lunora_v1_node_proto_rawDescGZIP(), []int{36}
 }
 
 func (x *PullResponse) GetIndex() uint64 {
@@ -1390,7 +2188,7 @@ type HandoffChunk struct {
 
 func (x *HandoffChunk) Reset() {
 	*x = HandoffChunk{}
-	mi := &file_lunora_v1_node_proto_msgTypes[23]
+	mi := &file_lunora_v1_node_proto_msgTypes[37]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1402,7 +2200,7 @@ func (x *HandoffChunk) String() string {
 func (*HandoffChunk) ProtoMessage() {}
 
 func (x *HandoffChunk) ProtoReflect() protoreflect.Message {
-	mi := &file_lunora_v1_node_proto_msgTypes[23]
+	mi := &file_lunora_v1_node_proto_msgTypes[37]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1415,7 +2213,7 @@ func (x *HandoffChunk) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use HandoffChunk.ProtoReflect.Descriptor instead.
 func (*HandoffChunk) Descriptor() ([]byte, []int) {
-	return file_lunora_v1_node_proto_rawDescGZIP(), []int{23}
+	return file_lunora_v1_node_proto_rawDescGZIP(), []int{37}
 }
 
 func (x *HandoffChunk) GetShardId() string {
@@ -1468,7 +2266,7 @@ type HandoffAck struct {
 
 func (x *HandoffAck) Reset() {
 	*x = HandoffAck{}
-	mi := &file_lunora_v1_node_proto_msgTypes[24]
+	mi := &file_lunora_v1_node_proto_msgTypes[38]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1480,7 +2278,7 @@ func (x *HandoffAck) String() string {
 func (*HandoffAck) ProtoMessage() {}
 
 func (x *HandoffAck) ProtoReflect() protoreflect.Message {
-	mi := &file_lunora_v1_node_proto_msgTypes[24]
+	mi := &file_lunora_v1_node_proto_msgTypes[38]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1493,7 +2291,7 @@ func (x *HandoffAck) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use HandoffAck.ProtoReflect.Descriptor instead.
 func (*HandoffAck) Descriptor() ([]byte, []int) {
-	return file_lunora_v1_node_proto_rawDescGZIP(), []int{24}
+	return file_lunora_v1_node_proto_rawDescGZIP(), []int{38}
 }
 
 type HandoffDoneRequest struct {
@@ -1508,7 +2306,7 @@ type HandoffDoneRequest struct {
 
 func (x *HandoffDoneRequest) Reset() {
 	*x = HandoffDoneRequest{}
-	mi := &file_lunora_v1_node_proto_msgTypes[25]
+	mi := &file_lunora_v1_node_proto_msgTypes[39]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1520,7 +2318,7 @@ func (x *HandoffDoneRequest) String() string {
 func (*HandoffDoneRequest) ProtoMessage() {}
 
 func (x *HandoffDoneRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_lunora_v1_node_proto_msgTypes[25]
+	mi := &file_lunora_v1_node_proto_msgTypes[39]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1533,7 +2331,7 @@ func (x *HandoffDoneRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use HandoffDoneRequest.ProtoReflect.Descriptor instead.
 func (*HandoffDoneRequest) Descriptor() ([]byte, []int) {
-	return file_lunora_v1_node_proto_rawDescGZIP(), []int{25}
+	return file_lunora_v1_node_proto_rawDescGZIP(), []int{39}
 }
 
 func (x *HandoffDoneRequest) GetShardId() string {
@@ -1558,7 +2356,7 @@ type HandoffDoneResponse struct {
 
 func (x *HandoffDoneResponse) Reset() {
 	*x = HandoffDoneResponse{}
-	mi := &file_lunora_v1_node_proto_msgTypes[26]
+	mi := &file_lunora_v1_node_proto_msgTypes[40]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1570,7 +2368,7 @@ func (x *HandoffDoneResponse) String() string {
 func (*HandoffDoneResponse) ProtoMessage() {}
 
 func (x *HandoffDoneResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_lunora_v1_node_proto_msgTypes[26]
+	mi := &file_lunora_v1_node_proto_msgTypes[40]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1583,7 +2381,7 @@ func (x *HandoffDoneResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use HandoffDoneResponse.ProtoReflect.Descriptor instead.
 func (*HandoffDoneResponse) Descriptor() ([]byte, []int) {
-	return file_lunora_v1_node_proto_rawDescGZIP(), []int{26}
+	return file_lunora_v1_node_proto_rawDescGZIP(), []int{40}
 }
 
 type NodeSubscribeRequest struct {
@@ -1600,7 +2398,7 @@ type NodeSubscribeRequest struct {
 
 func (x *NodeSubscribeRequest) Reset() {
 	*x = NodeSubscribeRequest{}
-	mi := &file_lunora_v1_node_proto_msgTypes[27]
+	mi := &file_lunora_v1_node_proto_msgTypes[41]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1612,7 +2410,7 @@ func (x *NodeSubscribeRequest) String() string {
 func (*NodeSubscribeRequest) ProtoMessage() {}
 
 func (x *NodeSubscribeRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_lunora_v1_node_proto_msgTypes[27]
+	mi := &file_lunora_v1_node_proto_msgTypes[41]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1625,7 +2423,7 @@ func (x *NodeSubscribeRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use NodeSubscribeRequest.ProtoReflect.Descriptor instead.
 func (*NodeSubscribeRequest) Descriptor() ([]byte, []int) {
-	return file_lunora_v1_node_proto_rawDescGZIP(), []int{27}
+	return file_lunora_v1_node_proto_rawDescGZIP(), []int{41}
 }
 
 func (x *NodeSubscribeRequest) GetShardId() string {
@@ -1683,7 +2481,7 @@ type RegisterShardRequest struct {
 
 func (x *RegisterShardRequest) Reset() {
 	*x = RegisterShardRequest{}
-	mi := &file_lunora_v1_node_proto_msgTypes[28]
+	mi := &file_lunora_v1_node_proto_msgTypes[42]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1695,7 +2493,7 @@ func (x *RegisterShardRequest) String() string {
 func (*RegisterShardRequest) ProtoMessage() {}
 
 func (x *RegisterShardRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_lunora_v1_node_proto_msgTypes[28]
+	mi := &file_lunora_v1_node_proto_msgTypes[42]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1708,7 +2506,7 @@ func (x *RegisterShardRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RegisterShardRequest.ProtoReflect.Descriptor instead.
 func (*RegisterShardRequest) Descriptor() ([]byte, []int) {
-	return file_lunora_v1_node_proto_rawDescGZIP(), []int{28}
+	return file_lunora_v1_node_proto_rawDescGZIP(), []int{42}
 }
 
 func (x *RegisterShardRequest) GetShardId() string {
@@ -1745,7 +2543,7 @@ type RegisterShardResponse struct {
 
 func (x *RegisterShardResponse) Reset() {
 	*x = RegisterShardResponse{}
-	mi := &file_lunora_v1_node_proto_msgTypes[29]
+	mi := &file_lunora_v1_node_proto_msgTypes[43]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1757,7 +2555,7 @@ func (x *RegisterShardResponse) String() string {
 func (*RegisterShardResponse) ProtoMessage() {}
 
 func (x *RegisterShardResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_lunora_v1_node_proto_msgTypes[29]
+	mi := &file_lunora_v1_node_proto_msgTypes[43]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1770,7 +2568,7 @@ func (x *RegisterShardResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RegisterShardResponse.ProtoReflect.Descriptor instead.
 func (*RegisterShardResponse) Descriptor() ([]byte, []int) {
-	return file_lunora_v1_node_proto_rawDescGZIP(), []int{29}
+	return file_lunora_v1_node_proto_rawDescGZIP(), []int{43}
 }
 
 func (x *RegisterShardResponse) GetExisted() bool {
@@ -1811,7 +2609,7 @@ type JoinRequest struct {
 
 func (x *JoinRequest) Reset() {
 	*x = JoinRequest{}
-	mi := &file_lunora_v1_node_proto_msgTypes[30]
+	mi := &file_lunora_v1_node_proto_msgTypes[44]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1823,7 +2621,7 @@ func (x *JoinRequest) String() string {
 func (*JoinRequest) ProtoMessage() {}
 
 func (x *JoinRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_lunora_v1_node_proto_msgTypes[30]
+	mi := &file_lunora_v1_node_proto_msgTypes[44]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1836,7 +2634,7 @@ func (x *JoinRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use JoinRequest.ProtoReflect.Descriptor instead.
 func (*JoinRequest) Descriptor() ([]byte, []int) {
-	return file_lunora_v1_node_proto_rawDescGZIP(), []int{30}
+	return file_lunora_v1_node_proto_rawDescGZIP(), []int{44}
 }
 
 func (x *JoinRequest) GetNodeId() string {
@@ -1890,7 +2688,7 @@ type JoinResponse struct {
 
 func (x *JoinResponse) Reset() {
 	*x = JoinResponse{}
-	mi := &file_lunora_v1_node_proto_msgTypes[31]
+	mi := &file_lunora_v1_node_proto_msgTypes[45]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1902,7 +2700,7 @@ func (x *JoinResponse) String() string {
 func (*JoinResponse) ProtoMessage() {}
 
 func (x *JoinResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_lunora_v1_node_proto_msgTypes[31]
+	mi := &file_lunora_v1_node_proto_msgTypes[45]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1915,7 +2713,7 @@ func (x *JoinResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use JoinResponse.ProtoReflect.Descriptor instead.
 func (*JoinResponse) Descriptor() ([]byte, []int) {
-	return file_lunora_v1_node_proto_rawDescGZIP(), []int{31}
+	return file_lunora_v1_node_proto_rawDescGZIP(), []int{45}
 }
 
 func (x *JoinResponse) GetLeaderId() string {
@@ -1941,7 +2739,7 @@ type RemoveNodeRequest struct {
 
 func (x *RemoveNodeRequest) Reset() {
 	*x = RemoveNodeRequest{}
-	mi := &file_lunora_v1_node_proto_msgTypes[32]
+	mi := &file_lunora_v1_node_proto_msgTypes[46]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1953,7 +2751,7 @@ func (x *RemoveNodeRequest) String() string {
 func (*RemoveNodeRequest) ProtoMessage() {}
 
 func (x *RemoveNodeRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_lunora_v1_node_proto_msgTypes[32]
+	mi := &file_lunora_v1_node_proto_msgTypes[46]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1966,7 +2764,7 @@ func (x *RemoveNodeRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RemoveNodeRequest.ProtoReflect.Descriptor instead.
 func (*RemoveNodeRequest) Descriptor() ([]byte, []int) {
-	return file_lunora_v1_node_proto_rawDescGZIP(), []int{32}
+	return file_lunora_v1_node_proto_rawDescGZIP(), []int{46}
 }
 
 func (x *RemoveNodeRequest) GetNodeId() string {
@@ -2005,7 +2803,7 @@ type RemoveNodeResponse struct {
 
 func (x *RemoveNodeResponse) Reset() {
 	*x = RemoveNodeResponse{}
-	mi := &file_lunora_v1_node_proto_msgTypes[33]
+	mi := &file_lunora_v1_node_proto_msgTypes[47]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2017,7 +2815,7 @@ func (x *RemoveNodeResponse) String() string {
 func (*RemoveNodeResponse) ProtoMessage() {}
 
 func (x *RemoveNodeResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_lunora_v1_node_proto_msgTypes[33]
+	mi := &file_lunora_v1_node_proto_msgTypes[47]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2030,7 +2828,7 @@ func (x *RemoveNodeResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RemoveNodeResponse.ProtoReflect.Descriptor instead.
 func (*RemoveNodeResponse) Descriptor() ([]byte, []int) {
-	return file_lunora_v1_node_proto_rawDescGZIP(), []int{33}
+	return file_lunora_v1_node_proto_rawDescGZIP(), []int{47}
 }
 
 type NodeCallRequest struct {
@@ -2052,7 +2850,7 @@ type NodeCallRequest struct {
 
 func (x *NodeCallRequest) Reset() {
 	*x = NodeCallRequest{}
-	mi := &file_lunora_v1_node_proto_msgTypes[34]
+	mi := &file_lunora_v1_node_proto_msgTypes[48]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2064,7 +2862,7 @@ func (x *NodeCallRequest) String() string {
 func (*NodeCallRequest) ProtoMessage() {}
 
 func (x *NodeCallRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_lunora_v1_node_proto_msgTypes[34]
+	mi := &file_lunora_v1_node_proto_msgTypes[48]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2077,7 +2875,7 @@ func (x *NodeCallRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use NodeCallRequest.ProtoReflect.Descriptor instead.
 func (*NodeCallRequest) Descriptor() ([]byte, []int) {
-	return file_lunora_v1_node_proto_rawDescGZIP(), []int{34}
+	return file_lunora_v1_node_proto_rawDescGZIP(), []int{48}
 }
 
 func (x *NodeCallRequest) GetShardId() string {
@@ -2144,7 +2942,7 @@ type NodeSqlRequest struct {
 
 func (x *NodeSqlRequest) Reset() {
 	*x = NodeSqlRequest{}
-	mi := &file_lunora_v1_node_proto_msgTypes[35]
+	mi := &file_lunora_v1_node_proto_msgTypes[49]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2156,7 +2954,7 @@ func (x *NodeSqlRequest) String() string {
 func (*NodeSqlRequest) ProtoMessage() {}
 
 func (x *NodeSqlRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_lunora_v1_node_proto_msgTypes[35]
+	mi := &file_lunora_v1_node_proto_msgTypes[49]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2169,7 +2967,7 @@ func (x *NodeSqlRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use NodeSqlRequest.ProtoReflect.Descriptor instead.
 func (*NodeSqlRequest) Descriptor() ([]byte, []int) {
-	return file_lunora_v1_node_proto_rawDescGZIP(), []int{35}
+	return file_lunora_v1_node_proto_rawDescGZIP(), []int{49}
 }
 
 func (x *NodeSqlRequest) GetShardId() string {
@@ -2225,7 +3023,59 @@ var File_lunora_v1_node_proto protoreflect.FileDescriptor
 
 const file_lunora_v1_node_proto_rawDesc = "" +
 	"\n" +
-	"\x14lunora/v1/node.proto\x12\tlunora.v1\x1a\x16lunora/v1/lunora.proto\"\x8e\x01\n" +
+	"\x14lunora/v1/node.proto\x12\tlunora.v1\x1a\x16lunora/v1/lunora.proto\"{\n" +
+	"\x13QueueReceiveRequest\x12\x14\n" +
+	"\x05queue\x18\x01 \x01(\tR\x05queue\x12\x10\n" +
+	"\x03max\x18\x02 \x01(\rR\x03max\x12#\n" +
+	"\rvisibility_ms\x18\x03 \x01(\x04R\fvisibilityMs\x12\x17\n" +
+	"\await_ms\x18\x04 \x01(\x04R\x06waitMs\"K\n" +
+	"\x14QueueReceiveResponse\x123\n" +
+	"\bmessages\x18\x01 \x03(\v2\x17.lunora.v1.QueueMessageR\bmessages\"\x9d\x01\n" +
+	"\x12QueueSettleRequest\x12\x19\n" +
+	"\bshard_id\x18\x01 \x01(\tR\ashardId\x12)\n" +
+	"\x04verb\x18\x02 \x01(\x0e2\x15.lunora.v1.SettleVerbR\x04verb\x12\x10\n" +
+	"\x03ids\x18\x03 \x03(\tR\x03ids\x12\x19\n" +
+	"\bdelay_ms\x18\x04 \x01(\x04R\adelayMs\x12\x14\n" +
+	"\x05epoch\x18\x05 \x01(\x04R\x05epoch\"/\n" +
+	"\x13QueueSettleResponse\x12\x18\n" +
+	"\asettled\x18\x01 \x01(\rR\asettled\">\n" +
+	"\x10QueueDeadRequest\x12\x14\n" +
+	"\x05queue\x18\x01 \x01(\tR\x05queue\x12\x14\n" +
+	"\x05limit\x18\x02 \x01(\rR\x05limit\"H\n" +
+	"\x11QueueDeadResponse\x123\n" +
+	"\bmessages\x18\x01 \x03(\v2\x17.lunora.v1.QueueMessageR\bmessages\"=\n" +
+	"\x13QueueRedriveRequest\x12\x14\n" +
+	"\x05queue\x18\x01 \x01(\tR\x05queue\x12\x10\n" +
+	"\x03ids\x18\x02 \x03(\tR\x03ids\"2\n" +
+	"\x14QueueRedriveResponse\x12\x1a\n" +
+	"\bredriven\x18\x01 \x01(\rR\bredriven\"\x92\x02\n" +
+	"\x05Alarm\x12\x0e\n" +
+	"\x02id\x18\x01 \x01(\tR\x02id\x12\x19\n" +
+	"\bshard_id\x18\x02 \x01(\tR\ashardId\x12\x1a\n" +
+	"\bfunction\x18\x03 \x01(\tR\bfunction\x12\x12\n" +
+	"\x04args\x18\x04 \x01(\tR\x04args\x12\x1e\n" +
+	"\vdue_unix_ms\x18\x05 \x01(\x03R\tdueUnixMs\x12\x1a\n" +
+	"\battempts\x18\x06 \x01(\rR\battempts\x12&\n" +
+	"\x0fcreated_unix_ms\x18\a \x01(\x03R\rcreatedUnixMs\x12\x12\n" +
+	"\x04dead\x18\b \x01(\bR\x04dead\x12\x14\n" +
+	"\x05error\x18\t \x01(\tR\x05error\x12 \n" +
+	"\fdied_unix_ms\x18\n" +
+	" \x01(\x03R\n" +
+	"diedUnixMs\"Z\n" +
+	"\x11ListAlarmsRequest\x12\x19\n" +
+	"\bshard_id\x18\x01 \x01(\tR\ashardId\x12\x14\n" +
+	"\x05limit\x18\x02 \x01(\rR\x05limit\x12\x14\n" +
+	"\x05epoch\x18\x03 \x01(\x04R\x05epoch\">\n" +
+	"\x12ListAlarmsResponse\x12(\n" +
+	"\x06alarms\x18\x01 \x03(\v2\x10.lunora.v1.AlarmR\x06alarms\"(\n" +
+	"\x10AlarmsDueRequest\x12\x14\n" +
+	"\x05limit\x18\x01 \x01(\rR\x05limit\"Y\n" +
+	"\bAlarmDue\x12\x19\n" +
+	"\bshard_id\x18\x01 \x01(\tR\ashardId\x12\x12\n" +
+	"\x04node\x18\x02 \x01(\tR\x04node\x12\x1e\n" +
+	"\vdue_unix_ms\x18\x03 \x01(\x03R\tdueUnixMs\":\n" +
+	"\x11AlarmsDueResponse\x12%\n" +
+	"\x03due\x18\x01 \x03(\v2\x13.lunora.v1.AlarmDueR\x03due\"\x8e\x01\n" +
 	"\x06Caller\x12\x16\n" +
 	"\x06method\x18\x01 \x01(\tR\x06method\x12\x12\n" +
 	"\x04role\x18\x02 \x01(\tR\x04role\x12\x18\n" +
@@ -2381,8 +3231,7 @@ const file_lunora_v1_node_proto_rawDesc = "" +
 	"\x06caller\x18\a \x01(\v2\x11.lunora.v1.CallerR\x06caller\x1aK\n" +
 	"\vParamsEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12&\n" +
-	"\x05value\x18\x02 \x01(\v2\x10.lunora.v1.ValueR\x05value:\x028\x012\xa5\n" +
-	"\n" +
+	"\x05value\x18\x02 \x01(\v2\x10.lunora.v1.ValueR\x05value:\x028\x012\xf0\r\n" +
 	"\x04Node\x12;\n" +
 	"\x04Call\x12\x1a.lunora.v1.NodeCallRequest\x1a\x17.lunora.v1.CallResponse\x128\n" +
 	"\x03Sql\x12\x19.lunora.v1.NodeSqlRequest\x1a\x16.lunora.v1.SqlResponse\x12=\n" +
@@ -2405,7 +3254,14 @@ const file_lunora_v1_node_proto_rawDesc = "" +
 	"\tCreateKey\x12\x1b.lunora.v1.CreateKeyRequest\x1a\x1c.lunora.v1.CreateKeyResponse\x12F\n" +
 	"\tRevokeKey\x12\x1b.lunora.v1.RevokeKeyRequest\x1a\x1c.lunora.v1.RevokeKeyResponse\x12C\n" +
 	"\bListKeys\x12\x1a.lunora.v1.ListKeysRequest\x1a\x1b.lunora.v1.ListKeysResponse\x12F\n" +
-	"\tLookupKey\x12\x1b.lunora.v1.LookupKeyRequest\x1a\x1c.lunora.v1.LookupKeyResponseB3Z1github.com/lunora/lunora/proto/lunora/v1;lunorav1b\x06proto3"
+	"\tLookupKey\x12\x1b.lunora.v1.LookupKeyRequest\x1a\x1c.lunora.v1.LookupKeyResponse\x12O\n" +
+	"\fQueueReceive\x12\x1e.lunora.v1.QueueReceiveRequest\x1a\x1f.lunora.v1.QueueReceiveResponse\x12L\n" +
+	"\vQueueSettle\x12\x1d.lunora.v1.QueueSettleRequest\x1a\x1e.lunora.v1.QueueSettleResponse\x12F\n" +
+	"\tQueueDead\x12\x1b.lunora.v1.QueueDeadRequest\x1a\x1c.lunora.v1.QueueDeadResponse\x12O\n" +
+	"\fQueueRedrive\x12\x1e.lunora.v1.QueueRedriveRequest\x1a\x1f.lunora.v1.QueueRedriveResponse\x12I\n" +
+	"\n" +
+	"ListAlarms\x12\x1c.lunora.v1.ListAlarmsRequest\x1a\x1d.lunora.v1.ListAlarmsResponse\x12F\n" +
+	"\tAlarmsDue\x12\x1b.lunora.v1.AlarmsDueRequest\x1a\x1c.lunora.v1.AlarmsDueResponseB3Z1github.com/lunora/lunora/proto/lunora/v1;lunorav1b\x06proto3"
 
 var (
 	file_lunora_v1_node_proto_rawDescOnce sync.Once
@@ -2419,117 +3275,150 @@ func file_lunora_v1_node_proto_rawDescGZIP() []byte {
 	return file_lunora_v1_node_proto_rawDescData
 }
 
-var file_lunora_v1_node_proto_msgTypes = make([]protoimpl.MessageInfo, 39)
+var file_lunora_v1_node_proto_msgTypes = make([]protoimpl.MessageInfo, 53)
 var file_lunora_v1_node_proto_goTypes = []any{
-	(*Caller)(nil),                // 0: lunora.v1.Caller
-	(*ApiKey)(nil),                // 1: lunora.v1.ApiKey
-	(*CreateKeyRequest)(nil),      // 2: lunora.v1.CreateKeyRequest
-	(*CreateKeyResponse)(nil),     // 3: lunora.v1.CreateKeyResponse
-	(*RevokeKeyRequest)(nil),      // 4: lunora.v1.RevokeKeyRequest
-	(*RevokeKeyResponse)(nil),     // 5: lunora.v1.RevokeKeyResponse
-	(*ListKeysRequest)(nil),       // 6: lunora.v1.ListKeysRequest
-	(*ListKeysResponse)(nil),      // 7: lunora.v1.ListKeysResponse
-	(*LookupKeyRequest)(nil),      // 8: lunora.v1.LookupKeyRequest
-	(*LookupKeyResponse)(nil),     // 9: lunora.v1.LookupKeyResponse
-	(*LocateShardRequest)(nil),    // 10: lunora.v1.LocateShardRequest
-	(*LocateShardResponse)(nil),   // 11: lunora.v1.LocateShardResponse
-	(*RingRequest)(nil),           // 12: lunora.v1.RingRequest
-	(*RingNode)(nil),              // 13: lunora.v1.RingNode
-	(*RingResponse)(nil),          // 14: lunora.v1.RingResponse
-	(*UpdateRingRequest)(nil),     // 15: lunora.v1.UpdateRingRequest
-	(*UpdateRingResponse)(nil),    // 16: lunora.v1.UpdateRingResponse
-	(*MoveShardRequest)(nil),      // 17: lunora.v1.MoveShardRequest
-	(*MoveShardResponse)(nil),     // 18: lunora.v1.MoveShardResponse
-	(*ListShardsRequest)(nil),     // 19: lunora.v1.ListShardsRequest
-	(*ListShardsResponse)(nil),    // 20: lunora.v1.ListShardsResponse
-	(*PullRequest)(nil),           // 21: lunora.v1.PullRequest
-	(*PullResponse)(nil),          // 22: lunora.v1.PullResponse
-	(*HandoffChunk)(nil),          // 23: lunora.v1.HandoffChunk
-	(*HandoffAck)(nil),            // 24: lunora.v1.HandoffAck
-	(*HandoffDoneRequest)(nil),    // 25: lunora.v1.HandoffDoneRequest
-	(*HandoffDoneResponse)(nil),   // 26: lunora.v1.HandoffDoneResponse
-	(*NodeSubscribeRequest)(nil),  // 27: lunora.v1.NodeSubscribeRequest
-	(*RegisterShardRequest)(nil),  // 28: lunora.v1.RegisterShardRequest
-	(*RegisterShardResponse)(nil), // 29: lunora.v1.RegisterShardResponse
-	(*JoinRequest)(nil),           // 30: lunora.v1.JoinRequest
-	(*JoinResponse)(nil),          // 31: lunora.v1.JoinResponse
-	(*RemoveNodeRequest)(nil),     // 32: lunora.v1.RemoveNodeRequest
-	(*RemoveNodeResponse)(nil),    // 33: lunora.v1.RemoveNodeResponse
-	(*NodeCallRequest)(nil),       // 34: lunora.v1.NodeCallRequest
-	(*NodeSqlRequest)(nil),        // 35: lunora.v1.NodeSqlRequest
-	nil,                           // 36: lunora.v1.NodeSubscribeRequest.ArgsEntry
-	nil,                           // 37: lunora.v1.NodeCallRequest.ArgsEntry
-	nil,                           // 38: lunora.v1.NodeSqlRequest.ParamsEntry
-	(*ReadOptions)(nil),           // 39: lunora.v1.ReadOptions
-	(*Value)(nil),                 // 40: lunora.v1.Value
-	(*StatusRequest)(nil),         // 41: lunora.v1.StatusRequest
-	(*CallResponse)(nil),          // 42: lunora.v1.CallResponse
-	(*SqlResponse)(nil),           // 43: lunora.v1.SqlResponse
-	(*StatusResponse)(nil),        // 44: lunora.v1.StatusResponse
-	(*SubscribeEvent)(nil),        // 45: lunora.v1.SubscribeEvent
+	(*QueueReceiveRequest)(nil),   // 0: lunora.v1.QueueReceiveRequest
+	(*QueueReceiveResponse)(nil),  // 1: lunora.v1.QueueReceiveResponse
+	(*QueueSettleRequest)(nil),    // 2: lunora.v1.QueueSettleRequest
+	(*QueueSettleResponse)(nil),   // 3: lunora.v1.QueueSettleResponse
+	(*QueueDeadRequest)(nil),      // 4: lunora.v1.QueueDeadRequest
+	(*QueueDeadResponse)(nil),     // 5: lunora.v1.QueueDeadResponse
+	(*QueueRedriveRequest)(nil),   // 6: lunora.v1.QueueRedriveRequest
+	(*QueueRedriveResponse)(nil),  // 7: lunora.v1.QueueRedriveResponse
+	(*Alarm)(nil),                 // 8: lunora.v1.Alarm
+	(*ListAlarmsRequest)(nil),     // 9: lunora.v1.ListAlarmsRequest
+	(*ListAlarmsResponse)(nil),    // 10: lunora.v1.ListAlarmsResponse
+	(*AlarmsDueRequest)(nil),      // 11: lunora.v1.AlarmsDueRequest
+	(*AlarmDue)(nil),              // 12: lunora.v1.AlarmDue
+	(*AlarmsDueResponse)(nil),     // 13: lunora.v1.AlarmsDueResponse
+	(*Caller)(nil),                // 14: lunora.v1.Caller
+	(*ApiKey)(nil),                // 15: lunora.v1.ApiKey
+	(*CreateKeyRequest)(nil),      // 16: lunora.v1.CreateKeyRequest
+	(*CreateKeyResponse)(nil),     // 17: lunora.v1.CreateKeyResponse
+	(*RevokeKeyRequest)(nil),      // 18: lunora.v1.RevokeKeyRequest
+	(*RevokeKeyResponse)(nil),     // 19: lunora.v1.RevokeKeyResponse
+	(*ListKeysRequest)(nil),       // 20: lunora.v1.ListKeysRequest
+	(*ListKeysResponse)(nil),      // 21: lunora.v1.ListKeysResponse
+	(*LookupKeyRequest)(nil),      // 22: lunora.v1.LookupKeyRequest
+	(*LookupKeyResponse)(nil),     // 23: lunora.v1.LookupKeyResponse
+	(*LocateShardRequest)(nil),    // 24: lunora.v1.LocateShardRequest
+	(*LocateShardResponse)(nil),   // 25: lunora.v1.LocateShardResponse
+	(*RingRequest)(nil),           // 26: lunora.v1.RingRequest
+	(*RingNode)(nil),              // 27: lunora.v1.RingNode
+	(*RingResponse)(nil),          // 28: lunora.v1.RingResponse
+	(*UpdateRingRequest)(nil),     // 29: lunora.v1.UpdateRingRequest
+	(*UpdateRingResponse)(nil),    // 30: lunora.v1.UpdateRingResponse
+	(*MoveShardRequest)(nil),      // 31: lunora.v1.MoveShardRequest
+	(*MoveShardResponse)(nil),     // 32: lunora.v1.MoveShardResponse
+	(*ListShardsRequest)(nil),     // 33: lunora.v1.ListShardsRequest
+	(*ListShardsResponse)(nil),    // 34: lunora.v1.ListShardsResponse
+	(*PullRequest)(nil),           // 35: lunora.v1.PullRequest
+	(*PullResponse)(nil),          // 36: lunora.v1.PullResponse
+	(*HandoffChunk)(nil),          // 37: lunora.v1.HandoffChunk
+	(*HandoffAck)(nil),            // 38: lunora.v1.HandoffAck
+	(*HandoffDoneRequest)(nil),    // 39: lunora.v1.HandoffDoneRequest
+	(*HandoffDoneResponse)(nil),   // 40: lunora.v1.HandoffDoneResponse
+	(*NodeSubscribeRequest)(nil),  // 41: lunora.v1.NodeSubscribeRequest
+	(*RegisterShardRequest)(nil),  // 42: lunora.v1.RegisterShardRequest
+	(*RegisterShardResponse)(nil), // 43: lunora.v1.RegisterShardResponse
+	(*JoinRequest)(nil),           // 44: lunora.v1.JoinRequest
+	(*JoinResponse)(nil),          // 45: lunora.v1.JoinResponse
+	(*RemoveNodeRequest)(nil),     // 46: lunora.v1.RemoveNodeRequest
+	(*RemoveNodeResponse)(nil),    // 47: lunora.v1.RemoveNodeResponse
+	(*NodeCallRequest)(nil),       // 48: lunora.v1.NodeCallRequest
+	(*NodeSqlRequest)(nil),        // 49: lunora.v1.NodeSqlRequest
+	nil,                           // 50: lunora.v1.NodeSubscribeRequest.ArgsEntry
+	nil,                           // 51: lunora.v1.NodeCallRequest.ArgsEntry
+	nil,                           // 52: lunora.v1.NodeSqlRequest.ParamsEntry
+	(*QueueMessage)(nil),          // 53: lunora.v1.QueueMessage
+	(SettleVerb)(0),               // 54: lunora.v1.SettleVerb
+	(*ReadOptions)(nil),           // 55: lunora.v1.ReadOptions
+	(*Value)(nil),                 // 56: lunora.v1.Value
+	(*StatusRequest)(nil),         // 57: lunora.v1.StatusRequest
+	(*CallResponse)(nil),          // 58: lunora.v1.CallResponse
+	(*SqlResponse)(nil),           // 59: lunora.v1.SqlResponse
+	(*StatusResponse)(nil),        // 60: lunora.v1.StatusResponse
+	(*SubscribeEvent)(nil),        // 61: lunora.v1.SubscribeEvent
 }
 var file_lunora_v1_node_proto_depIdxs = []int32{
-	1,  // 0: lunora.v1.CreateKeyRequest.key:type_name -> lunora.v1.ApiKey
-	1,  // 1: lunora.v1.CreateKeyResponse.key:type_name -> lunora.v1.ApiKey
-	1,  // 2: lunora.v1.RevokeKeyResponse.key:type_name -> lunora.v1.ApiKey
-	1,  // 3: lunora.v1.ListKeysResponse.keys:type_name -> lunora.v1.ApiKey
-	1,  // 4: lunora.v1.LookupKeyResponse.key:type_name -> lunora.v1.ApiKey
-	13, // 5: lunora.v1.RingResponse.nodes:type_name -> lunora.v1.RingNode
-	13, // 6: lunora.v1.RingResponse.members:type_name -> lunora.v1.RingNode
-	36, // 7: lunora.v1.NodeSubscribeRequest.args:type_name -> lunora.v1.NodeSubscribeRequest.ArgsEntry
-	0,  // 8: lunora.v1.NodeSubscribeRequest.caller:type_name -> lunora.v1.Caller
-	37, // 9: lunora.v1.NodeCallRequest.args:type_name -> lunora.v1.NodeCallRequest.ArgsEntry
-	39, // 10: lunora.v1.NodeCallRequest.read:type_name -> lunora.v1.ReadOptions
-	0,  // 11: lunora.v1.NodeCallRequest.caller:type_name -> lunora.v1.Caller
-	38, // 12: lunora.v1.NodeSqlRequest.params:type_name -> lunora.v1.NodeSqlRequest.ParamsEntry
-	39, // 13: lunora.v1.NodeSqlRequest.read:type_name -> lunora.v1.ReadOptions
-	0,  // 14: lunora.v1.NodeSqlRequest.caller:type_name -> lunora.v1.Caller
-	40, // 15: lunora.v1.NodeSubscribeRequest.ArgsEntry.value:type_name -> lunora.v1.Value
-	40, // 16: lunora.v1.NodeCallRequest.ArgsEntry.value:type_name -> lunora.v1.Value
-	40, // 17: lunora.v1.NodeSqlRequest.ParamsEntry.value:type_name -> lunora.v1.Value
-	34, // 18: lunora.v1.Node.Call:input_type -> lunora.v1.NodeCallRequest
-	35, // 19: lunora.v1.Node.Sql:input_type -> lunora.v1.NodeSqlRequest
-	41, // 20: lunora.v1.Node.Status:input_type -> lunora.v1.StatusRequest
-	30, // 21: lunora.v1.Node.Join:input_type -> lunora.v1.JoinRequest
-	32, // 22: lunora.v1.Node.RemoveNode:input_type -> lunora.v1.RemoveNodeRequest
-	28, // 23: lunora.v1.Node.RegisterShard:input_type -> lunora.v1.RegisterShardRequest
-	27, // 24: lunora.v1.Node.Subscribe:input_type -> lunora.v1.NodeSubscribeRequest
-	12, // 25: lunora.v1.Node.Ring:input_type -> lunora.v1.RingRequest
-	15, // 26: lunora.v1.Node.UpdateRing:input_type -> lunora.v1.UpdateRingRequest
-	17, // 27: lunora.v1.Node.MoveShard:input_type -> lunora.v1.MoveShardRequest
-	19, // 28: lunora.v1.Node.ListShards:input_type -> lunora.v1.ListShardsRequest
-	21, // 29: lunora.v1.Node.Pull:input_type -> lunora.v1.PullRequest
-	23, // 30: lunora.v1.Node.Handoff:input_type -> lunora.v1.HandoffChunk
-	25, // 31: lunora.v1.Node.HandoffDone:input_type -> lunora.v1.HandoffDoneRequest
-	10, // 32: lunora.v1.Node.LocateShard:input_type -> lunora.v1.LocateShardRequest
-	2,  // 33: lunora.v1.Node.CreateKey:input_type -> lunora.v1.CreateKeyRequest
-	4,  // 34: lunora.v1.Node.RevokeKey:input_type -> lunora.v1.RevokeKeyRequest
-	6,  // 35: lunora.v1.Node.ListKeys:input_type -> lunora.v1.ListKeysRequest
-	8,  // 36: lunora.v1.Node.LookupKey:input_type -> lunora.v1.LookupKeyRequest
-	42, // 37: lunora.v1.Node.Call:output_type -> lunora.v1.CallResponse
-	43, // 38: lunora.v1.Node.Sql:output_type -> lunora.v1.SqlResponse
-	44, // 39: lunora.v1.Node.Status:output_type -> lunora.v1.StatusResponse
-	31, // 40: lunora.v1.Node.Join:output_type -> lunora.v1.JoinResponse
-	33, // 41: lunora.v1.Node.RemoveNode:output_type -> lunora.v1.RemoveNodeResponse
-	29, // 42: lunora.v1.Node.RegisterShard:output_type -> lunora.v1.RegisterShardResponse
-	45, // 43: lunora.v1.Node.Subscribe:output_type -> lunora.v1.SubscribeEvent
-	14, // 44: lunora.v1.Node.Ring:output_type -> lunora.v1.RingResponse
-	16, // 45: lunora.v1.Node.UpdateRing:output_type -> lunora.v1.UpdateRingResponse
-	18, // 46: lunora.v1.Node.MoveShard:output_type -> lunora.v1.MoveShardResponse
-	20, // 47: lunora.v1.Node.ListShards:output_type -> lunora.v1.ListShardsResponse
-	22, // 48: lunora.v1.Node.Pull:output_type -> lunora.v1.PullResponse
-	24, // 49: lunora.v1.Node.Handoff:output_type -> lunora.v1.HandoffAck
-	26, // 50: lunora.v1.Node.HandoffDone:output_type -> lunora.v1.HandoffDoneResponse
-	11, // 51: lunora.v1.Node.LocateShard:output_type -> lunora.v1.LocateShardResponse
-	3,  // 52: lunora.v1.Node.CreateKey:output_type -> lunora.v1.CreateKeyResponse
-	5,  // 53: lunora.v1.Node.RevokeKey:output_type -> lunora.v1.RevokeKeyResponse
-	7,  // 54: lunora.v1.Node.ListKeys:output_type -> lunora.v1.ListKeysResponse
-	9,  // 55: lunora.v1.Node.LookupKey:output_type -> lunora.v1.LookupKeyResponse
-	37, // [37:56] is the sub-list for method output_type
-	18, // [18:37] is the sub-list for method input_type
-	18, // [18:18] is the sub-list for extension type_name
-	18, // [18:18] is the sub-list for extension extendee
-	0,  // [0:18] is the sub-list for field type_name
+	53, // 0: lunora.v1.QueueReceiveResponse.messages:type_name -> lunora.v1.QueueMessage
+	54, // 1: lunora.v1.QueueSettleRequest.verb:type_name -> lunora.v1.SettleVerb
+	53, // 2: lunora.v1.QueueDeadResponse.messages:type_name -> lunora.v1.QueueMessage
+	8,  // 3: lunora.v1.ListAlarmsResponse.alarms:type_name -> lunora.v1.Alarm
+	12, // 4: lunora.v1.AlarmsDueResponse.due:type_name -> lunora.v1.AlarmDue
+	15, // 5: lunora.v1.CreateKeyRequest.key:type_name -> lunora.v1.ApiKey
+	15, // 6: lunora.v1.CreateKeyResponse.key:type_name -> lunora.v1.ApiKey
+	15, // 7: lunora.v1.RevokeKeyResponse.key:type_name -> lunora.v1.ApiKey
+	15, // 8: lunora.v1.ListKeysResponse.keys:type_name -> lunora.v1.ApiKey
+	15, // 9: lunora.v1.LookupKeyResponse.key:type_name -> lunora.v1.ApiKey
+	27, // 10: lunora.v1.RingResponse.nodes:type_name -> lunora.v1.RingNode
+	27, // 11: lunora.v1.RingResponse.members:type_name -> lunora.v1.RingNode
+	50, // 12: lunora.v1.NodeSubscribeRequest.args:type_name -> lunora.v1.NodeSubscribeRequest.ArgsEntry
+	14, // 13: lunora.v1.NodeSubscribeRequest.caller:type_name -> lunora.v1.Caller
+	51, // 14: lunora.v1.NodeCallRequest.args:type_name -> lunora.v1.NodeCallRequest.ArgsEntry
+	55, // 15: lunora.v1.NodeCallRequest.read:type_name -> lunora.v1.ReadOptions
+	14, // 16: lunora.v1.NodeCallRequest.caller:type_name -> lunora.v1.Caller
+	52, // 17: lunora.v1.NodeSqlRequest.params:type_name -> lunora.v1.NodeSqlRequest.ParamsEntry
+	55, // 18: lunora.v1.NodeSqlRequest.read:type_name -> lunora.v1.ReadOptions
+	14, // 19: lunora.v1.NodeSqlRequest.caller:type_name -> lunora.v1.Caller
+	56, // 20: lunora.v1.NodeSubscribeRequest.ArgsEntry.value:type_name -> lunora.v1.Value
+	56, // 21: lunora.v1.NodeCallRequest.ArgsEntry.value:type_name -> lunora.v1.Value
+	56, // 22: lunora.v1.NodeSqlRequest.ParamsEntry.value:type_name -> lunora.v1.Value
+	48, // 23: lunora.v1.Node.Call:input_type -> lunora.v1.NodeCallRequest
+	49, // 24: lunora.v1.Node.Sql:input_type -> lunora.v1.NodeSqlRequest
+	57, // 25: lunora.v1.Node.Status:input_type -> lunora.v1.StatusRequest
+	44, // 26: lunora.v1.Node.Join:input_type -> lunora.v1.JoinRequest
+	46, // 27: lunora.v1.Node.RemoveNode:input_type -> lunora.v1.RemoveNodeRequest
+	42, // 28: lunora.v1.Node.RegisterShard:input_type -> lunora.v1.RegisterShardRequest
+	41, // 29: lunora.v1.Node.Subscribe:input_type -> lunora.v1.NodeSubscribeRequest
+	26, // 30: lunora.v1.Node.Ring:input_type -> lunora.v1.RingRequest
+	29, // 31: lunora.v1.Node.UpdateRing:input_type -> lunora.v1.UpdateRingRequest
+	31, // 32: lunora.v1.Node.MoveShard:input_type -> lunora.v1.MoveShardRequest
+	33, // 33: lunora.v1.Node.ListShards:input_type -> lunora.v1.ListShardsRequest
+	35, // 34: lunora.v1.Node.Pull:input_type -> lunora.v1.PullRequest
+	37, // 35: lunora.v1.Node.Handoff:input_type -> lunora.v1.HandoffChunk
+	39, // 36: lunora.v1.Node.HandoffDone:input_type -> lunora.v1.HandoffDoneRequest
+	24, // 37: lunora.v1.Node.LocateShard:input_type -> lunora.v1.LocateShardRequest
+	16, // 38: lunora.v1.Node.CreateKey:input_type -> lunora.v1.CreateKeyRequest
+	18, // 39: lunora.v1.Node.RevokeKey:input_type -> lunora.v1.RevokeKeyRequest
+	20, // 40: lunora.v1.Node.ListKeys:input_type -> lunora.v1.ListKeysRequest
+	22, // 41: lunora.v1.Node.LookupKey:input_type -> lunora.v1.LookupKeyRequest
+	0,  // 42: lunora.v1.Node.QueueReceive:input_type -> lunora.v1.QueueReceiveRequest
+	2,  // 43: lunora.v1.Node.QueueSettle:input_type -> lunora.v1.QueueSettleRequest
+	4,  // 44: lunora.v1.Node.QueueDead:input_type -> lunora.v1.QueueDeadRequest
+	6,  // 45: lunora.v1.Node.QueueRedrive:input_type -> lunora.v1.QueueRedriveRequest
+	9,  // 46: lunora.v1.Node.ListAlarms:input_type -> lunora.v1.ListAlarmsRequest
+	11, // 47: lunora.v1.Node.AlarmsDue:input_type -> lunora.v1.AlarmsDueRequest
+	58, // 48: lunora.v1.Node.Call:output_type -> lunora.v1.CallResponse
+	59, // 49: lunora.v1.Node.Sql:output_type -> lunora.v1.SqlResponse
+	60, // 50: lunora.v1.Node.Status:output_type -> lunora.v1.StatusResponse
+	45, // 51: lunora.v1.Node.Join:output_type -> lunora.v1.JoinResponse
+	47, // 52: lunora.v1.Node.RemoveNode:output_type -> lunora.v1.RemoveNodeResponse
+	43, // 53: lunora.v1.Node.RegisterShard:output_type -> lunora.v1.RegisterShardResponse
+	61, // 54: lunora.v1.Node.Subscribe:output_type -> lunora.v1.SubscribeEvent
+	28, // 55: lunora.v1.Node.Ring:output_type -> lunora.v1.RingResponse
+	30, // 56: lunora.v1.Node.UpdateRing:output_type -> lunora.v1.UpdateRingResponse
+	32, // 57: lunora.v1.Node.MoveShard:output_type -> lunora.v1.MoveShardResponse
+	34, // 58: lunora.v1.Node.ListShards:output_type -> lunora.v1.ListShardsResponse
+	36, // 59: lunora.v1.Node.Pull:output_type -> lunora.v1.PullResponse
+	38, // 60: lunora.v1.Node.Handoff:output_type -> lunora.v1.HandoffAck
+	40, // 61: lunora.v1.Node.HandoffDone:output_type -> lunora.v1.HandoffDoneResponse
+	25, // 62: lunora.v1.Node.LocateShard:output_type -> lunora.v1.LocateShardResponse
+	17, // 63: lunora.v1.Node.CreateKey:output_type -> lunora.v1.CreateKeyResponse
+	19, // 64: lunora.v1.Node.RevokeKey:output_type -> lunora.v1.RevokeKeyResponse
+	21, // 65: lunora.v1.Node.ListKeys:output_type -> lunora.v1.ListKeysResponse
+	23, // 66: lunora.v1.Node.LookupKey:output_type -> lunora.v1.LookupKeyResponse
+	1,  // 67: lunora.v1.Node.QueueReceive:output_type -> lunora.v1.QueueReceiveResponse
+	3,  // 68: lunora.v1.Node.QueueSettle:output_type -> lunora.v1.QueueSettleResponse
+	5,  // 69: lunora.v1.Node.QueueDead:output_type -> lunora.v1.QueueDeadResponse
+	7,  // 70: lunora.v1.Node.QueueRedrive:output_type -> lunora.v1.QueueRedriveResponse
+	10, // 71: lunora.v1.Node.ListAlarms:output_type -> lunora.v1.ListAlarmsResponse
+	13, // 72: lunora.v1.Node.AlarmsDue:output_type -> lunora.v1.AlarmsDueResponse
+	48, // [48:73] is the sub-list for method output_type
+	23, // [23:48] is the sub-list for method input_type
+	23, // [23:23] is the sub-list for extension type_name
+	23, // [23:23] is the sub-list for extension extendee
+	0,  // [0:23] is the sub-list for field type_name
 }
 
 func init() { file_lunora_v1_node_proto_init() }
@@ -2544,7 +3433,7 @@ func file_lunora_v1_node_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_lunora_v1_node_proto_rawDesc), len(file_lunora_v1_node_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   39,
+			NumMessages:   53,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

@@ -38,6 +38,12 @@ const (
 	Node_RevokeKey_FullMethodName     = "/lunora.v1.Node/RevokeKey"
 	Node_ListKeys_FullMethodName      = "/lunora.v1.Node/ListKeys"
 	Node_LookupKey_FullMethodName     = "/lunora.v1.Node/LookupKey"
+	Node_QueueReceive_FullMethodName  = "/lunora.v1.Node/QueueReceive"
+	Node_QueueSettle_FullMethodName   = "/lunora.v1.Node/QueueSettle"
+	Node_QueueDead_FullMethodName     = "/lunora.v1.Node/QueueDead"
+	Node_QueueRedrive_FullMethodName  = "/lunora.v1.Node/QueueRedrive"
+	Node_ListAlarms_FullMethodName    = "/lunora.v1.Node/ListAlarms"
+	Node_AlarmsDue_FullMethodName     = "/lunora.v1.Node/AlarmsDue"
 )
 
 // NodeClient is the client API for Node service.
@@ -110,6 +116,22 @@ type NodeClient interface {
 	// replica: what a gateway checks an API key against. A replica out of
 	// touch with the leader refuses (UNAVAILABLE).
 	LookupKey(ctx context.Context, in *LookupKeyRequest, opts ...grpc.CallOption) (*LookupKeyResponse, error)
+	// QueueReceive leases ready messages of a queue from the shards this
+	// node holds, waiting up to wait_ms for one.
+	QueueReceive(ctx context.Context, in *QueueReceiveRequest, opts ...grpc.CallOption) (*QueueReceiveResponse, error)
+	// QueueSettle acks, nacks or extends messages of one shard; the node
+	// that owns the shard serves it (pulling the shard if need be).
+	QueueSettle(ctx context.Context, in *QueueSettleRequest, opts ...grpc.CallOption) (*QueueSettleResponse, error)
+	// QueueDead lists dead-letter messages on the shards this node holds.
+	QueueDead(ctx context.Context, in *QueueDeadRequest, opts ...grpc.CallOption) (*QueueDeadResponse, error)
+	// QueueRedrive moves dead-letter messages on the shards this node holds
+	// back onto their queue.
+	QueueRedrive(ctx context.Context, in *QueueRedriveRequest, opts ...grpc.CallOption) (*QueueRedriveResponse, error)
+	// ListAlarms lists one shard's alarms, pending then dead; served by the
+	// shard's owner like QueueSettle.
+	ListAlarms(ctx context.Context, in *ListAlarmsRequest, opts ...grpc.CallOption) (*ListAlarmsResponse, error)
+	// AlarmsDue lists this node's alarm index: each shard's next alarm.
+	AlarmsDue(ctx context.Context, in *AlarmsDueRequest, opts ...grpc.CallOption) (*AlarmsDueResponse, error)
 }
 
 type nodeClient struct {
@@ -322,6 +344,66 @@ func (c *nodeClient) LookupKey(ctx context.Context, in *LookupKeyRequest, opts .
 	return out, nil
 }
 
+func (c *nodeClient) QueueReceive(ctx context.Context, in *QueueReceiveRequest, opts ...grpc.CallOption) (*QueueReceiveResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(QueueReceiveResponse)
+	err := c.cc.Invoke(ctx, Node_QueueReceive_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *nodeClient) QueueSettle(ctx context.Context, in *QueueSettleRequest, opts ...grpc.CallOption) (*QueueSettleResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(QueueSettleResponse)
+	err := c.cc.Invoke(ctx, Node_QueueSettle_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *nodeClient) QueueDead(ctx context.Context, in *QueueDeadRequest, opts ...grpc.CallOption) (*QueueDeadResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(QueueDeadResponse)
+	err := c.cc.Invoke(ctx, Node_QueueDead_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *nodeClient) QueueRedrive(ctx context.Context, in *QueueRedriveRequest, opts ...grpc.CallOption) (*QueueRedriveResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(QueueRedriveResponse)
+	err := c.cc.Invoke(ctx, Node_QueueRedrive_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *nodeClient) ListAlarms(ctx context.Context, in *ListAlarmsRequest, opts ...grpc.CallOption) (*ListAlarmsResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(ListAlarmsResponse)
+	err := c.cc.Invoke(ctx, Node_ListAlarms_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *nodeClient) AlarmsDue(ctx context.Context, in *AlarmsDueRequest, opts ...grpc.CallOption) (*AlarmsDueResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(AlarmsDueResponse)
+	err := c.cc.Invoke(ctx, Node_AlarmsDue_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 // NodeServer is the server API for Node service.
 // All implementations must embed UnimplementedNodeServer
 // for forward compatibility.
@@ -392,6 +474,22 @@ type NodeServer interface {
 	// replica: what a gateway checks an API key against. A replica out of
 	// touch with the leader refuses (UNAVAILABLE).
 	LookupKey(context.Context, *LookupKeyRequest) (*LookupKeyResponse, error)
+	// QueueReceive leases ready messages of a queue from the shards this
+	// node holds, waiting up to wait_ms for one.
+	QueueReceive(context.Context, *QueueReceiveRequest) (*QueueReceiveResponse, error)
+	// QueueSettle acks, nacks or extends messages of one shard; the node
+	// that owns the shard serves it (pulling the shard if need be).
+	QueueSettle(context.Context, *QueueSettleRequest) (*QueueSettleResponse, error)
+	// QueueDead lists dead-letter messages on the shards this node holds.
+	QueueDead(context.Context, *QueueDeadRequest) (*QueueDeadResponse, error)
+	// QueueRedrive moves dead-letter messages on the shards this node holds
+	// back onto their queue.
+	QueueRedrive(context.Context, *QueueRedriveRequest) (*QueueRedriveResponse, error)
+	// ListAlarms lists one shard's alarms, pending then dead; served by the
+	// shard's owner like QueueSettle.
+	ListAlarms(context.Context, *ListAlarmsRequest) (*ListAlarmsResponse, error)
+	// AlarmsDue lists this node's alarm index: each shard's next alarm.
+	AlarmsDue(context.Context, *AlarmsDueRequest) (*AlarmsDueResponse, error)
 	mustEmbedUnimplementedNodeServer()
 }
 
@@ -458,6 +556,24 @@ func (UnimplementedNodeServer) ListKeys(context.Context, *ListKeysRequest) (*Lis
 }
 func (UnimplementedNodeServer) LookupKey(context.Context, *LookupKeyRequest) (*LookupKeyResponse, error) {
 	return nil, status.Errorf(codes.Unimplemented, "method LookupKey not implemented")
+}
+func (UnimplementedNodeServer) QueueReceive(context.Context, *QueueReceiveRequest) (*QueueReceiveResponse, error) {
+	return nil, status.Errorf(codes.Unimplemented, "method QueueReceive not implemented")
+}
+func (UnimplementedNodeServer) QueueSettle(context.Context, *QueueSettleRequest) (*QueueSettleResponse, error) {
+	return nil, status.Errorf(codes.Unimplemented, "method QueueSettle not implemented")
+}
+func (UnimplementedNodeServer) QueueDead(context.Context, *QueueDeadRequest) (*QueueDeadResponse, error) {
+	return nil, status.Errorf(codes.Unimplemented, "method QueueDead not implemented")
+}
+func (UnimplementedNodeServer) QueueRedrive(context.Context, *QueueRedriveRequest) (*QueueRedriveResponse, error) {
+	return nil, status.Errorf(codes.Unimplemented, "method QueueRedrive not implemented")
+}
+func (UnimplementedNodeServer) ListAlarms(context.Context, *ListAlarmsRequest) (*ListAlarmsResponse, error) {
+	return nil, status.Errorf(codes.Unimplemented, "method ListAlarms not implemented")
+}
+func (UnimplementedNodeServer) AlarmsDue(context.Context, *AlarmsDueRequest) (*AlarmsDueResponse, error) {
+	return nil, status.Errorf(codes.Unimplemented, "method AlarmsDue not implemented")
 }
 func (UnimplementedNodeServer) mustEmbedUnimplementedNodeServer() {}
 func (UnimplementedNodeServer) testEmbeddedByValue()              {}
@@ -804,6 +920,114 @@ func _Node_LookupKey_Handler(srv interface{}, ctx context.Context, dec func(inte
 	return interceptor(ctx, in, info, handler)
 }
 
+func _Node_QueueReceive_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(QueueReceiveRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(NodeServer).QueueReceive(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: Node_QueueReceive_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(NodeServer).QueueReceive(ctx, req.(*QueueReceiveRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _Node_QueueSettle_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(QueueSettleRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(NodeServer).QueueSettle(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: Node_QueueSettle_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(NodeServer).QueueSettle(ctx, req.(*QueueSettleRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _Node_QueueDead_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(QueueDeadRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(NodeServer).QueueDead(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: Node_QueueDead_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(NodeServer).QueueDead(ctx, req.(*QueueDeadRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _Node_QueueRedrive_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(QueueRedriveRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(NodeServer).QueueRedrive(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: Node_QueueRedrive_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(NodeServer).QueueRedrive(ctx, req.(*QueueRedriveRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _Node_ListAlarms_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(ListAlarmsRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(NodeServer).ListAlarms(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: Node_ListAlarms_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(NodeServer).ListAlarms(ctx, req.(*ListAlarmsRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _Node_AlarmsDue_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(AlarmsDueRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(NodeServer).AlarmsDue(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: Node_AlarmsDue_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(NodeServer).AlarmsDue(ctx, req.(*AlarmsDueRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 // Node_ServiceDesc is the grpc.ServiceDesc for Node service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -878,6 +1102,30 @@ var Node_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "LookupKey",
 			Handler:    _Node_LookupKey_Handler,
+		},
+		{
+			MethodName: "QueueReceive",
+			Handler:    _Node_QueueReceive_Handler,
+		},
+		{
+			MethodName: "QueueSettle",
+			Handler:    _Node_QueueSettle_Handler,
+		},
+		{
+			MethodName: "QueueDead",
+			Handler:    _Node_QueueDead_Handler,
+		},
+		{
+			MethodName: "QueueRedrive",
+			Handler:    _Node_QueueRedrive_Handler,
+		},
+		{
+			MethodName: "ListAlarms",
+			Handler:    _Node_ListAlarms_Handler,
+		},
+		{
+			MethodName: "AlarmsDue",
+			Handler:    _Node_AlarmsDue_Handler,
 		},
 	},
 	Streams: []grpc.StreamDesc{
