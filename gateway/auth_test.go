@@ -45,6 +45,8 @@ tables:
     shard_by: user_id
     columns: {user_id: text, id: int, body: text}
     primary_key: [id]
+queues:
+  room-events:
 functions:
   messages:list:
     kind: query

@@ -60,7 +60,7 @@ func (g *Gateway) startConsume(ctx context.Context, start rpc.ConsumeStart, stre
 	if err != nil {
 		return nil, nil, err
 	}
-	if err := checkQueueName(start.Queue); err != nil {
+	if err := g.checkQueue(start.Queue); err != nil {
 		return nil, nil, err
 	}
 	prefetch := start.Prefetch

@@ -144,7 +144,7 @@ func (s *fakeStream) Close() {}
 
 // fakeQueue is the name of the one queue the fake backend declares; any
 // other is NOT_FOUND.
-const fakeQueue = "jobs"
+const fakeQueue = "room-events"
 
 // settleCall is one SettleMessages the fake backend received.
 type settleCall struct {

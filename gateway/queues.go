@@ -75,14 +75,17 @@ func authorizeQueue(id *auth.Identity) error {
 	return api.Wrap(auth.ErrPermissionDenied, fmt.Sprintf("consuming a queue needs the admin or service role; this credential has role %q", id.Role))
 }
 
-// checkQueueName refuses a name no queue can have; whether the app
-// declares it is the backend's to say (NOT_FOUND).
-func checkQueueName(q string) error {
+// checkQueue refuses a name no queue can have (INVALID_ARGUMENT) and a
+// queue lunora.yaml does not declare (NOT_FOUND).
+func (g *Gateway) checkQueue(q string) error {
 	if q == "" {
 		return api.New(codes.InvalidArgument, "name a queue declared in lunora.yaml")
 	}
 	if len(q) > maxQueueName || strings.ContainsAny(q, "/ \t\r\n") {
 		return api.Errorf(codes.InvalidArgument, "%q is not a queue name", clip(q))
+	}
+	if g.cfg.App.Queue(q) == nil {
+		return api.Errorf(codes.NotFound, "queue %q is not declared in lunora.yaml", clip(q))
 	}
 	return nil
 }
@@ -274,7 +277,7 @@ func (g *Gateway) serveQueues(w http.ResponseWriter, r *http.Request) {
 		if err != nil {
 			return err
 		}
-		return checkQueueName(queue)
+		return g.checkQueue(queue)
 	}()
 	if err != nil {
 		g.metrics.observe(protocolHTTP, label, err, time.Since(start))
@@ -424,7 +427,7 @@ func (g *Gateway) serveAdminQueues(w http.ResponseWriter, r *http.Request) {
 		g.writeError(w, r, &api.Error{Code: codes.Unimplemented, Msg: fmt.Sprintf("method %s is not allowed on %s: use %s", clip(r.Method), r.URL.Path, want), Err: ErrMethodNotAllowed})
 		return
 	}
-	if err := checkQueueName(queue); err != nil {
+	if err := g.checkQueue(queue); err != nil {
 		g.writeError(w, r, err)
 		return
 	}

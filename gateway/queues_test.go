@@ -298,15 +298,15 @@ func TestQueueAuth(t *testing.T) {
 		token, method, path, body string
 		status                    int
 	}{
-		{"", "POST", "/v1/queues/jobs/receive", `{}`, http.StatusUnauthorized},
-		{client, "POST", "/v1/queues/jobs/receive", `{}`, http.StatusForbidden},
-		{client, "POST", "/v1/queues/jobs/ack", `{"receipts":["` + receipt + `"]}`, http.StatusForbidden},
-		{service, "POST", "/v1/queues/jobs/ack", `{"receipts":["` + receipt + `"]}`, http.StatusOK},
-		{service, "GET", "/v1/admin/queues/jobs/dead", ``, http.StatusForbidden},
-		{service, "POST", "/v1/admin/queues/jobs/redrive", ``, http.StatusForbidden},
+		{"", "POST", "/v1/queues/room-events/receive", `{}`, http.StatusUnauthorized},
+		{client, "POST", "/v1/queues/room-events/receive", `{}`, http.StatusForbidden},
+		{client, "POST", "/v1/queues/room-events/ack", `{"receipts":["` + receipt + `"]}`, http.StatusForbidden},
+		{service, "POST", "/v1/queues/room-events/ack", `{"receipts":["` + receipt + `"]}`, http.StatusOK},
+		{service, "GET", "/v1/admin/queues/room-events/dead", ``, http.StatusForbidden},
+		{service, "POST", "/v1/admin/queues/room-events/redrive", ``, http.StatusForbidden},
 		{service, "GET", "/v1/admin/alarms", ``, http.StatusForbidden},
 		{"", "GET", "/v1/admin/alarms", ``, http.StatusUnauthorized},
-		{e.admin, "GET", "/v1/admin/queues/jobs/dead", ``, http.StatusOK},
+		{e.admin, "GET", "/v1/admin/queues/room-events/dead", ``, http.StatusOK},
 		{e.admin, "GET", "/v1/admin/alarms", ``, http.StatusOK},
 	} {
 		if a := e.do(t, tc.token, tc.method, tc.path, tc.body); a.status != tc.status {
@@ -322,7 +322,7 @@ func TestHTTPQueues(t *testing.T) {
 	e.backend.put("r1", "msg_1", "msg_2")
 	e.backend.put("r2", "msg_3")
 
-	a := e.do(t, "POST", "/v1/queues/jobs/receive", `{"max": 10, "visibility_ms": 30000, "wait_ms": 1000}`)
+	a := e.do(t, "POST", "/v1/queues/room-events/receive", `{"max": 10, "visibility_ms": 30000, "wait_ms": 1000}`)
 	if a.status != 200 {
 		t.Fatalf("receive: %d %s", a.status, a.raw)
 	}
@@ -351,7 +351,7 @@ func TestHTTPQueues(t *testing.T) {
 		{"nack", `{"receipts":["` + r3 + `"],"delay_ms":2500}`, settleCall{ShardID: "room_id=r2", How: api.Nack, IDs: []string{"msg_3"}, Delay: 2500 * time.Millisecond}},
 		{"extend", `{"receipts":["` + r3 + `"],"visibility_ms":60000}`, settleCall{ShardID: "room_id=r2", How: api.Extend, IDs: []string{"msg_3"}, Delay: time.Minute}},
 	} {
-		a := e.do(t, "POST", "/v1/queues/jobs/"+step.path, step.body)
+		a := e.do(t, "POST", "/v1/queues/room-events/"+step.path, step.body)
 		if a.status != 200 || a.body["settled"] != json.Number("1") {
 			t.Fatalf("%s: %d %s", step.path, a.status, a.raw)
 		}
@@ -367,19 +367,19 @@ func TestHTTPQueues(t *testing.T) {
 		status             int
 		msgHas             string
 	}{
-		{"POST", "/v1/queues/nope/receive", `{}`, 404, `unknown queue "nope"`},
-		{"POST", "/v1/queues/jobs/receive", `{"max": 1000}`, 400, "max must be between 1 and 100"},
-		{"POST", "/v1/queues/jobs/receive", `{"wait_ms": 60000}`, 400, "wait_ms is 60000, over the limit"},
-		{"POST", "/v1/queues/jobs/receive", `{"visibility_ms": -1}`, 400, "visibility_ms must not be negative"},
-		{"POST", "/v1/queues/jobs/receive", `{"maximum": 1}`, 400, "unknown field"},
-		{"POST", "/v1/queues/jobs/receive", `not json`, 400, "malformed JSON"},
-		{"POST", "/v1/queues/jobs/ack", `{"receipts":[]}`, 400, "ack needs receipts"},
-		{"POST", "/v1/queues/jobs/ack", `{"receipts":["` + r1 + `","bogus"]}`, 400, "receipts[1]: receipt \"bogus\" is not one Lunora issued"},
-		{"POST", "/v1/queues/jobs/ack", `{"receipts":["` + r1 + `"],"delay_ms":5}`, 400, "ack takes receipts only"},
-		{"POST", "/v1/queues/jobs/extend", `{"receipts":["` + r1 + `"]}`, 400, "extend needs visibility_ms"},
-		{"POST", "/v1/queues/jobs/nack", `{"receipts":["` + r1 + `"],"visibility_ms":5}`, 400, "nack takes delay_ms"},
-		{"POST", "/v1/queues/jobs/purge", `{}`, 404, "no endpoint"},
-		{"GET", "/v1/queues/jobs/receive", ``, 405, "use POST"},
+		{"POST", "/v1/queues/nope/receive", `{}`, 404, `queue "nope" is not declared`},
+		{"POST", "/v1/queues/room-events/receive", `{"max": 1000}`, 400, "max must be between 1 and 100"},
+		{"POST", "/v1/queues/room-events/receive", `{"wait_ms": 60000}`, 400, "wait_ms is 60000, over the limit"},
+		{"POST", "/v1/queues/room-events/receive", `{"visibility_ms": -1}`, 400, "visibility_ms must not be negative"},
+		{"POST", "/v1/queues/room-events/receive", `{"maximum": 1}`, 400, "unknown field"},
+		{"POST", "/v1/queues/room-events/receive", `not json`, 400, "malformed JSON"},
+		{"POST", "/v1/queues/room-events/ack", `{"receipts":[]}`, 400, "ack needs receipts"},
+		{"POST", "/v1/queues/room-events/ack", `{"receipts":["` + r1 + `","bogus"]}`, 400, "receipts[1]: receipt \"bogus\" is not one Lunora issued"},
+		{"POST", "/v1/queues/room-events/ack", `{"receipts":["` + r1 + `"],"delay_ms":5}`, 400, "ack takes receipts only"},
+		{"POST", "/v1/queues/room-events/extend", `{"receipts":["` + r1 + `"]}`, 400, "extend needs visibility_ms"},
+		{"POST", "/v1/queues/room-events/nack", `{"receipts":["` + r1 + `"],"visibility_ms":5}`, 400, "nack takes delay_ms"},
+		{"POST", "/v1/queues/room-events/purge", `{}`, 404, "no endpoint"},
+		{"GET", "/v1/queues/room-events/receive", ``, 405, "use POST"},
 		{"POST", "/v1/queues/a%20b/receive", `{}`, 400, "is not a queue name"},
 	} {
 		a := e.do(t, tc.method, tc.path, tc.body)
@@ -396,15 +396,15 @@ func TestHTTPQueueAdmin(t *testing.T) {
 	e := newEnv(t, nil)
 	e.backend.dead = []api.QueueMessage{{ID: "msg_9", Queue: fakeQueue, ShardID: "room_id=r1", Body: "not json", Attempt: 5, Error: "handler failed", Died: time.Unix(1700000000, 0)}}
 
-	a := e.do(t, "GET", "/v1/admin/queues/jobs/dead?limit=5", "")
+	a := e.do(t, "GET", "/v1/admin/queues/room-events/dead?limit=5", "")
 	if a.status != 200 || !strings.Contains(a.raw, `"id":"msg_9"`) || !strings.Contains(a.raw, `"body":"not json"`) ||
 		!strings.Contains(a.raw, `"error":"handler failed"`) || !strings.Contains(a.raw, `"died":"2023-11-14T22:13:20Z"`) {
 		t.Fatalf("dead: %d %s", a.status, a.raw)
 	}
-	if a := e.do(t, "POST", "/v1/admin/queues/jobs/redrive", ""); a.status != 200 || a.body["redriven"] != json.Number("1") {
+	if a := e.do(t, "POST", "/v1/admin/queues/room-events/redrive", ""); a.status != 200 || a.body["redriven"] != json.Number("1") {
 		t.Fatalf("redrive all: %d %s", a.status, a.raw)
 	}
-	if a := e.do(t, "POST", "/v1/admin/queues/jobs/redrive", `{"ids":["msg_9","msg_8"]}`); a.status != 200 || a.body["redriven"] != json.Number("2") {
+	if a := e.do(t, "POST", "/v1/admin/queues/room-events/redrive", `{"ids":["msg_9","msg_8"]}`); a.status != 200 || a.body["redriven"] != json.Number("2") {
 		t.Fatalf("redrive two: %d %s", a.status, a.raw)
 	}
 	e.backend.qmu.Lock()
@@ -429,13 +429,13 @@ func TestHTTPQueueAdmin(t *testing.T) {
 		status             int
 		msgHas             string
 	}{
-		{"GET", "/v1/admin/queues/nope/dead", "", 404, `unknown queue "nope"`},
-		{"POST", "/v1/admin/queues/nope/redrive", "", 404, `unknown queue "nope"`},
-		{"GET", "/v1/admin/queues/jobs/dead?limit=0", "", 400, "limit must be a number between 1 and 1000"},
-		{"GET", "/v1/admin/queues/jobs/dead?limit=x", "", 400, "limit must be a number"},
-		{"POST", "/v1/admin/queues/jobs/redrive", `{"ids":["nope"]}`, 400, "is not a message ID"},
-		{"POST", "/v1/admin/queues/jobs/dead", "", 405, "use GET"},
-		{"GET", "/v1/admin/queues/jobs", "", 404, "no endpoint"},
+		{"GET", "/v1/admin/queues/nope/dead", "", 404, `queue "nope" is not declared`},
+		{"POST", "/v1/admin/queues/nope/redrive", "", 404, `queue "nope" is not declared`},
+		{"GET", "/v1/admin/queues/room-events/dead?limit=0", "", 400, "limit must be a number between 1 and 1000"},
+		{"GET", "/v1/admin/queues/room-events/dead?limit=x", "", 400, "limit must be a number"},
+		{"POST", "/v1/admin/queues/room-events/redrive", `{"ids":["nope"]}`, 400, "is not a message ID"},
+		{"POST", "/v1/admin/queues/room-events/dead", "", 405, "use GET"},
+		{"GET", "/v1/admin/queues/room-events", "", 404, "no endpoint"},
 		{"GET", "/v1/admin/alarms?shard=user_id%3Du1", "", 400, "user_id"},
 		{"GET", "/v1/admin/alarms?limit=-1", "", 400, "limit must be"},
 		{"DELETE", "/v1/admin/alarms", "", 405, "use GET"},
