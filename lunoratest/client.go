@@ -118,6 +118,16 @@ func (c *HTTPClient) Post(ctx context.Context, path string, body []byte) (*Respo
 	return c.do(req)
 }
 
+// Get gets path and decodes the answer. An error means no HTTP answer at
+// all.
+func (c *HTTPClient) Get(ctx context.Context, path string) (*Response, error) {
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, c.url(path), nil)
+	if err != nil {
+		return nil, err
+	}
+	return c.do(req)
+}
+
 // Status gets /v1/status.
 func (c *HTTPClient) Status(ctx context.Context) (*StatusResult, error) {
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, c.url("/v1/status"), nil)
