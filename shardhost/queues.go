@@ -533,6 +533,10 @@ func (h *Host) ReceiveMessages(ctx context.Context, queue string, limit int, vis
 				h.alarms.forgetShard(id)
 			case errors.Is(err, ErrClosed):
 				return msgs, err
+			case ctx.Err() != nil:
+				// The receiver left: a lease that commits anyway comes
+				// back after its visibility timeout.
+				return nil, api.Errorf(api.CodeOf(ctx.Err()), "receive from queue %s: %v", queue, ctx.Err())
 			default:
 				h.log.Warn("receive from a shard's queue", "shard", id, "queue", queue, "err", err)
 				if len(msgs) > 0 {

@@ -4,6 +4,7 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"strconv"
 	"strings"
 	"time"
 )
@@ -26,6 +27,8 @@ type options struct {
 	trace          string
 	transport      string
 	logLevel       string
+	consumers      []int
+	prefetch       int
 }
 
 const usage = `lunora-bench is a load generator for Lunora's public gRPC API.
@@ -58,7 +61,7 @@ func parseFlags(args []string, stderr io.Writer) (*options, error) {
 	fs.IntVar(&o.shards, "shards", 1, "rooms (one shard each) the callers spread over, round robin")
 	fs.DurationVar(&o.duration, "d", 10*time.Second, "measured duration of each phase")
 	fs.DurationVar(&o.warmup, "warmup", time.Second, "unmeasured load before each phase's measurement")
-	fs.StringVar(&o.mode, "mode", "both", "mutation (messages:send), query (messages:list), both (one after the other), or global (users:register on an in-process -voters cluster through node 1's gateway, global-tier batching on then off)")
+	fs.StringVar(&o.mode, "mode", "both", "mutation (messages:send), query (messages:list), both (one after the other), global (users:register on an in-process -voters cluster through node 1's gateway, global-tier batching on then off), or queue (-c producers enqueue through a mutation on -shards rooms, -consumers take the messages over gRPC Consume and ack them; an in-process dev node per phase)")
 	fs.IntVar(&o.voters, "voters", 3, "-mode global: voters of the in-process cluster")
 	fs.StringVar(&o.synchronous, "sync", "FULL", "SQLite synchronous level of the in-process stack and the baseline: FULL or NORMAL")
 	fs.BoolVar(&o.baseline, "baseline", true, "also measure plain SQLite autocommit inserts in the same run")
@@ -68,6 +71,8 @@ func parseFlags(args []string, stderr io.Writer) (*options, error) {
 	fs.StringVar(&o.trace, "trace", "", "write a runtime execution trace of the Lunora phases to this file (keep -d short: traces grow fast)")
 	fs.StringVar(&o.transport, "transport", "grpc", "grpc (the public API over loopback) or direct (the in-process gateway's Go API, no gRPC: for finding where time goes; needs no -target)")
 	fs.StringVar(&o.logLevel, "log-level", "warn", "log level of the in-process stack: debug, info, warn or error")
+	consumers := fs.String("consumers", "1,16", "-mode queue: the consumer counts to measure, one phase each (after an enqueue-only phase)")
+	fs.IntVar(&o.prefetch, "prefetch", 256, "-mode queue: each consumer stream's prefetch")
 	if err := fs.Parse(args); err != nil {
 		return nil, err
 	}
@@ -75,6 +80,13 @@ func parseFlags(args []string, stderr io.Writer) (*options, error) {
 		return nil, fmt.Errorf("unexpected argument %q", fs.Arg(0))
 	}
 	o.mode = strings.ToLower(o.mode)
+	for _, f := range strings.Split(*consumers, ",") {
+		n, err := strconv.Atoi(strings.TrimSpace(f))
+		if err != nil || n < 1 || n > 1024 {
+			return nil, fmt.Errorf("-consumers: %q is not a consumer count between 1 and 1024", f)
+		}
+		o.consumers = append(o.consumers, n)
+	}
 	o.synchronous = strings.ToUpper(o.synchronous)
 	switch {
 	case o.callers < 1:
@@ -89,10 +101,12 @@ func parseFlags(args []string, stderr io.Writer) (*options, error) {
 		return nil, fmt.Errorf("-d must be positive")
 	case o.warmup < 0:
 		return nil, fmt.Errorf("-warmup must not be negative")
-	case o.mode != "mutation" && o.mode != "query" && o.mode != "both" && o.mode != "global":
-		return nil, fmt.Errorf("-mode must be mutation, query, both or global, not %q", o.mode)
-	case o.mode == "global" && (o.target != "" || o.transport != "grpc"):
-		return nil, fmt.Errorf("-mode global starts its own clusters and calls them over gRPC; it cannot be used with -target or -transport direct")
+	case o.mode != "mutation" && o.mode != "query" && o.mode != "both" && o.mode != "global" && o.mode != "queue":
+		return nil, fmt.Errorf("-mode must be mutation, query, both, global or queue, not %q", o.mode)
+	case (o.mode == "global" || o.mode == "queue") && (o.target != "" || o.transport != "grpc"):
+		return nil, fmt.Errorf("-mode %s starts its own nodes and calls them over gRPC; it cannot be used with -target or -transport direct", o.mode)
+	case o.prefetch < 1 || o.prefetch > 1024:
+		return nil, fmt.Errorf("-prefetch must be between 1 and 1024")
 	case o.voters < 1:
 		return nil, fmt.Errorf("-voters must be at least 1")
 	case o.transport != "grpc" && o.transport != "direct":

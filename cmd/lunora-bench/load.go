@@ -30,8 +30,11 @@ const (
 
 // function is the chat function a workload calls.
 func (w workload) function() string {
-	if w == mutation {
+	switch w {
+	case mutation:
 		return "messages:send"
+	case emit:
+		return "bench:emit"
 	}
 	return "messages:list"
 }

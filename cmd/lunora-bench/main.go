@@ -55,6 +55,9 @@ func run(ctx context.Context, o *options, command string, stdout, stderr io.Writ
 	if o.mode == "global" {
 		return runGlobal(ctx, o, dir, command, stdout, log)
 	}
+	if o.mode == "queue" {
+		return runQueue(ctx, o, dir, command, stdout, log)
+	}
 
 	info := runInfo{command: command, o: o, dataDir: dir}
 	target := o.target
