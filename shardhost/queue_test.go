@@ -620,8 +620,12 @@ func TestChatNotifications(t *testing.T) {
 		}
 		return nil
 	})
-	if _, err := h.Call(context.Background(), "room_id=new", "rooms:create", map[string]any{"room_id": "new", "title": "New"}); err != nil {
+	res, err := h.Call(context.Background(), "room_id=new", "rooms:create", map[string]any{"room_id": "new", "title": "New"})
+	if err != nil {
 		t.Fatal(err)
+	}
+	if res.RowsAffected != 1 {
+		t.Errorf("rooms:create affected %d rows, want 1 (the outbox row is not the caller's)", res.RowsAffected)
 	}
 	msgs, err := h.ReceiveMessages(context.Background(), "room-events", 10, 0, 0)
 	if err != nil || len(msgs) != 1 || msgs[0].Body != `{"type":"room.created","room_id":"new","title":"New"}` {

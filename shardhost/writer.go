@@ -249,6 +249,8 @@ func (a *actor) run(m *mutation) (*api.Result, bool, error) {
 	if err != nil {
 		return nil, false, c.Classify(err, a.id)
 	}
-	res.RowsAffected = after - before
-	return res, c.Dirty() || res.RowsAffected > 0, nil
+	// The alarm and outbox rows the mutation wrote are not its rows, but
+	// they are a change of the shard: the commit gets a sequence number.
+	res.RowsAffected = after - before - c.NestedChanges()
+	return res, c.Dirty() || res.RowsAffected > 0 || c.NestedChanges() > 0, nil
 }

@@ -42,6 +42,9 @@ type Conn struct {
 	foreignRow string // set when a row for another shard is written (I1)
 	fnErr      error  // a coded error a lunora_* function failed with
 	dirty      bool   // set by the update hook when a row changes
+	// nested counts rows changed by system statements run inside a user
+	// statement (lunora_schedule, lunora_enqueue): not the user's rows.
+	nested int64
 	lastSQL    string // the statement last prepared for user SQL, for Classify
 	lastUser   bool   // whether lastSQL ran sandboxed
 
@@ -268,6 +271,9 @@ func (c *Conn) ExecSys(query string, args ...driver.NamedValue) (int64, error) {
 		return 0, err
 	}
 	n, _ := res.RowsAffected()
+	if was {
+		c.nested += n
+	}
 	return n, nil
 }
 
@@ -326,6 +332,11 @@ func checkOneStatement(st driver.Stmt) error {
 // Dirty reports whether a row changed since the last Reset.
 func (c *Conn) Dirty() bool { return c.dirty }
 
+// NestedChanges is the number of rows system statements changed from
+// inside user statements since the last Reset (the alarm and outbox rows
+// of lunora_schedule and lunora_enqueue).
+func (c *Conn) NestedChanges() int64 { return c.nested }
+
 // noteWritten records table in the written set. Called by the update hook
 // for every row change, so it must stay cheap: a transaction touches a few
 // tables, a linear scan beats a map, and nothing is allocated once the
@@ -379,6 +390,7 @@ func (c *Conn) TablesRead(stmts []string) ([]string, error) {
 // Reset clears what the functions and sandbox reported.
 func (c *Conn) Reset() {
 	c.denied, c.assertMsg, c.foreignRow, c.dirty, c.tooBig, c.fnErr = "", "", "", false, false, nil
+	c.nested = 0
 }
 
 // Exec runs the runtime's own SQL (migrations, DDL; several statements

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"flag"
 	"fmt"
+	"github.com/lunora/lunora/internal/cli"
 	"io"
 	"net/http"
 	"net/url"
@@ -38,13 +39,14 @@ func runAlarms(args []string, stdout, stderr io.Writer) error {
 	gw.register(fs)
 	shard := fs.String("shard", "", "list this shard's alarms (e.g. room_id=r1) instead of the index")
 	limit := fs.Int("limit", 100, "list at most this many (1 to 1000)")
-	if err := fs.Parse(args[1:]); err != nil {
+	pos, err := cli.ParseInterspersed(fs, args[1:])
+	if err != nil {
 		return err
 	}
 	if action != "list" {
 		return fmt.Errorf("unknown action %q: use list", action)
 	}
-	if fs.NArg() != 0 {
+	if len(pos) != 0 {
 		return errors.New("usage: lunora-node alarms list [-gateway URL] [-api-key KEY] [-shard ID] [-limit N]")
 	}
 	q := url.Values{"limit": {fmt.Sprint(*limit)}}

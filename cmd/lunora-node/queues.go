@@ -7,6 +7,7 @@ import (
 	"errors"
 	"flag"
 	"fmt"
+	"github.com/lunora/lunora/internal/cli"
 	"io"
 	"net/http"
 	"net/url"
@@ -121,22 +122,23 @@ func runQueues(args []string, stdout, stderr io.Writer) error {
 	var gw gatewayFlags
 	gw.register(fs)
 	limit := fs.Int("limit", 100, "dead: list at most this many (1 to 1000)")
-	if err := fs.Parse(args[1:]); err != nil {
+	pos, err := cli.ParseInterspersed(fs, args[1:])
+	if err != nil {
 		return err
 	}
 	switch action {
 	case "dead":
-		if fs.NArg() != 1 {
+		if len(pos) != 1 {
 			return errors.New("usage: lunora-node queues dead [-gateway URL] [-api-key KEY] [-limit N] QUEUE")
 		}
 	case "redrive":
-		if fs.NArg() < 1 {
+		if len(pos) < 1 {
 			return errors.New("usage: lunora-node queues redrive [-gateway URL] [-api-key KEY] QUEUE [ID...]")
 		}
 	default:
 		return fmt.Errorf("unknown action %q: use dead or redrive", action)
 	}
-	queue := fs.Arg(0)
+	queue := pos[0]
 	if queue == "" || strings.Contains(queue, "/") {
 		return fmt.Errorf("%q is not a queue name", queue)
 	}
@@ -168,7 +170,7 @@ func runQueues(args []string, stdout, stderr io.Writer) error {
 	case "redrive":
 		body := struct {
 			IDs []string `json:"ids"`
-		}{IDs: fs.Args()[1:]}
+		}{IDs: pos[1:]}
 		var out struct {
 			Redriven int `json:"redriven"`
 		}

@@ -19,7 +19,7 @@ import (
 	"google.golang.org/grpc/codes"
 )
 
-// adminBackend is a gateway backend with one queue, "jobs", holding
+// adminBackend is a gateway backend with one queue, "room-events", holding
 // dead letters, and a shard with alarms; it serves nothing else.
 type adminBackend struct {
 	mu       sync.Mutex
@@ -46,7 +46,7 @@ func (*adminBackend) SettleMessages(context.Context, string, api.Settle, []strin
 }
 
 func knownQueue(q string) error {
-	if q != "jobs" {
+	if q != "room-events" {
 		return api.Errorf(codes.NotFound, "unknown queue %q", q)
 	}
 	return nil
@@ -57,8 +57,8 @@ func (*adminBackend) DeadMessages(_ context.Context, queue string, limit int) ([
 		return nil, err
 	}
 	return []api.QueueMessage{
-		{ID: "msg_1", Queue: "jobs", ShardID: "room_id=r1", Body: `{"to": "ada"}`, Attempt: 5, Error: "smtp: connection refused", Died: time.Date(2026, 11, 28, 9, 0, 0, 0, time.UTC)},
-		{ID: "msg_2", Queue: "jobs", ShardID: "room_id=r2", Body: `{"to": "bob"}`, Attempt: 5, Error: "smtp:\nrefused", Died: time.Date(2026, 11, 28, 9, 1, 0, 0, time.UTC)},
+		{ID: "msg_1", Queue: "room-events", ShardID: "room_id=r1", Body: `{"to": "ada"}`, Attempt: 5, Error: "smtp: connection refused", Died: time.Date(2026, 11, 28, 9, 0, 0, 0, time.UTC)},
+		{ID: "msg_2", Queue: "room-events", ShardID: "room_id=r2", Body: `{"to": "bob"}`, Attempt: 5, Error: "smtp:\nrefused", Died: time.Date(2026, 11, 28, 9, 1, 0, 0, time.UTC)},
 	}[:min(limit, 2)], nil
 }
 
@@ -125,7 +125,7 @@ func TestQueuesAndAlarmsCommands(t *testing.T) {
 	}
 	t.Setenv("LUNORA_API_KEY", "adminkey")
 
-	out, err := run(runQueues, "dead", "jobs")
+	out, err := run(runQueues, "dead", "room-events")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -135,11 +135,15 @@ func TestQueuesAndAlarmsCommands(t *testing.T) {
 		!strings.Contains(lines[1], `{"to":"ada"}`) || !strings.Contains(lines[2], "smtp: refused") {
 		t.Fatalf("queues dead printed:\n%s", out)
 	}
+	// Flags may follow the queue's name.
+	if out2, err := run(runQueues, "dead", "room-events", "-limit", "50"); err != nil || out2 != out {
+		t.Fatalf("queues dead QUEUE -limit 50: %q, %v", out2, err)
+	}
 
-	if out, err = run(runQueues, "redrive", "jobs", "msg_1", "msg_2"); err != nil || !strings.Contains(out, "redrove 2 message(s) of queue jobs") {
+	if out, err = run(runQueues, "redrive", "room-events", "msg_1", "msg_2"); err != nil || !strings.Contains(out, "redrove 2 message(s) of queue room-events") {
 		t.Fatalf("queues redrive two: %q, %v", out, err)
 	}
-	if out, err = run(runQueues, "redrive", "jobs"); err != nil || !strings.Contains(out, "redrove 2") || !strings.Contains(out, "every dead-letter message") {
+	if out, err = run(runQueues, "redrive", "room-events"); err != nil || !strings.Contains(out, "redrove 2") || !strings.Contains(out, "every dead-letter message") {
 		t.Fatalf("queues redrive all: %q, %v", out, err)
 	}
 	be.mu.Lock()
@@ -169,11 +173,11 @@ func TestQueuesAndAlarmsCommands(t *testing.T) {
 		args []string
 		want string
 	}{
-		{"adminkey", runQueues, []string{"dead", "nope"}, `NOT_FOUND: unknown queue "nope"`},
-		{"", runQueues, []string{"dead", "jobs"}, "UNAUTHENTICATED"},
+		{"adminkey", runQueues, []string{"dead", "nope"}, `NOT_FOUND: queue "nope" is not declared`},
+		{"", runQueues, []string{"dead", "room-events"}, "UNAUTHENTICATED"},
 		{"servicekey", runAlarms, []string{"list"}, "PERMISSION_DENIED"},
 		{"adminkey", runAlarms, []string{"list", "-shard", "user_id=u1"}, "INVALID_ARGUMENT"},
-		{"adminkey", runQueues, []string{"purge", "jobs"}, "unknown action"},
+		{"adminkey", runQueues, []string{"purge", "room-events"}, "unknown action"},
 	} {
 		t.Setenv("LUNORA_API_KEY", tc.key)
 		if _, err := run(tc.cmd, tc.args...); err == nil || !strings.Contains(err.Error(), tc.want) {

@@ -2,6 +2,7 @@
 package cli
 
 import (
+	"flag"
 	"net"
 	"os"
 	"strings"
@@ -39,4 +40,25 @@ func IsLoopback(addr string) bool {
 	}
 	ip := net.ParseIP(host)
 	return ip != nil && ip.IsLoopback()
+}
+
+// ParseInterspersed parses fs's flags wherever they stand among args
+// ("queues dead room-events -limit 5" as well as "queues dead -limit 5
+// room-events") and returns the positional arguments in order. "--" ends
+// the flags.
+func ParseInterspersed(fs *flag.FlagSet, args []string) ([]string, error) {
+	var pos []string
+	for {
+		if err := fs.Parse(args); err != nil {
+			return nil, err
+		}
+		rest := fs.Args()
+		if len(rest) == 0 {
+			return pos, nil
+		}
+		if len(args) > len(rest) && args[len(args)-len(rest)-1] == "--" {
+			return append(pos, rest...), nil
+		}
+		pos, args = append(pos, rest[0]), rest[1:]
+	}
 }
