@@ -44,9 +44,9 @@ type Conn struct {
 	dirty      bool   // set by the update hook when a row changes
 	// nested counts rows changed by system statements run inside a user
 	// statement (lunora_schedule, lunora_enqueue): not the user's rows.
-	nested int64
-	lastSQL    string // the statement last prepared for user SQL, for Classify
-	lastUser   bool   // whether lastSQL ran sandboxed
+	nested   int64
+	lastSQL  string // the statement last prepared for user SQL, for Classify
+	lastUser bool   // whether lastSQL ran sandboxed
 
 	// stmts caches prepared statements keyed by their text *and* whether
 	// they were prepared sandboxed (stmtcache.go). The driver's own cache
