@@ -215,3 +215,58 @@ func (w testWriter) Write(b []byte) (int, error) {
 	w.t.Log(string(b))
 	return len(b), nil
 }
+
+// TestCronOnRootShard: a cron's function without shard_by runs in the
+// root shard, with its args from lunora.yaml.
+func TestCronOnRootShard(t *testing.T) {
+	app, err := schema.Parse("app.yaml", []byte(`tables:
+  pings:
+    columns: {id: int, tick: int, label: text}
+    primary_key: [id]
+functions:
+  pings:add:
+    kind: mutation
+    args: {tick: int, label: text}
+    sql: ["INSERT INTO pings (id, tick, label) VALUES ((SELECT coalesce(max(id), 0) + 1 FROM pings), :tick, :label)"]
+crons:
+  ping:
+    schedule: "@every 1s"
+    function: pings:add
+    args: {label: hello}
+    tick_arg: tick
+`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	p, err := nodeproc.Start(nodeproc.Config{
+		Shards: shardhost.DefaultLocalConfig(), Global: raftglobal.DefaultLocalConfig(),
+		App: app, Dir: t.TempDir(), NodeID: "n1", GRPCAddr: "127.0.0.1:0", HTTPAddr: "127.0.0.1:0", RaftAddr: "127.0.0.1:0",
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer p.Shutdown(context.Background())
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	err = pollUntil(ctx, func() error {
+		res, err := p.Node.Exec(ctx, schema.RootShard, "SELECT tick, label FROM pings ORDER BY id", nil, api.ReadOptions{})
+		if err != nil {
+			return err
+		}
+		if len(res.Rows) < 2 {
+			return fmt.Errorf("%d pings", len(res.Rows))
+		}
+		for _, r := range res.Rows {
+			if tick, _ := r[0].(int64); tick%1000 != 0 || r[1] != "hello" {
+				return fmt.Errorf("unexpected row %v", r)
+			}
+		}
+		if res.Rows[0][0] == res.Rows[1][0] {
+			return fmt.Errorf("a tick ran twice: %v", res.Rows)
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+}
