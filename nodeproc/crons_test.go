@@ -154,6 +154,21 @@ func TestCronOncePerCluster(t *testing.T) {
 			t.Fatalf("tick %d is not on the @every 1s grid", tick)
 		}
 	}
+	// Admin SQL reads the tick state; the last recorded tick is done (its
+	// end is committed just after its call).
+	err = pollUntil(ctx, func() error {
+		res, err := survivor.Node.Exec(ctx, schema.GlobalGroup, "SELECT done_tick_ms FROM __lunora_crons WHERE name = 'beat'", nil, api.ReadOptions{})
+		if err != nil || len(res.Rows) != 1 {
+			return fmt.Errorf("reading __lunora_crons: %v %v", res, err)
+		}
+		if done, _ := res.Rows[0][0].(int64); done < after[len(after)-1] {
+			return fmt.Errorf("done tick %d is before the last recorded tick %d", done, after[len(after)-1])
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
 	// The ticks were run by the leader of their time: the old leader's
 	// counter and a survivor's both count runs.
 	var ok float64

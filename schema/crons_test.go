@@ -2,6 +2,7 @@ package schema_test
 
 import (
 	"errors"
+	"os"
 	"strings"
 	"testing"
 	"time"
@@ -268,5 +269,42 @@ func TestCronsInvalid(t *testing.T) {
 				t.Fatalf("got %q (line %d), want line %d containing %q", err, le.Line, tc.line, tc.want)
 			}
 		})
+	}
+}
+
+// TestReadmeCronsParses: the example of README.md's Crons section parses
+// with a function it can call.
+func TestReadmeCronsParses(t *testing.T) {
+	b, err := os.ReadFile("../README.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	s := string(b)
+	i := strings.Index(s, "## Crons")
+	if i < 0 {
+		t.Fatal(`README.md has no "## Crons" section`)
+	}
+	s = s[i:]
+	j := strings.Index(s, "```yaml\n")
+	if j < 0 {
+		t.Fatal("the Crons section has no yaml block")
+	}
+	s = s[j+len("```yaml\n"):]
+	s = s[:strings.Index(s, "```")]
+	app, err := schema.Parse("README.md", []byte(`tables:
+  rooms:
+    columns: {id: text, idle_days: int}
+    primary_key: [id]
+functions:
+  rooms:cleanup:
+    kind: mutation
+    args: {days: int, tick: int}
+    sql: ["DELETE FROM rooms WHERE idle_days > :days AND :tick > 0"]
+`+s))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(app.Crons) != 1 || app.Crons[0].Name != "cleanup" || app.Crons[0].TickArg != "tick" {
+		t.Fatalf("crons = %+v", app.Crons)
 	}
 }
