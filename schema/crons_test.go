@@ -308,3 +308,34 @@ functions:
 		t.Fatalf("crons = %+v", app.Crons)
 	}
 }
+
+// FuzzSchedule: a schedule either is refused or has a next tick after any
+// time, on a minute (calendar) or on its interval (@every), and Latest
+// never returns a time outside its window.
+func FuzzSchedule(f *testing.F) {
+	for _, s := range []string{"*/5 * * * *", "0 0 29 2 *", "0 0 13 * FRI", "@every 90s", "@daily", "1-5/2,7 */3 1,15 * MON-FRI", "5- * * * *", "-1 * * * *", "0 0 31 4 *"} {
+		f.Add(s, int64(1700000000000))
+	}
+	f.Fuzz(func(t *testing.T, spec string, afterMs int64) {
+		s, err := schema.ParseSchedule(spec, nil)
+		if err != nil {
+			return
+		}
+		afterMs %= 1 << 42 // within a few hundred years of the epoch
+		after := time.UnixMilli(afterMs)
+		next := s.Next(after)
+		if next.IsZero() || !next.After(after) {
+			t.Fatalf("%q: next after %v is %v", spec, after, next)
+		}
+		if s.Every == 0 && (next.Second() != 0 || next.Nanosecond() != 0) {
+			t.Fatalf("%q: next %v is not on a minute", spec, next)
+		}
+		if s.Every > 0 && next.UnixMilli()%s.Every.Milliseconds() != 0 {
+			t.Fatalf("%q: next %v is not on the interval", spec, next)
+		}
+		now := next.Add(time.Hour)
+		if l := s.Latest(after, now); !l.IsZero() && (!l.After(after) || l.After(now) || l.Before(next)) {
+			t.Fatalf("%q: latest in (%v, %v] is %v (next %v)", spec, after, now, l, next)
+		}
+	})
+}
