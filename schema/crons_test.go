@@ -97,11 +97,18 @@ func TestScheduleTimezone(t *testing.T) {
 	if got := s.Next(utc("2024-07-01 00:00:00")); !got.Equal(utc("2024-07-01 13:00:00")) {
 		t.Errorf("July: %s", got.UTC())
 	}
-	// 02:30 does not exist on 2024-03-10 in New York: the next tick is the
-	// next existing 02:30.
+	// 02:30 does not exist on 2024-03-10 in New York: that day has no
+	// tick, the next is 02:30 EDT the day after.
 	s, _ = schema.ParseSchedule("30 2 * * *", ny)
-	if got := s.Next(utc("2024-03-10 05:00:00")); !got.After(utc("2024-03-10 05:00:00")) || got.After(utc("2024-03-11 07:30:00")) {
+	if got := s.Next(utc("2024-03-10 05:00:00")); !got.Equal(utc("2024-03-11 06:30:00")) {
 		t.Errorf("spring forward: %s", got.UTC())
+	}
+	// 01:30 happens twice on 2024-11-03: once in EDT, once in EST.
+	s, _ = schema.ParseSchedule("30 1 * * *", ny)
+	first := s.Next(utc("2024-11-03 04:00:00"))
+	second := s.Next(first)
+	if !first.Equal(utc("2024-11-03 05:30:00")) || !second.Equal(utc("2024-11-03 06:30:00")) {
+		t.Errorf("fall back: %s then %s", first.UTC(), second.UTC())
 	}
 }
 
