@@ -16,6 +16,7 @@ import (
 	"time"
 
 	"github.com/lunora/lunora/clustersecret"
+	"github.com/lunora/lunora/cron"
 	"github.com/lunora/lunora/examples/chat"
 	"github.com/lunora/lunora/gateway"
 	"github.com/lunora/lunora/internal/cli"
@@ -350,6 +351,21 @@ func Start(cfg Config) (p *Process, err error) {
 		p.gossip.Store(p.Members)
 	}
 
+	if len(cfg.App.Crons) > 0 {
+		// Every node follows the global tier's leadership; the leader runs
+		// the crons.
+		cc := cron.DefaultConfig()
+		cc.App, cc.Store, cc.Caller, cc.Logger, cc.Registerer = cfg.App, p.Global, p.Node, log, cfg.Registry
+		crons, err := cron.New(cc)
+		if err != nil {
+			return nil, err
+		}
+		p.announce.Add(1)
+		go func() {
+			defer p.announce.Done()
+			crons.Run(ctx, p.Global)
+		}()
+	}
 	voter := len(g.Bootstrap) > 0
 	jctx, jcancel := context.WithCancel(ctx)
 	p.joinCancel = jcancel

@@ -53,6 +53,7 @@ var systemSchema = []string{
 	// sandbox refuses it, see sqlitex).
 	`CREATE TABLE IF NOT EXISTS __lunora_keys (id TEXT PRIMARY KEY, name TEXT NOT NULL, role TEXT NOT NULL,
 		hash BLOB NOT NULL, created_ms INTEGER NOT NULL, revoked_ms INTEGER NOT NULL DEFAULT 0) WITHOUT ROWID`,
+	cronSchema,
 }
 
 // cmdResult is what one command of an entry produced.

@@ -138,8 +138,12 @@ func (p *parser) stringList(n *yaml.Node, what string) ([]string, error) {
 func (p *parser) app(root *yaml.Node) (*App, error) {
 	app := &App{Functions: map[string]*Function{}, Queues: map[string]*Queue{}, Groups: map[string][]*Table{}, tables: map[string]*Table{}}
 	var tablesNode *yaml.Node
-	err := p.mapping(root, "lunora.yaml", []string{"tables", "functions", "queues"}, func(key string, k, v *yaml.Node) error {
+	err := p.mapping(root, "lunora.yaml", []string{"tables", "functions", "queues", "crons"}, func(key string, k, v *yaml.Node) error {
 		switch key {
+		case "crons":
+			var err error
+			app.Crons, err = p.crons(v)
+			return err
 		case "tables":
 			tablesNode = v
 			return p.mapping(v, "tables", nil, func(name string, k, v *yaml.Node) error {
@@ -659,6 +663,9 @@ func (a *App) check(file string) error {
 	}
 	a.Version = hex.EncodeToString(h.Sum(nil))[:16]
 	if err := a.checkQueues(file); err != nil {
+		return err
+	}
+	if err := a.checkCrons(file); err != nil {
 		return err
 	}
 	return checkSQL(file, a)

@@ -17,12 +17,15 @@ func TestChatExampleParses(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if len(app.Groups["room_id"]) != 2 || len(app.Groups[schema.RootShard]) != 1 {
+	if len(app.Groups["room_id"]) != 2 || len(app.Groups[schema.RootShard]) != 2 { // settings, activity
 		t.Fatalf("groups = %v", app.Groups)
 	}
 	f := app.Function("messages:list")
 	if f == nil || f.Kind != schema.Query || f.ShardBy != "room_id" {
 		t.Fatalf("messages:list = %+v", f)
+	}
+	if q := app.Queue("notifications"); q == nil || q.Consumer != "activity:record" || app.Queue("room-events") == nil {
+		t.Fatalf("queues = %v", app.Queues)
 	}
 }
 

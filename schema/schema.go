@@ -83,6 +83,8 @@ type App struct {
 	// Version is a hash of everything that shapes a shard's schema; a shard
 	// whose recorded version matches skips the migration check.
 	Version string
+	// Crons are the scheduled calls of the `crons:` block, in file order.
+	Crons []*Cron
 
 	tables map[string]*Table
 }

@@ -13,6 +13,7 @@ import (
 	"os/signal"
 	"syscall"
 	"time"
+	_ "time/tzdata" // cron time zones without the system's tz database
 
 	"github.com/lunora/lunora/auth"
 	"github.com/lunora/lunora/gateway"

@@ -16,6 +16,7 @@ import (
 	"strings"
 	"syscall"
 	"time"
+	_ "time/tzdata" // cron time zones without the system's tz database
 
 	"github.com/lunora/lunora/api"
 	"github.com/lunora/lunora/examples/chat"
