@@ -32,17 +32,18 @@ type options struct {
 	httpAddr      string // ops endpoints (serve) or public HTTP API + ops (dev)
 	logLevel      string
 
-	synchronous  string
-	idleTimeout  time.Duration
-	alarmTries   int
-	alarmBackoff time.Duration
-	alarmCap     time.Duration
-	stmtTimeout  time.Duration
-	resultBudget int64
-	maxActive    int
-	mailbox      int
-	maxInFlight  int
-	limits       schema.Limits // -max-sql-bytes, -max-params, -max-value-bytes, -max-function-statements
+	synchronous    string
+	idleTimeout    time.Duration
+	queueConsumers int
+	alarmTries     int
+	alarmBackoff   time.Duration
+	alarmCap       time.Duration
+	stmtTimeout    time.Duration
+	resultBudget   int64
+	maxActive      int
+	mailbox        int
+	maxInFlight    int
+	limits         schema.Limits // -max-sql-bytes, -max-params, -max-value-bytes, -max-function-statements
 
 	snapshotThreshold uint64
 	batching          bool
@@ -172,6 +173,7 @@ func parseFlags(args []string, stderr io.Writer) (*options, error) {
 	fs.BoolVar(&o.forceLeave, "force-leave", false, "cluster: on SIGTERM, leave the global tier even if the voters left would have no quorum (by default the node then stays a voter and says so)")
 	fs.StringVar(&o.synchronous, "synchronous", def.Synchronous, "SQLite synchronous level for shard writes: FULL (acked writes survive power loss) or NORMAL")
 	fs.DurationVar(&o.idleTimeout, "idle-timeout", def.IdleTimeout, "hibernate a shard after this long without requests")
+	fs.IntVar(&o.queueConsumers, "queue-consumers", 4, "messages of each queue with a consumer function this node runs at once")
 	fs.IntVar(&o.alarmTries, "alarm-max-attempts", def.AlarmMaxAttempts, "runs of one alarm before it is moved to the shard's __lunora_dead_alarms")
 	fs.DurationVar(&o.alarmBackoff, "alarm-backoff", def.AlarmBackoff, "delay after an alarm's first failure; doubled after each further one")
 	fs.DurationVar(&o.alarmCap, "alarm-backoff-max", def.AlarmBackoffMax, "longest delay between two runs of a failing alarm")

@@ -169,6 +169,7 @@ func run(ctx context.Context, o *options, stdout, stderr io.Writer) error {
 	sc.StatementTimeout, sc.ResultBudget = o.stmtTimeout, o.resultBudget
 	sc.MaxSQLLen, sc.MaxParams, sc.MaxValueBytes, sc.MaxStatements = o.limits.MaxSQLLen, o.limits.MaxParams, o.limits.MaxValueBytes, o.limits.MaxStatements
 	sc.AlarmMaxAttempts, sc.AlarmBackoff, sc.AlarmBackoffMax = o.alarmTries, o.alarmBackoff, o.alarmCap
+	sc.QueueConsumers = o.queueConsumers
 	cluster := o.clusterConfig()
 	cluster.Fault = faultHook(log) // nil unless built with -tags lunorafault
 	blobs, err := o.devBlobs(ctx)

@@ -35,6 +35,7 @@ func validate(o *options, stdout io.Writer) error {
 	sc.StatementTimeout, sc.ResultBudget = o.stmtTimeout, o.resultBudget
 	sc.MaxSQLLen, sc.MaxParams, sc.MaxValueBytes, sc.MaxStatements = o.limits.MaxSQLLen, o.limits.MaxParams, o.limits.MaxValueBytes, o.limits.MaxStatements
 	sc.AlarmMaxAttempts, sc.AlarmBackoff, sc.AlarmBackoffMax = o.alarmTries, o.alarmBackoff, o.alarmCap
+	sc.QueueConsumers = o.queueConsumers
 	sc.Dir, sc.App, sc.NodeID = o.dataDir, app, o.nodeID
 	if err := sc.Validate(); err != nil {
 		return err
