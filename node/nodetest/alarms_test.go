@@ -3,10 +3,12 @@ package nodetest_test
 import (
 	"fmt"
 	"slices"
+	"sync"
 	"testing"
 	"time"
 
 	"github.com/lunora/lunora/api"
+	"github.com/lunora/lunora/handoff"
 	"github.com/lunora/lunora/node/nodetest"
 	"github.com/lunora/lunora/schema"
 )
@@ -221,5 +223,126 @@ func TestAlarmsAndQueuesMoveOnScaleOut(t *testing.T) {
 	})
 	if err := c.CheckOneCopy(ctx); err != nil {
 		t.Fatal(err)
+	}
+}
+
+// TestAlarmsAndQueuesAtHandoffCrashPoints: a shard with pending alarms and
+// queued messages is moved by a join, and a node is killed at each of the
+// handoff's crash points (sender after the receiver's ack, sender after
+// the commit, receiver after storing its copy) and restarted. Every alarm
+// fires once and every message is delivered once, by the shard's holder.
+func TestAlarmsAndQueuesAtHandoffCrashPoints(t *testing.T) {
+	app, err := schema.Parse("alarms.yaml", []byte(alarmAppSchema))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range []struct {
+		point    string
+		receiver bool
+	}{
+		{handoff.FaultSendAfterAck, false},
+		{handoff.FaultSendAfterCommit, false},
+		{handoff.FaultRecvAfterStore, true},
+	} {
+		t.Run(tc.point, func(t *testing.T) {
+			var (
+				mu            sync.Mutex
+				shard, victim string
+				hit           = make(chan struct{})
+				release       = make(chan struct{})
+				once          sync.Once
+			)
+			fault := func(nodeID, point, shardID string) {
+				mu.Lock()
+				match := point == tc.point && shardID == shard && nodeID == victim
+				mu.Unlock()
+				if match {
+					first := false
+					once.Do(func() { first = true })
+					if first {
+						close(hit)
+						<-release
+					}
+				}
+			}
+			c := nodetest.Start(t, 3, nodetest.Config{App: app, Fault: fault})
+			ctx := ctxT(t, 120*time.Second)
+			leader := c.WaitForLeader(20 * time.Second)
+			fi := (leader + 1) % 3 // a follower: killing it keeps the global tier's leader
+			from := c.Node(fi).ID
+			k := nodetest.KeyMovedBy([]string{"n0", "n1", "n2"}, []string{"n0", "n1", "n2", "n3"}, from, "n3")
+			id := nodetest.ShardID(k)
+			const n = 3
+			due := time.Now().Add(10 * time.Second)
+			for j := range n {
+				at := due.Add(time.Duration(j) * 100 * time.Millisecond).UnixMilli()
+				if _, err := c.Router.Call(ctx, id, "alarms:add", map[string]any{"k": k, "tag": fmt.Sprint("a", j), "at": at}, api.ReadOptions{}); err != nil {
+					t.Fatal(err)
+				}
+				if _, err := c.Router.Call(ctx, id, "jobs:add", map[string]any{"k": k, "tag": fmt.Sprint("m", j)}, api.ReadOptions{}); err != nil {
+					t.Fatal(err)
+				}
+			}
+			mu.Lock()
+			shard, victim = id, from
+			if tc.receiver {
+				victim = "n3"
+			}
+			mu.Unlock()
+			j := c.Join()
+			select {
+			case <-hit:
+			case <-ctx.Done():
+				t.Fatalf("the handoff of %s never reached %s", id, tc.point)
+			}
+			vi := fi
+			if tc.receiver {
+				vi = j
+			}
+			c.Kill(vi)
+			close(release)
+			c.Restart(vi)
+			delivered := map[string]int{}
+			c.WaitFor(60*time.Second, func() error {
+				for _, i := range c.Running() {
+					h := c.Node(i).Proc().Host
+					msgs, err := h.ReceiveMessages(ctx, "jobs", 100, 0, 0)
+					if err != nil {
+						return err
+					}
+					for _, m := range msgs {
+						delivered[m.Body]++
+						if _, err := h.SettleMessages(ctx, m.ShardID, api.Ack, []string{m.ID}, 0); err != nil {
+							return err
+						}
+					}
+				}
+				if len(delivered) != n {
+					return fmt.Errorf("%d of %d messages delivered", len(delivered), n)
+				}
+				res, err := c.Router.Call(ctx, id, "alarms:fired", map[string]any{"k": k}, api.ReadOptions{})
+				if err != nil {
+					return err
+				}
+				if len(res.Rows) != n {
+					return fmt.Errorf("fired %v", res.Rows)
+				}
+				return c.CheckOneCopy(ctx)
+			})
+			for body, times := range delivered {
+				if times != 1 {
+					t.Errorf("message %s delivered %d times", body, times)
+				}
+			}
+			res, err := c.Router.Call(ctx, id, "alarms:fired", map[string]any{"k": k}, api.ReadOptions{})
+			if err != nil {
+				t.Fatal(err)
+			}
+			for _, r := range res.Rows {
+				if r[1] != int64(1) {
+					t.Errorf("alarm %v fired %v times", r[0], r[1])
+				}
+			}
+		})
 	}
 }
