@@ -9,6 +9,7 @@ import (
 	"errors"
 	"fmt"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/lunora/lunora/api"
@@ -510,40 +511,10 @@ func (h *Host) ReceiveMessages(ctx context.Context, queue string, limit int, vis
 	for {
 		changed := h.alarms.queueChanged(queue)
 		shards, next := h.alarms.takeReady(queue, h.cfg.Now().UnixMilli())
-		for i, id := range shards {
-			if len(msgs) >= limit || ctx.Err() != nil {
-				h.alarms.untake(queue, shards[i:])
-				break
-			}
-			var got []api.QueueMessage
-			err := h.onHeldShard(ctx, id, func(a *actor) error {
-				return a.runOp(ctx, a.lease(q, limit-len(msgs), visibility, &got))
-			})
-			h.alarms.untake(queue, []string{id})
-			switch {
-			case err == nil:
-				msgs = append(msgs, got...)
-				h.m.queueEvents.WithLabelValues(queue, "delivered").Add(float64(len(got)))
-				for _, m := range got {
-					if m.Attempt > 1 {
-						h.m.queueEvents.WithLabelValues(queue, "redelivered").Inc()
-					}
-				}
-			case errors.Is(err, ErrShardElsewhere):
-				h.alarms.forgetShard(id)
-			case errors.Is(err, ErrClosed):
-				return msgs, err
-			case ctx.Err() != nil:
-				// The receiver left: a lease that commits anyway comes
-				// back after its visibility timeout.
-				return nil, api.Errorf(api.CodeOf(ctx.Err()), "receive from queue %s: %v", queue, ctx.Err())
-			default:
-				h.log.Warn("receive from a shard's queue", "shard", id, "queue", queue, "err", err)
-				if len(msgs) > 0 {
-					return msgs, nil
-				}
-				return nil, err
-			}
+		got, err := h.leaseFrom(ctx, q, shards, limit, visibility)
+		msgs = got
+		if err != nil {
+			return msgs, err
 		}
 		if len(msgs) > 0 {
 			return msgs, nil
@@ -568,6 +539,78 @@ func (h *Host) ReceiveMessages(ctx context.Context, queue string, limit int, vis
 		}
 		t.Stop()
 	}
+}
+
+// leaseParallel bounds the shards one Receive leases from at once: each
+// lease is a commit of its own shard, and they sync in parallel.
+const leaseParallel = 16
+
+// leaseFrom leases up to limit messages of q from shards (taken with
+// takeReady; each is untaken when done), a share of limit each, several
+// shards at once. Messages keep each shard's order. An error is returned
+// only when nothing was leased.
+func (h *Host) leaseFrom(ctx context.Context, q *schema.Queue, shards []string, limit int, visibility time.Duration) ([]api.QueueMessage, error) {
+	if len(shards) > limit {
+		h.alarms.untake(q.Name, shards[limit:])
+		shards = shards[:limit]
+	}
+	if len(shards) == 0 {
+		return nil, nil
+	}
+	share := limit / len(shards)
+	type result struct {
+		msgs []api.QueueMessage
+		err  error
+	}
+	results := make([]result, len(shards))
+	sem := make(chan struct{}, leaseParallel)
+	var wg sync.WaitGroup
+	for i, id := range shards {
+		wg.Add(1)
+		sem <- struct{}{}
+		go func() {
+			defer func() { <-sem; wg.Done() }()
+			var got []api.QueueMessage
+			err := h.onHeldShard(ctx, id, func(a *actor) error {
+				return a.runOp(ctx, a.lease(q, share, visibility, &got))
+			})
+			h.alarms.untake(q.Name, []string{id})
+			results[i] = result{got, err}
+		}()
+	}
+	wg.Wait()
+	var msgs []api.QueueMessage
+	var firstErr error
+	for i, r := range results {
+		id := shards[i]
+		switch {
+		case r.err == nil:
+			msgs = append(msgs, r.msgs...)
+			h.m.queueEvents.WithLabelValues(q.Name, "delivered").Add(float64(len(r.msgs)))
+			for _, m := range r.msgs {
+				if m.Attempt > 1 {
+					h.m.queueEvents.WithLabelValues(q.Name, "redelivered").Inc()
+				}
+			}
+		case errors.Is(r.err, ErrShardElsewhere):
+			h.alarms.forgetShard(id)
+		case errors.Is(r.err, ErrClosed):
+			firstErr = r.err
+		case ctx.Err() != nil:
+			// The receiver left: a lease that commits anyway comes back
+			// after its visibility timeout.
+			firstErr = api.Errorf(api.CodeOf(ctx.Err()), "receive from queue %s: %v", q.Name, ctx.Err())
+		default:
+			h.log.Warn("receive from a shard's queue", "shard", id, "queue", q.Name, "err", r.err)
+			if firstErr == nil {
+				firstErr = r.err
+			}
+		}
+	}
+	if len(msgs) > 0 {
+		return msgs, nil
+	}
+	return nil, firstErr
 }
 
 // SettleMessages acknowledges, nacks (delay 0: the queue's back-off) or
