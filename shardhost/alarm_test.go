@@ -481,22 +481,7 @@ func TestAlarmMovesWithAHandoff(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	f, err := a.Freeze(ctx, "job=m")
-	if err != nil {
-		t.Fatal(err)
-	}
-	file, err := f.Open()
-	if err != nil {
-		t.Fatal(err)
-	}
-	err = b.Receive(ctx, f.ShardID, file, f.Size, f.SHA256[:])
-	file.Close()
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := b.Install("job=m"); err != nil {
-		t.Fatal(err)
-	}
+	f := copyShard(t, ctx, a, b, "job=m")
 	if _, ok := b.AlarmIndex()["job=m"]; !ok {
 		t.Fatalf("receiver's index after the install: %v", b.AlarmIndex())
 	}
@@ -517,6 +502,29 @@ func TestAlarmMovesWithAHandoff(t *testing.T) {
 			t.Errorf("%s fired at attempt %d", tag, f.attempt)
 		}
 	}
+}
+
+// copyShard freezes shard id on a, streams its file to b and installs it
+// there, as a handoff does before its commit; the caller drops a's copy.
+func copyShard(t *testing.T, ctx context.Context, a, b *shardhost.Host, id string) *shardhost.Frozen {
+	t.Helper()
+	f, err := a.Freeze(ctx, id)
+	if err != nil {
+		t.Fatal(err)
+	}
+	file, err := f.Open()
+	if err != nil {
+		t.Fatal(err)
+	}
+	err = b.Receive(ctx, f.ShardID, file, f.Size, f.SHA256[:])
+	file.Close()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := b.Install(id); err != nil {
+		t.Fatal(err)
+	}
+	return f
 }
 
 // TestChatReminder: the chat example's rooms:remind posts its message

@@ -483,22 +483,7 @@ func TestQueueMovesWithAHandoff(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	f, err := a.Freeze(ctx, "room=m")
-	if err != nil {
-		t.Fatal(err)
-	}
-	file, err := f.Open()
-	if err != nil {
-		t.Fatal(err)
-	}
-	err = b.Receive(ctx, f.ShardID, file, f.Size, f.SHA256[:])
-	file.Close()
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := b.Install("room=m"); err != nil {
-		t.Fatal(err)
-	}
+	f := copyShard(t, ctx, a, b, "room=m")
 	if err := a.Drop(f, "b"); err != nil {
 		t.Fatal(err)
 	}
