@@ -37,3 +37,14 @@ func DebugActors(h *Host) string {
 
 // ShardPath is the file of shardID on h.
 func ShardPath(h *Host, shardID string) string { return h.shardPath(shardID) }
+
+// QueueHints lists the node's durable queue hints as "shard/queue".
+func QueueHints(h *Host) []string {
+	h.alarms.mu.Lock()
+	defer h.alarms.mu.Unlock()
+	var out []string
+	for k := range h.alarms.queues.stored {
+		out = append(out, k.shard+"/"+k.queue)
+	}
+	return out
+}

@@ -617,3 +617,38 @@ func TestChatNotifications(t *testing.T) {
 		t.Fatalf("room-events: %+v %v", msgs, err)
 	}
 }
+
+// TestQueueHintDroppedWhenDrained: once a shard's queue is empty and the
+// shard hibernates, the node's durable hint for it goes, so a restart
+// opens no shard for it; a shard hibernated with messages keeps its hint.
+func TestQueueHintDroppedWhenDrained(t *testing.T) {
+	dir := t.TempDir()
+	cfg := queueConfig(t, dir, nil)
+	h := openAlarmHost(t, cfg)
+	for _, room := range []string{"drained", "full"} {
+		if _, err := h.Call(context.Background(), "room="+room, "notes:enqueue", map[string]any{"room": room, "queue": "audit", "body": `{}`}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	msgs := receiveN(t, h, "audit", 10)
+	for _, m := range msgs {
+		if m.ShardID == "room=drained" {
+			if _, err := h.SettleMessages(context.Background(), m.ShardID, api.Ack, []string{m.ID}, 0); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	hints := func() map[string]bool {
+		out := map[string]bool{}
+		for _, r := range shardhost.QueueHints(h) {
+			out[r] = true
+		}
+		return out
+	}
+	waitFor(t, 10*time.Second, func() error { // the shards hibernate (IdleTimeout 200ms)
+		if got := hints(); got["room=drained/audit"] || !got["room=full/audit"] {
+			return fmt.Errorf("hints %v", got)
+		}
+		return nil
+	})
+}

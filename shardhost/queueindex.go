@@ -295,7 +295,9 @@ func (x *alarmIndex) forgetLocked(shard string, drainedOnly bool) {
 			continue
 		}
 		if drainedOnly {
-			if e := q.ready[k.queue][shard]; e == nil || !e.known || e.depth > 0 {
+			// No entry in memory: the shard was read and found empty
+			// (setReady drops empty entries).
+			if e := q.ready[k.queue][shard]; e != nil && (!e.known || e.depth > 0) {
 				continue
 			}
 		}
