@@ -575,7 +575,13 @@ func (h *Host) leaseFrom(ctx context.Context, q *schema.Queue, shards []string, 
 				return a.runOp(ctx, a.lease(q, share, visibility, &got))
 			})
 			h.alarms.untake(q.Name, []string{id})
-			results[i] = result{got, err}
+			if err != nil {
+				// got is not ours to read: a commit given up on may
+				// still be running the op.
+				results[i] = result{err: err}
+				return
+			}
+			results[i] = result{msgs: got}
 		}()
 	}
 	wg.Wait()
@@ -653,10 +659,12 @@ func (h *Host) settleOn(ctx context.Context, shardID string, how settleHow, ids 
 		}
 	}
 	var n int
-	err := h.onHeldShard(ctx, shardID, func(a *actor) error {
+	if err := h.onHeldShard(ctx, shardID, func(a *actor) error {
 		return a.runOp(ctx, a.settle(how, ids, delay, cause, &n))
-	})
-	return n, err
+	}); err != nil {
+		return 0, err // n is not ours to read: the op may still run
+	}
+	return n, nil
 }
 
 // DeadMessages lists dead letters of queue ("" = every queue) on shards
