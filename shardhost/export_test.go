@@ -2,6 +2,7 @@ package shardhost
 
 import (
 	"fmt"
+	"github.com/lunora/lunora/sqlitex"
 	"time"
 )
 
@@ -47,4 +48,15 @@ func QueueHints(h *Host) []string {
 		out = append(out, k.shard+"/"+k.queue)
 	}
 	return out
+}
+
+// WriterMemory is the SQLite memory of an active shard's writer.
+func WriterMemory(h *Host, shardID string) sqlitex.ConnMemory {
+	h.mu.Lock()
+	a := h.actors[shardID]
+	h.mu.Unlock()
+	if a == nil || a.w == nil {
+		return sqlitex.ConnMemory{}
+	}
+	return a.w.Memory()
 }

@@ -1,0 +1,93 @@
+package shardhost_test
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"runtime"
+	"runtime/debug"
+	"strconv"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/lunora/lunora/shardhost"
+	"github.com/lunora/lunora/sqlitex"
+)
+
+// TestActiveShardMemory (LUNORA_MEM_BENCH=1, without -race) measures the
+// resident memory an active shard costs: N shards each take a mutation
+// and a query (writer and one reader open, their caches warm) and stay
+// active; RSS and the Go heap are read before and after.
+// LUNORA_MEM_CACHE_KIB sets the page cache per connection,
+// LUNORA_MEM_SHARDS the count (default 3000).
+func TestActiveShardMemory(t *testing.T) {
+	if os.Getenv("LUNORA_MEM_BENCH") == "" {
+		t.Skip("a measurement: LUNORA_MEM_BENCH=1")
+	}
+	if raceEnabled {
+		t.Skip("memory figures are meaningless under the race detector")
+	}
+	n := 3000
+	if s := os.Getenv("LUNORA_MEM_SHARDS"); s != "" {
+		n, _ = strconv.Atoi(s)
+	}
+	h := newHost(t, func(c *shardhost.Config) {
+		c.IdleTimeout = time.Hour
+		c.MaxActive = n + 10
+		c.Synchronous = "NORMAL"
+		if s := os.Getenv("LUNORA_MEM_CACHE_KIB"); s != "" {
+			c.CacheKiB, _ = strconv.Atoi(s)
+		}
+	})
+	ctx := context.Background()
+	if _, err := send(ctx, h, "warm", "a", "b"); err != nil {
+		t.Fatal(err)
+	}
+	runtime.GC()
+	debug.FreeOSMemory()
+	rss0, heap0, sq0 := rssKiB(t), heapKiB(), sqlitex.MemoryUsed()/1024
+	var wg sync.WaitGroup
+	work := make(chan int)
+	errs := make(chan error, 8)
+	for range 8 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := range work {
+				room := fmt.Sprint("m", i)
+				if _, err := send(ctx, h, room, "a", "hello"); err != nil {
+					errs <- err
+					return
+				}
+				if _, err := h.Call(ctx, "room_id="+room, "messages:list", map[string]any{"room_id": room}); err != nil {
+					errs <- err
+					return
+				}
+			}
+		}()
+	}
+	for i := range n {
+		work <- i
+	}
+	close(work)
+	wg.Wait()
+	select {
+	case err := <-errs:
+		t.Fatal(err)
+	default:
+	}
+	runtime.GC()
+	debug.FreeOSMemory()
+	rss1, heap1, sq1 := rssKiB(t), heapKiB(), sqlitex.MemoryUsed()/1024
+	st, _ := h.Status(ctx)
+	t.Logf("SQLite's allocations +%d KiB (%.0f KiB per shard); one shard's writer: %+v", sq1-sq0, float64(sq1-sq0)/float64(n), shardhost.WriterMemory(h, "room_id=m1"))
+	t.Logf("%d active shards (status: %d): RSS +%d KiB (%.0f KiB per shard), Go heap +%d KiB (%.1f KiB per shard)",
+		n, st.ActiveShards, rss1-rss0, float64(rss1-rss0)/float64(n), heap1-heap0, float64(heap1-heap0)/float64(n))
+}
+
+func heapKiB() int64 {
+	var m runtime.MemStats
+	runtime.ReadMemStats(&m)
+	return int64(m.HeapInuse / 1024)
+}
