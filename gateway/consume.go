@@ -110,10 +110,12 @@ type consumer struct {
 // messages the stream still holds.
 func (c *consumer) run() error {
 	ctx, cancel := context.WithCancel(c.parent)
-	if !c.expires.IsZero() {
-		ctx, cancel = context.WithDeadline(c.parent, c.expires)
-	}
 	defer cancel()
+	if !c.expires.IsZero() {
+		var cancelDeadline context.CancelFunc
+		ctx, cancelDeadline = context.WithDeadline(ctx, c.expires)
+		defer cancelDeadline()
+	}
 	// The reader cannot be waited for: Recv returns only when the client
 	// sends or the call ends, which is after run returns. It stops
 	// sending once ended is set.
