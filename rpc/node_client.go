@@ -99,7 +99,7 @@ func (c *NodeClient) Call(ctx context.Context, shardID, function string, args ma
 	if err != nil {
 		return nil, err
 	}
-	resp, err := c.node.Call(ctx, &lunorav1.NodeCallRequest{ShardId: shardID, Function: function, Args: pargs, Read: ReadOptionsToProto(read), Forwarded: read.Forwarded, Epoch: api.RingEpochOf(ctx), Caller: caller})
+	resp, err := c.node.Call(ctx, &lunorav1.NodeCallRequest{ShardId: shardID, Function: function, Args: pargs, Read: ReadOptionsToProto(read), Forwarded: read.Forwarded, Epoch: api.RingEpochOf(ctx), Caller: caller}, leaderHintOpts(ctx)...)
 	if err != nil {
 		return nil, c.fromStatus(err)
 	}
@@ -117,7 +117,7 @@ func (c *NodeClient) Exec(ctx context.Context, shardID, sql string, params map[s
 	if err != nil {
 		return nil, err
 	}
-	resp, err := c.node.Sql(ctx, &lunorav1.NodeSqlRequest{ShardId: shardID, Sql: sql, Params: pparams, Read: ReadOptionsToProto(read), Forwarded: read.Forwarded, Epoch: api.RingEpochOf(ctx), Caller: caller})
+	resp, err := c.node.Sql(ctx, &lunorav1.NodeSqlRequest{ShardId: shardID, Sql: sql, Params: pparams, Read: ReadOptionsToProto(read), Forwarded: read.Forwarded, Epoch: api.RingEpochOf(ctx), Caller: caller}, leaderHintOpts(ctx)...)
 	if err != nil {
 		return nil, c.fromStatus(err)
 	}
