@@ -44,6 +44,42 @@ func (c *Conn) registerMatch(fastSteps int64) error {
 	return nil
 }
 
+// registerCore registers lunora_now() and lunora_assert() in C on c
+// (match_shim.c), on the state registerMatch set up: no cgo callback and
+// no reflection per call. syncNow passes Conn.Now to lunora_now.
+func (c *Conn) registerCore() error {
+	db := reflect.ValueOf(c.C).Elem().FieldByName("db")
+	if c.match.cfg == nil || !db.IsValid() || db.Kind() != reflect.Pointer || db.IsNil() {
+		return fmt.Errorf("sqlitex: cannot reach the connection's sqlite3 handle to register lunora_now and lunora_assert")
+	}
+	if rc := C.lunora_register_core((*C.sqlite3)(db.UnsafePointer()), c.match.cfg); rc != 0 {
+		return fmt.Errorf("sqlitex: register lunora_now and lunora_assert: SQLite error %d", int(rc))
+	}
+	return nil
+}
+
+// syncNow gives lunora_now the time Conn.Now says (the wall clock when
+// zero); every statement of the connection runs after it.
+func (c *Conn) syncNow() {
+	if cfg := c.match.cfg; cfg != nil {
+		if c.Now.IsZero() {
+			cfg.has_now = 0
+		} else {
+			cfg.now_ms, cfg.has_now = C.int64_t(c.Now.UnixMilli()), 1
+		}
+	}
+}
+
+//export lunoraAssertFailed
+func lunoraAssertFailed(h C.uintptr_t, m *C.char, n C.int) {
+	c := cgo.Handle(h).Value().(*Conn)
+	msg := C.GoStringN(m, n)
+	if msg == "" {
+		msg = "lunora_assert failed"
+	}
+	c.assertMsg = msg
+}
+
 // setFastMatchSteps changes the bound of registerMatch; tests set it to 0
 // to send every call to matchText.
 func (c *Conn) setFastMatchSteps(n int64) { c.match.cfg.fast_steps = C.int64_t(n) }
