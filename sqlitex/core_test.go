@@ -10,7 +10,7 @@ import (
 )
 
 // TestAssertTruthiness (issue 14): lunora_assert, now in C, passes and
-// fails on exactly the values the Go version did — NULL, 0, 0.0, '', '0'
+// fails on exactly the values the Go version did — NULL, 0, 0.0, ”, '0'
 // and an empty blob are false — and a failure names its message (or
 // "lunora_assert failed" for an empty one) through ErrAssert.
 func TestAssertTruthiness(t *testing.T) {
