@@ -255,14 +255,41 @@ func globalWriteBench(t *testing.T, round int, b benchBuild) {
 		pids = append(pids, n.PID())
 	}
 	stopPerf := perfRecord(t, fmt.Sprintf("global-%s-r%d", b.name, round), pids)
+	m0 := globalMetrics(t, ctx, c)
 	cpu0, start := cpuOf(t, pids), time.Now()
 	n := loadFor(t, callers, d, func(c, i int) error { return retried(fmt.Sprintf("c%d-%d", c, i)) })
 	took, cpu := time.Since(start), cpuOf(t, pids)-cpu0
+	m1 := globalMetrics(t, ctx, c)
 	stopPerf()
+	entries := m1["lunora_global_batch_commands_count"] - m0["lunora_global_batch_commands_count"]
+	applies := m1["lunora_global_apply_duration_seconds_count"] - m0["lunora_global_apply_duration_seconds_count"]
+	if entries > 0 && applies > 0 {
+		t.Logf("global %s round %d: %.0f Raft entries written by the leader, %.1f writes per entry; %.1f ms mean from reaching the leader to applied",
+			b.name, round, entries, (m1["lunora_global_batch_commands_sum"]-m0["lunora_global_batch_commands_sum"])/entries,
+			1000*(m1["lunora_global_apply_duration_seconds_sum"]-m0["lunora_global_apply_duration_seconds_sum"])/applies)
+	}
 	gwCPU := time.Duration(cpuTicks(t, gw.PID())) * 10 * time.Millisecond
 	t.Logf("FIGURE global %s round %d: %d writes in %v with %d HTTP callers: %.0f writes/s, CPU of the 3 nodes + gateway %.3f ms per write (%.2f cores); %d answers 503 retried; gateway total CPU so far %v",
 		b.name, round, n, took.Round(time.Millisecond), callers, float64(n)/took.Seconds(),
 		float64(cpu.Microseconds())/1000/float64(n), cpu.Seconds()/took.Seconds(), unavailable.Load(), gwCPU)
+}
+
+// globalMetrics sums the global tier's batch and apply histograms over
+// the nodes (only the leader writes entries and times applies).
+func globalMetrics(t *testing.T, ctx context.Context, c *lunoratest.Cluster) map[string]float64 {
+	out := map[string]float64{}
+	for _, n := range c.Nodes {
+		m, err := n.Metrics(ctx)
+		if err != nil {
+			t.Logf("metrics of %s: %v", n.ID, err)
+			continue
+		}
+		for _, k := range []string{"lunora_global_batch_commands_count", "lunora_global_batch_commands_sum",
+			"lunora_global_apply_duration_seconds_count", "lunora_global_apply_duration_seconds_sum"} {
+			out[k] += m[k]
+		}
+	}
+	return out
 }
 
 func gatewayHopBench(t *testing.T, round int, b benchBuild) {

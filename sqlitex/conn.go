@@ -458,19 +458,5 @@ func (c *Conn) QueryRows(ctx context.Context, query string, args []driver.NamedV
 
 // TotalChanges is SQLite's count of rows changed on this connection.
 func (c *Conn) TotalChanges() (int64, error) {
-	st, err := c.prepare("SELECT total_changes()", false)
-	if err != nil {
-		return 0, err
-	}
-	rows, err := st.(driver.StmtQueryContext).QueryContext(context.Background(), nil)
-	if err != nil {
-		return 0, err
-	}
-	defer rows.Close()
-	dest := make([]driver.Value, 1)
-	if err := rows.Next(dest); err != nil {
-		return 0, err
-	}
-	n, _ := dest[0].(int64)
-	return n, nil
+	return c.totalChanges(), nil
 }

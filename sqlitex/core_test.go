@@ -111,3 +111,23 @@ func BenchmarkAssertNow(b *testing.B) {
 		}
 	}
 }
+
+// TestTotalChangesCountsRows: TotalChanges (sqlite3_total_changes64
+// now) counts the rows every statement of the connection changed.
+func TestTotalChangesCountsRows(t *testing.T) {
+	c := lunoraConn(t)
+	before, err := c.TotalChanges()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := c.Exec(context.Background(), "CREATE TABLE t(v INT); INSERT INTO t VALUES (1), (2), (3); UPDATE t SET v = v + 1 WHERE v > 1"); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := c.ExecSys("DELETE FROM t WHERE v = 1"); err != nil {
+		t.Fatal(err)
+	}
+	after, err := c.TotalChanges()
+	if err != nil || after-before != 3+2+1 {
+		t.Fatalf("TotalChanges went from %d to %d (%v); want 6 more", before, after, err)
+	}
+}

@@ -23,6 +23,7 @@ const fastMatchSteps = 1 << 22
 type matchState struct {
 	cfg    *C.lunora_match_cfg
 	handle cgo.Handle
+	db     *C.sqlite3 // the connection's handle, for TotalChanges
 }
 
 // registerMatch replaces like() and glob() on c with the shim in
@@ -38,7 +39,8 @@ func (c *Conn) registerMatch(fastSteps int64) error {
 	cfg.handle = C.uintptr_t(c.match.handle)
 	cfg.fast_steps = C.int64_t(fastSteps)
 	cfg.max_pattern = C.int(maxPatternLen)
-	if rc := C.lunora_register_match((*C.sqlite3)(db.UnsafePointer()), cfg); rc != 0 {
+	c.match.db = (*C.sqlite3)(db.UnsafePointer())
+	if rc := C.lunora_register_match(c.match.db, cfg); rc != 0 {
 		return fmt.Errorf("sqlitex: register LIKE and GLOB: SQLite error %d", int(rc))
 	}
 	return nil
@@ -79,6 +81,10 @@ func lunoraAssertFailed(h C.uintptr_t, m *C.char, n C.int) {
 	}
 	c.assertMsg = msg
 }
+
+// totalChanges is sqlite3_total_changes64: one cgo call, where a
+// "SELECT total_changes()" costs a statement run and several.
+func (c *Conn) totalChanges() int64 { return int64(C.lunora_total_changes(c.match.db)) }
 
 // setFastMatchSteps changes the bound of registerMatch; tests set it to 0
 // to send every call to matchText.

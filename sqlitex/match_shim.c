@@ -21,6 +21,7 @@ extern int sqlite3_value_type(sqlite3_value *);
 extern int64_t sqlite3_value_int64(sqlite3_value *);
 extern double sqlite3_value_double(sqlite3_value *);
 extern void sqlite3_result_int64(sqlite3_context *, int64_t);
+extern int64_t sqlite3_total_changes64(sqlite3 *);
 extern int sqlite3_strlike(const char *, const char *, unsigned int);
 extern int sqlite3_strglob(const char *, const char *);
 extern int sqlite3_create_function_v2(sqlite3 *, const char *, int, int, void *,
@@ -168,3 +169,5 @@ int lunora_register_core(sqlite3 *db, lunora_match_cfg *cfg) {
 	if (rc == 0) rc = sqlite3_create_function_v2(db, "lunora_assert", 2, L_SQLITE_UTF8, cfg, lunora_assert_fn, 0, 0, 0);
 	return rc;
 }
+
+int64_t lunora_total_changes(sqlite3 *db) { return sqlite3_total_changes64(db); }

@@ -20,4 +20,5 @@ typedef struct lunora_match_cfg {
 
 int lunora_register_match(sqlite3 *db, lunora_match_cfg *cfg);
 int lunora_register_core(sqlite3 *db, lunora_match_cfg *cfg);
+int64_t lunora_total_changes(sqlite3 *db);
 #endif
