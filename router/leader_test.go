@@ -13,6 +13,7 @@ import (
 	"github.com/lunora/lunora/rpc"
 	"github.com/lunora/lunora/schema"
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
 )
 
 const globalSchema = `
@@ -116,11 +117,22 @@ func TestGlobalWritesGoToTheLeader(t *testing.T) {
 		t.Fatalf("calls per node %v after 9 bookmark reads (before %v): want them spread over the nodes", spread, after)
 	}
 
-	// The leader goes away and node 1 leads: the write that finds it gone
-	// was never sent, so it is sent to another node, which names node 1.
+	// The leader goes away and node 1 leads. A write that finds it gone
+	// fails UNAVAILABLE if it may have reached it (a mutation is not sent
+	// twice) or goes to another node if it was never sent; either way the
+	// router forgets the old leader, and the next write that gets through
+	// learns the new one.
 	stops[addrs[2]]()
 	leader.Store(&addrs[0])
-	register()
+	for try := 0; ; try++ {
+		_, err := r.Call(ctx, schema.GlobalGroup, "users:register", map[string]any{"user_id": "u", "name": "n"}, api.ReadOptions{})
+		if err == nil {
+			break
+		}
+		if api.CodeOf(err) != codes.Unavailable || try > 3 {
+			t.Fatalf("write after the leader stopped: %v", err)
+		}
+	}
 	before = calls()
 	for range 10 {
 		register()
