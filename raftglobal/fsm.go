@@ -325,12 +325,18 @@ func (f *fsm) run(ctx context.Context, cmd *wireCommand) (*api.Result, error) {
 	defer func() { c.User = false }()
 	res := &api.Result{}
 	lim := sqlitex.Limits{MaxRows: f.cfg.MaxResultRows, MaxBytes: f.cfg.MaxResultBytes}
-	// Every statement runs through QueryRows, as on a shard: prepared once
-	// per connection (the statement cache) and sandboxed — as precheck
-	// judged it — rather than parsed, authorized and run unsandboxed on
-	// every apply. The last statement's rows are the result; earlier ones'
-	// rows are bounded like any result and dropped.
-	for _, stmt := range cmd.SQL {
+	for i, stmt := range cmd.SQL {
+		if i < len(cmd.SQL)-1 {
+			// As before, unsandboxed and stepped once, but prepared once
+			// per connection (ExecSys's statement cache) rather than
+			// parsed and authorized anew on every apply: a replica on an
+			// older version runs it the same way, so their states agree.
+			c.User = false
+			if _, err := c.ExecSys(stmt, args...); err != nil {
+				return nil, f.classify(err)
+			}
+			continue
+		}
 		c.User = !cmd.Sys
 		cols, rows, err := c.QueryRows(ctx, stmt, args, lim)
 		if err != nil {
@@ -430,8 +436,14 @@ func (f *fsm) read(ctx context.Context, cmd *wireCommand) (*api.Result, error) {
 	args := cmd.namedValues()
 	lim := sqlitex.Limits{MaxRows: f.cfg.MaxResultRows, MaxBytes: f.cfg.MaxResultBytes}
 	r.Now = time.Now()
-	for _, stmt := range cmd.SQL {
+	for i, stmt := range cmd.SQL {
 		r.User = !cmd.Sys
+		if i < len(cmd.SQL)-1 {
+			if _, err := r.Exec(ctx, stmt, args...); err != nil {
+				return nil, r.Classify(err, dbName)
+			}
+			continue
+		}
 		cols, rows, err := r.QueryRows(ctx, stmt, args, lim)
 		if err != nil {
 			return nil, r.Classify(err, dbName)
