@@ -64,4 +64,3 @@ func TestAssertAndNowInEarlierStatements(t *testing.T) {
 		}
 	}
 }
-
