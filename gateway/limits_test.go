@@ -314,10 +314,10 @@ func TestLimitsConfigRefused(t *testing.T) {
 }
 
 func TestAdminSQLBoundsAtTheGateway(t *testing.T) {
-	e := newEnv(t, func(c *gateway.Config) { c.SchemaLimits.MaxSQLLen, c.SchemaLimits.MaxParams = 200, 4 })
-	long := "SELECT '" + strings.Repeat("x", 200) + "'"
+	e := newEnv(t, func(c *gateway.Config) { c.SchemaLimits.MaxSQLLen, c.SchemaLimits.MaxParams = 300, 4 })
+	long := "SELECT '" + strings.Repeat("x", 300) + "'"
 	a := e.do(t, "POST", "/v1/sql", `{"shard_id": "room_id=r1", "sql": "`+long+`"}`)
-	if code, msg := a.errorOf(t); a.status != 400 || code != "INVALID_ARGUMENT" || !strings.Contains(msg, "over the limit of 200") {
+	if code, msg := a.errorOf(t); a.status != 400 || code != "INVALID_ARGUMENT" || !strings.Contains(msg, "over the limit of 300") {
 		t.Errorf("long SQL: %d %s", a.status, a.raw)
 	}
 	a = e.do(t, "POST", "/v1/sql", `{"shard_id": "room_id=r1", "sql": "SELECT :a, :b, :c, :d, :e", "params": {"a": 1, "b": 2, "c": 3, "d": 4, "e": 5}}`)

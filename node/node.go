@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"slices"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/lunora/lunora/api"
@@ -68,7 +69,21 @@ type Node struct {
 
 	cluster *cluster
 	handoff *handoff.Mover // nil without a global tier
+
+	leaderAddr atomic.Pointer[leaderAddr] // the leader's node-API address, cached
 }
+
+// leaderAddr is the node-API address the cluster metadata records for the
+// leader id, read at when.
+type leaderAddr struct {
+	id, addr string
+	when     time.Time
+}
+
+// leaderAddrTTL bounds how long a leader's recorded address is used
+// without reading the metadata again (a leader that restarted on another
+// port publishes its new address when it is elected).
+const leaderAddrTTL = time.Second
 
 // New returns a Node. Zero fields of cfg.Cluster other than Weight take
 // DefaultClusterConfig's values (Config.withDefaults); the result must
@@ -229,16 +244,59 @@ func (n *Node) leaderPeer(ctx context.Context, notLeader error) (Peer, error) {
 	if nl == nil || nl.LeaderID == "" {
 		return nil, notLeader
 	}
-	nodes, err := n.cfg.Global.Nodes(ctx)
+	addr, err := n.addrOf(ctx, nl.LeaderID)
 	if err != nil {
 		return nil, err
 	}
+	if addr == "" {
+		return nil, api.Errorf(codes.Unavailable, "global tier: the leader %s has not published its address yet; retry", nl.LeaderID)
+	}
+	return n.peer(addr)
+}
+
+// addrOf is the node-API address the cluster metadata records for the
+// leader id ("" when none), read from this replica at most once per
+// leaderAddrTTL while the leader stays the same: every call a follower
+// forwards needs it, and reading the node records is a query.
+func (n *Node) addrOf(ctx context.Context, id string) (string, error) {
+	if c := n.leaderAddr.Load(); c != nil && c.id == id && time.Since(c.when) < leaderAddrTTL {
+		return c.addr, nil
+	}
+	nodes, err := n.cfg.Global.Nodes(ctx)
+	if err != nil {
+		return "", err
+	}
 	for _, info := range nodes {
-		if info.ID == nl.LeaderID && info.GRPCAddr != "" {
-			return n.peer(info.GRPCAddr)
+		if info.ID == id && info.GRPCAddr != "" {
+			n.leaderAddr.Store(&leaderAddr{id: id, addr: info.GRPCAddr, when: time.Now()})
+			return info.GRPCAddr, nil
 		}
 	}
-	return nil, api.Errorf(codes.Unavailable, "global tier: the leader %s has not published its address yet; retry", nl.LeaderID)
+	return "", nil
+}
+
+// GlobalLeaderAddr is the node-API address of the global tier's leader as
+// this node knows it, or "" (rpc.GlobalLeader: a gateway sends global
+// writes there directly).
+func (n *Node) GlobalLeaderAddr() string {
+	g := n.cfg.Global
+	if g == nil {
+		return ""
+	}
+	if g.IsLeader() {
+		return n.cfg.GRPCAddr
+	}
+	id, _ := g.Leader()
+	if id == "" {
+		return ""
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+	defer cancel()
+	addr, err := n.addrOf(ctx, id)
+	if err != nil {
+		return ""
+	}
+	return addr
 }
 
 func (n *Node) peer(addr string) (Peer, error) {

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"math/rand/v2"
 	"strings"
+	"sync"
 
 	"github.com/lunora/lunora/api"
 )
@@ -36,6 +37,10 @@ var clockWords = map[string]bool{"now": true, "localtime": true, "utc": true}
 // It is a lexical check: a clock word reaching a time function through a
 // column value is not seen (CheckArgsDeterministic covers bound args).
 func CheckDeterministic(sql string) error {
+	return factsOf(sql).err
+}
+
+func checkDeterministic(sql string) error {
 	toks := lex(sql)
 	for i, t := range toks {
 		if t.kind == tokWord && clockKeywords[t.lower] {
@@ -74,14 +79,7 @@ func CheckDeterministic(sql string) error {
 // CheckArgsDeterministic refuses a clock word passed as a bound argument to
 // SQL that calls a date/time function (datetime(:t) with t = 'now').
 func CheckArgsDeterministic(sql string, args map[string]any) error {
-	calls := false
-	for _, t := range lex(sql) {
-		if t.kind == tokWord && timeFunctions[t.lower] {
-			calls = true
-			break
-		}
-	}
-	if !calls {
+	if !factsOf(sql).callsTime {
 		return nil
 	}
 	for name, v := range args {
@@ -90,6 +88,48 @@ func CheckArgsDeterministic(sql string, args map[string]any) error {
 		}
 	}
 	return nil
+}
+
+// sqlFacts is what the determinism checks learn from a statement's text.
+type sqlFacts struct {
+	err       error // CheckDeterministic's verdict
+	callsTime bool  // it names a date/time function
+}
+
+// factCache keeps the facts of the statements seen, so that a declared
+// function's statements are lexed once rather than on every write. It
+// stops growing at maxCachedFacts (ad-hoc statements are lexed each time
+// then).
+var factCache struct {
+	sync.RWMutex
+	m map[string]sqlFacts
+}
+
+const maxCachedFacts = 4096
+
+func factsOf(sql string) sqlFacts {
+	factCache.RLock()
+	f, ok := factCache.m[sql]
+	factCache.RUnlock()
+	if ok {
+		return f
+	}
+	f.err = checkDeterministic(sql)
+	for _, t := range lex(sql) {
+		if t.kind == tokWord && timeFunctions[t.lower] {
+			f.callsTime = true
+			break
+		}
+	}
+	factCache.Lock()
+	if factCache.m == nil {
+		factCache.m = map[string]sqlFacts{}
+	}
+	if len(factCache.m) < maxCachedFacts {
+		factCache.m[sql] = f
+	}
+	factCache.Unlock()
+	return f
 }
 
 func nonDeterministic(what string) error {

@@ -304,9 +304,10 @@ func (f *fsm) tryBatch(logs []*raft.Log, aborted map[[2]int]error) ([]any, bool)
 // file can no longer follow the log (disk full, I/O error): a replica that
 // went on would diverge, so the process stops and a restart replays the
 // log from the file's last committed index.
-func (f *fsm) mustExec(ctx context.Context, stmt string, args ...driver.NamedValue) {
+func (f *fsm) mustExec(_ context.Context, stmt string, args ...driver.NamedValue) {
 	f.w.User = false
-	if _, err := f.w.Exec(ctx, stmt, args...); err != nil {
+	// From the statement cache: these few statements run for every entry.
+	if _, err := f.w.ExecSys(stmt, args...); err != nil {
 		f.log.Error("global tier FSM cannot apply the log; stopping", "statement", stmt, "error", err)
 		panic(fmt.Sprintf("raftglobal: FSM storage failure on %q: %v", stmt, err))
 	}
@@ -325,13 +326,18 @@ func (f *fsm) run(ctx context.Context, cmd *wireCommand) (*api.Result, error) {
 	res := &api.Result{}
 	lim := sqlitex.Limits{MaxRows: f.cfg.MaxResultRows, MaxBytes: f.cfg.MaxResultBytes}
 	for i, stmt := range cmd.SQL {
-		c.User = !cmd.Sys
 		if i < len(cmd.SQL)-1 {
-			if _, err := c.Exec(ctx, stmt, args...); err != nil {
+			// As before, unsandboxed and stepped once, but prepared once
+			// per connection (ExecSys's statement cache) rather than
+			// parsed and authorized anew on every apply: a replica on an
+			// older version runs it the same way, so their states agree.
+			c.User = false
+			if _, err := c.ExecSys(stmt, args...); err != nil {
 				return nil, f.classify(err)
 			}
 			continue
 		}
+		c.User = !cmd.Sys
 		cols, rows, err := c.QueryRows(ctx, stmt, args, lim)
 		if err != nil {
 			return nil, f.classify(err)
@@ -414,10 +420,13 @@ func (f *fsm) read(ctx context.Context, cmd *wireCommand) (*api.Result, error) {
 	ctx, cancel := context.WithTimeout(ctx, f.cfg.StatementTimeout)
 	defer cancel()
 	r.Reset()
-	if _, err := r.Exec(ctx, "BEGIN"); err != nil {
+	// BEGIN and COMMIT from the statement cache, on no context: the
+	// driver runs a statement given a cancellable context on a goroutine
+	// of its own.
+	if _, err := r.ExecSys("BEGIN"); err != nil {
 		return nil, r.Classify(err, dbName)
 	}
-	defer r.Exec(context.Background(), "COMMIT")
+	defer r.ExecSys("COMMIT")
 	defer func() { r.User = false }() // before COMMIT, which the sandbox refuses
 	idx, err := storedIndex(ctx, r)
 	if err != nil {

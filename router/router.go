@@ -46,6 +46,11 @@ type Router struct {
 	pools map[string]*pool
 	rr    atomic.Uint64
 
+	// leader is the node-API address of the global tier's leader as the
+	// nodes last named it (rpc.LeaderHeader), or "": global writes and
+	// strong reads go there directly instead of through a follower.
+	leader atomic.Pointer[string]
+
 	stop    chan struct{}
 	done    chan struct{}
 	started atomic.Bool
@@ -265,9 +270,10 @@ func (r *Router) gossipStatus(id string) membership.Status {
 	return ""
 }
 
-// target is where a request goes: the owner of its shard, or any node for
-// the global tier.
-func (r *Router) target(ctx context.Context, shardID string) (id, addr string, epoch uint64, err error) {
+// target is where a request goes: the owner of its shard; for the global
+// tier the leader when toLeader and the nodes have named it, else any node
+// (which forwards to the leader what it cannot serve).
+func (r *Router) target(ctx context.Context, shardID string, toLeader bool) (id, addr string, epoch uint64, err error) {
 	v := r.view.Load()
 	if v.ring == nil && shardID != schema.GlobalGroup {
 		if _, err := r.Refresh(ctx, 1); err != nil {
@@ -276,6 +282,9 @@ func (r *Router) target(ctx context.Context, shardID string) (id, addr string, e
 		v = r.view.Load()
 	}
 	if shardID == schema.GlobalGroup {
+		if l := r.leader.Load(); toLeader && l != nil {
+			return "", *l, v.epoch, nil
+		}
 		c := r.candidates()
 		if len(c) == 0 {
 			return "", "", 0, api.New(codes.Unavailable, "no node is reachable")
@@ -307,17 +316,35 @@ func (r *Router) target(ctx context.Context, shardID string) (id, addr string, e
 // do runs one request with routing and bounded retries. idempotent says
 // whether a request that may have reached the node can be sent again.
 func (r *Router) do(ctx context.Context, shardID string, idempotent bool, call func(context.Context, *rpc.NodeClient) error) error {
+	return r.doTo(ctx, shardID, idempotent, false, call)
+}
+
+// doTo is do; toLeader sends a global-tier request to the leader (see
+// target).
+func (r *Router) doTo(ctx context.Context, shardID string, idempotent, toLeader bool, call func(context.Context, *rpc.NodeClient) error) error {
 	backoff := 20 * time.Millisecond
 	var err error
+	var hint *rpc.LeaderHint
+	if shardID == schema.GlobalGroup {
+		hint = new(rpc.LeaderHint)
+	}
 	for attempt := 1; ; attempt++ {
 		var id, addr string
 		var epoch uint64
-		id, addr, epoch, err = r.target(ctx, shardID)
+		id, addr, epoch, err = r.target(ctx, shardID, toLeader)
 		local := err != nil // this gateway's own verdict, not a node's answer
 		if err == nil {
 			var c *rpc.NodeClient
 			if c, err = r.client(addr); err == nil {
-				err = call(api.WithRingEpoch(ctx, epoch), c)
+				cctx := api.WithRingEpoch(ctx, epoch)
+				if hint != nil {
+					*hint = rpc.LeaderHint{}
+					cctx = rpc.WithLeaderHint(cctx, hint)
+				}
+				err = call(cctx, c)
+				if hint != nil {
+					r.learnLeader(addr, hint.Addr(), err)
+				}
 			}
 		}
 		if err == nil {
@@ -374,6 +401,24 @@ func (r *Router) do(ctx context.Context, shardID string, idempotent bool, call f
 	}
 }
 
+// learnLeader records the leader a node named in its answer to a call sent
+// to addr; a leader address that failed to answer is forgotten, so the
+// next global request goes to any node again (which forwards, and names
+// the new leader).
+func (r *Router) learnLeader(addr, named string, err error) {
+	switch {
+	case named != "":
+		if l := r.leader.Load(); l == nil || *l != named {
+			r.leader.Store(&named)
+			r.log.Debug("global tier leader", "addr", named)
+		}
+	case err != nil && api.CodeOf(err) == codes.Unavailable:
+		if l := r.leader.Load(); l != nil && *l == addr {
+			r.leader.CompareAndSwap(l, nil)
+		}
+	}
+}
+
 // unsent reports whether the request never left the gateway (gRPC had no
 // connection to carry it), so even a mutation may be sent again.
 func unsent(err error) bool { return errors.Is(err, rpc.ErrNotSent) }
@@ -385,7 +430,7 @@ func (r *Router) Call(ctx context.Context, shardID, function string, args map[st
 		idem = true
 	}
 	var res *api.Result
-	err := r.do(ctx, shardID, idem, func(ctx context.Context, c *rpc.NodeClient) (err error) {
+	err := r.doTo(ctx, shardID, idem, !idem || leaderRead(read), func(ctx context.Context, c *rpc.NodeClient) (err error) {
 		res, err = c.Call(ctx, shardID, function, args, read)
 		return err
 	})
@@ -394,13 +439,21 @@ func (r *Router) Call(ctx context.Context, shardID, function string, args map[st
 
 // Exec implements gateway.Backend.
 func (r *Router) Exec(ctx context.Context, shardID, sql string, params map[string]any, read api.ReadOptions) (*api.Result, error) {
-	idem := schema.FirstKeyword(sql) == "SELECT"
+	verb := schema.FirstKeyword(sql)
+	idem := verb == "SELECT"
+	isRead := verb == "SELECT" || verb == "VALUES"
 	var res *api.Result
-	err := r.do(ctx, shardID, idem, func(ctx context.Context, c *rpc.NodeClient) (err error) {
+	err := r.doTo(ctx, shardID, idem, !isRead || leaderRead(read), func(ctx context.Context, c *rpc.NodeClient) (err error) {
 		res, err = c.Exec(ctx, shardID, sql, params, read)
 		return err
 	})
 	return res, err
+}
+
+// leaderRead reports whether a read of the global tier is served by the
+// leader only (a strong read: the default without a bookmark).
+func leaderRead(read api.ReadOptions) bool {
+	return read.Consistency == api.Strong || (read.Consistency == api.ConsistencyDefault && read.Bookmark == 0)
 }
 
 // Subscribe implements gateway.Backend.

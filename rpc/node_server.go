@@ -68,6 +68,7 @@ func (s *NodeServer) Call(ctx context.Context, req *lunorav1.NodeCallRequest) (*
 	read := ReadOptionsFromProto(req.GetRead())
 	read.Forwarded = req.GetForwarded()
 	res, err := s.shards.Call(ctx, req.GetShardId(), req.GetFunction(), ArgsFromProto(req.GetArgs()), read)
+	s.setLeaderHeader(ctx, req.GetShardId())
 	if err != nil {
 		return nil, statusFor(ctx, s.log, "Node.Call", err)
 	}
@@ -88,6 +89,7 @@ func (s *NodeServer) Sql(ctx context.Context, req *lunorav1.NodeSqlRequest) (*lu
 	read := ReadOptionsFromProto(req.GetRead())
 	read.Forwarded = req.GetForwarded()
 	res, err := s.shards.Exec(ctx, req.GetShardId(), req.GetSql(), ArgsFromProto(req.GetParams()), read)
+	s.setLeaderHeader(ctx, req.GetShardId())
 	if err != nil {
 		return nil, statusFor(ctx, s.log, "Node.Sql", err)
 	}

@@ -168,22 +168,6 @@ func Open(path string, o Options) (*Conn, error) {
 }
 
 func (c *Conn) register() error {
-	assert := func(cond any, msg string) (int64, error) {
-		if truthy(cond) {
-			return 1, nil
-		}
-		if msg == "" {
-			msg = "lunora_assert failed"
-		}
-		c.assertMsg = msg
-		return 0, errors.New(msg)
-	}
-	now := func() int64 {
-		if c.Now.IsZero() {
-			return time.Now().UnixMilli()
-		}
-		return c.Now.UnixMilli()
-	}
 	authClaim := func(name any) (any, error) { return c.Caller.claim(name) }
 	authSubject := func() any { return c.Caller.subject() }
 	foreign := func(table string, value any) (int64, error) {
@@ -195,8 +179,7 @@ func (c *Conn) register() error {
 		impl any
 		pure bool
 	}{
-		{"lunora_assert", assert, false},
-		{"lunora_now", now, false},
+		// lunora_assert and lunora_now are in C (registerCore).
 		{"__lunora_foreign_row", foreign, false},
 		// lunora_auth is constant while a statement runs; registered
 		// deterministic, SQLite evaluates a call with constant arguments
@@ -214,31 +197,15 @@ func (c *Conn) register() error {
 	if err := c.registerBoundedFunctions(); err != nil {
 		return err
 	}
+	if err := c.registerCore(); err != nil {
+		return err
+	}
 	c.C.RegisterAuthorizer(c.authorize)
 	c.C.RegisterUpdateHook(func(_ int, _ string, table string, _ int64) {
 		c.dirty = true
 		c.noteWritten(table)
 	})
 	return nil
-}
-
-// truthy follows SQLite: NULL and zero are false.
-func truthy(v any) bool {
-	switch x := v.(type) {
-	case nil:
-		return false
-	case int64:
-		return x != 0
-	case float64:
-		return x != 0
-	case bool:
-		return x
-	case string:
-		return x != "" && x != "0"
-	case []byte:
-		return len(x) > 0
-	}
-	return true
 }
 
 // Close closes the connection and its cached statements.
@@ -260,6 +227,7 @@ func (c *Conn) ExecSys(query string, args ...driver.NamedValue) (int64, error) {
 	if err != nil {
 		return 0, err
 	}
+	c.syncNow()
 	// Run as a system statement too: called from inside a user statement
 	// (lunora_enqueue), SQLite may re-prepare it on its first step, and
 	// the authorizer must judge it as what it is.
@@ -401,6 +369,7 @@ func (c *Conn) Exec(ctx context.Context, query string, args ...driver.NamedValue
 	was := c.User
 	c.User = false
 	defer func() { c.User = was }()
+	c.syncNow()
 	res, err := c.C.ExecContext(ctx, query, args)
 	if err != nil {
 		return 0, err
@@ -420,6 +389,7 @@ func (c *Conn) QueryRows(ctx context.Context, query string, args []driver.NamedV
 	}
 	c.stmtCtx = ctx
 	defer func() { c.stmtCtx = nil }()
+	c.syncNow()
 	rows, err := st.(driver.StmtQueryContext).QueryContext(ctx, args)
 	if err != nil {
 		return nil, nil, err
@@ -488,19 +458,5 @@ func (c *Conn) QueryRows(ctx context.Context, query string, args []driver.NamedV
 
 // TotalChanges is SQLite's count of rows changed on this connection.
 func (c *Conn) TotalChanges() (int64, error) {
-	st, err := c.prepare("SELECT total_changes()", false)
-	if err != nil {
-		return 0, err
-	}
-	rows, err := st.(driver.StmtQueryContext).QueryContext(context.Background(), nil)
-	if err != nil {
-		return 0, err
-	}
-	defer rows.Close()
-	dest := make([]driver.Value, 1)
-	if err := rows.Next(dest); err != nil {
-		return 0, err
-	}
-	n, _ := dest[0].(int64)
-	return n, nil
+	return c.totalChanges(), nil
 }

@@ -23,6 +23,7 @@ const fastMatchSteps = 1 << 22
 type matchState struct {
 	cfg    *C.lunora_match_cfg
 	handle cgo.Handle
+	db     *C.sqlite3 // the connection's handle, for TotalChanges
 }
 
 // registerMatch replaces like() and glob() on c with the shim in
@@ -38,11 +39,52 @@ func (c *Conn) registerMatch(fastSteps int64) error {
 	cfg.handle = C.uintptr_t(c.match.handle)
 	cfg.fast_steps = C.int64_t(fastSteps)
 	cfg.max_pattern = C.int(maxPatternLen)
-	if rc := C.lunora_register_match((*C.sqlite3)(db.UnsafePointer()), cfg); rc != 0 {
+	c.match.db = (*C.sqlite3)(db.UnsafePointer())
+	if rc := C.lunora_register_match(c.match.db, cfg); rc != 0 {
 		return fmt.Errorf("sqlitex: register LIKE and GLOB: SQLite error %d", int(rc))
 	}
 	return nil
 }
+
+// registerCore registers lunora_now() and lunora_assert() in C on c
+// (match_shim.c), on the state registerMatch set up: no cgo callback and
+// no reflection per call. syncNow passes Conn.Now to lunora_now.
+func (c *Conn) registerCore() error {
+	db := reflect.ValueOf(c.C).Elem().FieldByName("db")
+	if c.match.cfg == nil || !db.IsValid() || db.Kind() != reflect.Pointer || db.IsNil() {
+		return fmt.Errorf("sqlitex: cannot reach the connection's sqlite3 handle to register lunora_now and lunora_assert")
+	}
+	if rc := C.lunora_register_core((*C.sqlite3)(db.UnsafePointer()), c.match.cfg); rc != 0 {
+		return fmt.Errorf("sqlitex: register lunora_now and lunora_assert: SQLite error %d", int(rc))
+	}
+	return nil
+}
+
+// syncNow gives lunora_now the time Conn.Now says (the wall clock when
+// zero); every statement of the connection runs after it.
+func (c *Conn) syncNow() {
+	if cfg := c.match.cfg; cfg != nil {
+		if c.Now.IsZero() {
+			cfg.has_now = 0
+		} else {
+			cfg.now_ms, cfg.has_now = C.int64_t(c.Now.UnixMilli()), 1
+		}
+	}
+}
+
+//export lunoraAssertFailed
+func lunoraAssertFailed(h C.uintptr_t, m *C.char, n C.int) {
+	c := cgo.Handle(h).Value().(*Conn)
+	msg := C.GoStringN(m, n)
+	if msg == "" {
+		msg = "lunora_assert failed"
+	}
+	c.assertMsg = msg
+}
+
+// totalChanges is sqlite3_total_changes64: one cgo call, where a
+// "SELECT total_changes()" costs a statement run and several.
+func (c *Conn) totalChanges() int64 { return int64(C.lunora_total_changes(c.match.db)) }
 
 // setFastMatchSteps changes the bound of registerMatch; tests set it to 0
 // to send every call to matchText.

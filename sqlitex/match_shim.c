@@ -4,6 +4,7 @@
 // statement's deadline.
 #include <stdint.h>
 #include <stdlib.h>
+#include <time.h>
 #include "match_shim.h"
 #include "_cgo_export.h"
 
@@ -16,6 +17,11 @@ extern int sqlite3_value_bytes(sqlite3_value *);
 extern void sqlite3_result_int(sqlite3_context *, int);
 extern void sqlite3_result_error(sqlite3_context *, const char *, int);
 extern void *sqlite3_user_data(sqlite3_context *);
+extern int sqlite3_value_type(sqlite3_value *);
+extern int64_t sqlite3_value_int64(sqlite3_value *);
+extern double sqlite3_value_double(sqlite3_value *);
+extern void sqlite3_result_int64(sqlite3_context *, int64_t);
+extern int64_t sqlite3_total_changes64(sqlite3 *);
 extern int sqlite3_strlike(const char *, const char *, unsigned int);
 extern int sqlite3_strglob(const char *, const char *);
 extern int sqlite3_create_function_v2(sqlite3 *, const char *, int, int, void *,
@@ -92,3 +98,76 @@ int lunora_register_match(sqlite3 *db, lunora_match_cfg *cfg) {
 	if (rc == 0) rc = sqlite3_create_function_v2(db, "glob", 2, flags, cfg, lunora_glob, 0, 0, 0);
 	return rc;
 }
+
+// lunora_now() and lunora_assert(cond, msg) in C (registered by
+// registerCore, conn.go): they run for most statements, and a Go function
+// registered through the driver costs a cgo callback and reflection on
+// every call. They behave as the Go versions they replace did.
+
+#define L_SQLITE_INTEGER 1
+#define L_SQLITE_FLOAT 2
+#define L_SQLITE_TEXT 3
+#define L_SQLITE_BLOB 4
+#define L_SQLITE_NULL 5
+
+static void lunora_now_fn(sqlite3_context *ctx, int argc, sqlite3_value **argv) {
+	lunora_match_cfg *cfg = (lunora_match_cfg *)sqlite3_user_data(ctx);
+	if (cfg->has_now) {
+		sqlite3_result_int64(ctx, cfg->now_ms);
+		return;
+	}
+	struct timespec ts;
+	clock_gettime(CLOCK_REALTIME, &ts);
+	sqlite3_result_int64(ctx, (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000);
+}
+
+// truthy follows the Go version: NULL, 0, 0.0, '', '0' and an empty blob
+// are false.
+static int lunora_truthy(sqlite3_value *v) {
+	switch (sqlite3_value_type(v)) {
+	case L_SQLITE_NULL:
+		return 0;
+	case L_SQLITE_INTEGER:
+		return sqlite3_value_int64(v) != 0;
+	case L_SQLITE_FLOAT:
+		return sqlite3_value_double(v) != 0.0;
+	case L_SQLITE_TEXT: {
+		const unsigned char *t = sqlite3_value_text(v);
+		int n = sqlite3_value_bytes(v);
+		return !(n == 0 || (n == 1 && t[0] == '0'));
+	}
+	default:
+		return sqlite3_value_bytes(v) > 0;
+	}
+}
+
+static void lunora_assert_fn(sqlite3_context *ctx, int argc, sqlite3_value **argv) {
+	lunora_match_cfg *cfg = (lunora_match_cfg *)sqlite3_user_data(ctx);
+	int mt = sqlite3_value_type(argv[1]);
+	if (mt != L_SQLITE_TEXT && mt != L_SQLITE_BLOB) {
+		sqlite3_result_error(ctx, "argument must be BLOB or TEXT", -1);
+		return;
+	}
+	if (lunora_truthy(argv[0])) {
+		sqlite3_result_int64(ctx, 1);
+		return;
+	}
+	// The failure path (rare) tells the connection, which classifies the
+	// statement's error by it.
+	const char *m = (const char *)sqlite3_value_text(argv[1]);
+	int n = sqlite3_value_bytes(argv[1]);
+	lunoraAssertFailed(cfg->handle, (char *)m, n);
+	if (n == 0) {
+		sqlite3_result_error(ctx, "lunora_assert failed", -1);
+	} else {
+		sqlite3_result_error(ctx, m, n);
+	}
+}
+
+int lunora_register_core(sqlite3 *db, lunora_match_cfg *cfg) {
+	int rc = sqlite3_create_function_v2(db, "lunora_now", 0, L_SQLITE_UTF8, cfg, lunora_now_fn, 0, 0, 0);
+	if (rc == 0) rc = sqlite3_create_function_v2(db, "lunora_assert", 2, L_SQLITE_UTF8, cfg, lunora_assert_fn, 0, 0, 0);
+	return rc;
+}
+
+int64_t lunora_total_changes(sqlite3 *db) { return sqlite3_total_changes64(db); }
