@@ -28,3 +28,7 @@ int lunora_db_status(sqlite3 *db, int op) {
 }
 
 long long lunora_memory_used(void) { return sqlite3_memory_used(); }
+
+extern long long sqlite3_soft_heap_limit64(long long);
+
+long long lunora_soft_heap_limit(long long n) { return sqlite3_soft_heap_limit64(n); }

@@ -5,6 +5,7 @@ typedef struct sqlite3 sqlite3;
 int lunora_config_memory(int lookaside_size, int lookaside_slots, int pcache_initsz);
 int lunora_db_status(sqlite3 *db, int op);
 long long lunora_memory_used(void);
+long long lunora_soft_heap_limit(long long n);
 */
 import "C"
 
@@ -35,6 +36,13 @@ func init() {
 		panic(fmt.Sprintf("sqlitex: configure SQLite's memory: error %d", int(rc)))
 	}
 }
+
+// SetSoftHeapLimit sets SQLite's process-wide soft heap limit: past it,
+// SQLite recycles page-cache pages of every connection before it
+// allocates more, so the page caches of all shards share one budget
+// (schema, statements and pages in use are never freed: it is a soft
+// limit). 0 removes the limit. It returns the previous limit.
+func SetSoftHeapLimit(bytes int64) int64 { return int64(C.lunora_soft_heap_limit(C.longlong(bytes))) }
 
 // MemoryUsed is the bytes SQLite has allocated in this process.
 func MemoryUsed() int64 { return int64(C.lunora_memory_used()) }

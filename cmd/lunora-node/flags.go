@@ -35,6 +35,7 @@ type options struct {
 	synchronous    string
 	idleTimeout    time.Duration
 	queueConsumers int
+	sqliteHeap     int64
 	alarmTries     int
 	alarmBackoff   time.Duration
 	alarmCap       time.Duration
@@ -173,6 +174,7 @@ func parseFlags(args []string, stderr io.Writer) (*options, error) {
 	fs.BoolVar(&o.forceLeave, "force-leave", false, "cluster: on SIGTERM, leave the global tier even if the voters left would have no quorum (by default the node then stays a voter and says so)")
 	fs.StringVar(&o.synchronous, "synchronous", def.Synchronous, "SQLite synchronous level for shard writes: FULL (acked writes survive power loss) or NORMAL")
 	fs.DurationVar(&o.idleTimeout, "idle-timeout", def.IdleTimeout, "hibernate a shard after this long without requests")
+	fs.Int64Var(&o.sqliteHeap, "sqlite-heap-limit", 256<<20, "bytes: SQLite's soft heap limit for the whole process — past it every shard's page cache is recycled before more is allocated (a node-wide budget for the caches); 0: none")
 	fs.IntVar(&o.queueConsumers, "queue-consumers", 4, "messages of each queue with a consumer function this node runs at once")
 	fs.IntVar(&o.alarmTries, "alarm-max-attempts", def.AlarmMaxAttempts, "runs of one alarm before it is moved to the shard's __lunora_dead_alarms")
 	fs.DurationVar(&o.alarmBackoff, "alarm-backoff", def.AlarmBackoff, "delay after an alarm's first failure; doubled after each further one")
@@ -209,6 +211,9 @@ func parseFlags(args []string, stderr io.Writer) (*options, error) {
 	}
 	if o.voters < 1 {
 		return nil, fmt.Errorf("-voters must be at least 1")
+	}
+	if o.sqliteHeap < 0 {
+		return nil, fmt.Errorf("-sqlite-heap-limit must not be negative, got %d", o.sqliteHeap)
 	}
 	if o.weight < 0 || o.maxMoves < 1 || o.moveRate < 0 {
 		return nil, fmt.Errorf("-weight and -move-rate must not be negative, -max-moves must be at least 1")

@@ -24,6 +24,7 @@ import (
 	"github.com/lunora/lunora/rpc"
 	"github.com/lunora/lunora/schema"
 	"github.com/lunora/lunora/shardhost"
+	"github.com/lunora/lunora/sqlitex"
 	"google.golang.org/grpc/codes"
 )
 
@@ -163,6 +164,7 @@ func run(ctx context.Context, o *options, stdout, stderr io.Writer) error {
 	if err := os.MkdirAll(o.dataDir, 0o755); err != nil {
 		return err
 	}
+	sqlitex.SetSoftHeapLimit(o.sqliteHeap)
 	sc := shardhost.DefaultConfig()
 	sc.Synchronous, sc.IdleTimeout, sc.MaxActive = o.synchronous, o.idleTimeout, o.maxActive
 	sc.MailboxSize, sc.MaxInFlight = o.mailbox, o.maxInFlight
