@@ -224,6 +224,9 @@ func (s *syncer) round(q []*batch) {
 		go func(r *shardRound) {
 			defer func() { <-sem; wg.Done() }()
 			r.err = r.a.syncWAL()
+			if hook := s.h.cfg.crash.afterShardSync; hook != nil {
+				hook(r.a.id)
+			}
 		}(r)
 	}
 	wg.Wait()
@@ -239,6 +242,9 @@ func (s *syncer) round(q []*batch) {
 		for _, b := range r.batches {
 			b.complete(r.err)
 		}
+	}
+	if hook := s.h.cfg.crash.afterAcks; hook != nil {
+		hook()
 	}
 	s.h.m.syncRounds.Observe(time.Since(start).Seconds())
 	s.h.m.syncShards.Observe(float64(len(order)))
@@ -404,6 +410,8 @@ func (b *batch) complete(err error) {
 // crashHooks are fault hooks of the durability path for the crash-point
 // tests (export_test.go sets them).
 type crashHooks struct {
-	beforeSync func() // a round has taken its batches, before any fdatasync
-	afterSync  func() // every fdatasync of the round returned, before the acks
+	beforeSync     func()              // a round has taken its batches, before any fdatasync
+	afterShardSync func(shardID string) // one shard's fdatasync of the round returned
+	afterSync      func()              // every fdatasync of the round returned, before the acks
+	afterAcks      func()              // the round's batches are complete
 }
