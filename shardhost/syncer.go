@@ -410,8 +410,8 @@ func (b *batch) complete(err error) {
 // crashHooks are fault hooks of the durability path for the crash-point
 // tests (export_test.go sets them).
 type crashHooks struct {
-	beforeSync     func()              // a round has taken its batches, before any fdatasync
+	beforeSync     func()               // a round has taken its batches, before any fdatasync
 	afterShardSync func(shardID string) // one shard's fdatasync of the round returned
-	afterSync      func()              // every fdatasync of the round returned, before the acks
-	afterAcks      func()              // the round's batches are complete
+	afterSync      func()               // every fdatasync of the round returned, before the acks
+	afterAcks      func()               // the round's batches are complete
 }

@@ -19,6 +19,7 @@ type options struct {
 	warmup         time.Duration
 	mode           string
 	synchronous    string
+	durability     string
 	baseline       bool
 	baselineFiles  int
 	dataDir        string
@@ -61,6 +62,7 @@ func parseFlags(args []string, stderr io.Writer) (*options, error) {
 	fs.StringVar(&o.mode, "mode", "both", "mutation (messages:send), query (messages:list), both (one after the other), or global (users:register on an in-process -voters cluster through node 1's gateway, global-tier batching on then off)")
 	fs.IntVar(&o.voters, "voters", 3, "-mode global: voters of the in-process cluster")
 	fs.StringVar(&o.synchronous, "sync", "FULL", "SQLite synchronous level of the in-process stack and the baseline: FULL or NORMAL")
+	fs.StringVar(&o.durability, "durability", "node", "durability mode of the in-process stack with -sync FULL: node (one node-wide fdatasync round for every shard's commits) or shard (each shard's COMMIT syncs its own log)")
 	fs.BoolVar(&o.baseline, "baseline", true, "also measure plain SQLite autocommit inserts in the same run")
 	fs.IntVar(&o.baselineFiles, "baseline-files", 1, "SQLite files (each with its own writer) the baseline spreads the rooms over; 1 is the classic single-writer baseline, -shards is plain SQLite's counterpart of that many shards")
 	fs.StringVar(&o.dataDir, "data", "", "directory to create the run's (temporary) data directory in; default the system temp dir")
@@ -99,6 +101,8 @@ func parseFlags(args []string, stderr io.Writer) (*options, error) {
 		return nil, fmt.Errorf("-transport must be grpc or direct, not %q", o.transport)
 	case o.transport == "direct" && o.target != "":
 		return nil, fmt.Errorf("-transport direct calls the in-process stack; it cannot be used with -target")
+	case o.durability != "node" && o.durability != "shard":
+		return nil, fmt.Errorf("-durability must be node or shard, not %q", o.durability)
 	case o.synchronous != "FULL" && o.synchronous != "NORMAL":
 		return nil, fmt.Errorf("-sync must be FULL or NORMAL, not %q", o.synchronous)
 	}

@@ -27,7 +27,7 @@ type stack struct {
 	gw   *gateway.Gateway
 }
 
-func startStack(dir, synchronous string, log *slog.Logger) (*stack, error) {
+func startStack(dir, synchronous, durability string, log *slog.Logger) (*stack, error) {
 	app, err := schema.Parse(chat.SchemaName, chat.Schema)
 	if err != nil {
 		return nil, err
@@ -37,7 +37,7 @@ func startStack(dir, synchronous string, log *slog.Logger) (*stack, error) {
 	}
 	reg := server.NewRegistry()
 	sc := shardhost.DefaultConfig()
-	sc.Synchronous = synchronous
+	sc.Synchronous, sc.Durability = synchronous, durability
 	p, err := nodeproc.Start(nodeproc.Config{
 		Dev: true, Shards: sc, Global: raftglobal.DefaultConfig(),
 		App: app, Dir: dir, NodeID: "bench",

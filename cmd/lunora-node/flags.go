@@ -33,6 +33,7 @@ type options struct {
 	logLevel      string
 
 	synchronous  string
+	durability   string
 	idleTimeout  time.Duration
 	alarmTries   int
 	alarmBackoff time.Duration
@@ -165,6 +166,7 @@ func parseFlags(args []string, stderr io.Writer) (*options, error) {
 	fs.IntVar(&o.voters, "voters", raftglobal.DefaultConfig().TargetVoters, "global tier: voters the leader keeps, promoting non-voters when a voter leaves or is removed (3 or 5; give every node the same value)")
 	fs.BoolVar(&o.forceLeave, "force-leave", false, "cluster: on SIGTERM, leave the global tier even if the voters left would have no quorum (by default the node then stays a voter and says so)")
 	fs.StringVar(&o.synchronous, "synchronous", def.Synchronous, "SQLite synchronous level for shard writes: FULL (acked writes survive power loss) or NORMAL")
+	fs.StringVar(&o.durability, "durability", def.Durability, "with -synchronous FULL, how shard writes are made durable: node (one node-wide fdatasync round covers every shard's commits) or shard (each shard's COMMIT syncs its own log)")
 	fs.DurationVar(&o.idleTimeout, "idle-timeout", def.IdleTimeout, "hibernate a shard after this long without requests")
 	fs.IntVar(&o.alarmTries, "alarm-max-attempts", def.AlarmMaxAttempts, "runs of one alarm before it is moved to the shard's __lunora_dead_alarms")
 	fs.DurationVar(&o.alarmBackoff, "alarm-backoff", def.AlarmBackoff, "delay after an alarm's first failure; doubled after each further one")
