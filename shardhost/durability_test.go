@@ -151,98 +151,107 @@ func checkRecovered(t *testing.T, dir string, acks []ack, rooms int) (recovered 
 // leave them (each -wal cut to its last synced length); a host opened on
 // the copy must hold every mutation acknowledged before the cut, with
 // continuous commit sequences.
+//
+// Both sync methods are run: fdatasync of each -wal (the default) and one
+// syncfs per round.
 func TestNodeDurabilityCrashPoints(t *testing.T) {
 	const rooms, callers = 4, 12
 	points := []string{"before-sync", "between-shard-syncs", "after-sync-before-acks", "after-acks"}
-	for _, point := range points {
-		t.Run(point, func(t *testing.T) {
-			dir := t.TempDir()
-			var h *shardhost.Host
-			var acks ackLog
-			var rounds atomic.Int64
-			var mu sync.Mutex
-			var cuts []string
-			var cutAcks [][]ack
-			cut := func() {
-				// The snapshot of acknowledgements precedes the copy: each
-				// of them must be in it.
-				a := acks.snapshot()
-				c, err := powerCut(t, h, dir)
+	for _, method := range []string{"fdatasync", "syncfs"} {
+		for _, point := range points {
+			t.Run(method+"/"+point, func(t *testing.T) {
+				crashPointRun(t, point, method == "syncfs", rooms, callers)
+			})
+		}
+	}
+}
+
+func crashPointRun(t *testing.T, point string, syncfs bool, rooms, callers int) {
+	dir := t.TempDir()
+	var h *shardhost.Host
+	var acks ackLog
+	var rounds atomic.Int64
+	var mu sync.Mutex
+	var cuts []string
+	var cutAcks [][]ack
+	cut := func() {
+		// The snapshot of acknowledgements precedes the copy: each
+		// of them must be in it.
+		a := acks.snapshot()
+		c, err := powerCut(t, h, dir)
+		if err != nil {
+			t.Error(err)
+			return
+		}
+		mu.Lock()
+		cuts, cutAcks = append(cuts, c), append(cutAcks, a)
+		mu.Unlock()
+	}
+	// Cut at the point in three rounds spread over the run.
+	hit := func() bool {
+		n := rounds.Add(1)
+		return n == 5 || n == 40 || n == 120
+	}
+	hooks := shardhost.DurabilityHooks{SyncFS: syncfs}
+	switch point {
+	case "before-sync":
+		hooks.BeforeSync = func() {
+			if hit() {
+				cut()
+			}
+		}
+	case "between-shard-syncs":
+		var first atomic.Bool
+		hooks.BeforeSync = func() { first.Store(true) }
+		hooks.AfterShardSync = func(string) {
+			if first.CompareAndSwap(true, false) && hit() {
+				cut()
+			}
+		}
+	case "after-sync-before-acks":
+		hooks.AfterSync = func() {
+			if hit() {
+				cut()
+			}
+		}
+	case "after-acks":
+		hooks.AfterAcks = func() {
+			if hit() {
+				cut()
+			}
+		}
+	}
+	h = newHost(t, func(c *shardhost.Config) {
+		c.Dir = dir
+		c.IdleTimeout = time.Minute
+		c.Durability = shardhost.DurabilityNode
+		shardhost.SetDurabilityHooks(c, hooks)
+	})
+	var wg sync.WaitGroup
+	for c := range callers {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			room := fmt.Sprintf("r%d", c%rooms)
+			for i := 0; rounds.Load() < 130; i++ {
+				body := fmt.Sprintf("c%d-%d", c, i)
+				res, err := send(context.Background(), h, room, "a", body)
 				if err != nil {
 					t.Error(err)
 					return
 				}
-				mu.Lock()
-				cuts, cutAcks = append(cuts, c), append(cutAcks, a)
-				mu.Unlock()
+				acks.add(ack{room: room, body: body, id: res.Rows[0][0].(int64), seq: res.Seq})
 			}
-			// Cut at the point in three rounds spread over the run.
-			hit := func() bool {
-				n := rounds.Add(1)
-				return n == 5 || n == 40 || n == 120
-			}
-			var hooks shardhost.DurabilityHooks
-			switch point {
-			case "before-sync":
-				hooks.BeforeSync = func() {
-					if hit() {
-						cut()
-					}
-				}
-			case "between-shard-syncs":
-				var first atomic.Bool
-				hooks.BeforeSync = func() { first.Store(true) }
-				hooks.AfterShardSync = func(string) {
-					if first.CompareAndSwap(true, false) && hit() {
-						cut()
-					}
-				}
-			case "after-sync-before-acks":
-				hooks.AfterSync = func() {
-					if hit() {
-						cut()
-					}
-				}
-			case "after-acks":
-				hooks.AfterAcks = func() {
-					if hit() {
-						cut()
-					}
-				}
-			}
-			h = newHost(t, func(c *shardhost.Config) {
-				c.Dir = dir
-				c.IdleTimeout = time.Minute
-				c.Durability = shardhost.DurabilityNode
-				shardhost.SetDurabilityHooks(c, hooks)
-			})
-			var wg sync.WaitGroup
-			for c := range callers {
-				wg.Add(1)
-				go func() {
-					defer wg.Done()
-					room := fmt.Sprintf("r%d", c%rooms)
-					for i := 0; rounds.Load() < 130; i++ {
-						body := fmt.Sprintf("c%d-%d", c, i)
-						res, err := send(context.Background(), h, room, "a", body)
-						if err != nil {
-							t.Error(err)
-							return
-						}
-						acks.add(ack{room: room, body: body, id: res.Rows[0][0].(int64), seq: res.Seq})
-					}
-				}()
-			}
-			wg.Wait()
-			mu.Lock()
-			defer mu.Unlock()
-			if len(cuts) != 3 {
-				t.Fatalf("%d power cuts taken, want 3", len(cuts))
-			}
-			for i, c := range cuts {
-				got := checkRecovered(t, c, cutAcks[i], rooms)
-				t.Logf("cut %d: %d acknowledged before it, %d commits recovered", i, len(cutAcks[i]), got)
-			}
-		})
+		}()
+	}
+	wg.Wait()
+	mu.Lock()
+	defer mu.Unlock()
+	if len(cuts) != 3 {
+		t.Fatalf("%d power cuts taken, want 3", len(cuts))
+	}
+	for i, c := range cuts {
+		got := checkRecovered(t, c, cutAcks[i], rooms)
+		t.Logf("cut %d: %d acknowledged before it, %d commits recovered", i, len(cutAcks[i]), got)
 	}
 }

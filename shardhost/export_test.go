@@ -44,11 +44,13 @@ type DurabilityHooks struct {
 	AfterShardSync func(shardID string)
 	AfterSync      func()
 	AfterAcks      func()
+	// SyncFS makes rounds use one syncfs instead of an fdatasync per -wal.
+	SyncFS bool
 }
 
 // SetDurabilityHooks installs crash-point hooks on cfg.
 func SetDurabilityHooks(cfg *Config, d DurabilityHooks) {
-	cfg.crash = crashHooks{beforeSync: d.BeforeSync, afterShardSync: d.AfterShardSync, afterSync: d.AfterSync, afterAcks: d.AfterAcks}
+	cfg.crash = crashHooks{beforeSync: d.BeforeSync, afterShardSync: d.AfterShardSync, afterSync: d.AfterSync, afterAcks: d.AfterAcks, syncfs: d.SyncFS}
 }
 
 // SyncedWALLens reports, for every active shard (by file path), the length

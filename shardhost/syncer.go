@@ -4,11 +4,12 @@ import (
 	"context"
 	"fmt"
 	"os"
+	"strconv"
 	"sync"
-	"syscall"
 	"time"
 
 	"github.com/lunora/lunora/api"
+	"golang.org/x/sys/unix"
 	"google.golang.org/grpc/codes"
 )
 
@@ -141,10 +142,26 @@ type syncer struct {
 	stop     chan struct{}
 	done     chan struct{}
 	parallel int
+	method   string
 }
+
+// Sync methods of a round (LUNORA_SYNC_METHOD, for measurements).
+const (
+	syncFdatasync = "fdatasync" // one fdatasync per shard's -wal, in parallel
+	syncFS        = "syncfs"    // one syncfs of the shards' file system
+)
 
 func newSyncer(h *Host) *syncer {
 	s := &syncer{h: h, wake: make(chan struct{}, 1), stop: make(chan struct{}), done: make(chan struct{}), parallel: 8}
+	// Measurement knobs (DESIGN.md, "Node-level durability"): the
+	// alternatives the default was chosen against.
+	if v, err := strconv.Atoi(os.Getenv("LUNORA_SYNC_PARALLEL")); err == nil && v > 0 {
+		s.parallel = v
+	}
+	s.method = syncFdatasync
+	if os.Getenv("LUNORA_SYNC_METHOD") == syncFS || h.cfg.crash.syncfs {
+		s.method = syncFS
+	}
 	go s.run()
 	return s
 }
@@ -193,11 +210,6 @@ func (s *syncer) run() {
 // shard are in commit order; one fdatasync per shard covers them all.
 func (s *syncer) round(q []*batch) {
 	start := time.Now()
-	type shardRound struct {
-		a       *actor
-		batches []*batch
-		err     error
-	}
 	byShard := map[*actor]*shardRound{}
 	var order []*shardRound
 	for _, b := range q {
@@ -212,24 +224,32 @@ func (s *syncer) round(q []*batch) {
 	if hook := s.h.cfg.crash.beforeSync; hook != nil {
 		hook()
 	}
-	sem := make(chan struct{}, s.parallel)
-	var wg sync.WaitGroup
+	var todo []*shardRound
 	for _, r := range order {
 		last := r.batches[len(r.batches)-1]
 		if c, _, err := r.a.dur.state(); err == nil && c >= last.commit {
 			continue // nothing new (another round synced it)
 		}
-		sem <- struct{}{}
-		wg.Add(1)
-		go func(r *shardRound) {
-			defer func() { <-sem; wg.Done() }()
-			r.err = r.a.syncWAL()
-			if hook := s.h.cfg.crash.afterShardSync; hook != nil {
-				hook(r.a.id)
-			}
-		}(r)
+		todo = append(todo, r)
 	}
-	wg.Wait()
+	if s.method == syncFS && len(todo) > 0 {
+		s.syncFS(todo)
+	} else {
+		sem := make(chan struct{}, s.parallel)
+		var wg sync.WaitGroup
+		for _, r := range todo {
+			sem <- struct{}{}
+			wg.Add(1)
+			go func(r *shardRound) {
+				defer func() { <-sem; wg.Done() }()
+				r.err = r.a.syncWAL()
+				if hook := s.h.cfg.crash.afterShardSync; hook != nil {
+					hook(r.a.id)
+				}
+			}(r)
+		}
+		wg.Wait()
+	}
 	if hook := s.h.cfg.crash.afterSync; hook != nil {
 		hook()
 	}
@@ -248,6 +268,53 @@ func (s *syncer) round(q []*batch) {
 	}
 	s.h.m.syncRounds.Observe(time.Since(start).Seconds())
 	s.h.m.syncShards.Observe(float64(len(order)))
+}
+
+// shardRound is one shard's part of a round.
+type shardRound struct {
+	a       *actor
+	batches []*batch
+	err     error
+}
+
+// syncFS makes the round durable with one syncfs(2) of the file system
+// holding the shards: every dirty page of it is written back and the
+// device cache flushed, in one call for all the round's shards.
+func (s *syncer) syncFS(todo []*shardRound) {
+	lens := make([]int64, len(todo))
+	for i, r := range todo {
+		st, err := r.a.dur.wal.Stat()
+		if err != nil {
+			r.err = fmt.Errorf("stat %s: %w", r.a.dur.wal.Name(), err)
+			continue
+		}
+		lens[i] = st.Size()
+	}
+	err := syncfs(todo[0].a.dur.wal)
+	for i, r := range todo {
+		if r.err != nil {
+			continue
+		}
+		if err != nil {
+			r.err = fmt.Errorf("syncfs: %w", err)
+			continue
+		}
+		r.a.dur.mu.Lock()
+		r.a.dur.syncedLen = lens[i]
+		r.a.dur.mu.Unlock()
+		if hook := s.h.cfg.crash.afterShardSync; hook != nil {
+			hook(r.a.id)
+		}
+	}
+}
+
+func syncfs(f *os.File) error {
+	for {
+		err := unix.Syncfs(int(f.Fd()))
+		if err != unix.EINTR {
+			return err
+		}
+	}
 }
 
 // syncWAL fdatasyncs the shard's -wal file, recording the length it
@@ -269,8 +336,8 @@ func (a *actor) syncWAL() error {
 
 func fdatasync(f *os.File) error {
 	for {
-		err := syscall.Fdatasync(int(f.Fd()))
-		if err != syscall.EINTR {
+		err := unix.Fdatasync(int(f.Fd()))
+		if err != unix.EINTR {
 			return err
 		}
 	}
@@ -414,4 +481,5 @@ type crashHooks struct {
 	afterShardSync func(shardID string) // one shard's fdatasync of the round returned
 	afterSync      func()               // every fdatasync of the round returned, before the acks
 	afterAcks      func()               // the round's batches are complete
+	syncfs         bool                 // rounds use syncfs (syncFS)
 }
