@@ -27,10 +27,13 @@ type actor struct {
 	ready chan struct{} // closed when activation has finished
 	err   error         // activation error, read after ready
 
-	w          *sqlitex.Conn
-	seq        uint64 // owned by the writer goroutine after activation
-	commits    uint64 // COMMITs of the writer; owned by it
-	cur        *batch // the batch the writer is building (syncer.go)
+	w       *sqlitex.Conn
+	seq     uint64 // owned by the writer goroutine after activation
+	commits uint64 // COMMITs of the writer; owned by it
+	cur     *batch // the batch the writer is building (syncer.go)
+	// submitted holds the commit counts of the writer's latest batches
+	// handed to the syncer, newest last (at most pipelineDepth).
+	submitted  []uint64
 	dur        durable
 	mailbox    chan *mutation
 	writerDone chan struct{}

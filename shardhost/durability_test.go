@@ -1,15 +1,18 @@
 package shardhost_test
 
 import (
+	"bufio"
 	"context"
 	"fmt"
 	"io"
 	"io/fs"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"testing"
 	"time"
 
@@ -254,4 +257,89 @@ func crashPointRun(t *testing.T, point string, syncfs bool, rooms, callers int) 
 		got := checkRecovered(t, c, cutAcks[i], rooms)
 		t.Logf("cut %d: %d acknowledged before it, %d commits recovered", i, len(cutAcks[i]), got)
 	}
+}
+
+// TestNodeDurabilitySIGKILLChild is the node process of
+// TestNodeDurabilitySIGKILL: callers write to several shards and print
+// each acknowledgement ("ack room id seq body") until the process is
+// killed.
+func TestNodeDurabilitySIGKILLChild(t *testing.T) {
+	dir := os.Getenv("LUNORA_DURABILITY_CHILD_DIR")
+	if dir == "" {
+		t.Skip("the child process of TestNodeDurabilitySIGKILL")
+	}
+	cfg := shardhost.DefaultLocalConfig()
+	cfg.Dir, cfg.App, cfg.IdleTimeout = dir, chatApp(t), time.Minute
+	cfg.Durability = shardhost.DurabilityNode
+	h, err := shardhost.New(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var mu sync.Mutex
+	fmt.Println("ready")
+	var wg sync.WaitGroup
+	for c := range 12 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			room := fmt.Sprintf("r%d", c%4)
+			for i := 0; ; i++ {
+				body := fmt.Sprintf("c%d-%d", c, i)
+				res, err := send(context.Background(), h, room, "a", body)
+				if err != nil {
+					fmt.Fprintln(os.Stderr, "send:", err)
+					return
+				}
+				mu.Lock()
+				fmt.Printf("ack %s %d %d %s\n", room, res.Rows[0][0].(int64), res.Seq, body)
+				mu.Unlock()
+			}
+		}()
+	}
+	wg.Wait()
+	t.Fatal("a caller failed")
+}
+
+// TestNodeDurabilitySIGKILL SIGKILLs a node process (this test binary run
+// as TestNodeDurabilitySIGKILLChild) in node durability mode while it
+// writes, then reopens its data directory: every acknowledgement the child
+// printed must be in it, with continuous commit sequences.
+func TestNodeDurabilitySIGKILL(t *testing.T) {
+	if testing.Short() {
+		t.Skip("starts a process")
+	}
+	dir := t.TempDir()
+	cmd := exec.Command(os.Args[0], "-test.run", "^TestNodeDurabilitySIGKILLChild$", "-test.count=1")
+	cmd.Env = append(os.Environ(), "LUNORA_DURABILITY_CHILD_DIR="+dir)
+	out, err := cmd.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	cmd.Stderr = os.Stderr
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { cmd.Process.Kill() }) // a no-op once it has exited
+	sc := bufio.NewScanner(out)
+	var acks []ack
+	killed := false
+	for sc.Scan() {
+		var a ack
+		if n, _ := fmt.Sscanf(sc.Text(), "ack %s %d %d %s", &a.room, &a.id, &a.seq, &a.body); n != 4 {
+			continue // the ready line, or a line the kill cut short
+		}
+		acks = append(acks, a)
+		if len(acks) == 500 && !killed {
+			if err := cmd.Process.Signal(syscall.SIGKILL); err != nil {
+				t.Fatal(err)
+			}
+			killed = true
+		}
+	}
+	cmd.Wait()
+	if !killed {
+		t.Fatalf("the child stopped after %d acknowledgements", len(acks))
+	}
+	got := checkRecovered(t, dir, acks, 4)
+	t.Logf("%d acknowledged before the kill, %d commits recovered", len(acks), got)
 }

@@ -235,18 +235,26 @@ func (s *syncer) round(q []*batch) {
 	if s.method == syncFS && len(todo) > 0 {
 		s.syncFS(todo)
 	} else {
+		syncOne := func(r *shardRound) {
+			r.err = r.a.syncWAL()
+			if hook := s.h.cfg.crash.afterShardSync; hook != nil {
+				hook(r.a.id)
+			}
+		}
+		// The first shard's fdatasync runs on the syncer goroutine (a
+		// round of one shard hands nothing over); the others in parallel.
 		sem := make(chan struct{}, s.parallel)
 		var wg sync.WaitGroup
-		for _, r := range todo {
+		for _, r := range todo[min(1, len(todo)):] {
 			sem <- struct{}{}
 			wg.Add(1)
 			go func(r *shardRound) {
 				defer func() { <-sem; wg.Done() }()
-				r.err = r.a.syncWAL()
-				if hook := s.h.cfg.crash.afterShardSync; hook != nil {
-					hook(r.a.id)
-				}
+				syncOne(r)
 			}(r)
+		}
+		if len(todo) > 0 {
+			syncOne(todo[0])
 		}
 		wg.Wait()
 	}
@@ -445,9 +453,52 @@ func (a *actor) flushKeep(wait, keep bool) {
 	if wait {
 		b.synced = make(chan struct{})
 	}
+	a.submitted = append(a.submitted, b.commit)
+	if len(a.submitted) > pipelineDepth {
+		a.submitted = a.submitted[1:]
+	}
 	a.h.sync.enqueue(b)
 	if wait {
 		<-b.synced
+	}
+}
+
+// pipelineDepth bounds the writer's batches waiting for the syncer: with
+// 1 the writer commits its next batch only once the previous one is
+// durable (it gathers meanwhile, so batches grow with the load, as with
+// per-shard FULL commits); with 2 it commits one more batch while the
+// previous one is being synced. LUNORA_SYNC_DEPTH overrides it (for
+// measurements).
+var pipelineDepth = func() int {
+	if v, err := strconv.Atoi(os.Getenv("LUNORA_SYNC_DEPTH")); err == nil && v > 0 {
+		return v
+	}
+	return 1
+}()
+
+// waitPipeline waits, before the writer commits its next batch, until
+// fewer than pipelineDepth of its batches are waiting for the syncer. It
+// reports whether it waited.
+func (a *actor) waitPipeline() bool {
+	if a.h.sync == nil || len(a.submitted) < pipelineDepth {
+		return false
+	}
+	want := a.submitted[len(a.submitted)-pipelineDepth]
+	d := &a.dur
+	waited := false
+	for {
+		d.mu.Lock()
+		if d.commit >= want || d.err != nil {
+			d.mu.Unlock()
+			return waited
+		}
+		if d.moved == nil {
+			d.moved = make(chan struct{})
+		}
+		ch := d.moved
+		d.mu.Unlock()
+		<-ch
+		waited = true
 	}
 }
 

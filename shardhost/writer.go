@@ -83,6 +83,21 @@ func (a *actor) runWriter() {
 				break drain
 			}
 		}
+		if a.waitPipeline() {
+			// Mutations queued while the writer waited join the batch.
+		more:
+			for len(got) < a.h.cfg.MaxBatch {
+				select {
+				case m, ok := <-a.mailbox:
+					if !ok {
+						break more
+					}
+					got = append(got, m)
+				default:
+					break more
+				}
+			}
+		}
 		if hook := a.h.cfg.BeforeBatch; hook != nil {
 			hook(a.id)
 		}
