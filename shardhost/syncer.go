@@ -70,8 +70,11 @@ type durable struct {
 	commit uint64 // commits durable (counted like actor.commits)
 	seq    uint64 // highest sequence number durable
 	err    error  // a failed sync: nothing after it is known durable
-	moved  chan struct{}
-	wal    *os.File // the -wal file, opened for fdatasync (node mode)
+	// completed counts the commits whose batches the syncer has completed
+	// (node mode): the writer hands over its next batch only after that.
+	completed uint64
+	moved     chan struct{}
+	wal       *os.File // the -wal file, opened for fdatasync (node mode)
 	// syncedLen is the -wal length at the last successful fdatasync (for
 	// the crash-point tests' power-cut simulation).
 	syncedLen int64
@@ -89,6 +92,20 @@ func (d *durable) advance(commit, seq uint64, err error) {
 		if seq > d.seq {
 			d.seq = seq
 		}
+	}
+	if d.moved != nil {
+		close(d.moved)
+		d.moved = nil
+	}
+	d.mu.Unlock()
+}
+
+// completeTo records that every batch up to commit has been completed
+// (acknowledged, published) by the syncer.
+func (d *durable) completeTo(commit uint64) {
+	d.mu.Lock()
+	if commit > d.completed {
+		d.completed = commit
 	}
 	if d.moved != nil {
 		close(d.moved)
@@ -143,6 +160,7 @@ type syncer struct {
 	done     chan struct{}
 	parallel int
 	method   string
+	rounds   int // rounds in flight at once
 }
 
 // Sync methods of a round (LUNORA_SYNC_METHOD, for measurements).
@@ -161,6 +179,15 @@ func newSyncer(h *Host) *syncer {
 	s.method = syncFdatasync
 	if os.Getenv("LUNORA_SYNC_METHOD") == syncFS || h.cfg.crash.syncfs {
 		s.method = syncFS
+	}
+	s.rounds = 1
+	if v, err := strconv.Atoi(os.Getenv("LUNORA_SYNC_ROUNDS")); err == nil && v > 0 {
+		s.rounds = v
+	}
+	if pipelineDepth > 1 {
+		// Two batches of one shard in the syncer must not complete out of
+		// order: one round at a time.
+		s.rounds = 1
 	}
 	go s.run()
 	return s
@@ -184,7 +211,20 @@ func (s *syncer) close() {
 }
 
 func (s *syncer) run() {
-	defer close(s.done)
+	var wg sync.WaitGroup
+	for range s.rounds {
+		wg.Go(s.loop)
+	}
+	wg.Wait()
+	close(s.done)
+}
+
+// loop is one round worker: it takes whatever is queued when it is free.
+// With several workers a round starts while another is still syncing;
+// a shard has at most one batch in the syncer at a time (waitPipeline
+// waits for the previous one's completion), so its batches still complete
+// in commit order.
+func (s *syncer) loop() {
 	for {
 		select {
 		case <-s.wake:
@@ -270,6 +310,7 @@ func (s *syncer) round(q []*batch) {
 		for _, b := range r.batches {
 			b.complete(r.err)
 		}
+		r.a.dur.completeTo(last.commit)
 	}
 	if hook := s.h.cfg.crash.afterAcks; hook != nil {
 		hook()
@@ -488,7 +529,7 @@ func (a *actor) waitPipeline() bool {
 	waited := false
 	for {
 		d.mu.Lock()
-		if d.commit >= want || d.err != nil {
+		if d.completed >= want || d.err != nil {
 			d.mu.Unlock()
 			return waited
 		}
