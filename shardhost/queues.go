@@ -613,7 +613,12 @@ func (h *Host) settleOn(ctx context.Context, shardID string, how settleHow, ids 
 	err := h.onHeldShard(ctx, shardID, func(a *actor) error {
 		return a.runOp(ctx, a.settle(how, ids, delay, cause, &n))
 	})
-	return n, err
+	if err != nil {
+		// n is the writer's until the op is acknowledged: a caller that
+		// stopped waiting must not read it.
+		return 0, err
+	}
+	return n, nil
 }
 
 // DeadMessages lists dead letters of queue ("" = every queue) on shards
