@@ -4,6 +4,8 @@ import (
 	"bufio"
 	"context"
 	"fmt"
+	"github.com/lunora/lunora/api"
+	"google.golang.org/grpc/codes"
 	"io"
 	"io/fs"
 	"os"
@@ -342,4 +344,56 @@ func TestNodeDurabilitySIGKILL(t *testing.T) {
 	}
 	got := checkRecovered(t, dir, acks, 4)
 	t.Logf("%d acknowledged before the kill, %d commits recovered", len(acks), got)
+}
+
+// TestNodeDurabilityReadersWaitForSync holds a durability round before
+// its fdatasync: the mutation in it is committed in the shard's file but
+// not durable, so it is not acknowledged and a query — whose snapshot holds
+// it — does not answer until the round has synced (I2).
+func TestNodeDurabilityReadersWaitForSync(t *testing.T) {
+	var armed atomic.Bool
+	held := make(chan struct{})
+	release := make(chan struct{})
+	h := newHost(t, func(c *shardhost.Config) {
+		c.Durability = shardhost.DurabilityNode
+		shardhost.SetDurabilityHooks(c, shardhost.DurabilityHooks{BeforeSync: func() {
+			if armed.CompareAndSwap(true, false) {
+				close(held)
+				<-release
+			}
+		}})
+	})
+	ctx := context.Background()
+	if _, err := send(ctx, h, "r", "a", "first"); err != nil {
+		t.Fatal(err)
+	}
+	armed.Store(true)
+	acked := make(chan error, 1)
+	go func() {
+		_, err := send(ctx, h, "r", "a", "second")
+		acked <- err
+	}()
+	<-held
+	select {
+	case err := <-acked:
+		t.Fatalf("the mutation was acknowledged before its round synced (err %v)", err)
+	default:
+	}
+	qctx, cancel := context.WithTimeout(ctx, 300*time.Millisecond)
+	res, err := h.Call(qctx, "room_id=r", "messages:count", map[string]any{"room_id": "r"})
+	cancel()
+	if err == nil {
+		if n := res.Rows[0][0].(int64); n != 1 || res.Seq != 1 {
+			t.Fatalf("a query saw %d messages at seq %d while the second commit was not durable", n, res.Seq)
+		}
+	} else if api.CodeOf(err) != codes.DeadlineExceeded {
+		t.Fatalf("query while the round is held: %v", err)
+	}
+	close(release)
+	if err := <-acked; err != nil {
+		t.Fatal(err)
+	}
+	if n := count(t, h, "r"); n != 2 {
+		t.Fatalf("%d messages after the round, want 2", n)
+	}
 }
