@@ -27,8 +27,14 @@ type actor struct {
 	ready chan struct{} // closed when activation has finished
 	err   error         // activation error, read after ready
 
-	w          *sqlitex.Conn
-	seq        uint64 // owned by the writer goroutine after activation
+	w       *sqlitex.Conn
+	seq     uint64 // owned by the writer goroutine after activation
+	commits uint64 // COMMITs of the writer; owned by it
+	cur     *batch // the batch the writer is building (syncer.go)
+	// submitted holds the commit counts of the writer's latest batches
+	// handed to the syncer, newest last (at most pipelineDepth).
+	submitted  []uint64
+	dur        durable
 	mailbox    chan *mutation
 	writerDone chan struct{}
 	readers    chan *sqlitex.Conn // idle read connections
@@ -106,7 +112,7 @@ func (a *actor) activate() error {
 		}
 		created = true
 	}
-	w, err := sqlitex.Open(a.path, a.h.connOptions(false))
+	w, err := sqlitex.Open(a.path, a.h.writerOptions())
 	if err != nil {
 		return api.Errorf(codes.Internal, "shard %s: %v", a.id, err)
 	}
@@ -180,8 +186,17 @@ func (a *actor) activate() error {
 		}
 		a.h.settled(a.id)
 	}
+	if a.h.sync != nil {
+		// Node mode: what the file holds now is made durable before the
+		// shard serves anything (syncer.go).
+		if err := a.openWAL(filepath.Dir(a.path)); err != nil {
+			w.Close()
+			return api.Errorf(codes.Internal, "shard %s: sync its write-ahead log: %v", a.id, err)
+		}
+	}
 	a.w = w
 	a.seq = seq
+	a.dur.seq = seq
 	a.sched.a = a
 	// The shard's file is the truth about its alarms: fix the index on
 	// every activation (a shard received, restored or left early).
@@ -255,6 +270,9 @@ func (a *actor) hibernate() {
 	}
 	if err := a.w.Close(); err != nil {
 		a.h.log.Warn("close shard", "shard", a.id, "err", err)
+	}
+	if a.dur.wal != nil {
+		a.dur.wal.Close()
 	}
 }
 

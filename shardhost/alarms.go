@@ -337,8 +337,11 @@ func (a *actor) fireAlarms() {
 		a.w.ExecSys("ROLLBACK")
 		a.seq = startSeq
 		a.h.log.Warn("fire alarms: commit", "shard", a.id, "err", err)
-	} else if a.seq != startSeq {
-		a.publishCommit(startSeq+1, a.seq)
+	} else {
+		a.noteCommit(startSeq+1, a.seq)
+		// The alarm and queue indexes follow the commit once it is
+		// durable.
+		a.syncNow()
 	}
 	a.alarmsAfterCommit()
 	a.queuesAfterCommit()

@@ -59,6 +59,10 @@ func (h *Host) Backup(ctx context.Context, shardID, path string) (seq uint64, si
 		return 0, 0, api.Errorf(codes.Internal, "shard %s: read commit sequence: %v", a.id, err)
 	}
 	seq = uint64(asInt(rows[0][0]))
+	// A backup never holds a commit that is not durable (I2; syncer.go).
+	if err := a.waitDurableSeq(ctx, seq); err != nil {
+		return 0, 0, err
+	}
 	size, err = sqlitex.BackupInto(r, path)
 	if err != nil {
 		return 0, 0, api.Errorf(codes.Internal, "shard %s: %v", a.id, err)

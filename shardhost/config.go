@@ -31,6 +31,13 @@ type Config struct {
 	// default: an acked write survives power loss) or NORMAL (survives a
 	// process crash, not a power loss).
 	Synchronous string
+	// Durability is how FULL writes are made durable: "node" (the
+	// default: shards commit with synchronous=NORMAL and one node-wide
+	// syncer fdatasyncs every shard's write-ahead log per round before
+	// anything is acknowledged or read; syncer.go) or "shard" (each
+	// shard's COMMIT syncs its own log); empty means "node". Ignored with
+	// Synchronous NORMAL.
+	Durability string
 	// IdleTimeout is how long a shard stays open without requests before it
 	// hibernates (all handles closed).
 	IdleTimeout time.Duration
@@ -124,6 +131,9 @@ type Config struct {
 	// function this node runs at once (consume.go); 0 means 4.
 	QueueConsumers int
 
+	// crash holds the durability path's fault hooks (tests only).
+	crash crashHooks
+
 	// BeforeBatch, when set, is called by a shard's writer goroutine before
 	// each group commit, with the shard ID. It is a fault hook for tests
 	// (holding it fills the mailbox deterministically); it must not call the
@@ -149,6 +159,7 @@ func DefaultConfig() Config {
 	return Config{
 		NodeID:           "node-0",
 		Synchronous:      "FULL",
+		Durability:       DurabilityNode,
 		IdleTimeout:      2 * time.Minute,
 		MaxActive:        10000,
 		MailboxSize:      1024,
@@ -198,6 +209,8 @@ func (c *Config) Validate() error {
 		return errors.New("shardhost: App is required")
 	case c.Synchronous != "FULL" && c.Synchronous != "NORMAL":
 		return fmt.Errorf("shardhost: Synchronous must be FULL or NORMAL, not %q", c.Synchronous)
+	case c.Durability != "" && c.Durability != DurabilityNode && c.Durability != DurabilityShard:
+		return fmt.Errorf("shardhost: Durability must be %q or %q, not %q", DurabilityNode, DurabilityShard, c.Durability)
 	case c.IdleTimeout <= 0:
 		return errors.New("shardhost: IdleTimeout must be positive")
 	case c.MaxActive < 1:
@@ -239,6 +252,23 @@ func (c *Config) logger() *slog.Logger {
 func (h *Host) connOptions(readOnly bool) sqlitex.Options {
 	return sqlitex.Options{Synchronous: h.cfg.Synchronous, CacheKiB: h.cfg.CacheKiB, ReadOnly: readOnly,
 		MaxSQLLen: h.cfg.MaxSQLLen, MaxParams: h.cfg.MaxParams, MaxValueBytes: h.cfg.MaxValueBytes}
+}
+
+// nodeDurability reports whether the node's syncer makes shard writes
+// durable (Config.Durability).
+func (c *Config) nodeDurability() bool {
+	return c.Synchronous == "FULL" && c.Durability == DurabilityNode
+}
+
+// writerOptions are the options of a shard's writer connection: in node
+// mode it commits with synchronous=NORMAL and the syncer makes its commits
+// durable.
+func (h *Host) writerOptions() sqlitex.Options {
+	o := h.connOptions(false)
+	if h.sync != nil {
+		o.Synchronous = "NORMAL"
+	}
+	return o
 }
 
 func (h *Host) limits() sqlitex.Limits {

@@ -60,3 +60,42 @@ func WriterMemory(h *Host, shardID string) sqlitex.ConnMemory {
 	}
 	return a.w.Memory()
 }
+
+// DurabilityHooks are the node durability path's crash points (syncer.go).
+type DurabilityHooks struct {
+	BeforeSync     func()
+	AfterShardSync func(shardID string)
+	AfterSync      func()
+	AfterAcks      func()
+	// SyncFS makes rounds use one syncfs instead of an fdatasync per -wal.
+	SyncFS bool
+}
+
+// SetDurabilityHooks installs crash-point hooks on cfg.
+func SetDurabilityHooks(cfg *Config, d DurabilityHooks) {
+	cfg.crash = crashHooks{beforeSync: d.BeforeSync, afterShardSync: d.AfterShardSync, afterSync: d.AfterSync, afterAcks: d.AfterAcks, syncfs: d.SyncFS}
+}
+
+// SyncedWALLens reports, for every active shard (by file path), the length
+// of its -wal file at its last fdatasync: what a power cut keeps.
+func SyncedWALLens(h *Host) map[string]int64 {
+	h.mu.Lock()
+	var as []*actor
+	for _, a := range h.actors {
+		select {
+		case <-a.ready:
+			if a.err == nil {
+				as = append(as, a)
+			}
+		default:
+		}
+	}
+	h.mu.Unlock()
+	out := map[string]int64{}
+	for _, a := range as {
+		a.dur.mu.Lock()
+		out[a.path] = a.dur.syncedLen
+		a.dur.mu.Unlock()
+	}
+	return out
+}

@@ -3,8 +3,9 @@ package shardhost
 import "syscall"
 
 // fdsPerShard is what an active shard may hold open: the database, its WAL
-// and shared-memory files for the writer, and a database handle per reader.
-func fdsPerShard(readConns int) int { return 3 + readConns }
+// and shared-memory files for the writer, the syncer's descriptor on the
+// WAL (node durability; syncer.go), and a database handle per reader.
+func fdsPerShard(readConns int) int { return 4 + readConns }
 
 // clampMaxActive lowers maxActive so that active shards cannot exhaust the
 // process's file descriptor limit, keeping a reserve for sockets.

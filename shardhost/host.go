@@ -53,6 +53,10 @@ type Host struct {
 	onDisk          atomic.Int64
 	closedSinceTrim atomic.Int64
 
+	// sync is the node's durability round loop; nil unless
+	// Config.Durability is "node" (syncer.go).
+	sync *syncer
+
 	// alarms is the node's index of due alarms (alarms.go).
 	alarms *alarmIndex
 
@@ -72,6 +76,9 @@ func New(cfg Config) (*Host, error) {
 	}
 	if cfg.Now == nil {
 		cfg.Now = time.Now
+	}
+	if cfg.Durability == "" {
+		cfg.Durability = DurabilityNode
 	}
 	log := cfg.logger()
 	if fit, limit := clampMaxActive(cfg.MaxActive, cfg.ReadConns); fit < cfg.MaxActive {
@@ -127,6 +134,9 @@ func New(cfg Config) (*Host, error) {
 			h.alarms.close()
 			return nil, fmt.Errorf("shardhost: register the queue metrics: %w", err)
 		}
+	}
+	if cfg.nodeDurability() {
+		h.sync = newSyncer(h)
 	}
 	h.janitor.Add(1)
 	go h.runJanitor()
@@ -389,6 +399,9 @@ func (h *Host) Shutdown(ctx context.Context) error {
 		}
 		h.mu.Unlock()
 		h.closeActors(all)
+		if h.sync != nil {
+			h.sync.close()
+		}
 		if cerr := h.alarms.close(); cerr != nil && err == nil {
 			err = fmt.Errorf("shardhost: close the alarm index: %w", cerr)
 		}

@@ -17,6 +17,8 @@ type metrics struct {
 	batchSize     prometheus.Histogram
 	mailboxDepth  prometheus.Histogram
 	commitLatency prometheus.Histogram
+	syncRounds    prometheus.Histogram
+	syncShards    prometheus.Histogram
 	walRecoveries prometheus.Counter
 	alarmsFired   *prometheus.CounterVec
 	queueEvents   *prometheus.CounterVec
@@ -56,8 +58,16 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 			Buckets: prometheus.ExponentialBuckets(1, 2, 12),
 		}),
 		commitLatency: prometheus.NewHistogram(prometheus.HistogramOpts{
-			Name: "lunora_group_commit_duration_seconds", Help: "Time from BEGIN to durable COMMIT of one group commit.",
+			Name: "lunora_group_commit_duration_seconds", Help: "Time from BEGIN to COMMIT of one group commit (durable at COMMIT in shard durability mode; in node mode the syncer round follows, lunora_durability_round_seconds).",
 			Buckets: prometheus.ExponentialBuckets(0.0001, 2, 16),
+		}),
+		syncRounds: prometheus.NewHistogram(prometheus.HistogramOpts{
+			Name: "lunora_durability_round_seconds", Help: "Node durability mode: time of one syncer round (fdatasync of every shard's write-ahead log it covers, then the acknowledgements).",
+			Buckets: prometheus.ExponentialBuckets(0.0001, 2, 16),
+		}),
+		syncShards: prometheus.NewHistogram(prometheus.HistogramOpts{
+			Name: "lunora_durability_round_shards", Help: "Node durability mode: shards one syncer round made durable.",
+			Buckets: prometheus.ExponentialBuckets(1, 2, 13),
 		}),
 		walRecoveries: prometheus.NewCounter(prometheus.CounterOpts{Name: "lunora_shard_wal_recoveries_total", Help: "Shards whose write-ahead log, left by a crash, was checkpointed before a handoff."}),
 		alarmsFired: prometheus.NewCounterVec(prometheus.CounterOpts{
@@ -77,7 +87,7 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 		}),
 	}
 	if reg != nil {
-		reg.MustRegister(m.requests, m.latency, m.active, m.onDisk, m.inFlight, m.activations, m.hibernations, m.batchSize, m.mailboxDepth, m.commitLatency, m.walRecoveries, m.alarmsFired, m.queueEvents,
+		reg.MustRegister(m.requests, m.latency, m.active, m.onDisk, m.inFlight, m.activations, m.hibernations, m.batchSize, m.mailboxDepth, m.commitLatency, m.syncRounds, m.syncShards, m.walRecoveries, m.alarmsFired, m.queueEvents,
 			m.subscriptions, m.liveQueries, m.reruns, m.updatesSent, m.cutOff, m.notifyLatency)
 	}
 	return m

@@ -91,17 +91,18 @@ func (a *actor) stopLive() {
 	}
 }
 
-// publishCommit is called by the writer goroutine after a commit that
-// advanced the sequence number to last (first is the first number the
-// commit used). It costs one atomic load when the shard has no live
+// publishCommit is called, in commit order, once a commit that advanced
+// the sequence number to last is durable (first is the first number the
+// commit used, tables the tables it wrote): by the writer goroutine in
+// shard mode, by the node's syncer in node mode (syncer.go). It costs one atomic load when the shard has no live
 // queries, and a short critical section otherwise; it never blocks on
 // subscribers or on re-runs.
-func (a *actor) publishCommit(first, last uint64) {
+func (a *actor) publishCommit(first, last uint64, tables []string) {
 	n := a.live.Load()
 	if n == nil {
 		return
 	}
-	n.committed(first, last, a.w.Written())
+	n.committed(first, last, tables)
 }
 
 func (n *notifier) committed(first, last uint64, tables []string) {

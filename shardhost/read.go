@@ -39,6 +39,11 @@ func (a *actor) queryOn(ctx context.Context, r *sqlitex.Conn, stmts []string, ar
 		return nil, api.Errorf(codes.Internal, "shard %s: read commit sequence: %v", a.id, err)
 	}
 	res := &api.Result{Seq: uint64(asInt(seqRows[0][0])), ShardID: a.id}
+	// I2: the snapshot may hold a commit the node's syncer has not made
+	// durable yet (node mode); nothing is read from it before it is.
+	if err := a.waitDurableSeq(ctx, res.Seq); err != nil {
+		return nil, err
+	}
 	r.Now = time.Now()
 	r.Caller = callerOf(ctx)
 	defer func() { r.User, r.Now, r.Caller = false, time.Time{}, sqlitex.Caller{} }()

@@ -66,20 +66,36 @@ func (a *actor) mutate(ctx context.Context, stmts []string, args []driver.NamedV
 // queued (up to MaxBatch) and group-commits it.
 func (a *actor) runWriter() {
 	defer close(a.writerDone)
-	batch := make([]*mutation, 0, a.h.cfg.MaxBatch)
+	a.cur = &batch{a: a, first: a.seq + 1, last: a.seq}
+	got := make([]*mutation, 0, a.h.cfg.MaxBatch)
 	for m := range a.mailbox {
 		a.h.m.mailboxDepth.Observe(float64(len(a.mailbox) + 1))
-		batch = append(batch[:0], m)
+		got = append(got[:0], m)
 	drain:
-		for len(batch) < a.h.cfg.MaxBatch {
+		for len(got) < a.h.cfg.MaxBatch {
 			select {
 			case m, ok := <-a.mailbox:
 				if !ok {
 					break drain
 				}
-				batch = append(batch, m)
+				got = append(got, m)
 			default:
 				break drain
+			}
+		}
+		if a.waitPipeline() {
+			// Mutations queued while the writer waited join the batch.
+		more:
+			for len(got) < a.h.cfg.MaxBatch {
+				select {
+				case m, ok := <-a.mailbox:
+					if !ok {
+						break more
+					}
+					got = append(got, m)
+				default:
+					break more
+				}
 			}
 		}
 		if hook := a.h.cfg.BeforeBatch; hook != nil {
@@ -87,16 +103,31 @@ func (a *actor) runWriter() {
 		}
 		start := time.Now()
 		fire := false
-		calls := batch[:0:0]
-		for _, m := range batch {
+		calls := got[:0:0]
+		for _, m := range got {
 			if m.fire {
 				fire = true
 			} else {
 				calls = append(calls, m)
 			}
 		}
+		// The batch's mutations are acknowledged when it is complete: at
+		// once in shard mode, after the node's next durability round in
+		// node mode (syncer.go); the writer goes on meanwhile.
+		a.cur.ms = append([]*mutation(nil), got...)
+		if _, _, err := a.dur.state(); err != nil {
+			// A sync of this shard failed: nothing more is committed on it
+			// until it hibernates and reopens.
+			a.failAll(calls, api.Errorf(codes.Unavailable, "shard %s: a write-ahead log sync failed (%v); writes are refused until the shard reopens", a.id, err))
+			calls, fire = nil, false
+		}
 		if len(calls) > 0 {
 			a.groupCommit(calls)
+			if a.sched.touched || a.sched.q.any() {
+				// The alarm and queue indexes are derived from the commit:
+				// it must be durable first.
+				a.syncNow()
+			}
 			a.alarmsAfterCommit()
 			a.queuesAfterCommit()
 		}
@@ -104,11 +135,12 @@ func (a *actor) runWriter() {
 			a.fireAlarms()
 		}
 		a.h.m.commitLatency.Observe(time.Since(start).Seconds())
-		a.h.m.batchSize.Observe(float64(len(batch)))
-		for _, m := range batch {
-			close(m.done)
-		}
+		a.h.m.batchSize.Observe(float64(len(got)))
+		a.flush(false)
 	}
+	// Hibernation closes the connections next: every commit must be
+	// durable (and acknowledged) first.
+	a.flush(true)
 }
 
 // groupCommit runs each mutation of the batch in its own SAVEPOINT inside
@@ -171,10 +203,10 @@ func (a *actor) groupCommit(batch []*mutation) {
 			a.w.ExecSys("ROLLBACK")
 			a.seq = startSeq
 			a.failAll(applied, api.Errorf(codes.Unavailable, "shard %s: commit failed, the mutation was not applied: %v", a.id, err))
-		} else if a.seq != startSeq {
-			// Live queries: hand the new seq and the tables written to the
-			// notifier. Never blocks (notifier.go).
-			a.publishCommit(startSeq+1, a.seq)
+		} else {
+			// Live queries get the new seq and the tables written once the
+			// commit is durable (batch.complete).
+			a.noteCommit(startSeq+1, a.seq)
 		}
 		return
 	}

@@ -20,6 +20,7 @@ type options struct {
 	warmup         time.Duration
 	mode           string
 	synchronous    string
+	durability     string
 	baseline       bool
 	baselineFiles  int
 	dataDir        string
@@ -64,6 +65,7 @@ func parseFlags(args []string, stderr io.Writer) (*options, error) {
 	fs.StringVar(&o.mode, "mode", "both", "mutation (messages:send), query (messages:list), both (one after the other), global (users:register on an in-process -voters cluster through node 1's gateway, global-tier batching on then off), or queue (-c producers enqueue through a mutation on -shards rooms, -consumers take the messages over gRPC Consume and ack them; an in-process dev node per phase)")
 	fs.IntVar(&o.voters, "voters", 3, "-mode global: voters of the in-process cluster")
 	fs.StringVar(&o.synchronous, "sync", "FULL", "SQLite synchronous level of the in-process stack and the baseline: FULL or NORMAL")
+	fs.StringVar(&o.durability, "durability", "node", "durability mode of the in-process stack with -sync FULL: node (one node-wide fdatasync round for every shard's commits) or shard (each shard's COMMIT syncs its own log)")
 	fs.BoolVar(&o.baseline, "baseline", true, "also measure plain SQLite autocommit inserts in the same run")
 	fs.IntVar(&o.baselineFiles, "baseline-files", 1, "SQLite files (each with its own writer) the baseline spreads the rooms over; 1 is the classic single-writer baseline, -shards is plain SQLite's counterpart of that many shards")
 	fs.StringVar(&o.dataDir, "data", "", "directory to create the run's (temporary) data directory in; default the system temp dir")
@@ -113,6 +115,8 @@ func parseFlags(args []string, stderr io.Writer) (*options, error) {
 		return nil, fmt.Errorf("-transport must be grpc or direct, not %q", o.transport)
 	case o.transport == "direct" && o.target != "":
 		return nil, fmt.Errorf("-transport direct calls the in-process stack; it cannot be used with -target")
+	case o.durability != "node" && o.durability != "shard":
+		return nil, fmt.Errorf("-durability must be node or shard, not %q", o.durability)
 	case o.synchronous != "FULL" && o.synchronous != "NORMAL":
 		return nil, fmt.Errorf("-sync must be FULL or NORMAL, not %q", o.synchronous)
 	}

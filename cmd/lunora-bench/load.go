@@ -216,8 +216,8 @@ func (t directTransport) caller(_ int, w workload) caller {
 func (directTransport) code(err error) codes.Code { return api.CodeOf(err) }
 
 // runPhase runs callers calling w for warmup+duration and measures the calls
-// that complete in the last duration. Caller i walks the rooms round robin
-// from room i.
+// that complete in the last duration. Caller i walks the rooms from room i
+// in steps of the number of callers (callLoop).
 func runPhase(ctx context.Context, w workload, tr transport, o *options, onStart, onEnd func()) *phaseResult {
 	now := time.Now()
 	win := &window{start: now.Add(o.warmup), end: now.Add(o.warmup + o.duration)}
@@ -246,7 +246,7 @@ func runPhase(ctx context.Context, w workload, tr transport, o *options, onStart
 		st := &callerStats{errors: map[codes.Code]uint64{}}
 		stats[i] = st
 		call := tr.caller(i, w)
-		wg.Go(func() { callLoop(ctx, call, tr.code, rooms, i, win, st) })
+		wg.Go(func() { callLoop(ctx, call, tr.code, rooms, i, o.callers, win, st) })
 	}
 	wg.Wait()
 	hooksDone()
@@ -269,7 +269,13 @@ func runPhase(ctx context.Context, w workload, tr transport, o *options, onStart
 }
 
 // callLoop is one caller: call, record, repeat until the window ends.
-func callLoop(ctx context.Context, call caller, code func(error) codes.Code, rooms []string, i int, win *window, st *callerStats) {
+// Caller i of n walks rooms i, i+n, i+2n, ... (mod the number of rooms).
+// With a number of rooms that is a multiple of n, callers never share a
+// room — with -shards 64 -c 64 each shard has one caller of its own —, and
+// with fewer rooms than callers each room keeps the same callers. (Stepping
+// by one room made callers that met in a room walk on together, bunched
+// into convoys on a few shards at a time.)
+func callLoop(ctx context.Context, call caller, code func(error) codes.Code, rooms []string, i, n int, win *window, st *callerStats) {
 	room := i % len(rooms)
 	for ctx.Err() == nil {
 		start := time.Now()
@@ -286,10 +292,7 @@ func callLoop(ctx context.Context, call caller, code func(error) codes.Code, roo
 		if end.After(win.end) {
 			return
 		}
-		room++
-		if room == len(rooms) {
-			room = 0
-		}
+		room = (room + n) % len(rooms)
 	}
 }
 

@@ -63,7 +63,7 @@ func run(ctx context.Context, o *options, command string, stdout, stderr io.Writ
 	target := o.target
 	var st *stack
 	if target == "" {
-		if st, err = startStack(filepath.Join(dir, "lunora"), o.synchronous, log); err != nil {
+		if st, err = startStack(filepath.Join(dir, "lunora"), o.synchronous, o.durability, log); err != nil {
 			return fmt.Errorf("start the in-process stack: %w", err)
 		}
 		defer func() {
@@ -74,7 +74,7 @@ func run(ctx context.Context, o *options, command string, stdout, stderr io.Writ
 			}
 		}()
 		target = st.addr
-		info.target = fmt.Sprintf("in-process dev stack (shardhost + gateway + gRPC on %s), synchronous=%s", target, o.synchronous)
+		info.target = fmt.Sprintf("in-process dev stack (shardhost + gateway + gRPC on %s), synchronous=%s, durability=%s", target, o.synchronous, o.durability)
 	} else {
 		info.target = fmt.Sprintf("%s (remote; its synchronous level is its own, -sync applies to the baseline only)", target)
 	}

@@ -76,6 +76,10 @@ func printSummary(w io.Writer, info runInfo, results []*phaseResult) {
 		if cs := r.commits; cs != nil && cs.commits > 0 {
 			fmt.Fprintf(w, "%s: %d group commits in the window, mean batch %.1f mutations, mean BEGIN..COMMIT %s\n", r.name,
 				cs.commits, cs.mutations/float64(cs.commits), fmtDur(time.Duration(cs.commitSecs/float64(cs.commits)*float64(time.Second))))
+			if cs.rounds > 0 {
+				fmt.Fprintf(w, "%s: %d durability rounds, mean %.1f shards and %s per round\n", r.name,
+					cs.rounds, cs.roundShards/float64(cs.rounds), fmtDur(time.Duration(cs.roundSecs/float64(cs.rounds)*float64(time.Second))))
+			}
 		}
 		if r.note != "" {
 			fmt.Fprintf(w, "%s: %s\n", r.name, r.note)

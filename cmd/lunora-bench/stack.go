@@ -27,7 +27,7 @@ type stack struct {
 	gw   *gateway.Gateway
 }
 
-func startStack(dir, synchronous string, log *slog.Logger) (*stack, error) {
+func startStack(dir, synchronous, durability string, log *slog.Logger) (*stack, error) {
 	app, err := schema.Parse(chat.SchemaName, chat.Schema)
 	if err != nil {
 		return nil, err
@@ -37,7 +37,7 @@ func startStack(dir, synchronous string, log *slog.Logger) (*stack, error) {
 	}
 	reg := server.NewRegistry()
 	sc := shardhost.DefaultConfig()
-	sc.Synchronous = synchronous
+	sc.Synchronous, sc.Durability = synchronous, durability
 	p, err := nodeproc.Start(nodeproc.Config{
 		Dev: true, Shards: sc, Global: raftglobal.DefaultConfig(),
 		App: app, Dir: dir, NodeID: "bench",
@@ -56,7 +56,12 @@ func (s *stack) shutdown(ctx context.Context) error { return s.proc.Shutdown(ctx
 type commitStats struct {
 	commits    uint64  // group commits
 	mutations  float64 // mutations in them
-	commitSecs float64 // time from BEGIN to durable COMMIT, summed
+	commitSecs float64 // time from BEGIN to COMMIT, summed
+	// Node durability mode: syncer rounds, the shards they synced and
+	// their time, summed.
+	rounds      uint64
+	roundShards float64
+	roundSecs   float64
 }
 
 func (s *stack) commitStats() (commitStats, error) {
@@ -74,6 +79,15 @@ func (s *stack) commitStats() (commitStats, error) {
 				cs.mutations += m.GetHistogram().GetSampleSum()
 			}
 			found++
+		case "lunora_durability_round_shards":
+			for _, m := range mf.GetMetric() {
+				cs.rounds += m.GetHistogram().GetSampleCount()
+				cs.roundShards += m.GetHistogram().GetSampleSum()
+			}
+		case "lunora_durability_round_seconds":
+			for _, m := range mf.GetMetric() {
+				cs.roundSecs += m.GetHistogram().GetSampleSum()
+			}
 		case "lunora_group_commit_duration_seconds":
 			for _, m := range mf.GetMetric() {
 				cs.commitSecs += m.GetHistogram().GetSampleSum()
@@ -88,5 +102,6 @@ func (s *stack) commitStats() (commitStats, error) {
 }
 
 func (cs commitStats) sub(o commitStats) commitStats {
-	return commitStats{commits: cs.commits - o.commits, mutations: cs.mutations - o.mutations, commitSecs: cs.commitSecs - o.commitSecs}
+	return commitStats{commits: cs.commits - o.commits, mutations: cs.mutations - o.mutations, commitSecs: cs.commitSecs - o.commitSecs,
+		rounds: cs.rounds - o.rounds, roundShards: cs.roundShards - o.roundShards, roundSecs: cs.roundSecs - o.roundSecs}
 }

@@ -33,6 +33,7 @@ type options struct {
 	logLevel      string
 
 	synchronous    string
+	durability     string
 	idleTimeout    time.Duration
 	queueConsumers int
 	sqliteHeap     int64
@@ -173,6 +174,7 @@ func parseFlags(args []string, stderr io.Writer) (*options, error) {
 	fs.IntVar(&o.voters, "voters", raftglobal.DefaultConfig().TargetVoters, "global tier: voters the leader keeps, promoting non-voters when a voter leaves or is removed (3 or 5; give every node the same value)")
 	fs.BoolVar(&o.forceLeave, "force-leave", false, "cluster: on SIGTERM, leave the global tier even if the voters left would have no quorum (by default the node then stays a voter and says so)")
 	fs.StringVar(&o.synchronous, "synchronous", def.Synchronous, "SQLite synchronous level for shard writes: FULL (acked writes survive power loss) or NORMAL")
+	fs.StringVar(&o.durability, "durability", def.Durability, "with -synchronous FULL, how shard writes are made durable: node (one node-wide fdatasync round covers every shard's commits) or shard (each shard's COMMIT syncs its own log)")
 	fs.DurationVar(&o.idleTimeout, "idle-timeout", def.IdleTimeout, "hibernate a shard after this long without requests")
 	fs.Int64Var(&o.sqliteHeap, "sqlite-heap-limit", 256<<20, "bytes: SQLite's soft heap limit for the whole process — past it every shard's page cache is recycled before more is allocated (a node-wide budget for the caches); 0: none")
 	fs.IntVar(&o.queueConsumers, "queue-consumers", 4, "messages of each queue with a consumer function this node runs at once")
