@@ -73,10 +73,6 @@ type queueTxn struct {
 	dead     map[string]bool // queues whose dead letters changed
 }
 
-// any reports whether the transaction changed an outbox or dead letters,
-// which queuesAfterCommit derives node-wide state from.
-func (t *queueTxn) any() bool { return len(t.touched) > 0 || len(t.dead) > 0 }
-
 func (t *queueTxn) mark(m *map[string]bool, queue string) {
 	if *m == nil {
 		*m = map[string]bool{}

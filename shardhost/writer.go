@@ -123,9 +123,13 @@ func (a *actor) runWriter() {
 		}
 		if len(calls) > 0 {
 			a.groupCommit(calls)
-			if a.sched.touched || a.sched.q.any() {
-				// The alarm and queue indexes are derived from the commit:
-				// it must be durable first.
+			if a.sched.touched || len(a.sched.q.dead) > 0 {
+				// The alarm index and the dead-letter hints are derived
+				// from the commit and may be raised or removed by it: it
+				// must be durable first. The ready hints need not wait:
+				// after a commit they only change in memory or grow
+				// (queueindex.go), and a message reaches a consumer only
+				// through a lease, acknowledged after its own round.
 				a.syncNow()
 			}
 			a.alarmsAfterCommit()
