@@ -27,6 +27,10 @@ const (
 	consumeWait = 10 * time.Second
 	// consumeRetryMax bounds the back-off after a failed receive.
 	consumeRetryMax = 5 * time.Second
+	// consumePullers is how many receives one stream has in flight at
+	// once: each waits for its own leases' commits, and a queue's shards
+	// lease in parallel.
+	consumePullers = 4
 	// releaseDelay is the nack delay of a stream's messages when it ends:
 	// the shortest there is (0 would mean the queue's back-off).
 	releaseDelay = time.Millisecond
@@ -101,6 +105,7 @@ type consumer struct {
 
 	mu     sync.Mutex
 	held   map[string]string // receipt → shard: delivered, not settled
+	asked  int               // messages the pullers have asked the backend for, not yet back
 	ended  bool              // no more sends, no more bookkeeping
 	sendMu sync.Mutex        // with ended: nothing is sent once run returns
 	room   chan struct{}     // wakes the puller when held shrinks
@@ -226,23 +231,53 @@ func (c *consumer) settle(ctx context.Context, req rpc.ConsumeSettle) rpc.Consum
 // answer no retry can change (an unknown queue, a refused caller), and
 // retries the others with back-off.
 func (c *consumer) pull(ctx context.Context) error {
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	errs := make(chan error, consumePullers)
+	for range consumePullers {
+		go func() { errs <- c.pullLoop(ctx) }()
+	}
+	// The first puller to stop (an error, or the stream ending) stops the
+	// others.
+	err := <-errs
+	cancel()
+	for range consumePullers - 1 {
+		if e := <-errs; err == nil {
+			err = e
+		}
+	}
+	return err
+}
+
+// pullLoop is one of a stream's pullers: each asks the backend for its
+// share of the room left under prefetch (held plus what the others have
+// asked for), so the stream never holds more than prefetch.
+func (c *consumer) pullLoop(ctx context.Context) error {
 	backoff := 50 * time.Millisecond
+	share := max(1, (c.prefetch+consumePullers-1)/consumePullers)
 	for {
 		c.mu.Lock()
-		want := c.prefetch - len(c.held)
+		want := min(share, c.prefetch-len(c.held)-c.asked)
+		if want > 0 {
+			c.asked += want
+		}
 		c.mu.Unlock()
 		if want <= 0 {
 			select {
 			case <-ctx.Done():
 				return nil
 			case <-c.room:
-				continue
+			case <-time.After(100 * time.Millisecond): // another puller took the wake-up
 			}
+			continue
 		}
 		rctx, cancel := context.WithTimeout(ctx, consumeWait+c.g.cfg.RequestTimeout)
 		asked := time.Now()
 		msgs, err := c.g.backend.ReceiveMessages(rctx, c.queue, want, c.visibility, consumeWait)
 		cancel()
+		c.mu.Lock()
+		c.asked -= want
+		c.mu.Unlock()
 		if ctx.Err() != nil {
 			// Messages leased as the stream ended are released with
 			// the others.

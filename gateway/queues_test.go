@@ -93,6 +93,11 @@ func TestConsumePrefetch(t *testing.T) {
 	st := startConsume(t, ctx, c, &lunorav1.ConsumeStart{Queue: fakeQueue, Prefetch: 2})
 
 	msgs, _ := recvMessages(t, st, 2)
+	// The stream's pullers run side by side, so two messages of this
+	// fake's one queue may come in either order (the shard host never
+	// leases a shard's later messages while earlier ones are out: FIFO
+	// per shard holds there).
+	slices.SortFunc(msgs, func(a, b *lunorav1.QueueMessage) int { return strings.Compare(a.GetId(), b.GetId()) })
 	if got := ids(msgs); !slices.Equal(got, []string{"msg_1", "msg_2"}) {
 		t.Fatalf("delivered %v, want msg_1 and msg_2", got)
 	}
@@ -205,6 +210,7 @@ func TestConsumeEndReleasesHeld(t *testing.T) {
 	e.backend.put("r1", "msg_1", "msg_2", "msg_3")
 	st := startConsume(t, ctx, c, &lunorav1.ConsumeStart{Queue: fakeQueue, Prefetch: 3})
 	msgs, _ := recvMessages(t, st, 3)
+	slices.SortFunc(msgs, func(a, b *lunorav1.QueueMessage) int { return strings.Compare(a.GetId(), b.GetId()) })
 	if err := st.Send(settleReq(1, lunorav1.SettleVerb_ACK, 0, msgs[1].GetReceipt())); err != nil {
 		t.Fatal(err)
 	}
