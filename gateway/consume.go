@@ -27,6 +27,9 @@ const (
 	consumeWait = 10 * time.Second
 	// consumeRetryMax bounds the back-off after a failed receive.
 	consumeRetryMax = 5 * time.Second
+	// consumeSettles is how many settle requests of one stream are served
+	// at once.
+	consumeSettles = 8
 	// consumePullers is how many receives one stream has in flight at
 	// once: each waits for its own leases' commits, and a queue's shards
 	// lease in parallel.
@@ -158,7 +161,15 @@ func (c *consumer) send(do func() error) error {
 
 // read serves the client's settle requests until it closes its side (the
 // stream ends OK) or the call ends.
+//
+// Up to consumeSettles requests are settled at once (each waits for its
+// shards' commits); their answers carry the request's request_id and may
+// come in another order. Before it returns, read waits for the settles
+// under way, so the stream's held messages are released only after them.
 func (c *consumer) read(ctx context.Context) error {
+	var wg sync.WaitGroup
+	defer wg.Wait()
+	slots := make(chan struct{}, consumeSettles)
 	for {
 		req, err := c.stream.Recv()
 		if errors.Is(err, io.EOF) {
@@ -170,10 +181,17 @@ func (c *consumer) read(ctx context.Context) error {
 			}
 			return err
 		}
-		res := c.settle(ctx, req)
-		if err := c.send(func() error { return c.stream.SendSettled(res) }); err != nil {
+		select {
+		case slots <- struct{}{}:
+		case <-ctx.Done():
 			return nil
 		}
+		wg.Add(1)
+		go func() {
+			defer func() { <-slots; wg.Done() }()
+			res := c.settle(ctx, req)
+			c.send(func() error { return c.stream.SendSettled(res) })
+		}()
 	}
 }
 
