@@ -146,6 +146,9 @@ type Mover struct {
 	// streams are the streams under way here (sent and received), for
 	// Streams: *progress keyed by itself.
 	streams sync.Map
+	// settling counts the moves whose commit outcome is being settled in
+	// the background (send.go): their local copy goes only when it is.
+	settling sync.WaitGroup
 }
 
 // New returns a Mover.

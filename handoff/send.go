@@ -67,7 +67,11 @@ func (m *Mover) Move(ctx context.Context, shardID, to, addr string, epoch uint64
 	if err != nil {
 		// The outcome is unknown: the shard stays frozen until the
 		// registry says who holds it.
-		go m.settle(p, f, to)
+		m.settling.Add(1)
+		go func() {
+			defer m.settling.Done()
+			m.settle(p, f, to)
+		}()
 		return 0, err
 	}
 	if holder != to {
@@ -102,6 +106,25 @@ func (m *Mover) abort(p Peer, shardID, to string) {
 func (m *Mover) thaw(f *shardhost.Frozen) {
 	if err := m.cfg.Files.Thaw(f); err != nil {
 		m.log.Error("thaw shard after a failed move", "shard", f.ShardID, "err", err)
+	}
+}
+
+// WaitSettled waits, bounded by ctx, until every move whose commit outcome
+// was unknown has been settled — its local copy dropped or thawed. A node
+// that leaves waits for them: the registry may already name the receiver
+// while the old copy is still here, and a process stopped then would keep
+// it.
+func (m *Mover) WaitSettled(ctx context.Context) error {
+	done := make(chan struct{})
+	go func() {
+		m.settling.Wait()
+		close(done)
+	}()
+	select {
+	case <-done:
+		return nil
+	case <-ctx.Done():
+		return fmt.Errorf("moves still settling their commit: %w", ctx.Err())
 	}
 }
 

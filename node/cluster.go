@@ -475,6 +475,12 @@ func (n *Node) leaveRing(ctx context.Context) (int, error) {
 		}
 		left, err := n.rebalance(ctx, v)
 		if err == nil && left == 0 {
+			// A move whose commit outcome was unknown may have landed (the
+			// registry no longer names this node) before its old copy was
+			// dropped: that happens in the background, so wait for it.
+			if err := n.handoff.WaitSettled(ctx); err != nil {
+				return 0, fmt.Errorf("leave: every shard handed off, but %w", err)
+			}
 			n.log.Info("left the ring; every shard handed off", "epoch", v.epoch)
 			return 0, nil
 		}
