@@ -22,7 +22,10 @@ import (
 func freeBase(t *testing.T) (base, gw int) {
 	t.Helper()
 	for range 50 {
-		base, gw = 20000+10*rand.N(3000), 52000+2*rand.N(4000)
+		// Below the kernel's ephemeral range (32768 up by default): a node
+		// killed and started again must find its port free, and an
+		// outgoing connection elsewhere may take any free ephemeral port.
+		base, gw = 20000+10*rand.N(1200), 10000+2*rand.N(4000)
 		ports := []int{base + 90, gw, gw + 1}
 		for i := 1; i <= 3; i++ {
 			for k := 0; k < 4; k++ {
