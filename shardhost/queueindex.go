@@ -312,11 +312,10 @@ func (x *alarmIndex) forgetLocked(shard string, drainedOnly bool) {
 	if drainedOnly {
 		return
 	}
-	for queue, m := range q.ready {
+	for _, m := range q.ready {
 		if e := m[shard]; e != nil && !e.busy {
 			delete(m, shard)
 		}
-		_ = queue
 	}
 	for k := range q.storedDead {
 		if k.shard == shard {
