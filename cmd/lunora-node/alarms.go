@@ -25,18 +25,28 @@ Usage:
 Flags:
 `
 
+// adminCommand starts a "lunora-node NAME ACTION" command that talks to a
+// gateway's admin API: the action, its flag set with the gateway flags
+// registered, or an error when no action is named (listed in actions).
+func adminCommand(name, usage, actions string, args []string, stderr io.Writer) (string, *flag.FlagSet, *gatewayFlags, error) {
+	if len(args) == 0 || strings.HasPrefix(args[0], "-") {
+		fmt.Fprint(stderr, usage)
+		return "", nil, nil, errors.New("name an action: " + actions)
+	}
+	fs := flag.NewFlagSet("lunora-node "+name+" "+args[0], flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	fs.Usage = func() { fmt.Fprint(stderr, usage); fs.PrintDefaults() }
+	gw := &gatewayFlags{}
+	gw.register(fs)
+	return args[0], fs, gw, nil
+}
+
 // runAlarms is "lunora-node alarms": list alarms.
 func runAlarms(args []string, stdout, stderr io.Writer) error {
-	if len(args) == 0 || strings.HasPrefix(args[0], "-") {
-		fmt.Fprint(stderr, alarmsUsage)
-		return errors.New("name an action: list")
+	action, fs, gw, err := adminCommand("alarms", alarmsUsage, "list", args, stderr)
+	if err != nil {
+		return err
 	}
-	action := args[0]
-	fs := flag.NewFlagSet("lunora-node alarms "+action, flag.ContinueOnError)
-	fs.SetOutput(stderr)
-	fs.Usage = func() { fmt.Fprint(stderr, alarmsUsage); fs.PrintDefaults() }
-	var gw gatewayFlags
-	gw.register(fs)
 	shard := fs.String("shard", "", "list this shard's alarms (e.g. room_id=r1) instead of the index")
 	limit := fs.Int("limit", 100, "list at most this many (1 to 1000)")
 	pos, err := cli.ParseInterspersed(fs, args[1:])

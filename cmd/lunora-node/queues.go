@@ -111,16 +111,10 @@ func (g *gatewayFlags) call(method, path string, query url.Values, body, out any
 
 // runQueues is "lunora-node queues": list or redrive dead letters.
 func runQueues(args []string, stdout, stderr io.Writer) error {
-	if len(args) == 0 || strings.HasPrefix(args[0], "-") {
-		fmt.Fprint(stderr, queuesUsage)
-		return errors.New("name an action: dead or redrive")
+	action, fs, gw, err := adminCommand("queues", queuesUsage, "dead or redrive", args, stderr)
+	if err != nil {
+		return err
 	}
-	action := args[0]
-	fs := flag.NewFlagSet("lunora-node queues "+action, flag.ContinueOnError)
-	fs.SetOutput(stderr)
-	fs.Usage = func() { fmt.Fprint(stderr, queuesUsage); fs.PrintDefaults() }
-	var gw gatewayFlags
-	gw.register(fs)
 	limit := fs.Int("limit", 100, "dead: list at most this many (1 to 1000)")
 	pos, err := cli.ParseInterspersed(fs, args[1:])
 	if err != nil {
