@@ -247,9 +247,12 @@ func TestJWTRefused(t *testing.T) {
 	parts := strings.Split(good, ".")
 	evilPayload, _ := json.Marshal(map[string]any{"iss": testIssuer, "aud": testAudience, "sub": "mallory", "exp": now.Add(time.Hour).Unix(), "role": "admin"})
 	tamperedPayload := parts[0] + "." + base64.RawURLEncoding.EncodeToString(evilPayload) + "." + parts[2]
+	// Swap one base64url character in the middle of the signature for
+	// another valid one, so the token still decodes but the bytes differ.
 	sig := []byte(parts[2])
-	sig[10] ^= 1
-	if sig[10] == '.' || sig[10] > 'z' {
+	if sig[10] == 'A' {
+		sig[10] = 'B'
+	} else {
 		sig[10] = 'A'
 	}
 	tamperedSig := parts[0] + "." + parts[1] + "." + string(sig)

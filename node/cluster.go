@@ -410,6 +410,7 @@ func (n *Node) Leave(ctx context.Context, opts LeaveOptions) (int, error) {
 		opts.TierTimeout = 30 * time.Second
 	}
 	n.cluster.leaving.Store(true)
+	n.cfg.Shards.StopCreating()
 	left, ringErr := n.leaveRing(ctx)
 	tctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), opts.TierTimeout)
 	defer cancel()
@@ -460,7 +461,13 @@ func (n *Node) leaveRing(ctx context.Context) (int, error) {
 	rctx, rcancel := context.WithTimeout(ctx, 5*time.Second)
 	n.handoff.ResolveReceived(rctx)
 	rcancel()
-	defer n.cfg.Shards.SettleRegistrations()
+	defer func() {
+		sctx, scancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
+		defer scancel()
+		if err := n.cfg.Shards.SettleAll(sctx); err != nil {
+			n.log.Warn("leave: settle the registrations in doubt", "err", err)
+		}
+	}()
 	if !n.cluster.everInRing.Load() && n.stillHeld() == 0 {
 		// Stopped before this process ever saw itself in the ring (its
 		// replica may not even be a member yet, and never reach the

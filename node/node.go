@@ -31,10 +31,12 @@ type Shards interface {
 	// MovesInFlight counts the shards frozen or received for a handoff
 	// here (Status).
 	MovesInFlight() int
-	// SettleRegistrations settles, once, the registrations of new shards
-	// whose outcome is still unknown (shardhost/register.go): a leaving
-	// node's last step, so no never-served copy stays behind.
-	SettleRegistrations()
+	// StopCreating and SettleAll are a leaving node's first and last
+	// steps (shardhost/register.go): it creates no shard once it is
+	// leaving, and settles every registration still in doubt, so no
+	// never-served copy stays behind.
+	StopCreating()
+	SettleAll(ctx context.Context) error
 	// The shard files' side of handoffs (shardhost/handoff.go), which the
 	// handoff package drives.
 	handoff.Files

@@ -88,9 +88,13 @@ func (a *actor) activate() error {
 			// handoff left behind and is never served (I3) — or one this
 			// node created whose registration lost the race; never
 			// registered, it was never served, and goes.
-			if statErr == nil && neverServed(a.path) {
-				if err := a.h.removeShardFiles(a.id); err != nil {
-					return err
+			if statErr == nil {
+				never, why := neverServed(a.path)
+				a.h.log.Debug("a copy of a shard another node holds", "shard", a.id, "holder", holder, "never_served", never, "why", why)
+				if never {
+					if err := a.h.removeShardFiles(a.id); err != nil {
+						return err
+					}
 				}
 			}
 			a.h.settled(a.id)
@@ -107,6 +111,13 @@ func (a *actor) activate() error {
 		}
 	}
 	if os.IsNotExist(statErr) {
+		// Held until the new shard's registration is settled or in
+		// doubt: SettleAll waits for it (register.go).
+		a.h.createMu.RLock()
+		defer a.h.createMu.RUnlock()
+		if a.h.noCreate.Load() {
+			return &api.Error{Code: codes.Unavailable, Reason: api.ReasonNotOwner, Msg: fmt.Sprintf("shard %s: node %s is leaving the ring and creates no new shard", a.id, a.h.cfg.NodeID)}
+		}
 		if err := os.MkdirAll(filepath.Dir(a.path), 0o755); err != nil {
 			return api.Errorf(codes.Internal, "shard %s: create directory: %v", a.id, err)
 		}
@@ -148,7 +159,11 @@ func (a *actor) activate() error {
 			// Applied and refused (this node is not in the ring, say): it
 			// can never commit, and the file was never served.
 			w.Close()
-			if created || neverServed(a.path) {
+			remove := created
+			if !remove {
+				remove, _ = neverServed(a.path)
+			}
+			if remove {
 				if rmErr := a.h.removeShardFiles(a.id); rmErr != nil {
 					return rmErr
 				}
@@ -167,6 +182,7 @@ func (a *actor) activate() error {
 			// removes it then — and the janitor makes sure a next
 			// activation comes (register.go).
 			w.Close()
+			a.h.log.Debug("shard registration outcome unknown; the file is kept until it is settled", "shard", a.id, "created", created, "err", err)
 			a.h.noteUnregistered(a.id)
 			return api.Errorf(api.CodeOf(err), "shard %s: register in the shard registry: %v", a.id, err)
 		}
@@ -214,17 +230,17 @@ func (a *actor) activate() error {
 // no committed mutation (seq 0) — a file a failed registration left. A
 // file that cannot be read counts as served, so nothing is deleted on a
 // guess; neither is any file with data in it.
-func neverServed(path string) bool {
+func neverServed(path string) (bool, string) {
 	c, err := sqlitex.Open(path, sqlitex.Options{Synchronous: "FULL", CacheKiB: 64, ReadOnly: true, MaxSQLLen: 1 << 10})
 	if err != nil {
-		return false
+		return false, "open: " + err.Error()
 	}
 	defer c.Close()
 	_, rows, err := c.QueryRows(context.Background(), "SELECT (SELECT v FROM __lunora_meta WHERE k = 'registered'), (SELECT v FROM __lunora_meta WHERE k = 'seq')", nil, sqlitex.Limits{MaxRows: 1, MaxBytes: 64})
 	if err != nil || len(rows) != 1 {
-		return false
+		return false, fmt.Sprintf("read: %v", err)
 	}
-	return rows[0][0] == nil && rows[0][1] == int64(0)
+	return rows[0][0] == nil && rows[0][1] == int64(0), fmt.Sprintf("registered=%v seq=%v", rows[0][0], rows[0][1])
 }
 
 func hasFile(path string) bool {

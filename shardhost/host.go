@@ -48,6 +48,8 @@ type Host struct {
 	// Shards whose registration outcome is unknown (register.go).
 	unregistered map[string]bool
 	settling     atomic.Bool
+	noCreate     atomic.Bool  // StopCreating (register.go)
+	createMu     sync.RWMutex // read-held by an activation creating a shard
 
 	inFlight        atomic.Int64
 	onDisk          atomic.Int64

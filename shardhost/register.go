@@ -3,6 +3,7 @@ package shardhost
 import (
 	"context"
 	"errors"
+	"fmt"
 	"os"
 	"path/filepath"
 	"time"
@@ -147,6 +148,48 @@ func (h *Host) SettleRegistrations() {
 		h.log.Debug("shard registration", "shard", id, "err", err, "settled", !h.isUnsettled(id))
 	}
 }
+
+// SettleAll settles every registration in doubt — after the creations
+// under way are done (call StopCreating first) — retrying (backing off
+// to a second) until none is left or ctx ends; it says which are left.
+// A leaving node's last step, once its leave's epoch is committed: from
+// then on no registration of its can commit, so each answer is final and
+// no never-served copy stays behind on a node that is gone.
+func (h *Host) SettleAll(ctx context.Context) error {
+	// First the creations under way when StopCreating was called: their
+	// registrations may end in doubt too.
+	created := make(chan struct{})
+	go func() {
+		h.createMu.Lock()
+		h.createMu.Unlock()
+		close(created)
+	}()
+	select {
+	case <-created:
+	case <-ctx.Done():
+		return fmt.Errorf("shards being created here when the node began to leave: %w", ctx.Err())
+	}
+	for backoff := 50 * time.Millisecond; ; backoff = min(2*backoff, time.Second) {
+		h.SettleRegistrations()
+		left := h.Unsettled()
+		if len(left) == 0 {
+			return nil
+		}
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("shard registrations still in doubt here (their files are kept): %v: %w", left, ctx.Err())
+		case <-h.stop:
+			return fmt.Errorf("shard registrations still in doubt here (their files are kept): %v: %w", left, ErrClosed)
+		case <-time.After(backoff):
+		}
+	}
+}
+
+// StopCreating makes this host refuse to create any shard from now on
+// (UNAVAILABLE, reason NOT_OWNER: the caller asks the ring again). A
+// leaving node calls it first: a shard it created now could never be
+// registered, and its file would only be left behind.
+func (h *Host) StopCreating() { h.noCreate.Store(true) }
 
 func (h *Host) isUnsettled(id string) bool {
 	h.mu.Lock()

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -214,5 +215,158 @@ func TestRefusedRegistrationLeavesNothing(t *testing.T) {
 	}
 	if got := h.Unsettled(); len(got) != 0 {
 		t.Fatalf("unsettled registrations %v after a refusal, want none", got)
+	}
+}
+
+// TestLeavingHostCreatesNothingAndSettlesEverything: a leaving node stops
+// creating shards (a registration of its could never commit once its
+// leave's epoch has), keeps serving the ones it has, and SettleAll retries
+// a registration in doubt until the registry answers — the randomized
+// cluster test's copy left behind on a node that had left.
+func TestLeavingHostCreatesNothingAndSettlesEverything(t *testing.T) {
+	reg := &ambiguousRegistry{holders: map[string]string{}}
+	dir := t.TempDir()
+	h := newHost(t, func(c *shardhost.Config) {
+		c.Dir = dir
+		c.NodeID = "n1"
+		c.Registry = reg
+	})
+	ctx := context.Background()
+	reg.mu.Lock()
+	reg.failed = true // registrations answer at once
+	reg.mu.Unlock()
+	if _, err := send(ctx, h, "kept", "a", "first"); err != nil {
+		t.Fatal(err)
+	}
+	// A registration in doubt: the registry answers it with an error and,
+	// here, does not commit it; another node takes the shard.
+	reg.mu.Lock()
+	reg.failed = false
+	reg.mu.Unlock()
+	if _, err := send(ctx, h, "doubt", "a", "first"); err == nil {
+		t.Fatal("first write succeeded; want the registration's error")
+	}
+	reg.mu.Lock()
+	reg.holders["room_id=doubt"] = "n9"
+	reg.mu.Unlock()
+
+	h.StopCreating()
+	_, err := send(ctx, h, "new", "a", "first")
+	if r, _ := api.ReasonOf(err); api.CodeOf(err) != codes.Unavailable || r != api.ReasonNotOwner {
+		t.Fatalf("a new shard on a leaving host: %v, want UNAVAILABLE NOT_OWNER", err)
+	}
+	if _, err := send(ctx, h, "kept", "a", "second"); err != nil {
+		t.Fatalf("a shard the leaving host holds: %v", err)
+	}
+	sctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	if err := h.SettleAll(sctx); err != nil {
+		t.Fatal(err)
+	}
+	if got := h.Unsettled(); len(got) != 0 {
+		t.Fatalf("unsettled after SettleAll: %v", got)
+	}
+	if n := len(shardFiles(t, dir)); n != 1 {
+		t.Fatalf("%d shard files, want only the one the host holds", n)
+	}
+}
+
+// TestSettleAllSaysWhatIsLeft: with the registry out of reach, SettleAll
+// ends with ctx and names the registration still in doubt.
+func TestSettleAllSaysWhatIsLeft(t *testing.T) {
+	reg := &unreachableRegistry{}
+	h := newHost(t, func(c *shardhost.Config) {
+		c.NodeID = "n1"
+		c.Registry = reg
+	})
+	ctx := context.Background()
+	if _, err := send(ctx, h, "far", "a", "first"); api.CodeOf(err) != codes.Unavailable {
+		t.Fatalf("first write: %v, want UNAVAILABLE", err)
+	}
+	sctx, cancel := context.WithTimeout(ctx, 300*time.Millisecond)
+	defer cancel()
+	err := h.SettleAll(sctx)
+	if err == nil || !errors.Is(err, context.DeadlineExceeded) || !strings.Contains(err.Error(), "room_id=far") {
+		t.Fatalf("SettleAll with the registry unreachable: %v, want the deadline naming room_id=far", err)
+	}
+}
+
+// unreachableRegistry knows no shard and answers every registration with
+// an outcome unknown.
+type unreachableRegistry struct{}
+
+func (*unreachableRegistry) ShardHolder(context.Context, string) (string, bool, error) {
+	return "", false, nil
+}
+
+func (*unreachableRegistry) RegisterShard(context.Context, string) (bool, string, error) {
+	return false, "", api.Errorf(codes.Unavailable, "the global tier has no Raft leader")
+}
+
+// blockingRegistry holds every registration until release is closed,
+// then answers it with an outcome unknown; it commits nothing, and names
+// holder as the shard's holder from then on.
+type blockingRegistry struct {
+	entered chan struct{}
+	release chan struct{}
+	holder  string
+}
+
+func (r *blockingRegistry) ShardHolder(context.Context, string) (string, bool, error) {
+	select {
+	case <-r.release:
+		return r.holder, true, nil
+	default:
+		return "", false, nil
+	}
+}
+
+func (r *blockingRegistry) RegisterShard(context.Context, string) (bool, string, error) {
+	close(r.entered)
+	<-r.release
+	return false, "", api.Errorf(codes.Unavailable, "leadership lost while the write was in flight")
+}
+
+// TestSettleAllWaitsForCreationsUnderWay: a shard being created when the
+// node began to leave ends in doubt after SettleAll has looked; SettleAll
+// waits for it, so its file does not stay behind (seen in the randomized
+// cluster test: a file created during the leave, kept on the node that
+// left).
+func TestSettleAllWaitsForCreationsUnderWay(t *testing.T) {
+	reg := &blockingRegistry{entered: make(chan struct{}), release: make(chan struct{}), holder: "n9"}
+	dir := t.TempDir()
+	h := newHost(t, func(c *shardhost.Config) {
+		c.Dir = dir
+		c.NodeID = "n1"
+		c.Registry = reg
+	})
+	ctx := context.Background()
+	sent := make(chan error, 1)
+	go func() {
+		_, err := send(ctx, h, "racing", "a", "first")
+		sent <- err
+	}()
+	<-reg.entered
+	h.StopCreating()
+	settled := make(chan error, 1)
+	go func() {
+		sctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+		defer cancel()
+		settled <- h.SettleAll(sctx)
+	}()
+	select {
+	case err := <-settled:
+		t.Fatalf("SettleAll returned (%v) while a creation was under way", err)
+	case <-time.After(50 * time.Millisecond):
+	}
+	close(reg.release)
+	if err := <-sent; err == nil {
+		t.Fatal("the write succeeded; want the registration's error")
+	}
+	if err := <-settled; err != nil {
+		t.Fatal(err)
+	}
+	if n := len(shardFiles(t, dir)); n != 0 {
+		t.Fatalf("%d shard files after SettleAll, want none", n)
 	}
 }
