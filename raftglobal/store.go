@@ -336,7 +336,7 @@ func (s *Store) establishLeadership(ready chan struct{}) {
 		}
 		term := s.raft.CurrentTerm()
 		data, _ := encodeEntry(&entry{Time: s.cfg.now().UnixNano()})
-		if err := s.raft.Apply(data, s.cfg.ApplyTimeout).Error(); err == nil {
+		if err := s.await(s.raft.Apply(data, s.cfg.ApplyTimeout)); err == nil {
 			s.leadMu.Lock()
 			if s.leadReady == ready {
 				s.leadTerm = term
@@ -593,6 +593,22 @@ func (s *Store) raftError(err error) error {
 		return api.Errorf(codes.Canceled, "request canceled")
 	}
 	return api.Errorf(codes.Internal, "global tier: %v", err)
+}
+
+// await waits for an Apply future, or for the store to close. Raft can
+// shut down with an entry it accepted still unanswered (a leader that
+// cannot reach a quorum; hashicorp/raft#498), and Close waits for the
+// goroutines that wait here. Closed first, the write's outcome is
+// unknown: it may have been committed.
+func (s *Store) await(f raft.Future) error {
+	done := make(chan error, 1)
+	go func() { done <- f.Error() }()
+	select {
+	case err := <-done:
+		return err
+	case <-s.closed:
+		return api.Wrap(ErrClosed, "the write was in flight: it may or may not have been applied")
+	}
 }
 
 // waitFuture waits for a Raft future or ctx.

@@ -140,7 +140,7 @@ func (s *Store) commit(batch []*pendingWrite) {
 	}
 	s.m.batchSize.Observe(float64(len(live)))
 	f := s.raft.Apply(data, s.cfg.ApplyTimeout)
-	if err := f.Error(); err != nil {
+	if err := s.await(f); err != nil {
 		s.fail(live, s.raftError(err))
 		return
 	}

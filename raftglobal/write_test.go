@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -166,5 +167,55 @@ func TestBadInput(t *testing.T) {
 	got := fmt.Sprintf("%#v", res.Rows[0])
 	if want := `[]interface {}{-7, 1.5, "x", []uint8{0x0, 0x1}, interface {}(nil), 1, "blob"}`; got != want {
 		t.Fatalf("args: %s, want %s", got, want)
+	}
+}
+
+// TestCloseWithWritesInFlight: a store closed while writes stream in —
+// committed entries queued for the state machine, or (odd rounds) on a
+// leader that has just lost its quorum — closes within a bound, and every write returns: an
+// Apply future Raft leaves unanswered at shutdown (hashicorp/raft#498)
+// used to keep Close waiting for the batcher for good (a hang seen in the
+// randomized cluster test).
+func TestCloseWithWritesInFlight(t *testing.T) {
+	for round := range 4 {
+		c := NewTestCluster(t, 3, 0, withSchema)
+		leader := c.WaitForLeader(10 * time.Second)
+		ctx := ctxT(t, 30*time.Second)
+		var wg sync.WaitGroup
+		var started atomic.Int64
+		for w := range 32 {
+			wg.Go(func() {
+				for i := 0; ; i++ {
+					started.Add(1)
+					if _, err := leader.Write(ctx, put(fmt.Sprintf("r%d-w%d-%d", round, w, i), int64(i))); err != nil {
+						return
+					}
+				}
+			})
+		}
+		waitFor(t, 10*time.Second, func() error {
+			if started.Load() < 50 {
+				return errors.New("writes not under way yet")
+			}
+			return nil
+		})
+		if round%2 == 1 {
+			c.Partition(leader.NodeID())
+		}
+		closed := make(chan error, 1)
+		go func() { closed <- leader.Close() }()
+		select {
+		case <-closed:
+		case <-time.After(15 * time.Second):
+			t.Fatalf("round %d: Close has not returned 15 s after it was called with writes in flight", round)
+		}
+		returned := make(chan struct{})
+		go func() { wg.Wait(); close(returned) }()
+		select {
+		case <-returned:
+		case <-time.After(15 * time.Second):
+			t.Fatalf("round %d: writes still waiting 15 s after Close returned", round)
+		}
+		c.Close()
 	}
 }

@@ -187,11 +187,19 @@ func (a *actor) activate() error {
 			return api.Errorf(api.CodeOf(err), "shard %s: register in the shard registry: %v", a.id, err)
 		}
 		if existed && holder != a.h.cfg.NodeID {
-			// Another node registered it between our check and now.
-			if created {
-				removeNew()
-			} else {
-				w.Close()
+			// Another node registered it between our check (this node's
+			// replica of the registry, which may lag) and now. The file
+			// here — new, or one an earlier registration in doubt left —
+			// was never served, and goes.
+			w.Close()
+			remove := created
+			if !remove {
+				remove, _ = neverServed(a.path)
+			}
+			if remove {
+				if err := a.h.removeShardFiles(a.id); err != nil {
+					return err
+				}
 			}
 			a.h.settled(a.id)
 			return Elsewhere(a.id, holder)

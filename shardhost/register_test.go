@@ -370,3 +370,65 @@ func TestSettleAllWaitsForCreationsUnderWay(t *testing.T) {
 		t.Fatalf("%d shard files after SettleAll, want none", n)
 	}
 }
+
+// laggingRegistry is a registry whose local replica lags: ShardHolder
+// knows no shard, while registrations go through the log and see the
+// holder. Its first registration ends in doubt and commits nothing.
+type laggingRegistry struct {
+	mu      sync.Mutex
+	holders map[string]string
+	doubted bool
+}
+
+func (*laggingRegistry) ShardHolder(context.Context, string) (string, bool, error) {
+	return "", false, nil
+}
+
+func (r *laggingRegistry) RegisterShard(_ context.Context, id string) (bool, string, error) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if !r.doubted {
+		r.doubted = true
+		return false, "", api.Errorf(codes.Unavailable, "unreachable: no connection could be made")
+	}
+	if h, ok := r.holders[id]; ok {
+		return true, h, nil
+	}
+	r.holders[id] = "n1"
+	return false, "n1", nil
+}
+
+// TestUnregisteredFileGoesWhenTheRegistrationFindsAnotherHolder: the file
+// a registration in doubt left goes when the next registration finds
+// another node registered the shard meanwhile — also when this node's
+// replica of the registry lagged and did not say so first (the randomized
+// cluster test: the settling activation kept the file, "held by n4 in the
+// registry, its file is on [n1 n4]").
+func TestUnregisteredFileGoesWhenTheRegistrationFindsAnotherHolder(t *testing.T) {
+	reg := &laggingRegistry{holders: map[string]string{}}
+	dir := t.TempDir()
+	h := newHost(t, func(c *shardhost.Config) {
+		c.Dir = dir
+		c.NodeID = "n1"
+		c.Registry = reg
+	})
+	ctx := context.Background()
+	if _, err := send(ctx, h, "lag", "a", "first"); api.CodeOf(err) != codes.Unavailable {
+		t.Fatalf("first write: %v, want the registration's UNAVAILABLE", err)
+	}
+	if n := len(shardFiles(t, dir)); n != 1 {
+		t.Fatalf("%d shard files after the registration in doubt, want the one kept", n)
+	}
+	reg.mu.Lock()
+	reg.holders["room_id=lag"] = "n4"
+	reg.mu.Unlock()
+	if _, err := send(ctx, h, "lag", "a", "second"); !errors.Is(err, shardhost.ErrShardElsewhere) {
+		t.Fatalf("second write: %v, want the shard answered elsewhere", err)
+	}
+	if n := len(shardFiles(t, dir)); n != 0 {
+		t.Fatalf("%d shard files after the registry named n4, want none", n)
+	}
+	if got := h.Unsettled(); len(got) != 0 {
+		t.Fatalf("unsettled registrations %v, want none", got)
+	}
+}
