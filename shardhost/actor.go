@@ -208,6 +208,7 @@ func (a *actor) activate() error {
 			removeNew()
 			return api.Errorf(codes.Internal, "shard %s: record registration: %v", a.id, err)
 		}
+		a.h.log.Debug("registered a shard", "shard", a.id, "created", created, "existed", existed)
 		a.h.settled(a.id)
 	}
 	if a.h.sync != nil {

@@ -2,6 +2,8 @@ package nodetest
 
 import (
 	"context"
+	cryptorand "crypto/rand"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -17,6 +19,7 @@ import (
 
 	"github.com/hashicorp/raft"
 	"github.com/lunora/lunora/api"
+	"github.com/lunora/lunora/clustersecret"
 	"github.com/lunora/lunora/node"
 	"github.com/lunora/lunora/raftglobal"
 	"github.com/lunora/lunora/router"
@@ -59,12 +62,14 @@ type Config struct {
 // "n<i>". Every helper fails the test on its own errors; everything stops
 // when the test ends.
 type Cluster struct {
-	t     testing.TB
-	cfg   Config
-	App   *schema.App
-	Net   *Network
-	base  string
-	logOn atomic.Bool
+	t   testing.TB
+	cfg Config
+	// secret guards the loopback node API (New).
+	secret *clustersecret.Secret
+	App    *schema.App
+	Net    *Network
+	base   string
+	logOn  atomic.Bool
 
 	// Router is the gateway's router over every node's loopback gRPC
 	// listener (nil with Config.NoGateway). It is the real router.Router:
@@ -131,7 +136,16 @@ func Start(t testing.TB, n int, cfg Config) *Cluster {
 	if cfg.Cluster.RebalanceEvery == 0 {
 		cfg.Cluster.RebalanceEvery = 300 * time.Millisecond
 	}
-	c := &Cluster{t: t, cfg: cfg, App: cfg.App, Net: NewNetwork(cfg.Seed), base: t.TempDir(), groups: map[string]int{}, apiGroups: map[string]int{}}
+	// A secret of this cluster's own on the loopback node API: test
+	// processes running side by side reuse each other's freed ports, and
+	// a call to a node's old port must not reach another test's cluster.
+	key := make([]byte, clustersecret.MinLen)
+	cryptorand.Read(key)
+	secret, err := clustersecret.New([]byte(hex.EncodeToString(key)))
+	if err != nil {
+		t.Fatalf("nodetest: cluster secret: %v", err)
+	}
+	c := &Cluster{t: t, cfg: cfg, App: cfg.App, Net: NewNetwork(cfg.Seed), base: t.TempDir(), groups: map[string]int{}, apiGroups: map[string]int{}, secret: secret}
 	c.logOn.Store(true)
 	t.Cleanup(c.close)
 	for i := 0; i < n; i++ {
@@ -149,7 +163,7 @@ func Start(t testing.TB, n int, cfg Config) *Cluster {
 		for _, nd := range c.nodes {
 			seeds = append(seeds, nd.GRPCAddr)
 		}
-		r, err := router.New(router.Config{App: c.App, Seeds: seeds, RingRefresh: 100 * time.Millisecond, Logger: c.logger("gateway")})
+		r, err := router.New(router.Config{App: c.App, Seeds: seeds, RingRefresh: 100 * time.Millisecond, Logger: c.logger("gateway"), DialOptions: []grpc.DialOption{c.secret.DialOption()}})
 		if err != nil {
 			t.Fatalf("nodetest: router: %v", err)
 		}
@@ -209,7 +223,8 @@ func (c *Cluster) start(nd *Node) {
 				c.t.Fatalf("nodetest: restart %s: %v", nd.ID, err)
 			}
 		}
-		p.grpc = grpc.NewServer(append(rpc.ServerOptions(), grpc.WaitForHandlers(true))...)
+		opts := append(rpc.ServerOptions(), grpc.WaitForHandlers(true))
+		p.grpc = grpc.NewServer(append(opts, c.secret.ServerOptions("/lunora.v1.Node/")...)...)
 		rpc.RegisterNodeServer(p.grpc, rpc.NewNodeServer(p.Node, c.logger(nd.ID)))
 		go p.grpc.Serve(ln)
 	}
