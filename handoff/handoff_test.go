@@ -430,9 +430,22 @@ func TestMoveNotCommittedThaws(t *testing.T) {
 	}
 }
 
+// TestMoveUnknownOutcomeSettles: a move whose commit answer was lost
+// settles on what the registry says: the receiver holds it (dropped
+// here), this node still does (thawed), or — the commit landed and the
+// shard has moved on since — a third node does: dropped here too, with a
+// pointer to it. (Thawing then left a stale copy that this node served
+// and tried to move again: a TestChaos "file is on [n0 n4]".)
 func TestMoveUnknownOutcomeSettles(t *testing.T) {
-	for _, committed := range []bool{true, false} {
-		t.Run(fmt.Sprint("committed=", committed), func(t *testing.T) {
+	for _, tc := range []struct {
+		name, holderAfter string
+		kept              bool
+	}{
+		{"committed", "b", false},
+		{"not committed", "a", true},
+		{"committed and moved on", "c", false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
 			w := newWorld(t, 4, "a", "b")
 			w.create("a", "s1", "x")
 			var once sync.Once
@@ -440,11 +453,9 @@ func TestMoveUnknownOutcomeSettles(t *testing.T) {
 				handled := false
 				once.Do(func() {
 					handled = true
-					if committed {
-						w.reg.mu.Lock()
-						w.reg.holder[shardID] = to
-						w.reg.mu.Unlock()
-					}
+					w.reg.mu.Lock()
+					w.reg.holder[shardID] = tc.holderAfter
+					w.reg.mu.Unlock()
 				})
 				return "", errors.New("connection reset while committing"), handled
 			}
@@ -457,10 +468,31 @@ func TestMoveUnknownOutcomeSettles(t *testing.T) {
 				return !w.files["a"].frozen["s1"]
 			})
 			held, _, journal := w.files["a"].snapshot()
-			if _, ok := held["s1"]; ok == committed || len(journal) != 0 {
-				t.Fatalf("settled: held %v journal %v (committed %v)", held, journal, committed)
+			if _, ok := held["s1"]; ok != tc.kept || len(journal) != 0 {
+				t.Fatalf("settled: held %v journal %v, want kept=%v", held, journal, tc.kept)
+			}
+			if !tc.kept && w.files["a"].moved["s1"] != tc.holderAfter {
+				t.Fatalf("pointer after the drop: %q, want %q", w.files["a"].moved["s1"], tc.holderAfter)
 			}
 		})
+	}
+}
+
+// TestMoveOfAStaleCopyDropsIt: the compare-and-set answers that a third
+// node holds the shard — this node's copy was stale (an earlier move of
+// it committed) — so the copy is dropped, not thawed and served again.
+func TestMoveOfAStaleCopyDropsIt(t *testing.T) {
+	w := newWorld(t, 4, "a", "b")
+	w.create("a", "s1", "x")
+	w.reg.onMove = func(shardID, from, to string) (string, error, bool) { return "c", nil, true }
+	_, err := w.movers["a"].Move(context.Background(), "s1", "b", "b", 1)
+	if api.CodeOf(err) != codes.Aborted {
+		t.Fatalf("Move: %v, want ABORTED", err)
+	}
+	held, _, journal := w.files["a"].snapshot()
+	_, incoming, _ := w.files["b"].snapshot()
+	if held["s1"] != nil || len(journal) != 0 || w.files["a"].moved["s1"] != "c" || incoming["s1"] != nil {
+		t.Fatalf("sender held %v journal %v pointer %q; receiver incoming %v", held, journal, w.files["a"].moved["s1"], incoming)
 	}
 }
 

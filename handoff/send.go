@@ -76,13 +76,17 @@ func (m *Mover) Move(ctx context.Context, shardID, to, addr string, epoch uint64
 	}
 	if holder != to {
 		m.abort(p, shardID, to)
+		if movedOn(holder, self) {
+			// Not this move's doing: an earlier move of this copy
+			// committed, so it was stale. It is never served again.
+			m.drop(f, holder)
+			return 0, api.Errorf(codes.Aborted, "shard %s: the registry names %q as its holder, not this node: the copy here was stale and is dropped", shardID, holder)
+		}
 		m.thaw(f)
 		return 0, api.Errorf(codes.Aborted, "shard %s: the registry names %q as its holder; the move did not commit", shardID, holder)
 	}
 	m.fault(FaultSendAfterCommit, shardID)
-	if err := m.cfg.Files.Drop(f, to); err != nil {
-		m.log.Error("moved shard: delete the old copy", "shard", shardID, "err", err)
-	}
+	m.drop(f, to)
 	if err := p.HandoffDone(ctx, shardID, idx); err != nil {
 		// The new holder installs its copy on first access or restart.
 		m.log.Warn("moved shard: tell the new holder", "shard", shardID, "to", to, "err", err)
@@ -100,6 +104,17 @@ func (m *Mover) abort(p Peer, shardID, to string) {
 	defer cancel()
 	if err := p.HandoffDone(ctx, shardID, 0); err != nil {
 		m.log.Debug("abort a move: tell the receiver", "shard", shardID, "to", to, "err", err)
+	}
+}
+
+// movedOn reports whether the registry's answer names a holder other
+// than self: the shard left this node (a holder of "" is a registration
+// older than holders, which says nothing).
+func movedOn(holder, self string) bool { return holder != "" && holder != self }
+
+func (m *Mover) drop(f *shardhost.Frozen, holder string) {
+	if err := m.cfg.Files.Drop(f, holder); err != nil {
+		m.log.Error("moved shard: delete the old copy", "shard", f.ShardID, "err", err)
 	}
 }
 
@@ -136,9 +151,14 @@ func (m *Mover) settle(p Peer, f *shardhost.Frozen, to string) {
 		holder, _, err := m.commit(ctx, f.ShardID, m.cfg.NodeID, m.cfg.NodeID, 0)
 		cancel()
 		if err == nil {
-			if holder == to {
-				m.cfg.Files.Drop(f, to)
-			} else {
+			switch {
+			case holder == to:
+				m.drop(f, to)
+			case movedOn(holder, m.cfg.NodeID):
+				// The move committed and the shard has moved on since:
+				// while it was frozen here no one else could move it away.
+				m.drop(f, holder)
+			default:
 				m.abort(p, f.ShardID, to)
 				m.thaw(f)
 			}
