@@ -722,3 +722,32 @@ func TestResolveReceivedSettlesLiveCopies(t *testing.T) {
 		t.Fatalf("after settling: held %v incoming %v journal %v; want s2 installed, s1 gone", held, incoming, journal)
 	}
 }
+
+// TestInstallCommittedWithoutDone: a receiver installs a copy whose move
+// committed although the sender never said so (it crashed after its
+// commit): otherwise nothing activates the shard there, and its alarms
+// and queue messages wait for a request that may never come. A copy whose
+// move has not committed is left alone.
+func TestInstallCommittedWithoutDone(t *testing.T) {
+	w := newWorld(t, 4, "a", "b")
+	w.create("a", "s1", "one")
+	w.create("a", "s2", "two")
+	for _, id := range []string{"s1", "s2"} {
+		data := []byte(map[string]string{"s1": "one", "s2": "two"}[id])
+		sum := sha256.Sum256(data)
+		if err := w.files["b"].Receive(context.Background(), id, bytes.NewReader(data), int64(len(data)), sum[:]); err != nil {
+			t.Fatal(err)
+		}
+	}
+	w.reg.mu.Lock()
+	w.reg.holder["s1"] = "b" // s1's move committed; s2's has not (yet)
+	w.reg.mu.Unlock()
+	w.movers["b"].InstallCommitted(context.Background())
+	held, incoming, journal := w.files["b"].snapshot()
+	if string(held["s1"]) != "one" || incoming["s1"] != nil {
+		t.Fatalf("s1 after InstallCommitted: held %q incoming %q", held["s1"], incoming["s1"])
+	}
+	if held["s2"] != nil || string(incoming["s2"]) != "two" || journal["s2"] != shardhost.MoveRecv {
+		t.Fatalf("s2 (not committed) after InstallCommitted: held %q incoming %q journal %q", held["s2"], incoming["s2"], journal["s2"])
+	}
+}

@@ -55,3 +55,24 @@ func (m *Mover) Done(ctx context.Context, shardID string, index uint64) error {
 	}
 	return m.cfg.Files.Install(shardID)
 }
+
+// InstallCommitted installs each received copy that this node's replica
+// of the registry already names it the holder of. A sender that crashed
+// after its commit never sends Done, and nothing else may ever activate
+// the shard here — its alarms would not fire and its queues' messages
+// would not be delivered until a request came. A copy the registry does
+// not name this node for is left alone: its sender may still commit it,
+// or abort. The node calls it every second.
+func (m *Mover) InstallCommitted(ctx context.Context) {
+	for _, id := range m.cfg.Files.ReceivedCopies() {
+		holder, _, err := m.cfg.Registry.ShardHolder(ctx, id)
+		if err != nil || holder != m.cfg.NodeID {
+			continue
+		}
+		if err := m.cfg.Files.Install(id); err != nil {
+			m.log.Debug("install a received copy whose move committed", "shard", id, "err", err)
+			continue
+		}
+		m.log.Info("installed a received copy whose move committed, without word from its sender", "shard", id)
+	}
+}

@@ -610,8 +610,13 @@ func (n *Node) rebalance(ctx context.Context, v *ringView) (int, error) {
 	return int(failed.Load()), nil
 }
 
+// installEvery is how often a node installs the received copies whose
+// move committed without a word from their sender (handoff.InstallCommitted).
+const installEvery = time.Second
+
 // Run keeps the node's ring view fresh, resolves handoffs a crash left
-// unfinished, and rebalances after every epoch change, until ctx ends.
+// unfinished, installs received copies whose move committed, and
+// rebalances after every epoch change, until ctx ends.
 func (n *Node) Run(ctx context.Context) {
 	if n.cfg.Global == nil {
 		return
@@ -622,12 +627,17 @@ func (n *Node) Run(ctx context.Context) {
 	defer poll.Stop()
 	every := time.NewTicker(n.cfg.Cluster.RebalanceEvery)
 	defer every.Stop()
+	install := time.NewTicker(installEvery)
+	defer install.Stop()
 	for {
 		select {
 		case <-ctx.Done():
 			return
 		case <-poll.C:
 			n.refreshRing(ctx)
+			continue
+		case <-install.C:
+			n.handoff.InstallCommitted(ctx)
 			continue
 		case <-c.changed:
 		case <-every.C:
