@@ -50,29 +50,8 @@ func activationAt(t *testing.T, n int) {
 		c.IdleTimeout = 200 * time.Millisecond
 		c.MaxActive = 512
 	})
-	ctx := context.Background()
 	start := time.Now()
-	var next atomic.Int64
-	var wg sync.WaitGroup
-	var firstErr atomic.Value
-	for range 8 {
-		wg.Go(func() {
-			for {
-				i := next.Add(1)
-				if i > int64(n) {
-					return
-				}
-				if _, err := send(ctx, h, fmt.Sprintf("s%d", i), "a", "b"); err != nil {
-					firstErr.CompareAndSwap(nil, err)
-					return
-				}
-			}
-		})
-	}
-	wg.Wait()
-	if err, _ := firstErr.Load().(error); err != nil {
-		t.Fatal(err)
-	}
+	createShards(t, h, n, nil)
 	t.Logf("%d shards created in %v (%.0f/s)", n, time.Since(start).Round(time.Millisecond), float64(n)/time.Since(start).Seconds())
 	waitActive(t, h, 0)
 
@@ -107,6 +86,36 @@ func activationAt(t *testing.T, n int) {
 	c, w := percentiles(cold), percentiles(warm)
 	t.Logf("%d shards on disk: call to a hibernated shard p50 %v p99 %v max %v; to an active shard p50 %v p99 %v (%d calls each)",
 		n, c[0], c[1], c[2], w[0], w[1], samples)
+}
+
+// createShards sends one message to each of the shards s1..sn, 8 at a
+// time; each (shard number) is called every so often.
+func createShards(t testing.TB, h *shardhost.Host, n int, each func(i int64)) {
+	t.Helper()
+	var next atomic.Int64
+	var wg sync.WaitGroup
+	var firstErr atomic.Value
+	for range 8 {
+		wg.Go(func() {
+			for {
+				i := next.Add(1)
+				if i > int64(n) {
+					return
+				}
+				if _, err := send(context.Background(), h, fmt.Sprintf("s%d", i), "a", "b"); err != nil {
+					firstErr.CompareAndSwap(nil, err)
+					return
+				}
+				if each != nil {
+					each(i)
+				}
+			}
+		})
+	}
+	wg.Wait()
+	if err, _ := firstErr.Load().(error); err != nil {
+		t.Fatal(err)
+	}
 }
 
 // percentiles returns p50, p99 and the max of ds, rounded to µs.

@@ -159,16 +159,9 @@ func (a *actor) activate() error {
 			// Applied and refused (this node is not in the ring, say): it
 			// can never commit, and the file was never served.
 			w.Close()
-			remove := created
-			if !remove {
-				remove, _ = neverServed(a.path)
+			if rmErr := a.dropUnregistered(created); rmErr != nil {
+				return rmErr
 			}
-			if remove {
-				if rmErr := a.h.removeShardFiles(a.id); rmErr != nil {
-					return rmErr
-				}
-			}
-			a.h.settled(a.id)
 			return api.Errorf(api.CodeOf(err), "shard %s: register in the shard registry: %v", a.id, err)
 		}
 		if err != nil {
@@ -192,16 +185,9 @@ func (a *actor) activate() error {
 			// here — new, or one an earlier registration in doubt left —
 			// was never served, and goes.
 			w.Close()
-			remove := created
-			if !remove {
-				remove, _ = neverServed(a.path)
+			if err := a.dropUnregistered(created); err != nil {
+				return err
 			}
-			if remove {
-				if err := a.h.removeShardFiles(a.id); err != nil {
-					return err
-				}
-			}
-			a.h.settled(a.id)
 			return Elsewhere(a.id, holder)
 		}
 		if _, err := w.Exec(ctx, "INSERT OR REPLACE INTO __lunora_meta(k, v) VALUES ('registered', 1)"); err != nil {
@@ -231,6 +217,24 @@ func (a *actor) activate() error {
 	a.writerDone = make(chan struct{})
 	go a.runWriter()
 	a.h.m.activations.Inc()
+	return nil
+}
+
+// dropUnregistered settles a registration that can never name this node
+// (refused, or another node holds the shard): the closed file goes if it
+// was just created or was never served — one a registration in doubt
+// left; a file with data in it is never deleted on that account.
+func (a *actor) dropUnregistered(created bool) error {
+	remove := created
+	if !remove {
+		remove, _ = neverServed(a.path)
+	}
+	if remove {
+		if err := a.h.removeShardFiles(a.id); err != nil {
+			return err
+		}
+	}
+	a.h.settled(a.id)
 	return nil
 }
 

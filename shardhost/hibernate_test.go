@@ -8,7 +8,6 @@ import (
 	"runtime/debug"
 	"strconv"
 	"strings"
-	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -71,35 +70,14 @@ func TestManyShardsHibernate(t *testing.T) {
 	fd0, rss0 := openFDs(t), rssKiB(t)
 
 	start := time.Now()
-	var next atomic.Int64
-	var wg sync.WaitGroup
-	var firstErr atomic.Value
 	peakFD := atomic.Int64{}
-	for w := 0; w < 8; w++ {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			for {
-				i := next.Add(1)
-				if i > int64(n) {
-					return
-				}
-				if _, err := send(ctx, h, fmt.Sprintf("s%d", i), "a", "b"); err != nil {
-					firstErr.CompareAndSwap(nil, err)
-					return
-				}
-				if i%1000 == 0 {
-					if fd := int64(openFDs(t)); fd > peakFD.Load() {
-						peakFD.Store(fd)
-					}
-				}
+	createShards(t, h, n, func(i int64) {
+		if i%1000 == 0 {
+			if fd := int64(openFDs(t)); fd > peakFD.Load() {
+				peakFD.Store(fd)
 			}
-		}()
-	}
-	wg.Wait()
-	if err, _ := firstErr.Load().(error); err != nil {
-		t.Fatal(err)
-	}
+		}
+	})
 	created := time.Since(start)
 	st, _ := h.Status(ctx)
 	rssPeak := rssKiB(t)

@@ -44,6 +44,17 @@ func (r *ambiguousRegistry) RegisterShard(_ context.Context, id string) (bool, s
 	return false, "n1", nil
 }
 
+// registryHost starts a host as node n1 with reg as its shard registry,
+// and returns its data directory.
+func registryHost(t *testing.T, reg shardhost.Registry) (*shardhost.Host, string) {
+	dir := t.TempDir()
+	return newHost(t, func(c *shardhost.Config) {
+		c.Dir = dir
+		c.NodeID = "n1"
+		c.Registry = reg
+	}), dir
+}
+
 // TestAmbiguousRegistrationKeepsTheFile: a new shard whose registration
 // failed with an unknown outcome — it had in fact committed — must stay
 // servable. The file used to be deleted on any registration error, leaving
@@ -51,10 +62,7 @@ func (r *ambiguousRegistry) RegisterShard(_ context.Context, id string) (bool, s
 // shard refused for good (the randomized cluster test's open bug).
 func TestAmbiguousRegistrationKeepsTheFile(t *testing.T) {
 	reg := &ambiguousRegistry{holders: map[string]string{}}
-	h := newHost(t, func(c *shardhost.Config) {
-		c.NodeID = "n1"
-		c.Registry = reg
-	})
+	h, _ := registryHost(t, reg)
 	ctx := context.Background()
 	if _, err := send(ctx, h, "amb", "a", "first"); api.CodeOf(err) != codes.Unavailable {
 		t.Fatalf("first write: %v, want the registration's UNAVAILABLE", err)
@@ -73,12 +81,7 @@ func TestAmbiguousRegistrationKeepsTheFile(t *testing.T) {
 // (it was never served), so no stray copy is left behind.
 func TestUnregisteredFileGoesWhenAnotherNodeHoldsTheShard(t *testing.T) {
 	reg := &ambiguousRegistry{holders: map[string]string{}}
-	dir := t.TempDir()
-	h := newHost(t, func(c *shardhost.Config) {
-		c.Dir = dir
-		c.NodeID = "n1"
-		c.Registry = reg
-	})
+	h, dir := registryHost(t, reg)
 	ctx := context.Background()
 	// The registration fails, its outcome unknown; here it did not commit
 	// for n1 after all: another node registered the shard meanwhile.
@@ -161,12 +164,7 @@ func TestUnsettledRegistrationIsSettledWithoutARequest(t *testing.T) {
 // shard serves the next write.
 func TestUnsettledRegistrationThatCommittedIsKept(t *testing.T) {
 	reg := &ambiguousRegistry{holders: map[string]string{}}
-	dir := t.TempDir()
-	h := newHost(t, func(c *shardhost.Config) {
-		c.Dir = dir
-		c.NodeID = "n1"
-		c.Registry = reg
-	})
+	h, dir := registryHost(t, reg)
 	ctx := context.Background()
 	if _, err := send(ctx, h, "amb4", "a", "first"); err == nil {
 		t.Fatal("first write succeeded; want the registration's error")
@@ -225,12 +223,7 @@ func TestRefusedRegistrationLeavesNothing(t *testing.T) {
 // cluster test's copy left behind on a node that had left.
 func TestLeavingHostCreatesNothingAndSettlesEverything(t *testing.T) {
 	reg := &ambiguousRegistry{holders: map[string]string{}}
-	dir := t.TempDir()
-	h := newHost(t, func(c *shardhost.Config) {
-		c.Dir = dir
-		c.NodeID = "n1"
-		c.Registry = reg
-	})
+	h, dir := registryHost(t, reg)
 	ctx := context.Background()
 	reg.mu.Lock()
 	reg.failed = true // registrations answer at once
@@ -275,10 +268,7 @@ func TestLeavingHostCreatesNothingAndSettlesEverything(t *testing.T) {
 // ends with ctx and names the registration still in doubt.
 func TestSettleAllSaysWhatIsLeft(t *testing.T) {
 	reg := &unreachableRegistry{}
-	h := newHost(t, func(c *shardhost.Config) {
-		c.NodeID = "n1"
-		c.Registry = reg
-	})
+	h, _ := registryHost(t, reg)
 	ctx := context.Background()
 	if _, err := send(ctx, h, "far", "a", "first"); api.CodeOf(err) != codes.Unavailable {
 		t.Fatalf("first write: %v, want UNAVAILABLE", err)
@@ -334,12 +324,7 @@ func (r *blockingRegistry) RegisterShard(context.Context, string) (bool, string,
 // left).
 func TestSettleAllWaitsForCreationsUnderWay(t *testing.T) {
 	reg := &blockingRegistry{entered: make(chan struct{}), release: make(chan struct{}), holder: "n9"}
-	dir := t.TempDir()
-	h := newHost(t, func(c *shardhost.Config) {
-		c.Dir = dir
-		c.NodeID = "n1"
-		c.Registry = reg
-	})
+	h, dir := registryHost(t, reg)
 	ctx := context.Background()
 	sent := make(chan error, 1)
 	go func() {
@@ -406,12 +391,7 @@ func (r *laggingRegistry) RegisterShard(_ context.Context, id string) (bool, str
 // registry, its file is on [n1 n4]").
 func TestUnregisteredFileGoesWhenTheRegistrationFindsAnotherHolder(t *testing.T) {
 	reg := &laggingRegistry{holders: map[string]string{}}
-	dir := t.TempDir()
-	h := newHost(t, func(c *shardhost.Config) {
-		c.Dir = dir
-		c.NodeID = "n1"
-		c.Registry = reg
-	})
+	h, dir := registryHost(t, reg)
 	ctx := context.Background()
 	if _, err := send(ctx, h, "lag", "a", "first"); api.CodeOf(err) != codes.Unavailable {
 		t.Fatalf("first write: %v, want the registration's UNAVAILABLE", err)
