@@ -302,7 +302,12 @@ func TestAlarmsAndQueuesAtHandoffCrashPoints(t *testing.T) {
 			c.Kill(vi)
 			close(release)
 			c.Restart(vi)
+			// Delivery is at least once: a message whose ack failed (the
+			// shard froze for a handoff under it) comes again once its
+			// lease runs out. One delivered again after its ack succeeded
+			// is the failure.
 			delivered := map[string]int{}
+			acked := map[string]bool{}
 			c.WaitFor(60*time.Second, func() error {
 				for _, i := range c.Running() {
 					h := c.Node(i).Proc().Host
@@ -311,14 +316,18 @@ func TestAlarmsAndQueuesAtHandoffCrashPoints(t *testing.T) {
 						return err
 					}
 					for _, m := range msgs {
+						if acked[m.Body] {
+							t.Errorf("message %s delivered again after its ack", m.Body)
+						}
 						delivered[m.Body]++
 						if _, err := h.SettleMessages(ctx, m.ShardID, api.Ack, []string{m.ID}, 0); err != nil {
 							return err
 						}
+						acked[m.Body] = true
 					}
 				}
-				if len(delivered) != n {
-					return fmt.Errorf("%d of %d messages delivered", len(delivered), n)
+				if len(acked) != n {
+					return fmt.Errorf("%d of %d messages delivered and acknowledged", len(acked), n)
 				}
 				res, err := c.Router.Call(ctx, id, "alarms:fired", map[string]any{"k": k}, api.ReadOptions{})
 				if err != nil {
@@ -331,7 +340,7 @@ func TestAlarmsAndQueuesAtHandoffCrashPoints(t *testing.T) {
 			})
 			for body, times := range delivered {
 				if times != 1 {
-					t.Errorf("message %s delivered %d times", body, times)
+					t.Logf("message %s delivered %d times (an ack failed before it was delivered again)", body, times)
 				}
 			}
 			res, err := c.Router.Call(ctx, id, "alarms:fired", map[string]any{"k": k}, api.ReadOptions{})
