@@ -90,7 +90,7 @@ func (g *Gateway) startConsume(ctx context.Context, start rpc.ConsumeStart, stre
 	}
 	c := &consumer{
 		g: g, parent: ctx, key: key, queue: start.Queue, prefetch: prefetch, visibility: start.Visibility,
-		expires: id.Expires, stream: stream, held: map[string]string{}, room: make(chan struct{}, 1),
+		expires: id.Expires, stream: stream, held: map[string]string{}, room: make(chan struct{}),
 	}
 	return c, release, nil
 }
@@ -111,7 +111,14 @@ type consumer struct {
 	asked  int               // messages the pullers have asked the backend for, not yet back
 	ended  bool              // no more sends, no more bookkeeping
 	sendMu sync.Mutex        // with ended: nothing is sent once run returns
-	room   chan struct{}     // wakes the puller when held shrinks
+	room   chan struct{}     // closed and replaced when held or asked shrinks: wakes every waiting puller
+}
+
+// roomLocked wakes every puller waiting for room under prefetch; c.mu is
+// held.
+func (c *consumer) roomLocked() {
+	close(c.room)
+	c.room = make(chan struct{})
 }
 
 // run delivers and settles until the stream ends, then releases the
@@ -235,11 +242,8 @@ func (c *consumer) settle(ctx context.Context, req rpc.ConsumeSettle) rpc.Consum
 		for _, rc := range s.done {
 			delete(c.held, rc)
 		}
+		c.roomLocked()
 		c.mu.Unlock()
-		select {
-		case c.room <- struct{}{}:
-		default:
-		}
 	}
 	return out
 }
@@ -279,13 +283,13 @@ func (c *consumer) pullLoop(ctx context.Context) error {
 		if want > 0 {
 			c.asked += want
 		}
+		room := c.room
 		c.mu.Unlock()
 		if want <= 0 {
 			select {
 			case <-ctx.Done():
 				return nil
-			case <-c.room:
-			case <-time.After(100 * time.Millisecond): // another puller took the wake-up
+			case <-room:
 			}
 			continue
 		}
@@ -293,13 +297,13 @@ func (c *consumer) pullLoop(ctx context.Context) error {
 		asked := time.Now()
 		msgs, err := c.g.backend.ReceiveMessages(rctx, c.queue, want, c.visibility, consumeWait)
 		cancel()
-		c.mu.Lock()
-		c.asked -= want
-		c.mu.Unlock()
+		// Held in the same step as the ask ends: the room the other
+		// pullers see counts these messages once, never twice or not
+		// at all.
+		c.received(msgs, want)
 		if ctx.Err() != nil {
 			// Messages leased as the stream ended are released with
 			// the others.
-			c.hold(msgs)
 			return nil
 		}
 		if err != nil {
@@ -321,7 +325,6 @@ func (c *consumer) pullLoop(ctx context.Context) error {
 			// them all (held may exceed prefetch until they settle).
 			c.g.log.WarnContext(ctx, "consume: the backend answered more messages than asked", "queue", c.queue, "asked", want, "got", len(msgs))
 		}
-		c.hold(msgs)
 		for _, m := range msgs {
 			if err := c.send(func() error { return c.stream.SendMessage(m) }); err != nil {
 				return nil // the client is gone; what it holds is released
@@ -336,13 +339,16 @@ func (c *consumer) pullLoop(ctx context.Context) error {
 	}
 }
 
-// hold records messages as delivered and unsettled.
-func (c *consumer) hold(msgs []api.QueueMessage) {
+// received records messages as delivered and unsettled, and the ask for
+// want of them as answered; it wakes the pullers waiting for room.
+func (c *consumer) received(msgs []api.QueueMessage, want int) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	for _, m := range msgs {
 		c.held[m.Receipt] = m.ShardID
 	}
+	c.asked -= want
+	c.roomLocked()
 }
 
 // release nacks the messages the stream still holds so they are

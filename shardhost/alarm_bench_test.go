@@ -110,22 +110,11 @@ func alarmKillRun(t *testing.T, shards, perShard int, lead, window, downtime tim
 	}
 
 	start := func() (*exec.Cmd, *bufio.Scanner) {
-		args := []string{"-test.run=^TestAlarmBenchChild$", "-test.count=1"}
+		args := []string{"-test.run=^TestAlarmBenchChild$"}
 		if p := os.Getenv("LUNORA_ALARM_BENCH_PROFILE"); p != "" {
 			args = append(args, "-test.cpuprofile="+p)
 		}
-		cmd := exec.Command(os.Args[0], args...)
-		cmd.Env = append(os.Environ(), "LUNORA_ALARM_CHILD_DIR="+dir)
-		out, err := cmd.StdoutPipe()
-		if err != nil {
-			t.Fatal(err)
-		}
-		cmd.Stderr = os.Stderr
-		if err := cmd.Start(); err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(func() { cmd.Process.Kill() }) // a no-op once it has exited
-		sc := bufio.NewScanner(out)
+		cmd, sc := startChild(t, "LUNORA_ALARM_CHILD_DIR="+dir, args...)
 		if !sc.Scan() {
 			t.Fatalf("child: no ready line: %v", sc.Err())
 		}

@@ -311,18 +311,7 @@ func TestNodeDurabilitySIGKILL(t *testing.T) {
 		t.Skip("starts a process")
 	}
 	dir := t.TempDir()
-	cmd := exec.Command(os.Args[0], "-test.run", "^TestNodeDurabilitySIGKILLChild$", "-test.count=1")
-	cmd.Env = append(os.Environ(), "LUNORA_DURABILITY_CHILD_DIR="+dir)
-	out, err := cmd.StdoutPipe()
-	if err != nil {
-		t.Fatal(err)
-	}
-	cmd.Stderr = os.Stderr
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { cmd.Process.Kill() }) // a no-op once it has exited
-	sc := bufio.NewScanner(out)
+	cmd, sc := startChild(t, "LUNORA_DURABILITY_CHILD_DIR="+dir, "-test.run=^TestNodeDurabilitySIGKILLChild$")
 	var acks []ack
 	killed := false
 	for sc.Scan() {
@@ -396,4 +385,24 @@ func TestNodeDurabilityReadersWaitForSync(t *testing.T) {
 	if n := count(t, h, "r"); n != 2 {
 		t.Fatalf("%d messages after the round, want 2", n)
 	}
+}
+
+// startChild runs this test binary again as a child process with env
+// added to its environment and the -test flags args (one test, once),
+// its stderr on ours; it is killed when the test ends. It returns the
+// child and a scanner of its stdout.
+func startChild(t *testing.T, env string, args ...string) (*exec.Cmd, *bufio.Scanner) {
+	t.Helper()
+	cmd := exec.Command(os.Args[0], append(args, "-test.count=1")...)
+	cmd.Env = append(os.Environ(), env)
+	out, err := cmd.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	cmd.Stderr = os.Stderr
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { cmd.Process.Kill() }) // a no-op once it has exited
+	return cmd, bufio.NewScanner(out)
 }

@@ -93,11 +93,26 @@ func (d *durable) advance(commit, seq uint64, err error) {
 			d.seq = seq
 		}
 	}
+	d.notifyLocked()
+	d.mu.Unlock()
+}
+
+// notifyLocked wakes whoever waits for d to change (changedLocked); d.mu
+// is held.
+func (d *durable) notifyLocked() {
 	if d.moved != nil {
 		close(d.moved)
 		d.moved = nil
 	}
-	d.mu.Unlock()
+}
+
+// changedLocked returns a channel closed at d's next change (advance,
+// completeTo); d.mu is held.
+func (d *durable) changedLocked() chan struct{} {
+	if d.moved == nil {
+		d.moved = make(chan struct{})
+	}
+	return d.moved
 }
 
 // completeTo records that every batch up to commit has been completed
@@ -107,10 +122,7 @@ func (d *durable) completeTo(commit uint64) {
 	if commit > d.completed {
 		d.completed = commit
 	}
-	if d.moved != nil {
-		close(d.moved)
-		d.moved = nil
-	}
+	d.notifyLocked()
 	d.mu.Unlock()
 }
 
@@ -137,10 +149,7 @@ func (a *actor) waitDurableSeq(ctx context.Context, seq uint64) error {
 			d.mu.Unlock()
 			return nil
 		}
-		if d.moved == nil {
-			d.moved = make(chan struct{})
-		}
-		ch := d.moved
+		ch := d.changedLocked()
 		d.mu.Unlock()
 		select {
 		case <-ch:
@@ -533,10 +542,7 @@ func (a *actor) waitPipeline() bool {
 			d.mu.Unlock()
 			return waited
 		}
-		if d.moved == nil {
-			d.moved = make(chan struct{})
-		}
-		ch := d.moved
+		ch := d.changedLocked()
 		d.mu.Unlock()
 		<-ch
 		waited = true

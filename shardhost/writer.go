@@ -70,33 +70,10 @@ func (a *actor) runWriter() {
 	got := make([]*mutation, 0, a.h.cfg.MaxBatch)
 	for m := range a.mailbox {
 		a.h.m.mailboxDepth.Observe(float64(len(a.mailbox) + 1))
-		got = append(got[:0], m)
-	drain:
-		for len(got) < a.h.cfg.MaxBatch {
-			select {
-			case m, ok := <-a.mailbox:
-				if !ok {
-					break drain
-				}
-				got = append(got, m)
-			default:
-				break drain
-			}
-		}
+		got = a.drainMailbox(append(got[:0], m))
 		if a.waitPipeline() {
 			// Mutations queued while the writer waited join the batch.
-		more:
-			for len(got) < a.h.cfg.MaxBatch {
-				select {
-				case m, ok := <-a.mailbox:
-					if !ok {
-						break more
-					}
-					got = append(got, m)
-				default:
-					break more
-				}
-			}
+			got = a.drainMailbox(got)
 		}
 		if hook := a.h.cfg.BeforeBatch; hook != nil {
 			hook(a.id)
@@ -145,6 +122,23 @@ func (a *actor) runWriter() {
 	// Hibernation closes the connections next: every commit must be
 	// durable (and acknowledged) first.
 	a.flush(true)
+}
+
+// drainMailbox appends what the mailbox holds now to got, up to MaxBatch
+// mutations, without waiting.
+func (a *actor) drainMailbox(got []*mutation) []*mutation {
+	for len(got) < a.h.cfg.MaxBatch {
+		select {
+		case m, ok := <-a.mailbox:
+			if !ok {
+				return got
+			}
+			got = append(got, m)
+		default:
+			return got
+		}
+	}
+	return got
 }
 
 // groupCommit runs each mutation of the batch in its own SAVEPOINT inside

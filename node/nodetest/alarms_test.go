@@ -1,6 +1,7 @@
 package nodetest_test
 
 import (
+	"context"
 	"fmt"
 	"slices"
 	"sync"
@@ -171,22 +172,15 @@ func TestAlarmsAndQueuesMoveOnScaleOut(t *testing.T) {
 	// Every queued message is delivered once, by the shard's holder now.
 	delivered := map[string]int{}
 	c.WaitFor(30*time.Second, func() error {
-		for _, i := range c.Running() {
-			h := c.Node(i).Proc().Host
-			msgs, err := h.ReceiveMessages(ctx, "jobs", 100, 0, 0)
-			if err != nil {
-				return err
+		err := receiveAndAck(ctx, c, func(i int, m api.QueueMessage) {
+			k := m.ShardID[len("k="):]
+			if holder := c.Node(i).ID; slices.Contains(moved, k) && holder != "n3" {
+				t.Errorf("message %s of moved shard %s delivered by %s", m.ID, k, holder)
 			}
-			for _, m := range msgs {
-				k := m.ShardID[len("k="):]
-				if holder := c.Node(i).ID; slices.Contains(moved, k) && holder != "n3" {
-					t.Errorf("message %s of moved shard %s delivered by %s", m.ID, k, holder)
-				}
-				delivered[m.Body]++
-				if _, err := h.SettleMessages(ctx, m.ShardID, api.Ack, []string{m.ID}, 0); err != nil {
-					return err
-				}
-			}
+			delivered[m.Body]++
+		}, nil)
+		if err != nil {
+			return err
 		}
 		if len(delivered) != len(keys)*perShard {
 			return fmt.Errorf("%d of %d messages delivered", len(delivered), len(keys)*perShard)
@@ -309,22 +303,14 @@ func TestAlarmsAndQueuesAtHandoffCrashPoints(t *testing.T) {
 			delivered := map[string]int{}
 			acked := map[string]bool{}
 			c.WaitFor(60*time.Second, func() error {
-				for _, i := range c.Running() {
-					h := c.Node(i).Proc().Host
-					msgs, err := h.ReceiveMessages(ctx, "jobs", 100, 0, 0)
-					if err != nil {
-						return err
+				err := receiveAndAck(ctx, c, func(_ int, m api.QueueMessage) {
+					if acked[m.Body] {
+						t.Errorf("message %s delivered again after its ack", m.Body)
 					}
-					for _, m := range msgs {
-						if acked[m.Body] {
-							t.Errorf("message %s delivered again after its ack", m.Body)
-						}
-						delivered[m.Body]++
-						if _, err := h.SettleMessages(ctx, m.ShardID, api.Ack, []string{m.ID}, 0); err != nil {
-							return err
-						}
-						acked[m.Body] = true
-					}
+					delivered[m.Body]++
+				}, func(m api.QueueMessage) { acked[m.Body] = true })
+				if err != nil {
+					return err
 				}
 				if len(acked) != n {
 					return fmt.Errorf("%d of %d messages delivered and acknowledged", len(acked), n)
@@ -354,4 +340,28 @@ func TestAlarmsAndQueuesAtHandoffCrashPoints(t *testing.T) {
 			}
 		})
 	}
+}
+
+// receiveAndAck receives the "jobs" messages each running node delivers
+// now and acknowledges them one by one: got sees each message (and the
+// index of the node that delivered it) before its ack, acked (if not nil)
+// each one whose ack succeeded. It stops at the first error.
+func receiveAndAck(ctx context.Context, c *nodetest.Cluster, got func(i int, m api.QueueMessage), acked func(m api.QueueMessage)) error {
+	for _, i := range c.Running() {
+		h := c.Node(i).Proc().Host
+		msgs, err := h.ReceiveMessages(ctx, "jobs", 100, 0, 0)
+		if err != nil {
+			return err
+		}
+		for _, m := range msgs {
+			got(i, m)
+			if _, err := h.SettleMessages(ctx, m.ShardID, api.Ack, []string{m.ID}, 0); err != nil {
+				return err
+			}
+			if acked != nil {
+				acked(m)
+			}
+		}
+	}
+	return nil
 }
