@@ -3,7 +3,6 @@ package node_test
 import (
 	"context"
 	"fmt"
-	"sync"
 	"testing"
 	"time"
 
@@ -26,53 +25,29 @@ func TestHandoffCrashPoints(t *testing.T) {
 		{handoff.FaultRecvAfterStore, true},
 	} {
 		t.Run(tc.point, func(t *testing.T) {
-			var (
-				mu      sync.Mutex
-				shard   string
-				victim  string
-				hit     = make(chan struct{})
-				release = make(chan struct{})
-				once    sync.Once
-			)
-			fault := func(nodeID, point, shardID string) {
-				mu.Lock()
-				match := point == tc.point && shardID == shard && nodeID == victim
-				mu.Unlock()
-				if !match {
-					return
-				}
-				first := false
-				once.Do(func() { first = true })
-				if first {
-					close(hit)
-					<-release
-				}
-			}
-			c := nodetest.Start(t, 3, nodetest.Config{Fault: fault})
+			gate := nodetest.NewCrashGate(tc.point)
+			c := nodetest.Start(t, 3, nodetest.Config{Fault: gate.Fault})
 			ctx := ctxT(t, 90*time.Second)
 			fi := someFollower(c)
 			from := c.Node(fi).ID
 			k := nodetest.KeyMovedBy(first3, first4, from, "n3")
 			writeRows(t, ctx, c, k, 3)
-			mu.Lock()
-			shard, victim = nodetest.ShardID(k), from
+			shard, victim := nodetest.ShardID(k), from
 			if tc.receiver {
 				victim = "n3"
 			}
-			mu.Unlock()
+			gate.Arm(shard, victim)
 
 			j := c.Join()
-			select {
-			case <-hit:
-			case <-ctx.Done():
-				t.Fatalf("the handoff of %s never reached %s", shard, tc.point)
+			if err := gate.Wait(ctx); err != nil {
+				t.Fatal(err)
 			}
 			vi := fi
 			if tc.receiver {
 				vi = j
 			}
 			c.Kill(vi)
-			close(release)
+			gate.Release()
 			c.Restart(vi)
 			c.WaitFor(30*time.Second, func() error {
 				rctx, cancel := context.WithTimeout(ctx, 3*time.Second)

@@ -4,7 +4,6 @@ import (
 	"context"
 	"fmt"
 	"slices"
-	"sync"
 	"testing"
 	"time"
 
@@ -239,27 +238,8 @@ func TestAlarmsAndQueuesAtHandoffCrashPoints(t *testing.T) {
 		{handoff.FaultRecvAfterStore, true},
 	} {
 		t.Run(tc.point, func(t *testing.T) {
-			var (
-				mu            sync.Mutex
-				shard, victim string
-				hit           = make(chan struct{})
-				release       = make(chan struct{})
-				once          sync.Once
-			)
-			fault := func(nodeID, point, shardID string) {
-				mu.Lock()
-				match := point == tc.point && shardID == shard && nodeID == victim
-				mu.Unlock()
-				if match {
-					first := false
-					once.Do(func() { first = true })
-					if first {
-						close(hit)
-						<-release
-					}
-				}
-			}
-			c := nodetest.Start(t, 3, nodetest.Config{App: app, Fault: fault})
+			gate := nodetest.NewCrashGate(tc.point)
+			c := nodetest.Start(t, 3, nodetest.Config{App: app, Fault: gate.Fault})
 			ctx := ctxT(t, 120*time.Second)
 			leader := c.WaitForLeader(20 * time.Second)
 			fi := (leader + 1) % 3 // a follower: killing it keeps the global tier's leader
@@ -277,24 +257,21 @@ func TestAlarmsAndQueuesAtHandoffCrashPoints(t *testing.T) {
 					t.Fatal(err)
 				}
 			}
-			mu.Lock()
-			shard, victim = id, from
+			victim := from
 			if tc.receiver {
 				victim = "n3"
 			}
-			mu.Unlock()
+			gate.Arm(id, victim)
 			j := c.Join()
-			select {
-			case <-hit:
-			case <-ctx.Done():
-				t.Fatalf("the handoff of %s never reached %s", id, tc.point)
+			if err := gate.Wait(ctx); err != nil {
+				t.Fatal(err)
 			}
 			vi := fi
 			if tc.receiver {
 				vi = j
 			}
 			c.Kill(vi)
-			close(release)
+			gate.Release()
 			c.Restart(vi)
 			// Delivery is at least once: a message whose ack failed (the
 			// shard froze for a handoff under it) comes again once its
