@@ -206,6 +206,9 @@ type memRegistry struct {
 	// unrecorded, when true, makes Recorded answer false.
 	incarnation map[string]uint64
 	unrecorded  bool
+	// replica, when it has the shard, is what this node's replica answers
+	// (ShardHolder) instead of the log: a lagging replica.
+	replica map[string]string
 }
 
 func (r *memRegistry) Incarnation(ctx context.Context, node string) (uint64, error) {
@@ -223,6 +226,9 @@ func (r *memRegistry) Recorded(ctx context.Context) (bool, error) {
 func (r *memRegistry) ShardHolder(ctx context.Context, shardID string) (string, bool, error) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
+	if h, ok := r.replica[shardID]; ok {
+		return h, true, nil
+	}
 	h, ok := r.holder[shardID]
 	return h, ok, nil
 }
@@ -749,5 +755,15 @@ func TestInstallCommittedWithoutDone(t *testing.T) {
 	}
 	if held["s2"] != nil || string(incoming["s2"]) != "two" || journal["s2"] != shardhost.MoveRecv {
 		t.Fatalf("s2 (not committed) after InstallCommitted: held %q incoming %q journal %q", held["s2"], incoming["s2"], journal["s2"])
+	}
+	// b's replica lags and names b the holder of s2 (b held it before, say,
+	// and moved it to a, which is sending it back): the log says a, so
+	// the copy stays uninstalled.
+	w.reg.mu.Lock()
+	w.reg.replica = map[string]string{"s2": "b"}
+	w.reg.mu.Unlock()
+	w.movers["b"].InstallCommitted(context.Background())
+	if held, incoming, _ := w.files["b"].snapshot(); held["s2"] != nil || string(incoming["s2"]) != "two" {
+		t.Fatalf("s2 after InstallCommitted with a lagging replica: held %q incoming %q", held["s2"], incoming["s2"])
 	}
 }

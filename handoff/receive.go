@@ -3,6 +3,7 @@ package handoff
 import (
 	"context"
 	"io"
+	"time"
 
 	"github.com/lunora/lunora/api"
 	"github.com/lunora/lunora/shardhost"
@@ -56,17 +57,27 @@ func (m *Mover) Done(ctx context.Context, shardID string, index uint64) error {
 	return m.cfg.Files.Install(shardID)
 }
 
-// InstallCommitted installs each received copy that this node's replica
-// of the registry already names it the holder of. A sender that crashed
-// after its commit never sends Done, and nothing else may ever activate
-// the shard here — its alarms would not fire and its queues' messages
-// would not be delivered until a request came. A copy the registry does
-// not name this node for is left alone: its sender may still commit it,
-// or abort. The node calls it every second.
+// InstallCommitted installs each received copy that the registry names
+// this node the holder of. A sender that crashed after its commit never
+// sends Done, and nothing else may ever activate the shard here — its
+// alarms would not fire and its queues' messages would not be delivered
+// until a request came. A copy the registry does not name this node for
+// is left alone: its sender may still commit it, or abort. This node's
+// replica answers first (no cost while nothing is to install); a replica
+// naming this node is confirmed through the log, since it may lag: a
+// shard this node moved away a moment ago, now on its way back, would
+// still name it. The node calls it every second.
 func (m *Mover) InstallCommitted(ctx context.Context) {
+	self := m.cfg.NodeID
 	for _, id := range m.cfg.Files.ReceivedCopies() {
 		holder, _, err := m.cfg.Registry.ShardHolder(ctx, id)
-		if err != nil || holder != m.cfg.NodeID {
+		if err != nil || holder != self {
+			continue
+		}
+		cctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+		holder, _, err = m.commit(cctx, id, self, self, 0)
+		cancel()
+		if err != nil || holder != self {
 			continue
 		}
 		if err := m.cfg.Files.Install(id); err != nil {
