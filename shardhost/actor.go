@@ -75,6 +75,7 @@ func (a *actor) activate() error {
 	ctx, cancel := context.WithTimeout(a.h.life, 30*time.Second)
 	defer cancel()
 	created := false
+	clean := a.h.takeClean(a.id)
 	_, statErr := os.Stat(a.path)
 	if reg := a.h.cfg.Registry; reg != nil {
 		holder, exists, err := reg.ShardHolder(ctx, a.id)
@@ -199,8 +200,9 @@ func (a *actor) activate() error {
 	}
 	if a.h.sync != nil {
 		// Node mode: what the file holds now is made durable before the
-		// shard serves anything (syncer.go).
-		if err := a.openWAL(filepath.Dir(a.path)); err != nil {
+		// shard serves anything (syncer.go) — unless this process closed
+		// it cleanly and nothing has touched it since.
+		if err := a.openWAL(filepath.Dir(a.path), clean); err != nil {
 			w.Close()
 			return api.Errorf(codes.Internal, "shard %s: sync its write-ahead log: %v", a.id, err)
 		}
@@ -297,11 +299,15 @@ func (a *actor) hibernate() {
 		}
 		break
 	}
-	if err := a.w.Close(); err != nil {
+	err := a.w.Close()
+	if err != nil {
 		a.h.log.Warn("close shard", "shard", a.id, "err", err)
 	}
 	if a.dur.wal != nil {
 		a.dur.wal.Close()
+	}
+	if _, _, derr := a.dur.state(); err == nil && derr == nil {
+		a.h.closedCleanly(a.id, a.path)
 	}
 }
 

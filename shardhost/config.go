@@ -251,7 +251,8 @@ func (c *Config) logger() *slog.Logger {
 
 func (h *Host) connOptions(readOnly bool) sqlitex.Options {
 	return sqlitex.Options{Synchronous: h.cfg.Synchronous, CacheKiB: h.cfg.CacheKiB, ReadOnly: readOnly,
-		MaxSQLLen: h.cfg.MaxSQLLen, MaxParams: h.cfg.MaxParams, MaxValueBytes: h.cfg.MaxValueBytes}
+		MaxSQLLen: h.cfg.MaxSQLLen, MaxParams: h.cfg.MaxParams, MaxValueBytes: h.cfg.MaxValueBytes,
+		PersistWAL: true}
 }
 
 // nodeDurability reports whether the node's syncer makes shard writes

@@ -236,6 +236,7 @@ func (h *Host) Freeze(ctx context.Context, shardID string) (*Frozen, error) {
 	}
 	h.frozen[shardID] = make(chan struct{})
 	h.mu.Unlock()
+	h.forgetClean(shardID)
 
 	f, err := h.freeze(ctx, shardID, path)
 	if err != nil {
@@ -384,6 +385,7 @@ func (h *Host) Redirect(shardID, holder string) {
 }
 
 func (h *Host) removeShardFiles(shardID string) error {
+	h.forgetClean(shardID)
 	path := h.shardPath(shardID)
 	existed := false
 	for _, p := range []string{path, path + "-wal", path + "-shm"} {
@@ -539,6 +541,7 @@ func (h *Host) installIncoming(shardID string) error {
 // installIncomingLocked renames the incoming copy into place; the caller
 // holds installMu and made sure no actor has the shard's file open.
 func (h *Host) installIncomingLocked(shardID string) error {
+	h.forgetClean(shardID)
 	path := h.shardPath(shardID)
 	existed := hasFile(path)
 	// Index the copy's alarms before it is served here, so that no crash

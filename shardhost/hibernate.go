@@ -1,10 +1,12 @@
 package shardhost
 
 import (
+	"os"
 	"sync"
 	"time"
 
 	"github.com/lunora/lunora/sqlitex"
+	"golang.org/x/sys/unix"
 )
 
 // runJanitor hibernates shards idle for longer than IdleTimeout.
@@ -121,3 +123,67 @@ func (h *Host) closeActors(as []*actor) {
 // activeLocked counts shards with open handles: activated ones and those
 // still closing.
 func (h *Host) activeLocked() int { return h.lru.Len() + len(h.closing) }
+
+// A fileStamp identifies a closed shard's files: the database file's
+// inode, size and modification time, and the -wal's inode. Every path
+// that changes a closed shard's files either writes its -wal (which a
+// clean close leaves empty), replaces a file (a new inode), or forgets
+// the stamp (forgetClean).
+type fileStamp struct {
+	dbIno, dbSize, walIno uint64
+	dbMtime               int64
+}
+
+func stampOf(path string) (fileStamp, bool) {
+	var db, wal unix.Stat_t
+	if unix.Stat(path, &db) != nil || unix.Stat(path+"-wal", &wal) != nil || wal.Size != 0 {
+		return fileStamp{}, false
+	}
+	return fileStamp{dbIno: db.Ino, dbSize: uint64(db.Size), walIno: wal.Ino, dbMtime: db.Mtim.Nano()}, true
+}
+
+// matches reports whether the shard's files at path are as stamped, with
+// an empty -wal.
+func (s *fileStamp) matches(path string) bool {
+	now, ok := stampOf(path)
+	return ok && now == *s
+}
+
+// closedCleanly records that the shard's last connection closed without
+// error and nothing failed to sync: its -wal is checkpointed, the
+// database file synced, and the -wal kept, empty (sqlitex PersistWAL).
+// The -shm goes (32 KiB per shard on disk; the next open rebuilds it from
+// the empty -wal). The stamp lets the next activation skip its syncs
+// (openWAL).
+func (h *Host) closedCleanly(id, path string) {
+	if err := os.Remove(path + "-shm"); err != nil && !os.IsNotExist(err) {
+		h.log.Warn("remove a closed shard's -shm file", "shard", id, "err", err)
+	}
+	st, ok := stampOf(path)
+	if !ok {
+		return
+	}
+	h.cleanMu.Lock()
+	h.clean[id] = st
+	h.cleanMu.Unlock()
+}
+
+// takeClean returns and forgets the shard's stamp (nil: none).
+func (h *Host) takeClean(id string) *fileStamp {
+	h.cleanMu.Lock()
+	defer h.cleanMu.Unlock()
+	st, ok := h.clean[id]
+	if !ok {
+		return nil
+	}
+	delete(h.clean, id)
+	return &st
+}
+
+// forgetClean drops the shard's stamp: its files are about to change
+// outside an actor (a move, an install, a delete).
+func (h *Host) forgetClean(id string) {
+	h.cleanMu.Lock()
+	delete(h.clean, id)
+	h.cleanMu.Unlock()
+}

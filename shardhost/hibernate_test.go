@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"os"
+	"path/filepath"
 	"runtime"
 	"runtime/debug"
 	"strconv"
@@ -13,6 +14,8 @@ import (
 	"time"
 
 	"github.com/lunora/lunora/shardhost"
+	"github.com/lunora/lunora/sqlitex"
+	"github.com/prometheus/client_golang/prometheus"
 )
 
 func openFDs(t testing.TB) int {
@@ -117,4 +120,144 @@ func waitActive(t testing.TB, h *shardhost.Host, want int64) {
 		}
 		return nil
 	})
+}
+
+// TestCleanCloseKeepsAnEmptyWALAndSkipsSyncs: a hibernated shard keeps its
+// -wal, empty, and no -shm; its next activation needs no sync when its
+// files are as the close left them, and does them all again when anything
+// touched the files meanwhile (a write from outside, a new modification
+// time), and after a restart.
+func TestCleanCloseKeepsAnEmptyWALAndSkipsSyncs(t *testing.T) {
+	reg := prometheus.NewRegistry()
+	dir := t.TempDir()
+	cfg := func(c *shardhost.Config) {
+		c.Dir = dir
+		c.IdleTimeout = 50 * time.Millisecond
+		c.Registerer = reg
+	}
+	h := newHost(t, cfg)
+	ctx := context.Background()
+	clean := func() float64 { return metricValue(t, reg, "lunora_shard_clean_activations_total") }
+	activations := func() float64 { return metricValue(t, reg, "lunora_shard_activations_total") }
+	path := shardhost.ShardPath(h, "room_id=r")
+	hibernated := func() {
+		t.Helper()
+		waitActive(t, h, 0)
+		st, err := os.Stat(path + "-wal")
+		if err != nil || st.Size() != 0 {
+			t.Fatalf("after a clean close the -wal should be there and empty: %v, %v", st, err)
+		}
+		if _, err := os.Stat(path + "-shm"); !os.IsNotExist(err) {
+			t.Fatalf("after a clean close the -shm should be gone: %v", err)
+		}
+	}
+	// activate runs one call that activates the shard and reports whether
+	// that activation skipped its syncs.
+	activate := func(call func()) bool {
+		t.Helper()
+		a0, c0 := activations(), clean()
+		call()
+		if a := activations(); a != a0+1 {
+			t.Fatalf("%v activations, want %v", a, a0+1)
+		}
+		return clean() == c0+1
+	}
+
+	if activate(func() { send(ctx, h, "r", "a", "1") }) {
+		t.Fatal("a new shard's activation skipped its syncs")
+	}
+	hibernated()
+	if !activate(func() {
+		if _, err := send(ctx, h, "r", "a", "2"); err != nil {
+			t.Fatal(err)
+		}
+	}) {
+		t.Fatal("the activation after a clean close synced again")
+	}
+	if n := count(t, h, "r"); n != 2 {
+		t.Fatalf("%d messages, want 2", n)
+	}
+	hibernated()
+
+	// A write from outside the host: the database file changed.
+	c, err := sqlitex.Open(path, sqlitex.Options{Synchronous: "FULL", CacheKiB: 64, MaxSQLLen: 1 << 10, PersistWAL: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := c.ExecSys("INSERT OR REPLACE INTO __lunora_meta(k, v) VALUES ('outside', 1)"); err != nil {
+		t.Fatal(err)
+	}
+	c.Close()
+	if activate(func() { count(t, h, "r") }) {
+		t.Fatal("the activation after a write from outside skipped its syncs")
+	}
+	hibernated()
+
+	// Only the modification time changed.
+	if err := os.Chtimes(path, time.Now(), time.Now().Add(time.Hour)); err != nil {
+		t.Fatal(err)
+	}
+	if activate(func() { count(t, h, "r") }) {
+		t.Fatal("the activation after the file changed skipped its syncs")
+	}
+	hibernated()
+	if !activate(func() { count(t, h, "r") }) {
+		t.Fatal("the activation after a clean close synced again")
+	}
+	hibernated()
+
+	// A new process knows nothing of the last one's closes.
+	if err := h.Shutdown(ctx); err != nil {
+		t.Fatal(err)
+	}
+	reg = prometheus.NewRegistry()
+	h = newHost(t, cfg)
+	if activate(func() { count(t, h, "r") }) {
+		t.Fatal("the first activation in a new process skipped its syncs")
+	}
+	if n := count(t, h, "r"); n != 2 {
+		t.Fatalf("%d messages after a restart, want 2", n)
+	}
+}
+
+// TestShutdownClosesEveryShard: Shutdown closes the files of every active
+// shard, not only the first one it finds (it walked a list it was
+// removing from), and each close leaves the shard clean: an empty -wal.
+func TestShutdownClosesEveryShard(t *testing.T) {
+	h := newHost(t, func(c *shardhost.Config) { c.IdleTimeout = time.Hour })
+	ctx := context.Background()
+	for i := range 5 {
+		if _, err := send(ctx, h, fmt.Sprint("r", i), "a", "b"); err != nil {
+			t.Fatal(err)
+		}
+	}
+	dir := filepath.Dir(filepath.Dir(filepath.Dir(shardhost.ShardPath(h, "room_id=r0"))))
+	openIn := func() []string {
+		var out []string
+		ents, err := os.ReadDir("/proc/self/fd")
+		if err != nil {
+			t.Skip("no /proc/self/fd")
+		}
+		for _, e := range ents {
+			if l, err := os.Readlink("/proc/self/fd/" + e.Name()); err == nil && strings.HasPrefix(l, dir) {
+				out = append(out, l)
+			}
+		}
+		return out
+	}
+	if n := len(openIn()); n < 5*3 {
+		t.Fatalf("%d files open under %s before the shutdown, want at least 15", n, dir)
+	}
+	if err := h.Shutdown(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if open := openIn(); len(open) > 0 {
+		t.Fatalf("after Shutdown %d shard files are still open: %v", len(open), open)
+	}
+	for i := range 5 {
+		st, err := os.Stat(shardhost.ShardPath(h, fmt.Sprint("room_id=r", i)) + "-wal")
+		if err != nil || st.Size() != 0 {
+			t.Fatalf("shard r%d: -wal after Shutdown: %v, %v (want empty)", i, st, err)
+		}
+	}
 }

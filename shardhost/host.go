@@ -55,6 +55,11 @@ type Host struct {
 	onDisk          atomic.Int64
 	closedSinceTrim atomic.Int64
 
+	// Shards this process closed cleanly, with what their files looked
+	// like then (hibernate.go, cleanClose).
+	cleanMu sync.Mutex
+	clean   map[string]fileStamp
+
 	// sync is the node's durability round loop; nil unless
 	// Config.Durability is "node" (syncer.go).
 	sync *syncer
@@ -102,6 +107,7 @@ func New(cfg Config) (*Host, error) {
 		recovered: map[string]MoveRole{},
 
 		unregistered: map[string]bool{},
+		clean:        map[string]fileStamp{},
 	}
 	h.life, h.endLife = context.WithCancel(context.Background())
 	if cfg.ResultBudget > 0 {
@@ -396,8 +402,10 @@ func (h *Host) Shutdown(ctx context.Context) error {
 		}
 		h.mu.Lock()
 		var all []*actor
-		for e := h.lru.Front(); e != nil; e = e.Next() {
-			all = append(all, h.detachLocked(e.Value.(*actor)))
+		// detachLocked removes the element from the list (which clears
+		// its links): take the front until none is left.
+		for h.lru.Len() > 0 {
+			all = append(all, h.detachLocked(h.lru.Front().Value.(*actor)))
 		}
 		h.mu.Unlock()
 		h.closeActors(all)

@@ -7,21 +7,24 @@ import (
 )
 
 type metrics struct {
-	requests      *prometheus.CounterVec
-	latency       *prometheus.HistogramVec
-	active        prometheus.Gauge
-	onDisk        prometheus.Gauge
-	inFlight      prometheus.Gauge
-	activations   prometheus.Counter
-	hibernations  prometheus.Counter
-	batchSize     prometheus.Histogram
-	mailboxDepth  prometheus.Histogram
-	commitLatency prometheus.Histogram
-	syncRounds    prometheus.Histogram
-	syncShards    prometheus.Histogram
-	walRecoveries prometheus.Counter
-	alarmsFired   *prometheus.CounterVec
-	queueEvents   *prometheus.CounterVec
+	requests    *prometheus.CounterVec
+	latency     *prometheus.HistogramVec
+	active      prometheus.Gauge
+	onDisk      prometheus.Gauge
+	inFlight    prometheus.Gauge
+	activations prometheus.Counter
+	// cleanActivations counts activations that skipped their syncs: the
+	// shard's files were as this process's clean close left them.
+	cleanActivations prometheus.Counter
+	hibernations     prometheus.Counter
+	batchSize        prometheus.Histogram
+	mailboxDepth     prometheus.Histogram
+	commitLatency    prometheus.Histogram
+	syncRounds       prometheus.Histogram
+	syncShards       prometheus.Histogram
+	walRecoveries    prometheus.Counter
+	alarmsFired      *prometheus.CounterVec
+	queueEvents      *prometheus.CounterVec
 
 	// Live queries (subscribe.go).
 	subscriptions prometheus.Gauge
@@ -44,10 +47,12 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 			Name: "lunora_node_request_duration_seconds", Help: "Latency of requests served by the node's shards.",
 			Buckets: prometheus.ExponentialBuckets(0.0001, 2, 16),
 		}, []string{"function", "code"}),
-		active:       prometheus.NewGauge(prometheus.GaugeOpts{Name: "lunora_shards_active", Help: "Shards with open SQLite handles."}),
-		onDisk:       prometheus.NewGauge(prometheus.GaugeOpts{Name: "lunora_shards_on_disk", Help: "Shard files held by the node, active or hibernated (hibernated = on_disk - active)."}),
-		inFlight:     prometheus.NewGauge(prometheus.GaugeOpts{Name: "lunora_node_in_flight_requests", Help: "Requests being served."}),
-		activations:  prometheus.NewCounter(prometheus.CounterOpts{Name: "lunora_shard_activations_total", Help: "Shard activations (file opened and migrated)."}),
+		active:      prometheus.NewGauge(prometheus.GaugeOpts{Name: "lunora_shards_active", Help: "Shards with open SQLite handles."}),
+		onDisk:      prometheus.NewGauge(prometheus.GaugeOpts{Name: "lunora_shards_on_disk", Help: "Shard files held by the node, active or hibernated (hibernated = on_disk - active)."}),
+		inFlight:    prometheus.NewGauge(prometheus.GaugeOpts{Name: "lunora_node_in_flight_requests", Help: "Requests being served."}),
+		activations: prometheus.NewCounter(prometheus.CounterOpts{Name: "lunora_shard_activations_total", Help: "Shard activations (file opened and migrated)."}),
+		cleanActivations: prometheus.NewCounter(prometheus.CounterOpts{Name: "lunora_shard_clean_activations_total",
+			Help: "Activations that needed no sync: the shard's files were as this process closed them cleanly."}),
 		hibernations: prometheus.NewCounter(prometheus.CounterOpts{Name: "lunora_shard_hibernations_total", Help: "Shard hibernations (all handles closed)."}),
 		batchSize: prometheus.NewHistogram(prometheus.HistogramOpts{
 			Name: "lunora_group_commit_batch_size", Help: "Mutations per group commit.",
@@ -87,7 +92,7 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 		}),
 	}
 	if reg != nil {
-		reg.MustRegister(m.requests, m.latency, m.active, m.onDisk, m.inFlight, m.activations, m.hibernations, m.batchSize, m.mailboxDepth, m.commitLatency, m.syncRounds, m.syncShards, m.walRecoveries, m.alarmsFired, m.queueEvents,
+		reg.MustRegister(m.requests, m.latency, m.active, m.onDisk, m.inFlight, m.activations, m.cleanActivations, m.hibernations, m.batchSize, m.mailboxDepth, m.commitLatency, m.syncRounds, m.syncShards, m.walRecoveries, m.alarmsFired, m.queueEvents,
 			m.subscriptions, m.liveQueries, m.reruns, m.updatesSent, m.cutOff, m.notifyLatency)
 	}
 	return m

@@ -95,7 +95,19 @@ type Options struct {
 	// (SQLITE_LIMIT_VARIABLE_NUMBER: ?NNN and named ones alike). Zero
 	// leaves SQLite's default (32766).
 	MaxParams int
+	// PersistWAL keeps the -wal and -shm files when the last connection
+	// closes (SQLITE_FCNTL_PERSIST_WAL): the close still checkpoints
+	// everything into the database file, syncs it and truncates the -wal
+	// to zero bytes (journal_size_limit), but the next open creates no
+	// -wal. While open, a -wal the checkpoints reset is truncated back to
+	// WALLimit bytes when it grew past it.
+	PersistWAL bool
 }
+
+// WALLimit is the journal_size_limit of a PersistWAL connection: the
+// size a reset -wal is truncated back to (auto-checkpoints keep it near
+// 4 MiB, so this rarely truncates while the shard is open).
+const WALLimit = 16 << 20
 
 // DefaultMaxValueBytes is Options.MaxValueBytes when zero.
 const DefaultMaxValueBytes = 16 << 20
@@ -137,10 +149,19 @@ func Open(path string, o Options) (*Conn, error) {
 	if o.ReadOnly {
 		pragmas = append(pragmas, "PRAGMA query_only=ON")
 	}
+	if o.PersistWAL {
+		pragmas = append(pragmas, fmt.Sprintf("PRAGMA journal_size_limit=%d", WALLimit))
+	}
 	for _, p := range pragmas {
 		if _, err := c.C.Exec(p, nil); err != nil {
 			c.C.Close()
 			return nil, fmt.Errorf("%s on %s: %w", p, path, err)
+		}
+	}
+	if o.PersistWAL {
+		if err := c.C.SetFileControlInt("main", sqlite3.SQLITE_FCNTL_PERSIST_WAL, 1); err != nil {
+			c.C.Close()
+			return nil, fmt.Errorf("persist the write-ahead log of %s: %w", path, err)
 		}
 	}
 	// trusted_schema stays at its default (ON): the ownership triggers call
