@@ -52,6 +52,7 @@ type actor struct {
 	// Guarded by h.mu.
 	refs     int
 	lastUsed time.Time
+	shedAt   time.Time // lastUsed when the shard last shed its memory
 	elem     *list.Element
 	closed   chan struct{} // set when detached; closed when handles are closed
 }

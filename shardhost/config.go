@@ -41,6 +41,10 @@ type Config struct {
 	// IdleTimeout is how long a shard stays open without requests before it
 	// hibernates (all handles closed).
 	IdleTimeout time.Duration
+	// ShedAfter is how long an active shard goes without requests before
+	// it gives back what it can reopen cheaply: its idle read connections
+	// and its writer's page cache. Zero never sheds.
+	ShedAfter time.Duration
 	// MaxActive caps open shards; past it the least recently used idle shard
 	// hibernates.
 	MaxActive int
@@ -161,6 +165,7 @@ func DefaultConfig() Config {
 		Synchronous:      "FULL",
 		Durability:       DurabilityNode,
 		IdleTimeout:      2 * time.Minute,
+		ShedAfter:        5 * time.Second,
 		MaxActive:        10000,
 		MailboxSize:      1024,
 		MaxBatch:         512,
@@ -213,6 +218,8 @@ func (c *Config) Validate() error {
 		return fmt.Errorf("shardhost: Durability must be %q or %q, not %q", DurabilityNode, DurabilityShard, c.Durability)
 	case c.IdleTimeout <= 0:
 		return errors.New("shardhost: IdleTimeout must be positive")
+	case c.ShedAfter < 0:
+		return errors.New("shardhost: ShedAfter must not be negative (0: never shed)")
 	case c.MaxActive < 1:
 		return errors.New("shardhost: MaxActive must be at least 1")
 	case c.QueueConsumers < 0 || c.QueueConsumers > 1024:

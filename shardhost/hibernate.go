@@ -25,6 +25,7 @@ func (h *Host) runJanitor() {
 			return
 		case now := <-t.C:
 			h.closeActors(h.idleActors(now))
+			h.shedIdle(now)
 			// Closing shards frees SQLite's memory into the C allocator;
 			// hand it back to the OS here, off the request path.
 			if h.closedSinceTrim.Swap(0) > 0 {
@@ -63,6 +64,59 @@ func (h *Host) idleActors(now time.Time) []*actor {
 		e = prev
 	}
 	return out
+}
+
+// shedIdle makes every active shard unused for ShedAfter give back its
+// idle read connections and its writer's unused page cache, once per
+// quiet spell: an active shard then costs little more than its writer's
+// schema and statements until it is used again or hibernates. The shard
+// is referenced meanwhile, so it cannot close under the shedding.
+func (h *Host) shedIdle(now time.Time) {
+	if h.cfg.ShedAfter <= 0 {
+		return
+	}
+	h.mu.Lock()
+	var as []*actor
+	for e := h.lru.Back(); e != nil; e = e.Prev() {
+		a := e.Value.(*actor)
+		if now.Sub(a.lastUsed) < h.cfg.ShedAfter {
+			break // the list is ordered by last use
+		}
+		if a.shedAt.Equal(a.lastUsed) {
+			continue // shed already, and not used since
+		}
+		a.shedAt = a.lastUsed
+		a.refs++
+		as = append(as, a)
+	}
+	h.mu.Unlock()
+	for _, a := range as {
+		a.shed()
+		h.mu.Lock()
+		a.refs-- // not release: the shard stays as idle as it was
+		h.mu.Unlock()
+	}
+	if len(as) > 0 {
+		h.m.sheds.Add(float64(len(as)))
+		sqlitex.TrimMemory()
+	}
+}
+
+// shed closes the actor's idle read connections (a request opens one
+// again) and releases the writer's page cache. The caller holds a
+// reference.
+func (a *actor) shed() {
+	for {
+		select {
+		case r := <-a.readers:
+			r.Close()
+			<-a.readerSlot
+			continue
+		default:
+		}
+		break
+	}
+	a.w.ReleaseMemory()
 }
 
 // overCapLocked detaches least recently used idle actors while more than

@@ -9,6 +9,7 @@ import (
 	"runtime/debug"
 	"strconv"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -259,5 +260,87 @@ func TestShutdownClosesEveryShard(t *testing.T) {
 		if err != nil || st.Size() != 0 {
 			t.Fatalf("shard r%d: -wal after Shutdown: %v, %v (want empty)", i, st, err)
 		}
+	}
+}
+
+// TestIdleShardShedsMemory: an active shard unused for ShedAfter closes
+// its idle read connections and frees its writer's page cache, stays
+// active, and serves again (reopening a reader) when used; shedding
+// while requests run breaks nothing.
+func TestIdleShardShedsMemory(t *testing.T) {
+	reg := prometheus.NewRegistry()
+	h := newHost(t, func(c *shardhost.Config) {
+		c.IdleTimeout = time.Hour // the janitor runs every second
+		c.ShedAfter = 300 * time.Millisecond
+		c.Registerer = reg
+	})
+	ctx := context.Background()
+	path := shardhost.ShardPath(h, "room_id=r")
+	filesOpen := func() int {
+		n := 0
+		ents, _ := os.ReadDir("/proc/self/fd")
+		for _, e := range ents {
+			if l, err := os.Readlink("/proc/self/fd/" + e.Name()); err == nil && (l == path || l == path+"-wal") {
+				n++
+			}
+		}
+		return n
+	}
+	if _, err := send(ctx, h, "r", "a", "1"); err != nil {
+		t.Fatal(err)
+	}
+	count(t, h, "r") // opens a reader
+	withReader, cache := filesOpen(), shardhost.WriterMemory(h, "room_id=r").Cache
+	if cache == 0 {
+		t.Fatal("the writer's page cache is empty after a write")
+	}
+	waitFor(t, 10*time.Second, func() error {
+		if n := metricValue(t, reg, "lunora_shard_sheds_total"); n != 1 {
+			return fmt.Errorf("%v sheds", n)
+		}
+		return nil
+	})
+	// The reader's -wal descriptor goes; SQLite keeps its database-file
+	// descriptor for the next open while the writer holds locks on it.
+	if n := filesOpen(); n >= withReader {
+		t.Fatalf("%d descriptors on the shard's files after shedding, %d before: the reader should be closed", n, withReader)
+	}
+	if c := shardhost.WriterMemory(h, "room_id=r").Cache; c >= cache {
+		t.Fatalf("writer page cache %d bytes after shedding, %d before", c, cache)
+	}
+	if n := count(t, h, "r"); n != 1 {
+		t.Fatalf("%d messages after shedding, want 1", n)
+	}
+	if a := metricValue(t, reg, "lunora_shard_activations_total"); a != 1 {
+		t.Fatalf("%v activations: shedding must not hibernate the shard", a)
+	}
+
+	// Shedding while requests run: writes and reads go on, each checked.
+	reg2 := prometheus.NewRegistry()
+	h2 := newHost(t, func(c *shardhost.Config) {
+		c.IdleTimeout = time.Hour
+		c.ShedAfter = time.Nanosecond // every janitor tick sheds every shard
+		c.Registerer = reg2
+	})
+	deadline := time.Now().Add(2500 * time.Millisecond) // at least two janitor ticks
+	var wg sync.WaitGroup
+	for w := range 4 {
+		wg.Go(func() {
+			room := fmt.Sprint("s", w%2)
+			for i := 0; time.Now().Before(deadline); i++ {
+				if _, err := send(ctx, h2, room, "a", fmt.Sprint(i)); err != nil {
+					t.Error(err)
+					return
+				}
+				if _, err := h2.Call(ctx, "room_id="+room, "messages:list", map[string]any{"room_id": room}); err != nil {
+					t.Error(err)
+					return
+				}
+			}
+		})
+	}
+	wg.Wait()
+	if n := metricValue(t, reg2, "lunora_shard_sheds_total"); n < 1 {
+		t.Fatalf("%v sheds while the requests ran", n)
 	}
 }

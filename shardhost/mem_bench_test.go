@@ -6,13 +6,16 @@ import (
 	"os"
 	"runtime"
 	"runtime/debug"
+	"runtime/pprof"
 	"strconv"
+	"strings"
 	"sync"
 	"testing"
 	"time"
 
 	"github.com/lunora/lunora/shardhost"
 	"github.com/lunora/lunora/sqlitex"
+	"github.com/prometheus/client_golang/prometheus"
 )
 
 // TestActiveShardMemory (LUNORA_MEM_BENCH=1, without -race) measures the
@@ -33,8 +36,11 @@ func TestActiveShardMemory(t *testing.T) {
 	if s := os.Getenv("LUNORA_MEM_SHARDS"); s != "" {
 		n, _ = strconv.Atoi(s)
 	}
+	reg := prometheus.NewRegistry()
 	h := newHost(t, func(c *shardhost.Config) {
 		c.IdleTimeout = time.Hour
+		c.ShedAfter = 2 * time.Second
+		c.Registerer = reg
 		c.MaxActive = n + 10
 		c.Synchronous = "NORMAL"
 		if s := os.Getenv("LUNORA_MEM_CACHE_KIB"); s != "" {
@@ -92,8 +98,50 @@ func TestActiveShardMemory(t *testing.T) {
 	if active := int(st.ActiveShards) - 1; active < n { // the warm-up shard is active too
 		t.Fatalf("%d of %d shards active: the open-file limit capped MaxActive (raise it: ulimit -n)", active, n)
 	}
-	t.Logf("%d active shards: RSS +%d KiB (%.0f KiB per shard), Go heap +%d KiB (%.1f KiB per shard), SQLite's allocations +%d KiB (%.0f KiB per shard); one shard's writer: %+v",
-		n, rss1-rss0, float64(rss1-rss0)/float64(n), heap1-heap0, float64(heap1-heap0)/float64(n), sq1-sq0, float64(sq1-sq0)/float64(n), shardhost.WriterMemory(h, "room_id=m1"))
+	report := func(when string, rss1, heap1, sq1 int64) {
+		// Anonymous memory (Go, SQLite's allocations and the C
+		// allocator's slack) and file-backed pages mapped in (each
+		// active shard's -shm, the binary).
+		var kinds []string
+		if b, err := os.ReadFile("/proc/self/status"); err == nil {
+			for _, l := range strings.Split(string(b), "\n") {
+				if strings.HasPrefix(l, "RssAnon") || strings.HasPrefix(l, "RssFile") {
+					kinds = append(kinds, strings.Join(strings.Fields(l), " "))
+				}
+			}
+		}
+		var ms runtime.MemStats
+		runtime.ReadMemStats(&ms)
+		t.Logf("%s; goroutine stacks %d KiB", strings.Join(kinds, ", "), ms.StackInuse>>10)
+		t.Logf("%d active shards, %s: RSS +%d KiB (%.0f KiB per shard), Go heap +%d KiB (%.1f KiB per shard), SQLite's allocations +%d KiB (%.0f KiB per shard); one shard's writer: %+v",
+			n, when, rss1-rss0, float64(rss1-rss0)/float64(n), heap1-heap0, float64(heap1-heap0)/float64(n), sq1-sq0, float64(sq1-sq0)/float64(n), shardhost.WriterMemory(h, "room_id=m1"))
+	}
+	report("just used (writer and a reader open)", rss1, heap1, sq1)
+
+	// Left alone for ShedAfter, every shard gives back its reader and its
+	// page cache and stays active.
+	waitFor(t, 2*time.Minute, func() error {
+		if s := metricValue(t, reg, "lunora_shard_sheds_total"); s < float64(n+1) {
+			return fmt.Errorf("%v of %d shards shed", s, n+1)
+		}
+		return nil
+	})
+	runtime.GC()
+	debug.FreeOSMemory()
+	if st, _ := h.Status(ctx); int(st.ActiveShards)-1 < n {
+		t.Fatalf("%d of %d shards active after shedding", st.ActiveShards-1, n)
+	}
+	report("unused for ShedAfter (readers closed, page caches freed)", rssKiB(t), heapKiB(), sqlitex.MemoryUsed()/1024)
+	if p := os.Getenv("LUNORA_MEM_PROFILE"); p != "" {
+		f, err := os.Create(p)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer f.Close()
+		if err := pprof.Lookup("heap").WriteTo(f, 0); err != nil {
+			t.Fatal(err)
+		}
+	}
 }
 
 func heapKiB() int64 {

@@ -17,6 +17,7 @@ type metrics struct {
 	// shard's files were as this process's clean close left them.
 	cleanActivations prometheus.Counter
 	hibernations     prometheus.Counter
+	sheds            prometheus.Counter
 	batchSize        prometheus.Histogram
 	mailboxDepth     prometheus.Histogram
 	commitLatency    prometheus.Histogram
@@ -54,6 +55,8 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 		cleanActivations: prometheus.NewCounter(prometheus.CounterOpts{Name: "lunora_shard_clean_activations_total",
 			Help: "Activations that needed no sync: the shard's files were as this process closed them cleanly."}),
 		hibernations: prometheus.NewCounter(prometheus.CounterOpts{Name: "lunora_shard_hibernations_total", Help: "Shard hibernations (all handles closed)."}),
+		sheds: prometheus.NewCounter(prometheus.CounterOpts{Name: "lunora_shard_sheds_total",
+			Help: "Times an active shard unused for ShedAfter gave back its idle read connections and page cache."}),
 		batchSize: prometheus.NewHistogram(prometheus.HistogramOpts{
 			Name: "lunora_group_commit_batch_size", Help: "Mutations per group commit.",
 			Buckets: prometheus.ExponentialBuckets(1, 2, 11),
@@ -92,7 +95,7 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 		}),
 	}
 	if reg != nil {
-		reg.MustRegister(m.requests, m.latency, m.active, m.onDisk, m.inFlight, m.activations, m.cleanActivations, m.hibernations, m.batchSize, m.mailboxDepth, m.commitLatency, m.syncRounds, m.syncShards, m.walRecoveries, m.alarmsFired, m.queueEvents,
+		reg.MustRegister(m.requests, m.latency, m.active, m.onDisk, m.inFlight, m.activations, m.cleanActivations, m.hibernations, m.sheds, m.batchSize, m.mailboxDepth, m.commitLatency, m.syncRounds, m.syncShards, m.walRecoveries, m.alarmsFired, m.queueEvents,
 			m.subscriptions, m.liveQueries, m.reruns, m.updatesSent, m.cutOff, m.notifyLatency)
 	}
 	return m

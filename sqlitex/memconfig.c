@@ -32,3 +32,7 @@ long long lunora_memory_used(void) { return sqlite3_memory_used(); }
 extern long long sqlite3_soft_heap_limit64(long long);
 
 long long lunora_soft_heap_limit(long long n) { return sqlite3_soft_heap_limit64(n); }
+
+extern int sqlite3_db_release_memory(sqlite3 *);
+
+int lunora_db_release_memory(sqlite3 *db) { return sqlite3_db_release_memory(db); }

@@ -6,6 +6,7 @@ int lunora_config_memory(int lookaside_size, int lookaside_slots, int pcache_ini
 int lunora_db_status(sqlite3 *db, int op);
 long long lunora_memory_used(void);
 long long lunora_soft_heap_limit(long long n);
+int lunora_db_release_memory(sqlite3 *db);
 */
 import "C"
 
@@ -53,13 +54,32 @@ type ConnMemory struct {
 	Lookaside, Cache, Schema, Stmt int
 }
 
-// Memory reports the connection's memory by kind.
-func (c *Conn) Memory() ConnMemory {
+// handle is the connection's sqlite3 handle (nil once closed).
+func (c *Conn) handle() *C.sqlite3 {
 	db := reflect.ValueOf(c.C).Elem().FieldByName("db")
 	if !db.IsValid() || db.Kind() != reflect.Pointer || db.IsNil() {
+		return nil
+	}
+	return (*C.sqlite3)(db.UnsafePointer())
+}
+
+// ReleaseMemory frees the connection's page-cache pages that no statement
+// holds (sqlite3_db_release_memory): an idle shard gives its cache back,
+// and reads it from the OS page cache when it is used again. Connections
+// are opened in SQLite's serialized mode, so this may run while another
+// goroutine uses the connection, but never after Close.
+func (c *Conn) ReleaseMemory() {
+	if h := c.handle(); h != nil {
+		C.lunora_db_release_memory(h)
+	}
+}
+
+// Memory reports the connection's memory by kind.
+func (c *Conn) Memory() ConnMemory {
+	h := c.handle()
+	if h == nil {
 		return ConnMemory{}
 	}
-	h := (*C.sqlite3)(db.UnsafePointer())
 	// SQLITE_DBSTATUS_LOOKASIDE_USED 0, CACHE_USED 1, SCHEMA_USED 2, STMT_USED 3.
 	return ConnMemory{Lookaside: int(C.lunora_db_status(h, 0)), Cache: int(C.lunora_db_status(h, 1)),
 		Schema: int(C.lunora_db_status(h, 2)), Stmt: int(C.lunora_db_status(h, 3))}

@@ -35,6 +35,7 @@ type options struct {
 	synchronous    string
 	durability     string
 	idleTimeout    time.Duration
+	shedAfter      time.Duration
 	queueConsumers int
 	sqliteHeap     int64
 	alarmTries     int
@@ -176,6 +177,7 @@ func parseFlags(args []string, stderr io.Writer) (*options, error) {
 	fs.StringVar(&o.synchronous, "synchronous", def.Synchronous, "SQLite synchronous level for shard writes: FULL (acked writes survive power loss) or NORMAL")
 	fs.StringVar(&o.durability, "durability", def.Durability, "with -synchronous FULL, how shard writes are made durable: node (one node-wide fdatasync round covers every shard's commits) or shard (each shard's COMMIT syncs its own log)")
 	fs.DurationVar(&o.idleTimeout, "idle-timeout", def.IdleTimeout, "hibernate a shard after this long without requests")
+	fs.DurationVar(&o.shedAfter, "shed-after", def.ShedAfter, "an active shard unused this long closes its idle read connections and frees its page cache (0: never)")
 	fs.Int64Var(&o.sqliteHeap, "sqlite-heap-limit", 256<<20, "bytes: SQLite's soft heap limit for the whole process — past it every shard's page cache is recycled before more is allocated (a node-wide budget for the caches); 0: none")
 	fs.IntVar(&o.queueConsumers, "queue-consumers", 4, "messages of each queue with a consumer function this node runs at once")
 	fs.IntVar(&o.alarmTries, "alarm-max-attempts", def.AlarmMaxAttempts, "runs of one alarm before it is moved to the shard's __lunora_dead_alarms")

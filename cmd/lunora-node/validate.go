@@ -31,6 +31,7 @@ func validate(o *options, stdout io.Writer) error {
 	}
 	sc := shardhost.DefaultConfig()
 	sc.Synchronous, sc.Durability, sc.IdleTimeout, sc.MaxActive = o.synchronous, o.durability, o.idleTimeout, o.maxActive
+	sc.ShedAfter = o.shedAfter
 	sc.MailboxSize, sc.MaxInFlight = o.mailbox, o.maxInFlight
 	sc.StatementTimeout, sc.ResultBudget = o.stmtTimeout, o.resultBudget
 	sc.MaxSQLLen, sc.MaxParams, sc.MaxValueBytes, sc.MaxStatements = o.limits.MaxSQLLen, o.limits.MaxParams, o.limits.MaxValueBytes, o.limits.MaxStatements

@@ -40,6 +40,7 @@ func TestValidate(t *testing.T) {
 		{args: []string{"dev", "-cluster-secret-file", secretFile}, want: "dev mode has no peers"},
 		{args: []string{"serve", "-schema", schemaPath, "-synchronous", "SOMETIMES"}, want: "Synchronous"},
 		{args: []string{"serve", "-schema", schemaPath, "-idle-timeout", "0s"}, want: "IdleTimeout"},
+		{args: []string{"serve", "-schema", schemaPath, "-shed-after", "-1s"}, want: "ShedAfter must not be negative"},
 		{args: []string{"serve", "-schema", schemaPath, "-log-level", "loud"}, want: "-log-level"},
 		{args: []string{"serve", "-schema", schemaPath, "-max-function-statements", "2"}, want: "over the limit of 2 per function"},
 		{args: []string{"serve", "-schema", schemaPath, "-max-sql-bytes", "50"}, want: "over the limit of 50 (-max-sql-bytes)"},
