@@ -35,7 +35,7 @@ type actor struct {
 	// handed to the syncer, newest last (at most pipelineDepth).
 	submitted  []uint64
 	dur        durable
-	mailbox    chan *mutation
+	mailbox    *mailbox
 	writerDone chan struct{}
 	readers    chan *sqlitex.Conn // idle read connections
 	readerSlot chan struct{}      // one token per open read connection
@@ -216,7 +216,7 @@ func (a *actor) activate() error {
 	// every activation (a shard received, restored or left early).
 	a.reindexAlarms()
 	a.reindexQueues()
-	a.mailbox = make(chan *mutation, a.h.cfg.MailboxSize)
+	a.mailbox = newMailbox(a.h.cfg.MailboxSize)
 	a.writerDone = make(chan struct{})
 	go a.runWriter()
 	a.h.m.activations.Inc()
@@ -289,7 +289,7 @@ func syncDirs(dir, stop string) error {
 // subscribers get a final error and the notifier returns its reader.
 func (a *actor) hibernate() {
 	a.stopLive()
-	close(a.mailbox)
+	a.mailbox.close()
 	<-a.writerDone
 	for {
 		select {

@@ -744,10 +744,8 @@ func (h *Host) fireShard(id string) {
 	defer cancel()
 	err = h.withShard(ctx, id, group, key, func(a *actor) error {
 		m := &mutation{ctx: ctx, fire: true, done: make(chan struct{})}
-		select {
-		case a.mailbox <- m:
-		default:
-			return ErrMailboxFull
+		if err := a.mailbox.offer(m, a.id); err != nil {
+			return err
 		}
 		select {
 		case <-m.done:

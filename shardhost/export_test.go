@@ -15,7 +15,7 @@ func QueuedLen(h *Host) int {
 		select {
 		case <-a.ready:
 			if a.err == nil {
-				n += len(a.mailbox)
+				n += a.mailbox.len()
 			}
 		default:
 		}

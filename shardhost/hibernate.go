@@ -1,6 +1,7 @@
 package shardhost
 
 import (
+	"context"
 	"os"
 	"sync"
 	"time"
@@ -26,8 +27,9 @@ func (h *Host) runJanitor() {
 		case now := <-t.C:
 			h.closeActors(h.idleActors(now))
 			h.shedIdle(now)
-			// Closing shards frees SQLite's memory into the C allocator;
-			// hand it back to the OS here, off the request path.
+			// Closing and shedding shards frees SQLite's memory into the
+			// C allocator; hand it back to the OS here, off the request
+			// path (writers shed after this tick: the next one trims).
 			if h.closedSinceTrim.Swap(0) > 0 {
 				sqlitex.TrimMemory()
 			}
@@ -67,9 +69,10 @@ func (h *Host) idleActors(now time.Time) []*actor {
 }
 
 // shedIdle makes every active shard unused for ShedAfter give back its
-// idle read connections and its writer's unused page cache, once per
-// quiet spell: an active shard then costs little more than its writer's
-// schema and statements until it is used again or hibernates. The shard
+// idle read connections, its writer's prepared statements and page
+// cache, once per quiet spell: an active shard then costs little more
+// than its writer connection's schema until it is used again or
+// hibernates. The shard
 // is referenced meanwhile, so it cannot close under the shedding.
 func (h *Host) shedIdle(now time.Time) {
 	if h.cfg.ShedAfter <= 0 {
@@ -96,14 +99,13 @@ func (h *Host) shedIdle(now time.Time) {
 		a.refs-- // not release: the shard stays as idle as it was
 		h.mu.Unlock()
 	}
-	if len(as) > 0 {
-		h.m.sheds.Add(float64(len(as)))
-		sqlitex.TrimMemory()
-	}
+	h.m.sheds.Add(float64(len(as)))
+	h.closedSinceTrim.Add(int64(len(as)))
 }
 
 // shed closes the actor's idle read connections (a request opens one
-// again) and releases the writer's page cache. The caller holds a
+// again) and asks the writer to drop its prepared statements and free its
+// page cache (it prepares them again when used). The caller holds a
 // reference.
 func (a *actor) shed() {
 	for {
@@ -116,7 +118,8 @@ func (a *actor) shed() {
 		}
 		break
 	}
-	a.w.ReleaseMemory()
+	// Not waited for; a full mailbox means the shard is busy after all.
+	a.mailbox.offer(&mutation{ctx: context.Background(), shed: true, done: make(chan struct{})}, a.id)
 }
 
 // overCapLocked detaches least recently used idle actors while more than

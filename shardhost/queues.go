@@ -449,10 +449,8 @@ func (a *actor) redrive(queue string, ids []string, n *int) func() (bool, error)
 // is queued, and waits for the commit.
 func (a *actor) runOp(ctx context.Context, op func() (bool, error)) error {
 	m := &mutation{ctx: ctx, op: op, done: make(chan struct{})}
-	select {
-	case a.mailbox <- m:
-	default:
-		return api.Wrap(ErrMailboxFull, fmt.Sprintf("shard %s has %d mutations queued", a.id, cap(a.mailbox)))
+	if err := a.mailbox.offer(m, a.id); err != nil {
+		return err
 	}
 	select {
 	case <-m.done:

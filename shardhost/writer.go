@@ -27,6 +27,9 @@ type mutation struct {
 	// attempt is lunora_attempt() while an alarm's function runs.
 	fire    bool
 	attempt int64
+	// shed asks the writer to drop its prepared statements and free its
+	// page cache: the shard has been unused for ShedAfter (hibernate.go).
+	shed bool
 	// op, when set, runs in place of sql: the shard runtime's own write
 	// (a queue's lease, ack, nack — queues.go) group-committed with the
 	// mutations around it. It reports whether it changed user data.
@@ -42,10 +45,8 @@ type mutation struct {
 // added to *held for the caller to release.
 func (a *actor) mutate(ctx context.Context, stmts []string, args []driver.NamedValue, held *int64) (*api.Result, error) {
 	m := &mutation{ctx: ctx, sql: stmts, args: args, done: make(chan struct{})}
-	select {
-	case a.mailbox <- m:
-	default:
-		return nil, api.Wrap(ErrMailboxFull, fmt.Sprintf("shard %s has %d mutations queued", a.id, cap(a.mailbox)))
+	if err := a.mailbox.offer(m, a.id); err != nil {
+		return nil, err
 	}
 	select {
 	case <-m.done:
@@ -67,24 +68,30 @@ func (a *actor) mutate(ctx context.Context, stmts []string, args []driver.NamedV
 func (a *actor) runWriter() {
 	defer close(a.writerDone)
 	a.cur = &batch{a: a, first: a.seq + 1, last: a.seq}
-	got := make([]*mutation, 0, a.h.cfg.MaxBatch)
-	for m := range a.mailbox {
-		a.h.m.mailboxDepth.Observe(float64(len(a.mailbox) + 1))
-		got = a.drainMailbox(append(got[:0], m))
+	var got []*mutation
+	for a.mailbox.wait() {
+		a.h.m.mailboxDepth.Observe(float64(a.mailbox.len()))
+		if cap(got) > idleCap {
+			got = nil // a burst's batch is not kept for a quiet shard
+		}
+		got = a.mailbox.drain(got[:0], a.h.cfg.MaxBatch)
 		if a.waitPipeline() {
 			// Mutations queued while the writer waited join the batch.
-			got = a.drainMailbox(got)
+			got = a.mailbox.drain(got, a.h.cfg.MaxBatch)
 		}
 		if hook := a.h.cfg.BeforeBatch; hook != nil {
 			hook(a.id)
 		}
 		start := time.Now()
-		fire := false
+		fire, shed := false, false
 		calls := got[:0:0]
 		for _, m := range got {
-			if m.fire {
+			switch {
+			case m.fire:
 				fire = true
-			} else {
+			case m.shed:
+				shed = true
+			default:
 				calls = append(calls, m)
 			}
 		}
@@ -115,6 +122,13 @@ func (a *actor) runWriter() {
 		if fire {
 			a.fireAlarms()
 		}
+		if shed && len(calls) == 0 && !fire {
+			// Only when the shard is still quiet: a batch with work in it
+			// is about to need its statements again.
+			a.w.DropStatements()
+			a.w.ReleaseMemory()
+			a.h.closedSinceTrim.Add(1)
+		}
 		a.h.m.commitLatency.Observe(time.Since(start).Seconds())
 		a.h.m.batchSize.Observe(float64(len(got)))
 		a.flush(false)
@@ -122,23 +136,6 @@ func (a *actor) runWriter() {
 	// Hibernation closes the connections next: every commit must be
 	// durable (and acknowledged) first.
 	a.flush(true)
-}
-
-// drainMailbox appends what the mailbox holds now to got, up to MaxBatch
-// mutations, without waiting.
-func (a *actor) drainMailbox(got []*mutation) []*mutation {
-	for len(got) < a.h.cfg.MaxBatch {
-		select {
-		case m, ok := <-a.mailbox:
-			if !ok {
-				return got
-			}
-			got = append(got, m)
-		default:
-			return got
-		}
-	}
-	return got
 }
 
 // groupCommit runs each mutation of the batch in its own SAVEPOINT inside

@@ -229,6 +229,11 @@ func (c *Conn) register() error {
 	return nil
 }
 
+// DropStatements finalizes every cached prepared statement (they are
+// prepared again when next used). Only the connection's goroutine may
+// call it, as for any statement.
+func (c *Conn) DropStatements() { c.stmts.closeAll() }
+
 // Close closes the connection and its cached statements.
 func (c *Conn) Close() error {
 	c.stmts.closeAll()
