@@ -1,8 +1,6 @@
 package sqlitex
 
 import (
-	"errors"
-
 	"github.com/lunora/lunora/api"
 	"google.golang.org/grpc/codes"
 )
@@ -29,84 +27,77 @@ type Scheduler interface {
 // ErrNotMutation: lunora_schedule or lunora_cancel outside a mutation.
 var ErrNotMutation = api.New(codes.FailedPrecondition, "lunora_schedule, lunora_cancel and lunora_enqueue are only available in mutations")
 
-// registerAlarms adds lunora_schedule(when, function[, args_json]),
-// lunora_cancel(id), lunora_enqueue(queue, body_json) and lunora_attempt().
-func (c *Conn) registerAlarms() error {
-	schedule := func(when int64, function string, args any) (string, error) {
+// alarmFuncs are lunora_schedule(when, function[, args_json]),
+// lunora_cancel(id), lunora_enqueue(queue, body_json) and
+// lunora_attempt().
+func (c *Conn) alarmFuncs() []goFunc {
+	schedule := func(a []any) (any, error) {
 		if c.Sched == nil {
 			c.fnErr = api.Wrap(ErrNotMutation, "lunora_schedule is not available here: alarms are scheduled by mutations on shards, not by queries or global functions")
-			return "", c.fnErr
+			return nil, c.fnErr
 		}
-		var a string
-		switch x := args.(type) {
-		case nil:
-		case string:
-			a = x
-		case []byte:
-			a = string(x)
-		default:
-			c.fnErr = api.Errorf(codes.InvalidArgument, "lunora_schedule: args must be a JSON object as text, e.g. json_object('room', :room)")
-			return "", c.fnErr
+		var args string
+		if len(a) == 3 {
+			switch x := a[2].(type) {
+			case string:
+				args = x
+			case []byte: // a blob, or NULL (nil)
+				args = string(x)
+			default:
+				c.fnErr = api.Errorf(codes.InvalidArgument, "lunora_schedule: args must be a JSON object as text, e.g. json_object('room', :room)")
+				return nil, c.fnErr
+			}
 		}
-		id, err := c.Sched.Schedule(when, function, a)
+		id, err := c.Sched.Schedule(a[0].(int64), a[1].(string), args)
 		if err != nil {
 			c.fnErr = err
-			return "", err
+			return nil, err
 		}
 		return id, nil
 	}
-	schedule2 := func(when int64, function string) (string, error) { return schedule(when, function, nil) }
-	cancel := func(id string) (int64, error) {
+	cancel := func(a []any) (any, error) {
 		if c.Sched == nil {
 			c.fnErr = api.Wrap(ErrNotMutation, "lunora_cancel is not available here: alarms are cancelled by mutations on shards, not by queries or global functions")
-			return 0, c.fnErr
+			return nil, c.fnErr
 		}
-		ok, err := c.Sched.Cancel(id)
+		ok, err := c.Sched.Cancel(a[0].(string))
 		if err != nil {
 			c.fnErr = err
-			return 0, err
+			return nil, err
 		}
 		if ok {
-			return 1, nil
+			return int64(1), nil
 		}
-		return 0, nil
+		return int64(0), nil
 	}
-	enqueue := func(queue string, body any) (string, error) {
+	enqueue := func(a []any) (any, error) {
 		if c.Sched == nil {
 			c.fnErr = api.Wrap(ErrNotMutation, "lunora_enqueue is not available here: messages are enqueued by mutations on shards, not by queries or global functions")
-			return "", c.fnErr
+			return nil, c.fnErr
 		}
 		var b string
-		switch x := body.(type) {
+		switch x := a[1].(type) {
 		case string:
 			b = x
 		case []byte:
 			b = string(x)
 		default:
-			c.fnErr = api.Errorf(codes.InvalidArgument, "lunora_enqueue: the body must be JSON as text, e.g. json_object('room', :room), not %T", body)
-			return "", c.fnErr
+			c.fnErr = api.Errorf(codes.InvalidArgument, "lunora_enqueue: the body must be JSON as text, e.g. json_object('room', :room), not %T", a[1])
+			return nil, c.fnErr
 		}
-		id, err := c.Sched.Enqueue(queue, b)
+		id, err := c.Sched.Enqueue(a[0].(string), b)
 		if err != nil {
 			c.fnErr = err
-			return "", err
+			return nil, err
 		}
 		return id, nil
 	}
-	attempt := func() int64 { return c.Attempt }
-	for _, f := range []struct {
-		name string
-		impl any
-	}{
-		{"lunora_schedule", schedule},
-		{"lunora_schedule", schedule2},
-		{"lunora_cancel", cancel},
-		{"lunora_enqueue", enqueue},
-		{"lunora_attempt", attempt},
-	} {
-		if err := c.C.RegisterFunc(f.name, f.impl, false); err != nil {
-			return errors.New("register " + f.name + ": " + err.Error())
-		}
+	attempt := func([]any) (any, error) { return c.Attempt, nil }
+	return []goFunc{
+		{name: "lunora_schedule", args: []argKind{argInt, argText, argAny}, impl: schedule},
+		{name: "lunora_schedule", args: []argKind{argInt, argText}, impl: schedule},
+		{name: "lunora_cancel", args: []argKind{argText}, impl: cancel},
+		{name: "lunora_enqueue", args: []argKind{argText, argAny}, impl: enqueue},
+		{name: "lunora_attempt", impl: attempt},
 	}
-	return nil
 }

@@ -61,7 +61,8 @@ type Conn struct {
 	// opcodes.
 	stmtCtx context.Context
 
-	match matchState // LIKE and GLOB (match.go)
+	match matchState // LIKE and GLOB (match.go), and every callback's state
+	funcs []goFunc   // the SQL functions in Go, by slot (callbacks.go)
 
 	// maxValue is the SQLITE_LIMIT_LENGTH Open set (Options.MaxValueBytes);
 	// the Go implementations of built-ins (functions.go) keep to it too.
@@ -189,43 +190,33 @@ func Open(path string, o Options) (*Conn, error) {
 }
 
 func (c *Conn) register() error {
-	authClaim := func(name any) (any, error) { return c.Caller.claim(name) }
-	authSubject := func() any { return c.Caller.subject() }
-	foreign := func(table string, value any) (int64, error) {
-		c.foreignRow = fmt.Sprintf("table %s: a row with %v", table, value)
-		return 0, errors.New(c.foreignRow)
-	}
-	for _, f := range []struct {
-		name string
-		impl any
-		pure bool
-	}{
-		// lunora_assert and lunora_now are in C (registerCore).
-		{"__lunora_foreign_row", foreign, false},
-		// lunora_auth is constant while a statement runs; registered
-		// deterministic, SQLite evaluates a call with constant arguments
-		// once per run of the statement, not once per row (caller.go).
-		{"lunora_auth", authClaim, true},
-		{"lunora_auth", authSubject, true},
-	} {
-		if err := c.C.RegisterFunc(f.name, f.impl, f.pure); err != nil {
-			return fmt.Errorf("register %s: %w", f.name, err)
-		}
-	}
-	if err := c.registerAlarms(); err != nil {
-		return err
-	}
-	if err := c.registerBoundedFunctions(); err != nil {
+	// The callback state (C memory and the Conn's cgo.Handle) comes
+	// first: every function and hook below reaches the Conn through it.
+	if err := c.registerMatch(fastMatchSteps); err != nil {
 		return err
 	}
 	if err := c.registerCore(); err != nil {
 		return err
 	}
-	c.C.RegisterAuthorizer(c.authorize)
-	c.C.RegisterUpdateHook(func(_ int, _ string, table string, _ int64) {
-		c.dirty = true
-		c.noteWritten(table)
-	})
+	foreign := func(a []any) (any, error) {
+		c.foreignRow = fmt.Sprintf("table %s: a row with %v", a[0], a[1])
+		return nil, errors.New(c.foreignRow)
+	}
+	fs := []goFunc{
+		// lunora_assert and lunora_now are in C (registerCore).
+		{name: "__lunora_foreign_row", args: []argKind{argText, argAny}, impl: foreign},
+		// lunora_auth is constant while a statement runs; registered
+		// deterministic, SQLite evaluates a call with constant arguments
+		// once per run of the statement, not once per row (caller.go).
+		{name: "lunora_auth", args: []argKind{argAny}, pure: true, impl: func(a []any) (any, error) { return c.Caller.claim(a[0]) }},
+		{name: "lunora_auth", pure: true, impl: func([]any) (any, error) { return c.Caller.subject(), nil }},
+	}
+	fs = append(fs, c.alarmFuncs()...)
+	fs = append(fs, c.boundedFuncs()...)
+	if err := c.registerGoFuncs(fs); err != nil {
+		return err
+	}
+	c.registerHooks()
 	return nil
 }
 

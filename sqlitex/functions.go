@@ -33,25 +33,21 @@ var (
 	errInterrupted = errors.New("interrupted")
 )
 
-func (c *Conn) registerBoundedFunctions() error {
-	if err := c.registerMatch(fastMatchSteps); err != nil {
-		return err
+// boundedFuncs replace instr, replace and trim/ltrim/rtrim with a set
+// (2 arguments) by linear implementations; registerMatch did LIKE/GLOB.
+func (c *Conn) boundedFuncs() []goFunc {
+	two := []argKind{argAny, argAny}
+	trim := func(left, right bool) func([]any) (any, error) {
+		f := trimFunc(left, right)
+		return func(a []any) (any, error) { return f(a[0], a[1]) }
 	}
-	for _, f := range []struct {
-		name string
-		impl any
-	}{
-		{"instr", instr},
-		{"replace", c.replace},
-		{"trim", trimFunc(true, true)},
-		{"ltrim", trimFunc(true, false)},
-		{"rtrim", trimFunc(false, true)},
-	} {
-		if err := c.C.RegisterFunc(f.name, f.impl, true); err != nil {
-			return fmt.Errorf("register %s: %w", f.name, err)
-		}
+	return []goFunc{
+		{name: "instr", args: two, pure: true, impl: func(a []any) (any, error) { return instr(a[0], a[1]) }},
+		{name: "replace", args: []argKind{argAny, argAny, argAny}, pure: true, impl: func(a []any) (any, error) { return c.replace(a[0], a[1], a[2]) }},
+		{name: "trim", args: two, pure: true, impl: trim(true, true)},
+		{name: "ltrim", args: two, pure: true, impl: trim(true, false)},
+		{name: "rtrim", args: two, pure: true, impl: trim(false, true)},
 	}
-	return nil
 }
 
 // interrupted reports whether the running statement's context has ended.

@@ -23,7 +23,8 @@ const fastMatchSteps = 1 << 22
 type matchState struct {
 	cfg    *C.lunora_match_cfg
 	handle cgo.Handle
-	db     *C.sqlite3 // the connection's handle, for TotalChanges
+	db     *C.sqlite3     // the connection's handle, for TotalChanges
+	slots  unsafe.Pointer // the Go functions' lunora_fn_slot array (callbacks.go)
 }
 
 // registerMatch replaces like() and glob() on c with the shim in
@@ -96,6 +97,10 @@ func (m *matchState) free() {
 		C.free(unsafe.Pointer(m.cfg))
 		m.handle.Delete()
 		m.cfg = nil
+	}
+	if m.slots != nil {
+		C.free(m.slots)
+		m.slots = nil
 	}
 }
 
