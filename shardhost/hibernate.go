@@ -72,8 +72,8 @@ func (h *Host) idleActors(now time.Time) []*actor {
 // idle read connections, its writer's prepared statements and page
 // cache, once per quiet spell: an active shard then costs little more
 // than its writer connection's schema until it is used again or
-// hibernates. The shard
-// is referenced meanwhile, so it cannot close under the shedding.
+// hibernates. The shard is referenced meanwhile, so it cannot close
+// under the shedding.
 func (h *Host) shedIdle(now time.Time) {
 	if h.cfg.ShedAfter <= 0 {
 		return

@@ -56,7 +56,7 @@ type Host struct {
 	closedSinceTrim atomic.Int64
 
 	// Shards this process closed cleanly, with what their files looked
-	// like then (hibernate.go, cleanClose).
+	// like then (hibernate.go, closedCleanly).
 	cleanMu sync.Mutex
 	clean   map[string]fileStamp
 

@@ -21,10 +21,13 @@ import (
 // TestActiveShardMemory (LUNORA_MEM_BENCH=1, without -race) measures the
 // resident memory an active shard costs: N shards each take a mutation
 // and a query (writer and one reader open, their caches warm) and stay
-// active; RSS and the Go heap are read before and after.
+// active; RSS and the Go heap are read before and after, and again once
+// every shard has been unused for ShedAfter (readers closed, statements
+// and page caches freed, still active).
 // LUNORA_MEM_CACHE_KIB sets the page cache per connection,
 // LUNORA_MEM_SHARDS the count (default 3000), LUNORA_MEM_HEAP_LIMIT
-// SQLite's soft heap limit in bytes (lunora-node -sqlite-heap-limit).
+// SQLite's soft heap limit in bytes (lunora-node -sqlite-heap-limit),
+// LUNORA_MEM_PROFILE a file for a heap profile taken at the end.
 func TestActiveShardMemory(t *testing.T) {
 	if os.Getenv("LUNORA_MEM_BENCH") == "" {
 		t.Skip("a measurement: LUNORA_MEM_BENCH=1")

@@ -183,7 +183,7 @@ func Open(path string, o Options) (*Conn, error) {
 	}
 	c.stmts.init(stmtCacheSize)
 	if err := c.register(); err != nil {
-		c.C.Close()
+		c.Close() // also frees the callback state register made
 		return nil, err
 	}
 	return c, nil
