@@ -32,6 +32,8 @@ func TestSandboxRefusesEscapes(t *testing.T) {
 		{"writable_schema", "PRAGMA writable_schema = ON", codes.PermissionDenied},
 		{"journal_mode", "PRAGMA journal_mode = DELETE", codes.PermissionDenied},
 		{"load_extension", "SELECT load_extension('/tmp/evil.so')", codes.PermissionDenied},
+		{"driver auth function", "SELECT auth_user_add('u', 'p', 1)", codes.PermissionDenied},
+		{"driver auth check", "SELECT auth_enabled()", codes.PermissionDenied},
 		{"vacuum into", fmt.Sprintf("VACUUM INTO '%s'", outside), codes.PermissionDenied},
 		{"create table", "CREATE TABLE evil(x)", codes.PermissionDenied},
 		{"drop table", "DROP TABLE messages", codes.PermissionDenied},

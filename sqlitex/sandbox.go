@@ -74,10 +74,14 @@ var readOnlyPragmas = map[string]bool{
 	"index_xinfo": true, "foreign_key_list": true, "data_version": true,
 }
 
-// deniedFunctions are SQL functions user SQL may not call.
+// deniedFunctions are SQL functions user SQL may not call. The last six
+// are the driver's user-authentication functions, which it registers on
+// every connection (no-ops in this build, and no business of user SQL).
 var deniedFunctions = map[string]bool{
 	"load_extension": true, "fts3_tokenizer": true, "readfile": true, "writefile": true,
 	"edit": true,
+	"authenticate": true, "auth_user_add": true, "auth_user_change": true, "auth_user_delete": true,
+	"auth_enabled": true, "sqlite_crypt": true,
 }
 
 // authorize is the SQLite authorizer. System statements (migrations, the
