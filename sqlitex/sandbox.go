@@ -79,7 +79,7 @@ var readOnlyPragmas = map[string]bool{
 // every connection (no-ops in this build, and no business of user SQL).
 var deniedFunctions = map[string]bool{
 	"load_extension": true, "fts3_tokenizer": true, "readfile": true, "writefile": true,
-	"edit": true,
+	"edit":         true,
 	"authenticate": true, "auth_user_add": true, "auth_user_change": true, "auth_user_delete": true,
 	"auth_enabled": true, "sqlite_crypt": true,
 }
