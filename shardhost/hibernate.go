@@ -2,7 +2,6 @@ package shardhost
 
 import (
 	"context"
-	"os"
 	"sync"
 	"time"
 
@@ -208,14 +207,10 @@ func (s *fileStamp) matches(path string) bool {
 
 // closedCleanly records that the shard's last connection closed without
 // error and nothing failed to sync: its -wal is checkpointed, the
-// database file synced, and the -wal kept, empty (sqlitex PersistWAL).
-// The -shm goes (32 KiB per shard on disk; the next open rebuilds it from
-// the empty -wal). The stamp lets the next activation skip its syncs
-// (openWAL).
+// database file synced, and the -wal kept, empty (sqlitex PersistWAL;
+// the -shm is kept too, as SQLite leaves it). The stamp lets the next
+// activation skip its syncs (openWAL).
 func (h *Host) closedCleanly(id, path string) {
-	if err := os.Remove(path + "-shm"); err != nil && !os.IsNotExist(err) {
-		h.log.Warn("remove a closed shard's -shm file", "shard", id, "err", err)
-	}
 	st, ok := stampOf(path)
 	if !ok {
 		return
