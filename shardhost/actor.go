@@ -291,15 +291,7 @@ func (a *actor) hibernate() {
 	a.stopLive()
 	a.mailbox.close()
 	<-a.writerDone
-	for {
-		select {
-		case r := <-a.readers:
-			r.Close()
-			continue
-		default:
-		}
-		break
-	}
+	a.closeIdleReaders()
 	err := a.w.Close()
 	if err != nil {
 		a.h.log.Warn("close shard", "shard", a.id, "err", err)
@@ -309,6 +301,20 @@ func (a *actor) hibernate() {
 	}
 	if _, _, derr := a.dur.state(); err == nil && derr == nil {
 		a.h.closedCleanly(a.id, a.path)
+	}
+}
+
+// closeIdleReaders closes the read connections no one has checked out
+// and frees their slots (a request opens one again).
+func (a *actor) closeIdleReaders() {
+	for {
+		select {
+		case r := <-a.readers:
+			r.Close()
+			<-a.readerSlot
+		default:
+			return
+		}
 	}
 }
 

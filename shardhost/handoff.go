@@ -236,7 +236,6 @@ func (h *Host) Freeze(ctx context.Context, shardID string) (*Frozen, error) {
 	}
 	h.frozen[shardID] = make(chan struct{})
 	h.mu.Unlock()
-	h.forgetClean(shardID)
 
 	f, err := h.freeze(ctx, shardID, path)
 	if err != nil {

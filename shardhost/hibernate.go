@@ -107,16 +107,7 @@ func (h *Host) shedIdle(now time.Time) {
 // page cache (it prepares them again when used). The caller holds a
 // reference.
 func (a *actor) shed() {
-	for {
-		select {
-		case r := <-a.readers:
-			r.Close()
-			<-a.readerSlot
-			continue
-		default:
-		}
-		break
-	}
+	a.closeIdleReaders()
 	// Not waited for; a full mailbox means the shard is busy after all.
 	a.mailbox.offer(&mutation{ctx: context.Background(), shed: true, done: make(chan struct{})}, a.id)
 }
@@ -233,7 +224,7 @@ func (h *Host) takeClean(id string) *fileStamp {
 }
 
 // forgetClean drops the shard's stamp: its files are about to change
-// outside an actor (a move, an install, a delete).
+// outside an actor (an install, a delete).
 func (h *Host) forgetClean(id string) {
 	h.cleanMu.Lock()
 	delete(h.clean, id)
