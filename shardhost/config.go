@@ -42,8 +42,9 @@ type Config struct {
 	// hibernates (all handles closed).
 	IdleTimeout time.Duration
 	// ShedAfter is how long an active shard goes without requests before
-	// it gives back what it can reopen cheaply: its idle read connections
-	// and its writer's page cache. Zero never sheds.
+	// it gives back what it can rebuild cheaply: its idle read
+	// connections, its writer's prepared statements and page cache. Zero
+	// never sheds.
 	ShedAfter time.Duration
 	// MaxActive caps open shards; past it the least recently used idle shard
 	// hibernates.
