@@ -767,3 +767,40 @@ func TestInstallCommittedWithoutDone(t *testing.T) {
 		t.Fatalf("s2 after InstallCommitted with a lagging replica: held %q incoming %q", held["s2"], incoming["s2"])
 	}
 }
+
+// TestStaleSenderIsRefused: a node whose replica lags still thinks it
+// holds a shard that has since moved to b (a process restarted from the
+// directory of one killed mid-move, say), and sends its copy to b. b,
+// which serves the shard, refuses it: stored, the stale copy would be
+// installed over the live one at b's next InstallCommitted, losing every
+// write acknowledged since the move (a TestChaos loss). The sender, told
+// by the log that b holds the shard, drops its copy.
+func TestStaleSenderIsRefused(t *testing.T) {
+	w := newWorld(t, 4, "a", "b")
+	w.create("b", "s1", "live, with the writes since the move")
+	w.files["a"].held["s1"] = []byte("stale")
+	w.reg.replica = map[string]string{"s1": "a"} // a's replica lags
+	_, err := w.movers["a"].Move(context.Background(), "s1", "b", "b", 1)
+	if api.CodeOf(err) != codes.Aborted {
+		t.Fatalf("Move of a stale copy: %v, want ABORTED", err)
+	}
+	w.reg.mu.Lock()
+	w.reg.replica = nil // b's replica has caught up
+	w.reg.mu.Unlock()
+	w.movers["b"].InstallCommitted(context.Background())
+	held, incoming, journal := w.files["b"].snapshot()
+	if string(held["s1"]) != "live, with the writes since the move" || incoming["s1"] != nil || len(journal) != 0 {
+		t.Fatalf("receiver: held %q incoming %q journal %v", held["s1"], incoming["s1"], journal)
+	}
+	aHeld, _, aJournal := w.files["a"].snapshot()
+	if aHeld["s1"] != nil || len(aJournal) != 0 || w.files["a"].moved["s1"] != "b" || w.files["a"].thaws != 0 {
+		t.Fatalf("sender: held %q journal %v pointer %q thaws %d", aHeld["s1"], aJournal, w.files["a"].moved["s1"], w.files["a"].thaws)
+	}
+	// A copy from a node that never held the shard is refused the same way.
+	data := []byte("never held")
+	sum := sha256.Sum256(data)
+	err = w.movers["b"].Receive(context.Background(), api.HandoffHeader{ShardID: "s1", From: "c", Size: int64(len(data))}, bytes.NewReader(data), sum[:])
+	if api.CodeOf(err) != codes.FailedPrecondition {
+		t.Fatalf("a copy from a node the registry does not name: %v", err)
+	}
+}

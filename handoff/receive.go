@@ -14,7 +14,22 @@ import (
 // verified when it returns (the ack), not served until Done or until the
 // registry names this node its holder. The caller has checked that this
 // node owns the shard at h.Epoch.
+//
+// The registry, read through the log, must name h.From as the holder: a
+// sender whose own replica lags may still think it holds a shard that
+// has moved on, and its copy is then stale. Stored here, that copy would
+// be installed over the live one the moment the registry names this node
+// (InstallCommitted), losing every write acknowledged since. Only the
+// holder can commit a move of the shard, and it is frozen while it sends,
+// so the answer stays true until its commit.
 func (m *Mover) Receive(ctx context.Context, h api.HandoffHeader, r io.Reader, sum []byte) error {
+	holder, _, err := m.commit(ctx, h.ShardID, m.cfg.NodeID, m.cfg.NodeID, 0)
+	if err != nil {
+		return err
+	}
+	if holder != h.From {
+		return api.Errorf(codes.FailedPrecondition, "shard %s: the registry names %q as its holder, not the sender %q: the sender's copy is stale", h.ShardID, holder, h.From)
+	}
 	r, done := m.track(h.ShardID, h.From, m.cfg.NodeID, h.Size, r)
 	defer done()
 	if err := m.cfg.Files.Receive(ctx, h.ShardID, r, h.Size, sum); err != nil {

@@ -59,6 +59,18 @@ func (m *Mover) Move(ctx context.Context, shardID, to, addr string, epoch uint64
 	}
 	start := time.Now()
 	if err := m.send(ctx, p, f, to, epoch); err != nil {
+		if api.CodeOf(err) == codes.FailedPrecondition {
+			// The receiver refused the copy; it may have found it stale
+			// (the registry names another holder). Such a copy is never
+			// served again.
+			cctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+			holder, _, herr := m.commit(cctx, shardID, self, self, 0)
+			cancel()
+			if herr == nil && movedOn(holder, self) {
+				m.drop(f, holder)
+				return 0, api.Errorf(codes.Aborted, "shard %s: the registry names %q as its holder, not this node: the copy here was stale and is dropped", shardID, holder)
+			}
+		}
 		m.thaw(f)
 		return 0, fmt.Errorf("hand off shard %s to %s: %w", shardID, to, err)
 	}

@@ -212,16 +212,23 @@ func (h *Host) MovesInFlight() int {
 // and summed, and the send is journaled. The caller has read in the
 // registry that this node holds the shard, so a copy received here but not
 // installed yet (the previous sender's "done" still on its way) is
-// installed first. NOT_FOUND when the shard has no file on this node.
+// installed first. NOT_FOUND when the shard has no file on this node;
+// SHARD_MOVING while a handoff an earlier run journaled is unresolved.
 func (h *Host) Freeze(ctx context.Context, shardID string) (*Frozen, error) {
 	path := h.shardPath(shardID)
 	h.mu.Lock()
 	_, frozen := h.frozen[shardID]
 	holder, moved := h.moved[shardID]
+	_, pending := h.recovered[shardID]
 	switch {
 	case h.closed:
 		h.mu.Unlock()
 		return nil, ErrClosed
+	case pending:
+		// A handoff an earlier run began is not settled yet: it may have
+		// committed, and this copy may be stale (ResolveMove decides).
+		h.mu.Unlock()
+		return nil, api.Wrap(ErrShardMoving, "shard "+shardID+": a handoff interrupted by a restart is being resolved")
 	case frozen:
 		// (Checked before the file: a move that is deleting it is still
 		// frozen.)

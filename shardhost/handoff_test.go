@@ -175,6 +175,11 @@ func TestHandoffJournalSurvivesRestart(t *testing.T) {
 	if err := receive(ctx, b, f, f.SHA256[:]); api.CodeOf(err) != codes.Unavailable {
 		t.Fatalf("a new copy before the old entry is resolved: %v", err)
 	}
+	// Nor is the shard sent again: the interrupted move may have
+	// committed, and then this copy is stale.
+	if _, err := a.Freeze(ctx, r1); !errors.Is(err, shardhost.ErrShardMoving) {
+		t.Fatalf("freeze before the interrupted send is resolved: %v", err)
+	}
 	// The registry says the move never committed: a keeps, b discards.
 	if err := a.ResolveMove(r1, shardhost.MoveSend, "a"); err != nil {
 		t.Fatal(err)

@@ -402,14 +402,9 @@ func (h *Host) Shutdown(ctx context.Context) error {
 		}
 		h.mu.Lock()
 		var all []*actor
-		// Known bug, kept on purpose for now: detachLocked removes the
-		// element, which clears its links, so this loop closes only the
-		// first shard and the others stay open until the process exits.
-		// Closing them all exposed an acknowledged-write loss in the
-		// randomized cluster test (a kill while a move is under way);
-		// until that is understood, Shutdown keeps its old behaviour.
-		for e := h.lru.Front(); e != nil; e = e.Next() {
-			all = append(all, h.detachLocked(e.Value.(*actor)))
+		// (detachLocked unlinks the element: take the front each time.)
+		for h.lru.Len() > 0 {
+			all = append(all, h.detachLocked(h.lru.Front().Value.(*actor)))
 		}
 		h.mu.Unlock()
 		h.closeActors(all)
