@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/lunora/lunora/api"
+	"github.com/lunora/lunora/internal/fdsync"
 	"golang.org/x/sys/unix"
 	"google.golang.org/grpc/codes"
 )
@@ -172,6 +173,12 @@ type syncer struct {
 	rounds   int // rounds in flight at once
 }
 
+// SyncParallel is how many -wal files one durability round fdatasyncs at
+// once. The calls run on package fdsync's threads (as many), outside the
+// Go scheduler; concurrent fdatasyncs on one file system share its journal
+// commits, so a round of 32 costs little more than a round of one.
+const SyncParallel = 32
+
 // Sync methods of a round (LUNORA_SYNC_METHOD, for measurements).
 const (
 	syncFdatasync = "fdatasync" // one fdatasync per shard's -wal, in parallel
@@ -179,7 +186,7 @@ const (
 )
 
 func newSyncer(h *Host) *syncer {
-	s := &syncer{h: h, wake: make(chan struct{}, 1), stop: make(chan struct{}), done: make(chan struct{}), parallel: 8}
+	s := &syncer{h: h, wake: make(chan struct{}, 1), stop: make(chan struct{}), done: make(chan struct{}), parallel: SyncParallel}
 	// Measurement knobs (DESIGN.md, "Node-level durability"): the
 	// alternatives the default was chosen against.
 	if v, err := strconv.Atoi(os.Getenv("LUNORA_SYNC_PARALLEL")); err == nil && v > 0 {
@@ -392,13 +399,11 @@ func (a *actor) syncWAL() error {
 	return nil
 }
 
+// fdatasync runs on a thread outside the Go scheduler (package fdsync):
+// a round's parallel syncs must not hold the node's Ps while the disk
+// works.
 func fdatasync(f *os.File) error {
-	for {
-		err := unix.Fdatasync(int(f.Fd()))
-		if err != unix.EINTR {
-			return err
-		}
-	}
+	return fdsync.Fdatasync(f)
 }
 
 // openWAL opens the shard's -wal file for the syncer and makes the file as

@@ -13,6 +13,7 @@ import (
 	"os"
 	"os/signal"
 	"path/filepath"
+	"runtime"
 	"runtime/pprof"
 	"runtime/trace"
 	"strings"
@@ -59,7 +60,7 @@ func run(ctx context.Context, o *options, command string, stdout, stderr io.Writ
 		return runQueue(ctx, o, dir, command, stdout, log)
 	}
 
-	info := runInfo{command: command, o: o, dataDir: dir}
+	info := runInfo{command: command, o: o, dataDir: dir, procs: fmt.Sprintf("GOMAXPROCS %d (callers, in-process stack and baseline alike)", runtime.GOMAXPROCS(0))}
 	target := o.target
 	var st *stack
 	if target == "" {

@@ -14,6 +14,7 @@ import (
 // runInfo is what the summary says about the run besides the figures.
 type runInfo struct {
 	command string
+	procs   string // GOMAXPROCS and where it came from
 	target  string // what was benchmarked
 	dataDir string
 	o       *options
@@ -42,6 +43,9 @@ func printSummary(w io.Writer, info runInfo, results []*phaseResult) {
 	fmt.Fprintf(w, "command:  %s\n", info.command)
 	fmt.Fprintf(w, "machine:  %s\n", machine())
 	fmt.Fprintf(w, "target:   %s\n", info.target)
+	if info.procs != "" {
+		fmt.Fprintf(w, "procs:    %s\n", info.procs)
+	}
 	if info.dataDir != "" {
 		fmt.Fprintf(w, "data:     %s (removed after the run)\n", info.dataDir)
 	}
