@@ -175,8 +175,8 @@ type syncer struct {
 
 // SyncParallel is how many -wal files one durability round fdatasyncs at
 // once. The calls run on package fdsync's threads (as many), outside the
-// Go scheduler; concurrent fdatasyncs on one file system share its journal
-// commits, so a round of 32 costs little more than a round of one.
+// Go scheduler; syncs of different files overlap on the device, so a
+// round of 32 takes little longer than a round of one (DESIGN.md).
 const SyncParallel = 32
 
 // Sync methods of a round (LUNORA_SYNC_METHOD, for measurements).

@@ -30,9 +30,9 @@ import (
 )
 
 // Threads is the size of the pool: how many fdatasyncs run at once.
-// Concurrent fdatasyncs of files on one ext4 file system share its
-// journal commits, so more at once cost little more than one
-// (BENCHMARKS.md). LUNORA_FDSYNC_THREADS overrides it (for measurements).
+// Syncs of different files overlap on the device, so more at once take
+// little longer than one (BENCHMARKS.md, "fdatasync off the Go
+// scheduler"). LUNORA_FDSYNC_THREADS overrides it (for measurements).
 var Threads = func() int {
 	if v, err := strconv.Atoi(os.Getenv("LUNORA_FDSYNC_THREADS")); err == nil && v > 0 {
 		return v
