@@ -378,7 +378,10 @@ func TestClusterHandoffBadChecksum(t *testing.T) {
 	err := b.Client().Handoff(ctxT(t), api.HandoffHeader{ShardID: shard, From: a.ID, Epoch: epoch, Size: int64(len(data))}, bytes.NewReader(data), wrong[:])
 	checkNotOwner(t, fmt.Sprintf("handoff of %s to non-owner %s", shard, b.ID), err, a.ID, epoch)
 
-	// 2. To the owner of a shard never written: DATA_LOSS.
+	// 2. To the owner of a shard never written, from a node that does not
+	// hold it (none does): refused before anything is stored, whatever
+	// the size and sum say. (A wrong sum from the real holder is
+	// DATA_LOSS: shardhost TestHandoffMovesAShard.)
 	r, err := rc.Nodes[0].Client().Ring(ctxT(t), epoch)
 	if err != nil {
 		t.Fatal(err)
@@ -417,8 +420,8 @@ func TestClusterHandoffBadChecksum(t *testing.T) {
 		start := time.Now()
 		err := owner.Client().Handoff(ctxT(t), api.HandoffHeader{ShardID: fresh, From: from, Epoch: epoch, Size: c.size}, bytes.NewReader(data), c.sum)
 		t.Logf("handoff of %s to its owner %s with a %s (%d bytes): %v in %v", fresh, owner.ID, c.name, len(data), err, time.Since(start).Round(time.Millisecond))
-		if api.CodeOf(err) != codes.DataLoss {
-			t.Errorf("handoff with a %s: code %v (%v), want DATA_LOSS", c.name, api.CodeOf(err), err)
+		if api.CodeOf(err) != codes.FailedPrecondition || !strings.Contains(err.Error(), "not in the registry") {
+			t.Errorf("handoff with a %s: code %v (%v), want FAILED_PRECONDITION: not in the registry", c.name, api.CodeOf(err), err)
 		}
 	}
 

@@ -803,4 +803,14 @@ func TestStaleSenderIsRefused(t *testing.T) {
 	if api.CodeOf(err) != codes.FailedPrecondition {
 		t.Fatalf("a copy from a node the registry does not name: %v", err)
 	}
+	// Nor is a copy of a shard no node holds, or one a node sends itself.
+	for _, h := range []api.HandoffHeader{{ShardID: "unregistered", From: "a", Size: int64(len(data))}, {ShardID: "s1", From: "b", Size: int64(len(data))}} {
+		err := w.movers["b"].Receive(context.Background(), h, bytes.NewReader(data), sum[:])
+		if api.CodeOf(err) != codes.FailedPrecondition {
+			t.Fatalf("a copy of %s from %s: %v", h.ShardID, h.From, err)
+		}
+	}
+	if _, incoming, journal := w.files["b"].snapshot(); len(incoming) != 0 || len(journal) != 0 {
+		t.Fatalf("refused copies left incoming %v journal %v", incoming, journal)
+	}
 }

@@ -23,7 +23,13 @@ import (
 // holder can commit a move of the shard, and it is frozen while it sends,
 // so the answer stays true until its commit.
 func (m *Mover) Receive(ctx context.Context, h api.HandoffHeader, r io.Reader, sum []byte) error {
+	if h.From == m.cfg.NodeID {
+		return api.Errorf(codes.FailedPrecondition, "shard %s: node %s cannot hand a shard off to itself", h.ShardID, h.From)
+	}
 	holder, _, err := m.commit(ctx, h.ShardID, m.cfg.NodeID, m.cfg.NodeID, 0)
+	if api.CodeOf(err) == codes.NotFound {
+		return api.Errorf(codes.FailedPrecondition, "shard %s is not in the registry: no node holds it, so none can hand it off", h.ShardID)
+	}
 	if err != nil {
 		return err
 	}
