@@ -27,6 +27,8 @@ import (
 	"sync"
 	"syscall"
 	"unsafe"
+
+	"golang.org/x/sys/unix"
 )
 
 // Threads is the size of the pool: how many fdatasyncs run at once.
@@ -99,7 +101,9 @@ func deliver(r, w *os.File) {
 func Fdatasync(f *os.File) error {
 	startOnce.Do(start)
 	if startErr != nil {
-		return startErr
+		// No pool (the threads could not be started): the call is as
+		// durable on this goroutine, only without the scheduler benefit.
+		return direct(f)
 	}
 	sc, err := f.SyscallConn()
 	if err != nil {
@@ -131,4 +135,23 @@ func Fdatasync(f *os.File) error {
 		return cerr
 	}
 	return syncErr
+}
+
+func direct(f *os.File) error {
+	sc, err := f.SyscallConn()
+	if err != nil {
+		return err
+	}
+	var serr error
+	if cerr := sc.Control(func(fd uintptr) {
+		for {
+			serr = unix.Fdatasync(int(fd))
+			if serr != unix.EINTR {
+				return
+			}
+		}
+	}); cerr != nil {
+		return cerr
+	}
+	return serr
 }

@@ -94,3 +94,24 @@ func TestFdatasyncConcurrent(t *testing.T) {
 		t.Fatalf("%d calls still waiting after every caller returned", left)
 	}
 }
+
+// TestDirect: the fallback used when the pool cannot start behaves the
+// same.
+func TestDirect(t *testing.T) {
+	f, err := os.Create(filepath.Join(t.TempDir(), "f"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	if err := direct(f); err != nil {
+		t.Fatalf("direct fdatasync of a regular file: %v", err)
+	}
+	_, w, err := os.Pipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer w.Close()
+	if err := direct(w); !errors.Is(err, syscall.EINVAL) {
+		t.Fatalf("direct fdatasync of a pipe: %v, want EINVAL", err)
+	}
+}
