@@ -459,14 +459,21 @@ func (h *Host) Receive(ctx context.Context, shardID string, r io.Reader, size in
 	}
 	tmp := path + ".incoming.tmp"
 	err := writeSynced(tmp, r, size, sum)
+	renamed := false
 	if err == nil {
 		err = os.Rename(tmp, path+".incoming")
+		renamed = err == nil
 	}
 	if err == nil {
 		err = syncDirs(filepath.Dir(path), filepath.Dir(path))
 	}
 	if err != nil {
 		os.Remove(tmp)
+		if renamed {
+			// Not acknowledged, so never committed: an activation must
+			// not find it and install it later.
+			os.Remove(path + ".incoming")
+		}
 		h.clearJournal(shardID, MoveRecv)
 		if _, ok := err.(*api.Error); ok {
 			return err
