@@ -341,8 +341,24 @@ func (h *Host) recoverWAL(shardID, path string) error {
 	return nil
 }
 
+// refuseClosed is ErrClosed once Shutdown has begun: a host that has shut
+// down touches none of its files again, as a killed process would not. (A
+// move's goroutine can outlive the host in a process that goes on — the
+// in-process test clusters restart a node in the same process.)
+func (h *Host) refuseClosed() error {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if h.closed {
+		return ErrClosed
+	}
+	return nil
+}
+
 // Thaw ends a handoff that did not commit: the shard serves again here.
 func (h *Host) Thaw(f *Frozen) error {
+	if err := h.refuseClosed(); err != nil {
+		return err
+	}
 	err := h.clearJournal(f.ShardID, MoveSend)
 	h.thaw(f.ShardID)
 	return err
@@ -361,6 +377,9 @@ func (h *Host) thaw(shardID string) {
 // Drop ends a handoff that committed: the file is deleted and requests for
 // the shard are answered with ErrShardElsewhere naming holder.
 func (h *Host) Drop(f *Frozen, holder string) error {
+	if err := h.refuseClosed(); err != nil {
+		return err
+	}
 	if err := h.removeShardFiles(f.ShardID); err != nil {
 		return err
 	}
@@ -424,6 +443,9 @@ func (h *Host) removeShardFiles(shardID string) error {
 // It is not served until Install. A mismatch is DATA_LOSS and leaves
 // nothing behind.
 func (h *Host) Receive(ctx context.Context, shardID string, r io.Reader, size int64, sum []byte) error {
+	if err := h.refuseClosed(); err != nil {
+		return err
+	}
 	h.mu.Lock()
 	a := h.actors[shardID]
 	_, recovered := h.recovered[shardID]
@@ -507,6 +529,9 @@ func writeSynced(path string, r io.Reader, size int64, want []byte) error {
 // stale copy of the shard on this node is replaced. Installing a shard
 // that is already installed is a no-op.
 func (h *Host) Install(shardID string) error {
+	if err := h.refuseClosed(); err != nil {
+		return err
+	}
 	h.mu.Lock()
 	_, frozen := h.frozen[shardID]
 	h.mu.Unlock()
@@ -588,6 +613,9 @@ func (h *Host) installIncomingLocked(shardID string) error {
 // the registry names (read through the log): the holder keeps or installs
 // its copy; any other node deletes its own.
 func (h *Host) ResolveMove(shardID string, role MoveRole, holder string) error {
+	if err := h.refuseClosed(); err != nil {
+		return err
+	}
 	self := holder == h.cfg.NodeID
 	if role == MoveSend && holder == "" {
 		self = true // not in the registry: nothing moved, keep the file

@@ -159,6 +159,19 @@ func TestHandoffJournalSurvivesRestart(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
+	// A move's goroutine that outlives its host (the process goes on)
+	// touches nothing: the journal entries stay for the next start.
+	for name, err := range map[string]error{
+		"thaw":    a.Thaw(f),
+		"drop":    a.Drop(f, "b"),
+		"resolve": a.ResolveMove(r1, shardhost.MoveSend, "b"),
+		"install": b.Install(r1),
+		"receive": receive(ctx, b, f, f.SHA256[:]),
+	} {
+		if !errors.Is(err, shardhost.ErrClosed) {
+			t.Fatalf("%s after Shutdown: %v, want ErrClosed", name, err)
+		}
+	}
 	a, b = hostAt(t, "a", dirA), hostAt(t, "b", dirB)
 	if got := a.PendingMoves(); len(got) != 1 || got[0] != (shardhost.PendingMove{ShardID: r1, Role: shardhost.MoveSend}) {
 		t.Fatalf("a's pending moves: %v", got)
