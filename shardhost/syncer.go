@@ -173,11 +173,11 @@ type syncer struct {
 	rounds   int // rounds in flight at once
 }
 
-// SyncParallel is how many -wal files one durability round fdatasyncs at
+// syncParallel is how many -wal files one durability round fdatasyncs at
 // once. The calls run on package fdsync's threads (as many), outside the
 // Go scheduler; syncs of different files overlap on the device, so a
 // round of 32 takes little longer than a round of one (DESIGN.md).
-const SyncParallel = 32
+const syncParallel = 32
 
 // Sync methods of a round (LUNORA_SYNC_METHOD, for measurements).
 const (
@@ -186,7 +186,7 @@ const (
 )
 
 func newSyncer(h *Host) *syncer {
-	s := &syncer{h: h, wake: make(chan struct{}, 1), stop: make(chan struct{}), done: make(chan struct{}), parallel: SyncParallel}
+	s := &syncer{h: h, wake: make(chan struct{}, 1), stop: make(chan struct{}), done: make(chan struct{}), parallel: syncParallel}
 	// Measurement knobs (DESIGN.md, "Node-level durability"): the
 	// alternatives the default was chosen against.
 	if v, err := strconv.Atoi(os.Getenv("LUNORA_SYNC_PARALLEL")); err == nil && v > 0 {

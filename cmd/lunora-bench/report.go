@@ -14,7 +14,7 @@ import (
 // runInfo is what the summary says about the run besides the figures.
 type runInfo struct {
 	command string
-	procs   string // GOMAXPROCS and where it came from
+	procs   string // the process's GOMAXPROCS
 	target  string // what was benchmarked
 	dataDir string
 	o       *options
