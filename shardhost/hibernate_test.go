@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"os"
+	"path/filepath"
 	"runtime"
 	"runtime/debug"
 	"strconv"
@@ -214,6 +215,48 @@ func TestCleanCloseKeepsAnEmptyWALAndSkipsSyncs(t *testing.T) {
 	}
 	if n := count(t, h, "r"); n != 2 {
 		t.Fatalf("%d messages after a restart, want 2", n)
+	}
+}
+
+// TestShutdownClosesEveryShard: Shutdown closes the files of every active
+// shard, not only the first one it finds (it walked a list it was
+// removing from), and each close leaves the shard clean: an empty -wal.
+func TestShutdownClosesEveryShard(t *testing.T) {
+	h := newHost(t, func(c *shardhost.Config) { c.IdleTimeout = time.Hour })
+	ctx := context.Background()
+	for i := range 5 {
+		if _, err := send(ctx, h, fmt.Sprint("r", i), "a", "b"); err != nil {
+			t.Fatal(err)
+		}
+	}
+	dir := filepath.Dir(filepath.Dir(filepath.Dir(shardhost.ShardPath(h, "room_id=r0"))))
+	openIn := func() []string {
+		var out []string
+		ents, err := os.ReadDir("/proc/self/fd")
+		if err != nil {
+			t.Skip("no /proc/self/fd")
+		}
+		for _, e := range ents {
+			if l, err := os.Readlink("/proc/self/fd/" + e.Name()); err == nil && strings.HasPrefix(l, dir) {
+				out = append(out, l)
+			}
+		}
+		return out
+	}
+	if n := len(openIn()); n < 5*3 {
+		t.Fatalf("%d files open under %s before the shutdown, want at least 15", n, dir)
+	}
+	if err := h.Shutdown(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if open := openIn(); len(open) > 0 {
+		t.Fatalf("after Shutdown %d shard files are still open: %v", len(open), open)
+	}
+	for i := range 5 {
+		st, err := os.Stat(shardhost.ShardPath(h, fmt.Sprint("room_id=r", i)) + "-wal")
+		if err != nil || st.Size() != 0 {
+			t.Fatalf("shard r%d: -wal after Shutdown: %v, %v (want empty)", i, st, err)
+		}
 	}
 }
 

@@ -10,38 +10,42 @@ import (
 	"testing"
 )
 
+// TestFdatasync: the pool and the fallback used when the pool cannot
+// start (direct) give the same answers: success on a file, the thread's
+// errno (fdatasync(2) of a pipe is EINVAL), an error on a closed file.
 func TestFdatasync(t *testing.T) {
-	dir := t.TempDir()
-	f, err := os.Create(filepath.Join(dir, "f"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer f.Close()
-	if _, err := f.WriteString("durable"); err != nil {
-		t.Fatal(err)
-	}
-	if err := Fdatasync(f); err != nil {
-		t.Fatalf("fdatasync of a regular file: %v", err)
-	}
-
-	// The thread's errno comes back: fdatasync(2) of a pipe is EINVAL.
-	r, w, err := os.Pipe()
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer r.Close()
-	defer w.Close()
-	if err := Fdatasync(w); !errors.Is(err, syscall.EINVAL) {
-		t.Fatalf("fdatasync of a pipe: %v, want EINVAL", err)
-	}
-
-	closed, err := os.Create(filepath.Join(dir, "closed"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	closed.Close()
-	if err := Fdatasync(closed); err == nil {
-		t.Fatal("fdatasync of a closed file succeeded")
+	for name, do := range map[string]func(*os.File) error{"pool": Fdatasync, "direct": direct} {
+		t.Run(name, func(t *testing.T) {
+			dir := t.TempDir()
+			f, err := os.Create(filepath.Join(dir, "f"))
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer f.Close()
+			if _, err := f.WriteString("durable"); err != nil {
+				t.Fatal(err)
+			}
+			if err := do(f); err != nil {
+				t.Fatalf("fdatasync of a regular file: %v", err)
+			}
+			r, w, err := os.Pipe()
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer r.Close()
+			defer w.Close()
+			if err := do(w); !errors.Is(err, syscall.EINVAL) {
+				t.Fatalf("fdatasync of a pipe: %v, want EINVAL", err)
+			}
+			closed, err := os.Create(filepath.Join(dir, "closed"))
+			if err != nil {
+				t.Fatal(err)
+			}
+			closed.Close()
+			if err := do(closed); err == nil {
+				t.Fatal("fdatasync of a closed file succeeded")
+			}
+		})
 	}
 }
 
@@ -92,26 +96,5 @@ func TestFdatasyncConcurrent(t *testing.T) {
 	mu.Unlock()
 	if left != 0 {
 		t.Fatalf("%d calls still waiting after every caller returned", left)
-	}
-}
-
-// TestDirect: the fallback used when the pool cannot start behaves the
-// same.
-func TestDirect(t *testing.T) {
-	f, err := os.Create(filepath.Join(t.TempDir(), "f"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer f.Close()
-	if err := direct(f); err != nil {
-		t.Fatalf("direct fdatasync of a regular file: %v", err)
-	}
-	_, w, err := os.Pipe()
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer w.Close()
-	if err := direct(w); !errors.Is(err, syscall.EINVAL) {
-		t.Fatalf("direct fdatasync of a pipe: %v, want EINVAL", err)
 	}
 }
